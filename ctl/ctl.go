@@ -1,0 +1,176 @@
+// Package ctl implements northstarctl, the administrator's command: create
+// and rotate the lifecycle secret, show its status, check the host, and print
+// the snippets that wire northstar into a runtime.
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs/store"
+)
+
+// ErrUsage marks command-line errors (exit code 2).
+var ErrUsage = errors.New("usage")
+
+// Env is what a subcommand may use; tests substitute its parts.
+type Env struct {
+	Stdout, Stderr io.Writer
+}
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *Env, args []string) error
+}
+
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"init":   {"create the state directory and the first sealed secret (no-op if present)", runInit},
+		"rotate": {"seal a new lifecycle secret now (new generation)", runRotate},
+		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
+	}
+}
+
+// Run is northstarctl's main: args without the program name.
+func Run(ctx context.Context, env *Env, args []string) error {
+	if len(args) == 0 {
+		usage(env.Stderr)
+		return fmt.Errorf("%w: missing subcommand", ErrUsage)
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(env.Stdout)
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		usage(env.Stderr)
+		return fmt.Errorf("%w: unknown subcommand %q", ErrUsage, args[0])
+	}
+	return cmd.run(ctx, env, args[1:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: northstarctl <command> [--config PATH] [flags]")
+	fmt.Fprintln(w, "\nCommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(w, "\nEvery command takes --config (default $NORTHSTAR_CONFIG, else "+config.DefaultPath+",\nor $XDG_CONFIG_HOME/northstar/config.toml when rootless) and --help.")
+	fmt.Fprintln(w, "Exit status: 0 ok, 1 failure, 2 usage.")
+}
+
+// flags returns a flag set with the common --config flag. Parse it with
+// parse, which maps -h to a nil error after printing help.
+func flags(env *Env, name, synopsis string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("northstarctl "+name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	cfg := fs.String("config", "", "config file")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: northstarctl %s %s\n\n%s\n\nFlags:\n", name, synopsis, commands[name].summary)
+		fs.PrintDefaults()
+	}
+	return fs, cfg
+}
+
+var errHelp = errors.New("help shown")
+
+func parse(fs *flag.FlagSet, env *Env, args []string) error {
+	fs.SetOutput(env.Stderr)
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			fs.SetOutput(env.Stdout)
+			fs.Usage()
+			return errHelp
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func openStore(path string) (*config.Config, *store.Store, error) {
+	cfg, err := config.Load(config.Discover(path))
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := store.Open(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, st, nil
+}
+
+func runInit(ctx context.Context, env *Env, args []string) error {
+	fs, cfgPath := flags(env, "init", "[--config PATH]")
+	if err := parse(fs, env, args); err != nil {
+		return helpOK(err)
+	}
+	_, st, err := openStore(*cfgPath)
+	if err != nil {
+		return err
+	}
+	rec, created, err := st.Init(ctx, "")
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if created {
+		fmt.Fprintf(env.Stdout, "initialized %s: generation %d, sealer %s\n", st.Dir(), rec.Generation, rec.Sealer)
+	} else {
+		fmt.Fprintf(env.Stdout, "already initialized %s: generation %d, sealer %s\n", st.Dir(), rec.Generation, rec.Sealer)
+	}
+	return nil
+}
+
+func runRotate(ctx context.Context, env *Env, args []string) error {
+	fs, cfgPath := flags(env, "rotate", "[--config PATH]")
+	if err := parse(fs, env, args); err != nil {
+		return helpOK(err)
+	}
+	_, st, err := openStore(*cfgPath)
+	if err != nil {
+		return err
+	}
+	rec, err := st.Rotate(ctx, "manual")
+	if err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "rotated %s: generation %d\n", st.Dir(), rec.Generation)
+	return nil
+}
+
+func helpOK(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+// joinInts prints a PCR list as "7,16" ("none" when empty).
+func joinInts(v []int) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ",")
+}

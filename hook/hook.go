@@ -1,0 +1,165 @@
+// Package hook is the northstar OCI hook: it reads the OCI state from stdin
+// and the bundle's config.json, takes the lifecycle secret out of the store,
+// and materializes it read-only at /run/northstar/secret inside the
+// container before the container's process starts.
+//
+// It runs at one of three stages:
+//   - createRuntime (or prestart on older runtimes): in the runtime's
+//     namespaces; the hook joins the container's mount namespace on a locked
+//     thread to attach the mount.
+//   - createContainer: run by the container's init process itself, already
+//     inside the container's namespaces (the only way for plain rootless
+//     runc, where setns into the container's mount namespace is refused).
+//
+// The stage is recognised without configuration: at createContainer the
+// hook's parent is the container process whose pid the state names.
+package hook
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/secretfs/store"
+)
+
+// SecretDir is where the secret appears inside every container.
+const SecretDir = "/run/northstar"
+
+// ErrUsage marks command-line errors (exit code 2).
+var ErrUsage = errors.New("usage")
+
+// Run is the hook's main: args without the program name, the state on stdin.
+// Errors are one line, "<what>: <why>", and never contain secret material.
+func Run(ctx context.Context, args []string, stdin io.Reader) error {
+	fs := flag.NewFlagSet("northstar-hook", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configPath := fs.String("config", "", "config file (default $NORTHSTAR_CONFIG or "+config.DefaultPath+")")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v (northstar-hook [--config PATH] < state.json)", ErrUsage, err)
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("%w: unexpected argument %q (northstar-hook [--config PATH] < state.json)", ErrUsage, fs.Arg(0))
+	}
+
+	data, err := readLimited(stdin, maxStateSize, "state")
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	state, err := ParseState(data)
+	if err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	spec, rootfs, err := LoadSpec(state.Bundle)
+	if err != nil {
+		return fmt.Errorf("read bundle: %w", err)
+	}
+	cfg, err := config.Load(config.Discover(*configPath))
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	policy, err := PolicyFor(spec, cfg.SecretMode())
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	if policy.Disabled {
+		return nil
+	}
+	inContainer := os.Getppid() == state.Pid
+	owner, err := ownerFor(state.Pid, policy, inContainer)
+	if err != nil {
+		return fmt.Errorf("owner: %w", err)
+	}
+
+	st, err := store.Open(cfg)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	mnt, err := buildMount(ctx, st, owner)
+	if err != nil {
+		return err
+	}
+	defer mnt.Close()
+
+	attach := func() error { return mnt.AttachInRoot(rootfs, SecretDir) }
+	if inContainer {
+		err = attach()
+	} else {
+		err = attachFromRuntime(state.Pid, attach)
+	}
+	if err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	return nil
+}
+
+// buildMount unseals the secret into a sealed memfd and builds the detached
+// filesystem from it. Plaintext copies live only in this function and are
+// zeroed before it returns.
+func buildMount(ctx context.Context, st *store.Store, owner secretfs.Owner) (*secretfs.Mount, error) {
+	sec, _, err := st.Secret(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("unseal: %w", err)
+	}
+	text := sec.AppendHex(make([]byte, 0, secretfs.HexSize))
+	sec.Zero()
+	memfd, err := secretfs.NewSealedMemfd("northstar-secret", text)
+	secretfs.Zero(text)
+	if err != nil {
+		return nil, fmt.Errorf("memfd: %w", err)
+	}
+	defer memfd.Close()
+	mnt, err := secretfs.NewMount(memfd, owner)
+	if err != nil {
+		return nil, fmt.Errorf("mount: %w", err)
+	}
+	return mnt, nil
+}
+
+// attachFromRuntime runs attach inside the container's mount namespace.
+func attachFromRuntime(pid int, attach func() error) error {
+	same, err := secretfs.SameNamespace(pid, "mnt")
+	if err != nil {
+		return err
+	}
+	if same {
+		// Attaching here would mount over the host's view of the rootfs.
+		return errors.New("the container shares the runtime's mount namespace; refusing to mount on the host")
+	}
+	return secretfs.InMountNamespace(pid, attach)
+}
+
+// ownerFor translates the policy's container ids into ids of the namespace
+// that builds the mount. Inside the container (createContainer) they are
+// used as they are; from the runtime they go through the container's
+// uid_map/gid_map when it has its own user namespace.
+func ownerFor(pid int, p *Policy, inContainer bool) (secretfs.Owner, error) {
+	o := secretfs.Owner{UID: p.UID, GID: p.GID, Mode: p.Mode}
+	if inContainer {
+		return o, nil
+	}
+	same, err := secretfs.SameNamespace(pid, "user")
+	if err != nil || same {
+		return o, err
+	}
+	for _, id := range []struct {
+		which string
+		v     *uint32
+	}{{"uid", &o.UID}, {"gid", &o.GID}} {
+		maps, err := secretfs.ReadIDMap(pid, id.which)
+		if err != nil {
+			return o, err
+		}
+		out, ok := secretfs.MapToOutside(maps, *id.v)
+		if !ok {
+			return o, fmt.Errorf("%s %d is not mapped in the container's user namespace; set %s to a mapped id", id.which, *id.v, map[string]string{"uid": AnnotationUID, "gid": AnnotationGID}[id.which])
+		}
+		*id.v = out
+	}
+	return o, nil
+}

@@ -1,0 +1,78 @@
+package hook
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Size caps for untrusted-size input. A state document is a few hundred
+// bytes; config.json files with large seccomp profiles reach ~100 KiB.
+const (
+	maxStateSize  = 64 << 10
+	maxConfigSize = 4 << 20
+)
+
+// readLimited reads r whole, failing if it holds more than max bytes.
+func readLimited(r io.Reader, max int64, what string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", what, max)
+	}
+	return data, nil
+}
+
+// ParseState decodes and checks the OCI state the runtime passes on stdin.
+func ParseState(data []byte) (*specs.State, error) {
+	if len(data) > maxStateSize {
+		return nil, fmt.Errorf("state is larger than %d bytes", maxStateSize)
+	}
+	var st specs.State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("state is not OCI state JSON: %w", err)
+	}
+	switch {
+	case st.ID == "":
+		return nil, errors.New("state has no container id")
+	case st.Pid <= 0:
+		return nil, fmt.Errorf("state has no container pid (got %d); is the hook configured at createRuntime, prestart or createContainer?", st.Pid)
+	case !filepath.IsAbs(st.Bundle):
+		return nil, fmt.Errorf("state bundle %q is not an absolute path", st.Bundle)
+	}
+	return &st, nil
+}
+
+// LoadSpec reads the bundle's config.json and returns it with the absolute
+// path of the container root filesystem (a relative root.path is relative to
+// the bundle).
+func LoadSpec(bundle string) (*specs.Spec, string, error) {
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, "", fmt.Errorf("open bundle config: %w", err)
+	}
+	defer f.Close()
+	data, err := readLimited(f, maxConfigSize, "bundle config.json")
+	if err != nil {
+		return nil, "", err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, "", fmt.Errorf("bundle config.json is not an OCI spec: %w", err)
+	}
+	if spec.Root == nil || spec.Root.Path == "" {
+		return nil, "", errors.New("bundle config.json has no root.path")
+	}
+	rootfs := spec.Root.Path
+	if !filepath.IsAbs(rootfs) {
+		rootfs = filepath.Join(bundle, rootfs)
+	}
+	return &spec, filepath.Clean(rootfs), nil
+}
