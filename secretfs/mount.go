@@ -135,6 +135,21 @@ func (m *Mount) populate(src *os.File, o Owner) error {
 	return nil
 }
 
+// resolveHint explains the errors an image's symlinks cause.
+func resolveHint(err error) string {
+	switch {
+	case errors.Is(err, unix.ENOTDIR):
+		return " (a component is a file, or a symlink that does not lead to a directory inside the container rootfs; fix the image or add a /run tmpfs mount)"
+	case errors.Is(err, unix.ELOOP):
+		return " (a symlink loop or a /proc magic link, refused)"
+	case errors.Is(err, unix.EXDEV):
+		return " (a path that escapes the container rootfs, refused)"
+	case errors.Is(err, unix.EROFS):
+		return " (the container rootfs is read-only there; add a /run tmpfs mount or create /run/northstar in the image)"
+	}
+	return ""
+}
+
 // Close releases the detached mount. A mount that was never attached is
 // unmounted and freed by the kernel with its last reference.
 func (m *Mount) Close() error { return m.fd.Close() }
@@ -165,15 +180,23 @@ func (m *Mount) AttachInRoot(rootfs, unsafeDir string) error {
 	defer root.Close()
 	dir, err := pathrs.MkdirAllHandle(root, unsafeDir, 0o755)
 	if err != nil {
-		return fmt.Errorf("resolve %s in the container rootfs: %w", unsafeDir, err)
+		return fmt.Errorf("resolve %s in the container rootfs: %w%s", unsafeDir, err, resolveHint(err))
 	}
 	defer dir.Close()
-	var st unix.Stat_t
+	var st, rst unix.Stat_t
 	if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
 		return fmt.Errorf("stat %s: %w", unsafeDir, err)
 	}
+	if err := unix.Fstat(int(root.Fd()), &rst); err != nil {
+		return fmt.Errorf("stat rootfs: %w", err)
+	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return fmt.Errorf("%s in the container rootfs is not a directory", unsafeDir)
+	}
+	if st.Dev == rst.Dev && st.Ino == rst.Ino {
+		// A symlink such as /run/northstar -> ../.. would make us shadow
+		// the whole root filesystem of the container.
+		return fmt.Errorf("%s in the container rootfs resolves to the rootfs itself; fix the image's symlinks", unsafeDir)
 	}
 	if err := unix.MoveMount(int(m.fd.Fd()), "", int(dir.Fd()), "",
 		unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {

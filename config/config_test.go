@@ -1,0 +1,83 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	c, err := Parse([]byte(`
+state_dir = "/var/lib/ns"
+sealer = "tpm"
+[tpm]
+path = "unix:/run/swtpm/sock"
+pcrs = [7, 16]
+[secret]
+dir = "/run/northstar"
+mode = "0440"
+[rotation]
+on = "manual"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != "/var/lib/ns" || c.TPM.Path != "unix:/run/swtpm/sock" || len(c.TPM.PCRs) != 2 || c.SecretMode() != 0o440 || c.Rotation.On != RotateManual {
+		t.Errorf("parsed %+v", c)
+	}
+	d, err := Parse(nil)
+	if err != nil || d.Sealer != SealerTPM || d.SecretMode() != 0o400 || d.Rotation.On != RotateOnRuntimeRestart {
+		t.Errorf("defaults: %+v, %v", d, err)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for in, want := range map[string]string{
+		`state_dir = "relative"`:            "absolute",
+		`sealer = "aws"`:                    "sealer",
+		`statedir = "/x"`:                   "unknown key",
+		"[tpm]\npcrs = [24]":                "out of range",
+		"[tpm]\npcrs = [7, 7]":              "twice",
+		"[secret]\nmode = \"0600\"":         "bits other than read",
+		"[secret]\ndir = \"/etc\"":          "only /run/northstar",
+		"[rotation]\non = \"sometimes\"":    "rotation",
+		`sealer = `:                         "line",
+		"[tpm]\npath = \"\"\nsealer=\"tpm\"": "",
+	} {
+		_, err := Parse([]byte(in))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v, want error containing %q", in, err, want)
+		}
+	}
+}
+
+func TestLoadNamesMissingFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "config.toml")
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Errorf("Load(missing) = %v, want an error naming the path", err)
+	}
+	if err := os.WriteFile(p, []byte(strings.Repeat("#", maxConfigSize+1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil {
+		t.Error("oversized config accepted")
+	}
+}
+
+func TestDiscover(t *testing.T) {
+	t.Setenv(EnvConfig, "/from/env.toml")
+	if got := Discover("/flag.toml"); got != "/flag.toml" {
+		t.Errorf("flag: %s", got)
+	}
+	if got := Discover(""); got != "/from/env.toml" {
+		t.Errorf("env: %s", got)
+	}
+	t.Setenv("XDG_CONFIG_HOME", "/home/u/.cfg")
+	if got := DefaultPathFor(true); got != "/home/u/.cfg/northstar/config.toml" {
+		t.Errorf("rootless default: %s", got)
+	}
+	if got := DefaultPathFor(false); got != DefaultPath {
+		t.Errorf("rootful default: %s", got)
+	}
+}
