@@ -34,15 +34,15 @@ on = "manual"
 
 func TestParseRejects(t *testing.T) {
 	for in, want := range map[string]string{
-		`state_dir = "relative"`:            "absolute",
-		`sealer = "aws"`:                    "sealer",
-		`statedir = "/x"`:                   "unknown key",
-		"[tpm]\npcrs = [24]":                "out of range",
-		"[tpm]\npcrs = [7, 7]":              "twice",
-		"[secret]\nmode = \"0600\"":         "bits other than read",
-		"[secret]\ndir = \"/etc\"":          "only /run/northstar",
-		"[rotation]\non = \"sometimes\"":    "rotation",
-		`sealer = `:                         "line",
+		`state_dir = "relative"`:             "absolute",
+		`sealer = "aws"`:                     "sealer",
+		`statedir = "/x"`:                    "unknown key",
+		"[tpm]\npcrs = [24]":                 "out of range",
+		"[tpm]\npcrs = [7, 7]":               "twice",
+		"[secret]\nmode = \"0600\"":          "bits other than read",
+		"[secret]\ndir = \"/etc\"":           "only /run/northstar",
+		"[rotation]\non = \"sometimes\"":     "rotation",
+		`sealer = `:                          "line",
 		"[tpm]\npath = \"\"\nsealer=\"tpm\"": "",
 	} {
 		_, err := Parse([]byte(in))
