@@ -13,6 +13,8 @@ import (
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/internal/testtree"
 )
 
 // requireRoot skips a test that needs real mounts unless it runs as root;
@@ -47,39 +49,6 @@ func inPrivateMountNS(fn func() error) error {
 	return <-errc
 }
 
-// build creates a tree from lines of a tiny language, with $HOST replaced by
-// the host directory the image tries to reach:
-//
-//	dir PATH | file PATH | symlink PATH TARGET | proc PATH (bind of /proc)
-func build(root, host string, lines []string) error {
-	for _, l := range lines {
-		f := strings.Fields(strings.ReplaceAll(l, "$HOST", host))
-		p := filepath.Join(root, f[1])
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		var err error
-		switch f[0] {
-		case "dir":
-			err = os.MkdirAll(p, 0o755)
-		case "file":
-			err = os.WriteFile(p, []byte("image file"), 0o644)
-		case "symlink":
-			err = os.Symlink(f[2], p)
-		case "proc":
-			if err = os.MkdirAll(p, 0o555); err == nil {
-				err = unix.Mount("/proc", p, "", unix.MS_BIND|unix.MS_REC, "")
-			}
-		default:
-			err = fmt.Errorf("unknown op %q", f[0])
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", l, err)
-		}
-	}
-	return nil
-}
-
 // mountPointOf returns where mount id is mounted, from this thread's view.
 func mountPointOf(id uint64) (string, error) {
 	f, err := os.Open("/proc/thread-self/mountinfo")
@@ -103,17 +72,6 @@ func mountID(m *Mount) (uint64, error) {
 		return 0, err
 	}
 	return stx.Mnt_id, nil
-}
-
-func snapshot(dir string) string {
-	var b strings.Builder
-	_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil {
-			fmt.Fprintf(&b, "%s %v %d\n", p, fi.Mode(), fi.Size())
-		}
-		return nil
-	})
-	return b.String()
 }
 
 // TestAttachInRootHostileImages plants symlinks and files where the secret
@@ -169,9 +127,9 @@ func TestAttachInRootHostileImages(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			before := snapshot(host)
+			before := testtree.Snapshot(host)
 			err := inPrivateMountNS(func() error {
-				if err := build(rootfs, host, tt.image); err != nil {
+				if err := testtree.Build(rootfs, host, tt.image); err != nil {
 					return fmt.Errorf("build image: %w", err)
 				}
 				m, err := NewMount(memfd, Owner{UID: 1000, GID: 1000, Mode: 0o400})
@@ -225,7 +183,7 @@ func TestAttachInRootHostileImages(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if after := snapshot(host); after != before {
+			if after := testtree.Snapshot(host); after != before {
 				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
 			}
 		})

@@ -1,0 +1,46 @@
+# northstar — see README.md. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+PKGS := ./...
+CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
+GOFLAGS_TEST ?= -count=1
+# Short fuzz runs of the parsers of untrusted input, part of `make test`.
+FUZZTIME ?= 5s
+
+export PATH := /usr/local/go/bin:$(PATH)
+
+.PHONY: all build setup test test-unit test-integration fuzz lint bench demo clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	@# Static, cgo-free binaries: LD_PRELOAD and friends do nothing to them.
+	for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$c ./cmd/$$c || exit 1; done
+
+# Installs the real stack (Debian packages, the test user) when run as root.
+setup:
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/setup.sh; else echo "setup: not root, skipping package installation"; fi
+	$(GO) mod download
+
+test: setup lint build test-unit fuzz test-integration
+
+test-unit:
+	CGO_ENABLED=1 $(GO) test $(GOFLAGS_TEST) $(PKGS)
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseState$$' -fuzztime $(FUZZTIME) ./hook
+	$(GO) test -run '^$$' -fuzz '^FuzzPolicyFor$$' -fuzztime $(FUZZTIME) ./hook
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./secretfs/store
+
+test-integration: build
+	$(GO) test $(GOFLAGS_TEST) -tags integration -timeout 15m -v ./integration/ 2>&1 | tee integration.out | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags integration ./integration/
+
+clean:
+	rm -rf $(BIN) integration.out

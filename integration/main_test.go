@@ -1,0 +1,73 @@
+//go:build integration
+
+// Package integration runs northstar against the real stack: Debian's runc,
+// rootlesskit, containerd and swtpm, real kernel mounts, real user
+// namespaces. Run it as root (`make test` does); when CI=true a missing
+// prerequisite fails the run instead of skipping.
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// bins holds the binaries under test, built once per run into a directory
+// any user can read (the rootless tests exec them as an unprivileged user).
+var bins struct {
+	dir, hook, ctl string
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "northstar-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	bins.dir = dir
+	bins.hook = filepath.Join(dir, "northstar-hook")
+	bins.ctl = filepath.Join(dir, "northstarctl")
+	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// requires fails (in CI) or skips (elsewhere) unless every command exists
+// and the test runs as root.
+func requires(t *testing.T, cmds ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("missing prerequisites %v (scripts/setup.sh installs them)", missing)
+	}
+	t.Skipf("missing prerequisites %v (run scripts/setup.sh)", missing)
+}

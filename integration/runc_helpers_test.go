@@ -1,0 +1,258 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs/store"
+)
+
+// result is what a command did, printed whole when a test fails.
+type result struct {
+	cmd            string
+	stdout, stderr string
+	err            error
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("$ %s\nerr: %v\n--- stdout\n%s--- stderr\n%s", r.cmd, r.err, r.stdout, r.stderr)
+}
+
+// run executes cmd with a timeout and captures its output.
+func run(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if cmd.Stdout == nil {
+		cmd.Stdout = &out
+	}
+	if cmd.Stderr == nil {
+		cmd.Stderr = &errb
+	}
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		return result{cmd: strings.Join(cmd.Args, " "), err: err}
+	}
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		err = fmt.Errorf("timed out: %w", <-done)
+	}
+	return result{cmd: strings.Join(cmd.Args, " "), stdout: out.String(), stderr: errb.String(), err: err}
+}
+
+// mustRun runs cmd and fails the test, printing everything, if it fails.
+func mustRun(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	r := run(t, cmd)
+	if r.err != nil {
+		t.Fatalf("command failed:\n%s", r)
+	}
+	return r
+}
+
+// env is one northstar installation: a config and a state directory.
+type env struct {
+	dir    string // world-traversable working directory
+	config string
+	cfg    *config.Config
+}
+
+// newEnv writes a config using the host-key sealer and runs
+// `northstarctl init`. owner, when non-nil, receives the directory (for
+// rootless runs).
+func newEnv(t *testing.T, extraTOML string, owner *account) *env {
+	t.Helper()
+	dir := worldDir(t)
+	e := &env{dir: dir, config: filepath.Join(dir, "config.toml")}
+	toml := fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extraTOML)
+	if err := os.WriteFile(e.config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	cmd := exec.Command(bins.ctl, "init", "--config", e.config)
+	if owner != nil {
+		owner.chownR(t, dir)
+		owner.apply(cmd)
+	}
+	mustRun(t, cmd)
+	return e
+}
+
+// secretHex unseals the current secret the way the hook does, for checks.
+func (e *env) secretHex(t *testing.T) string {
+	t.Helper()
+	st, err := store.Open(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, _, err := st.Secret(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sec.Zero()
+	return string(sec.AppendHex(nil))
+}
+
+// worldDir makes a temporary directory every user can traverse.
+func worldDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "northstar-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Containers may have left read-only files; best effort.
+		_ = exec.Command("rm", "-rf", dir).Run()
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// bundle is an OCI bundle with a busybox rootfs.
+type bundle struct {
+	dir, rootfs string
+	spec        *specs.Spec
+}
+
+// newBundle makes a busybox bundle from `runc spec` (or `runc spec
+// --rootless`) whose process runs `sh -c script`.
+func newBundle(t *testing.T, parent string, rootless bool, script string) *bundle {
+	t.Helper()
+	dir, err := os.MkdirTemp(parent, "bundle-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := &bundle{dir: dir, rootfs: filepath.Join(dir, "rootfs")}
+	mkBusybox(t, b.rootfs)
+	args := []string{"spec", "--bundle", dir}
+	if rootless {
+		args = append(args, "--rootless")
+	}
+	mustRun(t, exec.Command("runc", args...))
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.spec = new(specs.Spec)
+	if err := json.Unmarshal(data, b.spec); err != nil {
+		t.Fatal(err)
+	}
+	b.spec.Process.Terminal = false
+	b.spec.Process.Args = []string{"sh", "-c", script}
+	b.spec.Root.Path = "rootfs"
+	b.spec.Hostname = "northstar-test"
+	return b
+}
+
+// mkBusybox writes a minimal rootfs: busybox-static and its applet links.
+func mkBusybox(t *testing.T, rootfs string) {
+	t.Helper()
+	for _, d := range []string{"bin", "etc", "proc", "sys", "dev", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "bin/busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"sh", "cat", "ls", "id", "stat", "grep", "sleep", "touch", "echo", "test", "wc", "head", "mount", "rm", "mkdir", "awk", "cut", "tr", "readlink"} {
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(rootfs, "etc/passwd"), []byte("root:x:0:0:root:/:/bin/sh\nuser:x:1000:1000:user:/:/bin/sh\n"), 0o644)
+	_ = os.WriteFile(filepath.Join(rootfs, "etc/group"), []byte("root:x:0:\nuser:x:1000:\n"), 0o644)
+}
+
+// withHook adds the northstar hook at stage ("createRuntime", ...).
+func (b *bundle) withHook(stage, configPath string) *bundle {
+	h := specs.Hook{Path: bins.hook, Args: []string{"northstar-hook", "--config", configPath}}
+	if b.spec.Hooks == nil {
+		b.spec.Hooks = &specs.Hooks{}
+	}
+	switch stage {
+	case "createRuntime":
+		b.spec.Hooks.CreateRuntime = append(b.spec.Hooks.CreateRuntime, h)
+	case "prestart":
+		b.spec.Hooks.Prestart = append(b.spec.Hooks.Prestart, h) //nolint:staticcheck // older runtimes
+	case "createContainer":
+		b.spec.Hooks.CreateContainer = append(b.spec.Hooks.CreateContainer, h)
+	default:
+		panic("unknown stage " + stage)
+	}
+	return b
+}
+
+// write stores the spec as config.json.
+func (b *bundle) write(t *testing.T) {
+	t.Helper()
+	data, err := json.MarshalIndent(b.spec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "config.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var containerSeq int
+
+// runcRun runs the bundle to completion with `runc run` as root.
+func (b *bundle) runcRun(t *testing.T) result {
+	t.Helper()
+	b.write(t)
+	containerSeq++
+	id := fmt.Sprintf("ns-it-%d-%d", os.Getpid(), containerSeq)
+	root := filepath.Join(filepath.Dir(b.dir), "runc-root")
+	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
+	return run(t, exec.Command("runc", "--root", root, "run", "--bundle", b.dir, id))
+}
+
+// isSecretHex reports whether s is exactly 64 lowercase hex characters.
+func isSecretHex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil && strings.ToLower(s) == s
+}
+
+// field returns the value after "key=" on its own line of out.
+func field(out, key string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
