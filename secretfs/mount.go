@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
@@ -73,15 +74,22 @@ func newDetachedFS() (*Mount, error) {
 		{"ramfs", "ramfs", [][2]string{{"mode", "0755"}}},
 		{"tmpfs", "tmpfs-swappable", [][2]string{{"size", "16k"}, {"nr_inodes", "8"}, {"mode", "0755"}}},
 	}
-	var errs []error
+	var msgs []string
+	var last error
 	for _, a := range attempts {
 		fd, err := fsmount(a.fs, a.opts)
 		if err == nil {
 			return &Mount{fd: os.NewFile(uintptr(fd), a.kind), FSType: a.kind}, nil
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", a.kind, err))
+		msgs = append(msgs, fmt.Sprintf("%s: %v", a.kind, err))
+		last = err
 	}
-	return nil, fmt.Errorf("create secret filesystem: %w", errors.Join(errs...))
+	hint := ""
+	if errors.Is(last, unix.EPERM) {
+		hint = " (no CAP_SYS_ADMIN over this mount namespace: with plain rootless runc, configure the hook at createContainer)"
+	}
+	// One line: errors.Join would print one error per line.
+	return nil, fmt.Errorf("create secret filesystem: %s%s: %w", strings.Join(msgs, "; "), hint, last)
 }
 
 // fsmount creates a filesystem with the new mount API and returns the fd of

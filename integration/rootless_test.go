@@ -1,0 +1,142 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// runcAs runs the bundle with runc as the unprivileged account, either
+// directly (plain rootless runc) or as root of rootlesskit's user namespace,
+// the way rootless containerd runs it.
+func (b *bundle) runcAs(t *testing.T, a *account, underRootlesskit bool) result {
+	t.Helper()
+	// `runc spec --rootless` ran as root and mapped the container's root to
+	// uid 0; map it to the account that runs runc.
+	for i := range b.spec.Linux.UIDMappings {
+		b.spec.Linux.UIDMappings[i].HostID = a.uid
+	}
+	for i := range b.spec.Linux.GIDMappings {
+		b.spec.Linux.GIDMappings[i].HostID = a.gid
+	}
+	b.write(t)
+	a.chownR(t, b.dir)
+	work := filepath.Dir(b.dir)
+	containerSeq++
+	id := fmt.Sprintf("ns-rl-%d-%d", os.Getpid(), containerSeq)
+	args := []string{"runc", "--root", filepath.Join(work, "runc-rootless"), "run", "--bundle", b.dir, id}
+	if underRootlesskit {
+		args = append([]string{"rootlesskit", "--net=slirp4netns", "--disable-host-loopback",
+			"--copy-up=/etc", "--copy-up=/run", "--state-dir=" + filepath.Join(work, fmt.Sprintf("rootlesskit-%d", containerSeq))}, args...)
+	}
+	// runc hands its stdio to the container and, rootless, must be able to
+	// fchown it: so stdio are files the account creates, not our pipes.
+	out, errf := filepath.Join(work, id+".out"), filepath.Join(work, id+".err")
+	cmd := exec.Command("sh", append([]string{"-c", `o=$1 e=$2; shift 2; exec "$@" </dev/null >"$o" 2>"$e"`, "sh", out, errf}, args...)...)
+	a.apply(cmd)
+	cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+work)
+	r := run(t, cmd)
+	r.cmd = strings.Join(args, " ")
+	stdout, _ := os.ReadFile(out)
+	stderr, _ := os.ReadFile(errf)
+	r.stdout, r.stderr = string(stdout), string(stderr)
+	return r
+}
+
+// TestRootlessRuncUnderRootlesskit is the rootless-containerd situation: runc
+// runs as root inside rootlesskit's user namespace, as an unprivileged host
+// user, and the hook joins the container's mount namespace at createRuntime.
+func TestRootlessRuncUnderRootlesskit(t *testing.T) {
+	requires(t, "runc", "rootlesskit", "slirp4netns", "newuidmap")
+	a := unprivileged(t)
+	e := newEnv(t, "", a)
+	want := e.secretHex(t)
+
+	for _, user := range []specs.User{{UID: 0, GID: 0}, {UID: 1000, GID: 1000}} {
+		t.Run(fmt.Sprintf("process user %d", user.UID), func(t *testing.T) {
+			b := newBundle(t, e.dir, false, probe).withHook("createRuntime", e.config)
+			b.spec.Process.User = user
+			// No cgroup limits: an unprivileged user cannot set them on
+			// this cgroup v1 host.
+			b.spec.Linux.Resources = nil
+			r := b.runcAs(t, a, true)
+			if r.err != nil {
+				t.Fatalf("container failed:\n%s", r)
+			}
+			if got := field(r.stdout, "secret"); got != want {
+				t.Fatalf("read %q, want the lifecycle secret\n%s", got, r)
+			}
+			if o, w := field(r.stdout, "owner"), fmt.Sprintf("%d:%d:400", user.UID, user.GID); o != w {
+				t.Errorf("owner = %s, want %s", o, w)
+			}
+			if field(r.stdout, "write") == "0" || field(r.stdout, "create") == "0" {
+				t.Errorf("the container could write to its secret mount\n%s", r)
+			}
+		})
+	}
+
+	t.Run("hostile /run symlink", func(t *testing.T) {
+		host := filepath.Join(e.dir, "host-victim")
+		if err := os.MkdirAll(host, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		b := newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config)
+		b.spec.Linux.Resources = nil
+		if err := os.Symlink(host, filepath.Join(b.rootfs, "run")); err != nil {
+			t.Fatal(err)
+		}
+		r := b.runcAs(t, a, true)
+		if r.err == nil || !strings.Contains(r.stderr, "northstar-hook: mount: resolve /run/northstar") {
+			t.Errorf("want the hook to refuse the image:\n%s", r)
+		}
+		if ents, _ := os.ReadDir(host); len(ents) != 0 {
+			t.Errorf("the host directory was written to: %v", ents)
+		}
+	})
+}
+
+// TestRootlessRuncPlain: plain rootless runc (`runc spec --rootless`) cannot
+// let a hook setns into the container, so the hook runs at createContainer,
+// inside the container's user and mount namespaces.
+func TestRootlessRuncPlain(t *testing.T) {
+	requires(t, "runc")
+	a := unprivileged(t)
+	e := newEnv(t, "", a)
+	want := e.secretHex(t)
+
+	b := newBundle(t, e.dir, true, probe).withHook("createContainer", e.config)
+	r := b.runcAs(t, a, false)
+	if r.err != nil {
+		t.Fatalf("container failed:\n%s", r)
+	}
+	if got := field(r.stdout, "secret"); got != want {
+		t.Fatalf("read %q, want the lifecycle secret\n%s", got, r)
+	}
+	if o := field(r.stdout, "owner"); o != "0:0:400" {
+		t.Errorf("owner = %s, want 0:0:400", o)
+	}
+	opts := field(r.stdout, "opts")
+	for _, o := range []string{"ro", "nosuid", "nodev", "noexec", "nosymfollow"} {
+		if !contains(strings.Split(opts, ","), o) {
+			t.Errorf("mount options %s lack %s", opts, o)
+		}
+	}
+
+	// At createRuntime the hook cannot enter the container: it must fail
+	// closed and say where to configure it instead.
+	b2 := newBundle(t, e.dir, true, "echo started").withHook("createRuntime", e.config)
+	r2 := b2.runcAs(t, a, false)
+	if r2.err == nil || strings.Contains(r2.stdout, "started") {
+		t.Fatalf("container started without its secret:\n%s", r2)
+	}
+	if !strings.Contains(r2.stderr, "configure the hook at createContainer") {
+		t.Errorf("error does not name the fix:\n%s", r2)
+	}
+}
