@@ -36,6 +36,8 @@ func init() {
 		"init":   {"create the state directory and the first sealed secret (no-op if present)", runInit},
 		"rotate": {"seal a new lifecycle secret now (new generation)", runRotate},
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
+		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
+		"config": {"print the snippet that wires northstar into containerd, hooks-d (podman, CRI-O) or runc", runConfig},
 	}
 }
 

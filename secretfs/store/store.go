@@ -62,6 +62,9 @@ func New(dir string, s seal.Sealer) *Store {
 	return &Store{dir: dir, sealer: s, now: time.Now}
 }
 
+// Sealer returns the store's sealer.
+func (s *Store) Sealer() seal.Sealer { return s.sealer }
+
 // Dir returns the state directory.
 func (s *Store) Dir() string { return s.dir }
 

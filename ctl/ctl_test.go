@@ -1,0 +1,129 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs/store"
+)
+
+func setup(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n", filepath.Join(dir, "state"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func ctl(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var o, e bytes.Buffer
+	err = Run(context.Background(), &Env{Stdout: &o, Stderr: &e}, args)
+	return o.String(), e.String(), err
+}
+
+func TestInitRotateStatus(t *testing.T) {
+	cfgPath := setup(t)
+	if out, _, err := ctl(t, "init", "--config", cfgPath); err != nil || !strings.Contains(out, "initialized") {
+		t.Fatalf("init: %q %v", out, err)
+	}
+	if out, _, err := ctl(t, "init", "--config", cfgPath); err != nil || !strings.Contains(out, "already initialized") {
+		t.Fatalf("second init: %q %v", out, err)
+	}
+	if _, _, err := ctl(t, "rotate", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := ctl(t, "status", "--json", "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status --json is not JSON: %v\n%s", err, out)
+	}
+	if s.Generation != 2 || s.Sealer != "host" || !strings.Contains(s.Protection, "no TPM") {
+		t.Errorf("status = %+v", s)
+	}
+	cfg, _ := config.Load(cfgPath)
+	st, _ := store.Open(cfg)
+	sec, _, err := st.Secret(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hex := string(sec.AppendHex(nil))
+	text, _, _ := ctl(t, "status", "--config", cfgPath)
+	if strings.Contains(out, hex) || strings.Contains(text, hex) {
+		t.Error("status prints the secret")
+	}
+}
+
+func TestExitCodesAndHelp(t *testing.T) {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"init", "--bogus"}, {"status", "extra"}, {"config"}, {"config", "docker"}} {
+		if _, _, err := ctl(t, args...); !errors.Is(err, ErrUsage) {
+			t.Errorf("%v: err = %v, want a usage error (exit 2)", args, err)
+		}
+	}
+	for _, args := range [][]string{{"--help"}, {"init", "--help"}, {"rotate", "-h"}, {"status", "--help"}, {"doctor", "--help"}, {"config", "--help"}} {
+		if out, _, err := ctl(t, args...); err != nil || !strings.Contains(out, "Usage: northstarctl") {
+			t.Errorf("%v: %v, output %q", args, err, out)
+		}
+	}
+	// Failures that are not usage errors (exit 1) name the fix.
+	missing := filepath.Join(t.TempDir(), "none.toml")
+	if _, _, err := ctl(t, "status", "--config", missing); err == nil || errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("status with a missing config: %v", err)
+	}
+	cfgPath := setup(t)
+	if _, _, err := ctl(t, "status", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "northstarctl init") {
+		t.Errorf("status before init: %v, want it to name 'northstarctl init'", err)
+	}
+}
+
+func TestConfigSnippets(t *testing.T) {
+	cfgPath := setup(t)
+	for _, target := range []string{"hooks-d", "runc"} {
+		out, _, err := ctl(t, "config", target, "--config", cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("config %s: stdout is not JSON: %v\n%s", target, err, out)
+		}
+		if !strings.Contains(out, cfgPath) || !strings.Contains(out, "northstar-hook") {
+			t.Errorf("config %s does not name the hook and the config path:\n%s", target, out)
+		}
+	}
+	out, _, err := ctl(t, "config", "containerd", "--config", cfgPath)
+	if err != nil || !strings.Contains(out, `runtime_type = "io.containerd.northstar.v2"`) || !strings.Contains(out, cfgPath) {
+		t.Errorf("config containerd: %v\n%s", err, out)
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	cfgPath := setup(t)
+	out, _, err := ctl(t, "doctor", "--config", cfgPath)
+	if err == nil || !strings.Contains(out, "northstarctl init") {
+		t.Errorf("doctor before init: %v, want a FAIL naming 'northstarctl init'\n%s", err, out)
+	}
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = ctl(t, "doctor", "--config", cfgPath)
+	if err != nil {
+		t.Errorf("doctor after init: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "memfd sealing") || !strings.Contains(out, "unseals") {
+		t.Errorf("doctor output:\n%s", out)
+	}
+}

@@ -1,0 +1,135 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/secretfs/store"
+)
+
+// finding is one line of `northstarctl doctor`.
+type finding struct {
+	level string // "ok", "warn", "FAIL"
+	what  string
+	fix   string
+}
+
+// prober is implemented by sealers that can check their key is usable
+// without unsealing anything (the TPM sealer: reachable, SRK usable).
+type prober interface {
+	Probe(ctx context.Context) error
+}
+
+func runDoctor(ctx context.Context, env *Env, args []string) error {
+	fs, cfgPath := flags(env, "doctor", "[--config PATH]")
+	if err := parse(fs, env, args); err != nil {
+		return helpOK(err)
+	}
+	var fs2 []finding
+	add := func(level, what, fix string) { fs2 = append(fs2, finding{level, what, fix}) }
+
+	checkKernel(add)
+
+	path := config.Discover(*cfgPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		add("FAIL", "config: "+err.Error(), "write a config (see README, 'Config reference') or pass --config")
+	} else {
+		add("ok", "config "+path+" is valid", "")
+		checkStore(ctx, cfg, add)
+	}
+	for _, bin := range []string{"runc", "containerd"} {
+		out, err := exec.Command(bin, "--version").Output()
+		if err != nil {
+			add("warn", bin+" not found", "install it (Debian: apt-get install "+bin+") if you use it")
+			continue
+		}
+		add("ok", bin+": "+strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0], "")
+	}
+
+	failed := false
+	for _, f := range fs2 {
+		fmt.Fprintf(env.Stdout, "%-4s  %s\n", f.level, f.what)
+		if f.fix != "" {
+			fmt.Fprintf(env.Stdout, "      fix: %s\n", f.fix)
+		}
+		failed = failed || f.level == "FAIL"
+	}
+	if failed {
+		return errors.New("doctor found problems (see FAIL lines)")
+	}
+	return nil
+}
+
+func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, fix string)) {
+	st, err := store.Open(cfg)
+	if err != nil {
+		add("FAIL", "sealer: "+err.Error(), "check 'sealer' and [tpm] in the config")
+		return
+	}
+	if cfg.Sealer == config.SealerHost {
+		add("warn", "sealer \"host\": the secret is protected by a key file, not a TPM", "use sealer = \"tpm\" where the host has a TPM 2.0")
+	}
+	if p, ok := st.Sealer().(prober); ok {
+		if err := p.Probe(ctx); err != nil {
+			add("FAIL", "TPM "+cfg.TPM.Path+": "+err.Error(), "check [tpm] path and that the TPM (or swtpm) is running and accessible")
+		} else {
+			add("ok", "TPM "+cfg.TPM.Path+" reachable, SRK usable", "")
+		}
+	}
+	rec, err := st.Current()
+	if err != nil {
+		add("FAIL", "state: "+err.Error(), "run 'northstarctl init'")
+		return
+	}
+	sec, _, err := st.Secret(ctx)
+	if err != nil {
+		add("FAIL", "unseal: "+err.Error(), "run 'northstarctl rotate' to seal a new secret")
+		return
+	}
+	sec.Zero()
+	add("ok", fmt.Sprintf("secret generation %d unseals (sealer %s)", rec.Generation, rec.Sealer), "")
+}
+
+// checkKernel probes the kernel features the hook relies on, by using them.
+func checkKernel(add func(level, what, fix string)) {
+	if f, err := secretfs.NewSealedMemfd("doctor", []byte("x")); err != nil {
+		add("FAIL", "memfd sealing: "+err.Error(), "a kernel with memfd_create and F_ADD_SEALS (3.17+)")
+	} else {
+		f.Close()
+		add("ok", "memfd sealing", "")
+	}
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	if fd, err := unix.Openat2(unix.AT_FDCWD, "/", &how); err != nil {
+		add("warn", "openat2: "+err.Error(), "kernel 5.6+ resolves container paths in-kernel; the fallback is slower")
+	} else {
+		unix.Close(fd)
+		add("ok", "openat2 (RESOLVE_IN_ROOT)", "")
+	}
+	fd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	switch {
+	case errors.Is(err, unix.ENOSYS):
+		add("FAIL", "new mount API (fsopen/fsmount/move_mount): not supported", "kernel 5.2+ (mount_setattr and nosymfollow: 5.14+)")
+		return
+	case errors.Is(err, unix.EPERM):
+		add("warn", "new mount API: cannot check without CAP_SYS_ADMIN", "run 'northstarctl doctor' as root (or the runtime's user)")
+		return
+	case err != nil:
+		add("FAIL", "fsopen tmpfs: "+err.Error(), "a kernel with tmpfs and the new mount API")
+		return
+	}
+	defer unix.Close(fd)
+	add("ok", "new mount API (fsopen/fsmount/move_mount)", "")
+	if err := unix.FsconfigSetFlag(fd, "noswap"); err != nil {
+		add("warn", "tmpfs noswap: "+err.Error()+"; the secret falls back to ramfs (never swapped) or a swappable tmpfs", "kernel 6.4+ for tmpfs noswap")
+	} else {
+		add("ok", "tmpfs noswap (the secret file never reaches swap)", "")
+	}
+}

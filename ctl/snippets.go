@@ -1,0 +1,102 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/northstar-oci/northstar/config"
+)
+
+// hookTimeout is the timeout (seconds) runtimes give the hook: generous for
+// a slow hardware TPM shared by many starting containers.
+const hookTimeout = 30
+
+// hookEnv is the explicit environment of the hook: nothing inherited.
+var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+// siblingBinary finds name next to this executable, else on PATH, else
+// returns the conventional install path.
+func siblingBinary(name string) string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return filepath.Join("/usr/local/bin", name)
+}
+
+func runConfig(_ context.Context, env *Env, args []string) error {
+	fs, cfgPath := flags(env, "config", "containerd|hooks-d|runc [--config PATH]")
+	var target string
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		target, args = args[0], args[1:]
+	}
+	if err := parse(fs, env, args); err != nil {
+		return helpOK(err)
+	}
+	path, err := filepath.Abs(config.Discover(*cfgPath))
+	if err != nil {
+		return err
+	}
+	hook := siblingBinary("northstar-hook")
+	switch target {
+	case "containerd":
+		shim := siblingBinary("containerd-shim-northstar-v2")
+		fmt.Fprintf(env.Stdout, `# containerd (1.6, 1.7, 2.x): put %s on containerd's PATH
+# (or name it with runtime_path), then add to /etc/containerd/config.toml:
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.northstar]
+  runtime_type = "io.containerd.northstar.v2"
+  runtime_path = %q
+  # No [options] table: the shim passes none to runc.
+
+# containerd's environment (systemd drop-in) if the config is not at the default path:
+#   Environment=NORTHSTAR_CONFIG=%s
+
+# ctr:        ctr run --runtime io.containerd.northstar.v2 IMAGE ID
+#             ctr run --runtime %s IMAGE ID
+# Kubernetes: a RuntimeClass whose handler is the runtime name above:
+#   apiVersion: node.k8s.io/v1
+#   kind: RuntimeClass
+#   metadata: {name: northstar}
+#   handler: northstar
+# and runtimeClassName: northstar in the pod spec.
+`, shim, shim, path, shim)
+	case "hooks-d":
+		doc := map[string]any{
+			"version": "1.0.0",
+			"hook":    map[string]any{"path": hook, "args": []string{"northstar-hook", "--config", path}, "env": hookEnv, "timeout": hookTimeout},
+			"when":    map[string]any{"always": true},
+			"stages":  []string{"createRuntime"},
+		}
+		// Notes go to stderr so stdout can be redirected into the file.
+		fmt.Fprintln(env.Stderr, "# podman / CRI-O: save stdout as /usr/share/containers/oci/hooks.d/northstar.json")
+		fmt.Fprintln(env.Stderr, "# (rootless podman: ~/.config/containers/oci/hooks.d/); use \"prestart\" on runtimes without createRuntime.")
+		return writeJSON(env, doc)
+	case "runc":
+		h := map[string]any{"path": hook, "args": []string{"northstar-hook", "--config", path}, "env": hookEnv, "timeout": hookTimeout}
+		fmt.Fprintln(env.Stderr, "# runc/crun: merge stdout into the bundle's config.json \"hooks\".")
+		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\".")
+		return writeJSON(env, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
+	case "":
+		return fmt.Errorf("%w: config needs a target: containerd, hooks-d or runc", ErrUsage)
+	default:
+		return fmt.Errorf("%w: unknown config target %q: want containerd, hooks-d or runc", ErrUsage, target)
+	}
+	return nil
+}
+
+func writeJSON(env *Env, v any) error {
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
