@@ -33,9 +33,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseState$$' -fuzztime $(FUZZTIME) ./hook
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicyFor$$' -fuzztime $(FUZZTIME) ./hook
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./secretfs/store
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTPMBlob$$' -fuzztime $(FUZZTIME) ./secretfs/seal
 
 test-integration: build
 	$(GO) test $(GOFLAGS_TEST) -tags integration -timeout 15m -v ./integration/ 2>&1 | tee integration.out | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
+
+# Side-by-side measurements (see README, Performance): the container-start
+# comparisons from the integration harness, then the hook's phases as Go
+# benchmarks. Writes bench.md.
+bench: setup build
+	BENCH_OUT=$(CURDIR)/bench.md $(GO) test -count=1 -tags 'integration bench' -timeout 20m -run 'Bench' -v ./integration/ | grep -vE '^=== RUN'
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./hook ./secretfs ./secretfs/seal | tee -a bench.md
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -80,6 +80,7 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 	if p, ok := st.Sealer().(prober); ok {
 		if err := p.Probe(ctx); err != nil {
 			add("FAIL", "TPM "+cfg.TPM.Path+": "+err.Error(), "check [tpm] path and that the TPM (or swtpm) is running and accessible")
+			return // unsealing would only repeat the error
 		} else {
 			add("ok", "TPM "+cfg.TPM.Path+" reachable, SRK usable", "")
 		}

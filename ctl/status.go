@@ -2,9 +2,12 @@ package ctl
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/northstar-oci/northstar/secretfs/seal"
 )
 
 // Status is what `northstarctl status` reports. It never holds the secret.
@@ -14,6 +17,7 @@ type Status struct {
 	Sealer      string    `json:"sealer"`
 	TPMPath     string    `json:"tpm_path,omitempty"`
 	PCRs        []int     `json:"pcrs"`
+	SRKName     string    `json:"srk_name,omitempty"`
 	Generation  uint64    `json:"generation"`
 	LifecycleID string    `json:"lifecycle_id"`
 	Created     time.Time `json:"created"`
@@ -40,7 +44,14 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 	}
 	if rec.Sealer == "tpm" {
 		s.TPMPath = cfg.TPM.Path
-		s.Protection = "TPM 2.0 sealed (FixedTPM|FixedParent), PCRs " + joinInts(cfg.TPM.PCRs)
+		// What the blob is bound to, read from the blob itself: it may
+		// differ from the config until the next rotation.
+		b, err := seal.DecodeTPMBlob(rec.Blob)
+		if err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		s.PCRs, s.SRKName = b.PCRs, hex.EncodeToString(b.SRKName)
+		s.Protection = "TPM 2.0 sealed (FixedTPM|FixedParent), PCRs " + joinInts(b.PCRs)
 	} else {
 		s.Protection = "host key file only: a copy of the state directory reveals the secret (no TPM protection)"
 	}
@@ -51,7 +62,7 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "config:       %s\nstate dir:    %s\nsealer:       %s\n", s.Config, s.StateDir, s.Sealer)
 	if s.TPMPath != "" {
-		fmt.Fprintf(env.Stdout, "tpm path:     %s\npcrs:         %s\n", s.TPMPath, joinInts(s.PCRs))
+		fmt.Fprintf(env.Stdout, "tpm path:     %s\npcrs:         %s\nsrk name:     %s\n", s.TPMPath, joinInts(s.PCRs), s.SRKName)
 	}
 	fmt.Fprintf(env.Stdout, "generation:   %d\nlifecycle id: %s\ncreated:      %s\nprotection:   %s\n",
 		s.Generation, s.LifecycleID, s.Created.Format(time.RFC3339), s.Protection)

@@ -79,9 +79,22 @@ type env struct {
 // rootless runs).
 func newEnv(t *testing.T, extraTOML string, owner *account) *env {
 	t.Helper()
+	return newEnvWith(t, "sealer = \"host\"\n"+extraTOML, owner)
+}
+
+// newTPMEnv is newEnv with the TPM sealer on a test swtpm, bound to pcrs
+// (a TOML list such as "[16]").
+func newTPMEnv(t *testing.T, tpm *swtpm, pcrs string, owner *account) *env {
+	t.Helper()
+	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = %s\n", tpm.path(), pcrs), owner)
+}
+
+// newEnvWith writes a config with body after state_dir and runs init.
+func newEnvWith(t *testing.T, body string, owner *account) *env {
+	t.Helper()
 	dir := worldDir(t)
 	e := &env{dir: dir, config: filepath.Join(dir, "config.toml")}
-	toml := fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extraTOML)
+	toml := fmt.Sprintf("state_dir = %q\n%s", filepath.Join(dir, "state"), body)
 	if err := os.WriteFile(e.config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +110,12 @@ func newEnv(t *testing.T, extraTOML string, owner *account) *env {
 	}
 	mustRun(t, cmd)
 	return e
+}
+
+// ctl runs northstarctl with the env's config.
+func (e *env) ctl(t *testing.T, args ...string) result {
+	t.Helper()
+	return run(t, exec.Command(bins.ctl, append(args, "--config", e.config)...))
 }
 
 // secretHex unseals the current secret the way the hook does, for checks.

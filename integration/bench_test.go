@@ -1,0 +1,241 @@
+//go:build integration && bench
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The benchmarks behind `make bench`: each comparison interleaves its two
+// sides (A B A B ...) in one run and reports the median ratio, so the noise
+// of a shared machine hits both sides alike. Results go to stdout and to
+// $BENCH_OUT (default bench.md) as a Markdown table.
+
+var benchPairs = envInt("BENCH_PAIRS", 20)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+type benchRow struct{ what, result, target string }
+
+var benchTable struct {
+	sync.Mutex
+	rows []benchRow
+}
+
+func report(what, result, target string) {
+	benchTable.Lock()
+	defer benchTable.Unlock()
+	benchTable.rows = append(benchTable.rows, benchRow{what, result, target})
+}
+
+func median(d []float64) float64 {
+	s := append([]float64(nil), d...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func percentile(d []float64, p float64) float64 {
+	s := append([]float64(nil), d...)
+	sort.Float64s(s)
+	i := int(float64(len(s)-1)*p + 0.5)
+	return s[i]
+}
+
+func minMax(d []float64) (float64, float64) {
+	lo, hi := d[0], d[0]
+	for _, v := range d {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo, hi
+}
+
+// interleave times a and b alternately n times (after one warm-up each) and
+// returns the per-pair ratios b/a and the raw durations in milliseconds.
+func interleave(t *testing.T, n int, a, b func() error) (ratios, as, bs []float64) {
+	t.Helper()
+	for _, f := range []func() error{a, b} {
+		if err := f(); err != nil {
+			t.Fatalf("warm-up: %v", err)
+		}
+	}
+	timeit := func(f func() error) float64 {
+		start := time.Now()
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		return float64(time.Since(start).Microseconds()) / 1000
+	}
+	for i := 0; i < n; i++ {
+		ta := timeit(a)
+		tb := timeit(b)
+		as, bs = append(as, ta), append(bs, tb)
+		ratios = append(ratios, tb/ta)
+	}
+	return ratios, as, bs
+}
+
+func ratioResult(ratios, as, bs []float64) string {
+	lo, hi := minMax(ratios)
+	return fmt.Sprintf("**%.3f** (min %.3f, max %.3f); medians %.1f ms vs %.1f ms", median(ratios), lo, hi, median(bs), median(as))
+}
+
+func TestBenchHookOverhead(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
+	plain := newBundle(t, e.dir, false, "true")
+	plain.write(t)
+	hooked := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
+	hooked.write(t)
+	runc := func(b *bundle) func() error {
+		return func() error {
+			r := b.runcRun(t)
+			if r.err != nil {
+				return fmt.Errorf("%s", r)
+			}
+			return nil
+		}
+	}
+	ratios, as, bs := interleave(t, benchPairs, runc(plain), runc(hooked))
+	report(fmt.Sprintf("`runc run` with the hook (TPM sealer, swtpm socket) / without, %d pairs", benchPairs), ratioResult(ratios, as, bs), "≤ 1.10")
+}
+
+func TestBenchConcurrentHooks(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
+	want := e.secretHex(t)
+	const n = 32
+	times := filepath.Join(e.dir, "hook-times")
+	wrapper := filepath.Join(e.dir, "timed-hook.sh")
+	// The wrapper records the hook's wall time in ns; the date calls are
+	// outside the measured interval only approximately (~1 ms each side).
+	script := fmt.Sprintf("#!/bin/sh\ns=$(date +%%s%%N)\n%s \"$@\"\nrc=$?\necho $(( $(date +%%s%%N) - s )) >> %s\nexit $rc\n", bins.hook, times)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bundles := make([]*bundle, n)
+	for i := range bundles {
+		bundles[i] = newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config)
+		bundles[i].spec.Hooks.CreateRuntime[0].Path = wrapper
+		bundles[i].write(t)
+	}
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range bundles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = bundles[i].runcRun(t)
+		}()
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	ok, same := 0, 0
+	for _, r := range results {
+		if r.err == nil {
+			ok++
+		}
+		if r.stdout == want {
+			same++
+		}
+	}
+	data, _ := os.ReadFile(times)
+	var ms []float64
+	for _, l := range strings.Fields(string(data)) {
+		if v, err := strconv.ParseFloat(l, 64); err == nil {
+			ms = append(ms, v/1e6)
+		}
+	}
+	if len(ms) == 0 {
+		t.Fatal("no hook times recorded")
+	}
+	report(fmt.Sprintf("%d containers started at once through the hook", n),
+		fmt.Sprintf("%d/%d started, %d/%d same secret; hook p50 %.1f ms, p99 %.1f ms; all done in %.0f ms", ok, n, same, n, percentile(ms, 0.5), percentile(ms, 0.99), float64(wall.Milliseconds())),
+		"32/32, same secret")
+	if ok != n || same != n {
+		t.Errorf("%d/%d started, %d/%d with the same secret", ok, n, same, n)
+	}
+}
+
+func TestBenchHookRSS(t *testing.T) {
+	requires(t, "runc", "swtpm", "/usr/bin/time")
+	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
+	out := filepath.Join(e.dir, "rss")
+	wrapper := filepath.Join(e.dir, "rss-hook.sh")
+	script := fmt.Sprintf("#!/bin/sh\nexec /usr/bin/time -a -o %s -f %%M %s \"$@\"\n", out, bins.hook)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		b := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
+		b.spec.Hooks.CreateRuntime[0].Path = wrapper
+		if r := b.runcRun(t); r.err != nil {
+			t.Fatalf("container:\n%s", r)
+		}
+	}
+	data, _ := os.ReadFile(out)
+	var kib []float64
+	for _, l := range strings.Fields(string(data)) {
+		if v, err := strconv.ParseFloat(l, 64); err == nil {
+			kib = append(kib, v)
+		}
+	}
+	if len(kib) == 0 {
+		t.Fatalf("no RSS recorded: %q", data)
+	}
+	_, hi := minMax(kib)
+	report("hook peak RSS (`/usr/bin/time -f %M`, 5 container starts)", fmt.Sprintf("max %.1f MiB, median %.1f MiB", hi/1024, median(kib)/1024), "≤ 20 MiB")
+}
+
+// TestMain-like summary: TestBenchZZReport runs last (tests run in source
+// order) and prints the table.
+func TestBenchZZReport(t *testing.T) {
+	benchTable.Lock()
+	defer benchTable.Unlock()
+	host, _ := os.Hostname()
+	cpu := "unknown CPU"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	kernel, _ := exec.Command("uname", "-r").Output()
+	runcV, _ := exec.Command("runc", "--version").Output()
+	var b strings.Builder
+	fmt.Fprintf(&b, "Measured %s on %s: %d CPUs (%s), kernel %s, %s.\n\n", time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), cpu,
+		strings.TrimSpace(string(kernel)), strings.SplitN(string(runcV), "\n", 2)[0])
+	fmt.Fprintf(&b, "| what | result | target |\n| --- | --- | --- |\n")
+	for _, r := range benchTable.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", r.what, r.result, r.target)
+	}
+	fmt.Fprintf(&b, "\nReproduce: `make bench` (as root, after `make test`'s setup).\n")
+	fmt.Print("\n" + b.String())
+	out := os.Getenv("BENCH_OUT")
+	if out == "" {
+		out = "bench.md"
+	}
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+		t.Error(err)
+	}
+}
