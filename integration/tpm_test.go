@@ -220,4 +220,3 @@ func TestTPMRotateSurvivesSIGKILL(t *testing.T) {
 		t.Error("no rotation was interrupted: the test proved nothing")
 	}
 }
-
