@@ -1,0 +1,113 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs/store"
+)
+
+// hostConfig writes a host-sealer config and points NORTHSTAR_CONFIG at it.
+func hostConfig(t *testing.T, extra string) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.toml")
+	toml := fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extra)
+	if err := os.WriteFile(p, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(config.EnvConfig, p)
+	cfg, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func generation(t *testing.T, cfg *config.Config) (uint64, string) {
+	t.Helper()
+	st, err := store.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := st.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Generation, rec.LifecycleID
+}
+
+func TestRotateIfRuntimeRestarted(t *testing.T) {
+	ctx := context.Background()
+	cfg := hostConfig(t, "")
+	runtimeA, runtimeB := os.Getpid(), os.Getppid()
+
+	// No secret yet: the first shim makes generation 1.
+	if err := rotateIfRuntimeRestarted(ctx, runtimeA); err != nil {
+		t.Fatal(err)
+	}
+	gen, id := generation(t, cfg)
+	wantID, _ := LifecycleID(runtimeA)
+	if gen != 1 || id != wantID {
+		t.Fatalf("generation %d lifecycle %q, want 1 %q", gen, id, wantID)
+	}
+	// Same runtime: nothing happens.
+	if err := rotateIfRuntimeRestarted(ctx, runtimeA); err != nil {
+		t.Fatal(err)
+	}
+	if gen, _ := generation(t, cfg); gen != 1 {
+		t.Fatalf("same runtime rotated: generation %d", gen)
+	}
+	// Another runtime process: one rotation.
+	if err := rotateIfRuntimeRestarted(ctx, runtimeB); err != nil {
+		t.Fatal(err)
+	}
+	if gen, _ := generation(t, cfg); gen != 2 {
+		t.Fatalf("restarted runtime: generation %d, want 2", gen)
+	}
+}
+
+func TestRotateManual(t *testing.T) {
+	ctx := context.Background()
+	cfg := hostConfig(t, "[rotation]\non = \"manual\"\n")
+	st, _ := store.Open(cfg)
+	if _, _, err := st.Init(ctx, "made-by-init"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotateIfRuntimeRestarted(ctx, os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if gen, id := generation(t, cfg); gen != 1 || id != "made-by-init" {
+		t.Errorf("manual rotation policy rotated: generation %d, lifecycle %q", gen, id)
+	}
+}
+
+func TestRotateErrors(t *testing.T) {
+	ctx := context.Background()
+	t.Run("missing config", func(t *testing.T) {
+		t.Setenv(config.EnvConfig, filepath.Join(t.TempDir(), "nope.toml"))
+		err := rotateIfRuntimeRestarted(ctx, os.Getpid())
+		if err == nil || !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("runtime process gone", func(t *testing.T) {
+		hostConfig(t, "")
+		if err := rotateIfRuntimeRestarted(ctx, 1<<30); err == nil || !strings.Contains(err.Error(), "lifecycle id") {
+			t.Errorf("err = %v", err)
+		}
+	})
+}
+
+func TestShimErrorIsOneLine(t *testing.T) {
+	err := shimError(fmt.Errorf("rotate lifecycle secret: %w", errors.New("tpm says\nno\n  really")))
+	if want := "northstar shim: rotate lifecycle secret: tpm says; no; really"; err.Error() != want {
+		t.Errorf("shimError = %q, want %q", err, want)
+	}
+}
