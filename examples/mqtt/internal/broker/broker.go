@@ -1,0 +1,199 @@
+// Package broker is the example MQTT broker of examples/mqtt: a mochi-mqtt
+// server whose only credential is the northstar lifecycle secret. A client is
+// let in when its CONNECT password is the 64-character secret text the broker
+// read from its own /run/northstar/secret; containers of the same runtime
+// lifecycle hold the same text, so they get in and nobody else does.
+//
+// Any username is accepted, the empty one included: the secret is the
+// credential and the username is only a label that shows up in the log. (MQTT
+// 3.1.1 clients must still send some username along with a password: that
+// version of the protocol forbids a password without one.)
+//
+// Every authenticated client may publish and subscribe to every topic.
+//
+// What this does not defend: the password crosses the network in clear (plain
+// TCP, no TLS), so anyone who can watch the traffic between two containers
+// learns the secret. That is the demo's scope; a real deployment would put
+// the listener behind TLS (mochi's listeners.Config.TLSConfig).
+package broker
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/northstar-oci/northstar/examples/mqtt/internal/secretfile"
+)
+
+// ErrUsage marks a command-line error (exit code 2).
+var ErrUsage = errors.New("usage")
+
+// Config is what Start needs.
+type Config struct {
+	// Listen is the TCP address to listen on, e.g. ":1883" or "127.0.0.1:0".
+	Listen string
+	// Secret is the password every client must present. The broker keeps
+	// the pointer; the caller zeroes it after Close.
+	Secret *secretfile.Secret
+	// Log receives one line per accepted or refused connection and the
+	// broker's own notices. Each line is written with a single Write call;
+	// os.Stdout is unbuffered, so lines leave the process as they happen.
+	// Never receives the secret or a password.
+	Log io.Writer
+}
+
+// Broker is a running broker.
+type Broker struct {
+	srv       *mqtt.Server
+	addr      string
+	log       *lineWriter
+	closeOnce sync.Once
+}
+
+// Start listens on cfg.Listen and serves MQTT (3.1.1 and 5) until Close.
+func Start(cfg Config) (*Broker, error) {
+	if cfg.Secret == nil {
+		return nil, errors.New("start broker: no secret")
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	lw := &lineWriter{w: cfg.Log}
+	srv := mqtt.New(&mqtt.Options{
+		// mochi logs through slog; the handler drops everything below
+		// WARN and every attribute that could carry packet contents.
+		Logger: slog.New(&mochiHandler{out: lw}),
+	})
+	hook := &secretAuthHook{secret: cfg.Secret, log: lw}
+	if err := srv.AddHook(hook, nil); err != nil {
+		return nil, fmt.Errorf("add auth hook: %w", err)
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})
+	if err := srv.AddListener(tcp); err != nil { // binds the socket
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if err := srv.Serve(); err != nil { // does not block
+		_ = srv.Close()
+		return nil, fmt.Errorf("serve: %w", err)
+	}
+	b := &Broker{srv: srv, addr: tcp.Address(), log: lw}
+	lw.printf("listening on %s", b.addr)
+	return b, nil
+}
+
+// Addr is the address the broker listens on (with the real port when the
+// configured one was 0).
+func (b *Broker) Addr() string { return b.addr }
+
+// Close disconnects every client and stops listening. It is safe to call
+// more than once.
+func (b *Broker) Close() {
+	b.closeOnce.Do(func() {
+		_ = b.srv.Close() // always nil in mochi v2.7.9
+		b.log.printf("stopped")
+	})
+}
+
+// Run is the broker command: it parses args, reads the secret file once,
+// serves until ctx is done (main cancels it on SIGINT/SIGTERM), then shuts
+// down gracefully and returns nil.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", ":1883", "TCP `address` to listen on")
+	secretPath := fs.String("secret-file", secretfile.DefaultPath, "`file` holding the lifecycle secret (64 lowercase hex characters); read once at start")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--secret-file FILE]\n\n"+
+			"An MQTT broker that lets a client in when its password is the northstar lifecycle secret.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	}
+
+	secret, err := secretfile.Read(*secretPath)
+	if err != nil {
+		return err
+	}
+	defer secret.Zero()
+
+	b, err := Start(Config{Listen: *listen, Secret: secret, Log: stdout})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	b.log.printf("shutting down")
+	b.Close()
+	return nil
+}
+
+// ExitCode maps Run's error to the process exit status: 0 ok, 2 usage,
+// 1 anything else.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrUsage):
+		return 2
+	default:
+		return 1
+	}
+}
+
+// secretAuthHook lets in the clients whose password is the secret and lets
+// them do everything.
+type secretAuthHook struct {
+	mqtt.HookBase
+	secret *secretfile.Secret
+	log    *lineWriter
+}
+
+var _ mqtt.Hook = (*secretAuthHook)(nil)
+
+func (*secretAuthHook) ID() string { return "northstar-secret-auth" }
+
+// Provides must list every method the hook overrides: mochi only calls a
+// hook's method for the events it says it provides. Without an OnACLCheck
+// provider mochi denies every publish and subscribe.
+func (*secretAuthHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+// OnConnectAuthenticate runs after mochi parsed and validated the CONNECT
+// (cl.ID is already set, generated if the client sent none) and before the
+// CONNACK; returning false makes mochi answer "Bad User Name or Password"
+// (0x86 in MQTT 5; return code 5, "not authorized", in MQTT 3.1.1) and close
+// the connection.
+func (h *secretAuthHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	verdict, ok := "accepted", false
+	switch pw := pk.Connect.Password; {
+	case !pk.Connect.PasswordFlag || len(pw) == 0:
+		verdict = "refused: no password"
+	case !h.secret.Matches(pw): // constant time
+		verdict = "refused: bad password"
+	default:
+		ok = true
+	}
+	// Client id and username are chosen by the (possibly hostile) client:
+	// quoted and capped so they cannot forge or flood log lines.
+	h.log.printf("%s client_id=%s username=%s remote=%s",
+		verdict, logQuote(cl.ID), logQuote(string(pk.Connect.Username)), cl.Net.Remote)
+	return ok
+}
+
+// OnACLCheck allows everything: only authenticated clients get this far.
+func (*secretAuthHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
