@@ -52,25 +52,31 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	switch target {
 	case "containerd":
 		shim := siblingBinary("containerd-shim-northstar-v2")
-		fmt.Fprintf(env.Stdout, `# containerd (1.6, 1.7, 2.x): put %s on containerd's PATH
-# (or name it with runtime_path), then add to /etc/containerd/config.toml:
+		fmt.Fprintf(env.Stdout, `# containerd: put %[1]s and northstar-hook in one directory
+# on containerd's PATH (or name the shim with runtime_path). No entry is needed for ctr:
+#   ctr run --runtime io.containerd.northstar.v2 IMAGE ID
+#   ctr run --runtime %[1]s IMAGE ID
+# If the config is not at the default path, containerd's environment needs
+#   NORTHSTAR_CONFIG=%[2]s       (systemd drop-in: Environment=NORTHSTAR_CONFIG=%[2]s)
+
+# CRI, containerd 1.6/1.7 (config version = 2), /etc/containerd/config.toml:
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.northstar]
   runtime_type = "io.containerd.northstar.v2"
-  runtime_path = %q
-  # No [options] table: the shim passes none to runc.
+  runtime_path = %[3]q
+  # runc options (e.g. SystemdCgroup = true) may go in a .options table.
 
-# containerd's environment (systemd drop-in) if the config is not at the default path:
-#   Environment=NORTHSTAR_CONFIG=%s
+# CRI, containerd 2.x (config version = 3):
+# [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.northstar]
+#   runtime_type = 'io.containerd.northstar.v2'
+#   runtime_path = '%[1]s'
 
-# ctr:        ctr run --runtime io.containerd.northstar.v2 IMAGE ID
-#             ctr run --runtime %s IMAGE ID
-# Kubernetes: a RuntimeClass whose handler is the runtime name above:
+# Kubernetes: a RuntimeClass whose handler is the runtime name above
 #   apiVersion: node.k8s.io/v1
 #   kind: RuntimeClass
 #   metadata: {name: northstar}
 #   handler: northstar
 # and runtimeClassName: northstar in the pod spec.
-`, shim, shim, path, shim)
+`, shim, path, shim)
 	case "hooks-d":
 		doc := map[string]any{
 			"version": "1.0.0",
