@@ -50,9 +50,11 @@ func ParseState(data []byte) (*specs.State, error) {
 	return &st, nil
 }
 
-// LoadSpec reads the bundle's config.json and returns it with the absolute
-// path of the container root filesystem (a relative root.path is relative to
-// the bundle).
+// LoadSpec reads the bundle's config.json and returns the parts the hook uses
+// (root, process user, annotations) with the absolute path of the container
+// root filesystem (a relative root.path is relative to the bundle). Decoding
+// only those fields skips building the seccomp profile and mount list that
+// make up most of a containerd spec: this runs on every container start.
 func LoadSpec(bundle string) (*specs.Spec, string, error) {
 	f, err := os.Open(filepath.Join(bundle, "config.json"))
 	if err != nil {
@@ -63,9 +65,19 @@ func LoadSpec(bundle string) (*specs.Spec, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
+	var doc struct {
+		Root    *specs.Root `json:"root"`
+		Process *struct {
+			User specs.User `json:"user"`
+		} `json:"process"`
+		Annotations map[string]string `json:"annotations"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, "", fmt.Errorf("bundle config.json is not an OCI spec: %w", err)
+	}
+	spec := specs.Spec{Root: doc.Root, Annotations: doc.Annotations}
+	if doc.Process != nil {
+		spec.Process = &specs.Process{User: doc.Process.User}
 	}
 	if spec.Root == nil || spec.Root.Path == "" {
 		return nil, "", errors.New("bundle config.json has no root.path")
