@@ -29,12 +29,12 @@ func (b *bundle) runcAs(t *testing.T, a *account, underRootlesskit bool) result 
 	b.write(t)
 	a.chownR(t, b.dir)
 	work := filepath.Dir(b.dir)
-	containerSeq++
-	id := fmt.Sprintf("ns-rl-%d-%d", os.Getpid(), containerSeq)
+	seq := containerSeq.Add(1)
+	id := fmt.Sprintf("ns-rl-%d-%d", os.Getpid(), seq)
 	args := []string{"runc", "--root", filepath.Join(work, "runc-rootless"), "run", "--bundle", b.dir, id}
 	if underRootlesskit {
 		args = append([]string{"rootlesskit", "--net=slirp4netns", "--disable-host-loopback",
-			"--copy-up=/etc", "--copy-up=/run", "--state-dir=" + filepath.Join(work, fmt.Sprintf("rootlesskit-%d", containerSeq))}, args...)
+			"--copy-up=/etc", "--copy-up=/run", "--state-dir=" + filepath.Join(work, fmt.Sprintf("rootlesskit-%d", seq))}, args...)
 	}
 	// runc hands its stdio to the container and, rootless, must be able to
 	// fchown it: so stdio are files the account creates, not our pipes.

@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,14 +246,34 @@ func (b *bundle) write(t *testing.T) {
 	}
 }
 
-var containerSeq int
+// containerSeq numbers containers; tests start them from many goroutines.
+var containerSeq atomic.Int64
+
+// runcRunAll runs the bundles at the same time and returns their results in
+// order.
+func runcRunAll(t *testing.T, bundles []*bundle) []result {
+	t.Helper()
+	for _, b := range bundles {
+		b.write(t)
+	}
+	results := make([]result, len(bundles))
+	var wg sync.WaitGroup
+	for i, b := range bundles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = b.runcRun(t)
+		}()
+	}
+	wg.Wait()
+	return results
+}
 
 // runcRun runs the bundle to completion with `runc run` as root.
 func (b *bundle) runcRun(t *testing.T) result {
 	t.Helper()
 	b.write(t)
-	containerSeq++
-	id := fmt.Sprintf("ns-it-%d-%d", os.Getpid(), containerSeq)
+	id := fmt.Sprintf("ns-it-%d-%d", os.Getpid(), containerSeq.Add(1))
 	root := filepath.Join(filepath.Dir(b.dir), "runc-root")
 	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
 	return run(t, exec.Command("runc", "--root", root, "run", "--bundle", b.dir, id))

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -156,19 +155,8 @@ func TestTPMConcurrentHooks(t *testing.T) {
 	bundles := make([]*bundle, n)
 	for i := range bundles {
 		bundles[i] = newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config)
-		bundles[i].write(t)
 	}
-	results := make([]result, n)
-	var wg sync.WaitGroup
-	for i := range bundles {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = bundles[i].runcRun(t)
-		}()
-	}
-	wg.Wait()
-	for i, r := range results {
+	for i, r := range runcRunAll(t, bundles) {
 		if r.err != nil || r.stdout != want {
 			t.Errorf("container %d:\n%s", i, r)
 		}
