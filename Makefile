@@ -50,5 +50,10 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags integration ./integration/
 
+# End-to-end demo (root): MQTT broker and client containers under rootless
+# containerd with the northstar shim and a swtpm TPM; see scripts/demo.sh.
+demo:
+	bash scripts/demo.sh
+
 clean:
 	rm -rf $(BIN) integration.out

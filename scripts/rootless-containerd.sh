@@ -343,6 +343,14 @@ start_containerd() {
 	save_env
 	rm -f "$CTD_SOCK" "$CTD_SOCK.ttrpc" "$CTD_PIDFILE"
 	[[ -e $CTD_LOG ]] || "${AS_USER[@]}" touch "$CTD_LOG"
+	# containerd 1.6 puts shim sockets in /run/containerd/s whatever its
+	# state dir. --copy-up=/run shows the host's /run/containerd (if any,
+	# e.g. from a rootful containerd) as a symlink to the host directory,
+	# which the user cannot write: give containerd a private one in
+	# rootlesskit's own /run tmpfs instead.
+	"${AS_USER[@]}" nsenter -U --preserve-credentials -m -n -t "$child" --wd=/ -- \
+		sh -c 'if [ -L /run/containerd ]; then rm -f /run/containerd; fi; mkdir -p -m 0711 /run/containerd' ||
+		die "cannot create a private /run/containerd in the rootless namespace"
 	local -a envs
 	mapfile -t envs < <(containerd_env)
 	# the chain setsid -> setpriv -> env -> nsenter -> containerd only execs,

@@ -1,0 +1,358 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/northstar-oci/northstar/internal/testtree"
+)
+
+// mqttPort is the broker's port inside rootlesskit's private network
+// namespace (each test's containerd has its own, so no clash).
+const mqttPort = "18830"
+
+var mqttBroker = "127.0.0.1:" + mqttPort
+
+// mqttBinaries builds the example broker and client (static) once per run
+// into bins.dir, readable by the test user.
+var mqttBinaries = sync.OnceValues(func() (string, error) {
+	for _, name := range []string{"broker", "client"} {
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bins.dir, "mqtt-"+name), "./examples/mqtt/"+name)
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build the mqtt %s: %v\n%s", name, err, b)
+		}
+	}
+	return bins.dir, nil
+})
+
+// exitCode is the exit status of a finished command, -1 when it did not
+// run or was killed.
+func exitCode(r result) int {
+	if r.err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(r.err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+// mqttStack is rootless containerd with the northstar shim, the TPM sealer
+// on a swtpm owned by the test user, and a rootfs holding busybox, the
+// broker and the client.
+type mqttStack struct {
+	a   *account
+	tpm *swtpm
+	e   *env
+	c   *rootlessContainerd
+	log string // directory for the containers' stdout/stderr, owned by the user
+}
+
+func newMQTTStack(t *testing.T) *mqttStack {
+	t.Helper()
+	a := requiresContainerd(t)
+	requires(t, "swtpm")
+	dir, err := mqttBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &mqttStack{a: a}
+	s.tpm = newSWTPM(t, a)
+	s.e = newTPMEnv(t, s.tpm, "[]", a)
+	s.c = startContainerd(t, a, "NORTHSTAR_CONFIG="+s.e.config)
+	for _, name := range []string{"broker", "client"} {
+		data, err := os.ReadFile(filepath.Join(dir, "mqtt-"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(s.c.rootfs, "bin", name)
+		if err := os.WriteFile(p, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, int(a.uid), int(a.gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.log = filepath.Join(worldDir(t), "logs")
+	if err := os.Mkdir(s.log, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a.chownR(t, s.log)
+	return s
+}
+
+// runArgs are `ctr run` arguments for a container of the northstar runtime
+// in rootlesskit's network namespace (--net-host), with extra ctr flags.
+func (s *mqttStack) runArgs(id string, detach bool, flags []string, cmd ...string) []string {
+	args := []string{"run"}
+	if detach {
+		args = append(args, "-d", "--log-uri", "file://"+filepath.Join(s.log, id+".log"))
+	} else {
+		args = append(args, "--rm")
+	}
+	args = append(args, ctrRunFlags...)
+	args = append(args, "--net-host", "--runtime", northstarRuntime)
+	args = append(args, flags...)
+	args = append(args, "--rootfs", s.c.rootfs, id)
+	return append(args, cmd...)
+}
+
+// startBroker starts a broker container and waits until it answers.
+func (s *mqttStack) startBroker(t *testing.T) string {
+	t.Helper()
+	id := s.c.newID("broker")
+	mustCtr(t, s.c, s.runArgs(id, true, nil, "/bin/broker", "--listen", mqttBroker)...)
+	// An outsider without a password is refused (exit 3) once the broker listens.
+	for i := 0; ; i++ {
+		r := s.hostClient(t, "--no-password", "--timeout", "1s")
+		if exitCode(r) == 3 {
+			break
+		}
+		if i > 100 {
+			log, _ := os.ReadFile(filepath.Join(s.log, id+".log"))
+			t.Fatalf("broker %s never answered:\n%s\n--- broker log\n%s", id, r, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return id
+}
+
+// stopBroker sends SIGTERM to the broker and removes its container.
+func (s *mqttStack) stopBroker(t *testing.T, id string) {
+	t.Helper()
+	mustCtr(t, s.c, "task", "kill", "--signal", "SIGTERM", id)
+	for i := 0; ; i++ {
+		ls := mustCtr(t, s.c, "task", "ls")
+		stopped := false
+		for _, l := range strings.Split(ls.stdout, "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == id && f[2] == "STOPPED" {
+				stopped = true
+			}
+		}
+		if stopped {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("broker %s does not stop:\n%s", id, ls)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mustCtr(t, s.c, "task", "delete", id)
+	mustCtr(t, s.c, "container", "rm", id)
+}
+
+// clientContainer runs the client in a container and returns what it did.
+func (s *mqttStack) clientContainer(t *testing.T, flags []string, args ...string) result {
+	t.Helper()
+	cmd := append([]string{"/bin/client", "--broker", mqttBroker, "--timeout", "5s"}, args...)
+	return s.c.ctr(t, s.runArgs(s.c.newID("client"), false, flags, cmd...)...)
+}
+
+// hostClient runs the client as a plain process of the test user inside
+// rootlesskit's namespaces: an outsider on the broker's network, with no
+// northstar secret.
+func (s *mqttStack) hostClient(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := append([]string{"exec", s.c.dir, filepath.Join(bins.dir, "mqtt-client"), "--broker", mqttBroker}, args...)
+	return run(t, exec.Command(s.c.script, cmd...))
+}
+
+func wantExit(t *testing.T, what string, r result, code int, out string) {
+	t.Helper()
+	if got := exitCode(r); got != code || !strings.Contains(r.stdout+r.stderr, out) {
+		t.Errorf("%s: exit %d, want %d with %q:\n%s", what, got, code, out, r)
+	}
+}
+
+const (
+	roundTrip = "client: authenticated, round trip ok"
+	refused   = "client: refused by broker: Bad User Name or Password (0x86)"
+)
+
+// TestMQTTContainersAuthenticate: under rootless containerd with the
+// northstar shim and the TPM sealer, a client container authenticates to a
+// broker container with the lifecycle secret; outsiders are refused; the
+// secret is on no disk, argv or environment; after a containerd restart a
+// new client holds a new secret that the old broker refuses (the
+// documented limit) and a restarted broker accepts.
+func TestMQTTContainersAuthenticate(t *testing.T) {
+	s := newMQTTStack(t)
+	gen1 := s.e.record(t).Generation
+	broker := s.startBroker(t)
+	secret1 := s.e.secretHex(t)
+	if g := s.e.record(t).Generation; g != gen1+1 {
+		t.Errorf("generation %d after the first container, want %d (a new lifecycle)", g, gen1+1)
+	}
+
+	// A container of the same lifecycle gets in with /run/northstar/secret.
+	wantExit(t, "client container", s.clientContainer(t, nil), 0, roundTrip)
+
+	// Outsiders: processes on the broker's network without the secret.
+	wantExit(t, "outsider with a wrong password", s.hostClient(t, "--password", strings.Repeat("0", 64)), 3, refused)
+	wantExit(t, "outsider without a password", s.hostClient(t, "--no-password"), 3, refused)
+	// Containers of the northstar runtime that opted out of the secret.
+	disabled := []string{"--annotation", "io.northstar.secret.disable=true"}
+	wantExit(t, "container without a secret", s.clientContainer(t, disabled), 1, "client: read secret file")
+	wantExit(t, "container without a secret, no password", s.clientContainer(t, disabled, "--no-password"), 3, refused)
+	wantExit(t, "container without a secret, guessed password", s.clientContainer(t, disabled, "--password", "guess"), 3, refused)
+
+	// While the broker runs: the secret is in no file of the state dir,
+	// the TPM state, containerd's root, state (bundles) and logs, the
+	// rootfs, the container logs, nor in any process's argv or environment.
+	assertAbsent(t, secret1, s.e.cfg.StateDir, s.tpm.dir, s.c.dir, s.c.rootfs, s.log)
+	assertAbsentFromProcs(t, secret1)
+	blog, _ := os.ReadFile(filepath.Join(s.log, broker+".log"))
+	for _, want := range []string{"broker: listening on " + mqttBroker, "broker: accepted client_id=", "broker: refused: bad password", "broker: refused: no password"} {
+		if !bytes.Contains(blog, []byte(want)) {
+			t.Errorf("broker log lacks %q:\n%s", want, blog)
+		}
+	}
+
+	// containerd restarts: a new lifecycle. A new client holds the new
+	// secret; the old broker still holds the old one and refuses it.
+	_, newPid := s.c.restart(t)
+	wantExit(t, "new client, old broker", s.clientContainer(t, nil), 3, refused)
+	rec := s.e.record(t)
+	if rec.Generation != gen1+2 || lifecyclePid(rec.LifecycleID) != newPid {
+		t.Errorf("after the restart: generation %d lifecycle %q, want generation %d naming containerd pid %d",
+			rec.Generation, rec.LifecycleID, gen1+2, newPid)
+	}
+	secret2 := s.e.secretHex(t)
+	if secret2 == secret1 {
+		t.Fatal("the secret did not change with the containerd restart")
+	}
+	// The restarted broker reads the new secret and lets the client in.
+	s.stopBroker(t, broker)
+	broker2 := s.startBroker(t)
+	wantExit(t, "new client, restarted broker", s.clientContainer(t, nil), 0, roundTrip)
+	if g := s.e.record(t).Generation; g != gen1+2 {
+		t.Errorf("generation %d, want %d (one rotation per containerd restart)", g, gen1+2)
+	}
+	for _, secret := range []string{secret1, secret2} {
+		assertAbsent(t, secret, s.e.cfg.StateDir, s.tpm.dir, s.c.dir, s.c.rootfs, s.log)
+		assertAbsentFromProcs(t, secret)
+	}
+	s.stopBroker(t, broker2)
+}
+
+// assertAbsentFromProcs fails if the secret's hex or raw bytes are in the
+// argv or environment of any process on the host.
+func assertAbsentFromProcs(t *testing.T, secretHex string) {
+	t.Helper()
+	raw, _ := hex.DecodeString(secretHex)
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	n := 0
+	for _, p := range procs {
+		for _, f := range []string{"cmdline", "environ"} {
+			data, err := os.ReadFile(filepath.Join(p, f))
+			if err != nil {
+				continue
+			}
+			n++
+			if bytes.Contains(bytes.ToLower(data), []byte(secretHex)) || bytes.Contains(data, raw) {
+				comm, _ := os.ReadFile(filepath.Join(p, "comm"))
+				t.Errorf("%s/%s (%s) contains the secret", p, f, strings.TrimSpace(string(comm)))
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("read no process's cmdline or environ")
+	}
+}
+
+// TestMQTTHostileImageRootless: under rootless containerd, images whose
+// /run or /run/northstar lead to a host directory either do not start or
+// get their secret inside their own rootfs; the host directory stays
+// untouched. ctr's specs mount a tmpfs on /run, so the image's /run/northstar
+// only shows when something is mounted over /run: the second case brings
+// its /run as a bind mount (a volume the attacker filled).
+func TestMQTTHostileImageRootless(t *testing.T) {
+	s := newMQTTStack(t)
+	// The first container starts the lifecycle (rotates): read the secret
+	// after it.
+	want := s.c.readSecret(t, northstarRuntime)
+	if want != s.e.secretHex(t) {
+		t.Fatal("a container read another secret than the store holds")
+	}
+
+	host := filepath.Join(worldDir(t), "host")
+	if err := os.MkdirAll(host, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.a.chownR(t, host) // writable by the runtime user: only the hook's care protects it
+	before := testtree.Snapshot(host)
+
+	t.Run("/run absolute symlink to a host dir", func(t *testing.T) {
+		rootfs := filepath.Join(worldDir(t), "rootfs")
+		mkBusybox(t, rootfs)
+		if err := testtree.Build(rootfs, host, []string{"symlink run $HOST"}); err != nil {
+			t.Fatal(err)
+		}
+		s.a.chownR(t, rootfs)
+		args := []string{"run", "--rm"}
+		args = append(args, ctrRunFlags...)
+		args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, s.c.newID("hostile"),
+			"/bin/sh", "-c", `readlink /run; cat /run/northstar/secret; echo; grep " /run\| `+host+`" /proc/self/mountinfo`)
+		r := s.c.ctr(t, args...)
+		switch {
+		case r.err != nil && strings.Contains(r.stderr, "northstar-hook: mount: "):
+			t.Logf("refused: %s", strings.TrimSpace(r.stderr))
+		case r.err != nil:
+			t.Errorf("container failed, not refused by the hook:\n%s", r)
+		default:
+			t.Logf("the hook followed /run -> %s inside the rootfs: secret mounted there, in the container only", host)
+			// The hook followed the image's symlink inside the rootfs: the
+			// secret sits at rootfs/$HOST/northstar, seen only in the
+			// container's mount namespace.
+			lines := strings.Split(r.stdout, "\n")
+			if len(lines) < 2 || lines[0] != host || lines[1] != want {
+				t.Errorf("container saw /run -> %q and secret %q, want %s and the lifecycle secret:\n%s", lines[0], lines[1], host, r)
+			}
+			if !strings.Contains(r.stdout, " "+host+"/northstar ro,") {
+				t.Errorf("no read-only secret mount at %s/northstar in the container:\n%s", host, r)
+			}
+		}
+	})
+
+	t.Run("/run/northstar absolute symlink to a host dir", func(t *testing.T) {
+		runDir := filepath.Join(worldDir(t), "run")
+		if err := testtree.Build(runDir, host, []string{"symlink northstar $HOST"}); err != nil {
+			t.Fatal(err)
+		}
+		s.a.chownR(t, runDir)
+		args := []string{"run", "--rm"}
+		args = append(args, ctrRunFlags...)
+		args = append(args, "--runtime", northstarRuntime,
+			"--mount", "type=bind,src="+runDir+",dst=/run,options=rbind:rw",
+			"--rootfs", s.c.rootfs, s.c.newID("hostile"), "/bin/sh", "-c", "echo STARTED; cat /run/northstar/secret")
+		r := s.c.ctr(t, args...)
+		if r.err == nil || strings.Contains(r.stdout, "STARTED") {
+			t.Fatalf("container started, want the hook to refuse it:\n%s", r)
+		}
+		if !strings.Contains(r.stderr, "northstar-hook: mount: resolve /run/northstar in the container rootfs") {
+			t.Errorf("refusal does not come from the hook resolving the symlink:\n%s", r)
+		}
+	})
+
+	if after := testtree.Snapshot(host); after != before {
+		t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
+	}
+	assertAbsent(t, want, host, s.e.cfg.StateDir, s.c.dir)
+}
