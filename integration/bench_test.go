@@ -205,6 +205,101 @@ func TestBenchHookRSS(t *testing.T) {
 	report("hook peak RSS (`/usr/bin/time -f %M`, 5 container starts)", fmt.Sprintf("max %.1f MiB, median %.1f MiB", hi/1024, median(kib)/1024), "≤ 20 MiB")
 }
 
+// TestBenchShimOverhead: container start under rootless containerd through
+// the northstar shim (TPM sealer on a swtpm owned by the test user, so the
+// hook unseals from the TPM on every start) vs runc's shim, interleaved per
+// round in the order Debian runc shim, northstar, runc shim built from
+// containerd v1.7.30 (the library northstar's shim wraps): the second row
+// shows which part of the difference is northstar's own.
+//
+// What is timed: `ctr run -d --null-io` of a busybox container running
+// `true`, until ctr returns: shim `start` (northstar: + rotation check),
+// Create (northstar: + config.json rewrite, + the hook at createRuntime) and
+// Start. The container's exit, `ctr task rm -f` and `ctr container rm` run
+// after the clock stops. Every ctr goes through `rootless-containerd.sh
+// exec` (bash, setpriv, nsenter, ctr): a constant client floor in both
+// sides, measured (`ctr version` the same way) and reported, with the ratio
+// net of it.
+func TestBenchShimOverhead(t *testing.T) {
+	a := requiresContainerd(t)
+	requires(t, "swtpm")
+	e := newTPMEnv(t, newSWTPM(t, a), "[]", a)
+
+	// runc's shim from the containerd version our shim is built on, named
+	// so containerd finds it as a runtime on its PATH (bins.dir first).
+	const runc17 = "io.containerd.runc17.v2"
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bins.dir, "containerd-shim-runc17-v2"),
+		"github.com/containerd/containerd/cmd/containerd-shim-runc-v2")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build the v1.7.30 runc shim: %v\n%s", err, b)
+	}
+
+	c := startContainerd(t, a, "NORTHSTAR_CONFIG="+e.config)
+	if got, want := c.readSecret(t, northstarRuntime), e.secretHex(t); got != want {
+		t.Fatalf("northstar container read %s, the store holds %s", got, want)
+	}
+	// start times one `ctr run -d` of runtime, then removes the container.
+	start := func(runtime string) float64 {
+		id := c.newID("bench-shim")
+		t0 := time.Now()
+		r := c.ctr(t, c.runArgs(runtime, id, true, "true")...)
+		ms := float64(time.Since(t0).Microseconds()) / 1000
+		if r.err != nil {
+			t.Fatalf("container start:\n%s", r)
+		}
+		mustCtr(t, c, "task", "rm", "-f", id)
+		mustCtr(t, c, "container", "rm", id)
+		return ms
+	}
+	floor := func() float64 {
+		t0 := time.Now()
+		mustCtr(t, c, "version")
+		return float64(time.Since(t0).Microseconds()) / 1000
+	}
+	runtimes := []string{"io.containerd.runc.v2", northstarRuntime, runc17}
+	for _, rt := range runtimes { // warm-up
+		start(rt)
+	}
+	times := make([][]float64, len(runtimes))
+	var floors []float64
+	for i := 0; i < benchPairs; i++ {
+		for k, rt := range runtimes {
+			times[k] = append(times[k], start(rt))
+		}
+		floors = append(floors, floor())
+	}
+	fl := median(floors)
+	row := func(base int, what string) {
+		var ratios, net []float64
+		for i := range times[1] {
+			ratios = append(ratios, times[1][i]/times[base][i])
+			net = append(net, (times[1][i]-fl)/(times[base][i]-fl))
+		}
+		report(fmt.Sprintf("container start (`ctr run -d`, rootless containerd) through the northstar shim (TPM sealer, swtpm) / %s, %d pairs", what, benchPairs),
+			fmt.Sprintf("%s; net of the %.1f ms ctr client floor: %.3f", ratioResult(ratios, times[base], times[1]), fl, median(net)), "≤ 1.05")
+	}
+	row(0, "the plain runc shim (`io.containerd.runc.v2`, Debian containerd "+containerdVersion()+")")
+	row(2, "runc's shim built from containerd v1.7.30, the library northstar's shim wraps")
+	var ratios []float64
+	for i := range times[2] {
+		ratios = append(ratios, times[2][i]/times[0][i])
+	}
+	report(fmt.Sprintf("for reference: runc's shim built from containerd v1.7.30 / Debian's runc shim, same rounds"),
+		ratioResult(ratios, times[0], times[2]), "(not ours)")
+}
+
+// containerdVersion is the version of the containerd on PATH, e.g. 1.6.20.
+func containerdVersion() string {
+	out, _ := exec.Command("containerd", "--version").Output()
+	f := strings.Fields(string(out))
+	if len(f) >= 3 {
+		return strings.TrimSuffix(f[2], "~ds1")
+	}
+	return "?"
+}
+
 // TestMain-like summary: TestBenchZZReport runs last (tests run in source
 // order) and prints the table.
 func TestBenchZZReport(t *testing.T) {

@@ -2,6 +2,8 @@ package shim
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,8 +170,9 @@ func RewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
 }
 
 // injectIntoBundle adds the northstar hook to bundle/config.json, replacing
-// the file atomically (temp file in the bundle, fsync, rename) so runc never
-// reads half a spec. It keeps the file's mode.
+// the file atomically (temp file in the bundle, rename) so runc never reads
+// half a spec. It keeps the file's mode. See replaceUnsynced for why there
+// is no fsync.
 func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) {
 	path := filepath.Join(bundle, "config.json")
 	f, err := os.Open(path)
@@ -192,10 +195,62 @@ func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) 
 	if err != nil || !changed {
 		return false, err
 	}
-	if err := atomicfile.Write(path, out, fi.Mode().Perm()); err != nil {
+	if err := replaceUnsynced(path, out, fi.Mode().Perm()); err != nil {
 		return false, fmt.Errorf("rewrite bundle config: %w", err)
 	}
 	return true, nil
+}
+
+// replaceUnsynced replaces path with data through a temporary file in the
+// same directory and a rename, like atomicfile.Write but without its two
+// fsyncs (file and directory): together 0.4-0.8 ms on the critical path of
+// every container start on an ext4 state dir (make bench, November 2026).
+//
+// Why the rewrite of config.json needs atomicity but not durability:
+//   - Atomicity is what protects the container: rename(2) swaps the name in
+//     one step, so runc (or anyone) opening config.json sees the complete
+//     old spec or the complete new one, never a mix. That holds without
+//     fsync; fsync only decides what is on disk after a crash of the host.
+//   - runc reads the file after this returns, from the page cache: it sees
+//     the new spec whether or not it reached the disk.
+//   - After a host crash nothing reuses this file: containerd's task state
+//     (the bundle) is normally on tmpfs (/run, $XDG_RUNTIME_DIR) and is gone;
+//     where it is on disk, containerd's start-up cleans up the bundles of
+//     dead shims, and a container is only ever created again through a new
+//     Create, which writes config.json afresh and injects the hook again.
+//     A config.json torn by the crash (e.g. empty) could only make runc fail
+//     to parse it: fail closed, never a container without the hook.
+//   - containerd itself writes config.json without fsync, so a synced
+//     rewrite bought no durability of the bundle as a whole.
+//   - The file holds no secret (the hook fetches it), so there is nothing
+//     to protect at rest either.
+//
+// The temporary file is created O_EXCL with the target's mode and removed
+// if anything fails before the rename.
+func replaceUnsynced(path string, data []byte, perm os.FileMode) (err error) {
+	dir, base := filepath.Split(path)
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, atomicfile.TempPrefix+base+"-"+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // hookPath finds the northstar-hook binary: next to the shim (the normal
