@@ -44,6 +44,7 @@ type Config struct {
 	TPM      TPM      `toml:"tpm"`
 	Secret   Secret   `toml:"secret"`
 	Rotation Rotation `toml:"rotation"`
+	Agent    Agent    `toml:"agent"`
 
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
@@ -65,6 +66,18 @@ type Secret struct {
 type Rotation struct {
 	On string `toml:"on"`
 }
+
+// Agent configures the opt-in per-lifecycle agent (northstarctl agent) that
+// keeps the unsealed secret off the TPM for each container start. Off by
+// default: per-start unsealing keeps the plaintext lifetime to milliseconds
+// and checks the PCR policy at every start.
+type Agent struct {
+	// Socket is the agent's pathname unix socket; "" disables the agent.
+	Socket string `toml:"socket"`
+}
+
+// maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
+const maxSocketPath = 107
 
 // Default returns the settings used when a key is absent.
 func Default() *Config {
@@ -162,6 +175,17 @@ func (c *Config) Validate() error {
 	case RotateOnRuntimeRestart, RotateManual:
 	default:
 		return fmt.Errorf("[rotation] on %q: want %q or %q", c.Rotation.On, RotateOnRuntimeRestart, RotateManual)
+	}
+	if s := c.Agent.Socket; s != "" {
+		switch {
+		case !filepath.IsAbs(s) || filepath.Clean(s) != s:
+			return fmt.Errorf("[agent] socket %q must be a clean absolute path", s)
+		case filepath.Dir(s) == "/":
+			// The agent owns the socket's directory and makes it 0700.
+			return fmt.Errorf("[agent] socket %q must be inside a directory of its own, not in /", s)
+		case len(s) > maxSocketPath:
+			return fmt.Errorf("[agent] socket %q is longer than %d bytes", s, maxSocketPath)
+		}
 	}
 	return nil
 }

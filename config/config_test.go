@@ -34,16 +34,21 @@ on = "manual"
 
 func TestParseRejects(t *testing.T) {
 	for in, want := range map[string]string{
-		`state_dir = "relative"`:             "absolute",
-		`sealer = "aws"`:                     "sealer",
-		`statedir = "/x"`:                    "unknown key",
-		"[tpm]\npcrs = [24]":                 "out of range",
-		"[tpm]\npcrs = [7, 7]":               "twice",
-		"[secret]\nmode = \"0600\"":          "bits other than read",
-		"[secret]\ndir = \"/etc\"":           "only /run/northstar",
-		"[rotation]\non = \"sometimes\"":     "rotation",
-		`sealer = `:                          "line",
-		"[tpm]\npath = \"\"\nsealer=\"tpm\"": "",
+		`state_dir = "relative"`:                                    "absolute",
+		`sealer = "aws"`:                                            "sealer",
+		`statedir = "/x"`:                                           "unknown key",
+		"[tpm]\npcrs = [24]":                                        "out of range",
+		"[tpm]\npcrs = [7, 7]":                                      "twice",
+		"[secret]\nmode = \"0600\"":                                 "bits other than read",
+		"[secret]\ndir = \"/etc\"":                                  "only /run/northstar",
+		"[rotation]\non = \"sometimes\"":                            "rotation",
+		`sealer = `:                                                 "line",
+		"[tpm]\npath = \"\"\nsealer=\"tpm\"":                        "",
+		"[agent]\nsocket = \"agent.sock\"":                          "absolute",
+		"[agent]\nsocket = \"/run/a/../b\"":                         "absolute",
+		"[agent]\nsocket = \"/agent.sock\"":                         "directory of its own",
+		"[agent]\nsocket = \"/" + strings.Repeat("a", 110) + "/s\"": "longer than",
+		"[agent]\nsockett = \"/run/a/s\"":                           "unknown key",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -79,5 +84,16 @@ func TestDiscover(t *testing.T) {
 	}
 	if got := DefaultPathFor(false); got != DefaultPath {
 		t.Errorf("rootful default: %s", got)
+	}
+}
+
+func TestAgentSocket(t *testing.T) {
+	d, err := Parse(nil)
+	if err != nil || d.Agent.Socket != "" {
+		t.Fatalf("the agent must be off by default: %+v, %v", d.Agent, err)
+	}
+	c, err := Parse([]byte("[agent]\nsocket = \"/run/northstar-agent/agent.sock\"\n"))
+	if err != nil || c.Agent.Socket != "/run/northstar-agent/agent.sock" {
+		t.Errorf("parsed %+v, %v", c.Agent, err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/secretfs/agent"
 	"github.com/northstar-oci/northstar/secretfs/store"
 )
 
@@ -80,7 +81,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	mnt, err := buildMount(ctx, st, owner)
+	mnt, err := buildMount(ctx, st, cfg.Agent.Socket, owner)
 	if err != nil {
 		return err
 	}
@@ -101,7 +102,27 @@ func Run(ctx context.Context, args []string, stdin io.Reader) error {
 // buildMount unseals the secret into a sealed memfd and builds the detached
 // filesystem from it. Plaintext copies live only in this function and are
 // zeroed before it returns.
-func buildMount(ctx context.Context, st *store.Store, owner secretfs.Owner) (*secretfs.Mount, error) {
+//
+// With an agent socket configured it first asks the agent for the memfd,
+// and uses it only when it carries the stored generation; an absent, stale
+// or refused agent silently falls back to unsealing, so the agent can never
+// make a start fail, and a stale agent cannot serve a rotated-out secret.
+func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner secretfs.Owner) (*secretfs.Mount, error) {
+	if agentSocket != "" {
+		// Fetch verifies the seals and the content before returning.
+		if memfd, gen, err := agent.Fetch(ctx, agentSocket); err == nil {
+			rec, err := st.Current()
+			if err == nil && rec.Generation == gen && rec.Sealer == st.Sealer().Name() {
+				mnt, err := secretfs.NewMount(memfd, owner)
+				memfd.Close()
+				if err != nil {
+					return nil, fmt.Errorf("mount: %w", err)
+				}
+				return mnt, nil
+			}
+			memfd.Close()
+		}
+	}
 	sec, _, err := st.Secret(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("unseal: %w", err)

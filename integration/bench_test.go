@@ -117,6 +117,30 @@ func TestBenchHookOverhead(t *testing.T) {
 	report(fmt.Sprintf("`runc run` with the hook (TPM sealer, swtpm socket) / without, %d pairs", benchPairs), ratioResult(ratios, as, bs), "≤ 1.10")
 }
 
+// TestBenchHookOverheadAgent is TestBenchHookOverhead with [agent] socket
+// set and `northstarctl agent` running: the hook takes the memfd from the
+// agent instead of unsealing from the TPM.
+func TestBenchHookOverheadAgent(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	e, sock := newAgentTPMEnv(t, newSWTPM(t, nil))
+	startAgent(t, e, sock)
+	plain := newBundle(t, e.dir, false, "true")
+	plain.write(t)
+	hooked := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
+	hooked.write(t)
+	runc := func(b *bundle) func() error {
+		return func() error {
+			r := b.runcRun(t)
+			if r.err != nil {
+				return fmt.Errorf("%s", r)
+			}
+			return nil
+		}
+	}
+	ratios, as, bs := interleave(t, benchPairs, runc(plain), runc(hooked))
+	report(fmt.Sprintf("`runc run` with the hook served by the agent (TPM sealer, swtpm socket) / without, %d pairs", benchPairs), ratioResult(ratios, as, bs), "≤ 1.10")
+}
+
 func TestBenchConcurrentHooks(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)

@@ -1,0 +1,197 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/northstar-oci/northstar/secretfs/agent"
+)
+
+// newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set. The socket
+// lives in a short directory of its own: sun_path holds 107 bytes.
+func newAgentTPMEnv(t *testing.T, tpm *swtpm) (*env, string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", "ns-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	sock := filepath.Join(base, "agent", "agent.sock")
+	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n", tpm.path(), sock), nil), sock
+}
+
+// agentProc is a running `northstarctl agent`.
+type agentProc struct {
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	sock string
+	done chan error
+}
+
+// startAgent runs `northstarctl agent` in the background (killed in the
+// test's cleanup) and waits until it serves.
+func startAgent(t *testing.T, e *env, sock string) *agentProc {
+	t.Helper()
+	a := &agentProc{out: new(bytes.Buffer), sock: sock, done: make(chan error, 1)}
+	a.cmd = exec.Command(bins.ctl, "agent", "--config", e.config)
+	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	go func() { a.done <- a.cmd.Wait() }()
+	t.Cleanup(func() { a.stop(t) })
+	a.waitGeneration(t, 0)
+	return a
+}
+
+// waitGeneration waits until the agent serves gen (any generation for 0).
+func (a *agentProc) waitGeneration(t *testing.T, gen uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f, got, err := agent.Fetch(context.Background(), a.sock)
+		if err == nil {
+			f.Close()
+			if gen == 0 || got == gen {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never served generation %d (last: %d, %v); its output:\n%s", gen, got, err, a.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for the agent to exit.
+func (a *agentProc) stop(t *testing.T) error {
+	if a.cmd.ProcessState != nil || a.cmd.Process == nil {
+		return nil
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-a.done:
+		a.done <- err
+		return err
+	case <-time.After(10 * time.Second):
+		_ = a.cmd.Process.Kill()
+		t.Errorf("agent ignored SIGTERM; its output:\n%s", a.out)
+		return <-a.done
+	}
+}
+
+// TestAgentTakesTPMOffHotPath: with [agent] socket set and the agent
+// running, containers get the secret with the TPM stopped; a rotation
+// reaches the agent; without the agent the hook falls back to the TPM and,
+// the TPM being down, fails closed naming it.
+func TestAgentTakesTPMOffHotPath(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	tpm := newSWTPM(t, nil)
+	e, sock := newAgentTPMEnv(t, tpm)
+	a := startAgent(t, e, sock)
+
+	fi, err := os.Stat(filepath.Dir(sock))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("agent directory %s: %v, %v", filepath.Dir(sock), fi.Mode(), err)
+	}
+	read := func() result {
+		t.Helper()
+		return newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config).runcRun(t)
+	}
+	first := e.secretHex(t)
+	if r := read(); r.err != nil || r.stdout != first {
+		t.Fatalf("container did not read the secret with the agent running:\n%s", r)
+	}
+
+	// Rotation needs the TPM; the agent picks the new generation up within
+	// about a second, and until then the hook unseals itself.
+	if r := e.ctl(t, "rotate"); r.err != nil {
+		t.Fatalf("rotate:\n%s", r)
+	}
+	second := e.secretHex(t)
+	if r := read(); r.err != nil || r.stdout != second {
+		t.Fatalf("container right after rotate did not read the new secret:\n%s", r)
+	}
+	a.waitGeneration(t, 2)
+
+	tpm.stop()
+	for i := 0; i < 2; i++ {
+		if r := read(); r.err != nil || r.stdout != second {
+			t.Fatalf("container with the TPM stopped did not get the secret from the agent:\n%s\nagent output:\n%s", r, a.out)
+		}
+	}
+
+	if err := a.stop(t); err != nil {
+		t.Errorf("agent exit on SIGTERM: %v\n%s", err, a.out)
+	}
+	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+		t.Errorf("agent left its socket behind: %v", err)
+	}
+	for _, s := range []string{first, second} {
+		if strings.Contains(a.out.String(), s) {
+			t.Error("agent output shows the secret")
+		}
+	}
+	r := newBundle(t, e.dir, false, "echo started").withHook("createRuntime", e.config).runcRun(t)
+	if r.err == nil || strings.Contains(r.stdout, "started") {
+		t.Fatalf("container started without agent and TPM:\n%s", r)
+	}
+	if !strings.Contains(r.stderr, "northstar-hook: unseal: tpm: open "+tpm.path()) {
+		t.Errorf("fallback error does not name the TPM:\n%s", r)
+	}
+}
+
+// TestAgentStaleGenerationIgnored: an agent that cannot unseal a rotated
+// secret keeps serving the old generation, and the hook ignores it.
+func TestAgentStaleGenerationIgnored(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	tpm := newSWTPM(t, nil)
+	e, sock := newAgentTPMEnv(t, tpm)
+	a := startAgent(t, e, sock)
+	a.waitGeneration(t, 1)
+	first := e.secretHex(t)
+
+	// A second config on another swtpm shares the state directory: the
+	// rotation it writes can be unsealed only with that other TPM, so the
+	// agent (on the first TPM) stays at generation 1.
+	other := newSWTPM(t, nil)
+	cfg2 := filepath.Join(e.dir, "config2.toml")
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg2, bytes.Replace(data, []byte(tpm.path()), []byte(other.path()), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, exec.Command(bins.ctl, "rotate", "--config", cfg2)); r.err != nil {
+		t.Fatalf("rotate on the other TPM:\n%s", r)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	f, gen, err := agent.Fetch(context.Background(), sock)
+	if err != nil {
+		t.Fatalf("agent: %v\n%s", err, a.out)
+	}
+	f.Close()
+	if gen != 1 {
+		t.Fatalf("agent serves generation %d, want the stale 1", gen)
+	}
+	// The hook must not use the stale secret: it unseals generation 2 with
+	// the first TPM, which fails, and says so.
+	r := newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config).runcRun(t)
+	if r.err == nil || strings.Contains(r.stdout, first) {
+		t.Fatalf("container got the stale secret from the agent:\n%s", r)
+	}
+	if !strings.Contains(r.stderr, "northstar-hook: unseal:") {
+		t.Errorf("error does not come from the TPM fallback:\n%s", r)
+	}
+}
