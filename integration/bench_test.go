@@ -100,21 +100,7 @@ func ratioResult(ratios, as, bs []float64) string {
 func TestBenchHookOverhead(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
-	plain := newBundle(t, e.dir, false, "true")
-	plain.write(t)
-	hooked := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
-	hooked.write(t)
-	runc := func(b *bundle) func() error {
-		return func() error {
-			r := b.runcRun(t)
-			if r.err != nil {
-				return fmt.Errorf("%s", r)
-			}
-			return nil
-		}
-	}
-	ratios, as, bs := interleave(t, benchPairs, runc(plain), runc(hooked))
-	report(fmt.Sprintf("`runc run` with the hook (TPM sealer, swtpm socket) / without, %d pairs", benchPairs), ratioResult(ratios, as, bs), "≤ 1.10")
+	benchHookOverhead(t, e, "`runc run` with the hook (TPM sealer, swtpm socket) / without")
 }
 
 // TestBenchHookOverheadAgent is TestBenchHookOverhead with [agent] socket
@@ -124,21 +110,27 @@ func TestBenchHookOverheadAgent(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	e, sock := newAgentTPMEnv(t, newSWTPM(t, nil))
 	startAgent(t, e, sock)
+	benchHookOverhead(t, e, "`runc run` with the hook served by the agent (TPM sealer, swtpm socket) / without")
+}
+
+// benchHookOverhead interleaves `runc run` of a busybox container without
+// and with the hook of env e, and reports the ratio.
+func benchHookOverhead(t *testing.T, e *env, what string) {
+	t.Helper()
 	plain := newBundle(t, e.dir, false, "true")
 	plain.write(t)
 	hooked := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
 	hooked.write(t)
 	runc := func(b *bundle) func() error {
 		return func() error {
-			r := b.runcRun(t)
-			if r.err != nil {
+			if r := b.runcRun(t); r.err != nil {
 				return fmt.Errorf("%s", r)
 			}
 			return nil
 		}
 	}
 	ratios, as, bs := interleave(t, benchPairs, runc(plain), runc(hooked))
-	report(fmt.Sprintf("`runc run` with the hook served by the agent (TPM sealer, swtpm socket) / without, %d pairs", benchPairs), ratioResult(ratios, as, bs), "≤ 1.10")
+	report(fmt.Sprintf("%s, %d pairs", what, benchPairs), ratioResult(ratios, as, bs), "≤ 1.10")
 }
 
 func TestBenchConcurrentHooks(t *testing.T) {

@@ -2,8 +2,6 @@ package shim
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -227,30 +225,8 @@ func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) 
 //
 // The temporary file is created O_EXCL with the target's mode and removed
 // if anything fails before the rename.
-func replaceUnsynced(path string, data []byte, perm os.FileMode) (err error) {
-	dir, base := filepath.Split(path)
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, atomicfile.TempPrefix+base+"-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+func replaceUnsynced(path string, data []byte, perm os.FileMode) error {
+	return atomicfile.Replace(path, data, perm)
 }
 
 // hookPath finds the northstar-hook binary: next to the shim (the normal

@@ -1,5 +1,5 @@
-// Package atomicfile replaces files so that a crash at any point leaves either
-// the old or the new content, never a mix or nothing.
+// Package atomicfile replaces files so that a reader sees either the old or
+// the new content, never a mix; Write also makes the result survive a crash.
 package atomicfile
 
 import (
@@ -14,9 +14,21 @@ import (
 // stale ones (left by a crash) while holding their own lock.
 const TempPrefix = ".tmp-"
 
-// Write replaces path with data: it writes a temporary file in the same
-// directory, fsyncs it, renames it over path and fsyncs the directory.
-func Write(path string, data []byte, perm os.FileMode) (err error) {
+// Write replaces path with data durably: it writes a temporary file in the
+// same directory, fsyncs it, renames it over path and fsyncs the directory,
+// so a crash at any point leaves the old or the new content.
+func Write(path string, data []byte, perm os.FileMode) error {
+	return replace(path, data, perm, true)
+}
+
+// Replace is Write without the fsyncs: readers still see the old or the new
+// content, but after a host crash the file may be either, or empty. For
+// files that do not outlive a crash and whose loss fails closed.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return replace(path, data, perm, false)
+}
+
+func replace(path string, data []byte, perm os.FileMode, durable bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -39,15 +51,20 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 		f.Close()
 		return err
 	}
-	if err = f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err = f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err = f.Close(); err != nil {
 		return err
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return SyncDir(dir)
 }
