@@ -134,6 +134,10 @@ func sameHook(a, b specs.Hook) bool {
 	return a.Timeout == nil || *a.Timeout == *b.Timeout
 }
 
+// criContainerType is the annotation CRI (containerd's and CRI-O's) sets to
+// "sandbox" on a pod's pause container and "container" on its workloads.
+const criContainerType = "io.kubernetes.cri.container-type"
+
 // RewriteSpec returns config.json data with want injected by InjectHook,
 // and whether anything changed (if not, data itself is returned).
 //
@@ -141,10 +145,17 @@ func sameHook(a, b specs.Hook) bool {
 // specs.Spec and encoding it back would silently drop every field this
 // version of runtime-spec does not know (a newer containerd may write
 // them), so the rest of the document is carried over as raw JSON.
+//
+// A Kubernetes pod sandbox (the pause container, marked by CRI's
+// container-type annotation) runs no workload and gets no hook: that saves
+// a hook run per pod, and the pod's containers get their own secret.
 func RewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return nil, false, fmt.Errorf("config.json is not an OCI spec: %w", err)
+	}
+	if spec.Annotations[criContainerType] == "sandbox" {
+		return data, false, nil
 	}
 	if !InjectHook(&spec, want) {
 		return data, false, nil

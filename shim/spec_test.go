@@ -199,6 +199,19 @@ func TestInjectHookTyped(t *testing.T) {
 	}
 }
 
+func TestRewriteSpecSkipsPodSandbox(t *testing.T) {
+	for typ, wantChanged := range map[string]bool{"sandbox": false, "container": true} {
+		in := []byte(`{"ociVersion":"1.1.0","root":{"path":"rootfs"},"annotations":{"io.kubernetes.cri.container-type":"` + typ + `"}}`)
+		out, changed, err := RewriteSpec(in, testHook)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed != wantChanged || (!changed && string(out) != string(in)) {
+			t.Errorf("container-type %s: changed = %v, want %v", typ, changed, wantChanged)
+		}
+	}
+}
+
 func TestHookEntry(t *testing.T) {
 	h := Hook("/opt/ns/bin/northstar-hook", "/home/u/.config/northstar/config.toml")
 	want := `{"path":"/opt/ns/bin/northstar-hook","args":["northstar-hook","--config","/home/u/.config/northstar/config.toml"],"env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"timeout":30}`
