@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -16,7 +15,8 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
-	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/secretfs/flock"
 )
 
 // Retry bounds, for commands the TPM answers with "not now" and for
@@ -33,9 +33,9 @@ const (
 // process, so nothing is kept open between calls.
 func (t *TPM) conversation(ctx context.Context, fn func(transport.TPM) error) error {
 	if t.opts.LockPath != "" {
-		unlock, err := lockFile(ctx, t.opts.LockPath)
+		unlock, err := flock.Lock(ctx, t.opts.LockPath)
 		if err != nil {
-			return err
+			return fmt.Errorf("tpm: %w", err)
 		}
 		defer unlock()
 	}
@@ -279,35 +279,4 @@ func (s *streamTPM) Send(cmd []byte) ([]byte, error) {
 func (s *streamTPM) Close() error {
 	s.stop()
 	return s.conn.Close()
-}
-
-// lockFile takes an exclusive flock on path (created 0600), waiting until
-// ctx is done. The returned function releases it.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("tpm: lock: %w", err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		for {
-			if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); err != unix.EINTR {
-				break
-			}
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("tpm: lock %s: %w", path, err)
-		}
-		return func() { f.Close() }, nil // closing the only descriptor drops the lock
-	case <-ctx.Done():
-		// The flock may still succeed; closing f then releases it.
-		go func() { <-done; f.Close() }()
-		return nil, fmt.Errorf("tpm: wait for lock %s: %w", path, ctx.Err())
-	}
 }

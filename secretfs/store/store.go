@@ -17,10 +17,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/secretfs/atomicfile"
+	"github.com/northstar-oci/northstar/secretfs/flock"
 	"github.com/northstar-oci/northstar/secretfs/seal"
 )
 
@@ -142,7 +141,7 @@ func (s *Store) Secret(ctx context.Context) (*secretfs.Secret, *Record, error) {
 // Init creates the state directory and the first secret. It is a no-op when
 // a record exists already; created says which happened.
 func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, created bool, err error) {
-	err = s.locked(func() error {
+	err = s.locked(ctx, func() error {
 		cur, err := s.Current()
 		if err == nil {
 			rec = cur
@@ -161,7 +160,7 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 // Rotate makes a new secret now, whatever the lifecycle.
 func (s *Store) Rotate(ctx context.Context, lifecycleID string) (*Record, error) {
 	var rec *Record
-	err := s.locked(func() error {
+	err := s.locked(ctx, func() error {
 		var gen uint64 = 1
 		cur, err := s.Current()
 		switch {
@@ -189,7 +188,7 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 	if cur, err := s.Current(); err == nil && cur.LifecycleID == lifecycleID {
 		return cur, false, nil
 	}
-	err = s.locked(func() error {
+	err = s.locked(ctx, func() error {
 		var gen uint64 = 1
 		cur, err := s.Current()
 		switch {
@@ -244,11 +243,11 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string) (*Rec
 // locked runs fn holding the exclusive store lock, creating the state
 // directory (0700) first if needed, and removes temporary files a crashed
 // writer may have left.
-func (s *Store) locked(fn func() error) error {
+func (s *Store) locked(ctx context.Context, fn func() error) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	unlock, err := Lock(filepath.Join(s.dir, LockFile))
+	unlock, err := flock.Lock(ctx, filepath.Join(s.dir, LockFile))
 	if err != nil {
 		return err
 	}
@@ -261,25 +260,4 @@ func (s *Store) locked(fn func() error) error {
 		}
 	}
 	return fn()
-}
-
-// Lock takes an exclusive flock on path (created 0600 if missing) and
-// returns the function that releases it. The lock is released by the kernel
-// if the process dies, so a killed rotation never wedges the store.
-func Lock(path string) (unlock func(), err error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
-	for {
-		err = unix.Flock(fd, unix.LOCK_EX)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() { unix.Close(fd) }, nil
 }

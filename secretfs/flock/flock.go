@@ -1,0 +1,43 @@
+// Package flock takes the exclusive file locks that serialize northstar's
+// processes: store writers, and conversations with a socket TPM.
+package flock
+
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lock takes an exclusive flock on path (created 0600 if missing, never
+// through a symlink) and returns the function that releases it. The kernel
+// releases the lock when the process dies, so a killed holder never wedges
+// the others. If ctx ends first, Lock gives up and the lock, should it still
+// be granted, is released at once.
+func Lock(ctx context.Context, path string) (unlock func(), err error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for {
+			if err = unix.Flock(fd, unix.LOCK_EX); err != unix.EINTR {
+				break
+			}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		return func() { unix.Close(fd) }, nil // closing the only descriptor drops the lock
+	case <-ctx.Done():
+		go func() { <-done; unix.Close(fd) }()
+		return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
+	}
+}
