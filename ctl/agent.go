@@ -72,16 +72,9 @@ func (h *held) load(ctx context.Context, st *store.Store) error {
 	if err != nil {
 		return err
 	}
-	text := sec.AppendHex(make([]byte, 0, secretfs.HexSize))
-	sec.Zero()
-	memfd, err := secretfs.NewSealedMemfd("northstar-agent", text)
-	secretfs.Zero(text)
+	memfd, err := secretfs.NewSecretMemfd("northstar-agent", sec)
 	if err != nil {
 		return fmt.Errorf("memfd: %w", err)
-	}
-	if err := secretfs.CheckSealed(memfd); err != nil {
-		memfd.Close()
-		return err
 	}
 	unlock := mlockMemfd(memfd)
 	h.mu.Lock()

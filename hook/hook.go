@@ -127,10 +127,7 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 	if err != nil {
 		return nil, fmt.Errorf("unseal: %w", err)
 	}
-	text := sec.AppendHex(make([]byte, 0, secretfs.HexSize))
-	sec.Zero()
-	memfd, err := secretfs.NewSealedMemfd("northstar-secret", text)
-	secretfs.Zero(text)
+	memfd, err := secretfs.NewSecretMemfd("northstar-secret", sec)
 	if err != nil {
 		return nil, fmt.Errorf("memfd: %w", err)
 	}

@@ -56,6 +56,15 @@ func NewSealedMemfd(name string, content []byte) (*os.File, error) {
 	return f, nil
 }
 
+// NewSecretMemfd is NewSealedMemfd holding sec in its in-container form (64
+// lowercase hex). It zeroes sec and the temporary text, whatever happens.
+func NewSecretMemfd(name string, sec *Secret) (*os.File, error) {
+	text := sec.AppendHex(make([]byte, 0, HexSize))
+	sec.Zero()
+	defer Zero(text)
+	return NewSealedMemfd(name, text)
+}
+
 func writeAllAt(f *os.File, b []byte) error {
 	for off := 0; off < len(b); {
 		n, err := unix.Pwrite(int(f.Fd()), b[off:], int64(off))
