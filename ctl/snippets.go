@@ -9,14 +9,8 @@ import (
 	"path/filepath"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/hook"
 )
-
-// hookTimeout is the timeout (seconds) runtimes give the hook: generous for
-// a slow hardware TPM shared by many starting containers.
-const hookTimeout = 30
-
-// hookEnv is the explicit environment of the hook: nothing inherited.
-var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 // siblingBinary finds name next to this executable, else on PATH, else
 // returns the conventional install path.
@@ -48,7 +42,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	hook := siblingBinary("northstar-hook")
+	hookPath := siblingBinary(hook.Name)
 	switch target {
 	case "containerd":
 		shim := siblingBinary("containerd-shim-northstar-v2")
@@ -80,7 +74,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	case "hooks-d":
 		doc := map[string]any{
 			"version": "1.0.0",
-			"hook":    map[string]any{"path": hook, "args": []string{"northstar-hook", "--config", path}, "env": hookEnv, "timeout": hookTimeout},
+			"hook":    hook.Entry(hookPath, path),
 			"when":    map[string]any{"always": true},
 			"stages":  []string{"createRuntime"},
 		}
@@ -89,7 +83,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stderr, "# (rootless podman: ~/.config/containers/oci/hooks.d/); use \"prestart\" on runtimes without createRuntime.")
 		return writeJSON(env, doc)
 	case "runc":
-		h := map[string]any{"path": hook, "args": []string{"northstar-hook", "--config", path}, "env": hookEnv, "timeout": hookTimeout}
+		h := hook.Entry(hookPath, path)
 		fmt.Fprintln(env.Stderr, "# runc/crun: merge stdout into the bundle's config.json \"hooks\".")
 		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\".")
 		return writeJSON(env, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})

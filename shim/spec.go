@@ -14,35 +14,19 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/hook"
 	"github.com/northstar-oci/northstar/secretfs/atomicfile"
 )
 
-// HookName is the file name of the northstar OCI hook. A hook whose path has
-// this base name, at any stage, is ours.
-const HookName = "northstar-hook"
-
-// HookTimeout is the timeout (seconds) runc gives the hook: generous for a
-// slow hardware TPM shared by many starting containers.
-const HookTimeout = 30
-
-// hookEnv is the hook's whole environment: nothing is inherited from the
-// runtime, so LD_PRELOAD and friends never reach it.
-var hookEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+// HookName is the file name of the northstar OCI hook; see hook.Name.
+const HookName = hook.Name
 
 // maxBundleConfigSize caps the config.json we read; the hook refuses larger
 // ones too (4 MiB).
 const maxBundleConfigSize = 4 << 20
 
 // Hook returns the createRuntime hook entry the shim injects.
-func Hook(hookPath, configPath string) specs.Hook {
-	timeout := HookTimeout
-	return specs.Hook{
-		Path:    hookPath,
-		Args:    []string{HookName, "--config", configPath},
-		Env:     append([]string(nil), hookEnv...),
-		Timeout: &timeout,
-	}
-}
+func Hook(hookPath, configPath string) specs.Hook { return hook.Entry(hookPath, configPath) }
 
 // IsNorthstarHook reports whether h runs the northstar hook binary.
 func IsNorthstarHook(h specs.Hook) bool {
