@@ -7,13 +7,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/northstar-oci/northstar/internal/capped"
+	"github.com/northstar-oci/northstar/seal"
+	"github.com/northstar-oci/northstar/secretfs"
 )
 
 // EnvConfig names the environment variable that overrides the config path.
@@ -25,10 +27,10 @@ const DefaultPath = "/etc/northstar/config.toml"
 // maxConfigSize caps the config file; it is a few hundred bytes in practice.
 const maxConfigSize = 64 << 10
 
-// Sealer kinds.
+// Sealer kinds: the values of the "sealer" key.
 const (
-	SealerTPM  = "tpm"
-	SealerHost = "host"
+	SealerTPM  = seal.KindTPM
+	SealerHost = seal.KindHost
 )
 
 // Rotation policies.
@@ -85,27 +87,22 @@ func Default() *Config {
 		StateDir: "/var/lib/northstar",
 		Sealer:   SealerTPM,
 		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}},
-		Secret:   Secret{Dir: "/run/northstar", Mode: "0400"},
+		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
 	}
 }
 
 // Load reads and validates the config at path.
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := capped.ReadFile(path, maxConfigSize, "config "+path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("config %s does not exist; create it (see 'northstarctl config --help') or pass --config", path)
 		}
+		if errors.Is(err, capped.ErrTooLarge) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("open config: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read config %s: %w", path, err)
-	}
-	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("config %s is larger than %d bytes", path, maxConfigSize)
 	}
 	c, err := Parse(data)
 	if err != nil {
@@ -153,22 +150,15 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("sealer %q: want %q or %q", c.Sealer, SealerTPM, SealerHost)
 	}
-	seen := map[int]bool{}
-	for _, p := range c.TPM.PCRs {
-		if p < 0 || p > 23 {
-			return fmt.Errorf("[tpm] pcrs: PCR %d out of range 0-23", p)
-		}
-		if seen[p] {
-			return fmt.Errorf("[tpm] pcrs: PCR %d listed twice", p)
-		}
-		seen[p] = true
+	if err := seal.CheckPCRs(c.TPM.PCRs); err != nil {
+		return fmt.Errorf("[tpm] pcrs: %w", err)
 	}
-	if c.Secret.Dir != "/run/northstar" {
-		// The in-container path is part of the contract; a configurable
-		// target would also be a configurable attack surface.
-		return fmt.Errorf("[secret] dir %q: only /run/northstar is supported", c.Secret.Dir)
+	if c.Secret.Dir != secretfs.Dir {
+		// The key is part of the contract (DESIGN.md §3) and documents
+		// where the secret appears; its one value is secretfs.Dir.
+		return fmt.Errorf("[secret] dir %q: only %s is supported", c.Secret.Dir, secretfs.Dir)
 	}
-	if _, err := ParseMode(c.Secret.Mode); err != nil {
+	if _, err := secretfs.ParseMode(c.Secret.Mode); err != nil {
 		return fmt.Errorf("[secret] mode: %w", err)
 	}
 	switch c.Rotation.On {
@@ -192,27 +182,8 @@ func (c *Config) Validate() error {
 
 // SecretMode returns the validated [secret] mode.
 func (c *Config) SecretMode() os.FileMode {
-	m, _ := ParseMode(c.Secret.Mode) // validated by Load
+	m, _ := secretfs.ParseMode(c.Secret.Mode) // validated by Load
 	return m
-}
-
-// ParseMode parses an octal file mode for the secret file. Only read bits are
-// allowed: the file lives on a read-only mount and must never be executable.
-func ParseMode(s string) (os.FileMode, error) {
-	if s == "" || len(s) > 4 {
-		return 0, fmt.Errorf("%q is not an octal mode like 0400", s)
-	}
-	v, err := strconv.ParseUint(s, 8, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not an octal mode like 0400", s)
-	}
-	if v&^0o444 != 0 {
-		return 0, fmt.Errorf("%q has bits other than read (at most 0444)", s)
-	}
-	if v == 0 {
-		return 0, fmt.Errorf("%q grants no read access", s)
-	}
-	return os.FileMode(v), nil
 }
 
 // DefaultPathFor returns the config path used when neither --config nor

@@ -43,7 +43,7 @@ func TestParseRejects(t *testing.T) {
 		"[secret]\ndir = \"/etc\"":                                  "only /run/northstar",
 		"[rotation]\non = \"sometimes\"":                            "rotation",
 		`sealer = `:                                                 "line",
-		"[tpm]\npath = \"\"\nsealer=\"tpm\"":                        "",
+		"sealer = \"tpm\"\n[tpm]\npath = \"\"":                      "[tpm] path is empty",
 		"[agent]\nsocket = \"agent.sock\"":                          "absolute",
 		"[agent]\nsocket = \"/run/a/../b\"":                         "absolute",
 		"[agent]\nsocket = \"/agent.sock\"":                         "directory of its own",

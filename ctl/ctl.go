@@ -5,15 +5,20 @@ package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os/signal"
 	"sort"
-	"strings"
+	"syscall"
 
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/remedy"
+	"github.com/northstar-oci/northstar/store"
 )
 
 // ErrUsage marks command-line errors (exit code 2).
@@ -42,8 +47,13 @@ func init() {
 	}
 }
 
-// Run is northstarctl's main: args without the program name.
+// Run is northstarctl's main: args without the program name. Errors a
+// command fixes carry their remedy (package remedy).
 func Run(ctx context.Context, env *Env, args []string) error {
+	return remedy.Explain(run(ctx, env, args))
+}
+
+func run(ctx context.Context, env *Env, args []string) error {
 	if len(args) == 0 {
 		usage(env.Stderr)
 		return fmt.Errorf("%w: missing subcommand", ErrUsage)
@@ -114,7 +124,7 @@ func openStore(path string) (*config.Config, *store.Store, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := store.Open(cfg)
+	st, err := configured.Store(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -166,14 +176,29 @@ func helpOK(err error) error {
 	return err
 }
 
-// joinInts prints a PCR list as "7,16" ("none" when empty).
-func joinInts(v []int) string {
-	if len(v) == 0 {
-		return "none"
+func runAgent(ctx context.Context, env *Env, args []string) error {
+	fs, cfgPath := flags(env, "agent", "[--config PATH]")
+	if err := parse(fs, env, args); err != nil {
+		return helpOK(err)
 	}
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = fmt.Sprint(n)
+	cfg, st, err := openStore(*cfgPath)
+	if err != nil {
+		return err
 	}
-	return strings.Join(s, ",")
+	if cfg.Agent.Socket == "" {
+		return fmt.Errorf("agent: [agent] socket is not set in %s", cfg.Path)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := agent.Run(ctx, cfg.Agent.Socket, st, env.Stdout); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// writeJSON prints v as indented JSON: status --json and the snippets.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

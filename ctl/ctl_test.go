@@ -9,10 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
 )
 
 func setup(t *testing.T) string {
@@ -55,7 +58,7 @@ func TestInitRotateStatus(t *testing.T) {
 		t.Errorf("status = %+v", s)
 	}
 	cfg, _ := config.Load(cfgPath)
-	st, _ := store.Open(cfg)
+	st, _ := configured.Store(cfg)
 	sec, _, err := st.Secret(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -125,5 +128,117 @@ func TestDoctor(t *testing.T) {
 	}
 	if !strings.Contains(out, "memfd sealing") || !strings.Contains(out, "unseals") {
 		t.Errorf("doctor output:\n%s", out)
+	}
+}
+
+// TestAgent runs `northstarctl agent` in-process: it serves the current
+// generation, follows a rotation, and removes its socket when stopped.
+func TestAgent(t *testing.T) {
+	cfgPath := setup(t)
+	sock := filepath.Join(filepath.Dir(cfgPath), "agent", "agent.sock")
+	if _, _, err := ctl(t, "agent", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "[agent] socket is not set") {
+		t.Errorf("agent without a socket configured: %v", err)
+	}
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "[agent]\nsocket = %q\n", sock)
+	f.Close()
+	if _, _, err := ctl(t, "agent", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "northstarctl init") {
+		t.Errorf("agent before init: %v, want it to name 'northstarctl init'", err)
+	}
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, &Env{Stdout: &out, Stderr: &out}, []string{"agent", "--config", cfgPath}) }()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "serving generation 1 on "+sock) })
+	if gen := fetchGeneration(t, sock); gen != 1 {
+		t.Errorf("agent serves generation %d, want 1", gen)
+	}
+	if _, _, err := ctl(t, "rotate", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return fetchGeneration(t, sock) == 2 })
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent: %v\n%s", err, out.String())
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left behind: %v", err)
+	}
+}
+
+func fetchGeneration(t *testing.T, sock string) uint64 {
+	t.Helper()
+	f, gen, err := agent.Fetch(context.Background(), sock)
+	if err != nil {
+		t.Fatalf("fetch from the agent: %v", err)
+	}
+	f.Close()
+	return gen
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRemediesNameTheCommand: failures a command fixes say which.
+func TestRemediesNameTheCommand(t *testing.T) {
+	cfgPath := setup(t)
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(filepath.Dir(cfgPath), "state")
+	// The host key is gone: nothing can unseal the stored secret.
+	if err := os.Remove(filepath.Join(state, "host.key")); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := ctl(t, "doctor", "--config", cfgPath)
+	if err == nil || !strings.Contains(out, "FAIL  unseal:") || !strings.Contains(out, "fix: run 'northstarctl rotate'") {
+		t.Errorf("doctor without the host key: %v\n%s", err, out)
+	}
+	if _, _, err := ctl(t, "rotate", "--config", cfgPath); err != nil {
+		t.Fatalf("rotate is the way out: %v", err)
+	}
+	if out, _, err := ctl(t, "doctor", "--config", cfgPath); err != nil {
+		t.Errorf("doctor after rotate: %v\n%s", err, out)
+	}
+	// A corrupt record.
+	if err := os.WriteFile(filepath.Join(state, "secret.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ctl(t, "status", "--config", cfgPath); err == nil || !strings.HasSuffix(err.Error(), "; run 'northstarctl rotate'") {
+		t.Errorf("status of a corrupt record: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +11,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/remedy"
 	"github.com/northstar-oci/northstar/secretfs"
-	"github.com/northstar-oci/northstar/secretfs/store"
 )
 
 // finding is one line of `northstarctl doctor`.
@@ -69,7 +71,7 @@ func runDoctor(ctx context.Context, env *Env, args []string) error {
 }
 
 func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, fix string)) {
-	st, err := store.Open(cfg)
+	st, err := configured.Store(cfg)
 	if err != nil {
 		add("FAIL", "sealer: "+err.Error(), "check 'sealer' and [tpm] in the config")
 		return
@@ -87,12 +89,12 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 	}
 	rec, err := st.Current()
 	if err != nil {
-		add("FAIL", "state: "+err.Error(), "run 'northstarctl init'")
+		add("FAIL", "state: "+err.Error(), remedy.For(err))
 		return
 	}
 	sec, _, err := st.Secret(ctx)
 	if err != nil {
-		add("FAIL", "unseal: "+err.Error(), "run 'northstarctl rotate' to seal a new secret")
+		add("FAIL", "unseal: "+err.Error(), cmp.Or(remedy.For(err), "check the error above; "+remedy.Rotate+" seals a new secret"))
 		return
 	}
 	sec.Zero()

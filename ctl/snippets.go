@@ -2,29 +2,20 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook"
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/binpath"
 )
 
-// siblingBinary finds name next to this executable, else on PATH, else
-// returns the conventional install path.
-func siblingBinary(name string) string {
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		if abs, err := filepath.Abs(p); err == nil {
-			return abs
-		}
+// installedPath finds one of northstar's binaries as binpath does, else
+// names the conventional install path: a snippet is printed even before
+// the binaries are installed.
+func installedPath(name string) string {
+	if p, err := binpath.Find(name); err == nil {
+		return p
 	}
 	return filepath.Join("/usr/local/bin", name)
 }
@@ -42,10 +33,10 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	hookPath := siblingBinary(hook.Name)
+	hookPath := installedPath(entry.Name)
 	switch target {
 	case "containerd":
-		shim := siblingBinary("containerd-shim-northstar-v2")
+		shim := installedPath("containerd-shim-northstar-v2")
 		fmt.Fprintf(env.Stdout, `# containerd: put %[1]s and northstar-hook in one directory
 # on containerd's PATH (or name the shim with runtime_path). No entry is needed for ctr:
 #   ctr run --runtime io.containerd.northstar.v2 IMAGE ID
@@ -74,29 +65,23 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	case "hooks-d":
 		doc := map[string]any{
 			"version": "1.0.0",
-			"hook":    hook.Entry(hookPath, path),
+			"hook":    entry.New(hookPath, path),
 			"when":    map[string]any{"always": true},
 			"stages":  []string{"createRuntime"},
 		}
 		// Notes go to stderr so stdout can be redirected into the file.
 		fmt.Fprintln(env.Stderr, "# podman / CRI-O: save stdout as /usr/share/containers/oci/hooks.d/northstar.json")
 		fmt.Fprintln(env.Stderr, "# (rootless podman: ~/.config/containers/oci/hooks.d/); use \"prestart\" on runtimes without createRuntime.")
-		return writeJSON(env, doc)
+		return writeJSON(env.Stdout, doc)
 	case "runc":
-		h := hook.Entry(hookPath, path)
+		h := entry.New(hookPath, path)
 		fmt.Fprintln(env.Stderr, "# runc/crun: merge stdout into the bundle's config.json \"hooks\".")
 		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\".")
-		return writeJSON(env, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
+		return writeJSON(env.Stdout, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
 	case "":
 		return fmt.Errorf("%w: config needs a target: containerd, hooks-d or runc", ErrUsage)
 	default:
 		return fmt.Errorf("%w: unknown config target %q: want containerd, hooks-d or runc", ErrUsage, target)
 	}
 	return nil
-}
-
-func writeJSON(env *Env, v any) error {
-	enc := json.NewEncoder(env.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

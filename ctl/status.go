@@ -3,11 +3,10 @@ package ctl
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"time"
 
-	"github.com/northstar-oci/northstar/secretfs/seal"
+	"github.com/northstar-oci/northstar/seal"
 )
 
 // Status is what `northstarctl status` reports. It never holds the secret.
@@ -42,27 +41,22 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 		Config: cfg.Path, StateDir: cfg.StateDir, Sealer: rec.Sealer,
 		PCRs: cfg.TPM.PCRs, Generation: rec.Generation, LifecycleID: rec.LifecycleID, Created: rec.Created,
 	}
-	if rec.Sealer == "tpm" {
-		s.TPMPath = cfg.TPM.Path
-		// What the blob is bound to, read from the blob itself: it may
-		// differ from the config until the next rotation.
-		b, err := seal.DecodeTPMBlob(rec.Blob)
-		if err != nil {
-			return fmt.Errorf("status: %w", err)
-		}
-		s.PCRs, s.SRKName = b.PCRs, hex.EncodeToString(b.SRKName)
-		s.Protection = "TPM 2.0 sealed (FixedTPM|FixedParent), PCRs " + joinInts(b.PCRs)
-	} else {
-		s.Protection = "host key file only: a copy of the state directory reveals the secret (no TPM protection)"
+	// What the blob is bound to, read from the blob itself: it may differ
+	// from the config until the next rotation.
+	d, err := seal.Describe(rec.Blob)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	s.Protection = d.Protection
+	if d.Kind == seal.KindTPM {
+		s.TPMPath, s.PCRs, s.SRKName = cfg.TPM.Path, d.PCRs, hex.EncodeToString(d.SRKName)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return writeJSON(env.Stdout, s)
 	}
 	fmt.Fprintf(env.Stdout, "config:       %s\nstate dir:    %s\nsealer:       %s\n", s.Config, s.StateDir, s.Sealer)
 	if s.TPMPath != "" {
-		fmt.Fprintf(env.Stdout, "tpm path:     %s\npcrs:         %s\nsrk name:     %s\n", s.TPMPath, joinInts(s.PCRs), s.SRKName)
+		fmt.Fprintf(env.Stdout, "tpm path:     %s\npcrs:         %s\nsrk name:     %s\n", s.TPMPath, seal.FormatPCRs(s.PCRs), s.SRKName)
 	}
 	fmt.Fprintf(env.Stdout, "generation:   %d\nlifecycle id: %s\ncreated:      %s\nprotection:   %s\n",
 		s.Generation, s.LifecycleID, s.Created.Format(time.RFC3339), s.Protection)

@@ -23,21 +23,29 @@ import (
 	"io"
 	"os"
 
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/internal/capped"
+	"github.com/northstar-oci/northstar/internal/idmap"
+	"github.com/northstar-oci/northstar/internal/nsenter"
+	"github.com/northstar-oci/northstar/remedy"
 	"github.com/northstar-oci/northstar/secretfs"
-	"github.com/northstar-oci/northstar/secretfs/agent"
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/secretfs/mount"
+	"github.com/northstar-oci/northstar/store"
 )
-
-// SecretDir is where the secret appears inside every container.
-const SecretDir = "/run/northstar"
 
 // ErrUsage marks command-line errors (exit code 2).
 var ErrUsage = errors.New("usage")
 
 // Run is the hook's main: args without the program name, the state on stdin.
-// Errors are one line, "<what>: <why>", and never contain secret material.
+// Errors are one line, "<what>: <why>[; <remedy>]", and never contain secret
+// material.
 func Run(ctx context.Context, args []string, stdin io.Reader) error {
+	return remedy.Explain(run(ctx, args, stdin))
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader) error {
 	fs := flag.NewFlagSet("northstar-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "config file (default $NORTHSTAR_CONFIG or "+config.DefaultPath+")")
@@ -48,7 +56,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader) error {
 		return fmt.Errorf("%w: unexpected argument %q (northstar-hook [--config PATH] < state.json)", ErrUsage, fs.Arg(0))
 	}
 
-	data, err := readLimited(stdin, maxStateSize, "state")
+	data, err := capped.ReadAll(stdin, maxStateSize, "state")
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
@@ -77,7 +85,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader) error {
 		return fmt.Errorf("owner: %w", err)
 	}
 
-	st, err := store.Open(cfg)
+	st, err := configured.Store(cfg)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -87,7 +95,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader) error {
 	}
 	defer mnt.Close()
 
-	attach := func() error { return mnt.AttachInRoot(rootfs, SecretDir) }
+	attach := func() error { return mnt.AttachInRoot(rootfs, secretfs.Dir) }
 	if inContainer {
 		err = attach()
 	} else {
@@ -103,36 +111,26 @@ func Run(ctx context.Context, args []string, stdin io.Reader) error {
 // filesystem from it. Plaintext copies live only in this function and are
 // zeroed before it returns.
 //
-// With an agent socket configured it first asks the agent for the memfd,
-// and uses it only when it carries the stored generation; an absent, stale
+// With an agent socket configured it first asks the agent for the memfd
+// (agent.FetchCurrent: only the current secret is taken); an absent, stale
 // or refused agent silently falls back to unsealing, so the agent can never
-// make a start fail, and a stale agent cannot serve a rotated-out secret.
-func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner secretfs.Owner) (*secretfs.Mount, error) {
+// make a start fail.
+func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner mount.Owner) (*mount.Mount, error) {
+	var memfd *os.File
 	if agentSocket != "" {
-		// Fetch verifies the seals and the content before returning.
-		if memfd, gen, err := agent.Fetch(ctx, agentSocket); err == nil {
-			rec, err := st.Current()
-			if err == nil && rec.Generation == gen && rec.Sealer == st.Sealer().Name() {
-				mnt, err := secretfs.NewMount(memfd, owner)
-				memfd.Close()
-				if err != nil {
-					return nil, fmt.Errorf("mount: %w", err)
-				}
-				return mnt, nil
-			}
-			memfd.Close()
+		memfd, _ = agent.FetchCurrent(ctx, agentSocket, st)
+	}
+	if memfd == nil {
+		sec, _, err := st.Secret(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("unseal: %w", err)
+		}
+		if memfd, err = secretfs.NewSecretMemfd("northstar-secret", sec); err != nil {
+			return nil, fmt.Errorf("memfd: %w", err)
 		}
 	}
-	sec, _, err := st.Secret(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("unseal: %w", err)
-	}
-	memfd, err := secretfs.NewSecretMemfd("northstar-secret", sec)
-	if err != nil {
-		return nil, fmt.Errorf("memfd: %w", err)
-	}
 	defer memfd.Close()
-	mnt, err := secretfs.NewMount(memfd, owner)
+	mnt, err := mount.New(memfd, owner)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
@@ -141,7 +139,7 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 
 // attachFromRuntime runs attach inside the container's mount namespace.
 func attachFromRuntime(pid int, attach func() error) error {
-	same, err := secretfs.SameNamespace(pid, "mnt")
+	same, err := nsenter.SameNamespace(pid, "mnt")
 	if err != nil {
 		return err
 	}
@@ -149,19 +147,19 @@ func attachFromRuntime(pid int, attach func() error) error {
 		// Attaching here would mount over the host's view of the rootfs.
 		return errors.New("the container shares the runtime's mount namespace; refusing to mount on the host")
 	}
-	return secretfs.InMountNamespace(pid, attach)
+	return nsenter.InMountNamespace(pid, attach)
 }
 
 // ownerFor translates the policy's container ids into ids of the namespace
 // that builds the mount. Inside the container (createContainer) they are
 // used as they are; from the runtime they go through the container's
 // uid_map/gid_map when it has its own user namespace.
-func ownerFor(pid int, p *Policy, inContainer bool) (secretfs.Owner, error) {
-	o := secretfs.Owner{UID: p.UID, GID: p.GID, Mode: p.Mode}
+func ownerFor(pid int, p *Policy, inContainer bool) (mount.Owner, error) {
+	o := mount.Owner{UID: p.UID, GID: p.GID, Mode: p.Mode}
 	if inContainer {
 		return o, nil
 	}
-	same, err := secretfs.SameNamespace(pid, "user")
+	same, err := nsenter.SameNamespace(pid, "user")
 	if err != nil || same {
 		return o, err
 	}
@@ -169,11 +167,11 @@ func ownerFor(pid int, p *Policy, inContainer bool) (secretfs.Owner, error) {
 		which string
 		v     *uint32
 	}{{"uid", &o.UID}, {"gid", &o.GID}} {
-		maps, err := secretfs.ReadIDMap(pid, id.which)
+		maps, err := idmap.Read(pid, id.which)
 		if err != nil {
 			return o, err
 		}
-		out, ok := secretfs.MapToOutside(maps, *id.v)
+		out, ok := idmap.ToOutside(maps, *id.v)
 		if !ok {
 			return o, fmt.Errorf("%s %d is not mapped in the container's user namespace; set %s to a mapped id", id.which, *id.v, map[string]string{"uid": AnnotationUID, "gid": AnnotationGID}[id.which])
 		}

@@ -4,31 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/capped"
 )
 
-// Size caps for untrusted-size input. A state document is a few hundred
-// bytes; config.json files with large seccomp profiles reach ~100 KiB.
-const (
-	maxStateSize  = 64 << 10
-	maxConfigSize = 4 << 20
-)
-
-// readLimited reads r whole, failing if it holds more than max bytes.
-func readLimited(r io.Reader, max int64, what string) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", what, err)
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%s is larger than %d bytes", what, max)
-	}
-	return data, nil
-}
+// maxStateSize caps the OCI state on stdin: a few hundred bytes in practice.
+// The bundle's config.json is capped at entry.MaxBundleConfigSize.
+const maxStateSize = 64 << 10
 
 // ParseState decodes and checks the OCI state the runtime passes on stdin.
 func ParseState(data []byte) (*specs.State, error) {
@@ -56,13 +43,11 @@ func ParseState(data []byte) (*specs.State, error) {
 // only those fields skips building the seccomp profile and mount list that
 // make up most of a containerd spec: this runs on every container start.
 func LoadSpec(bundle string) (*specs.Spec, string, error) {
-	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	data, err := capped.ReadFile(filepath.Join(bundle, "config.json"), entry.MaxBundleConfigSize, "bundle config.json")
 	if err != nil {
-		return nil, "", fmt.Errorf("open bundle config: %w", err)
-	}
-	defer f.Close()
-	data, err := readLimited(f, maxConfigSize, "bundle config.json")
-	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, "", fmt.Errorf("open bundle config: %w", err)
+		}
 		return nil, "", err
 	}
 	var doc struct {

@@ -8,7 +8,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/secretfs"
 )
 
 func TestParseState(t *testing.T) {
@@ -67,7 +68,7 @@ func TestLoadSpec(t *testing.T) {
 	for name, s := range map[string]string{
 		"no root":   `{"ociVersion":"1.2.0"}`,
 		"not json":  `{`,
-		"oversized": `{"root":{"path":"r"},"annotations":{"x":"` + strings.Repeat("a", maxConfigSize) + `"}}`,
+		"oversized": `{"root":{"path":"r"},"annotations":{"x":"` + strings.Repeat("a", entry.MaxBundleConfigSize) + `"}}`,
 	} {
 		write(s)
 		if _, _, err := LoadSpec(dir); err == nil {
@@ -137,7 +138,7 @@ func FuzzPolicyFor(f *testing.F) {
 		if p.Mode&^0o444 != 0 || p.Mode == 0 {
 			t.Fatalf("accepted mode %#o from %q", p.Mode, mode)
 		}
-		if _, err := config.ParseMode(mode); err != nil {
+		if _, err := secretfs.ParseMode(mode); err != nil {
 			t.Fatalf("accepted bad mode %q", mode)
 		}
 	})

@@ -8,7 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/secretfs"
 )
 
 // Annotations a container may carry to change how its secret is delivered.
@@ -58,7 +58,7 @@ func PolicyFor(spec *specs.Spec, defaultMode os.FileMode) (*Policy, error) {
 		}
 	}
 	if v, ok := a[AnnotationMode]; ok {
-		if p.Mode, err = config.ParseMode(v); err != nil {
+		if p.Mode, err = secretfs.ParseMode(v); err != nil {
 			return nil, fmt.Errorf("annotation %s: %w", AnnotationMode, err)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/secretfs/agent"
+	"github.com/northstar-oci/northstar/agent"
 )
 
 // newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set. The socket

@@ -16,7 +16,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/store"
 )
 
 // shimBinary is containerd-shim-northstar-v2, built once per run next to
@@ -219,7 +220,7 @@ func (c *rootlessContainerd) rotationsLogged(t *testing.T) int {
 // record returns the stored lifecycle record of e.
 func (e *env) record(t *testing.T) *store.Record {
 	t.Helper()
-	st, err := store.Open(e.cfg)
+	st, err := configured.Store(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,8 +28,9 @@ var mqttBroker = "127.0.0.1:" + mqttPort
 // into bins.dir, readable by the test user.
 var mqttBinaries = sync.OnceValues(func() (string, error) {
 	for _, name := range []string{"broker", "client"} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bins.dir, "mqtt-"+name), "./examples/mqtt/"+name)
-		cmd.Dir = ".."
+		// examples/mqtt is a module of its own.
+		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bins.dir, "mqtt-"+name), "./"+name)
+		cmd.Dir = "../examples/mqtt"
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("go build the mqtt %s: %v\n%s", name, err, b)

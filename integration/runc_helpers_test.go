@@ -20,7 +20,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
 )
 
 // result is what a command did, printed whole when a test fails.
@@ -123,7 +123,7 @@ func (e *env) ctl(t *testing.T, args ...string) result {
 // secretHex unseals the current secret the way the hook does, for checks.
 func (e *env) secretHex(t *testing.T) string {
 	t.Helper()
-	st, err := store.Open(e.cfg)
+	st, err := configured.Store(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

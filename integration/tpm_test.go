@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
 )
 
 // TestTPMLifecycle: init, a container reads the secret through the hook,
@@ -168,7 +168,7 @@ func TestTPMConcurrentHooks(t *testing.T) {
 func TestTPMRotateSurvivesSIGKILL(t *testing.T) {
 	requires(t, "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
-	st, err := store.Open(e.cfg)
+	st, err := configured.Store(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

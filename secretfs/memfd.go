@@ -26,7 +26,7 @@ var ErrNotSealed = errors.New("memfd is not sealed against writes")
 //
 // A memfd cannot be bind-mounted into a container (the kernel returns EINVAL
 // for bind mounts and open_tree of shm-internal files), so the container sees
-// a copy on a tiny tmpfs instead; see Materialize.
+// a copy on a tiny tmpfs instead; see package secretfs/mount.
 func NewSealedMemfd(name string, content []byte) (*os.File, error) {
 	// MFD_NOEXEC_SEAL (6.3+) also seals the exec bits off.
 	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_NOEXEC_SEAL)

@@ -1,7 +1,9 @@
-// Package secretfs holds the lifecycle secret in memory and puts it inside a
-// container: the Secret type that refuses to be printed, the sealed memfd
-// that carries it on the runtime side, and the detached read-only filesystem
-// that is moved onto /run/northstar inside the container's mount namespace.
+// Package secretfs is the lifecycle secret in memory: the Secret type that
+// refuses to be printed or marshaled, the sealed memfd that carries it on the
+// runtime side, and the rules of the file a container sees (Dir, File, the
+// read-only mode). Its subpackage mount puts that file inside a container;
+// it is kept apart so that what only handles the secret (the store, the
+// shim) does not link the mount and path-resolution code.
 package secretfs
 
 import (

@@ -12,7 +12,7 @@ import (
 // bootIDPath changes on every boot of the kernel.
 const bootIDPath = "/proc/sys/kernel/random/boot_id"
 
-// LifecycleID identifies one run of the container runtime whose process is
+// lifecycleID identifies one run of the container runtime whose process is
 // pid (containerd, the parent of `containerd-shim-northstar-v2 start`):
 //
 //	boot:<kernel boot id>/pid:<pid>/start:<start time in clock ticks since boot>
@@ -20,7 +20,7 @@ const bootIDPath = "/proc/sys/kernel/random/boot_id"
 // The start time (field 22 of /proc/<pid>/stat) tells a restarted runtime
 // from an unrelated process that reuses the pid; the boot id tells two
 // boots apart, where pids and start times repeat.
-func LifecycleID(pid int) (string, error) {
+func lifecycleID(pid int) (string, error) {
 	boot, err := os.ReadFile(bootIDPath)
 	if err != nil {
 		return "", fmt.Errorf("read kernel boot id: %w", err)
@@ -29,22 +29,22 @@ func LifecycleID(pid int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read runtime process %d: %w", pid, err)
 	}
-	start, err := StatStartTime(stat)
+	start, err := statStartTime(stat)
 	if err != nil {
 		return "", fmt.Errorf("runtime process %d: %w", pid, err)
 	}
-	return FormatLifecycleID(strings.TrimSpace(string(boot)), pid, start), nil
+	return formatLifecycleID(strings.TrimSpace(string(boot)), pid, start), nil
 }
 
-// FormatLifecycleID formats the parts of a lifecycle id.
-func FormatLifecycleID(bootID string, pid int, startTicks uint64) string {
+// formatLifecycleID formats the parts of a lifecycle id.
+func formatLifecycleID(bootID string, pid int, startTicks uint64) string {
 	return fmt.Sprintf("boot:%s/pid:%d/start:%d", bootID, pid, startTicks)
 }
 
-// StatStartTime returns starttime, field 22 of a /proc/<pid>/stat line. The
+// statStartTime returns starttime, field 22 of a /proc/<pid>/stat line. The
 // command name (field 2) is in parentheses and may itself hold spaces and
 // parentheses, so fields are counted after its last ')'.
-func StatStartTime(stat []byte) (uint64, error) {
+func statStartTime(stat []byte) (uint64, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, errors.New("malformed /proc stat: no command name")

@@ -27,7 +27,7 @@ func TestStatStartTime(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.description, func(t *testing.T) {
-			got, err := StatStartTime([]byte(tt.stat))
+			got, err := statStartTime([]byte(tt.stat))
 			if (err != nil) != tt.wantErr || got != tt.want {
 				t.Errorf("StatStartTime = %d, %v; want %d (error %v)", got, err, tt.want, tt.wantErr)
 			}
@@ -36,7 +36,7 @@ func TestStatStartTime(t *testing.T) {
 }
 
 func TestLifecycleID(t *testing.T) {
-	id, err := LifecycleID(os.Getpid())
+	id, err := lifecycleID(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,15 +45,15 @@ func TestLifecycleID(t *testing.T) {
 	if m == nil || m[1] != fmt.Sprint(os.Getpid()) {
 		t.Fatalf("LifecycleID = %q, want boot:<uuid>/pid:%d/start:<ticks>", id, os.Getpid())
 	}
-	again, _ := LifecycleID(os.Getpid())
+	again, _ := lifecycleID(os.Getpid())
 	if again != id {
 		t.Errorf("same process, two ids: %q, %q", id, again)
 	}
-	other, err := LifecycleID(os.Getppid())
+	other, err := lifecycleID(os.Getppid())
 	if err != nil || other == id {
 		t.Errorf("parent process id %q (%v), want another id than %q", other, err, id)
 	}
-	if _, err := LifecycleID(1 << 30); err == nil {
+	if _, err := lifecycleID(1 << 30); err == nil {
 		t.Error("id of a process that does not exist")
 	}
 }

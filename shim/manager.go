@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
 )
 
 // manager is runc's shim manager plus the lifecycle check: `start` is the
@@ -58,11 +58,11 @@ func rotateIfRuntimeRestarted(ctx context.Context, runtimePid int) error {
 	if cfg.Rotation.On == config.RotateManual {
 		return nil
 	}
-	id, err := LifecycleID(runtimePid)
+	id, err := lifecycleID(runtimePid)
 	if err != nil {
 		return fmt.Errorf("lifecycle id: %w", err)
 	}
-	st, err := store.Open(cfg)
+	st, err := configured.Store(cfg)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}

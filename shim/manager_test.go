@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/secretfs/store"
+	"github.com/northstar-oci/northstar/configured"
 )
 
 // hostConfig writes a host-sealer config and points NORTHSTAR_CONFIG at it.
@@ -32,7 +32,7 @@ func hostConfig(t *testing.T, extra string) *config.Config {
 
 func generation(t *testing.T, cfg *config.Config) (uint64, string) {
 	t.Helper()
-	st, err := store.Open(cfg)
+	st, err := configured.Store(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestRotateIfRuntimeRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen, id := generation(t, cfg)
-	wantID, _ := LifecycleID(runtimeA)
+	wantID, _ := lifecycleID(runtimeA)
 	if gen != 1 || id != wantID {
 		t.Fatalf("generation %d lifecycle %q, want 1 %q", gen, id, wantID)
 	}
@@ -76,7 +76,7 @@ func TestRotateIfRuntimeRestarted(t *testing.T) {
 func TestRotateManual(t *testing.T) {
 	ctx := context.Background()
 	cfg := hostConfig(t, "[rotation]\non = \"manual\"\n")
-	st, _ := store.Open(cfg)
+	st, _ := configured.Store(cfg)
 	if _, _, err := st.Init(ctx, "made-by-init"); err != nil {
 		t.Fatal(err)
 	}

@@ -2,8 +2,6 @@ package shim
 
 import (
 	"fmt"
-	"io"
-	"os"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -11,6 +9,8 @@ import (
 	"github.com/containerd/containerd/protobuf"
 	"github.com/containerd/typeurl/v2"
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/northstar-oci/northstar/internal/capped"
 )
 
 // maxOptionsFileSize caps a runtime options file named by config_path.
@@ -59,17 +59,9 @@ func normalizeOptions(r *taskAPI.CreateTaskRequest) error {
 func runcOptionsFromGeneric(o *runtimeoptions.Options) (*options.Options, error) {
 	body := o.ConfigBody
 	if o.ConfigPath != "" {
-		f, err := os.Open(o.ConfigPath)
-		if err != nil {
+		var err error
+		if body, err = capped.ReadFile(o.ConfigPath, maxOptionsFileSize, o.ConfigPath); err != nil {
 			return nil, err
-		}
-		defer f.Close()
-		body, err = io.ReadAll(io.LimitReader(f, maxOptionsFileSize+1))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", o.ConfigPath, err)
-		}
-		if len(body) > maxOptionsFileSize {
-			return nil, fmt.Errorf("%s is larger than %d bytes", o.ConfigPath, maxOptionsFileSize)
 		}
 	}
 	ro := &options.Options{}

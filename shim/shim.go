@@ -8,9 +8,9 @@
 //   - `start` (run by containerd for every new container, with containerd as
 //     its parent) rotates the lifecycle secret when containerd is not the
 //     process the stored secret was made for: a restarted containerd starts
-//     a new secret lifecycle (see LifecycleID).
+//     a new secret lifecycle (see lifecycleID).
 //   - Create adds the northstar createRuntime hook to the bundle's
-//     config.json before runc sees it (see InjectHook).
+//     config.json before runc sees it (see injectHook).
 //
 // Both fail closed: the container is not created, and containerd shows a
 // one-line "northstar shim: ..." cause. The shim never touches the secret
@@ -21,6 +21,8 @@ import (
 	"context"
 	"errors"
 	"strings"
+
+	"github.com/northstar-oci/northstar/remedy"
 
 	runcmanager "github.com/containerd/containerd/runtime/v2/runc/manager"
 	v2shim "github.com/containerd/containerd/runtime/v2/shim"
@@ -42,6 +44,6 @@ func Run(ctx context.Context) {
 // shimError makes err the one line containerd passes on to its client:
 // prefixed, no newlines (ctr prints it as is).
 func shimError(err error) error {
-	msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	msg := strings.Join(strings.Fields(strings.ReplaceAll(remedy.Explain(err).Error(), "\n", "; ")), " ")
 	return errors.New("northstar shim: " + msg)
 }

@@ -5,35 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook"
-	"github.com/northstar-oci/northstar/secretfs/atomicfile"
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/atomicfile"
+	"github.com/northstar-oci/northstar/internal/capped"
 )
 
-// HookName is the file name of the northstar OCI hook; see hook.Name.
-const HookName = hook.Name
-
-// maxBundleConfigSize caps the config.json we read; the hook refuses larger
-// ones too (4 MiB).
-const maxBundleConfigSize = 4 << 20
-
-// Hook returns the createRuntime hook entry the shim injects.
-func Hook(hookPath, configPath string) specs.Hook { return hook.Entry(hookPath, configPath) }
-
-// IsNorthstarHook reports whether h runs the northstar hook binary.
-func IsNorthstarHook(h specs.Hook) bool {
-	return filepath.Base(h.Path) == HookName
-}
-
-// InjectHook makes want the one northstar hook of spec, at createRuntime,
+// injectHook makes want the one northstar hook of spec, at createRuntime,
 // and reports whether spec changed. Every other hook keeps its stage and
 // order.
 //
@@ -42,14 +26,14 @@ func IsNorthstarHook(h specs.Hook) bool {
 // stale one (another path, config or timeout) is replaced in place, and
 // northstar hooks at other stages (prestart, createContainer, ...) are
 // dropped, since running the hook twice would mount the secret twice.
-func InjectHook(spec *specs.Spec, want specs.Hook) (changed bool) {
+func injectHook(spec *specs.Spec, want specs.Hook) (changed bool) {
 	if spec.Hooks == nil {
 		spec.Hooks = &specs.Hooks{}
 	}
 	h := spec.Hooks
 	if countNorthstar(h) == 1 && len(h.CreateRuntime) > 0 {
 		for _, got := range h.CreateRuntime {
-			if IsNorthstarHook(got) && sameHook(got, want) {
+			if entry.IsNorthstar(got) && sameHook(got, want) {
 				return false
 			}
 		}
@@ -58,7 +42,7 @@ func InjectHook(spec *specs.Spec, want specs.Hook) (changed bool) {
 	placed := false
 	var cr []specs.Hook
 	for _, got := range h.CreateRuntime {
-		if !IsNorthstarHook(got) {
+		if !entry.IsNorthstar(got) {
 			cr = append(cr, got)
 			continue
 		}
@@ -83,7 +67,7 @@ func countNorthstar(h *specs.Hooks) int {
 	n := 0
 	for _, stage := range [][]specs.Hook{h.Prestart, h.CreateRuntime, h.CreateContainer, h.StartContainer, h.Poststart, h.Poststop} { //nolint:staticcheck
 		for _, x := range stage {
-			if IsNorthstarHook(x) {
+			if entry.IsNorthstar(x) {
 				n++
 			}
 		}
@@ -97,7 +81,7 @@ func dropNorthstar(hs []specs.Hook) []specs.Hook {
 	}
 	out := hs[:0:0]
 	for _, x := range hs {
-		if !IsNorthstarHook(x) {
+		if !entry.IsNorthstar(x) {
 			out = append(out, x)
 		}
 	}
@@ -122,7 +106,7 @@ func sameHook(a, b specs.Hook) bool {
 // "sandbox" on a pod's pause container and "container" on its workloads.
 const criContainerType = "io.kubernetes.cri.container-type"
 
-// RewriteSpec returns config.json data with want injected by InjectHook,
+// rewriteSpec returns config.json data with want injected by injectHook,
 // and whether anything changed (if not, data itself is returned).
 //
 // Only the "hooks" member is re-encoded. Decoding the whole document into
@@ -133,7 +117,7 @@ const criContainerType = "io.kubernetes.cri.container-type"
 // A Kubernetes pod sandbox (the pause container, marked by CRI's
 // container-type annotation) runs no workload and gets no hook: that saves
 // a hook run per pod, and the pod's containers get their own secret.
-func RewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
+func rewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return nil, false, fmt.Errorf("config.json is not an OCI spec: %w", err)
@@ -141,7 +125,7 @@ func RewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
 	if spec.Annotations[criContainerType] == "sandbox" {
 		return data, false, nil
 	}
-	if !InjectHook(&spec, want) {
+	if !injectHook(&spec, want) {
 		return data, false, nil
 	}
 	var doc map[string]json.RawMessage
@@ -168,23 +152,15 @@ func RewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
 // is no fsync.
 func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) {
 	path := filepath.Join(bundle, "config.json")
-	f, err := os.Open(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return false, fmt.Errorf("open bundle config: %w", err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
+	data, err := capped.ReadFile(path, entry.MaxBundleConfigSize, "bundle config.json")
 	if err != nil {
-		return false, fmt.Errorf("stat bundle config: %w", err)
+		return false, err
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxBundleConfigSize+1))
-	if err != nil {
-		return false, fmt.Errorf("read bundle config: %w", err)
-	}
-	if len(data) > maxBundleConfigSize {
-		return false, fmt.Errorf("bundle config.json is larger than %d bytes", maxBundleConfigSize)
-	}
-	out, changed, err := RewriteSpec(data, want)
+	out, changed, err := rewriteSpec(data, want)
 	if err != nil || !changed {
 		return false, err
 	}
@@ -194,60 +170,15 @@ func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) 
 	return true, nil
 }
 
-// replaceUnsynced replaces path with data through a temporary file in the
-// same directory and a rename, like atomicfile.Write but without its two
-// fsyncs (file and directory): together 0.4-0.8 ms on the critical path of
-// every container start on an ext4 state dir (make bench, November 2026).
-//
-// Why the rewrite of config.json needs atomicity but not durability:
-//   - Atomicity is what protects the container: rename(2) swaps the name in
-//     one step, so runc (or anyone) opening config.json sees the complete
-//     old spec or the complete new one, never a mix. That holds without
-//     fsync; fsync only decides what is on disk after a crash of the host.
-//   - runc reads the file after this returns, from the page cache: it sees
-//     the new spec whether or not it reached the disk.
-//   - After a host crash nothing reuses this file: containerd's task state
-//     (the bundle) is normally on tmpfs (/run, $XDG_RUNTIME_DIR) and is gone;
-//     where it is on disk, containerd's start-up cleans up the bundles of
-//     dead shims, and a container is only ever created again through a new
-//     Create, which writes config.json afresh and injects the hook again.
-//     A config.json torn by the crash (e.g. empty) could only make runc fail
-//     to parse it: fail closed, never a container without the hook.
-//   - containerd itself writes config.json without fsync, so a synced
-//     rewrite bought no durability of the bundle as a whole.
-//   - The file holds no secret (the hook fetches it), so there is nothing
-//     to protect at rest either.
-//
-// The temporary file is created O_EXCL with the target's mode and removed
-// if anything fails before the rename.
+// replaceUnsynced replaces path with data through a temporary file and a
+// rename (atomicfile.Replace), without fsyncs: runc reads the file from the
+// page cache right after, rename alone keeps readers from seeing half a
+// spec, and after a host crash nothing reuses the bundle (containerd
+// creates it afresh and the hook is injected again). A torn file could only
+// make runc refuse to parse it: fail closed. The fsyncs cost 0.4-0.8 ms per
+// start; docs/performance.md has the measurement.
 func replaceUnsynced(path string, data []byte, perm os.FileMode) error {
 	return atomicfile.Replace(path, data, perm)
-}
-
-// hookPath finds the northstar-hook binary: next to the shim (the normal
-// install puts both in one directory), else on PATH. The result is absolute:
-// runc execs hook paths as given.
-func hookPath() (string, error) {
-	if exe, err := os.Executable(); err == nil {
-		p := filepath.Join(filepath.Dir(exe), HookName)
-		if isExecutable(p) {
-			return p, nil
-		}
-	}
-	p, err := exec.LookPath(HookName)
-	if err != nil {
-		return "", fmt.Errorf("%s is neither next to the shim nor on PATH", HookName)
-	}
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", fmt.Errorf("find %s: %w", HookName, err)
-	}
-	return abs, nil
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // configPath is the config the shim and its hook use: NORTHSTAR_CONFIG from

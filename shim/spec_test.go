@@ -11,12 +11,13 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/secretfs/atomicfile"
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/atomicfile"
 )
 
 // testHook is the hook the table expects; testdata/ours-already.json holds
 // exactly this one.
-var testHook = Hook("/usr/local/bin/northstar-hook", "/etc/northstar/config.toml")
+var testHook = entry.New("/usr/local/bin/northstar-hook", "/etc/northstar/config.toml")
 
 // stages lists the hook stages of a spec as a JSON tree, in spec order.
 var stages = []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
@@ -78,7 +79,7 @@ func TestRewriteSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, changed, err := RewriteSpec(in, testHook)
+			out, changed, err := rewriteSpec(in, testHook)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,7 +103,7 @@ func TestRewriteSpec(t *testing.T) {
 			var ns []any
 			for _, st := range stages {
 				for _, h := range hookList(outHooks, st) {
-					if filepath.Base(h.(map[string]any)["path"].(string)) == HookName {
+					if filepath.Base(h.(map[string]any)["path"].(string)) == entry.Name {
 						if st != "createRuntime" {
 							t.Errorf("northstar hook left at %s", st)
 						}
@@ -132,7 +133,7 @@ func TestRewriteSpec(t *testing.T) {
 			}
 
 			// Idempotent: a second Create of the same bundle changes nothing.
-			again, changed, err := RewriteSpec(out, testHook)
+			again, changed, err := rewriteSpec(out, testHook)
 			if err != nil || changed || !bytes.Equal(again, out) {
 				t.Errorf("second injection: changed = %v, err = %v", changed, err)
 			}
@@ -148,8 +149,8 @@ func TestRewriteSpec(t *testing.T) {
 
 func TestRewriteSpecRejectsNonSpec(t *testing.T) {
 	for _, in := range []string{``, `[]`, `{"process": 7}`, `{"hooks": {"createRuntime": "x"}}`, `{`} {
-		if _, _, err := RewriteSpec([]byte(in), testHook); err == nil {
-			t.Errorf("RewriteSpec(%q) accepted", in)
+		if _, _, err := rewriteSpec([]byte(in), testHook); err == nil {
+			t.Errorf("rewriteSpec(%q) accepted", in)
 		}
 	}
 }
@@ -189,7 +190,7 @@ func TestInjectHookTyped(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.description, func(t *testing.T) {
 			s := &specs.Spec{Hooks: tt.hooks}
-			if got := InjectHook(s, testHook); got != tt.wantChanged {
+			if got := injectHook(s, testHook); got != tt.wantChanged {
 				t.Errorf("changed = %v, want %v", got, tt.wantChanged)
 			}
 			if !reflect.DeepEqual(s.Hooks, tt.want) {
@@ -202,7 +203,7 @@ func TestInjectHookTyped(t *testing.T) {
 func TestRewriteSpecSkipsPodSandbox(t *testing.T) {
 	for typ, wantChanged := range map[string]bool{"sandbox": false, "container": true} {
 		in := []byte(`{"ociVersion":"1.1.0","root":{"path":"rootfs"},"annotations":{"io.kubernetes.cri.container-type":"` + typ + `"}}`)
-		out, changed, err := RewriteSpec(in, testHook)
+		out, changed, err := rewriteSpec(in, testHook)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +214,7 @@ func TestRewriteSpecSkipsPodSandbox(t *testing.T) {
 }
 
 func TestHookEntry(t *testing.T) {
-	h := Hook("/opt/ns/bin/northstar-hook", "/home/u/.config/northstar/config.toml")
+	h := entry.New("/opt/ns/bin/northstar-hook", "/home/u/.config/northstar/config.toml")
 	want := `{"path":"/opt/ns/bin/northstar-hook","args":["northstar-hook","--config","/home/u/.config/northstar/config.toml"],"env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"timeout":30}`
 	if got := string(mustJSON(t, h)); got != want {
 		t.Errorf("hook = %s\nwant   %s", got, want)
@@ -263,7 +264,7 @@ func TestInjectIntoBundle(t *testing.T) {
 		t.Errorf("missing bundle: err = %v", err)
 	}
 	big := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(big, bytes.Repeat([]byte(" "), maxBundleConfigSize+1), 0o644); err != nil {
+	if err := os.WriteFile(big, bytes.Repeat([]byte(" "), entry.MaxBundleConfigSize+1), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := injectIntoBundle(filepath.Dir(big), testHook); err == nil || !strings.Contains(err.Error(), "larger than") {
@@ -273,17 +274,17 @@ func TestInjectIntoBundle(t *testing.T) {
 
 func TestHookPathFromPATH(t *testing.T) {
 	dir := t.TempDir()
-	p := filepath.Join(dir, HookName)
+	p := filepath.Join(dir, entry.Name)
 	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", dir)
 	// The test binary has no northstar-hook next to it: PATH is used.
-	if got, err := hookPath(); err != nil || got != p {
-		t.Errorf("hookPath() = %q, %v; want %q", got, err, p)
+	if got, err := entry.Find(); err != nil || got != p {
+		t.Errorf("entry.Find() = %q, %v; want %q", got, err, p)
 	}
 	t.Setenv("PATH", t.TempDir())
-	if _, err := hookPath(); err == nil || !strings.Contains(err.Error(), "neither next to the shim nor on PATH") {
+	if _, err := entry.Find(); err == nil || !strings.Contains(err.Error(), "neither next to") {
 		t.Errorf("no hook anywhere: err = %v", err)
 	}
 }
@@ -335,7 +336,7 @@ func hookList(hooks any, stage string) []any {
 func othersThan(hs []any) []any {
 	var out []any
 	for _, h := range hs {
-		if filepath.Base(h.(map[string]any)["path"].(string)) != HookName {
+		if filepath.Base(h.(map[string]any)["path"].(string)) != entry.Name {
 			out = append(out, h)
 		}
 	}

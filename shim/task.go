@@ -14,6 +14,8 @@ import (
 	v2shim "github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/log"
 	"github.com/containerd/ttrpc"
+
+	"github.com/northstar-oci/northstar/hook/entry"
 )
 
 // registerTaskPlugin registers the shim's one "task" ttrpc plugin: runc's
@@ -89,24 +91,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	return resp, err
 }
 
-// The shim daemon's garbage collector during start-up.
-//
-// containerd's shim library sets GOGC=40 for the daemon (a small heap for a
-// process that lives as long as its container). With Go 1.26 and the v1.7
-// libraries, the heap allocated by package init and plugin set-up already
-// crosses that goal, so GC cycles run between the daemon's exec and the
-// container's Start, on the critical path of every container start, to
-// reclaim a few hundred KiB of a process that is a few ms old. Deferring
-// them saved ~3.8 ms of ~68 ms per `ctr run -d` (median of 40 interleaved
-// rounds, rootless containerd, November 2026).
-//
-// So the daemon defers GC from plugin set-up until just after the first
-// Start (or a failed Create), then restores containerd's setting. The
-// deferral is bounded in memory (a soft limit of startupHeapLimit: the
-// runtime still collects if the heap approaches it) and in time
-// (startupGCWindow, for a daemon that never gets a Start). Steady-state
-// memory is unchanged: the first GC after the restore brings the heap back
-// under GOGC=40. It has no bearing on the secret: the shim never holds it.
+// The shim daemon defers garbage collection from plugin set-up until just
+// after the first Start (or a failed Create): containerd's shim library sets
+// GOGC=40, and the heap of package init alone crosses that goal, so GC
+// cycles would run on the critical path of every container start. The
+// deferral is bounded in memory (startupHeapLimit) and time
+// (startupGCWindow); docs/performance.md has the measurement.
 const (
 	startupHeapLimit = 64 << 20
 	startupGCWindow  = 10 * time.Second
@@ -139,7 +129,7 @@ func prepareCreate(r *taskAPI.CreateTaskRequest) error {
 	if err := normalizeOptions(r); err != nil {
 		return err
 	}
-	hp, err := hookPath()
+	hp, err := entry.Find()
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
@@ -147,7 +137,7 @@ func prepareCreate(r *taskAPI.CreateTaskRequest) error {
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
-	if _, err := injectIntoBundle(r.Bundle, Hook(hp, cp)); err != nil {
+	if _, err := injectIntoBundle(r.Bundle, entry.New(hp, cp)); err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
 	return nil

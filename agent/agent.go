@@ -1,0 +1,285 @@
+// Package agent is the per-lifecycle agent (`northstarctl agent`, DESIGN.md
+// §8): it holds the unsealed secret in a sealed, mlocked memfd and hands it
+// to the hook over a pathname unix socket, so that a container start does
+// not need the TPM. Run is the server (held secret, rotation watch);
+// Listen, Serve and Fetch are the wire protocol; FetchCurrent is the one
+// call the hook makes.
+//
+// The protocol is one message per connection: the generation (8 bytes, big
+// endian) with exactly one memfd attached by SCM_RIGHTS.
+//
+// Both ends check each other with SO_PEERCRED: only uid 0 of the checking
+// process's user namespace, or its own uid, is accepted. The receiver trusts
+// nothing it gets: it verifies the seals and the content's format and falls
+// back to the TPM on any doubt.
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/secretfs"
+)
+
+// FetchTimeout bounds a whole Fetch: the hook must not wait on a hung agent
+// longer than a TPM unseal would take.
+const FetchTimeout = 200 * time.Millisecond
+
+// network is SOCK_SEQPACKET: the generation and its fd arrive as one
+// message, never split or merged.
+const network = "unixpacket"
+
+// msgSize is the payload: the generation.
+const msgSize = 8
+
+// serveTimeout bounds how long a slow client may hold the (serial) server.
+const serveTimeout = time.Second
+
+// ErrRefused: the peer at the other end of the socket is not allowed.
+var ErrRefused = errors.New("peer refused")
+
+// Source returns the memfd to serve and its generation. The caller of a
+// Source owns the returned file and closes it, so a Source returns a
+// duplicate of what it holds and can swap its memfd at any time.
+type Source func() (memfd *os.File, generation uint64, err error)
+
+// Listen creates the socket's directory with mode 0700 (or accepts it if it
+// already has exactly that mode and this process's owner) and listens on
+// socketPath. The directory keeps every other user away from the socket
+// whatever the socket's own mode; it must never be mounted into containers.
+func Listen(socketPath string) (*net.UnixListener, error) {
+	if !filepath.IsAbs(socketPath) {
+		return nil, fmt.Errorf("agent socket %q is not an absolute path", socketPath)
+	}
+	dir := filepath.Dir(socketPath)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("create agent directory: %w", err)
+	}
+	if err := checkDir(dir); err != nil {
+		return nil, err
+	}
+	// A socket left by an agent that was killed blocks bind; only a socket
+	// is removed, and only inside the checked directory.
+	if fi, err := os.Lstat(socketPath); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", socketPath)
+		}
+		if err := os.Remove(socketPath); err != nil {
+			return nil, fmt.Errorf("remove stale agent socket: %w", err)
+		}
+	}
+	ln, err := net.ListenUnix(network, &net.UnixAddr{Name: socketPath, Net: network})
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(socketPath, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod agent socket: %w", err)
+	}
+	return ln, nil
+}
+
+// checkDir refuses a socket directory that others could enter or replace.
+func checkDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return fmt.Errorf("agent directory: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("agent directory %s is not a directory", dir)
+	}
+	if st.Uid != uint32(os.Geteuid()) {
+		return fmt.Errorf("agent directory %s is owned by uid %d, not by this process (uid %d)", dir, st.Uid, os.Geteuid())
+	}
+	if perm := st.Mode & 0o7777; perm != 0o700 {
+		return fmt.Errorf("agent directory %s has mode %04o, want 0700", dir, perm)
+	}
+	return nil
+}
+
+// Serve answers every connection on ln with src's memfd until ctx ends,
+// then closes ln (removing the socket). Connections are served one at a
+// time: each is a single sendmsg.
+func Serve(ctx context.Context, ln *net.UnixListener, src Source) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		_ = serveConn(c, src) // a refused or failed client falls back to the TPM
+		c.Close()
+	}
+}
+
+func serveConn(c *net.UnixConn, src Source) error {
+	_ = c.SetDeadline(time.Now().Add(serveTimeout))
+	if err := checkPeer(c); err != nil {
+		return err
+	}
+	memfd, gen, err := src()
+	if err != nil {
+		return err
+	}
+	defer memfd.Close()
+	// Never hand out something the receiver would (rightly) refuse.
+	if err := secretfs.CheckSealed(memfd); err != nil {
+		return err
+	}
+	var msg [msgSize]byte
+	binary.BigEndian.PutUint64(msg[:], gen)
+	_, _, err = c.WriteMsgUnix(msg[:], unix.UnixRights(int(memfd.Fd())), nil)
+	return err
+}
+
+// checkPeer reads SO_PEERCRED of c and refuses peers other than uid 0 and
+// this process's uid. The kernel reports the uid as seen from this
+// process's user namespace (unmapped uids read as the overflow uid), so
+// "uid 0" means root of our own namespace, not root of some container's.
+func checkPeer(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("SO_PEERCRED: %w", serr)
+	}
+	return allowUID(cred.Uid, uint32(os.Geteuid()))
+}
+
+// allowUID is the peer policy: root of this user namespace or ourselves.
+func allowUID(peer, self uint32) error {
+	if peer == 0 || peer == self {
+		return nil
+	}
+	return fmt.Errorf("%w: uid %d", ErrRefused, peer)
+}
+
+// Fetch asks the agent at socketPath for the secret and returns its sealed
+// memfd and generation. Anything unexpected (no agent, a peer that is not
+// root or us, no fd or more than one, an unsealed memfd, content that is not
+// a secret) is an error; the caller then unseals from the TPM instead.
+func Fetch(ctx context.Context, socketPath string) (*os.File, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, socketPath)
+	if err != nil {
+		return nil, 0, fmt.Errorf("dial agent: %w", err)
+	}
+	defer nc.Close()
+	c := nc.(*net.UnixConn)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	// The directory's mode should already guarantee who listens; checking
+	// costs one getsockopt.
+	if err := checkPeer(c); err != nil {
+		return nil, 0, fmt.Errorf("agent: %w", err)
+	}
+	// One spare byte and room for several fds, to detect (and refuse)
+	// anything but exactly one generation and one fd.
+	var msg [msgSize + 1]byte
+	oob := make([]byte, unix.CmsgSpace(8*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(msg[:], oob)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read agent: %w", err)
+	}
+	// Go's ReadMsgUnix passes MSG_CMSG_CLOEXEC on Linux, so received fds
+	// never leak into anything the hook executes.
+	fds, perr := parseRights(oob[:oobn])
+	closeAll := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	switch {
+	case perr != nil:
+		closeAll()
+		return nil, 0, perr
+	case flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0:
+		closeAll()
+		return nil, 0, errors.New("agent message truncated")
+	case n != msgSize:
+		closeAll()
+		return nil, 0, fmt.Errorf("agent message is %d bytes, want %d", n, msgSize)
+	case len(fds) != 1:
+		closeAll()
+		return nil, 0, fmt.Errorf("agent sent %d fds, want 1", len(fds))
+	}
+	f := os.NewFile(uintptr(fds[0]), "memfd:northstar-agent")
+	if err := checkSecretMemfd(f); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, binary.BigEndian.Uint64(msg[:msgSize]), nil
+}
+
+// parseRights returns every fd in the control messages, so that the caller
+// can close them all when it refuses the message.
+func parseRights(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("parse agent control message: %w", err)
+	}
+	var fds []int
+	var bad error
+	for i := range msgs {
+		got, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			bad = fmt.Errorf("agent sent an unexpected control message (level %d type %d)", msgs[i].Header.Level, msgs[i].Header.Type)
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	return fds, bad
+}
+
+// checkSecretMemfd verifies the seals and that the content is a secret in
+// its in-container form (64 lowercase hex). Plaintext copies are zeroed.
+func checkSecretMemfd(f *os.File) error {
+	text, err := secretfs.ReadMemfd(f)
+	if err != nil {
+		return fmt.Errorf("agent memfd: %w", err)
+	}
+	defer secretfs.Zero(text[:cap(text)])
+	sec, err := secretfs.FromHex(text)
+	if err != nil {
+		return fmt.Errorf("agent memfd: %w", err)
+	}
+	sec.Zero()
+	return nil
+}

@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/store"
+)
+
+// poll is how often the agent re-reads the stored record: a small file
+// read, so a rotation reaches the agent within about a second. Until then
+// the hook sees a stale generation (see FetchCurrent) and unseals from the
+// TPM itself.
+const poll = time.Second
+
+// Run is the agent: it unseals st's current secret into a sealed, mlocked
+// memfd, serves it on socketPath until ctx ends, and follows rotations.
+// Progress lines ("agent: serving generation N ...") go to log; the
+// secret never does.
+func Run(ctx context.Context, socketPath string, st *store.Store, log io.Writer) error {
+	h := &held{}
+	defer h.close()
+	if err := h.load(ctx, st); err != nil {
+		return fmt.Errorf("unseal: %w", err)
+	}
+	ln, err := Listen(socketPath)
+	if err != nil {
+		return err
+	}
+	go h.watch(ctx, st, log)
+	fmt.Fprintf(log, "agent: serving generation %d on %s\n", h.generation(), socketPath)
+	if err := Serve(ctx, ln, h.source); err != nil {
+		return err
+	}
+	// Serve closed the listener, which unlinks the socket; make sure.
+	if err := os.Remove(socketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove socket: %w", err)
+	}
+	return nil
+}
+
+// held is the agent's current secret: a sealed memfd and its generation.
+type held struct {
+	mu     sync.Mutex // guards memfd, unlock, gen
+	memfd  *os.File
+	unlock func()
+	gen    uint64
+}
+
+// load unseals the current secret from the store and swaps it in.
+func (h *held) load(ctx context.Context, st *store.Store) error {
+	sec, rec, err := st.Secret(ctx)
+	if err != nil {
+		return err
+	}
+	memfd, err := secretfs.NewSecretMemfd("northstar-agent", sec)
+	if err != nil {
+		return fmt.Errorf("memfd: %w", err)
+	}
+	unlock := mlockMemfd(memfd)
+	h.mu.Lock()
+	old, oldUnlock := h.memfd, h.unlock
+	h.memfd, h.unlock, h.gen = memfd, unlock, rec.Generation
+	h.mu.Unlock()
+	if old != nil {
+		oldUnlock()
+		old.Close()
+	}
+	return nil
+}
+
+// mlockMemfd keeps the memfd's page out of swap for as long as the agent
+// holds it, by locking a read-only shared mapping of it (memfd pages are
+// shmem: MFD_* flags alone do not lock them). Best effort: a low
+// RLIMIT_MEMLOCK only loses the swap protection, which tmpfs-backed memfds
+// lack anyway on hosts without swap.
+func mlockMemfd(f *os.File) (unlock func()) {
+	m, err := unix.Mmap(int(f.Fd()), 0, secretfs.HexSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return func() {}
+	}
+	if err := unix.Mlock(m); err != nil {
+		_ = unix.Munmap(m)
+		return func() {}
+	}
+	return func() { _ = unix.Munmap(m) }
+}
+
+// source is the Source Serve sends: a duplicate of the current memfd, so a
+// swap never closes a file that is being sent.
+func (h *held) source() (*os.File, uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.memfd == nil {
+		return nil, 0, errors.New("no secret held")
+	}
+	fd, err := unix.FcntlInt(h.memfd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("dup memfd: %w", err)
+	}
+	return os.NewFile(uintptr(fd), h.memfd.Name()), h.gen, nil
+}
+
+func (h *held) generation() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen
+}
+
+// watch follows rotations: when the stored generation changes it unseals
+// the new secret. While that fails (TPM down, PCRs changed) the old one
+// stays served; the hook ignores it because its generation is stale.
+func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	lastErr := ""
+	report := func(err error) {
+		if msg := err.Error(); msg != lastErr {
+			fmt.Fprintf(log, "agent: %s\n", msg)
+			lastErr = msg
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rec, err := st.Current()
+		if err != nil {
+			report(err)
+			continue
+		}
+		if rec.Generation == h.generation() {
+			continue
+		}
+		if err := h.load(ctx, st); err != nil {
+			report(fmt.Errorf("unseal generation %d: %w", rec.Generation, err))
+			continue
+		}
+		lastErr = ""
+		fmt.Fprintf(log, "agent: serving generation %d\n", h.generation())
+	}
+}
+
+func (h *held) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.memfd != nil {
+		h.unlock()
+		h.memfd.Close()
+		h.memfd = nil
+	}
+}
+
+// FetchCurrent is the one call the hook makes: the agent's memfd, only if
+// it carries the secret st holds now (same generation, same sealer). Any
+// doubt (no agent, a refused or stale one) is an error, and the caller
+// unseals from the TPM itself: the agent can never make a start fail, and a
+// stale agent cannot serve a rotated-out secret.
+func FetchCurrent(ctx context.Context, socketPath string, st *store.Store) (*os.File, error) {
+	memfd, gen, err := Fetch(ctx, socketPath)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := st.Current()
+	if err != nil {
+		memfd.Close()
+		return nil, err
+	}
+	if rec.Generation != gen || rec.Sealer != st.Sealer().Name() {
+		memfd.Close()
+		return nil, fmt.Errorf("agent serves generation %d, the store holds %d", gen, rec.Generation)
+	}
+	return memfd, nil
+}

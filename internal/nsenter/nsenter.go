@@ -1,0 +1,56 @@
+// Package nsenter runs Go code inside another process's mount namespace, and
+// compares namespaces. It has no northstar meaning: the hook uses it to
+// attach the secret's mount from the runtime's side.
+package nsenter
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// InMountNamespace runs fn on an OS thread that has joined the mount
+// namespace of process pid, and returns fn's error.
+//
+// setns(CLONE_NEWNS) is refused for a thread that shares its filesystem
+// attributes (root, cwd) with other threads, which every Go thread does. So a
+// fresh goroutine locks itself to its thread, unshares CLONE_FS, joins the
+// namespace and never unlocks: the Go runtime then terminates the tainted
+// thread when the goroutine returns instead of reusing it (the pattern of
+// containerd's mount helpers).
+func InMountNamespace(pid int, fn func() error) error {
+	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return fmt.Errorf("open mount namespace of pid %d: %w", pid, err)
+	}
+	defer ns.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			errc <- fmt.Errorf("unshare CLONE_FS: %w", err)
+			return
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("setns into mount namespace of pid %d: %w", pid, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// SameNamespace reports whether this process and pid share the namespace
+// kind ("mnt", "user", ...).
+func SameNamespace(pid int, kind string) (bool, error) {
+	var self, other unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/"+kind, &self); err != nil {
+		return false, fmt.Errorf("stat own %s namespace: %w", kind, err)
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &other); err != nil {
+		return false, fmt.Errorf("stat %s namespace of pid %d: %w", kind, pid, err)
+	}
+	return self.Dev == other.Dev && self.Ino == other.Ino, nil
+}

@@ -1,0 +1,157 @@
+package seal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+)
+
+// TPM blob format, version 1. Every field is big-endian and length-prefixed,
+// so the first three are exactly their TPM2B wire encodings:
+//
+//	"NST" 0x01
+//	u16 len | TPMT_PUBLIC   of the sealed object (its authPolicy is the PCR policy)
+//	u16 len | TPM2B_PRIVATE contents: the sealed secret, encrypted and MACed by the SRK
+//	u16 len | TPM2B_NAME    contents of the SRK the object was created under
+//	u8  n   | n PCR indices (sha256 bank), ascending
+//
+// Nothing here is secret and nothing here is trusted: the TPM checks the
+// public/private pair against the SRK on TPM2_Load (a flipped bit is
+// TPM_RC_INTEGRITY), and a forged PCR list can only make the policy fail.
+// The SRK name lets Unseal say "another TPM" instead of "corrupt".
+var tpmMagic = []byte{'N', 'S', 'T', 1}
+
+const srkNameSize = 2 + 32
+
+// TPMBlob is a decoded TPM sealed blob. DecodeTPMBlob only checks its shape;
+// the TPM checks the rest.
+type TPMBlob struct {
+	Public  []byte // TPMT_PUBLIC of the sealed object
+	Private []byte // TPM2B_PRIVATE contents, opaque outside the TPM
+	SRKName []byte // name (alg id + SHA-256 digest) of the SRK it was sealed under
+	PCRs    []int  // sha256 PCRs the object's policy binds, ascending; may be empty
+}
+
+// DecodeTPMBlob parses a blob made by the TPM sealer. It fails with
+// ErrUnknownVersion for a blob from a newer format and ErrCorrupt for
+// anything else that is not a well-formed version 1 blob. Decoding is
+// canonical: a blob that decodes re-encodes to the same bytes.
+func DecodeTPMBlob(blob []byte) (*TPMBlob, error) {
+	if err := checkHeader(blob, tpmMagic, "TPM"); err != nil {
+		return nil, err
+	}
+	r := blobReader{buf: blob[len(tpmMagic):]}
+	b := &TPMBlob{Public: r.sized(), Private: r.sized(), SRKName: r.sized()}
+	n := r.byte()
+	for _, p := range r.take(int(n)) {
+		b.PCRs = append(b.PCRs, int(p))
+	}
+	if r.err == "" && len(r.buf) != 0 {
+		r.err = fmt.Sprintf("%d trailing bytes", len(r.buf))
+	}
+	if r.err == "" {
+		r.err = b.check()
+	}
+	if r.err != "" {
+		return nil, fmt.Errorf("%w (%s)", ErrCorrupt, r.err)
+	}
+	return b, nil
+}
+
+// check validates the fields; it returns what is wrong, or "".
+func (b *TPMBlob) check() string {
+	switch {
+	case len(b.Private) == 0:
+		return "empty private area"
+	case len(b.SRKName) != srkNameSize || binary.BigEndian.Uint16(b.SRKName) != uint16(tpm2.TPMAlgSHA256):
+		return "SRK name is not a SHA-256 name"
+	}
+	for i, p := range b.PCRs {
+		if p > MaxPCR || (i > 0 && p <= b.PCRs[i-1]) {
+			return fmt.Sprintf("PCR list is not ascending PCR indices 0-%d", MaxPCR)
+		}
+	}
+	pub, err := b.public()
+	if err != nil {
+		return "public area: " + err.Error()
+	}
+	// A sealed object of ours is a policy-only KeyedHash. Anything else was
+	// not written by Seal (and the TPM would refuse it anyway).
+	if pub.Type != tpm2.TPMAlgKeyedHash || pub.ObjectAttributes.UserWithAuth || len(pub.AuthPolicy.Buffer) != 32 {
+		return "public area is not a policy-bound sealed object"
+	}
+	return ""
+}
+
+// public unmarshals the public area, refusing trailing or non-canonical bytes
+// so that a decoded blob re-encodes to the same bytes.
+func (b *TPMBlob) public() (pub *tpm2.TPMTPublic, err error) {
+	// go-tpm's reflection-based unmarshaling is not written for hostile input;
+	// a panic on garbage is a corrupt blob, not a crash of the hook.
+	defer func() {
+		if r := recover(); r != nil {
+			pub, err = nil, fmt.Errorf("unparsable: %v", r)
+		}
+	}()
+	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b.Public)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(tpm2.Marshal(pub), b.Public) {
+		return nil, fmt.Errorf("non-canonical encoding")
+	}
+	return pub, nil
+}
+
+// encode returns the wire form of b. b's fields must fit their length
+// prefixes; Seal's always do (a TPMT_PUBLIC and TPM2B_PRIVATE are well
+// under 64 KiB, and NewTPM allows at most 24 PCRs).
+func (b *TPMBlob) encode() []byte {
+	out := bytes.Clone(tpmMagic)
+	for _, f := range [][]byte{b.Public, b.Private, b.SRKName} {
+		out = binary.BigEndian.AppendUint16(out, uint16(len(f)))
+		out = append(out, f...)
+	}
+	out = append(out, byte(len(b.PCRs)))
+	for _, p := range b.PCRs {
+		out = append(out, byte(p))
+	}
+	return out
+}
+
+// blobReader reads length-prefixed fields; the first failure sticks in err
+// and later reads return nothing.
+type blobReader struct {
+	buf []byte
+	err string
+}
+
+func (r *blobReader) take(n int) []byte {
+	if r.err != "" {
+		return nil
+	}
+	if n > len(r.buf) {
+		r.err = fmt.Sprintf("truncated: want %d bytes, have %d", n, len(r.buf))
+		return nil
+	}
+	out := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	return out
+}
+
+func (r *blobReader) byte() byte {
+	if b := r.take(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (r *blobReader) sized() []byte {
+	n := r.take(2)
+	if n == nil {
+		return nil
+	}
+	return r.take(int(binary.BigEndian.Uint16(n)))
+}

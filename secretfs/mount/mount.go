@@ -1,0 +1,218 @@
+// Package mount puts the secret inside a container: a small detached
+// filesystem (never swapped) holding one read-only file, built in the
+// runtime's namespaces and then moved onto /run/northstar inside the
+// container's mount namespace, resolved inside its rootfs.
+package mount
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/secretfs"
+)
+
+// mountAttrs are the attributes of the mount the container sees.
+const mountAttrs = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV |
+	unix.MOUNT_ATTR_NOEXEC | unix.MOUNT_ATTR_NOSYMFOLLOW
+
+// Owner is who owns the secret file inside the container and its mode.
+// UID and GID are in the user namespace of the process building the mount.
+type Owner struct {
+	UID, GID uint32
+	Mode     os.FileMode
+}
+
+// Mount is a detached filesystem holding the secret file: built in the
+// runtime's namespaces, not yet visible anywhere, then moved onto the target
+// directory inside the container's mount namespace by AttachInRoot.
+type Mount struct {
+	fd *os.File
+	// FSType is the filesystem used: "tmpfs" with noswap, "ramfs" (never
+	// swapped either), or "tmpfs-swappable" as the last resort.
+	FSType string
+}
+
+// New builds the detached filesystem with one file, secretfs.File, holding
+// the content of the sealed memfd src, owned and permissioned as o says, and
+// makes the mount read-only, nosuid, nodev, noexec and nosymfollow.
+func New(src *os.File, o Owner) (*Mount, error) {
+	if err := secretfs.CheckMode(o.Mode); err != nil {
+		return nil, fmt.Errorf("secret mode: %w", err)
+	}
+	content, err := secretfs.ReadMemfd(src) // checks the seals
+	if err != nil {
+		return nil, err
+	}
+	defer secretfs.Zero(content)
+	m, err := newDetachedFS()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.populate(content, o); err != nil {
+		m.Close()
+		return nil, err
+	}
+	attr := unix.MountAttr{Attr_set: mountAttrs}
+	if err := unix.MountSetattr(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("mount_setattr read-only: %w", err)
+	}
+	return m, nil
+}
+
+// newDetachedFS makes a small filesystem that is never swapped: tmpfs with
+// noswap (6.4+, refused inside a user namespace), else ramfs, else a
+// size-capped tmpfs whose pages could reach swap.
+func newDetachedFS() (*Mount, error) {
+	type attempt struct {
+		fs, kind string
+		opts     [][2]string
+	}
+	attempts := []attempt{
+		{"tmpfs", "tmpfs", [][2]string{{"noswap", ""}, {"size", "16k"}, {"nr_inodes", "8"}, {"mode", "0755"}}},
+		{"ramfs", "ramfs", [][2]string{{"mode", "0755"}}},
+		{"tmpfs", "tmpfs-swappable", [][2]string{{"size", "16k"}, {"nr_inodes", "8"}, {"mode", "0755"}}},
+	}
+	var msgs []string
+	var last error
+	for _, a := range attempts {
+		fd, err := fsmount(a.fs, a.opts)
+		if err == nil {
+			return &Mount{fd: os.NewFile(uintptr(fd), a.kind), FSType: a.kind}, nil
+		}
+		msgs = append(msgs, fmt.Sprintf("%s: %v", a.kind, err))
+		last = err
+	}
+	hint := ""
+	if errors.Is(last, unix.EPERM) {
+		hint = " (no CAP_SYS_ADMIN over this mount namespace: with plain rootless runc, configure the hook at createContainer)"
+	}
+	// One line: errors.Join would print one error per line.
+	return nil, fmt.Errorf("create secret filesystem: %s%s: %w", strings.Join(msgs, "; "), hint, last)
+}
+
+// fsmount creates a filesystem with the new mount API and returns the fd of
+// its detached mount.
+func fsmount(fstype string, opts [][2]string) (int, error) {
+	fsfd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fsfd)
+	for _, kv := range opts {
+		if kv[1] == "" {
+			err = unix.FsconfigSetFlag(fsfd, kv[0])
+		} else {
+			err = unix.FsconfigSetString(fsfd, kv[0], kv[1])
+		}
+		if err != nil {
+			return -1, fmt.Errorf("fsconfig %s: %w", kv[0], err)
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("fsconfig create: %w", err)
+	}
+	mfd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("fsmount: %w", err)
+	}
+	return mfd, nil
+}
+
+func (m *Mount) populate(content []byte, o Owner) error {
+	fd, err := unix.Openat(int(m.fd.Fd()), secretfs.File,
+		unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o200)
+	if err != nil {
+		return fmt.Errorf("create secret file: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), secretfs.File)
+	defer f.Close()
+	if _, err := f.Write(content); err != nil {
+		return fmt.Errorf("write secret file: %w", err)
+	}
+	if err := unix.Fchown(fd, int(o.UID), int(o.GID)); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("chown secret file to %d:%d: the id is not mapped in the runtime's user namespace", o.UID, o.GID)
+		}
+		return fmt.Errorf("chown secret file to %d:%d: %w", o.UID, o.GID, err)
+	}
+	if err := unix.Fchmod(fd, uint32(o.Mode)); err != nil {
+		return fmt.Errorf("chmod secret file: %w", err)
+	}
+	return nil
+}
+
+// resolveHint explains the errors an image's symlinks cause.
+func resolveHint(err error) string {
+	switch {
+	case errors.Is(err, unix.ENOTDIR):
+		return " (a component is a file, or a symlink that does not lead to a directory inside the container rootfs; fix the image or add a /run tmpfs mount)"
+	case errors.Is(err, unix.ELOOP):
+		return " (a symlink loop or a /proc magic link, refused)"
+	case errors.Is(err, unix.EXDEV):
+		return " (a path that escapes the container rootfs, refused)"
+	case errors.Is(err, unix.EROFS):
+		return " (the container rootfs is read-only there; add a /run tmpfs mount or create /run/northstar in the image)"
+	}
+	return ""
+}
+
+// Close releases the detached mount. A mount that was never attached is
+// unmounted and freed by the kernel with its last reference.
+func (m *Mount) Close() error { return m.fd.Close() }
+
+// AttachInRoot moves the mount onto unsafeDir resolved inside rootfs. It must
+// run in the container's mount namespace (see internal/nsenter), where rootfs
+// is the runtime's path of the container root filesystem.
+//
+// The naive version, mount(src, filepath.Join(rootfs, unsafeDir)), follows
+// symlinks the image planted in /run or /run/northstar out of the rootfs and
+// mounts over a host directory (runc CVE-2019-19921, CVE-2021-30465; NVIDIA
+// CVE-2024-0132). Instead every component is resolved inside rootfs by
+// pathrs-lite (openat2 RESOLVE_IN_ROOT, magic links refused), missing
+// directories are created the same way, and move_mount targets the
+// resolved directory's file descriptor, never a path string. Absolute and
+// relative symlinks thus stay inside the rootfs; magic links such as
+// /proc/self/root fail.
+//
+// Not defended: a process racing us inside the rootfs before the container
+// starts (there is none: the container's own process is blocked in runc init
+// until the hooks finish), and an image whose /run/northstar is on a
+// read-only filesystem (that fails closed with EROFS).
+func (m *Mount) AttachInRoot(rootfs, unsafeDir string) error {
+	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open rootfs: %w", err)
+	}
+	defer root.Close()
+	dir, err := pathrs.MkdirAllHandle(root, unsafeDir, 0o755)
+	if err != nil {
+		return fmt.Errorf("resolve %s in the container rootfs: %w%s", unsafeDir, err, resolveHint(err))
+	}
+	defer dir.Close()
+	var st, rst unix.Stat_t
+	if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
+		return fmt.Errorf("stat %s: %w", unsafeDir, err)
+	}
+	if err := unix.Fstat(int(root.Fd()), &rst); err != nil {
+		return fmt.Errorf("stat rootfs: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("%s in the container rootfs is not a directory", unsafeDir)
+	}
+	if st.Dev == rst.Dev && st.Ino == rst.Ino {
+		// A symlink such as /run/northstar -> ../.. would make us shadow
+		// the whole root filesystem of the container.
+		return fmt.Errorf("%s in the container rootfs resolves to the rootfs itself; fix the image's symlinks", unsafeDir)
+	}
+	if err := unix.MoveMount(int(m.fd.Fd()), "", int(dir.Fd()), "",
+		unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount onto %s: %w", unsafeDir, err)
+	}
+	return nil
+}

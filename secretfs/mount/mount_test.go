@@ -1,0 +1,272 @@
+package mount
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/internal/testtree"
+	"github.com/northstar-oci/northstar/secretfs"
+)
+
+// requireRoot skips a test that needs real mounts unless it runs as root;
+// in CI (CI=true) a missing prerequisite is a failure, not a skip.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root (mount namespaces and real mounts); CI runs as root")
+	}
+	t.Skip("needs root")
+}
+
+// inPrivateMountNS runs fn on a thread with a private copy of the mount
+// namespace, so the test's mounts vanish with the thread.
+func inPrivateMountNS(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with its namespace
+		if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			errc <- fmt.Errorf("make / private: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// mountPointOf returns where mount id is mounted, from this thread's view.
+func mountPointOf(id uint64) (string, error) {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if fs[0] == fmt.Sprint(id) {
+			return fs[4], nil
+		}
+	}
+	return "", errors.New("mount not found in mountinfo")
+}
+
+func mountID(m *Mount) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, err
+	}
+	return stx.Mnt_id, nil
+}
+
+// TestAttachInRootHostileImages plants symlinks and files where the secret
+// directory goes. Whatever the image does, the host directory it points at
+// must stay untouched: the secret either lands inside the rootfs or the
+// attach fails.
+func TestAttachInRootHostileImages(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		name    string
+		image   []string
+		wantErr bool
+	}{
+		{name: "no /run", image: nil},
+		{name: "empty /run", image: []string{"dir run"}},
+		{name: "existing /run/northstar hides its content", image: []string{"dir run/northstar", "file run/northstar/old"}},
+		// A symlink to a host path is resolved inside the rootfs: where that
+		// path does not exist in the image, the attach fails...
+		{name: "/run absolute symlink to host dir", image: []string{"symlink run $HOST"}, wantErr: true},
+		{name: "/run relative symlink climbing out", image: []string{"symlink run ../../../../../../../../$HOST"}, wantErr: true},
+		{name: "/run/northstar absolute symlink to host dir", image: []string{"dir run", "symlink run/northstar $HOST"}, wantErr: true},
+		{name: "/run/northstar relative symlink climbing out", image: []string{"dir run", "symlink run/northstar ../../../../../../../$HOST"}, wantErr: true},
+		{name: "/run symlink chain to host dir", image: []string{"symlink run a", "symlink a b", "symlink b $HOST"}, wantErr: true},
+		// ... and where it does, the secret lands there, inside the rootfs.
+		{name: "/run absolute symlink to a path the image also has", image: []string{"dir $HOST", "symlink run $HOST"}},
+		{name: "/run relative symlink climbing out to a path the image also has", image: []string{"dir $HOST", "symlink run ../../../../../../../../$HOST"}},
+		{name: "/run/northstar absolute symlink to a path the image also has", image: []string{"dir $HOST", "dir run", "symlink run/northstar $HOST"}},
+		{name: "/var/run style symlink inside the image", image: []string{"dir var/run", "symlink run var/run"}},
+		{name: "pre-existing secret symlink to host file", image: []string{"dir run/northstar", "symlink run/northstar/secret $HOST/victim"}},
+		{name: "/run magic link to /proc/self/root", image: []string{"proc proc", "symlink run /proc/self/root$HOST"}, wantErr: true},
+		{name: "/run/northstar magic link to /proc/1/cwd", image: []string{"proc proc", "dir run", "symlink run/northstar /proc/1/cwd"}, wantErr: true},
+		{name: "/run/northstar magic link via /proc/self/fd", image: []string{"proc proc", "dir run", "symlink run/northstar /proc/self/fd/0"}, wantErr: true},
+		{name: "/run/northstar is a regular file", image: []string{"dir run", "file run/northstar"}, wantErr: true},
+		{name: "/run is a regular file", image: []string{"file run"}, wantErr: true},
+		{name: "/run symlink loop", image: []string{"symlink run run"}, wantErr: true},
+		{name: "/run/northstar points at the rootfs root", image: []string{"dir run", "symlink run/northstar ../.."}, wantErr: true},
+	}
+	memfd, err := secretfs.NewSealedMemfd("test", []byte(strings.Repeat("ab", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer memfd.Close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			rootfs, host := filepath.Join(tmp, "rootfs"), filepath.Join(tmp, "host")
+			if err := os.MkdirAll(rootfs, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(host, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := testtree.Snapshot(host)
+			err := inPrivateMountNS(func() error {
+				if err := testtree.Build(rootfs, host, tt.image); err != nil {
+					return fmt.Errorf("build image: %w", err)
+				}
+				m, err := New(memfd, Owner{UID: 1000, GID: 1000, Mode: 0o400})
+				if err != nil {
+					return fmt.Errorf("NewMount: %w", err)
+				}
+				defer m.Close()
+				id, err := mountID(m)
+				if err != nil {
+					return err
+				}
+				attachErr := m.AttachInRoot(rootfs, "/run/northstar")
+				if tt.wantErr {
+					if attachErr == nil {
+						return errors.New("attach succeeded, want an error")
+					}
+					t.Logf("refused as expected: %v", attachErr)
+					if mp, err := mountPointOf(id); err == nil {
+						return fmt.Errorf("refused attach left a mount at %s", mp)
+					}
+					return nil
+				}
+				if attachErr != nil {
+					return fmt.Errorf("attach: %w", attachErr)
+				}
+				mp, err := mountPointOf(id)
+				if err != nil {
+					return err
+				}
+				if !strings.HasPrefix(mp, rootfs+"/") {
+					return fmt.Errorf("mounted at %s, outside the rootfs %s", mp, rootfs)
+				}
+				// What the container will see: /run/northstar/secret resolved
+				// inside its root.
+				h, err := pathrs.OpenInRoot(rootfs, "/run/northstar/secret")
+				if err != nil {
+					return fmt.Errorf("secret not visible in the container: %w", err)
+				}
+				defer h.Close()
+				f, err := pathrs.Reopen(h, unix.O_RDONLY)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				got, _ := io.ReadAll(f)
+				if string(got) != strings.Repeat("ab", 32) {
+					return fmt.Errorf("secret file holds %q", got)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after := testtree.Snapshot(host); after != before {
+				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
+			}
+		})
+	}
+}
+
+func TestNewMountAttributes(t *testing.T) {
+	requireRoot(t)
+	memfd, err := secretfs.NewSealedMemfd("test", []byte(strings.Repeat("cd", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer memfd.Close()
+	err = inPrivateMountNS(func() error {
+		m, err := New(memfd, Owner{UID: 1000, GID: 2000, Mode: 0o440})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		if m.FSType != "tmpfs" {
+			return fmt.Errorf("filesystem %q, want tmpfs with noswap on this kernel", m.FSType)
+		}
+		dir := t.TempDir()
+		if err := m.AttachInRoot(dir, "/run/northstar"); err != nil {
+			return err
+		}
+		target := filepath.Join(dir, "run/northstar")
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(target, &sfs); err != nil {
+			return err
+		}
+		want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC | stNoSymFollow)
+		if sfs.Flags&want != want {
+			return fmt.Errorf("mount flags %#x, want %#x set", sfs.Flags, want)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(target, secretfs.File), &st); err != nil {
+			return err
+		}
+		if st.Uid != 1000 || st.Gid != 2000 || st.Mode&0o7777 != 0o440 || st.Size != 64 {
+			return fmt.Errorf("secret file %d:%d mode %o size %d, want 1000:2000 0440 64", st.Uid, st.Gid, st.Mode&0o7777, st.Size)
+		}
+		// Root cannot write or create anything there.
+		if err := os.WriteFile(filepath.Join(target, secretfs.File), []byte("x"), 0o400); !errors.Is(err, unix.EROFS) {
+			return fmt.Errorf("write secret: err = %v, want EROFS", err)
+		}
+		if err := os.WriteFile(filepath.Join(target, "new"), []byte("x"), 0o400); !errors.Is(err, unix.EROFS) {
+			return fmt.Errorf("create file: err = %v, want EROFS", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewMountRejectsWritableMode(t *testing.T) {
+	memfd, err := secretfs.NewSealedMemfd("test", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer memfd.Close()
+	for _, mode := range []os.FileMode{0, 0o600, 0o444 | 0o100, 0o4400} {
+		if _, err := New(memfd, Owner{Mode: mode}); err == nil {
+			t.Errorf("mode %#o accepted", mode)
+		}
+	}
+}
+
+func TestNewRefusesUnsealedSource(t *testing.T) {
+	tmp, err := os.CreateTemp(t.TempDir(), "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	if _, err := tmp.WriteString(strings.Repeat("ab", 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(tmp, Owner{Mode: 0o400}); !errors.Is(err, secretfs.ErrNotSealed) {
+		t.Errorf("New from an unsealed file: err = %v, want ErrNotSealed", err)
+	}
+}
+
+// stNoSymFollow is ST_NOSYMFOLLOW from <sys/statvfs.h> (not in x/sys/unix).
+const stNoSymFollow = 0x2000

@@ -1,0 +1,269 @@
+// Package store keeps the lifecycle secret at rest: one sealed record in the
+// state directory with its generation and the runtime lifecycle it belongs
+// to. Readers never lock (the record is replaced by an atomic rename);
+// writers hold an exclusive flock so concurrent rotations serialize and a
+// "rotate if the lifecycle changed" decision is taken exactly once.
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/northstar-oci/northstar/internal/atomicfile"
+	"github.com/northstar-oci/northstar/internal/capped"
+	"github.com/northstar-oci/northstar/internal/flock"
+	"github.com/northstar-oci/northstar/seal"
+	"github.com/northstar-oci/northstar/secretfs"
+)
+
+// File names inside the state directory.
+const (
+	RecordFile = "secret.json"
+	LockFile   = "lock"
+)
+
+// FormatVersion is the record format this code writes and reads.
+const FormatVersion = 1
+
+// maxRecordSize caps the record file; a TPM blob is well under 1 KiB.
+const maxRecordSize = 64 << 10
+
+// Errors a caller must tell apart; front ends add the remedy (package remedy).
+var (
+	// ErrNotInitialized: the state directory holds no secret yet.
+	ErrNotInitialized = errors.New("no lifecycle secret")
+	// ErrSealerMismatch: the record was sealed by another sealer than the
+	// configured one.
+	ErrSealerMismatch = errors.New("the secret was sealed by another sealer than the configured one")
+)
+
+// Record is the stored, sealed lifecycle secret and its metadata. It holds
+// no plaintext, so it may be printed and marshaled.
+type Record struct {
+	Format      int       `json:"format"`
+	Generation  uint64    `json:"generation"`
+	LifecycleID string    `json:"lifecycle_id"`
+	Created     time.Time `json:"created"`
+	Sealer      string    `json:"sealer"`
+	Blob        []byte    `json:"blob"`
+}
+
+// Store is the lifecycle secret in a state directory, sealed by a Sealer.
+type Store struct {
+	dir    string
+	sealer seal.Sealer
+	now    func() time.Time
+}
+
+// New returns the store in dir. Nothing is touched until a method runs.
+func New(dir string, s seal.Sealer) *Store {
+	return &Store{dir: dir, sealer: s, now: time.Now}
+}
+
+// Sealer returns the store's sealer.
+func (s *Store) Sealer() seal.Sealer { return s.sealer }
+
+// Dir returns the state directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Current returns the stored record without unsealing it.
+func (s *Store) Current() (*Record, error) {
+	path := filepath.Join(s.dir, RecordFile)
+	data, err := capped.ReadFile(path, maxRecordSize, "record")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if _, derr := os.Stat(s.dir); derr != nil {
+				return nil, fmt.Errorf("%w: state dir %s does not exist", ErrNotInitialized, s.dir)
+			}
+			return nil, fmt.Errorf("%w in %s", ErrNotInitialized, s.dir)
+		}
+		if errors.Is(err, capped.ErrTooLarge) {
+			// Corrupt, so that rotation can replace it.
+			return nil, fmt.Errorf("%s: %w: %w", path, seal.ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	rec, err := DecodeRecord(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return rec, nil
+}
+
+// DecodeRecord parses and checks a record file.
+func DecodeRecord(data []byte) (*Record, error) {
+	if len(data) > maxRecordSize {
+		return nil, fmt.Errorf("%w: record larger than %d bytes", seal.ErrCorrupt, maxRecordSize)
+	}
+	var probe struct {
+		Format *int `json:"format"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil || probe.Format == nil {
+		return nil, fmt.Errorf("%w: not a northstar record", seal.ErrCorrupt)
+	}
+	if *probe.Format != FormatVersion {
+		return nil, fmt.Errorf("%w: record format %d, this northstar reads %d", seal.ErrUnknownVersion, *probe.Format, FormatVersion)
+	}
+	var rec Record
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return nil, fmt.Errorf("%w: %v", seal.ErrCorrupt, err)
+	}
+	if rec.Generation == 0 || rec.Sealer == "" || len(rec.Blob) == 0 {
+		return nil, fmt.Errorf("%w: record is missing generation, sealer or blob", seal.ErrCorrupt)
+	}
+	return &rec, nil
+}
+
+// Secret unseals the current lifecycle secret. The caller zeroes it.
+func (s *Store) Secret(ctx context.Context) (*secretfs.Secret, *Record, error) {
+	rec, err := s.Current()
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec.Sealer != s.sealer.Name() {
+		return nil, nil, fmt.Errorf("%w (sealed by %q, the config says %q)", ErrSealerMismatch, rec.Sealer, s.sealer.Name())
+	}
+	pt, err := s.sealer.Unseal(ctx, rec.Blob)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer secretfs.Zero(pt)
+	sec, err := secretfs.FromBytes(pt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", seal.ErrCorrupt, err)
+	}
+	return sec, rec, nil
+}
+
+// Init creates the state directory and the first secret. It is a no-op when
+// a record exists already; created says which happened.
+func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, created bool, err error) {
+	err = s.locked(ctx, func() error {
+		cur, err := s.Current()
+		if err == nil {
+			rec = cur
+			return nil
+		}
+		if !errors.Is(err, ErrNotInitialized) {
+			return err
+		}
+		rec, err = s.write(ctx, 1, lifecycleID)
+		created = err == nil
+		return err
+	})
+	return rec, created, err
+}
+
+// Rotate makes a new secret now, whatever the lifecycle.
+func (s *Store) Rotate(ctx context.Context, lifecycleID string) (*Record, error) {
+	var rec *Record
+	err := s.locked(ctx, func() error {
+		var gen uint64 = 1
+		cur, err := s.Current()
+		switch {
+		case err == nil:
+			gen = cur.Generation + 1
+		case errors.Is(err, ErrNotInitialized), errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownVersion):
+			// Rotation is the documented way out of a bad record.
+		default:
+			return err
+		}
+		rec, err = s.write(ctx, gen, lifecycleID)
+		return err
+	})
+	return rec, err
+}
+
+// RotateIfLifecycleChanged rotates unless the stored record already belongs
+// to lifecycleID. Many callers racing with the same id rotate exactly once:
+// the check and the write happen under the store lock.
+func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string) (rec *Record, rotated bool, err error) {
+	if lifecycleID == "" {
+		return nil, false, errors.New("empty lifecycle id")
+	}
+	// Fast path without the lock: the common case is "nothing to do".
+	if cur, err := s.Current(); err == nil && cur.LifecycleID == lifecycleID {
+		return cur, false, nil
+	}
+	err = s.locked(ctx, func() error {
+		var gen uint64 = 1
+		cur, err := s.Current()
+		switch {
+		case err == nil && cur.LifecycleID == lifecycleID:
+			rec = cur
+			return nil
+		case err == nil:
+			gen = cur.Generation + 1
+		case errors.Is(err, ErrNotInitialized), errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownVersion):
+		default:
+			return err
+		}
+		rec, err = s.write(ctx, gen, lifecycleID)
+		rotated = err == nil
+		return err
+	})
+	return rec, rotated, err
+}
+
+// write seals a fresh secret and atomically replaces the record. The caller
+// holds the lock.
+func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string) (*Record, error) {
+	sec, err := secretfs.NewRandom()
+	if err != nil {
+		return nil, err
+	}
+	defer sec.Zero()
+	pt := sec.Bytes()
+	defer secretfs.Zero(pt)
+	blob, err := s.sealer.Seal(ctx, pt)
+	if err != nil {
+		return nil, err
+	}
+	rec := &Record{
+		Format:      FormatVersion,
+		Generation:  gen,
+		LifecycleID: lifecycleID,
+		Created:     s.now().UTC().Truncate(time.Second),
+		Sealer:      s.sealer.Name(),
+		Blob:        blob,
+	}
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(filepath.Join(s.dir, RecordFile), append(data, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("write record: %w", err)
+	}
+	return rec, nil
+}
+
+// locked runs fn holding the exclusive store lock, creating the state
+// directory (0700) first if needed, and removes temporary files a crashed
+// writer may have left.
+func (s *Store) locked(ctx context.Context, fn func() error) error {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	unlock, err := flock.Lock(ctx, filepath.Join(s.dir, LockFile))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if ents, err := os.ReadDir(s.dir); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
+				_ = os.Remove(filepath.Join(s.dir, e.Name()))
+			}
+		}
+	}
+	return fn()
+}

@@ -1,0 +1,175 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/northstar-oci/northstar/seal"
+)
+
+func newHostStore(t *testing.T) *Store {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	return New(dir, seal.NewHost(filepath.Join(dir, seal.HostKeyFile)))
+}
+
+func TestInitIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	// The remedy ("run 'northstarctl init'") is the front ends' (package remedy).
+	if _, _, err := s.Secret(ctx); !errors.Is(err, ErrNotInitialized) || !strings.Contains(err.Error(), s.Dir()) {
+		t.Fatalf("before init: err = %v, want ErrNotInitialized naming the state dir", err)
+	}
+	rec, created, err := s.Init(ctx, "")
+	if err != nil || !created || rec.Generation != 1 {
+		t.Fatalf("Init = %+v, %v, %v", rec, created, err)
+	}
+	sec1, _, err := s.Secret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec2, created, err := s.Init(ctx, "")
+	if err != nil || created || rec2.Generation != 1 {
+		t.Fatalf("second Init = %+v, %v, %v", rec2, created, err)
+	}
+	sec2, _, _ := s.Secret(ctx)
+	if !sec1.Equal(sec2) {
+		t.Error("second Init changed the secret")
+	}
+	fi, err := os.Stat(s.Dir())
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir mode %v, want 0700", fi.Mode())
+	}
+}
+
+func TestRotateChangesSecretAndGeneration(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	old, _, _ := s.Secret(ctx)
+	rec, err := s.Rotate(ctx, "manual")
+	if err != nil || rec.Generation != 2 {
+		t.Fatalf("Rotate = %+v, %v", rec, err)
+	}
+	cur, got, err := s.Secret(ctx)
+	if err != nil || got.Generation != 2 {
+		t.Fatalf("Secret after rotate: %+v, %v", got, err)
+	}
+	if cur.Equal(old) {
+		t.Error("rotation kept the secret")
+	}
+}
+
+func TestStateHoldsNoPlaintext(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	sec, _, _ := s.Secret(ctx)
+	raw := sec.Bytes()
+	hx := []byte(hex.EncodeToString(raw))
+	ents, _ := os.ReadDir(s.Dir())
+	for _, e := range ents {
+		data, _ := os.ReadFile(filepath.Join(s.Dir(), e.Name()))
+		if bytes.Contains(data, raw) || bytes.Contains(data, hx) || bytes.Contains(bytes.ToUpper(data), bytes.ToUpper(hx)) {
+			t.Errorf("%s contains the secret", e.Name())
+		}
+	}
+}
+
+// TestRotateIfLifecycleChangedOnce races many rotators with the same new
+// lifecycle id: exactly one rotation must happen.
+func TestRotateIfLifecycleChangedOnce(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, "boot-a"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	rotations := 0
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A separate Store per goroutine: its own lock fd, as separate
+			// shim processes would have.
+			s2 := New(s.Dir(), seal.NewHost(filepath.Join(s.Dir(), seal.HostKeyFile)))
+			_, rotated, err := s2.RotateIfLifecycleChanged(ctx, "boot-b")
+			if err != nil {
+				t.Error(err)
+			}
+			if rotated {
+				mu.Lock()
+				rotations++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	rec, err := s.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rotations != 1 || rec.Generation != 2 || rec.LifecycleID != "boot-b" {
+		t.Errorf("rotations = %d, record %+v; want exactly one rotation to generation 2", rotations, rec)
+	}
+	if _, rotated, _ := s.RotateIfLifecycleChanged(ctx, "boot-b"); rotated {
+		t.Error("same lifecycle rotated again")
+	}
+}
+
+func TestCorruptRecord(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.Dir(), RecordFile)
+	good, _ := os.ReadFile(path)
+	for name, data := range map[string][]byte{
+		"truncated":      good[:len(good)/2],
+		"empty":          {},
+		"future format":  bytes.Replace(good, []byte(`"format": 1`), []byte(`"format": 7`), 1),
+		"unknown field":  bytes.Replace(good, []byte(`"format": 1`), []byte(`"format": 1, "plaintext": "x"`), 1),
+		"zero generaton": bytes.Replace(good, []byte(`"generation": 1`), []byte(`"generation": 0`), 1),
+		"oversized":      append(bytes.Clone(good), bytes.Repeat([]byte(" "), maxRecordSize)...),
+	} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := s.Secret(ctx)
+		if !errors.Is(err, seal.ErrCorrupt) && !errors.Is(err, seal.ErrUnknownVersion) {
+			t.Errorf("%s: err = %v, want ErrCorrupt or ErrUnknownVersion", name, err)
+		}
+	}
+	// Rotation is the way out of a corrupt record.
+	if _, err := s.Rotate(ctx, "manual"); err != nil {
+		t.Fatalf("rotate over a corrupt record: %v", err)
+	}
+	if _, _, err := s.Secret(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add([]byte(`{"format":1,"generation":1,"lifecycle_id":"","created":"2026-01-01T00:00:00Z","sealer":"host","blob":"TlNIAQ=="}`))
+	f.Add([]byte(`{"format":2}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rec, err := DecodeRecord(data)
+		if err == nil && (rec.Format != FormatVersion || rec.Generation == 0 || len(rec.Blob) == 0) {
+			t.Fatalf("accepted invalid record %+v", rec)
+		}
+	})
+}
