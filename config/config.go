@@ -47,6 +47,7 @@ type Config struct {
 	Secret   Secret   `toml:"secret"`
 	Rotation Rotation `toml:"rotation"`
 	Agent    Agent    `toml:"agent"`
+	Shim     Shim     `toml:"shim"`
 
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
@@ -78,6 +79,17 @@ type Agent struct {
 	Socket string `toml:"socket"`
 }
 
+// Shim configures containerd-shim-northstar-v2.
+type Shim struct {
+	// Delegate is the runc-compatible shim the wrapper execs after it
+	// prepared a container: a name, found next to containerd or on PATH
+	// as containerd finds shims, or an absolute path.
+	Delegate string `toml:"delegate"`
+}
+
+// DefaultShimDelegate is the host's own runc shim.
+const DefaultShimDelegate = "containerd-shim-runc-v2"
+
 // maxSocketPath is the room in sockaddr_un.sun_path, less the NUL.
 const maxSocketPath = 107
 
@@ -89,6 +101,7 @@ func Default() *Config {
 		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}},
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
+		Shim:     Shim{Delegate: DefaultShimDelegate},
 	}
 }
 
@@ -165,6 +178,9 @@ func (c *Config) Validate() error {
 	case RotateOnRuntimeRestart, RotateManual:
 	default:
 		return fmt.Errorf("[rotation] on %q: want %q or %q", c.Rotation.On, RotateOnRuntimeRestart, RotateManual)
+	}
+	if d := c.Shim.Delegate; d == "" || strings.ContainsRune(d, '/') && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
+		return fmt.Errorf("[shim] delegate %q: want a binary name (containerd-shim-runc-v2) or a clean absolute path", d)
 	}
 	if s := c.Agent.Socket; s != "" {
 		switch {

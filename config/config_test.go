@@ -49,6 +49,9 @@ func TestParseRejects(t *testing.T) {
 		"[agent]\nsocket = \"/agent.sock\"":                         "directory of its own",
 		"[agent]\nsocket = \"/" + strings.Repeat("a", 110) + "/s\"": "longer than",
 		"[agent]\nsockett = \"/run/a/s\"":                           "unknown key",
+		"[shim]\ndelegate = \"\"":                                   "[shim] delegate",
+		"[shim]\ndelegate = \"bin/shim\"":                           "[shim] delegate",
+		"[shim]\ndelegate = \"/usr/bin/../bin/x\"":                  "[shim] delegate",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -84,6 +87,19 @@ func TestDiscover(t *testing.T) {
 	}
 	if got := DefaultPathFor(false); got != DefaultPath {
 		t.Errorf("rootful default: %s", got)
+	}
+}
+
+func TestShimDelegate(t *testing.T) {
+	d, err := Parse(nil)
+	if err != nil || d.Shim.Delegate != "containerd-shim-runc-v2" {
+		t.Fatalf("default delegate %q, %v", d.Shim.Delegate, err)
+	}
+	for _, ok := range []string{"containerd-shim-runc-v2", "/opt/bin/containerd-shim-runc-v2"} {
+		c, err := Parse([]byte("[shim]\ndelegate = \"" + ok + "\"\n"))
+		if err != nil || c.Shim.Delegate != ok {
+			t.Errorf("delegate %q: %+v, %v", ok, c.Shim, err)
+		}
 	}
 }
 

@@ -38,7 +38,9 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	case "containerd":
 		shim := installedPath("containerd-shim-northstar-v2")
 		fmt.Fprintf(env.Stdout, `# containerd: put %[1]s and northstar-hook in one directory
-# on containerd's PATH (or name the shim with runtime_path). No entry is needed for ctr:
+# on containerd's PATH (or name the shim with runtime_path). The shim adds the hook,
+# then execs the host's containerd-shim-runc-v2 ([shim] delegate in the northstar
+# config names another). No entry is needed for ctr:
 #   ctr run --runtime io.containerd.northstar.v2 IMAGE ID
 #   ctr run --runtime %[1]s IMAGE ID
 # If the config is not at the default path, containerd's environment needs
@@ -48,7 +50,9 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.northstar]
   runtime_type = "io.containerd.northstar.v2"
   runtime_path = %[3]q
-  # runc options (e.g. SystemdCgroup = true) may go in a .options table.
+  # No .options table: containerd sends options to a runtime type it does not
+  # know as runc in a generic form the runc shim (which the northstar shim
+  # execs) cannot read.
 
 # CRI, containerd 2.x (config version = 3):
 # [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.northstar]

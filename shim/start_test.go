@@ -49,7 +49,7 @@ func TestRotateIfRuntimeRestarted(t *testing.T) {
 	runtimeA, runtimeB := os.Getpid(), os.Getppid()
 
 	// No secret yet: the first shim makes generation 1.
-	if err := rotateIfRuntimeRestarted(ctx, runtimeA); err != nil {
+	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimeA); err != nil {
 		t.Fatal(err)
 	}
 	gen, id := generation(t, cfg)
@@ -58,14 +58,14 @@ func TestRotateIfRuntimeRestarted(t *testing.T) {
 		t.Fatalf("generation %d lifecycle %q, want 1 %q", gen, id, wantID)
 	}
 	// Same runtime: nothing happens.
-	if err := rotateIfRuntimeRestarted(ctx, runtimeA); err != nil {
+	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimeA); err != nil {
 		t.Fatal(err)
 	}
 	if gen, _ := generation(t, cfg); gen != 1 {
 		t.Fatalf("same runtime rotated: generation %d", gen)
 	}
 	// Another runtime process: one rotation.
-	if err := rotateIfRuntimeRestarted(ctx, runtimeB); err != nil {
+	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimeB); err != nil {
 		t.Fatal(err)
 	}
 	if gen, _ := generation(t, cfg); gen != 2 {
@@ -80,7 +80,7 @@ func TestRotateManual(t *testing.T) {
 	if _, _, err := st.Init(ctx, "made-by-init"); err != nil {
 		t.Fatal(err)
 	}
-	if err := rotateIfRuntimeRestarted(ctx, os.Getpid()); err != nil {
+	if err := rotateIfRuntimeRestarted(ctx, cfg, os.Getpid()); err != nil {
 		t.Fatal(err)
 	}
 	if gen, id := generation(t, cfg); gen != 1 || id != "made-by-init" {
@@ -92,14 +92,14 @@ func TestRotateErrors(t *testing.T) {
 	ctx := context.Background()
 	t.Run("missing config", func(t *testing.T) {
 		t.Setenv(config.EnvConfig, filepath.Join(t.TempDir(), "nope.toml"))
-		err := rotateIfRuntimeRestarted(ctx, os.Getpid())
-		if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		_, err := loadConfig()
+		if err == nil || !strings.Contains(err.Error(), "does not exist") || !strings.Contains(err.Error(), config.EnvConfig) {
 			t.Errorf("err = %v", err)
 		}
 	})
 	t.Run("runtime process gone", func(t *testing.T) {
-		hostConfig(t, "")
-		if err := rotateIfRuntimeRestarted(ctx, 1<<30); err == nil || !strings.Contains(err.Error(), "lifecycle id") {
+		cfg := hostConfig(t, "")
+		if err := rotateIfRuntimeRestarted(ctx, cfg, 1<<30); err == nil || !strings.Contains(err.Error(), "lifecycle id") {
 			t.Errorf("err = %v", err)
 		}
 	})

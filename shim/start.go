@@ -1,0 +1,91 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/hook/entry"
+)
+
+// loadConfig loads the config the shim and its hook use (see configPath).
+func loadConfig() (*config.Config, error) {
+	path, err := configPath()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("config %s does not exist: create it, or set %s in containerd's environment", path, config.EnvConfig)
+	}
+	return config.Load(path)
+}
+
+// prepareStart readies a new container's bundle before the delegate starts
+// its shim: a new secret lifecycle if containerd restarted, and the hook in
+// config.json. A failed rotation fails the start: no container of this
+// lifecycle runs with the previous lifecycle's secret.
+func prepareStart(ctx context.Context, cfg *config.Config, bundle string, runtimePid int) error {
+	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimePid); err != nil {
+		return err
+	}
+	hookPath, err := entry.Find()
+	if err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	if _, err := injectIntoBundle(bundle, entry.New(hookPath, cfg.Path)); err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	return nil
+}
+
+// rotateIfRuntimeRestarted starts a new secret lifecycle when the runtime
+// process runtimePid is not the one the stored secret was made for. Many
+// shims starting at once rotate exactly once: the store decides under its
+// lock.
+func rotateIfRuntimeRestarted(ctx context.Context, cfg *config.Config, runtimePid int) error {
+	if cfg.Rotation.On == config.RotateManual {
+		return nil
+	}
+	id, err := lifecycleID(runtimePid)
+	if err != nil {
+		return fmt.Errorf("lifecycle id: %w", err)
+	}
+	st, err := configured.Store(cfg)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	rec, rotated, err := st.RotateIfLifecycleChanged(ctx, id)
+	if err != nil {
+		return fmt.Errorf("rotate lifecycle secret: %w", err)
+	}
+	if rotated {
+		logToContainerd(fmt.Sprintf("northstar: runtime restarted, new lifecycle secret generation=%d lifecycle_id=%q config=%q",
+			rec.Generation, rec.LifecycleID, cfg.Path))
+	}
+	return nil
+}
+
+// logToContainerd writes one info line to the shim log pipe containerd
+// opened in the bundle directory (the working directory of `start`), in
+// containerd's logfmt. Never stdout or stderr: containerd reads the shim
+// address from their combined output, so one stray line there breaks the
+// start. Best effort: without a reader (start run by hand) nothing is
+// written.
+func logToContainerd(msg string) {
+	// O_NONBLOCK: fail with ENXIO instead of hanging when nobody reads.
+	f, err := os.OpenFile("log", os.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return
+	}
+	fmt.Fprintf(f, "time=%q level=info msg=%q runtime=%s\n", time.Now().Format(time.RFC3339Nano), msg, RuntimeName)
+}
