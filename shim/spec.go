@@ -148,8 +148,14 @@ func rewriteSpec(data []byte, want specs.Hook) ([]byte, bool, error) {
 
 // injectIntoBundle adds the northstar hook to bundle/config.json, replacing
 // the file atomically (temp file in the bundle, rename) so runc never reads
-// half a spec. It keeps the file's mode. See replaceUnsynced for why there
-// is no fsync.
+// half a spec. It keeps the file's mode.
+//
+// No fsync (atomicfile.Replace, not Write): runc reads the file from the
+// page cache right after, rename alone keeps readers from seeing half a
+// spec, and after a host crash nothing reuses the bundle (containerd
+// creates it afresh and the hook is injected again). A torn file could only
+// make runc refuse to parse it: fail closed. The fsyncs cost 0.4-0.8 ms per
+// start; docs/performance.md has the measurement.
 func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) {
 	path := filepath.Join(bundle, "config.json")
 	fi, err := os.Stat(path)
@@ -164,21 +170,10 @@ func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) 
 	if err != nil || !changed {
 		return false, err
 	}
-	if err := replaceUnsynced(path, out, fi.Mode().Perm()); err != nil {
+	if err := atomicfile.Replace(path, out, fi.Mode().Perm()); err != nil {
 		return false, fmt.Errorf("rewrite bundle config: %w", err)
 	}
 	return true, nil
-}
-
-// replaceUnsynced replaces path with data through a temporary file and a
-// rename (atomicfile.Replace), without fsyncs: runc reads the file from the
-// page cache right after, rename alone keeps readers from seeing half a
-// spec, and after a host crash nothing reuses the bundle (containerd
-// creates it afresh and the hook is injected again). A torn file could only
-// make runc refuse to parse it: fail closed. The fsyncs cost 0.4-0.8 ms per
-// start; docs/performance.md has the measurement.
-func replaceUnsynced(path string, data []byte, perm os.FileMode) error {
-	return atomicfile.Replace(path, data, perm)
 }
 
 // configPath is the config the shim and its hook use: NORTHSTAR_CONFIG from

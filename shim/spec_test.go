@@ -342,26 +342,3 @@ func othersThan(hs []any) []any {
 	}
 	return out
 }
-
-// TestReplaceUnsyncedFailureLeavesNoTemp: when the rename fails (here the
-// target is a non-empty directory), the old name is untouched and no
-// temporary file stays behind.
-func TestReplaceUnsyncedFailureLeavesNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, "config.json")
-	if err := os.MkdirAll(filepath.Join(target, "x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := replaceUnsynced(target, []byte("{}"), 0o600); err == nil {
-		t.Fatal("replaceUnsynced over a non-empty directory succeeded")
-	}
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
-			t.Errorf("temporary file %s left behind", e.Name())
-		}
-	}
-	if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
-		t.Errorf("target changed: %v, %v", fi, err)
-	}
-}

@@ -167,14 +167,8 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 func (s *Store) Rotate(ctx context.Context, lifecycleID string) (*Record, error) {
 	var rec *Record
 	err := s.locked(ctx, func() error {
-		var gen uint64 = 1
-		cur, err := s.Current()
-		switch {
-		case err == nil:
-			gen = cur.Generation + 1
-		case errors.Is(err, ErrNotInitialized), errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownVersion):
-			// Rotation is the documented way out of a bad record.
-		default:
+		gen, _, err := s.next()
+		if err != nil {
 			return err
 		}
 		rec, err = s.write(ctx, gen, lifecycleID)
@@ -195,23 +189,35 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 		return cur, false, nil
 	}
 	err = s.locked(ctx, func() error {
-		var gen uint64 = 1
-		cur, err := s.Current()
-		switch {
-		case err == nil && cur.LifecycleID == lifecycleID:
+		gen, cur, err := s.next()
+		if err != nil {
+			return err
+		}
+		if cur != nil && cur.LifecycleID == lifecycleID {
 			rec = cur
 			return nil
-		case err == nil:
-			gen = cur.Generation + 1
-		case errors.Is(err, ErrNotInitialized), errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownVersion):
-		default:
-			return err
 		}
 		rec, err = s.write(ctx, gen, lifecycleID)
 		rotated = err == nil
 		return err
 	})
 	return rec, rotated, err
+}
+
+// next reads the current record (nil when there is none or it is bad) and
+// returns the generation a rotation writes. A missing, corrupt or
+// newer-format record starts over at 1: rotation is the documented way out
+// of a bad record. The caller holds the lock.
+func (s *Store) next() (gen uint64, cur *Record, err error) {
+	cur, err = s.Current()
+	switch {
+	case err == nil:
+		return cur.Generation + 1, cur, nil
+	case errors.Is(err, ErrNotInitialized), errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownVersion):
+		return 1, nil, nil
+	default:
+		return 0, nil, err
+	}
 }
 
 // write seals a fresh secret and atomically replaces the record. The caller

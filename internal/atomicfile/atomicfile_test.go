@@ -33,20 +33,27 @@ func TestWriteCreatesAndReplaces(t *testing.T) {
 	}
 }
 
-func TestWriteFailureLeavesNoTemp(t *testing.T) {
-	dir := t.TempDir()
-	// The target is a non-empty directory: rename over it fails after the
-	// temporary file was written.
-	target := filepath.Join(dir, "target")
-	if err := os.MkdirAll(filepath.Join(target, "x"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := Write(target, []byte("data"), 0o600); err == nil {
-		t.Fatal("Write over a non-empty directory succeeded")
-	}
-	assertNoTemp(t, dir)
-	if err := Write(filepath.Join(dir, "missing", "f"), []byte("data"), 0o600); err == nil {
-		t.Fatal("Write into a missing directory succeeded")
+func TestFailureLeavesNoTemp(t *testing.T) {
+	for name, write := range map[string]func(string, []byte, os.FileMode) error{"Write": Write, "Replace": Replace} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			// The target is a non-empty directory: rename over it fails
+			// after the temporary file was written.
+			target := filepath.Join(dir, "target")
+			if err := os.MkdirAll(filepath.Join(target, "x"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := write(target, []byte("data"), 0o600); err == nil {
+				t.Fatal("write over a non-empty directory succeeded")
+			}
+			assertNoTemp(t, dir)
+			if fi, err := os.Stat(target); err != nil || !fi.IsDir() {
+				t.Errorf("target changed: %v, %v", fi, err)
+			}
+			if err := write(filepath.Join(dir, "missing", "f"), []byte("data"), 0o600); err == nil {
+				t.Fatal("write into a missing directory succeeded")
+			}
+		})
 	}
 }
 
