@@ -71,3 +71,16 @@ func requires(t *testing.T, cmds ...string) {
 	}
 	t.Skipf("missing prerequisites %v (run scripts/setup.sh)", missing)
 }
+
+// requiresFile fails (in CI) or skips (elsewhere) unless path exists; how
+// says what provides it.
+func requiresFile(t *testing.T, path, how string) {
+	t.Helper()
+	if _, err := os.Stat(path); err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("missing %s (%s)", path, how)
+	}
+	t.Skipf("missing %s (%s)", path, how)
+}

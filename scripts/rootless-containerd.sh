@@ -36,13 +36,17 @@
 #   NSTEST_USER        user to run as                               (default nstest)
 #   NORTHSTAR_BIN      absolute dir prepended to containerd's PATH (where
 #                      containerd-shim-northstar-v2 and northstar-hook live)
+#   CONTAINERD_BIN     absolute dir holding another containerd, ctr and
+#                      containerd-shim-runc-v2 (e.g. a 2.x build from
+#                      scripts/install-tools.sh), used instead of Debian's
 #   NORTHSTAR_CONFIG   passed to containerd (and so to the shims)
 #   XDG_CONFIG_HOME, XDG_DATA_HOME  passed to containerd when set
 #   CONTAINERD_LOG_LEVEL            containerd log level             (default info)
 #   ROOTLESSKIT_FLAGS  extra rootlesskit flags, word-split (e.g. "--debug")
 #   START_TIMEOUT      seconds to wait for rootlesskit / containerd  (default 30)
-# NORTHSTAR_BIN, NORTHSTAR_CONFIG and the XDG variables given to `start` are
-# saved in DIR/env and reused by `restart-containerd` unless set again there.
+# NORTHSTAR_BIN, CONTAINERD_BIN, NORTHSTAR_CONFIG and the XDG variables given
+# to `start` are saved in DIR/env and reused by `restart-containerd` and
+# `exec` unless set again there.
 set -euo pipefail
 
 readonly PROG=${0##*/}
@@ -164,6 +168,11 @@ terminate() {
 
 preflight() {
 	local c
+	if [[ -n ${SAVED[CONTAINERD_BIN]:-} ]]; then
+		[[ ${SAVED[CONTAINERD_BIN]} == /* && -x ${SAVED[CONTAINERD_BIN]}/containerd ]] ||
+			die "CONTAINERD_BIN=${SAVED[CONTAINERD_BIN]} is not an absolute dir holding containerd"
+		PATH=${SAVED[CONTAINERD_BIN]}:$PATH
+	fi
 	for c in rootlesskit slirp4netns containerd ctr runc containerd-shim-runc-v2 \
 		nsenter setpriv newuidmap newgidmap ps flock; do
 		command -v "$c" >/dev/null || die "$c not found (run scripts/setup.sh as root)"
@@ -266,6 +275,7 @@ EOF
 
 # ---------------------------------------------------------- environment
 # Values for the containerd environment: from the caller, else from DIR/env.
+SAVED_KEYS="NORTHSTAR_BIN CONTAINERD_BIN NORTHSTAR_CONFIG XDG_CONFIG_HOME XDG_DATA_HOME"
 load_env() {
 	local k v
 	declare -gA SAVED=()
@@ -274,14 +284,14 @@ load_env() {
 			[[ -n $k ]] && SAVED[$k]=$v
 		done <"$ENVFILE"
 	fi
-	for k in NORTHSTAR_BIN NORTHSTAR_CONFIG XDG_CONFIG_HOME XDG_DATA_HOME; do
+	for k in $SAVED_KEYS; do
 		if [[ -n ${!k:-} ]]; then SAVED[$k]=${!k}; fi
 	done
 }
 
 save_env() {
 	local k
-	for k in NORTHSTAR_BIN NORTHSTAR_CONFIG XDG_CONFIG_HOME XDG_DATA_HOME; do
+	for k in $SAVED_KEYS; do
 		if [[ -n ${SAVED[$k]:-} ]]; then printf '%s=%s\n' "$k" "${SAVED[$k]}"; fi
 	done | "${AS_USER[@]}" tee "$ENVFILE" >/dev/null
 }
@@ -289,6 +299,7 @@ save_env() {
 # containerd_env: prints the KEY=VALUE words for env(1)
 containerd_env() {
 	local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin k
+	[[ -z ${SAVED[CONTAINERD_BIN]:-} ]] || path=${SAVED[CONTAINERD_BIN]}:$path
 	[[ -z ${SAVED[NORTHSTAR_BIN]:-} ]] || path=${SAVED[NORTHSTAR_BIN]}:$path
 	printf '%s\n' "PATH=$path" "HOME=$USER_HOME" "USER=$NSTEST_USER" "LOGNAME=$NSTEST_USER" \
 		"ROOTLESSKIT_STATE_DIR=$RK_STATE" "ROOTLESSKIT_PARENT_EUID=$USER_UID" \
@@ -433,10 +444,10 @@ stop_all() {
 
 # ---------------------------------------------------------------- commands
 cmd_start() {
+	load_env
 	preflight
 	ensure_dir
 	lock
-	load_env
 	if rk_pid >/dev/null && child_pid >/dev/null; then
 		if pid=$(ctd_pid); then
 			log "already running (containerd pid $pid), address $CTD_SOCK"
@@ -461,12 +472,12 @@ cmd_stop() {
 }
 
 cmd_restart_containerd() {
+	load_env
 	preflight
 	lock
 	if ! rk_pid >/dev/null || ! child_pid >/dev/null; then
 		die "rootlesskit is not running in $DIR (use start)"
 	fi
-	load_env
 	local old=none
 	old=$(ctd_pid) || old=none
 	stop_containerd
@@ -477,6 +488,8 @@ cmd_restart_containerd() {
 cmd_exec() {
 	local child wd=/
 	child=$(child_pid) || die "rootless containerd is not running in $DIR (use start)"
+	load_env
+	[[ -z ${SAVED[CONTAINERD_BIN]:-} ]] || export PATH=${SAVED[CONTAINERD_BIN]}:$PATH
 	[[ -n ${NORTHSTAR_BIN:-} ]] && export PATH=$NORTHSTAR_BIN:$PATH
 	export CONTAINERD_ADDRESS=$CTD_SOCK
 	# keep the caller's working directory when the user can enter it

@@ -75,7 +75,7 @@ func shimError(err error) error {
 // invocation is what the wrapper needs from containerd's arguments.
 type invocation struct {
 	action string // "start", "delete", or "" (a flag-only call such as -v)
-	bundle string // -bundle, else the working directory
+	bundle string // -bundle, else (for start) the working directory
 }
 
 // Flags containerd's shim protocol passes (runtime v2 shim.go, 1.6 to 2.x):
@@ -118,7 +118,9 @@ func parseArgs(args []string) (invocation, error) {
 			inv.bundle = value
 		}
 	}
-	if inv.bundle == "" {
+	if inv.bundle == "" && inv.action == "start" {
+		// Only start needs it: containerd runs other actions (-info, delete)
+		// from directories that may be gone.
 		wd, err := os.Getwd()
 		if err != nil {
 			return inv, fmt.Errorf("working directory (the bundle): %w", err)

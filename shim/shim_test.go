@@ -40,8 +40,9 @@ func TestParseArgs(t *testing.T) {
 		{"-namespace k8s.io -address /a -publish-binary /b -id c1 -debug start", "start", wd, ""},
 		{"-namespace=default -id=c1 -bundle=/run/b delete", "delete", "/run/b", ""},
 		{"--namespace default --id c1 --bundle /run/b delete", "delete", "/run/b", ""},
-		{"-v", "", wd, ""},
-		{"-info", "", wd, ""},
+		{"-namespace default -id c1 delete", "delete", "", ""},
+		{"-v", "", "", ""},
+		{"-info", "", "", ""},
 		// An id that looks like an action is the flag's value.
 		{"-namespace default -id start start", "start", wd, ""},
 		{"-namespace default -id delete start", "start", wd, ""},

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# install-tools.sh — builds the tools Debian does not package, once, from the
+# Go module proxy, into a cache that later runs reuse:
+#
+#   $TOOLS_DIR/containerd-v2.4.2/{containerd,containerd-shim-runc-v2,ctr}
+#   $TOOLS_DIR/crictl-v1.37.0/crictl
+#
+# containerd 2.x is tested next to Debian's 1.6 (DESIGN.md §6: about 110 s
+# to build); crictl drives containerd's Kubernetes CRI plugin (about 75 s).
+# A directory is complete once its .done stamp exists, so an interrupted
+# build is redone. Static, cgo-free builds (no_btrfs: no btrfs headers).
+#
+# Environment:
+#   TOOLS_DIR   where the tools go (default /opt/northstar-tools)
+#   GO          the go command (default go)
+set -euo pipefail
+
+readonly PROG=${0##*/}
+log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+TOOLS_DIR=${TOOLS_DIR:-/opt/northstar-tools}
+GO=${GO:-go}
+CONTAINERD_VERSION=v2.4.2
+CRICTL_VERSION=v1.37.0
+
+# build DIR PKG... : go install the packages into DIR unless DIR/.done exists.
+build() {
+	local dir=$1 start
+	shift
+	if [[ -e $dir/.done ]]; then
+		log "cached: $dir"
+		return 0
+	fi
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	start=$SECONDS
+	log "building $* into $dir (takes a minute or two, once)"
+	CGO_ENABLED=0 GOBIN=$dir "$GO" install -trimpath -tags no_btrfs "$@" ||
+		die "go install $* failed"
+	touch "$dir/.done"
+	log "built $dir in $((SECONDS - start)) s"
+}
+
+build "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" \
+	"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+	"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+build "$TOOLS_DIR/crictl-$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+chmod -R a+rX "$TOOLS_DIR"
