@@ -42,7 +42,7 @@ func init() {
 		"rotate": {"seal a new lifecycle secret now (new generation)", runRotate},
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
-		"config": {"print the snippet that wires northstar into containerd, hooks-d (podman, CRI-O) or runc", runConfig},
+		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
 		"agent":  {"serve the unsealed secret to the hook from memory ([agent] socket; opt-in, foreground)", runAgent},
 	}
 }

@@ -107,9 +107,17 @@ func TestConfigSnippets(t *testing.T) {
 			t.Errorf("config %s does not name the hook and the config path:\n%s", target, out)
 		}
 	}
-	out, _, err := ctl(t, "config", "containerd", "--config", cfgPath)
-	if err != nil || !strings.Contains(out, `runtime_type = "io.containerd.northstar.v2"`) || !strings.Contains(out, cfgPath) {
-		t.Errorf("config containerd: %v\n%s", err, out)
+	for version, table := range map[string]string{
+		"2": `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.northstar]`,
+		"3": `[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.northstar]`,
+	} {
+		out, _, err := ctl(t, "config", "containerd", "--config", cfgPath, "--config-version", version)
+		if err != nil || !strings.Contains(out, "\n"+table+"\n  runtime_type = \"io.containerd.northstar.v2\"\n") || !strings.Contains(out, cfgPath) {
+			t.Errorf("config containerd --config-version %s: %v\n%s", version, err, out)
+		}
+	}
+	if _, _, err := ctl(t, "config", "containerd", "--config-version", "4"); !errors.Is(err, ErrUsage) {
+		t.Errorf("--config-version 4: %v, want a usage error", err)
 	}
 }
 

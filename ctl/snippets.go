@@ -3,12 +3,61 @@ package ctl
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/binpath"
 )
+
+// criRuntimeTable is the CRI runtime table of a runtime named "northstar"
+// for each containerd config version: 2 (containerd 1.6, 1.7) and 3 (2.x).
+var criRuntimeTable = map[int]string{
+	2: `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.northstar]`,
+	3: `[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.northstar]`,
+}
+
+// BaseSpecPath is where the containerd 2.x snippet expects the base runtime
+// spec that `northstarctl config base-spec` prints.
+const BaseSpecPath = "/etc/containerd/northstar-base-spec.json"
+
+// baseSpecNote completes the runtime table per config version. containerd
+// 2.x runs every container of a pod in the pod sandbox's shim without
+// running the shim binary's `start` again, so the shim cannot add the hook
+// to their config.json; CRI builds them from base_runtime_spec, which then
+// carries it (and is not used for the sandbox itself).
+var baseSpecNote = map[int]string{
+	2: "",
+	3: "  base_runtime_spec = " + fmt.Sprintf("%q", BaseSpecPath) + `
+  # containerd 2.x starts a pod's containers in the sandbox's shim without the
+  # shim's start, where the hook is added: CRI adds it from this base spec.
+  # Make it (again whenever the hook or config path changes) with the ctr of
+  # this containerd on PATH:
+  #   northstarctl config base-spec > ` + BaseSpecPath + "\n",
+}
+
+// containerdConfigVersion is the config version of the containerd on PATH:
+// 3 for containerd 2.x, else (1.x, or none found) 2.
+func containerdConfigVersion() int {
+	out, err := exec.Command("containerd", "--version").Output()
+	if err != nil {
+		return 2
+	}
+	// "containerd github.com/containerd/containerd/v2 v2.4.2 ..." or
+	// "containerd containerd.io 1.6.20~ds1 ..."
+	for _, f := range strings.Fields(string(out)) {
+		v := strings.TrimPrefix(f, "v")
+		if len(v) > 1 && v[0] >= '0' && v[0] <= '9' && v[1] == '.' {
+			if v[0] >= '2' {
+				return 3
+			}
+			return 2
+		}
+	}
+	return 2
+}
 
 // installedPath finds one of northstar's binaries as binpath does, else
 // names the conventional install path: a snippet is printed even before
@@ -21,13 +70,17 @@ func installedPath(name string) string {
 }
 
 func runConfig(_ context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "config", "containerd|hooks-d|runc [--config PATH]")
+	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc [--config PATH] [--config-version 2|3]")
+	cfgVersion := fs.Int("config-version", 0, "containerd config version for the CRI table: 2 (containerd 1.x) or 3 (2.x); default: that of the containerd on PATH")
 	var target string
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		target, args = args[0], args[1:]
 	}
 	if err := parse(fs, env, args); err != nil {
 		return helpOK(err)
+	}
+	if v := *cfgVersion; v != 0 && v != 2 && v != 3 {
+		return fmt.Errorf("%w: --config-version %d: want 2 (containerd 1.x) or 3 (containerd 2.x)", ErrUsage, v)
 	}
 	path, err := filepath.Abs(config.Discover(*cfgPath))
 	if err != nil {
@@ -36,6 +89,10 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	hookPath := installedPath(entry.Name)
 	switch target {
 	case "containerd":
+		version := *cfgVersion
+		if version == 0 {
+			version = containerdConfigVersion()
+		}
 		shim := installedPath("containerd-shim-northstar-v2")
 		fmt.Fprintf(env.Stdout, `# containerd: put %[1]s and northstar-hook in one directory
 # on containerd's PATH (or name the shim with runtime_path). The shim adds the hook,
@@ -45,27 +102,37 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 #   ctr run --runtime %[1]s IMAGE ID
 # If the config is not at the default path, containerd's environment needs
 #   NORTHSTAR_CONFIG=%[2]s       (systemd drop-in: Environment=NORTHSTAR_CONFIG=%[2]s)
-
-# CRI, containerd 1.6/1.7 (config version = 2), /etc/containerd/config.toml:
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.northstar]
+#
+# CRI: add to /etc/containerd/config.toml (config version = %[3]d; for the other
+# version run 'northstarctl config containerd --config-version %[4]d'). No .options
+# table: CRI sends options to a runtime type it does not know as runc in a
+# generic form the runc shim (which the northstar shim execs) cannot read.
+%[5]s
   runtime_type = "io.containerd.northstar.v2"
-  runtime_path = %[3]q
-  # No .options table: containerd sends options to a runtime type it does not
-  # know as runc in a generic form the runc shim (which the northstar shim
-  # execs) cannot read.
-
-# CRI, containerd 2.x (config version = 3):
-# [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.northstar]
-#   runtime_type = 'io.containerd.northstar.v2'
-#   runtime_path = '%[1]s'
-
+  runtime_path = %[1]q
+%[6]s
 # Kubernetes: a RuntimeClass whose handler is the runtime name above
 #   apiVersion: node.k8s.io/v1
 #   kind: RuntimeClass
 #   metadata: {name: northstar}
 #   handler: northstar
 # and runtimeClassName: northstar in the pod spec.
-`, shim, path, shim)
+`, shim, path, version, 5-version, criRuntimeTable[version], baseSpecNote[version])
+	case "base-spec":
+		// containerd's default spec, from the ctr of the containerd it is
+		// for, with the hook added: a base_runtime_spec for CRI (see
+		// baseSpecNote).
+		out, err := exec.Command("ctr", "oci", "spec").Output()
+		if err != nil {
+			return fmt.Errorf("base-spec: 'ctr oci spec' (the ctr of your containerd must be on PATH): %w", err)
+		}
+		spec, _, err := entry.Rewrite(out, entry.New(hookPath, path))
+		if err != nil {
+			return fmt.Errorf("base-spec: %w", err)
+		}
+		fmt.Fprintln(env.Stderr, "# containerd 2.x CRI: save stdout as "+BaseSpecPath+" (see 'northstarctl config containerd')")
+		_, err = env.Stdout.Write(spec)
+		return err
 	case "hooks-d":
 		doc := map[string]any{
 			"version": "1.0.0",
@@ -83,9 +150,9 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\".")
 		return writeJSON(env.Stdout, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
 	case "":
-		return fmt.Errorf("%w: config needs a target: containerd, hooks-d or runc", ErrUsage)
+		return fmt.Errorf("%w: config needs a target: containerd, base-spec, hooks-d or runc", ErrUsage)
 	default:
-		return fmt.Errorf("%w: unknown config target %q: want containerd, hooks-d or runc", ErrUsage, target)
+		return fmt.Errorf("%w: unknown config target %q: want containerd, base-spec, hooks-d or runc", ErrUsage, target)
 	}
 	return nil
 }

@@ -20,9 +20,9 @@ func BenchmarkParseState(b *testing.B) {
 // BenchmarkLoadSpec reads a containerd-sized config.json.
 func BenchmarkLoadSpec(b *testing.B) {
 	dir := b.TempDir()
-	data, err := os.ReadFile("../shim/testdata/containerd-1.6-image.json")
+	data, err := os.ReadFile("entry/testdata/containerd-1.6-image.json")
 	if err != nil {
-		b.Skip("no containerd spec in shim/testdata")
+		b.Skip("no containerd spec in hook/entry/testdata")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
 		b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/secretfs"
 )
 
@@ -36,6 +37,13 @@ func PolicyFor(spec *specs.Spec, defaultMode os.FileMode) (*Policy, error) {
 		p.UID, p.GID = spec.Process.User.UID, spec.Process.User.GID
 	}
 	a := spec.Annotations
+	if entry.IsPodSandbox(a) {
+		// A Kubernetes pod's pause container runs no workload. Injectors
+		// skip it already; a hook that reached it anyway (a base runtime
+		// spec applied to sandboxes too) gives it nothing.
+		p.Disabled = true
+		return p, nil
+	}
 	if v, ok := a[AnnotationDisable]; ok {
 		switch v {
 		case "true":

@@ -172,5 +172,7 @@ install_packages
 disable_system_containerd
 ensure_user
 check_userns
+# containerd 2.x and crictl: built once from the Go module proxy, cached.
+"$(dirname "$0")/install-tools.sh"
 log "ok: packages installed, user $NSTEST_USER ($(id -u "$NSTEST_USER")) ready," \
 	"subuid $(grep "^${NSTEST_USER}:" /etc/subuid | cut -d: -f2,3 || echo '?')"

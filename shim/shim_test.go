@@ -108,7 +108,7 @@ func TestStartInjectsHookAndExecsDelegate(t *testing.T) {
 	}
 	bundle := filepath.Join(tmp, "bundle")
 	os.Mkdir(bundle, 0o755)
-	in, err := os.ReadFile("testdata/containerd-1.6-rootfs.json")
+	in, err := os.ReadFile("../hook/entry/testdata/containerd-1.6-rootfs.json")
 	if err != nil {
 		t.Fatal(err)
 	}

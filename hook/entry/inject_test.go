@@ -1,0 +1,279 @@
+package entry
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// testHook is the hook the table expects; testdata/ours-already.json holds
+// exactly this one.
+var testHook = New("/usr/local/bin/northstar-hook", "/etc/northstar/config.toml")
+
+// stages lists the hook stages of a spec as a JSON tree, in spec order.
+var stages = []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"}
+
+func TestRewriteSpec(t *testing.T) {
+	tests := []struct {
+		description string
+		file        string
+		wantChanged bool
+		// createRuntime hook paths after injection, in order.
+		wantCreateRuntime []string
+	}{
+		{
+			description:       "containerd 1.6 spec for ctr run --rootfs: hooks created",
+			file:              "containerd-1.6-rootfs.json",
+			wantChanged:       true,
+			wantCreateRuntime: []string{testHook.Path},
+		},
+		{
+			description:       "containerd 1.6 spec from an image: hooks created",
+			file:              "containerd-1.6-image.json",
+			wantChanged:       true,
+			wantCreateRuntime: []string{testHook.Path},
+		},
+		{
+			description:       "other hooks at every stage are kept, ours appended at createRuntime",
+			file:              "other-hooks.json",
+			wantChanged:       true,
+			wantCreateRuntime: []string{"/usr/libexec/oci/hooks.d/net-setup", "/usr/libexec/oci/hooks.d/audit", testHook.Path},
+		},
+		{
+			description:       "our identical hook already there: file untouched",
+			file:              "ours-already.json",
+			wantChanged:       false,
+			wantCreateRuntime: []string{"/usr/libexec/oci/hooks.d/net-setup", testHook.Path},
+		},
+		{
+			description:       "stale northstar hook (old path, config, no env) replaced in place",
+			file:              "stale-northstar.json",
+			wantChanged:       true,
+			wantCreateRuntime: []string{"/usr/libexec/oci/hooks.d/first", testHook.Path, "/usr/libexec/oci/hooks.d/last"},
+		},
+		{
+			description:       "northstar hooks at prestart and createContainer dropped, one left at createRuntime",
+			file:              "northstar-at-several-stages.json",
+			wantChanged:       true,
+			wantCreateRuntime: []string{testHook.Path},
+		},
+		{
+			description:       "fields unknown to runtime-spec v1.1 survive the rewrite",
+			file:              "future-fields.json",
+			wantChanged:       true,
+			wantCreateRuntime: []string{testHook.Path},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.description, func(t *testing.T) {
+			in, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, changed, err := Rewrite(in, testHook)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if changed != tt.wantChanged {
+				t.Errorf("changed = %v, want %v", changed, tt.wantChanged)
+			}
+			if !changed && !bytes.Equal(out, in) {
+				t.Error("unchanged spec was re-encoded")
+			}
+			inTree, outTree := jsonTree(t, in), jsonTree(t, out)
+
+			// Everything but the hooks is the same JSON tree.
+			inHooks, outHooks := inTree["hooks"], outTree["hooks"]
+			delete(inTree, "hooks")
+			delete(outTree, "hooks")
+			if !reflect.DeepEqual(inTree, outTree) {
+				t.Errorf("fields other than hooks changed:\nin:  %s\nout: %s", mustJSON(t, inTree), mustJSON(t, outTree))
+			}
+
+			// Exactly one northstar hook, ours, at createRuntime.
+			var ns []any
+			for _, st := range stages {
+				for _, h := range hookList(outHooks, st) {
+					if filepath.Base(h.(map[string]any)["path"].(string)) == Name {
+						if st != "createRuntime" {
+							t.Errorf("northstar hook left at %s", st)
+						}
+						ns = append(ns, h)
+					}
+				}
+			}
+			if len(ns) != 1 {
+				t.Fatalf("%d northstar hooks, want exactly 1: %s", len(ns), mustJSON(t, outHooks))
+			}
+			if want := jsonTree(t, mustJSON(t, map[string]any{"h": testHook}))["h"]; !reflect.DeepEqual(ns[0], want) {
+				t.Errorf("northstar hook = %s, want %s", mustJSON(t, ns[0]), mustJSON(t, want))
+			}
+
+			// Every other hook kept, same stage, same order, same content.
+			for _, st := range stages {
+				if got, want := othersThan(hookList(outHooks, st)), othersThan(hookList(inHooks, st)); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s: other hooks = %s, want %s", st, mustJSON(t, got), mustJSON(t, want))
+				}
+			}
+			var gotPaths []string
+			for _, h := range hookList(outHooks, "createRuntime") {
+				gotPaths = append(gotPaths, h.(map[string]any)["path"].(string))
+			}
+			if !reflect.DeepEqual(gotPaths, tt.wantCreateRuntime) {
+				t.Errorf("createRuntime = %q, want %q", gotPaths, tt.wantCreateRuntime)
+			}
+
+			// Idempotent: a second Create of the same bundle changes nothing.
+			again, changed, err := Rewrite(out, testHook)
+			if err != nil || changed || !bytes.Equal(again, out) {
+				t.Errorf("second injection: changed = %v, err = %v", changed, err)
+			}
+
+			// runc (Go) and the hook read the result as an OCI spec.
+			var s specs.Spec
+			if err := json.Unmarshal(out, &s); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestRewriteSpecRejectsNonSpec(t *testing.T) {
+	for _, in := range []string{``, `[]`, `{"process": 7}`, `{"hooks": {"createRuntime": "x"}}`, `{`} {
+		if _, _, err := Rewrite([]byte(in), testHook); err == nil {
+			t.Errorf("Rewrite(%q) accepted", in)
+		}
+	}
+}
+
+func TestInjectHookTyped(t *testing.T) {
+	other := specs.Hook{Path: "/bin/true"}
+	tests := []struct {
+		description string
+		hooks       *specs.Hooks
+		wantChanged bool
+		want        *specs.Hooks
+	}{
+		{"nil hooks", nil, true, &specs.Hooks{CreateRuntime: []specs.Hook{testHook}}},
+		{"empty hooks", &specs.Hooks{}, true, &specs.Hooks{CreateRuntime: []specs.Hook{testHook}}},
+		{"identical", &specs.Hooks{CreateRuntime: []specs.Hook{testHook}}, false, &specs.Hooks{CreateRuntime: []specs.Hook{testHook}}},
+		{
+			"identical twice: deduplicated",
+			&specs.Hooks{CreateRuntime: []specs.Hook{testHook, other, testHook}}, true,
+			&specs.Hooks{CreateRuntime: []specs.Hook{testHook, other}},
+		},
+		{
+			"other timeout is stale",
+			&specs.Hooks{CreateRuntime: []specs.Hook{other, withTimeout(testHook, 5)}}, true,
+			&specs.Hooks{CreateRuntime: []specs.Hook{other, testHook}},
+		},
+		{
+			"no timeout is stale",
+			&specs.Hooks{CreateRuntime: []specs.Hook{withTimeout(testHook, -1)}}, true,
+			&specs.Hooks{CreateRuntime: []specs.Hook{testHook}},
+		},
+		{
+			"a hook merely named like ours elsewhere in its path is not ours",
+			&specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/opt/northstar-hook/bin/audit"}}}, true,
+			&specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/opt/northstar-hook/bin/audit"}, testHook}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.description, func(t *testing.T) {
+			s := &specs.Spec{Hooks: tt.hooks}
+			if got := Inject(s, testHook); got != tt.wantChanged {
+				t.Errorf("changed = %v, want %v", got, tt.wantChanged)
+			}
+			if !reflect.DeepEqual(s.Hooks, tt.want) {
+				t.Errorf("hooks = %s, want %s", mustJSON(t, s.Hooks), mustJSON(t, tt.want))
+			}
+		})
+	}
+}
+
+func TestRewriteSpecSkipsPodSandbox(t *testing.T) {
+	for typ, wantChanged := range map[string]bool{"sandbox": false, "container": true} {
+		in := []byte(`{"ociVersion":"1.1.0","root":{"path":"rootfs"},"annotations":{"io.kubernetes.cri.container-type":"` + typ + `"}}`)
+		out, changed, err := Rewrite(in, testHook)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if changed != wantChanged || (!changed && string(out) != string(in)) {
+			t.Errorf("container-type %s: changed = %v, want %v", typ, changed, wantChanged)
+		}
+	}
+}
+
+func TestHookEntry(t *testing.T) {
+	h := New("/opt/ns/bin/northstar-hook", "/home/u/.config/northstar/config.toml")
+	want := `{"path":"/opt/ns/bin/northstar-hook","args":["northstar-hook","--config","/home/u/.config/northstar/config.toml"],"env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"timeout":30}`
+	if got := string(mustJSON(t, h)); got != want {
+		t.Errorf("hook = %s\nwant   %s", got, want)
+	}
+}
+
+func withTimeout(h specs.Hook, s int) specs.Hook {
+	if s < 0 {
+		h.Timeout = nil
+		return h
+	}
+	h.Timeout = &s
+	return h
+}
+
+func jsonTree(t *testing.T, data []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func hookList(hooks any, stage string) []any {
+	m, _ := hooks.(map[string]any)
+	l, _ := m[stage].([]any)
+	return l
+}
+
+func othersThan(hs []any) []any {
+	var out []any
+	for _, h := range hs {
+		if filepath.Base(h.(map[string]any)["path"].(string)) != Name {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func TestFindFromPATH(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, Name)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	// The test binary has no northstar-hook next to it: PATH is used.
+	if got, err := Find(); err != nil || got != p {
+		t.Errorf("Find() = %q, %v; want %q", got, err, p)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if _, err := Find(); err == nil || !strings.Contains(err.Error(), "neither next to") {
+		t.Errorf("no hook anywhere: err = %v", err)
+	}
+}
