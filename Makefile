@@ -45,10 +45,13 @@ test-integration: build
 
 # Side-by-side measurements (see README, Performance): the container-start
 # comparisons from the integration harness, then the hook's phases as Go
-# benchmarks. Writes bench.md.
+# benchmarks. Writes bench.md; exits non-zero when a target is missed (after
+# the whole table and the Go benchmarks are printed).
 bench: setup build
-	BENCH_OUT=$(CURDIR)/bench.md $(GO) test -count=1 -tags 'integration bench' -timeout 20m -run 'Bench' -v ./integration/ | grep -vE '^=== RUN'
-	$(GO) test -run '^$$' -bench . -benchtime 200x ./hook ./secretfs ./secretfs/mount ./seal | tee -a bench.md
+	BENCH_OUT=$(CURDIR)/bench.md $(GO) test -count=1 -tags 'integration bench' -timeout 20m -run 'Bench' -v ./integration/ | grep -vE '^=== RUN'; \
+	  status=$${PIPESTATUS[0]}; \
+	  $(GO) test -run '^$$' -bench . -benchtime 200x ./hook ./secretfs ./secretfs/mount ./seal | tee -a bench.md; \
+	  test $${PIPESTATUS[0]} -eq 0 && test $$status -eq 0
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
