@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 )
 
@@ -124,6 +125,42 @@ func TestTPMPCRBinding(t *testing.T) {
 	want := e.secretHex(t)
 	r = newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config).runcRun(t)
 	if r.err != nil || r.stdout != want {
+		t.Fatalf("container after rotate:\n%s", r)
+	}
+}
+
+// TestTPMPCRConfigEnforced: binding the secret to PCRs in the config takes
+// effect at once: a secret sealed before, to no PCRs, stops unsealing (the
+// hook and doctor name the PCRs and the fix) until rotate seals it to them.
+func TestTPMPCRConfigEnforced(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	tpm := newSWTPM(t, nil)
+	e := newTPMEnv(t, tpm, "[]", nil)
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.config, []byte(strings.Replace(string(data), "pcrs = []", "pcrs = [16]", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if e.cfg, err = config.Load(e.config); err != nil {
+		t.Fatal(err)
+	}
+	r := newBundle(t, e.dir, false, "echo started").withHook("createRuntime", e.config).runcRun(t)
+	if r.err == nil || strings.Contains(r.stdout, "started") {
+		t.Fatalf("container started with a secret sealed to other PCRs than the config's:\n%s", r)
+	}
+	if !strings.Contains(r.stderr, "sealed to sha256 PCR none, the config says 16") || !strings.Contains(r.stderr, "northstarctl rotate") {
+		t.Errorf("error does not name the PCRs and the fix:\n%s", r)
+	}
+	if d := e.ctl(t, "doctor"); d.err == nil || !strings.Contains(d.stdout, "FAIL  unseal:") || !strings.Contains(d.stdout, "northstarctl rotate") {
+		t.Errorf("doctor does not fail on the PCR mismatch:\n%s", d)
+	}
+	if r := e.ctl(t, "rotate"); r.err != nil {
+		t.Fatalf("rotate:\n%s", r)
+	}
+	r = newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config).runcRun(t)
+	if r.err != nil || r.stdout != e.secretHex(t) {
 		t.Fatalf("container after rotate:\n%s", r)
 	}
 }

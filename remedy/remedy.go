@@ -26,6 +26,7 @@ var rules = []struct {
 	{store.ErrNotInitialized, Init},
 	// The sealed secret cannot be recovered: a new one is the way out.
 	{seal.ErrPCRChanged, Rotate},
+	{seal.ErrPCRSelection, Rotate + " to seal to the configured PCRs"},
 	{seal.ErrWrongKey, Rotate},
 	{seal.ErrNoKey, Rotate},
 	{seal.ErrCorrupt, Rotate},

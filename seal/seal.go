@@ -47,6 +47,9 @@ var (
 	ErrWrongKey = errors.New("sealed blob belongs to another key or TPM")
 	// ErrPCRChanged: the PCRs the blob is bound to changed since sealing.
 	ErrPCRChanged = errors.New("the sealed secret is bound to PCRs that changed since it was sealed")
+	// ErrPCRSelection: the blob is bound to another set of PCRs than the
+	// configured one (the config changed since it was sealed).
+	ErrPCRSelection = errors.New("the sealed secret is bound to other PCRs than [tpm] pcrs")
 	// ErrNoKey: the sealing key (host key file, TPM) is not available.
 	ErrNoKey = errors.New("sealing key is not available")
 )

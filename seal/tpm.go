@@ -193,6 +193,14 @@ func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm unseal: %w", err)
 	}
+	// The configured PCRs are a policy, not a hint: a blob sealed before the
+	// admin bound the secret to PCR 7 must not keep unsealing without it
+	// until the next rotation. (NewTPM sorted and deduplicated opts.PCRs;
+	// DecodeTPMBlob checked that b.PCRs ascend.)
+	if !slices.Equal(b.PCRs, t.opts.PCRs) {
+		return nil, fmt.Errorf("tpm unseal: %w (sealed to sha256 PCR %s, the config says %s)",
+			ErrPCRSelection, FormatPCRs(b.PCRs), FormatPCRs(t.opts.PCRs))
+	}
 	var plaintext []byte
 	err = t.conversation(ctx, func(tpm transport.TPM) error {
 		var err error

@@ -215,6 +215,32 @@ func TestTPMPCRChanged(t *testing.T) {
 	wantUnseal(t, s, mustSeal(t, s, pt), pt)
 }
 
+// TestTPMPCRSelectionEnforced: the configured PCRs are enforced at unseal,
+// not only at seal: a blob bound to other PCRs (sealed before the config
+// changed) is refused, in both directions.
+func TestTPMPCRSelectionEnforced(t *testing.T) {
+	pt := randomSecret(t)
+	unbound := mustSeal(t, newSimSealer(t), pt)
+	bound := mustSeal(t, newSimSealer(t, 7), pt)
+	for _, tt := range []struct {
+		name string
+		s    *TPM
+		blob []byte
+		want string
+	}{
+		{"sealed to no PCRs, config binds PCR 7", newSimSealer(t, 7), unbound, "sealed to sha256 PCR none, the config says 7"},
+		{"sealed to PCR 7, config binds none", newSimSealer(t), bound, "sealed to sha256 PCR 7, the config says none"},
+		{"sealed to PCR 7, config binds 7 and 16", newSimSealer(t, 16, 7), bound, "the config says 7,16"},
+	} {
+		_, err := tt.s.Unseal(context.Background(), tt.blob)
+		if !errors.Is(err, ErrPCRSelection) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Unseal = %v; want ErrPCRSelection and %q", tt.name, err, tt.want)
+		}
+	}
+	// Same selection, given in another order: fine.
+	wantUnseal(t, newSimSealer(t, 7), bound, pt)
+}
+
 // clearTPM resets the owner hierarchy like `tpm2_clear`: a new owner seed,
 // so the SRK made from the same template is a different key. The persistent
 // SRK is evicted by the clear.
@@ -363,9 +389,9 @@ func TestTPMRefusesTamperedBlobs(t *testing.T) {
 		{"private: middle", flip(privAt + len(b.Private)/2), ErrCorrupt},
 		{"private: last byte", flip(nameAt - 3), ErrCorrupt},
 		{"SRK name", flip(nameAt + 10), ErrWrongKey},
-		// The PCR list is not integrity-protected: forging it can only make
-		// the policy fail.
-		{"PCR list", flip(pcrAt), ErrPCRChanged},
+		// The PCR list is not integrity-protected: a forged list differs
+		// from the configured PCRs (and see below).
+		{"PCR list", flip(pcrAt), ErrPCRSelection},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -375,6 +401,11 @@ func TestTPMRefusesTamperedBlobs(t *testing.T) {
 			}
 			t.Logf("error: %v", err)
 		})
+	}
+	// Forged to match a config that binds PCR 17: only the policy, which
+	// the TPM computed over PCR 16, can tell, and it fails.
+	if _, err := newSimSealer(t, 17).Unseal(context.Background(), flip(pcrAt)); !errors.Is(err, ErrPCRChanged) {
+		t.Errorf("PCR list forged to match the config: %v, want ErrPCRChanged", err)
 	}
 	assertNothingLoaded(t, s)
 }
