@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -57,6 +58,24 @@ type Config struct {
 type TPM struct {
 	Path string `toml:"path"`
 	PCRs []int  `toml:"pcrs"`
+	// Timeout bounds one conversation with the TPM (a Go duration, "10s"):
+	// a TPM that accepts and never answers fails the start instead of
+	// holding the TPM lock, and every other start, until the runtime's
+	// hook timeout.
+	Timeout string `toml:"timeout"`
+}
+
+// TPM timeout bounds: long enough for a slow hardware TPM creating an SRK,
+// short enough to fail before a runtime's hook timeout (30 s, entry.Timeout).
+const (
+	minTPMTimeout = time.Second
+	maxTPMTimeout = 5 * time.Minute
+)
+
+// TPMTimeout returns the validated [tpm] timeout.
+func (c *Config) TPMTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.TPM.Timeout) // validated by Load
+	return d
 }
 
 // Secret describes the in-container file.
@@ -98,7 +117,7 @@ func Default() *Config {
 	return &Config{
 		StateDir: "/var/lib/northstar",
 		Sealer:   SealerTPM,
-		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}},
+		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}, Timeout: "10s"},
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
 		Shim:     Shim{Delegate: DefaultShimDelegate},
@@ -162,6 +181,9 @@ func (c *Config) Validate() error {
 	case SealerHost:
 	default:
 		return fmt.Errorf("sealer %q: want %q or %q", c.Sealer, SealerTPM, SealerHost)
+	}
+	if d, err := time.ParseDuration(c.TPM.Timeout); err != nil || d < minTPMTimeout || d > maxTPMTimeout {
+		return fmt.Errorf("[tpm] timeout %q: want a duration from %s to %s, like \"10s\"", c.TPM.Timeout, minTPMTimeout, maxTPMTimeout)
 	}
 	if err := seal.CheckPCRs(c.TPM.PCRs); err != nil {
 		return fmt.Errorf("[tpm] pcrs: %w", err)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -27,7 +28,7 @@ on = "manual"
 		t.Errorf("parsed %+v", c)
 	}
 	d, err := Parse(nil)
-	if err != nil || d.Sealer != SealerTPM || d.SecretMode() != 0o400 || d.Rotation.On != RotateOnRuntimeRestart {
+	if err != nil || d.Sealer != SealerTPM || d.SecretMode() != 0o400 || d.Rotation.On != RotateOnRuntimeRestart || d.TPMTimeout() != 10*time.Second {
 		t.Errorf("defaults: %+v, %v", d, err)
 	}
 }

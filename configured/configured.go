@@ -36,6 +36,7 @@ func Sealer(cfg *config.Config) (seal.Sealer, error) {
 			Path:     cfg.TPM.Path,
 			PCRs:     cfg.TPM.PCRs,
 			LockPath: filepath.Join(cfg.StateDir, TPMLockFile),
+			Timeout:  cfg.TPMTimeout(),
 		})
 	default:
 		return nil, fmt.Errorf("unknown sealer %q", cfg.Sealer)

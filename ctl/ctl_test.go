@@ -250,3 +250,29 @@ func TestRemediesNameTheCommand(t *testing.T) {
 		t.Errorf("status of a corrupt record: %v", err)
 	}
 }
+
+func TestDoctorWarnsAboutReachableTPMPaths(t *testing.T) {
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"tcp:127.0.0.1:2321":                  "a TCP port is reachable by every local process",
+		"unix:" + filepath.Join(open, "sock"): "has mode 0755",
+	} {
+		var lines []string
+		cfg := config.Default()
+		cfg.TPM.Path = path
+		checkTPMPath(cfg, func(level, what, fix string) { lines = append(lines, level+" "+what+" fix: "+fix) })
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "warn ") || !strings.Contains(lines[0], want) {
+			t.Errorf("%s: doctor said %q, want a warning containing %q", path, lines, want)
+		}
+	}
+	private := t.TempDir()
+	if err := os.Chmod(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.TPM.Path = "unix:" + filepath.Join(private, "sock")
+	checkTPMPath(cfg, func(level, what, _ string) { t.Errorf("a 0700 socket directory got %s %s", level, what) })
+}

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -76,6 +78,7 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 		add("FAIL", "sealer: "+err.Error(), "check 'sealer' and [tpm] in the config")
 		return
 	}
+	checkTPMPath(cfg, add)
 	if cfg.Sealer == config.SealerHost {
 		add("warn", "sealer \"host\": the secret is protected by a key file, not a TPM", "use sealer = \"tpm\" where the host has a TPM 2.0")
 	}
@@ -99,6 +102,25 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 	}
 	sec.Zero()
 	add("ok", fmt.Sprintf("secret generation %d unseals (sealer %s)", rec.Generation, rec.Sealer), "")
+}
+
+// checkTPMPath warns about TPM paths other local users can reach: swtpm's
+// data channel answers whoever connects, and a process that gets between
+// northstar and the TPM can stall every container start (or try to pose as
+// the TPM; the SRK name pins the key only after the first seal).
+func checkTPMPath(cfg *config.Config, add func(level, what, fix string)) {
+	if cfg.Sealer != config.SealerTPM {
+		return
+	}
+	switch p := cfg.TPM.Path; {
+	case strings.HasPrefix(p, "tcp:"):
+		add("warn", "TPM "+p+": a TCP port is reachable by every local process", `run swtpm on a unix socket in a 0700 directory and set [tpm] path = "unix:/that/dir/sock"`)
+	case strings.HasPrefix(p, "unix:"):
+		dir := filepath.Dir(strings.TrimPrefix(p, "unix:"))
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			add("warn", fmt.Sprintf("TPM %s: its directory %s has mode %04o, so other users can reach or replace the socket", p, dir, fi.Mode().Perm()), "chmod 0700 "+dir)
+		}
+	}
 }
 
 // checkKernel probes the kernel features the hook relies on, by using them.

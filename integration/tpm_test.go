@@ -7,10 +7,13 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math/rand"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -163,6 +166,58 @@ func TestTPMPCRConfigEnforced(t *testing.T) {
 	if r.err != nil || r.stdout != e.secretHex(t) {
 		t.Fatalf("container after rotate:\n%s", r)
 	}
+}
+
+// TestTPMThatNeverAnswers: a TPM socket that accepts and never answers (a
+// wedged swtpm, or something squatting on its path) fails the container
+// within [tpm] timeout, naming the TPM and the setting, instead of holding
+// every start until the runtime's hook timeout.
+func TestTPMThatNeverAnswers(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil) // sealed on a real TPM
+	dir := worldDir(t)
+	sock := filepath.Join(dir, "stuck.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted, read, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := regexp.MustCompile(`path = "[^"]*"`).ReplaceAllString(string(data), fmt.Sprintf("path = %q\ntimeout = \"2s\"", "unix:"+sock))
+	if err := os.WriteFile(e.config, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := newBundle(t, e.dir, false, "echo started").withHook("createRuntime", e.config).runcRun(t)
+	took := time.Since(start)
+	if r.err == nil || strings.Contains(r.stdout, "started") {
+		t.Fatalf("container started with a TPM that never answers:\n%s", r)
+	}
+	if !strings.Contains(r.stderr, "tpm unix:"+sock+": gave up after 2s ([tpm] timeout)") {
+		t.Errorf("error does not name the TPM and the timeout:\n%s", r)
+	}
+	if took > 10*time.Second {
+		t.Errorf("the start failed after %v; want about the 2s [tpm] timeout", took)
+	}
+	t.Logf("refused after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(r.stderr))
 }
 
 // TestTPMStopped: an unreachable TPM fails the container closed, naming the

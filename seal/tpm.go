@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -26,6 +27,10 @@ type TPMOptions struct {
 	LockPath string
 	// Open overrides how the transport is opened (tests inject a simulator).
 	Open func() (transport.TPMCloser, error)
+	// Timeout bounds each conversation (waiting for the lock included); 0
+	// means none. A device TPM's read cannot be interrupted: there the
+	// kernel's own TPM timeouts apply.
+	Timeout time.Duration
 }
 
 // TPM seals the secret to a TPM 2.0.
@@ -74,9 +79,21 @@ func NewTPM(opts TPMOptions) (*TPM, error) {
 // Name implements Sealer.
 func (*TPM) Name() string { return KindTPM }
 
-// conversation runs fn in one conversation with the configured TPM.
+// conversation runs fn in one conversation with the configured TPM, within
+// opts.Timeout.
 func (t *TPM) conversation(ctx context.Context, fn func(transport.TPM) error) error {
-	return tpmconn.Converse(ctx, tpmconn.Options{Path: t.opts.Path, LockPath: t.opts.LockPath, Open: t.opts.Open}, fn)
+	parent := ctx
+	if t.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.opts.Timeout)
+		defer cancel()
+	}
+	err := tpmconn.Converse(ctx, tpmconn.Options{Path: t.opts.Path, LockPath: t.opts.LockPath, Open: t.opts.Open}, fn)
+	if err != nil && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Our deadline, not the caller's: say which TPM and which setting.
+		return fmt.Errorf("tpm %s: gave up after %s ([tpm] timeout): %w", t.opts.Path, t.opts.Timeout, err)
+	}
+	return err
 }
 
 // Seal implements Sealer.
