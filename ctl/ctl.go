@@ -161,7 +161,7 @@ func runRotate(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rec, err := st.Rotate(ctx, "manual")
+	rec, err := st.Rotate(ctx)
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}

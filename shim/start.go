@@ -12,6 +12,7 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/store"
 )
 
 // loadConfig loads the config the shim and its hook use (see configPath).
@@ -60,12 +61,16 @@ func rotateIfRuntimeRestarted(ctx context.Context, cfg *config.Config, runtimePi
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	rec, rotated, err := st.RotateIfLifecycleChanged(ctx, id)
+	rec, change, err := st.RotateIfLifecycleChanged(ctx, id)
 	if err != nil {
 		return fmt.Errorf("rotate lifecycle secret: %w", err)
 	}
-	if rotated {
+	switch change {
+	case store.Rotated:
 		logToContainerd(fmt.Sprintf("northstar: runtime restarted, new lifecycle secret generation=%d lifecycle_id=%q config=%q",
+			rec.Generation, rec.LifecycleID, cfg.Path))
+	case store.Adopted:
+		logToContainerd(fmt.Sprintf("northstar: secret generation=%d adopted for this runtime lifecycle lifecycle_id=%q config=%q",
 			rec.Generation, rec.LifecycleID, cfg.Path))
 	}
 	return nil

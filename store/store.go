@@ -163,13 +163,20 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 	return rec, created, err
 }
 
-// Rotate makes a new secret now, whatever the lifecycle.
-func (s *Store) Rotate(ctx context.Context, lifecycleID string) (*Record, error) {
+// Rotate makes a new secret now, whatever the lifecycle, and keeps the
+// record's lifecycle id: a manual rotation starts a new generation, not a
+// new runtime lifecycle, so the next container start through the shim
+// does not rotate a second time.
+func (s *Store) Rotate(ctx context.Context) (*Record, error) {
 	var rec *Record
 	err := s.locked(ctx, func() error {
-		gen, _, err := s.next()
+		gen, cur, err := s.next()
 		if err != nil {
 			return err
+		}
+		lifecycleID := ""
+		if cur != nil {
+			lifecycleID = cur.LifecycleID
 		}
 		rec, err = s.write(ctx, gen, lifecycleID)
 		return err
@@ -177,31 +184,54 @@ func (s *Store) Rotate(ctx context.Context, lifecycleID string) (*Record, error)
 	return rec, err
 }
 
+// Change is what RotateIfLifecycleChanged did.
+type Change int
+
+const (
+	Unchanged Change = iota // the record already belonged to the lifecycle
+	Adopted                 // the record belonged to none; now to this one
+	Rotated                 // a new secret for the new lifecycle
+)
+
 // RotateIfLifecycleChanged rotates unless the stored record already belongs
-// to lifecycleID. Many callers racing with the same id rotate exactly once:
-// the check and the write happen under the store lock.
-func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string) (rec *Record, rotated bool, err error) {
+// to lifecycleID. A record that belongs to no lifecycle yet (made by init,
+// or rotated by hand before any runtime claimed it) is adopted instead: the
+// runtime's first start takes the secret the administrator just made.
+// Many callers racing with the same id rotate (or adopt) exactly once: the
+// check and the write happen under the store lock.
+func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string) (rec *Record, change Change, err error) {
 	if lifecycleID == "" {
-		return nil, false, errors.New("empty lifecycle id")
+		return nil, Unchanged, errors.New("empty lifecycle id")
 	}
 	// Fast path without the lock: the common case is "nothing to do".
 	if cur, err := s.Current(); err == nil && cur.LifecycleID == lifecycleID {
-		return cur, false, nil
+		return cur, Unchanged, nil
 	}
 	err = s.locked(ctx, func() error {
 		gen, cur, err := s.next()
 		if err != nil {
 			return err
 		}
-		if cur != nil && cur.LifecycleID == lifecycleID {
+		switch {
+		case cur != nil && cur.LifecycleID == lifecycleID:
 			rec = cur
 			return nil
+		case cur != nil && cur.LifecycleID == "":
+			adopted := *cur
+			adopted.LifecycleID = lifecycleID
+			if err := s.save(&adopted); err != nil {
+				return err
+			}
+			rec, change = &adopted, Adopted
+			return nil
 		}
-		rec, err = s.write(ctx, gen, lifecycleID)
-		rotated = err == nil
-		return err
+		if rec, err = s.write(ctx, gen, lifecycleID); err != nil {
+			return err
+		}
+		change = Rotated
+		return nil
 	})
-	return rec, rotated, err
+	return rec, change, err
 }
 
 // next reads the current record (nil when there is none or it is bad) and
@@ -242,14 +272,23 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string) (*Rec
 		Sealer:      s.sealer.Name(),
 		Blob:        blob,
 	}
-	data, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
+	if err := s.save(rec); err != nil {
 		return nil, err
 	}
-	if err := atomicfile.Write(filepath.Join(s.dir, RecordFile), append(data, '\n'), 0o600); err != nil {
-		return nil, fmt.Errorf("write record: %w", err)
-	}
 	return rec, nil
+}
+
+// save atomically and durably replaces the record file. The caller holds
+// the lock.
+func (s *Store) save(rec *Record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(s.dir, RecordFile), append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	return nil
 }
 
 // locked runs fn holding the exclusive store lock, creating the state

@@ -56,7 +56,7 @@ func TestRotateChangesSecretAndGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	old, _, _ := s.Secret(ctx)
-	rec, err := s.Rotate(ctx, "manual")
+	rec, err := s.Rotate(ctx)
 	if err != nil || rec.Generation != 2 {
 		t.Fatalf("Rotate = %+v, %v", rec, err)
 	}
@@ -105,11 +105,11 @@ func TestRotateIfLifecycleChangedOnce(t *testing.T) {
 			// A separate Store per goroutine: its own lock fd, as separate
 			// shim processes would have.
 			s2 := New(s.Dir(), seal.NewHost(filepath.Join(s.Dir(), seal.HostKeyFile)))
-			_, rotated, err := s2.RotateIfLifecycleChanged(ctx, "boot-b")
+			_, change, err := s2.RotateIfLifecycleChanged(ctx, "boot-b")
 			if err != nil {
 				t.Error(err)
 			}
-			if rotated {
+			if change == Rotated {
 				mu.Lock()
 				rotations++
 				mu.Unlock()
@@ -124,8 +124,42 @@ func TestRotateIfLifecycleChangedOnce(t *testing.T) {
 	if rotations != 1 || rec.Generation != 2 || rec.LifecycleID != "boot-b" {
 		t.Errorf("rotations = %d, record %+v; want exactly one rotation to generation 2", rotations, rec)
 	}
-	if _, rotated, _ := s.RotateIfLifecycleChanged(ctx, "boot-b"); rotated {
+	if _, change, _ := s.RotateIfLifecycleChanged(ctx, "boot-b"); change != Unchanged {
 		t.Error("same lifecycle rotated again")
+	}
+}
+
+// TestLifecycleAdoptionAndManualRotation: the secret init made is adopted by
+// the first runtime lifecycle instead of being replaced at once, and a
+// manual rotation keeps the lifecycle, so the runtime's next start does
+// not rotate a second time (issue 9, point 7: generation 3 -> 4).
+func TestLifecycleAdoptionAndManualRotation(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := s.Secret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, change, err := s.RotateIfLifecycleChanged(ctx, "boot-a")
+	if err != nil || change != Adopted || rec.Generation != 1 || rec.LifecycleID != "boot-a" {
+		t.Fatalf("first start after init: %+v, change %d, %v; want generation 1 adopted by boot-a", rec, change, err)
+	}
+	after, _, err := s.Secret(ctx)
+	if err != nil || !after.Equal(before) {
+		t.Fatalf("adoption changed the secret (%v)", err)
+	}
+	rec, err = s.Rotate(ctx)
+	if err != nil || rec.Generation != 2 || rec.LifecycleID != "boot-a" {
+		t.Fatalf("manual rotate: %+v, %v; want generation 2 keeping lifecycle boot-a", rec, err)
+	}
+	if rec, change, err := s.RotateIfLifecycleChanged(ctx, "boot-a"); err != nil || change != Unchanged || rec.Generation != 2 {
+		t.Errorf("start after a manual rotate: %+v, change %d, %v; want generation 2 unchanged", rec, change, err)
+	}
+	if rec, change, err := s.RotateIfLifecycleChanged(ctx, "boot-b"); err != nil || change != Rotated || rec.Generation != 3 {
+		t.Errorf("runtime restart: %+v, change %d, %v; want a rotation to generation 3", rec, change, err)
 	}
 }
 
@@ -154,7 +188,7 @@ func TestCorruptRecord(t *testing.T) {
 		}
 	}
 	// Rotation is the way out of a corrupt record.
-	if _, err := s.Rotate(ctx, "manual"); err != nil {
+	if _, err := s.Rotate(ctx); err != nil {
 		t.Fatalf("rotate over a corrupt record: %v", err)
 	}
 	if _, _, err := s.Secret(ctx); err != nil {
