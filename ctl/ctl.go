@@ -12,6 +12,7 @@ import (
 	"io"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 
 	"github.com/northstar-oci/northstar/agent"
@@ -54,12 +55,33 @@ func Run(ctx context.Context, env *Env, args []string) error {
 }
 
 func run(ctx context.Context, env *Env, args []string) error {
+	// Global flags may come before the subcommand, as with ctr, podman and
+	// kubectl: `northstarctl --config X init`. --config is the only one;
+	// it is handed to the subcommand, which parses it like its own.
+	var global []string
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		switch a := args[0]; {
+		case a == "-h" || a == "--help" || a == "-help":
+			usage(env.Stdout)
+			return nil
+		case a == "--config" || a == "-config":
+			if len(args) < 2 {
+				usage(env.Stderr)
+				return fmt.Errorf("%w: flag needs an argument: %s", ErrUsage, a)
+			}
+			global, args = append(global, a, args[1]), args[2:]
+		case strings.HasPrefix(a, "--config=") || strings.HasPrefix(a, "-config="):
+			global, args = append(global, a), args[1:]
+		default:
+			usage(env.Stderr)
+			return fmt.Errorf("%w: unknown global flag %q (the only one is --config)", ErrUsage, a)
+		}
+	}
 	if len(args) == 0 {
 		usage(env.Stderr)
 		return fmt.Errorf("%w: missing subcommand", ErrUsage)
 	}
-	switch args[0] {
-	case "-h", "--help", "help":
+	if args[0] == "help" {
 		usage(env.Stdout)
 		return nil
 	}
@@ -68,11 +90,11 @@ func run(ctx context.Context, env *Env, args []string) error {
 		usage(env.Stderr)
 		return fmt.Errorf("%w: unknown subcommand %q", ErrUsage, args[0])
 	}
-	return cmd.run(ctx, env, args[1:])
+	return cmd.run(ctx, env, append(global, args[1:]...))
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: northstarctl <command> [--config PATH] [flags]")
+	fmt.Fprintln(w, "Usage: northstarctl [--config PATH] <command> [flags]   (flags may also follow the command)")
 	fmt.Fprintln(w, "\nCommands:")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
@@ -101,22 +123,40 @@ func flags(env *Env, name, synopsis string) (*flag.FlagSet, *string) {
 
 var errHelp = errors.New("help shown")
 
-func parse(fs *flag.FlagSet, env *Env, args []string) error {
+// parse parses a subcommand's flags, which may come anywhere among its
+// arguments (`config --config X hooks-d` and `config hooks-d --config X`
+// alike), and returns at most maxArgs positional arguments; after "--"
+// everything is positional.
+func parse(fs *flag.FlagSet, env *Env, args []string, maxArgs int) ([]string, error) {
 	fs.SetOutput(env.Stderr)
-	for _, a := range args {
+	var rest []string
+	for i, a := range args {
+		if a == "--" {
+			args, rest = args[:i], args[i+1:]
+			break
+		}
 		if a == "-h" || a == "--help" || a == "-help" {
 			fs.SetOutput(env.Stdout)
 			fs.Usage()
-			return errHelp
+			return nil, errHelp
 		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", ErrUsage, err)
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() != 0 {
-		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
+	positional = append(positional, rest...)
+	if len(positional) > maxArgs {
+		return nil, fmt.Errorf("%w: unexpected argument %q", ErrUsage, positional[maxArgs])
 	}
-	return nil
+	return positional, nil
 }
 
 func openStore(path string) (*config.Config, *store.Store, error) {
@@ -133,7 +173,7 @@ func openStore(path string) (*config.Config, *store.Store, error) {
 
 func runInit(ctx context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "init", "[--config PATH]")
-	if err := parse(fs, env, args); err != nil {
+	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
 	_, st, err := openStore(*cfgPath)
@@ -154,7 +194,7 @@ func runInit(ctx context.Context, env *Env, args []string) error {
 
 func runRotate(ctx context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "rotate", "[--config PATH]")
-	if err := parse(fs, env, args); err != nil {
+	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
 	_, st, err := openStore(*cfgPath)
@@ -178,7 +218,7 @@ func helpOK(err error) error {
 
 func runAgent(ctx context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "agent", "[--config PATH]")
-	if err := parse(fs, env, args); err != nil {
+	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
 	cfg, st, err := openStore(*cfgPath)

@@ -276,3 +276,41 @@ func TestDoctorWarnsAboutReachableTPMPaths(t *testing.T) {
 	cfg.TPM.Path = "unix:" + filepath.Join(private, "sock")
 	checkTPMPath(cfg, func(level, what, _ string) { t.Errorf("a 0700 socket directory got %s %s", level, what) })
 }
+
+// TestFlagsAnywhere: --config before the subcommand and flags after the
+// config target work, as users of ctr, podman and kubectl expect (issue 9,
+// point 10: both were usage errors).
+func TestFlagsAnywhere(t *testing.T) {
+	cfgPath := setup(t)
+	for _, args := range [][]string{
+		{"--config", cfgPath, "init"},
+		{"--config=" + cfgPath, "status"},
+		{"status", "--config", cfgPath, "--json"},
+		{"--config", cfgPath, "status", "--json"},
+		{"config", "--config", cfgPath, "hooks-d"},
+		{"config", "hooks-d", "--config", cfgPath},
+		{"--config", cfgPath, "config", "runc"},
+	} {
+		if out, _, err := ctl(t, args...); err != nil {
+			t.Errorf("northstarctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	out, _, err := ctl(t, "config", "--config", cfgPath, "hooks-d")
+	if err != nil || !strings.Contains(out, cfgPath) {
+		t.Errorf("config --config X hooks-d did not use X: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"--bogus", "init"},
+		{"--config"},
+		{"--config", cfgPath},
+		{"config", "runc", "hooks-d"},
+		{"status", "--config", cfgPath, "extra"},
+	} {
+		if _, _, err := ctl(t, args...); !errors.Is(err, ErrUsage) {
+			t.Errorf("northstarctl %s: %v, want a usage error", strings.Join(args, " "), err)
+		}
+	}
+	if out, _, err := ctl(t, "--config", cfgPath, "--help"); err != nil || !strings.Contains(out, "Usage: northstarctl") {
+		t.Errorf("--config X --help: %v\n%s", err, out)
+	}
+}

@@ -33,7 +33,7 @@ type prober interface {
 
 func runDoctor(ctx context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "doctor", "[--config PATH]")
-	if err := parse(fs, env, args); err != nil {
+	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
 	var fs2 []finding

@@ -72,12 +72,13 @@ func installedPath(name string) string {
 func runConfig(_ context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc [--config PATH] [--config-version 2|3]")
 	cfgVersion := fs.Int("config-version", 0, "containerd config version for the CRI table: 2 (containerd 1.x) or 3 (2.x); default: that of the containerd on PATH")
-	var target string
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		target, args = args[0], args[1:]
-	}
-	if err := parse(fs, env, args); err != nil {
+	pos, err := parse(fs, env, args, 1)
+	if err != nil {
 		return helpOK(err)
+	}
+	var target string
+	if len(pos) == 1 {
+		target = pos[0]
 	}
 	if v := *cfgVersion; v != 0 && v != 2 && v != 3 {
 		return fmt.Errorf("%w: --config-version %d: want 2 (containerd 1.x) or 3 (containerd 2.x)", ErrUsage, v)

@@ -26,7 +26,7 @@ type Status struct {
 func runStatus(_ context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "status", "[--config PATH] [--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, env, args); err != nil {
+	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
 	cfg, st, err := openStore(*cfgPath)
