@@ -5,8 +5,9 @@
 // Listen, Serve and Fetch are the wire protocol; FetchCurrent is the one
 // call the hook makes.
 //
-// The protocol is one message per connection: the generation (8 bytes, big
-// endian) with exactly one memfd attached by SCM_RIGHTS.
+// The protocol is one message per connection: the RecordID of the secret
+// (generation, 8 bytes big endian, then the 32-byte SHA-256 of the sealed
+// blob) with exactly one memfd attached by SCM_RIGHTS.
 //
 // Both ends check each other with SO_PEERCRED: only uid 0 of the checking
 // process's user namespace, or its own uid, is accepted. The receiver trusts
@@ -16,6 +17,7 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,18 +30,44 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/store"
 )
 
 // FetchTimeout bounds a whole Fetch: the hook must not wait on a hung agent
 // longer than a TPM unseal would take.
 const FetchTimeout = 200 * time.Millisecond
 
-// network is SOCK_SEQPACKET: the generation and its fd arrive as one
+// network is SOCK_SEQPACKET: the record id and its fd arrive as one
 // message, never split or merged.
 const network = "unixpacket"
 
-// msgSize is the payload: the generation.
-const msgSize = 8
+// msgSize is the payload: a RecordID.
+const msgSize = 8 + sha256.Size
+
+// RecordID names the stored record a memfd was unsealed from: its
+// generation, for people, and the SHA-256 of its sealed blob, which no two
+// secrets share. Matching on the generation alone would let an agent that
+// holds an old generation 1 serve it again after the state was wiped and
+// initialised (generations start over at 1 there).
+type RecordID struct {
+	Generation uint64
+	BlobDigest [sha256.Size]byte
+}
+
+// IDOf returns the RecordID of rec.
+func IDOf(rec *store.Record) RecordID {
+	return RecordID{Generation: rec.Generation, BlobDigest: sha256.Sum256(rec.Blob)}
+}
+
+func (id RecordID) marshal() []byte {
+	return append(binary.BigEndian.AppendUint64(nil, id.Generation), id.BlobDigest[:]...)
+}
+
+func unmarshalRecordID(b []byte) RecordID {
+	id := RecordID{Generation: binary.BigEndian.Uint64(b)}
+	copy(id.BlobDigest[:], b[8:])
+	return id
+}
 
 // serveTimeout bounds how long a slow client may hold the (serial) server.
 const serveTimeout = time.Second
@@ -47,10 +75,10 @@ const serveTimeout = time.Second
 // ErrRefused: the peer at the other end of the socket is not allowed.
 var ErrRefused = errors.New("peer refused")
 
-// Source returns the memfd to serve and its generation. The caller of a
-// Source owns the returned file and closes it, so a Source returns a
+// Source returns the memfd to serve and the id of its record. The caller
+// of a Source owns the returned file and closes it, so a Source returns a
 // duplicate of what it holds and can swap its memfd at any time.
-type Source func() (memfd *os.File, generation uint64, err error)
+type Source func() (memfd *os.File, id RecordID, err error)
 
 // Listen creates the socket's directory with mode 0700 (or accepts it if it
 // already has exactly that mode and this process's owner) and listens on
@@ -140,7 +168,7 @@ func serveConn(c *net.UnixConn, src Source) error {
 	if err := checkPeer(c); err != nil {
 		return err
 	}
-	memfd, gen, err := src()
+	memfd, id, err := src()
 	if err != nil {
 		return err
 	}
@@ -149,9 +177,7 @@ func serveConn(c *net.UnixConn, src Source) error {
 	if err := secretfs.CheckSealed(memfd); err != nil {
 		return err
 	}
-	var msg [msgSize]byte
-	binary.BigEndian.PutUint64(msg[:], gen)
-	_, _, err = c.WriteMsgUnix(msg[:], unix.UnixRights(int(memfd.Fd())), nil)
+	_, _, err = c.WriteMsgUnix(id.marshal(), unix.UnixRights(int(memfd.Fd())), nil)
 	return err
 }
 
@@ -186,16 +212,16 @@ func allowUID(peer, self uint32) error {
 }
 
 // Fetch asks the agent at socketPath for the secret and returns its sealed
-// memfd and generation. Anything unexpected (no agent, a peer that is not
+// memfd and the id of its record. Anything unexpected (no agent, a peer that is not
 // root or us, no fd or more than one, an unsealed memfd, content that is not
 // a secret) is an error; the caller then unseals from the TPM instead.
-func Fetch(ctx context.Context, socketPath string) (*os.File, uint64, error) {
+func Fetch(ctx context.Context, socketPath string) (*os.File, RecordID, error) {
 	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network, socketPath)
 	if err != nil {
-		return nil, 0, fmt.Errorf("dial agent: %w", err)
+		return nil, RecordID{}, fmt.Errorf("dial agent: %w", err)
 	}
 	defer nc.Close()
 	c := nc.(*net.UnixConn)
@@ -205,15 +231,15 @@ func Fetch(ctx context.Context, socketPath string) (*os.File, uint64, error) {
 	// The directory's mode should already guarantee who listens; checking
 	// costs one getsockopt.
 	if err := checkPeer(c); err != nil {
-		return nil, 0, fmt.Errorf("agent: %w", err)
+		return nil, RecordID{}, fmt.Errorf("agent: %w", err)
 	}
 	// One spare byte and room for several fds, to detect (and refuse)
-	// anything but exactly one generation and one fd.
+	// anything but exactly one record id and one fd.
 	var msg [msgSize + 1]byte
 	oob := make([]byte, unix.CmsgSpace(8*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(msg[:], oob)
 	if err != nil {
-		return nil, 0, fmt.Errorf("read agent: %w", err)
+		return nil, RecordID{}, fmt.Errorf("read agent: %w", err)
 	}
 	// Go's ReadMsgUnix passes MSG_CMSG_CLOEXEC on Linux, so received fds
 	// never leak into anything the hook executes.
@@ -226,23 +252,23 @@ func Fetch(ctx context.Context, socketPath string) (*os.File, uint64, error) {
 	switch {
 	case perr != nil:
 		closeAll()
-		return nil, 0, perr
+		return nil, RecordID{}, perr
 	case flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0:
 		closeAll()
-		return nil, 0, errors.New("agent message truncated")
+		return nil, RecordID{}, errors.New("agent message truncated")
 	case n != msgSize:
 		closeAll()
-		return nil, 0, fmt.Errorf("agent message is %d bytes, want %d", n, msgSize)
+		return nil, RecordID{}, fmt.Errorf("agent message is %d bytes, want %d", n, msgSize)
 	case len(fds) != 1:
 		closeAll()
-		return nil, 0, fmt.Errorf("agent sent %d fds, want 1", len(fds))
+		return nil, RecordID{}, fmt.Errorf("agent sent %d fds, want 1", len(fds))
 	}
 	f := os.NewFile(uintptr(fds[0]), "memfd:northstar-agent")
 	if err := checkSecretMemfd(f); err != nil {
 		f.Close()
-		return nil, 0, err
+		return nil, RecordID{}, err
 	}
-	return f, binary.BigEndian.Uint64(msg[:msgSize]), nil
+	return f, unmarshalRecordID(msg[:msgSize]), nil
 }
 
 // parseRights returns every fd in the control messages, so that the caller

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -47,12 +46,12 @@ func sealed(t *testing.T, content string) *os.File {
 
 // dupSource serves a duplicate of f, as a Source must.
 func dupSource(f *os.File, gen uint64) Source {
-	return func() (*os.File, uint64, error) {
+	return func() (*os.File, RecordID, error) {
 		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
-			return nil, 0, err
+			return nil, RecordID{}, err
 		}
-		return os.NewFile(uintptr(fd), f.Name()), gen, nil
+		return os.NewFile(uintptr(fd), f.Name()), RecordID{Generation: gen, BlobDigest: [32]byte{byte(gen)}}, nil
 	}
 }
 
@@ -86,14 +85,14 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("agent directory: %v, %v", fi.Mode(), err)
 	}
 	for i := 0; i < 3; i++ {
-		f, gen, err := Fetch(context.Background(), sock)
+		f, id, err := Fetch(context.Background(), sock)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got, err := secretfs.ReadMemfd(f)
 		f.Close()
-		if err != nil || string(got) != testHex || gen != 42 {
-			t.Fatalf("Fetch: generation %d, content ok %v, %v", gen, string(got) == testHex, err)
+		if err != nil || string(got) != testHex || id != (RecordID{Generation: 42, BlobDigest: [32]byte{42}}) {
+			t.Fatalf("Fetch: record %+v, content ok %v, %v", id, string(got) == testHex, err)
 		}
 	}
 }
@@ -133,7 +132,7 @@ func fakeServer(t *testing.T, msg []byte, fds ...int) string {
 }
 
 func genMsg(gen uint64) []byte {
-	return binary.BigEndian.AppendUint64(nil, gen)
+	return RecordID{Generation: gen}.marshal()
 }
 
 func TestFetchRefuses(t *testing.T) {
@@ -152,13 +151,14 @@ func TestFetchRefuses(t *testing.T) {
 		fds  []int
 		want string
 	}{
-		"unsealed memfd": {genMsg(1), []int{unsealedFd}, "not sealed"},
-		"not hex":        {genMsg(1), []int{int(sealed(t, strings.ToUpper(testHex)).Fd())}, "not lowercase hex"},
-		"short":          {genMsg(1), []int{int(sealed(t, testHex[:10]).Fd())}, "want 64"},
-		"no fd":          {genMsg(1), nil, "0 fds"},
-		"two fds":        {genMsg(1), []int{int(good.Fd()), int(good.Fd())}, "2 fds"},
-		"long message":   {append(genMsg(1), 0), []int{int(good.Fd())}, "9 bytes"},
-		"short message":  {[]byte{1}, []int{int(good.Fd())}, "1 bytes"},
+		"unsealed memfd":  {genMsg(1), []int{unsealedFd}, "not sealed"},
+		"not hex":         {genMsg(1), []int{int(sealed(t, strings.ToUpper(testHex)).Fd())}, "not lowercase hex"},
+		"short":           {genMsg(1), []int{int(sealed(t, testHex[:10]).Fd())}, "want 64"},
+		"no fd":           {genMsg(1), nil, "0 fds"},
+		"two fds":         {genMsg(1), []int{int(good.Fd()), int(good.Fd())}, "2 fds"},
+		"long message":    {append(genMsg(1), 0), []int{int(good.Fd())}, "41 bytes"},
+		"generation only": {genMsg(1)[:8], []int{int(good.Fd())}, "8 bytes"},
+		"short message":   {[]byte{1}, []int{int(good.Fd())}, "1 bytes"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f, _, err := Fetch(context.Background(), fakeServer(t, c.msg, c.fds...))

@@ -36,7 +36,7 @@ func Run(ctx context.Context, socketPath string, st *store.Store, log io.Writer)
 		return err
 	}
 	go h.watch(ctx, st, log)
-	fmt.Fprintf(log, "agent: serving generation %d on %s\n", h.generation(), socketPath)
+	fmt.Fprintf(log, "agent: serving generation %d on %s\n", h.current().Generation, socketPath)
 	if err := Serve(ctx, ln, h.source); err != nil {
 		return err
 	}
@@ -47,12 +47,12 @@ func Run(ctx context.Context, socketPath string, st *store.Store, log io.Writer)
 	return nil
 }
 
-// held is the agent's current secret: a sealed memfd and its generation.
+// held is the agent's current secret: a sealed memfd and its record's id.
 type held struct {
-	mu     sync.Mutex // guards memfd, unlock, gen
+	mu     sync.Mutex // guards memfd, unlock, id
 	memfd  *os.File
 	unlock func()
-	gen    uint64
+	id     RecordID
 }
 
 // load unseals the current secret from the store and swaps it in.
@@ -68,7 +68,7 @@ func (h *held) load(ctx context.Context, st *store.Store) error {
 	unlock := mlockMemfd(memfd)
 	h.mu.Lock()
 	old, oldUnlock := h.memfd, h.unlock
-	h.memfd, h.unlock, h.gen = memfd, unlock, rec.Generation
+	h.memfd, h.unlock, h.id = memfd, unlock, IDOf(rec)
 	h.mu.Unlock()
 	if old != nil {
 		oldUnlock()
@@ -96,27 +96,27 @@ func mlockMemfd(f *os.File) (unlock func()) {
 
 // source is the Source Serve sends: a duplicate of the current memfd, so a
 // swap never closes a file that is being sent.
-func (h *held) source() (*os.File, uint64, error) {
+func (h *held) source() (*os.File, RecordID, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.memfd == nil {
-		return nil, 0, errors.New("no secret held")
+		return nil, RecordID{}, errors.New("no secret held")
 	}
 	fd, err := unix.FcntlInt(h.memfd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, 0, fmt.Errorf("dup memfd: %w", err)
+		return nil, RecordID{}, fmt.Errorf("dup memfd: %w", err)
 	}
-	return os.NewFile(uintptr(fd), h.memfd.Name()), h.gen, nil
+	return os.NewFile(uintptr(fd), h.memfd.Name()), h.id, nil
 }
 
-func (h *held) generation() uint64 {
+func (h *held) current() RecordID {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.gen
+	return h.id
 }
 
-// watch follows rotations: when the stored generation changes it unseals
-// the new secret. While that fails (TPM down, PCRs changed) the old one
+// watch follows rotations: when the stored record changes (another blob,
+// whatever its generation) it unseals the new secret. While that fails (TPM down, PCRs changed) the old one
 // stays served; the hook ignores it because its generation is stale.
 func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 	t := time.NewTicker(poll)
@@ -139,7 +139,7 @@ func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 			report(err)
 			continue
 		}
-		if rec.Generation == h.generation() {
+		if IDOf(rec) == h.current() {
 			continue
 		}
 		if err := h.load(ctx, st); err != nil {
@@ -147,7 +147,7 @@ func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 			continue
 		}
 		lastErr = ""
-		fmt.Fprintf(log, "agent: serving generation %d\n", h.generation())
+		fmt.Fprintf(log, "agent: serving generation %d\n", h.current().Generation)
 	}
 }
 
@@ -162,12 +162,12 @@ func (h *held) close() {
 }
 
 // FetchCurrent is the one call the hook makes: the agent's memfd, only if
-// it carries the secret st holds now (same generation, same sealer). Any
+// it carries the secret st holds now (the same sealed blob). Any
 // doubt (no agent, a refused or stale one) is an error, and the caller
 // unseals from the TPM itself: the agent can never make a start fail, and a
 // stale agent cannot serve a rotated-out secret.
 func FetchCurrent(ctx context.Context, socketPath string, st *store.Store) (*os.File, error) {
-	memfd, gen, err := Fetch(ctx, socketPath)
+	memfd, id, err := Fetch(ctx, socketPath)
 	if err != nil {
 		return nil, err
 	}
@@ -176,9 +176,10 @@ func FetchCurrent(ctx context.Context, socketPath string, st *store.Store) (*os.
 		memfd.Close()
 		return nil, err
 	}
-	if rec.Generation != gen || rec.Sealer != st.Sealer().Name() {
+	if want := IDOf(rec); want != id || rec.Sealer != st.Sealer().Name() {
 		memfd.Close()
-		return nil, fmt.Errorf("agent serves generation %d, the store holds %d", gen, rec.Generation)
+		return nil, fmt.Errorf("agent serves generation %d (blob %x…), the store holds %d (blob %x…)",
+			id.Generation, id.BlobDigest[:4], want.Generation, want.BlobDigest[:4])
 	}
 	return memfd, nil
 }

@@ -189,7 +189,7 @@ func fetchGeneration(t *testing.T, sock string) uint64 {
 		t.Fatalf("fetch from the agent: %v", err)
 	}
 	f.Close()
-	return gen
+	return gen.Generation
 }
 
 func waitFor(t *testing.T, cond func() bool) {

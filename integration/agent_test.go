@@ -62,12 +62,12 @@ func (a *agentProc) waitGeneration(t *testing.T, gen uint64) {
 		f, got, err := agent.Fetch(context.Background(), a.sock)
 		if err == nil {
 			f.Close()
-			if gen == 0 || got == gen {
+			if gen == 0 || got.Generation == gen {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("agent never served generation %d (last: %d, %v); its output:\n%s", gen, got, err, a.out)
+			t.Fatalf("agent never served generation %d (last: %d, %v); its output:\n%s", gen, got.Generation, err, a.out)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -182,8 +182,8 @@ func TestAgentStaleGenerationIgnored(t *testing.T) {
 		t.Fatalf("agent: %v\n%s", err, a.out)
 	}
 	f.Close()
-	if gen != 1 {
-		t.Fatalf("agent serves generation %d, want the stale 1", gen)
+	if gen.Generation != 1 {
+		t.Fatalf("agent serves generation %d, want the stale 1", gen.Generation)
 	}
 	// The hook must not use the stale secret: it unseals generation 2 with
 	// the first TPM, which fails, and says so.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,11 @@ import (
 const (
 	RecordFile = "secret.json"
 	LockFile   = "lock"
+	// GenerationFile holds the highest generation ever written, so a
+	// rotation over a corrupt record continues the count instead of
+	// reusing numbers: a generation names one secret for the state
+	// directory's life.
+	GenerationFile = "generation"
 )
 
 // FormatVersion is the record format this code writes and reads.
@@ -235,19 +241,36 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 }
 
 // next reads the current record (nil when there is none or it is bad) and
-// returns the generation a rotation writes. A missing, corrupt or
-// newer-format record starts over at 1: rotation is the documented way out
+// returns the generation a rotation writes: one above both the record's
+// and the highest ever written (GenerationFile). A missing, corrupt or
+// newer-format record is no obstacle: rotation is the documented way out
 // of a bad record. The caller holds the lock.
 func (s *Store) next() (gen uint64, cur *Record, err error) {
+	high := s.highWater()
 	cur, err = s.Current()
 	switch {
 	case err == nil:
-		return cur.Generation + 1, cur, nil
+		return max(cur.Generation, high) + 1, cur, nil
 	case errors.Is(err, ErrNotInitialized), errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownVersion):
-		return 1, nil, nil
+		return high + 1, nil, nil
 	default:
 		return 0, nil, err
 	}
+}
+
+// highWater returns the highest generation ever written here, 0 if none is
+// recorded (or the file is unreadable: the record's own generation still
+// counts).
+func (s *Store) highWater() uint64 {
+	data, err := capped.ReadFile(filepath.Join(s.dir, GenerationFile), 32, GenerationFile)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // write seals a fresh secret and atomically replaces the record. The caller
@@ -287,6 +310,11 @@ func (s *Store) save(rec *Record) error {
 	}
 	if err := atomicfile.Write(filepath.Join(s.dir, RecordFile), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write record: %w", err)
+	}
+	if rec.Generation > s.highWater() {
+		if err := atomicfile.Write(filepath.Join(s.dir, GenerationFile), []byte(strconv.FormatUint(rec.Generation, 10)+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", GenerationFile, err)
+		}
 	}
 	return nil
 }

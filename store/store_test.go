@@ -187,9 +187,10 @@ func TestCorruptRecord(t *testing.T) {
 			t.Errorf("%s: err = %v, want ErrCorrupt or ErrUnknownVersion", name, err)
 		}
 	}
-	// Rotation is the way out of a corrupt record.
-	if _, err := s.Rotate(ctx); err != nil {
-		t.Fatalf("rotate over a corrupt record: %v", err)
+	// Rotation is the way out of a corrupt record, and it continues the
+	// count: generation 1 names the first secret for the state dir's life.
+	if rec, err := s.Rotate(ctx); err != nil || rec.Generation != 2 {
+		t.Fatalf("rotate over a corrupt record: %+v, %v; want generation 2, not 1 again", rec, err)
 	}
 	if _, _, err := s.Secret(ctx); err != nil {
 		t.Fatal(err)
