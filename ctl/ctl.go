@@ -193,7 +193,8 @@ func runInit(ctx context.Context, env *Env, args []string) error {
 }
 
 func runRotate(ctx context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "rotate", "[--config PATH]")
+	fs, cfgPath := flags(env, "rotate", "[--config PATH] [--new-srk]")
+	newSRK := fs.Bool("new-srk", false, "seal under the TPM's storage root key as it is now, even if it is not the one the current secret was sealed under (a TPM cleared or replaced on purpose)")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
@@ -201,7 +202,11 @@ func runRotate(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rec, err := st.Rotate(ctx)
+	rotate := st.Rotate
+	if *newSRK {
+		rotate = st.Reprovision
+	}
+	rec, err := rotate(ctx)
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}

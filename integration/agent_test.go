@@ -173,8 +173,14 @@ func TestAgentStaleGenerationIgnored(t *testing.T) {
 	if err := os.WriteFile(cfg2, bytes.Replace(data, []byte(tpm.path()), []byte(other.path()), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := run(t, exec.Command(bins.ctl, "rotate", "--config", cfg2)); r.err != nil {
-		t.Fatalf("rotate on the other TPM:\n%s", r)
+	// A plain rotate refuses: the other TPM's SRK is not the one the
+	// secret was sealed under (it could be anything posing as the TPM).
+	r := run(t, exec.Command(bins.ctl, "rotate", "--config", cfg2))
+	if r.err == nil || !strings.Contains(r.stderr, "storage root key is not the one the secret was sealed under") || !strings.Contains(r.stderr, "northstarctl rotate --new-srk") {
+		t.Fatalf("rotate onto another TPM's SRK was not refused with the way out:\n%s", r)
+	}
+	if r := run(t, exec.Command(bins.ctl, "rotate", "--new-srk", "--config", cfg2)); r.err != nil {
+		t.Fatalf("rotate --new-srk on the other TPM:\n%s", r)
 	}
 	time.Sleep(1500 * time.Millisecond)
 	f, gen, err := agent.Fetch(context.Background(), sock)
@@ -187,7 +193,7 @@ func TestAgentStaleGenerationIgnored(t *testing.T) {
 	}
 	// The hook must not use the stale secret: it unseals generation 2 with
 	// the first TPM, which fails, and says so.
-	r := newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config).runcRun(t)
+	r = newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config).runcRun(t)
 	if r.err == nil || strings.Contains(r.stdout, first) {
 		t.Fatalf("container got the stale secret from the agent:\n%s", r)
 	}

@@ -14,8 +14,9 @@ import (
 
 // Commands the remedies name.
 const (
-	Init   = "run 'northstarctl init'"
-	Rotate = "run 'northstarctl rotate'"
+	Init        = "run 'northstarctl init'"
+	Rotate      = "run 'northstarctl rotate'"
+	Reprovision = "if the TPM was cleared or replaced on purpose, run 'northstarctl rotate --new-srk'; otherwise find what answers at [tpm] path"
 )
 
 // rules map sentinel errors to what the user runs, first match wins.
@@ -24,6 +25,9 @@ var rules = []struct {
 	fix string
 }{
 	{store.ErrNotInitialized, Init},
+	// Checked before ErrWrongKey: a changed SRK is never healed by a plain
+	// rotate, which pins the old one.
+	{seal.ErrSRKChanged, Reprovision},
 	// The sealed secret cannot be recovered: a new one is the way out.
 	{seal.ErrPCRChanged, Rotate},
 	{seal.ErrPCRSelection, Rotate + " to seal to the configured PCRs"},

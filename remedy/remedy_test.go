@@ -31,6 +31,8 @@ func TestExplain(t *testing.T) {
 			"the secret was sealed by another sealer than the configured one (sealed by \"host\"); run 'northstarctl rotate'"},
 		{"unreachable TPM: the message has its own hint", fmt.Errorf("tpm: open /dev/tpmrm0: no such device; check [tpm] path: %w", tpmconn.ErrUnreachable),
 			"tpm: open /dev/tpmrm0: no such device; check [tpm] path: TPM not reachable"},
+		{"SRK changed: a plain rotate cannot help", fmt.Errorf("tpm seal: %w", seal.ErrSRKChanged),
+			"tpm seal: the TPM's storage root key is not the one the secret was sealed under; if the TPM was cleared or replaced on purpose, run 'northstarctl rotate --new-srk'; otherwise find what answers at [tpm] path"},
 		{"anything else", errors.New("mount: EPERM"), "mount: EPERM"},
 	}
 	for _, tt := range tests {

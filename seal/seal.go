@@ -37,6 +37,14 @@ type Sealer interface {
 	Unseal(ctx context.Context, blob []byte) ([]byte, error)
 }
 
+// KeyPinner is implemented by sealers whose key could be substituted by
+// whoever sits between northstar and the key (a TPM's SRK): SealPinned
+// seals only under the key that sealed prev, an earlier blob of the same
+// sealer. The store pins every seal after the first.
+type KeyPinner interface {
+	SealPinned(ctx context.Context, plaintext, prev []byte) ([]byte, error)
+}
+
 // Errors a caller must tell apart. Sealers wrap them with the detail.
 var (
 	// ErrCorrupt: the blob is truncated, tampered with or not a blob.
@@ -50,6 +58,10 @@ var (
 	// ErrPCRSelection: the blob is bound to another set of PCRs than the
 	// configured one (the config changed since it was sealed).
 	ErrPCRSelection = errors.New("the sealed secret is bound to other PCRs than [tpm] pcrs")
+	// ErrSRKChanged: the TPM reports another storage root key than the one
+	// the current secret was sealed under (a cleared or replaced TPM, or
+	// something posing as the TPM); nothing was sealed.
+	ErrSRKChanged = errors.New("the TPM's storage root key is not the one the secret was sealed under")
 	// ErrNoKey: the sealing key (host key file, TPM) is not available.
 	ErrNoKey = errors.New("sealing key is not available")
 )

@@ -96,24 +96,58 @@ func (t *TPM) conversation(ctx context.Context, fn func(transport.TPM) error) er
 	return err
 }
 
-// Seal implements Sealer.
+// Seal implements Sealer. It trusts the SRK the TPM reports (or creates):
+// use it to provision, and SealPinned for every later seal.
 func (t *TPM) Seal(ctx context.Context, plaintext []byte) ([]byte, error) {
+	return t.sealUnder(ctx, plaintext, nil)
+}
+
+// SealPinned implements KeyPinner: it seals only if the TPM's SRK is the
+// one prev was sealed under.
+//
+// The naive way, Seal, encrypts the session salt (and so the new secret on
+// its way into TPM2_Create) to whatever public key an unauthenticated
+// ReadPublic returns. Sealing runs unattended at every containerd restart,
+// so a process between northstar and the TPM (a fake socket at a unix: TPM
+// path, an interposer on the bus) could answer with its own key and read
+// the new secret. Pinning the SRK's name (a hash of its public area,
+// computed here) to the one the previous blob recorded makes such a key
+// fail before anything secret is sent. Not defended: the very first seal
+// (init, or a rotation over an unreadable record), which has nothing to
+// pin to; `northstarctl rotate --new-srk` re-provisions on purpose.
+func (t *TPM) SealPinned(ctx context.Context, plaintext, prev []byte) ([]byte, error) {
+	b, err := DecodeTPMBlob(prev)
+	if err != nil {
+		return nil, fmt.Errorf("tpm seal: the previous blob names no SRK to pin: %w", err)
+	}
+	return t.sealUnder(ctx, plaintext, b.SRKName)
+}
+
+var _ KeyPinner = (*TPM)(nil)
+
+// sealUnder seals plaintext under the SRK, which must have the name
+// pinnedSRK unless that is nil.
+func (t *TPM) sealUnder(ctx context.Context, plaintext, pinnedSRK []byte) ([]byte, error) {
 	if len(plaintext) == 0 || len(plaintext) > maxSealSize {
 		return nil, fmt.Errorf("tpm seal: secret must be 1-%d bytes, not %d", maxSealSize, len(plaintext))
 	}
 	var blob []byte
 	err := t.conversation(ctx, func(tpm transport.TPM) error {
 		var err error
-		blob, err = t.seal(tpm, plaintext)
+		blob, err = t.seal(tpm, plaintext, pinnedSRK)
 		return err
 	})
 	return blob, err
 }
 
-func (t *TPM) seal(tpm transport.TPM, plaintext []byte) ([]byte, error) {
+func (t *TPM) seal(tpm transport.TPM, plaintext, pinnedSRK []byte) ([]byte, error) {
 	srk, err := ensureSRK(tpm)
 	if err != nil {
 		return nil, err
+	}
+	if pinnedSRK != nil && !bytes.Equal(srk.name.Buffer, pinnedSRK) {
+		return nil, fmt.Errorf("tpm seal: %w (the secret was sealed under SRK %s, the TPM now reports %s)",
+			ErrSRKChanged, shortName(pinnedSRK), shortName(srk.name.Buffer))
 	}
 	policy, err := pcrPolicy(tpm, t.opts.PCRs)
 	if err != nil {
@@ -239,6 +273,18 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 			ErrWrongKey, shortName(b.SRKName), shortName(srk.name.Buffer))
 	}
 	pub := tpm2.BytesAs2B[tpm2.TPMTPublic](b.Public)
+	// The sealed object's name, computed here from the public area the
+	// blob carries, not taken from Load's unauthenticated answer: the
+	// Unseal session's HMAC binds to it, so a TPM stand-in that loaded
+	// something else cannot get an Unseal through.
+	objPub, err := pub.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("tpm unseal: %w: %w", ErrCorrupt, err)
+	}
+	objName, err := tpm2.ObjectName(objPub)
+	if err != nil {
+		return nil, fmt.Errorf("tpm unseal: %w: %w", ErrCorrupt, err)
+	}
 	// The SRK's authValue is empty by the TCG template: a password session
 	// is enough, and nothing secret crosses the bus on Load.
 	load, err := tpm2.Load{
@@ -256,6 +302,9 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 		return nil, fmt.Errorf("tpm2.Load: %w", err)
 	}
 	defer flushContext(tpm, load.ObjectHandle)
+	if !bytes.Equal(load.Name.Buffer, objName.Buffer) {
+		return nil, fmt.Errorf("tpm2.Load: the TPM names the loaded object %x, its public area hashes to %x", load.Name.Buffer, objName.Buffer)
+	}
 
 	// EncryptOut: the TPM encrypts the unsealed secret under the salted
 	// session key before it leaves the chip.
@@ -269,7 +318,7 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 		return nil, fmt.Errorf("tpm2.PolicyPCR (sha256 PCR %s): %w", FormatPCRs(b.PCRs), err)
 	}
 	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: sess},
+		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: *objName, Auth: sess},
 	}.Execute(tpm)
 	if errors.Is(err, tpm2.TPMRCPolicyFail) {
 		// The policy is PolicyPCR alone and the TPM accepted the blob on

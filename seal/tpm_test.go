@@ -9,6 +9,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -631,4 +632,95 @@ func BenchmarkTPMUnseal(b *testing.B) {
 	for b.Loop() {
 		wantUnseal(b, s, blob, pt)
 	}
+}
+
+// interposer forwards commands to a TPM but answers ReadPublic of the SRK
+// handle with the public area of another key, as something between
+// northstar and the TPM (a fake socket at a unix: path) would, and records
+// the command codes it saw.
+type interposer struct {
+	transport.TPM
+	fake []byte // a whole ReadPublic response for another key
+	sent []tpm2.TPMCC
+}
+
+func (i *interposer) Send(cmd []byte) ([]byte, error) {
+	cc := tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10]))
+	i.sent = append(i.sent, cc)
+	if cc == tpm2.TPMCCReadPublic && tpm2.TPMHandle(binary.BigEndian.Uint32(cmd[10:14])) == SRKHandle {
+		return i.fake, nil
+	}
+	return i.TPM.Send(cmd)
+}
+
+func (*interposer) Close() error { return nil }
+
+// recorder keeps the last response it passed on.
+type recorder struct {
+	transport.TPM
+	last []byte
+}
+
+func (r *recorder) Send(cmd []byte) ([]byte, error) {
+	rsp, err := r.TPM.Send(cmd)
+	r.last = bytes.Clone(rsp)
+	return rsp, err
+}
+
+// TestTPMSealPinnedRefusesAnotherSRK: once a secret exists, a new one is
+// sealed only under the SRK the current one was sealed under. An
+// interposer that substitutes its own key for the SRK's public area gets
+// an ErrSRKChanged before TPM2_Create, so the new secret never travels
+// encrypted to its key (issue 9, point 2).
+func TestTPMSealPinnedRefusesAnotherSRK(t *testing.T) {
+	tpm := simTPM(t)
+	s := newSimSealer(t)
+	prev := mustSeal(t, s, randomSecret(t)) // under the real SRK
+
+	// Another key made from the SRK template (another unique value), as
+	// an impostor would present it.
+	tmpl := tpm2.ECCSRKTemplate
+	tmpl.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: bytes.Repeat([]byte{7}, 32)},
+		Y: tpm2.TPM2BECCParameter{Buffer: bytes.Repeat([]byte{7}, 32)},
+	})
+	other, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		InPublic:      tpm2.New2B(tmpl),
+	}.Execute(tpm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{TPM: tpm}
+	_, err = tpm2.ReadPublic{ObjectHandle: other.ObjectHandle}.Execute(rec)
+	flushContext(tpm, other.ObjectHandle)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	i := &interposer{TPM: tpm, fake: rec.last}
+	mitm := newSealer(t, TPMOptions{Open: func() (transport.TPMCloser, error) { return i, nil }})
+	_, err = mitm.SealPinned(context.Background(), randomSecret(t), prev)
+	if !errors.Is(err, ErrSRKChanged) {
+		t.Fatalf("SealPinned through an interposer = %v, want ErrSRKChanged", err)
+	}
+	if slices.Contains(i.sent, tpm2.TPMCCCreate) {
+		t.Errorf("TPM2_Create was sent under the substituted key: %v", i.sent)
+	}
+	t.Logf("refused: %v", err)
+
+	// Without the interposer the pinned seal goes through, and a blob of
+	// a cleared TPM's new SRK is what --new-srk (plain Seal) makes.
+	pt := randomSecret(t)
+	wantUnseal(t, s, mustSealPinned(t, s, pt, prev), pt)
+	assertNothingLoaded(t, s)
+}
+
+func mustSealPinned(tb testing.TB, s *TPM, pt, prev []byte) []byte {
+	tb.Helper()
+	blob, err := s.SealPinned(context.Background(), pt, prev)
+	if err != nil {
+		tb.Fatalf("SealPinned: %v", err)
+	}
+	return blob
 }

@@ -162,7 +162,7 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 		if !errors.Is(err, ErrNotInitialized) {
 			return err
 		}
-		rec, err = s.write(ctx, 1, lifecycleID)
+		rec, err = s.write(ctx, 1, lifecycleID, nil)
 		created = err == nil
 		return err
 	})
@@ -172,8 +172,20 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 // Rotate makes a new secret now, whatever the lifecycle, and keeps the
 // record's lifecycle id: a manual rotation starts a new generation, not a
 // new runtime lifecycle, so the next container start through the shim
-// does not rotate a second time.
+// does not rotate a second time. The new secret is sealed under the key
+// of the current one (seal.KeyPinner).
 func (s *Store) Rotate(ctx context.Context) (*Record, error) {
+	return s.rotate(ctx, true)
+}
+
+// Reprovision is Rotate under whatever key the sealer finds now (a TPM
+// that was cleared or replaced on purpose): the one way to move the secret
+// to another key.
+func (s *Store) Reprovision(ctx context.Context) (*Record, error) {
+	return s.rotate(ctx, false)
+}
+
+func (s *Store) rotate(ctx context.Context, pinned bool) (*Record, error) {
 	var rec *Record
 	err := s.locked(ctx, func() error {
 		gen, cur, err := s.next()
@@ -184,7 +196,10 @@ func (s *Store) Rotate(ctx context.Context) (*Record, error) {
 		if cur != nil {
 			lifecycleID = cur.LifecycleID
 		}
-		rec, err = s.write(ctx, gen, lifecycleID)
+		if !pinned {
+			cur = nil
+		}
+		rec, err = s.write(ctx, gen, lifecycleID, cur)
 		return err
 	})
 	return rec, err
@@ -231,7 +246,7 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 			rec, change = &adopted, Adopted
 			return nil
 		}
-		if rec, err = s.write(ctx, gen, lifecycleID); err != nil {
+		if rec, err = s.write(ctx, gen, lifecycleID, cur); err != nil {
 			return err
 		}
 		change = Rotated
@@ -273,9 +288,10 @@ func (s *Store) highWater() uint64 {
 	return n
 }
 
-// write seals a fresh secret and atomically replaces the record. The caller
-// holds the lock.
-func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string) (*Record, error) {
+// write seals a fresh secret and atomically replaces the record, pinned to
+// the key of prev when there is one of the same sealer. The caller holds
+// the lock.
+func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev *Record) (*Record, error) {
 	sec, err := secretfs.NewRandom()
 	if err != nil {
 		return nil, err
@@ -283,7 +299,12 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string) (*Rec
 	defer sec.Zero()
 	pt := sec.Bytes()
 	defer secretfs.Zero(pt)
-	blob, err := s.sealer.Seal(ctx, pt)
+	var blob []byte
+	if p, ok := s.sealer.(seal.KeyPinner); ok && prev != nil && prev.Sealer == s.sealer.Name() {
+		blob, err = p.SealPinned(ctx, pt, prev.Blob)
+	} else {
+		blob, err = s.sealer.Seal(ctx, pt)
+	}
 	if err != nil {
 		return nil, err
 	}
