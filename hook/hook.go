@@ -95,7 +95,11 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	}
 	defer mnt.Close()
 
-	attach := func() error { return mnt.AttachInRoot(rootfs, secretfs.Dir) }
+	creator, err := containerRoot(state.Pid, inContainer)
+	if err != nil {
+		return fmt.Errorf("owner: %w", err)
+	}
+	attach := func() error { return mnt.AttachInRoot(rootfs, secretfs.Dir, creator) }
 	if inContainer {
 		err = attach()
 	} else {
@@ -150,6 +154,43 @@ func attachFromRuntime(pid int, attach func() error) error {
 	return nsenter.InMountNamespace(pid, attach)
 }
 
+// containerRoot returns the ids of the container's root user as seen by
+// the hook, which creates missing directories of /run/northstar with them
+// (as runc does for mountpoints); nil when they are the hook's own (no user
+// namespace of its own, or the hook runs inside the container).
+func containerRoot(pid int, inContainer bool) (*mount.IDs, error) {
+	if inContainer {
+		return nil, nil
+	}
+	o, err := translate(pid, 0, 0)
+	if err != nil || o == nil {
+		return nil, err
+	}
+	return &mount.IDs{UID: o[0], GID: o[1]}, nil
+}
+
+// translate maps a uid and gid of the container's user namespace to the
+// hook's; nil when the container shares the hook's user namespace.
+func translate(pid int, uid, gid uint32) ([]uint32, error) {
+	same, err := nsenter.SameNamespace(pid, "user")
+	if err != nil || same {
+		return nil, err
+	}
+	out := []uint32{uid, gid}
+	for i, which := range []string{"uid", "gid"} {
+		maps, err := idmap.Read(pid, which)
+		if err != nil {
+			return nil, err
+		}
+		v, ok := idmap.ToOutside(maps, out[i])
+		if !ok {
+			return nil, fmt.Errorf("%s %d is not mapped in the container's user namespace; set %s to a mapped id", which, out[i], map[string]string{"uid": AnnotationUID, "gid": AnnotationGID}[which])
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
 // ownerFor translates the policy's container ids into ids of the namespace
 // that builds the mount. Inside the container (createContainer) they are
 // used as they are; from the runtime they go through the container's
@@ -159,23 +200,10 @@ func ownerFor(pid int, p *Policy, inContainer bool) (mount.Owner, error) {
 	if inContainer {
 		return o, nil
 	}
-	same, err := nsenter.SameNamespace(pid, "user")
-	if err != nil || same {
+	ids, err := translate(pid, o.UID, o.GID)
+	if err != nil || ids == nil {
 		return o, err
 	}
-	for _, id := range []struct {
-		which string
-		v     *uint32
-	}{{"uid", &o.UID}, {"gid", &o.GID}} {
-		maps, err := idmap.Read(pid, id.which)
-		if err != nil {
-			return o, err
-		}
-		out, ok := idmap.ToOutside(maps, *id.v)
-		if !ok {
-			return o, fmt.Errorf("%s %d is not mapped in the container's user namespace; set %s to a mapped id", id.which, *id.v, map[string]string{"uid": AnnotationUID, "gid": AnnotationGID}[id.which])
-		}
-		*id.v = out
-	}
+	o.UID, o.GID = ids[0], ids[1]
 	return o, nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/northstar-oci/northstar/internal/testtree"
 )
 
@@ -16,11 +18,17 @@ import (
 // their rootfs. $HOST is a directory on the host. The hook must either
 // refuse (the container does not start, the error names northstar) or put
 // the secret inside the container's own rootfs; the host stays untouched.
-var hostileImages = []struct {
+type hostileImage struct {
 	name   string
 	image  []string
 	refuse bool
-}{
+	// volume: $HOST is bind-mounted into the container at /vol, as a host
+	// volume would be; runTmpfs: the spec mounts a tmpfs at /run, as
+	// containerd's default spec does.
+	volume, runTmpfs bool
+}
+
+var hostileImages = []hostileImage{
 	{name: "/run absolute symlink to a host dir", image: []string{"symlink run $HOST"}, refuse: true},
 	{name: "/run relative symlink climbing to a host dir", image: []string{"symlink run ../../../../../../../../..$HOST"}, refuse: true},
 	{name: "/run/northstar absolute symlink to a host dir", image: []string{"dir run", "symlink run/northstar $HOST"}, refuse: true},
@@ -35,14 +43,27 @@ var hostileImages = []struct {
 	{name: "/run/northstar points at the rootfs root", image: []string{"dir run", "symlink run/northstar ../.."}, refuse: true},
 }
 
-func TestRuncHostileImages(t *testing.T) {
-	requires(t, "runc")
-	e := newEnv(t, "", nil)
-	want := e.secretHex(t)
-	for _, tt := range hostileImages {
+// mountTargetImages aim /run/northstar at other mounts of the container:
+// only its root filesystem and a tmpfs exactly at /run may take the secret.
+var mountTargetImages = []hostileImage{
+	{name: "/run symlink to a host volume mounted in the container", image: []string{"dir vol", "symlink run /vol"}, volume: true, refuse: true},
+	{name: "/run/northstar symlink to a host volume", image: []string{"dir vol", "dir run", "symlink run/northstar /vol"}, volume: true, refuse: true},
+	{name: "/run/northstar symlink to /proc", image: []string{"dir run", "symlink run/northstar /proc"}, refuse: true},
+	{name: "/run/northstar symlink to /proc/sys", image: []string{"dir run", "symlink run/northstar /proc/sys"}, refuse: true},
+	{name: "/run/northstar symlink to /sys", image: []string{"dir run", "symlink run/northstar /sys"}, refuse: true},
+	{name: "/run/northstar symlink to /dev (a tmpfs, not at /run)", image: []string{"dir run", "symlink run/northstar /dev"}, refuse: true},
+	{name: "/run/northstar symlink to /dev/pts", image: []string{"dir run", "symlink run/northstar /dev/pts"}, refuse: true},
+	{name: "tmpfs at /run (containerd's default spec)", runTmpfs: true},
+}
+
+// runHostile starts a container of each image with run, and checks that the
+// hook refused it (naming itself) or delivered the secret want, and that
+// the host directory and the host mount table stayed as they were.
+func runHostile(t *testing.T, images []hostileImage, want string, newBundle func(t *testing.T) *bundle, run func(t *testing.T, b *bundle) result) {
+	for _, tt := range images {
 		t.Run(tt.name, func(t *testing.T) {
 			host := filepath.Join(worldDir(t), "host")
-			if err := os.MkdirAll(host, 0o755); err != nil {
+			if err := os.MkdirAll(host, 0o777); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
@@ -50,17 +71,24 @@ func TestRuncHostileImages(t *testing.T) {
 			}
 			before, mountsBefore := testtree.Snapshot(host), hostMounts(t)
 
-			b := newBundle(t, e.dir, false, `cat /run/northstar/secret`).withHook("createRuntime", e.config)
+			b := newBundle(t)
 			if err := testtree.Build(b.rootfs, host, tt.image); err != nil {
 				t.Fatal(err)
 			}
-			r := b.runcRun(t)
+			if tt.volume {
+				b.spec.Mounts = append(b.spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: host, Options: []string{"rbind", "rw"}})
+			}
+			if tt.runTmpfs {
+				b.spec.Mounts = append(b.spec.Mounts, specs.Mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755"}})
+			}
+			r := run(t, b)
 			switch {
 			case tt.refuse && r.err == nil:
 				t.Errorf("container started, want the hook to refuse it:\n%s", r)
-			case tt.refuse && (!strings.Contains(r.stderr, "northstar-hook: mount: ") || !strings.Contains(r.stderr, "/run/northstar in the container rootfs")):
+			case tt.refuse && (!strings.Contains(r.stderr, "northstar-hook: mount: ") ||
+				!(strings.Contains(r.stderr, "/run/northstar in the container rootfs") || strings.Contains(r.stderr, "refused mount target"))):
 				t.Errorf("refusal does not name the cause:\n%s", r)
-			case !tt.refuse && (r.err != nil || strings.TrimSpace(r.stdout) != want):
+			case !tt.refuse && (r.err != nil || !strings.Contains(r.stdout, want)):
 				t.Errorf("container did not read its secret:\n%s", r)
 			}
 			if after := testtree.Snapshot(host); after != before {
@@ -71,4 +99,14 @@ func TestRuncHostileImages(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRuncHostileImages(t *testing.T) {
+	requires(t, "runc")
+	e := newEnv(t, "", nil)
+	runHostile(t, append(hostileImages, mountTargetImages...), e.secretHex(t),
+		func(t *testing.T) *bundle {
+			return newBundle(t, e.dir, false, `cat /run/northstar/secret`).withHook("createRuntime", e.config)
+		},
+		func(t *testing.T, b *bundle) result { return b.runcRun(t) })
 }

@@ -348,8 +348,11 @@ func TestMQTTHostileImageRootless(t *testing.T) {
 		if r.err == nil || strings.Contains(r.stdout, "STARTED") {
 			t.Fatalf("container started, want the hook to refuse it:\n%s", r)
 		}
-		if !strings.Contains(r.stderr, "northstar-hook: mount: resolve /run/northstar in the container rootfs") {
-			t.Errorf("refusal does not come from the hook resolving the symlink:\n%s", r)
+		// A bind mount at /run is not the image's root filesystem nor a
+		// tmpfs: the hook refuses it before it even looks at the symlink.
+		if !strings.Contains(r.stderr, "northstar-hook: mount: refused mount target: /run/northstar resolves into") &&
+			!strings.Contains(r.stderr, "northstar-hook: mount: refused mount target: /run resolves into") {
+			t.Errorf("refusal does not come from the hook's mount-target check:\n%s", r)
 		}
 	})
 

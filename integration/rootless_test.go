@@ -82,6 +82,16 @@ func TestRootlessRuncUnderRootlesskit(t *testing.T) {
 		})
 	}
 
+	t.Run("hostile mount targets", func(t *testing.T) {
+		runHostile(t, mountTargetImages, want,
+			func(t *testing.T) *bundle {
+				b := newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config)
+				b.spec.Linux.Resources = nil
+				return b
+			},
+			func(t *testing.T, b *bundle) result { return b.runcAs(t, a, true) })
+	})
+
 	t.Run("hostile /run symlink", func(t *testing.T) {
 		host := filepath.Join(e.dir, "host-victim")
 		if err := os.MkdirAll(host, 0o777); err != nil {
@@ -128,6 +138,14 @@ func TestRootlessRuncPlain(t *testing.T) {
 			t.Errorf("mount options %s lack %s", opts, o)
 		}
 	}
+
+	t.Run("hostile mount targets", func(t *testing.T) {
+		runHostile(t, mountTargetImages, want,
+			func(t *testing.T) *bundle {
+				return newBundle(t, e.dir, true, "cat /run/northstar/secret").withHook("createContainer", e.config)
+			},
+			func(t *testing.T, b *bundle) result { return b.runcAs(t, a, false) })
+	})
 
 	// At createRuntime the hook cannot enter the container: it must fail
 	// closed and say where to configure it instead.

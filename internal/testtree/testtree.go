@@ -14,9 +14,12 @@ import (
 // Build creates the tree under root. Each line is one of
 //
 //	dir PATH | file PATH | symlink PATH TARGET | proc PATH (bind of /proc)
+//	bind PATH SOURCE (a bind mount, as of a host volume)
+//	mount FSTYPE PATH (a new tmpfs, sysfs, devtmpfs, ... mounted there)
+//	shared PATH (make the mount at PATH shared)
 //
 // with "$HOST" replaced by host, the host directory the image tries to
-// reach.
+// reach. Mounts need root and a private mount namespace.
 func Build(root, host string, lines []string) error {
 	for _, l := range lines {
 		f := strings.Fields(strings.ReplaceAll(l, "$HOST", host))
@@ -39,6 +42,20 @@ func Build(root, host string, lines []string) error {
 			if err = os.MkdirAll(p, 0o555); err == nil {
 				err = unix.Mount("/proc", p, "", unix.MS_BIND|unix.MS_REC, "")
 			}
+		case "bind":
+			if err = os.MkdirAll(p, 0o755); err == nil && len(f) > 2 {
+				err = unix.Mount(f[2], p, "", unix.MS_BIND, "")
+			}
+		case "mount":
+			if len(f) < 3 {
+				return fmt.Errorf("bad line %q", l)
+			}
+			p = filepath.Join(root, f[2])
+			if err = os.MkdirAll(p, 0o755); err == nil {
+				err = unix.Mount(f[1], p, f[1], 0, "")
+			}
+		case "shared":
+			err = unix.Mount("", p, "", unix.MS_SHARED, "")
 		default:
 			err = fmt.Errorf("unknown op %q", f[0])
 		}

@@ -57,7 +57,7 @@ func BenchmarkAttachInRoot(b *testing.B) {
 			if err != nil {
 				return err
 			}
-			if err := m.AttachInRoot(rootfs, "/run/northstar"); err != nil {
+			if err := m.AttachInRoot(rootfs, "/run/northstar", nil); err != nil {
 				return err
 			}
 			m.Close()

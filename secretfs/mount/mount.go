@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/secretfs"
@@ -166,9 +165,21 @@ func resolveHint(err error) string {
 // unmounted and freed by the kernel with its last reference.
 func (m *Mount) Close() error { return m.fd.Close() }
 
+// IDs are the filesystem credentials the hook creates missing directories
+// with: those of the container's root user (uid/gid 0 of its user
+// namespace, as seen where the hook runs), as runc does for mountpoints.
+type IDs struct{ UID, GID uint32 }
+
+// ErrTargetRefused: the target directory is somewhere the secret must not
+// be mounted (another filesystem than the image's own, a kernel
+// filesystem, a shared mount).
+var ErrTargetRefused = errors.New("refused mount target")
+
 // AttachInRoot moves the mount onto unsafeDir resolved inside rootfs. It must
 // run in the container's mount namespace (see internal/nsenter), where rootfs
-// is the runtime's path of the container root filesystem.
+// is the runtime's path of the container root filesystem. Missing
+// directories are created with the credentials creator (nil: the hook's
+// own).
 //
 // The naive version, mount(src, filepath.Join(rootfs, unsafeDir)), follows
 // symlinks the image planted in /run or /run/northstar out of the rootfs and
@@ -180,17 +191,41 @@ func (m *Mount) Close() error { return m.fd.Close() }
 // relative symlinks thus stay inside the rootfs; magic links such as
 // /proc/self/root fail.
 //
+// Resolving inside the root is not enough: the container's mount tree has
+// more than the image in it. A symlink /run -> /vol, where /vol is a host
+// directory bind-mounted into the container, would make the hook (host
+// root) create northstar in the host directory; /run/northstar -> /proc
+// would mount over procfs (the trick of CVE-2019-16884). So the target,
+// and before anything is created the deepest part of it that exists, must
+// be on the container's root filesystem itself or on a tmpfs mounted
+// exactly at /run, and not on a shared mount (whose mounts propagate to
+// its peers, the host's among them); anything else is ErrTargetRefused.
+//
 // Not defended: a process racing us inside the rootfs before the container
 // starts (there is none: the container's own process is blocked in runc init
 // until the hooks finish), and an image whose /run/northstar is on a
 // read-only filesystem (that fails closed with EROFS).
-func (m *Mount) AttachInRoot(rootfs, unsafeDir string) error {
+func (m *Mount) AttachInRoot(rootfs, unsafeDir string, creator *IDs) error {
 	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open rootfs: %w", err)
 	}
 	defer root.Close()
-	dir, err := pathrs.MkdirAllHandle(root, unsafeDir, 0o755)
+	t, err := newTargetCheck(root)
+	if err != nil {
+		return err
+	}
+	// Check the deepest existing part before creating anything under it.
+	existing, name, err := deepestExisting(root, unsafeDir)
+	if err != nil {
+		return fmt.Errorf("resolve %s in the container rootfs: %w%s", unsafeDir, err, resolveHint(err))
+	}
+	err = t.check(existing, name)
+	existing.Close()
+	if err != nil {
+		return err
+	}
+	dir, err := mkdirAllAs(root, unsafeDir, creator)
 	if err != nil {
 		return fmt.Errorf("resolve %s in the container rootfs: %w%s", unsafeDir, err, resolveHint(err))
 	}
@@ -209,6 +244,9 @@ func (m *Mount) AttachInRoot(rootfs, unsafeDir string) error {
 		// A symlink such as /run/northstar -> ../.. would make us shadow
 		// the whole root filesystem of the container.
 		return fmt.Errorf("%s in the container rootfs resolves to the rootfs itself; fix the image's symlinks", unsafeDir)
+	}
+	if err := t.check(dir, unsafeDir); err != nil {
+		return err
 	}
 	if err := unix.MoveMount(int(m.fd.Fd()), "", int(dir.Fd()), "",
 		unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {

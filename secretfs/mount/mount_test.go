@@ -67,7 +67,7 @@ func mountPointOf(id uint64) (string, error) {
 	return "", errors.New("mount not found in mountinfo")
 }
 
-func mountID(m *Mount) (uint64, error) {
+func detachedMountID(m *Mount) (uint64, error) {
 	var stx unix.Statx_t
 	if err := unix.Statx(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
 		return 0, err
@@ -85,6 +85,7 @@ func TestAttachInRootHostileImages(t *testing.T) {
 		name    string
 		image   []string
 		wantErr bool
+		refused bool // by the mount-target check (ErrTargetRefused)
 	}{
 		{name: "no /run", image: nil},
 		{name: "empty /run", image: []string{"dir run"}},
@@ -109,6 +110,18 @@ func TestAttachInRootHostileImages(t *testing.T) {
 		{name: "/run is a regular file", image: []string{"file run"}, wantErr: true},
 		{name: "/run symlink loop", image: []string{"symlink run run"}, wantErr: true},
 		{name: "/run/northstar points at the rootfs root", image: []string{"dir run", "symlink run/northstar ../.."}, wantErr: true},
+		// The container's mount tree holds more than the image: only its
+		// root filesystem and a tmpfs exactly at /run may take the secret.
+		{name: "/run symlink to a host volume bind-mounted into the container", image: []string{"bind vol $HOST", "symlink run /vol"}, wantErr: true, refused: true},
+		{name: "/run/northstar dangling symlink into a host volume", image: []string{"bind vol $HOST", "dir run", "symlink run/northstar /vol/northstar"}, wantErr: true},
+		{name: "/run/northstar symlink to a host volume", image: []string{"bind vol $HOST", "dir run", "symlink run/northstar /vol"}, wantErr: true, refused: true},
+		{name: "/run/northstar symlink to /proc", image: []string{"mount proc proc", "dir run", "symlink run/northstar /proc"}, wantErr: true, refused: true},
+		{name: "/run/northstar symlink to /proc/sys", image: []string{"mount proc proc", "dir run", "symlink run/northstar /proc/sys"}, wantErr: true, refused: true},
+		{name: "/run/northstar symlink to /sys", image: []string{"mount sysfs sys", "dir run", "symlink run/northstar /sys"}, wantErr: true, refused: true},
+		{name: "/run/northstar symlink to /dev (devtmpfs)", image: []string{"mount devtmpfs dev", "dir run", "symlink run/northstar /dev"}, wantErr: true, refused: true},
+		{name: "/run symlink to a tmpfs elsewhere", image: []string{"mount tmpfs srv", "symlink run /srv"}, wantErr: true, refused: true},
+		{name: "tmpfs at /run (containerd's default spec)", image: []string{"mount tmpfs run"}},
+		{name: "tmpfs at /run that is shared", image: []string{"mount tmpfs run", "shared run"}, wantErr: true, refused: true},
 	}
 	memfd, err := secretfs.NewSealedMemfd("test", []byte(strings.Repeat("ab", 32)))
 	if err != nil {
@@ -138,16 +151,19 @@ func TestAttachInRootHostileImages(t *testing.T) {
 					return fmt.Errorf("NewMount: %w", err)
 				}
 				defer m.Close()
-				id, err := mountID(m)
+				id, err := detachedMountID(m)
 				if err != nil {
 					return err
 				}
-				attachErr := m.AttachInRoot(rootfs, "/run/northstar")
+				attachErr := m.AttachInRoot(rootfs, "/run/northstar", nil)
 				if tt.wantErr {
 					if attachErr == nil {
 						return errors.New("attach succeeded, want an error")
 					}
 					t.Logf("refused as expected: %v", attachErr)
+					if tt.refused && !errors.Is(attachErr, ErrTargetRefused) {
+						return fmt.Errorf("refused with %v, want ErrTargetRefused", attachErr)
+					}
 					if mp, err := mountPointOf(id); err == nil {
 						return fmt.Errorf("refused attach left a mount at %s", mp)
 					}
@@ -208,7 +224,7 @@ func TestNewMountAttributes(t *testing.T) {
 			return fmt.Errorf("filesystem %q, want tmpfs with noswap on this kernel", m.FSType)
 		}
 		dir := t.TempDir()
-		if err := m.AttachInRoot(dir, "/run/northstar"); err != nil {
+		if err := m.AttachInRoot(dir, "/run/northstar", nil); err != nil {
 			return err
 		}
 		target := filepath.Join(dir, "run/northstar")
