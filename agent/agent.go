@@ -165,7 +165,7 @@ func Serve(ctx context.Context, ln *net.UnixListener, src Source) error {
 
 func serveConn(c *net.UnixConn, src Source) error {
 	_ = c.SetDeadline(time.Now().Add(serveTimeout))
-	if err := checkPeer(c); err != nil {
+	if err := checkClient(c); err != nil {
 		return err
 	}
 	memfd, id, err := src()
@@ -177,7 +177,12 @@ func serveConn(c *net.UnixConn, src Source) error {
 	if err := secretfs.CheckSealed(memfd); err != nil {
 		return err
 	}
-	_, _, err = c.WriteMsgUnix(id.marshal(), unix.UnixRights(int(memfd.Fd())), nil)
+	return send(c, memfd, id)
+}
+
+// send writes one message: id with memfd attached.
+func send(c *net.UnixConn, memfd *os.File, id RecordID) error {
+	_, _, err := c.WriteMsgUnix(id.marshal(), unix.UnixRights(int(memfd.Fd())), nil)
 	return err
 }
 
@@ -233,6 +238,12 @@ func Fetch(ctx context.Context, socketPath string) (*os.File, RecordID, error) {
 	if err := checkPeer(c); err != nil {
 		return nil, RecordID{}, fmt.Errorf("agent: %w", err)
 	}
+	return receive(c)
+}
+
+// receive reads one message (a RecordID and one memfd) from c and checks
+// the memfd's seals and content.
+func receive(c *net.UnixConn) (*os.File, RecordID, error) {
 	// One spare byte and room for several fds, to detect (and refuse)
 	// anything but exactly one record id and one fd.
 	var msg [msgSize + 1]byte

@@ -300,3 +300,36 @@ func TestPeerWithOtherUIDRefused(t *testing.T) {
 		t.Fatalf("helper as uid 65534: %v\n%s", err, out)
 	}
 }
+
+// TestPeerInAnotherMountNamespaceRefused: root in another mount namespace
+// (a container without a user namespace, say) is uid 0 like the hook, and
+// is refused all the same (issue 9, point 5); the same process in the
+// agent's namespace gets the memfd.
+func TestPeerInAnotherMountNamespaceRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (mount namespaces); CI runs as root")
+		}
+		t.Skip("needs root")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "agent", "agent.sock")
+	serve(t, sock, dupSource(sealed(t, testHex), 7))
+	fetch := func(args ...string) (string, error) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = []string{"AGENT_TEST_FETCH=" + sock}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := fetch(exe); err != nil {
+		t.Fatalf("helper in the agent's mount namespace could not fetch: %v\n%s", err, out)
+	}
+	out, err := fetch("unshare", "--mount", "--propagation", "unchanged", exe)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("helper in another mount namespace: %v, want refused (exit 3)\n%s", err, out)
+	}
+}

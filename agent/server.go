@@ -21,14 +21,17 @@ import (
 // TPM itself.
 const poll = time.Second
 
-// Run is the agent: it unseals st's current secret into a sealed, mlocked
-// memfd, serves it on socketPath until ctx ends, and follows rotations.
-// Progress lines ("agent: serving generation N ...") go to log; the
-// secret never does.
-func Run(ctx context.Context, socketPath string, st *store.Store, log io.Writer) error {
-	h := &held{}
+// Run is the agent: it unseals st's current secret (with unseal) into a
+// sealed, mlocked memfd, serves it on socketPath until ctx ends, and
+// follows rotations. Progress lines ("agent: serving generation N ...") go
+// to log; the secret never does.
+func Run(ctx context.Context, socketPath string, st *store.Store, unseal Unsealer, log io.Writer) error {
+	if err := harden(); err != nil {
+		return err
+	}
+	h := &held{unseal: unseal}
 	defer h.close()
-	if err := h.load(ctx, st); err != nil {
+	if err := h.load(ctx); err != nil {
 		return fmt.Errorf("unseal: %w", err)
 	}
 	ln, err := Listen(socketPath)
@@ -49,26 +52,24 @@ func Run(ctx context.Context, socketPath string, st *store.Store, log io.Writer)
 
 // held is the agent's current secret: a sealed memfd and its record's id.
 type held struct {
+	unseal Unsealer
+
 	mu     sync.Mutex // guards memfd, unlock, id
 	memfd  *os.File
 	unlock func()
 	id     RecordID
 }
 
-// load unseals the current secret from the store and swaps it in.
-func (h *held) load(ctx context.Context, st *store.Store) error {
-	sec, rec, err := st.Secret(ctx)
+// load unseals the current secret and swaps it in.
+func (h *held) load(ctx context.Context) error {
+	memfd, id, err := h.unseal(ctx)
 	if err != nil {
 		return err
-	}
-	memfd, err := secretfs.NewSecretMemfd("northstar-agent", sec)
-	if err != nil {
-		return fmt.Errorf("memfd: %w", err)
 	}
 	unlock := mlockMemfd(memfd)
 	h.mu.Lock()
 	old, oldUnlock := h.memfd, h.unlock
-	h.memfd, h.unlock, h.id = memfd, unlock, IDOf(rec)
+	h.memfd, h.unlock, h.id = memfd, unlock, id
 	h.mu.Unlock()
 	if old != nil {
 		oldUnlock()
@@ -87,6 +88,9 @@ func mlockMemfd(f *os.File) (unlock func()) {
 	if err != nil {
 		return func() {}
 	}
+	// Out of core dumps as well (core dumps are off, see harden; this
+	// holds should they be turned on again).
+	_ = unix.Madvise(m, unix.MADV_DONTDUMP)
 	if err := unix.Mlock(m); err != nil {
 		_ = unix.Munmap(m)
 		return func() {}
@@ -142,7 +146,7 @@ func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 		if IDOf(rec) == h.current() {
 			continue
 		}
-		if err := h.load(ctx, st); err != nil {
+		if err := h.load(ctx); err != nil {
 			report(fmt.Errorf("unseal generation %d: %w", rec.Generation, err))
 			continue
 		}

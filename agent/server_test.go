@@ -80,7 +80,7 @@ func TestRunFollowsANewBlobOfTheSameGeneration(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "agent", "agent.sock")
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, sock, st, nopWriter{}) }()
+	go func() { done <- Run(ctx, sock, st, InProcess(st), nopWriter{}) }()
 	defer func() { cancel(); <-done }()
 	waitCurrent := func() {
 		t.Helper()

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"sort"
 	"strings"
@@ -223,6 +224,9 @@ func helpOK(err error) error {
 
 func runAgent(ctx context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "agent", "[--config PATH]")
+	// Internal: the agent runs itself with this flag to unseal in a child
+	// process, whose heap (where go-tpm leaves plaintext) dies with it.
+	unsealFD := fs.Int("unseal-to-fd", 0, "internal: unseal and send the secret over this socket fd, then exit")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
@@ -230,12 +234,20 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *unsealFD != 0 {
+		return agent.UnsealTo(ctx, st, os.NewFile(uintptr(*unsealFD), "unseal"))
+	}
 	if cfg.Agent.Socket == "" {
 		return fmt.Errorf("agent: [agent] socket is not set in %s", cfg.Path)
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	unseal := agent.InChild([]string{exe, "agent", "--unseal-to-fd", "3", "--config", cfg.Path})
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := agent.Run(ctx, cfg.Agent.Socket, st, env.Stdout); err != nil {
+	if err := agent.Run(ctx, cfg.Agent.Socket, st, unseal, env.Stdout); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil

@@ -5,10 +5,12 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -200,4 +202,95 @@ func TestAgentStaleGenerationIgnored(t *testing.T) {
 	if !strings.Contains(r.stderr, "northstar-hook: unseal:") {
 		t.Errorf("error does not come from the TPM fallback:\n%s", r)
 	}
+}
+
+// TestAgentMemoryHoldsOneCopy: the agent holds the plaintext for a whole
+// lifecycle, so it must hold it once: in its sealed, mlocked memfd. Its
+// anonymous memory (Go heap, stacks) must hold neither the raw secret nor
+// its hex form, before and after a rotation (go-tpm's unseal leaves
+// decrypted buffers behind in the heap of whoever calls it). It is not
+// dumpable (no core dumps, no ptrace by its own uid).
+func TestAgentMemoryHoldsOneCopy(t *testing.T) {
+	requires(t, "swtpm")
+	tpm := newSWTPM(t, nil)
+	e, sock := newAgentTPMEnv(t, tpm)
+	a := startAgent(t, e, sock)
+	check := func() {
+		t.Helper()
+		hexText := e.secretHex(t)
+		raw, err := hex.DecodeString(hexText)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC() // our own copies are not the agent's
+		pid := a.cmd.Process.Pid
+		inMemfd, elsewhere := scanMemory(t, pid, [][]byte{raw, []byte(hexText)}, "memfd:northstar-agent")
+		if inMemfd == 0 {
+			t.Errorf("the secret is not in the agent's memfd mapping (test premise)")
+		}
+		if len(elsewhere) > 0 {
+			t.Errorf("the agent's memory holds %d copies of the secret outside its memfd: %v", len(elsewhere), elsewhere)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if !strings.Contains(string(status), "\nVmLck:") || strings.Contains(string(status), "\nVmLck:\t       0 kB") {
+			t.Errorf("the agent has nothing mlocked:\n%s", status)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(fmt.Sprintf("/proc/%d/mem", pid), &st); err != nil || st.Uid != 0 {
+			t.Errorf("/proc/%d/mem owned by uid %d (%v): the agent is dumpable", pid, st.Uid, err)
+		}
+	}
+	check()
+	if r := e.ctl(t, "rotate"); r.err != nil {
+		t.Fatalf("rotate:\n%s", r)
+	}
+	a.waitGeneration(t, 2)
+	check()
+}
+
+// scanMemory counts the needles in the readable mappings of pid: those of
+// the mapping whose path contains keep, and where else they are (address
+// ranges and mapping names).
+func scanMemory(t *testing.T, pid int, needles [][]byte, keep string) (inKeep int, elsewhere []string) {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	for _, l := range strings.Split(strings.TrimSpace(string(maps)), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 || f[1][0] != 'r' {
+			continue
+		}
+		name := ""
+		if len(f) >= 6 {
+			name = strings.Join(f[5:], " ")
+		}
+		if strings.HasPrefix(name, "[v") { // [vvar], [vdso], [vsyscall]
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err != nil {
+			continue
+		}
+		buf := make([]byte, hi-lo)
+		n, _ := mem.ReadAt(buf, int64(lo))
+		for _, needle := range needles {
+			c := bytes.Count(buf[:n], needle)
+			if c == 0 {
+				continue
+			}
+			if keep != "" && strings.Contains(name, keep) {
+				inKeep += c
+			} else {
+				elsewhere = append(elsewhere, fmt.Sprintf("%d in %s %s", c, f[0], name))
+			}
+		}
+	}
+	return inKeep, elsewhere
 }

@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/store"
+)
+
+// Unsealer returns the current secret of the store as a sealed memfd, and
+// the id of the record it came from.
+type Unsealer func(ctx context.Context) (*os.File, RecordID, error)
+
+// InProcess unseals in this process. Fine for a short-lived one (the hook);
+// a long-lived agent uses InChild.
+func InProcess(st *store.Store) Unsealer {
+	return func(ctx context.Context) (*os.File, RecordID, error) {
+		sec, rec, err := st.Secret(ctx)
+		if err != nil {
+			return nil, RecordID{}, err
+		}
+		memfd, err := secretfs.NewSecretMemfd("northstar-agent", sec) // zeroes sec
+		if err != nil {
+			return nil, RecordID{}, fmt.Errorf("memfd: %w", err)
+		}
+		return memfd, IDOf(rec), nil
+	}
+}
+
+// InChild unseals in a child process, argv, which must run UnsealTo on the
+// socket it finds at fd 3, and takes the sealed memfd it sends.
+//
+// Why a child: unsealing leaves plaintext behind in the heap of whoever
+// does it. Our own copies are zeroed, but go-tpm decrypts the response
+// parameters into buffers of its own that are garbage, not zeroed, and the
+// agent lives for a whole lifecycle (measured: 3 copies of the secret in
+// the agent's heap). The child's heap dies with it; the agent only ever
+// holds the sealed memfd.
+func InChild(argv []string) Unsealer {
+	return func(ctx context.Context) (*os.File, RecordID, error) {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, RecordID{}, fmt.Errorf("socketpair: %w", err)
+		}
+		ours, theirs := os.NewFile(uintptr(fds[0]), "unseal"), os.NewFile(uintptr(fds[1]), "unseal-child")
+		defer ours.Close()
+		var stderr strings.Builder
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.ExtraFiles = []*os.File{theirs} // fd 3
+		cmd.Stderr = &stderr
+		err = cmd.Start()
+		theirs.Close()
+		if err != nil {
+			return nil, RecordID{}, fmt.Errorf("start unseal child: %w", err)
+		}
+		fc, err := net.FileConn(ours)
+		if err != nil {
+			cmd.Wait()
+			return nil, RecordID{}, err
+		}
+		defer fc.Close()
+		memfd, id, rerr := receive(fc.(*net.UnixConn))
+		if werr := cmd.Wait(); werr != nil {
+			if memfd != nil {
+				memfd.Close()
+			}
+			// The child's one-line error, without its program prefix.
+			msg := strings.TrimSpace(stderr.String())
+			if i := strings.Index(msg, ": "); i >= 0 && !strings.Contains(msg[:i], " ") {
+				msg = msg[i+2:]
+			}
+			if msg == "" {
+				msg = werr.Error()
+			}
+			return nil, RecordID{}, errors.New(msg)
+		}
+		if rerr != nil {
+			return nil, RecordID{}, fmt.Errorf("unseal child: %w", rerr)
+		}
+		return memfd, id, nil
+	}
+}
+
+// UnsealTo is the child's side of InChild: it unseals st's secret and sends
+// it, as a sealed memfd, over conn.
+func UnsealTo(ctx context.Context, st *store.Store, conn *os.File) error {
+	memfd, id, err := InProcess(st)(ctx)
+	if err != nil {
+		return err
+	}
+	defer memfd.Close()
+	fc, err := net.FileConn(conn)
+	if err != nil {
+		return err
+	}
+	defer fc.Close()
+	return send(fc.(*net.UnixConn), memfd, id)
+}
