@@ -37,6 +37,7 @@ test-unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseState$$' -fuzztime $(FUZZTIME) ./hook
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicyFor$$' -fuzztime $(FUZZTIME) ./hook
+	$(GO) test -run '^$$' -fuzz '^FuzzRewrite$$' -fuzztime $(FUZZTIME) ./hook/entry
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTPMBlob$$' -fuzztime $(FUZZTIME) ./seal
 

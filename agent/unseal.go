@@ -15,6 +15,11 @@ import (
 	"github.com/northstar-oci/northstar/store"
 )
 
+// ChildEnv is set in the environment of InChild's child: the child only
+// unseals (a child that started an agent of its own would start a child
+// of its own, and so on).
+const ChildEnv = "NORTHSTAR_UNSEAL_CHILD"
+
 // Unsealer returns the current secret of the store as a sealed memfd, and
 // the id of the record it came from.
 type Unsealer func(ctx context.Context) (*os.File, RecordID, error)
@@ -55,6 +60,7 @@ func InChild(argv []string) Unsealer {
 		var stderr strings.Builder
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 		cmd.ExtraFiles = []*os.File{theirs} // fd 3
+		cmd.Env = append(os.Environ(), ChildEnv+"=1")
 		cmd.Stderr = &stderr
 		err = cmd.Start()
 		theirs.Close()

@@ -237,6 +237,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if *unsealFD != 0 {
 		return agent.UnsealTo(ctx, st, os.NewFile(uintptr(*unsealFD), "unseal"))
 	}
+	if os.Getenv(agent.ChildEnv) != "" {
+		return fmt.Errorf("agent: %s is set: this process is an unseal child and serves nothing", agent.ChildEnv)
+	}
 	if cfg.Agent.Socket == "" {
 		return fmt.Errorf("agent: [agent] socket is not set in %s", cfg.Path)
 	}

@@ -18,11 +18,11 @@ import (
 	"github.com/northstar-oci/northstar/configured"
 )
 
-// TestMain doubles as northstarctl when NORTHSTARCTL_TEST_MAIN is set: the
-// agent runs its own executable (here, the test binary) to unseal in a
-// child process.
+// TestMain doubles as northstarctl in the agent's unseal child: the agent
+// runs its own executable (here, the test binary) to unseal, and marks the
+// child's environment (agent.ChildEnv).
 func TestMain(m *testing.M) {
-	if os.Getenv("NORTHSTARCTL_TEST_MAIN") == "1" {
+	if os.Getenv(agent.ChildEnv) != "" {
 		if err := Run(context.Background(), &Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:]); err != nil {
 			fmt.Fprintf(os.Stderr, "northstarctl: %v\n", err)
 			os.Exit(1)
@@ -156,7 +156,6 @@ func TestDoctor(t *testing.T) {
 // TestAgent runs `northstarctl agent` in-process: it serves the current
 // generation, follows a rotation, and removes its socket when stopped.
 func TestAgent(t *testing.T) {
-	t.Setenv("NORTHSTARCTL_TEST_MAIN", "1") // the agent's unseal child runs the test binary
 	cfgPath := setup(t)
 	sock := filepath.Join(filepath.Dir(cfgPath), "agent", "agent.sock")
 	if _, _, err := ctl(t, "agent", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "[agent] socket is not set") {

@@ -9,7 +9,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/hook/entry"
-	"github.com/northstar-oci/northstar/secretfs"
 )
 
 func TestParseState(t *testing.T) {
@@ -126,22 +125,96 @@ func TestPolicyFor(t *testing.T) {
 	}
 }
 
+// FuzzPolicyFor checks PolicyFor against an oracle written from the
+// contract (DESIGN.md §3), not from PolicyFor: which annotation values are
+// accepted and what policy results, with each annotation present or absent.
 func FuzzPolicyFor(f *testing.F) {
-	f.Add("false", "1000", "1000", "0400")
-	f.Add("true", "", "", "")
-	f.Add("x", "-1", "99999999999", "0777")
-	f.Fuzz(func(t *testing.T, disable, uid, gid, mode string) {
-		p, err := PolicyFor(&specs.Spec{Annotations: map[string]string{
-			AnnotationDisable: disable, AnnotationUID: uid, AnnotationGID: gid, AnnotationMode: mode,
-		}}, 0o400)
-		if err != nil || p.Disabled {
-			return
+	f.Add(uint8(0), "false", "1000", "1000", "0400", uint32(1000), uint32(1000))
+	f.Add(uint8(15), "true", "", "", "", uint32(0), uint32(0))
+	f.Add(uint8(14), "x", "-1", "99999999999", "0777", uint32(5), uint32(6))
+	f.Add(uint8(8), "", "", "", "0440", uint32(0), uint32(0))
+	f.Fuzz(func(t *testing.T, present uint8, disable, uid, gid, mode string, puid, pgid uint32) {
+		ann := map[string]string{}
+		for bit, kv := range [][2]string{{AnnotationDisable, disable}, {AnnotationUID, uid}, {AnnotationGID, gid}, {AnnotationMode, mode}} {
+			if present&(1<<bit) != 0 {
+				ann[kv[0]] = kv[1]
+			}
 		}
-		if p.Mode&^0o444 != 0 || p.Mode == 0 {
-			t.Fatalf("accepted mode %#o from %q", p.Mode, mode)
+		got, err := PolicyFor(&specs.Spec{Process: &specs.Process{User: specs.User{UID: puid, GID: pgid}}, Annotations: ann}, 0o400)
+
+		// The oracle.
+		want := Policy{UID: puid, GID: pgid, Mode: 0o400}
+		ok := true
+		if v, set := ann[AnnotationDisable]; set {
+			switch v {
+			case "true":
+				want.Disabled = true
+			case "false":
+			default:
+				ok = false
+			}
 		}
-		if _, err := secretfs.ParseMode(mode); err != nil {
-			t.Fatalf("accepted bad mode %q", mode)
+		if !want.Disabled {
+			for _, id := range []struct {
+				key string
+				out *uint32
+			}{{AnnotationUID, &want.UID}, {AnnotationGID, &want.GID}} {
+				if v, set := ann[id.key]; set {
+					n, good := oracleID(v)
+					ok = ok && good
+					*id.out = n
+				}
+			}
+			if v, set := ann[AnnotationMode]; set {
+				m, good := oracleMode(v)
+				ok = ok && good
+				want.Mode = m
+			}
+		}
+		switch {
+		case ok && err != nil:
+			t.Fatalf("PolicyFor(%q) refused a valid policy: %v", ann, err)
+		case !ok && err == nil:
+			t.Fatalf("PolicyFor(%q) accepted %+v, want an error", ann, *got)
+		case ok && *got != want:
+			t.Fatalf("PolicyFor(%q) = %+v, want %+v", ann, *got, want)
 		}
 	})
+}
+
+// oracleID: decimal digits only, 1-10 of them, below 2^32-1 (the kernel's
+// "no id").
+func oracleID(s string) (uint32, bool) {
+	if len(s) == 0 || len(s) > 10 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n >= 1<<32-1 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// oracleMode: 1-4 octal digits, read bits only, at least one.
+func oracleMode(s string) (os.FileMode, bool) {
+	if len(s) == 0 || len(s) > 4 {
+		return 0, false
+	}
+	var n uint32
+	for _, c := range s {
+		if c < '0' || c > '7' {
+			return 0, false
+		}
+		n = n*8 + uint32(c-'0')
+	}
+	if n&^0o444 != 0 || n == 0 {
+		return 0, false
+	}
+	return os.FileMode(n), true
 }

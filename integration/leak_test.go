@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSecretNeverLeaks runs the hook through a wrapper that records its
@@ -37,12 +39,26 @@ func TestSecretNeverLeaks(t *testing.T) {
 	b := newBundle(t, e.dir, false, `cat /run/northstar/secret > /tmp/seen; sleep 30`).withHook("createRuntime", e.config)
 	b.spec.Hooks.CreateRuntime[0].Path = wrapper
 	b.spec.Root.Readonly = false // the container reports through /tmp/seen
-	// A failing container too: its error output must not leak either.
+	// A failing container too, refused after the hook has unsealed the
+	// secret (its /run/northstar is a file): its error output must not
+	// leak either.
 	bad := newBundle(t, e.dir, false, `true`).withHook("createRuntime", e.config)
 	bad.spec.Hooks.CreateRuntime[0].Path = wrapper
-	bad.spec.Annotations = map[string]string{"io.northstar.secret.mode": "0600"}
+	if err := os.MkdirAll(filepath.Join(bad.rootfs, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bad.rootfs, "run/northstar"), []byte("a file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if r := bad.runcRun(t); r.err == nil {
 		t.Fatalf("bad container started:\n%s", r)
+	}
+	errs, _ := filepath.Glob(filepath.Join(outDir, "err.*"))
+	if len(errs) != 1 {
+		t.Fatalf("hook wrapper recorded %d stderr files, want 1", len(errs))
+	}
+	if data, _ := os.ReadFile(errs[0]); !strings.Contains(string(data), "northstar-hook: mount: ") {
+		t.Fatalf("the bad container was refused before the hook unsealed its secret: %q", data)
 	}
 
 	b.write(t)
@@ -103,5 +119,66 @@ func TestSecretNeverLeaks(t *testing.T) {
 			leaks(p, data)
 			return nil
 		})
+	}
+}
+
+// TestSecretNotInArgvOrEnvWhileHooksRun scans every process's argv and
+// environment while a hook is alive: held at the TPM lock by the test, so
+// the scan cannot run only after the hooks are gone.
+func TestSecretNotInArgvOrEnvWhileHooksRun(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
+	want := e.secretHex(t)
+	raw, _ := hex.DecodeString(want)
+
+	lock, err := os.OpenFile(filepath.Join(e.cfg.StateDir, "tpm.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	b := newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config)
+	go func() { done <- b.runcRun(t) }()
+
+	var hooks []string
+	for deadline := time.Now().Add(10 * time.Second); len(hooks) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no northstar-hook process showed up")
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range procs {
+			if comm, _ := os.ReadFile(p + "/comm"); strings.TrimSpace(string(comm)) == "northstar-hook" {
+				hooks = append(hooks, p)
+			}
+		}
+	}
+	scanned := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		for _, f := range []string{"cmdline", "environ"} {
+			data, err := os.ReadFile(filepath.Join(p, f))
+			if err != nil {
+				continue
+			}
+			scanned++
+			if bytes.Contains(data, []byte(want)) || bytes.Contains(data, raw) {
+				t.Errorf("the secret appears in %s/%s", p, f)
+			}
+		}
+	}
+	for _, h := range hooks {
+		if _, err := os.Stat(h); err != nil {
+			t.Errorf("hook %s exited before the scan ended: the scan proves nothing", h)
+		}
+	}
+	t.Logf("scanned %d argv/environ files with %d hook(s) blocked", scanned, len(hooks))
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r.err != nil || r.stdout != want {
+		t.Fatalf("container after the lock was released:\n%s", r)
 	}
 }

@@ -436,19 +436,26 @@ func TestTPMNoPasswordBypass(t *testing.T) {
 			}
 			defer flushContext(tpm, load.ObjectHandle)
 
-			auths := map[string]tpm2.Session{
-				"empty password": tpm2.PasswordAuth(nil),
-				"HMAC session":   tpm2.HMAC(tpm2.TPMAlgSHA256, 16),
-				// A policy session that skipped PolicyPCR has the wrong digest.
-				"bare policy session": tpm2.Policy(tpm2.TPMAlgSHA256, 16, func(transport.TPM, tpm2.TPMISHPolicy, tpm2.TPM2BNonce) error { return nil }),
+			// Each way in is refused for its own reason: with UserWithAuth
+			// off the authValue is not available at all, and a policy
+			// session that skipped PolicyPCR has the wrong digest.
+			auths := map[string]struct {
+				auth tpm2.Session
+				want error
+			}{
+				"empty password":      {tpm2.PasswordAuth(nil), tpm2.TPMRCAuthUnavailable},
+				"HMAC session":        {tpm2.HMAC(tpm2.TPMAlgSHA256, 16), tpm2.TPMRCAuthUnavailable},
+				"bare policy session": {tpm2.Policy(tpm2.TPMAlgSHA256, 16, func(transport.TPM, tpm2.TPMISHPolicy, tpm2.TPM2BNonce) error { return nil }), tpm2.TPMRCPolicyFail},
 			}
-			for name, auth := range auths {
-				rsp, err := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: auth}}.Execute(tpm)
+			for name, a := range auths {
+				rsp, err := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: load.Name, Auth: a.auth}}.Execute(tpm)
 				if err == nil {
 					t.Errorf("%s: Unseal succeeded (%d bytes)", name, len(rsp.OutData.Buffer))
 					continue
 				}
-				t.Logf("%s: %v", name, err)
+				if !errors.Is(err, a.want) {
+					t.Errorf("%s: Unseal = %v, want %v", name, err, a.want)
+				}
 			}
 		})
 	}

@@ -277,3 +277,110 @@ func TestFindFromPATH(t *testing.T) {
 		t.Errorf("no hook anywhere: err = %v", err)
 	}
 }
+
+// FuzzRewrite feeds Rewrite arbitrary config.json documents. Whatever it
+// accepts and changes must come out as JSON with exactly one northstar
+// hook, the wanted one at createRuntime; every other hook in its stage and
+// order; every other top-level member as it was (whitespace aside); and a
+// second Rewrite must change nothing.
+func FuzzRewrite(f *testing.F) {
+	for _, name := range []string{"containerd-1.6-rootfs.json", "other-hooks.json", "northstar-at-several-stages.json", "stale-northstar.json", "ours-already.json"} {
+		if data, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Add([]byte(`{"ociVersion":"1.0.2","hooks":{"prestart":[{"path":"/x"}],"createRuntime":null}}`))
+	f.Add([]byte(`{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, changed, err := Rewrite(data, testHook)
+		if err != nil {
+			return
+		}
+		if !changed {
+			if !bytes.Equal(out, data) {
+				t.Fatal("unchanged, but the data differ")
+			}
+			return
+		}
+		var before, after map[string]json.RawMessage
+		if err := json.Unmarshal(data, &before); err != nil {
+			t.Fatalf("accepted a non-object: %v", err)
+		}
+		if err := json.Unmarshal(out, &after); err != nil {
+			t.Fatalf("output is not a JSON object: %v\n%s", err, out)
+		}
+		for k, v := range before {
+			if k == "hooks" {
+				continue
+			}
+			var want, got bytes.Buffer
+			if json.Compact(&want, v) != nil || json.Compact(&got, after[k]) != nil || !bytes.Equal(got.Bytes(), want.Bytes()) {
+				t.Fatalf("member %q changed", k)
+			}
+		}
+		var spec specs.Spec
+		if err := json.Unmarshal(out, &spec); err != nil || spec.Hooks == nil {
+			t.Fatalf("output hooks do not decode: %v", err)
+		}
+		var orig specs.Spec
+		_ = json.Unmarshal(data, &orig)
+		n := 0
+		for _, stage := range []struct {
+			name        string
+			got, before []specs.Hook
+		}{
+			{"prestart", spec.Hooks.Prestart, hooksOf(orig.Hooks, "prestart")}, //nolint:staticcheck
+			{"createRuntime", spec.Hooks.CreateRuntime, hooksOf(orig.Hooks, "createRuntime")},
+			{"createContainer", spec.Hooks.CreateContainer, hooksOf(orig.Hooks, "createContainer")},
+			{"startContainer", spec.Hooks.StartContainer, hooksOf(orig.Hooks, "startContainer")},
+			{"poststart", spec.Hooks.Poststart, hooksOf(orig.Hooks, "poststart")},
+			{"poststop", spec.Hooks.Poststop, hooksOf(orig.Hooks, "poststop")},
+		} {
+			var others, wantOthers []specs.Hook
+			for _, h := range stage.got {
+				if IsNorthstar(h) {
+					n++
+					if stage.name != "createRuntime" || !reflect.DeepEqual(h, testHook) {
+						t.Fatalf("northstar hook %+v at %s", h, stage.name)
+					}
+					continue
+				}
+				others = append(others, h)
+			}
+			for _, h := range stage.before {
+				if !IsNorthstar(h) {
+					wantOthers = append(wantOthers, h)
+				}
+			}
+			if len(others) != len(wantOthers) || (len(others) > 0 && !reflect.DeepEqual(others, wantOthers)) {
+				t.Fatalf("%s: other hooks %+v, want %+v", stage.name, others, wantOthers)
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d northstar hooks, want 1", n)
+		}
+		if again, changed, err := Rewrite(out, testHook); err != nil || changed || !bytes.Equal(again, out) {
+			t.Fatalf("second Rewrite: changed %v, %v", changed, err)
+		}
+	})
+}
+
+func hooksOf(h *specs.Hooks, stage string) []specs.Hook {
+	if h == nil {
+		return nil
+	}
+	switch stage {
+	case "prestart":
+		return h.Prestart //nolint:staticcheck
+	case "createRuntime":
+		return h.CreateRuntime
+	case "createContainer":
+		return h.CreateContainer
+	case "startContainer":
+		return h.StartContainer
+	case "poststart":
+		return h.Poststart
+	}
+	return h.Poststop
+}

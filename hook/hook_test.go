@@ -1,0 +1,140 @@
+package hook
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/seal"
+	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/secretfs/mount"
+	"github.com/northstar-oci/northstar/store"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (mounts, user namespaces); CI runs as root")
+	}
+	t.Skip("needs root")
+}
+
+func hostStore(t *testing.T) *store.Store {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	return store.New(dir, seal.NewHost(filepath.Join(dir, seal.HostKeyFile)))
+}
+
+// TestBuildMount: the detached filesystem is built from the store's secret;
+// a configured but absent agent, or one serving another secret, changes
+// nothing (the hook unseals itself); an empty store fails naming unseal.
+func TestBuildMount(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	st := hostStore(t)
+	owner := mount.Owner{UID: 1000, GID: 1000, Mode: 0o400}
+	if _, err := buildMount(ctx, st, "", owner); err == nil || !strings.HasPrefix(err.Error(), "unseal: ") {
+		t.Fatalf("buildMount before init = %v, want an unseal error", err)
+	}
+	if _, _, err := st.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	for name, sock := range map[string]string{
+		"no agent configured":          "",
+		"agent configured, absent":     filepath.Join(t.TempDir(), "agent", "agent.sock"),
+		"agent serving another secret": staleAgent(t),
+	} {
+		m, err := buildMount(ctx, st, sock, owner)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if m.FSType == "" {
+			t.Errorf("%s: no filesystem type", name)
+		}
+		m.Close()
+	}
+}
+
+// staleAgent serves a memfd that is not the store's secret, as an agent of
+// an earlier state would.
+func staleAgent(t *testing.T) string {
+	t.Helper()
+	f, err := secretfs.NewSealedMemfd("stale", []byte(strings.Repeat("ab", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	sock := filepath.Join(t.TempDir(), "agent", "agent.sock")
+	ln, err := agent.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		agent.Serve(ctx, ln, func() (*os.File, agent.RecordID, error) {
+			g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+			return g, agent.RecordID{Generation: 1}, err
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return sock
+}
+
+// TestOwnerAndCreator: ids of a container with its own user namespace are
+// translated through its maps; an unmapped id names the annotation that
+// fixes it; without a user namespace, or inside the container, ids stay.
+func TestOwnerAndCreator(t *testing.T) {
+	requireRoot(t)
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 300000, Size: 65536}},
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("unshare: %v", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+	// Wait for the maps to be written.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", pid)); strings.Contains(string(data), "300000") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("uid_map never written")
+		}
+	}
+	p := &Policy{UID: 1000, GID: 1001, Mode: 0o400}
+	o, err := ownerFor(pid, p, false)
+	if err != nil || o.UID != 301000 || o.GID != 301001 {
+		t.Errorf("ownerFor in a user namespace = %+v, %v; want 301000:301001", o, err)
+	}
+	if o, err := ownerFor(pid, p, true); err != nil || o.UID != 1000 || o.GID != 1001 {
+		t.Errorf("ownerFor inside the container = %+v, %v; want the ids as they are", o, err)
+	}
+	if o, err := ownerFor(os.Getpid(), p, false); err != nil || o.UID != 1000 {
+		t.Errorf("ownerFor without a user namespace = %+v, %v", o, err)
+	}
+	if _, err := ownerFor(pid, &Policy{UID: 70000, GID: 0, Mode: 0o400}, false); err == nil || !strings.Contains(err.Error(), AnnotationUID) {
+		t.Errorf("ownerFor of an unmapped uid = %v, want an error naming %s", err, AnnotationUID)
+	}
+	if c, err := containerRoot(pid, false); err != nil || c == nil || *c != (mount.IDs{UID: 300000, GID: 300000}) {
+		t.Errorf("containerRoot = %+v, %v; want 300000:300000", c, err)
+	}
+	if c, err := containerRoot(os.Getpid(), false); err != nil || c != nil {
+		t.Errorf("containerRoot without a user namespace = %+v, %v; want nil", c, err)
+	}
+}
