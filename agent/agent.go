@@ -191,21 +191,27 @@ func send(c *net.UnixConn, memfd *os.File, id RecordID) error {
 // process's user namespace (unmapped uids read as the overflow uid), so
 // "uid 0" means root of our own namespace, not root of some container's.
 func checkPeer(c *net.UnixConn) error {
+	var cred *unix.Ucred
+	if err := sockopt(c, func(fd int) (err error) {
+		cred, err = unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		return err
+	}); err != nil {
+		return fmt.Errorf("SO_PEERCRED: %w", err)
+	}
+	return allowUID(cred.Uid, uint32(os.Geteuid()))
+}
+
+// sockopt runs get on c's file descriptor.
+func sockopt(c *net.UnixConn, get func(fd int) error) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { gerr = get(int(fd)) }); err != nil {
 		return err
 	}
-	if serr != nil {
-		return fmt.Errorf("SO_PEERCRED: %w", serr)
-	}
-	return allowUID(cred.Uid, uint32(os.Geteuid()))
+	return gerr
 }
 
 // allowUID is the peer policy: root of this user namespace or ourselves.

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/secretfs"
 )
 
@@ -306,12 +307,7 @@ func TestPeerWithOtherUIDRefused(t *testing.T) {
 // is refused all the same (issue 9, point 5); the same process in the
 // agent's namespace gets the memfd.
 func TestPeerInAnotherMountNamespaceRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (mount namespaces); CI runs as root")
-		}
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t, "mount namespaces")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

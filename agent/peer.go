@@ -26,19 +26,12 @@ func checkClient(c *net.UnixConn) error {
 	if err := checkPeer(c); err != nil {
 		return err
 	}
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
 	var pidfd int
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		pidfd, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
-	}); err != nil {
+	if err := sockopt(c, func(fd int) (err error) {
+		pidfd, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEERPIDFD)
 		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("%w: SO_PEERPIDFD: %v (kernel 6.5+ needed to tell the peer's namespaces)", ErrRefused, serr)
+	}); err != nil {
+		return fmt.Errorf("%w: SO_PEERPIDFD: %v (kernel 6.5+ needed to tell the peer's namespaces)", ErrRefused, err)
 	}
 	defer unix.Close(pidfd)
 	same, err := sameMountNamespace(pidfd)

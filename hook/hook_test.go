@@ -12,22 +12,12 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/secretfs/mount"
 	"github.com/northstar-oci/northstar/store"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (mounts, user namespaces); CI runs as root")
-	}
-	t.Skip("needs root")
-}
 
 func hostStore(t *testing.T) *store.Store {
 	t.Helper()
@@ -39,7 +29,7 @@ func hostStore(t *testing.T) *store.Store {
 // a configured but absent agent, or one serving another secret, changes
 // nothing (the hook unseals itself); an empty store fails naming unseal.
 func TestBuildMount(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "mounts, user namespaces")
 	ctx := context.Background()
 	st := hostStore(t)
 	owner := mount.Owner{UID: 1000, GID: 1000, Mode: 0o400}
@@ -96,7 +86,7 @@ func staleAgent(t *testing.T) string {
 // translated through its maps; an unmapped id names the annotation that
 // fixes it; without a user namespace, or inside the container, ids stay.
 func TestOwnerAndCreator(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "mounts, user namespaces")
 	cmd := exec.Command("sleep", "30")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  syscall.CLONE_NEWUSER,

@@ -8,18 +8,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (mount namespaces); CI runs as root")
-	}
-	t.Skip("needs root")
-}
+	"github.com/northstar-oci/northstar/internal/testenv"
+)
 
 // childWithPrivateMount starts a process in a mount namespace of its own in
 // which dir has a tmpfs holding a file "inside"; the host never sees it.
@@ -53,7 +44,7 @@ func childWithPrivateMount(t *testing.T, dir string) int {
 }
 
 func TestInMountNamespace(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "mount namespaces")
 	dir := t.TempDir()
 	pid := childWithPrivateMount(t, dir)
 	inside := filepath.Join(dir, "inside")

@@ -14,22 +14,10 @@ import (
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/internal/testtree"
 	"github.com/northstar-oci/northstar/secretfs"
 )
-
-// requireRoot skips a test that needs real mounts unless it runs as root;
-// in CI (CI=true) a missing prerequisite is a failure, not a skip.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (mount namespaces and real mounts); CI runs as root")
-	}
-	t.Skip("needs root")
-}
 
 // inPrivateMountNS runs fn on a thread with a private copy of the mount
 // namespace, so the test's mounts vanish with the thread.
@@ -80,7 +68,7 @@ func detachedMountID(m *Mount) (uint64, error) {
 // must stay untouched: the secret either lands inside the rootfs or the
 // attach fails.
 func TestAttachInRootHostileImages(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "mount namespaces and real mounts")
 	tests := []struct {
 		name    string
 		image   []string
@@ -208,7 +196,7 @@ func TestAttachInRootHostileImages(t *testing.T) {
 }
 
 func TestNewMountAttributes(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "mount namespaces and real mounts")
 	memfd, err := secretfs.NewSealedMemfd("test", []byte(strings.Repeat("cd", 32)))
 	if err != nil {
 		t.Fatal(err)
