@@ -41,23 +41,61 @@ func formatLifecycleID(bootID string, pid int, startTicks uint64) string {
 	return fmt.Sprintf("boot:%s/pid:%d/start:%d", bootID, pid, startTicks)
 }
 
-// statStartTime returns starttime, field 22 of a /proc/<pid>/stat line. The
-// command name (field 2) is in parentheses and may itself hold spaces and
-// parentheses, so fields are counted after its last ')'.
+// statStartTime returns starttime, field 22 of a /proc/<pid>/stat line.
 func statStartTime(stat []byte) (uint64, error) {
+	return statField(stat, 22)
+}
+
+// statField returns field n (1-based, n >= 3) of a /proc/<pid>/stat line as
+// a number. The command name (field 2) is in parentheses and may itself
+// hold spaces and parentheses, so fields are counted after its last ')'.
+func statField(stat []byte, n int) (uint64, error) {
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
 		return 0, errors.New("malformed /proc stat: no command name")
 	}
-	// After ") " comes field 3 (state); starttime is field 22.
+	// After ") " comes field 3 (state).
 	f := strings.Fields(string(stat[i+1:]))
-	const idx = 22 - 3
+	idx := n - 3
 	if len(f) <= idx {
 		return 0, errors.New("malformed /proc stat: too few fields")
 	}
 	v, err := strconv.ParseUint(f[idx], 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("malformed /proc stat: starttime %q", f[idx])
+		return 0, fmt.Errorf("malformed /proc stat: field %d %q", n, f[idx])
 	}
 	return v, nil
+}
+
+// runtimePid finds the containerd that runs this shim: the nearest ancestor,
+// starting at the parent, whose executable is named containerd. containerd
+// runs `start` and `delete` itself, but a runtime_path wrapper that forks
+// (a script that calls us) would otherwise pass for a new containerd at
+// every start and rotate the secret each time. With no such ancestor (a
+// runtime we do not know, or /proc not readable) the parent it is.
+func runtimePid() int {
+	parent := os.Getppid()
+	for pid, hops := parent, 0; pid > 1 && hops < 8; hops++ {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && isContainerd(exe) {
+			return pid
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		ppid, err := statField(stat, 4)
+		if err != nil {
+			break
+		}
+		pid = int(ppid)
+	}
+	return parent
+}
+
+// isContainerd reports whether exe (a /proc/PID/exe target) is a containerd
+// daemon binary, not one of its shims.
+func isContainerd(exe string) bool {
+	base := exe[strings.LastIndexByte(exe, '/')+1:]
+	base = strings.TrimSuffix(base, " (deleted)") // upgraded under a running daemon
+	return base == "containerd"
 }

@@ -46,7 +46,7 @@ func Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return shimError(err)
 	}
-	runtimePid := os.Getppid() // containerd, for the actions it runs
+	runtimePid := runtimePid() // containerd, which runs these actions
 	cfg, cfgErr := loadConfig()
 	if inv.action == "start" && cfgErr != nil {
 		return shimError(cfgErr)

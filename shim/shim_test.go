@@ -20,6 +20,10 @@ import (
 // binary runs the wrapper on its arguments, as containerd would run
 // containerd-shim-northstar-v2.
 func TestMain(m *testing.M) {
+	if os.Getenv("SHIM_TEST_RUNTIME_PID") == "1" {
+		fmt.Println(runtimePid())
+		os.Exit(0)
+	}
 	if os.Getenv("SHIM_TEST_RUN") == "1" {
 		err := Run(context.Background(), os.Args[1:])
 		fmt.Fprintln(os.Stderr, err)
@@ -218,5 +222,43 @@ func appendConfig(t *testing.T, path, text string) {
 	defer f.Close()
 	if _, err := f.WriteString(text); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRuntimePidSkipsWrappers: a runtime_path wrapper between containerd
+// and the shim does not pass for containerd (issue 9, point 7: it would
+// start a new lifecycle, and rotate, at every container start).
+func TestRuntimePidSkipsWrappers(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(t.TempDir(), "containerd")
+	data, err := os.ReadFile(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fake, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// containerd (a copy of sh) -> sh (the wrapper) -> the shim.
+	cmd := exec.Command(fake, "-c", `sh -c '"$0"; true' "$0"; true`, exe)
+	cmd.Env = append(os.Environ(), "SHIM_TEST_RUNTIME_PID=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != fmt.Sprint(cmd.Process.Pid) {
+		t.Errorf("runtimePid() = %s, want the containerd process %d, not the wrapper", got, cmd.Process.Pid)
+	}
+	// Without a containerd among its ancestors, the parent is the runtime.
+	direct := exec.Command(exe)
+	direct.Env = append(os.Environ(), "SHIM_TEST_RUNTIME_PID=1")
+	if out, err := direct.Output(); err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(os.Getpid()) {
+		t.Errorf("runtimePid() without containerd = %q, %v; want the parent %d", out, err, os.Getpid())
 	}
 }
