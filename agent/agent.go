@@ -16,9 +16,11 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -139,6 +141,34 @@ func checkDir(dir string) error {
 // then closes ln (removing the socket). Connections are served one at a
 // time: each is a single sendmsg.
 func Serve(ctx context.Context, ln *net.UnixListener, src Source) error {
+	return ServeWith(ctx, ln, src, nil)
+}
+
+// Registrar is the broker side of registrations: the hook registers each
+// container that gets the API, and learns the directory to mount at
+// /run/northstar/api.
+type Registrar interface {
+	Register(r Registration) (dir string, err error)
+}
+
+// Registration is what the hook tells the broker about a container.
+type Registration struct {
+	ID       string `json:"id"`       // the OCI container id
+	Identity string `json:"identity"` // who the container speaks as
+	Pid      int    `json:"pid"`      // its init process, watched by pidfd
+}
+
+// Request ops: the first byte of a client's one message.
+const (
+	opSecret   = 'S'
+	opRegister = 'R'
+)
+
+// maxRequest bounds a request message.
+const maxRequest = 4 << 10
+
+// ServeWith is Serve with registrations handled by reg (nil: refused).
+func ServeWith(ctx context.Context, ln *net.UnixListener, src Source, reg Registrar) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
@@ -158,15 +188,27 @@ func Serve(ctx context.Context, ln *net.UnixListener, src Source) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		_ = serveConn(c, src) // a refused or failed client falls back to the TPM
+		_ = serveConn(c, src, reg) // a refused or failed client falls back to the TPM
 		c.Close()
 	}
 }
 
-func serveConn(c *net.UnixConn, src Source) error {
+func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
 	_ = c.SetDeadline(time.Now().Add(serveTimeout))
 	if err := checkClient(c); err != nil {
 		return err
+	}
+	req := make([]byte, maxRequest+1)
+	n, err := c.Read(req)
+	if err != nil {
+		return err
+	}
+	switch {
+	case n == 1 && req[0] == opSecret:
+	case n > 1 && n <= maxRequest && req[0] == opRegister:
+		return serveRegister(c, req[1:n], reg)
+	default:
+		return errors.New("unknown request")
 	}
 	memfd, id, err := src()
 	if err != nil {
@@ -178,6 +220,77 @@ func serveConn(c *net.UnixConn, src Source) error {
 		return err
 	}
 	return send(c, memfd, id)
+}
+
+// registerReply answers a registration.
+type registerReply struct {
+	Dir   string `json:"dir,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+func serveRegister(c *net.UnixConn, body []byte, reg Registrar) error {
+	var reply registerReply
+	var r Registration
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	switch {
+	case reg == nil:
+		reply.Error = "this agent serves no API ([api] enable is off where it started)"
+	case dec.Decode(&r) != nil:
+		reply.Error = "malformed registration"
+	default:
+		dir, err := reg.Register(r)
+		if err != nil {
+			reply.Error = err.Error()
+		}
+		reply.Dir = dir
+	}
+	data, _ := json.Marshal(reply)
+	_, err := c.Write(data)
+	return err
+}
+
+// Register registers a container with the broker at socketPath and
+// returns the directory of its API socket.
+func Register(ctx context.Context, socketPath string, r Registration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, socketPath)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
+	c := nc.(*net.UnixConn)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if err := checkPeer(c); err != nil {
+		return "", err
+	}
+	body, err := json.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	if _, err := c.Write(append([]byte{opRegister}, body...)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, maxRequest)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", fmt.Errorf("read reply: %w", err)
+	}
+	var reply registerReply
+	if err := json.Unmarshal(buf[:n], &reply); err != nil {
+		return "", errors.New("malformed reply")
+	}
+	if reply.Error != "" {
+		return "", errors.New(reply.Error)
+	}
+	if !filepath.IsAbs(reply.Dir) {
+		return "", errors.New("the agent named no directory")
+	}
+	return reply.Dir, nil
 }
 
 // send writes one message: id with memfd attached.
@@ -243,6 +356,9 @@ func Fetch(ctx context.Context, socketPath string) (*os.File, RecordID, error) {
 	// costs one getsockopt.
 	if err := checkPeer(c); err != nil {
 		return nil, RecordID{}, fmt.Errorf("agent: %w", err)
+	}
+	if _, err := c.Write([]byte{opSecret}); err != nil {
+		return nil, RecordID{}, fmt.Errorf("write agent: %w", err)
 	}
 	return receive(c)
 }

@@ -108,7 +108,8 @@ func TestFetchWithoutAgent(t *testing.T) {
 	}
 }
 
-// fakeServer accepts one connection and sends msg with fds attached.
+// fakeServer accepts one connection, reads its request and sends msg with
+// fds attached.
 func fakeServer(t *testing.T, msg []byte, fds ...int) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "fake.sock")
@@ -123,6 +124,8 @@ func fakeServer(t *testing.T, msg []byte, fds ...int) string {
 			return
 		}
 		defer c.Close()
+		req := make([]byte, maxRequest)
+		_, _ = c.Read(req) // the client's request, as the real agent reads it
 		var oob []byte
 		if len(fds) > 0 {
 			oob = unix.UnixRights(fds...)

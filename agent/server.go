@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/broker/keys"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -21,38 +25,107 @@ import (
 // TPM itself.
 const poll = time.Second
 
-// Run is the agent: it unseals st's current secret (with unseal) into a
-// sealed, mlocked memfd, serves it on socketPath until ctx ends, and
-// follows rotations. Progress lines ("agent: serving generation N ...") go
-// to log; the secret never does.
-func Run(ctx context.Context, socketPath string, st *store.Store, unseal Unsealer, log io.Writer) error {
+// Options are what Run needs.
+type Options struct {
+	Socket string       // the control socket ([agent] socket)
+	Store  *store.Store // the lifecycle secret and the broker's keys
+	Unseal Unsealer     // how to unseal (InChild for a long-lived agent)
+	Log    io.Writer    // progress lines; never a secret
+	// API, when set, makes the agent the broker: a per-container API
+	// socket for every container the hook registers (DESIGN.md §9).
+	API *APIOptions
+}
+
+// APIOptions configure the broker.
+type APIOptions struct {
+	TokenTTL  time.Duration // default token lifetime
+	AuditPath string        // the hash-chained audit log
+}
+
+// Run is the agent: it unseals the current secret (with opts.Unseal) into
+// a sealed, mlocked memfd, serves it on opts.Socket until ctx ends, and
+// follows rotations; with opts.API it also serves the containers' API.
+func Run(ctx context.Context, opts Options) error {
 	if err := harden(); err != nil {
 		return err
 	}
-	h := &held{unseal: unseal}
+	h := &held{unseal: opts.Unseal}
 	defer h.close()
 	if err := h.load(ctx); err != nil {
 		return fmt.Errorf("unseal: %w", err)
 	}
-	ln, err := Listen(socketPath)
+	// First the socket: Listen makes its 0700 directory, where the broker
+	// keeps the containers' directories.
+	ln, err := Listen(opts.Socket)
 	if err != nil {
 		return err
 	}
-	go h.watch(ctx, st, log)
-	fmt.Fprintf(log, "agent: serving generation %d on %s\n", h.current().Generation, socketPath)
-	if err := Serve(ctx, ln, h.source); err != nil {
+	var reg Registrar
+	if opts.API != nil {
+		b, err := startBroker(ctx, opts, h)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("broker: %w", err)
+		}
+		defer b.close()
+		reg = b
+		h.onLoad = func(id RecordID) {
+			b.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(id.Generation, 10)})
+		}
+	}
+	go h.watch(ctx, opts.Store, opts.Log)
+	fmt.Fprintf(opts.Log, "agent: serving generation %d on %s\n", h.current().Generation, opts.Socket)
+	if err := ServeWith(ctx, ln, h.source, reg); err != nil {
 		return err
 	}
 	// Serve closed the listener, which unlinks the socket; make sure.
-	if err := os.Remove(socketPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(opts.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove socket: %w", err)
 	}
 	return nil
 }
 
+// Key names in the store: kept sealed across rotations.
+const (
+	rootKeyName  = "broker"
+	auditKeyName = "audit"
+)
+
+// startBroker unseals (or makes) the broker's root and audit keys and
+// opens the audit log.
+func startBroker(ctx context.Context, opts Options, h *held) (*broker, error) {
+	rootBytes, err := opts.Store.Key(ctx, rootKeyName, keys.RootSize)
+	if err != nil {
+		return nil, fmt.Errorf("root key: %w", err)
+	}
+	root, err := keys.RootFromBytes(rootBytes)
+	clear(rootBytes)
+	if err != nil {
+		return nil, err
+	}
+	auditKey, err := opts.Store.Key(ctx, auditKeyName, 32)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	log, err := audit.Open(opts.API.AuditPath, auditKey)
+	clear(auditKey)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	gen := func() uint64 { return h.current().Generation }
+	b, err := newBroker(root, log, opts.API.TokenTTL, gen, filepath.Join(filepath.Dir(opts.Socket), "containers"))
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	b.Audit("lifecycle-started", map[string]string{"generation": strconv.FormatUint(gen(), 10)})
+	return b, nil
+}
+
 // held is the agent's current secret: a sealed memfd and its record's id.
 type held struct {
 	unseal Unsealer
+	onLoad func(RecordID) // after a rotation was loaded; may be nil
 
 	mu     sync.Mutex // guards memfd, unlock, id
 	memfd  *os.File
@@ -152,6 +225,9 @@ func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 		}
 		lastErr = ""
 		fmt.Fprintf(log, "agent: serving generation %d\n", h.current().Generation)
+		if h.onLoad != nil {
+			h.onLoad(h.current())
+		}
 	}
 }
 

@@ -80,7 +80,7 @@ func TestRunFollowsANewBlobOfTheSameGeneration(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "agent", "agent.sock")
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, sock, st, InProcess(st), nopWriter{}) }()
+	go func() { done <- Run(ctx, Options{Socket: sock, Store: st, Unseal: InProcess(st), Log: nopWriter{}}) }()
 	defer func() { cancel(); <-done }()
 	waitCurrent := func() {
 		t.Helper()

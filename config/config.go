@@ -48,6 +48,7 @@ type Config struct {
 	Secret   Secret   `toml:"secret"`
 	Rotation Rotation `toml:"rotation"`
 	Agent    Agent    `toml:"agent"`
+	API      API      `toml:"api"`
 	Shim     Shim     `toml:"shim"`
 
 	// Path is where the config was read from ("" for defaults).
@@ -98,6 +99,24 @@ type Agent struct {
 	Socket string `toml:"socket"`
 }
 
+// API configures the broker's per-container API (DESIGN.md §9).
+type API struct {
+	// Enable gives every container /run/northstar/api/api.sock (needs the
+	// agent: [agent] socket).
+	Enable bool `toml:"enable"`
+	// TokenTTL is the default token lifetime, at most "1h".
+	TokenTTL string `toml:"token_ttl"`
+}
+
+// maxTokenTTL is the contract's bound on token lifetimes.
+const maxTokenTTL = time.Hour
+
+// TokenTTL returns the validated [api] token_ttl.
+func (c *Config) TokenTTL() time.Duration {
+	d, _ := time.ParseDuration(c.API.TokenTTL) // validated by Load
+	return d
+}
+
 // Shim configures containerd-shim-northstar-v2.
 type Shim struct {
 	// Delegate is the runc-compatible shim the wrapper execs after it
@@ -120,6 +139,7 @@ func Default() *Config {
 		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}, Timeout: "10s"},
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
+		API:      API{TokenTTL: "60s"},
 		Shim:     Shim{Delegate: DefaultShimDelegate},
 	}
 }
@@ -200,6 +220,12 @@ func (c *Config) Validate() error {
 	case RotateOnRuntimeRestart, RotateManual:
 	default:
 		return fmt.Errorf("[rotation] on %q: want %q or %q", c.Rotation.On, RotateOnRuntimeRestart, RotateManual)
+	}
+	if d, err := time.ParseDuration(c.API.TokenTTL); err != nil || d < time.Second || d > maxTokenTTL {
+		return fmt.Errorf("[api] token_ttl %q: want a duration from 1s to %s, like \"60s\"", c.API.TokenTTL, maxTokenTTL)
+	}
+	if c.API.Enable && c.Agent.Socket == "" {
+		return errors.New("[api] enable = true needs the agent: set [agent] socket")
 	}
 	if d := c.Shim.Delegate; d == "" || strings.ContainsRune(d, '/') && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
 		return fmt.Errorf("[shim] delegate %q: want a binary name (containerd-shim-runc-v2) or a clean absolute path", d)

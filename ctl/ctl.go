@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -250,7 +251,11 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	unseal := agent.InChild([]string{exe, "agent", "--unseal-to-fd", "3", "--config", cfg.Path})
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := agent.Run(ctx, cfg.Agent.Socket, st, unseal, env.Stdout); err != nil {
+	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
+	if cfg.API.Enable {
+		opts.API = &agent.APIOptions{TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log")}
+	}
+	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil

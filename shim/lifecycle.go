@@ -1,12 +1,11 @@
 package shim
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
+
+	"github.com/northstar-oci/northstar/internal/procstat"
 )
 
 // bootIDPath changes on every boot of the kernel.
@@ -42,30 +41,7 @@ func formatLifecycleID(bootID string, pid int, startTicks uint64) string {
 }
 
 // statStartTime returns starttime, field 22 of a /proc/<pid>/stat line.
-func statStartTime(stat []byte) (uint64, error) {
-	return statField(stat, 22)
-}
-
-// statField returns field n (1-based, n >= 3) of a /proc/<pid>/stat line as
-// a number. The command name (field 2) is in parentheses and may itself
-// hold spaces and parentheses, so fields are counted after its last ')'.
-func statField(stat []byte, n int) (uint64, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat: no command name")
-	}
-	// After ") " comes field 3 (state).
-	f := strings.Fields(string(stat[i+1:]))
-	idx := n - 3
-	if len(f) <= idx {
-		return 0, errors.New("malformed /proc stat: too few fields")
-	}
-	v, err := strconv.ParseUint(f[idx], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("malformed /proc stat: field %d %q", n, f[idx])
-	}
-	return v, nil
-}
+func statStartTime(stat []byte) (uint64, error) { return procstat.Field(stat, 22) }
 
 // runtimePid finds the containerd that runs this shim: the nearest ancestor,
 // starting at the parent, whose executable is named containerd. containerd
@@ -79,15 +55,11 @@ func runtimePid() int {
 		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && isContainerd(exe) {
 			return pid
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		ppid, err := procstat.Parent(pid)
 		if err != nil {
 			break
 		}
-		ppid, err := statField(stat, 4)
-		if err != nil {
-			break
-		}
-		pid = int(ppid)
+		pid = ppid
 	}
 	return parent
 }

@@ -8,6 +8,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -360,4 +361,74 @@ func (s *Store) locked(ctx context.Context, fn func() error) error {
 		}
 	}
 	return fn()
+}
+
+// keyFormat is the format of a sealed key file.
+const keyFormat = 1
+
+// sealedKey is a key file: a key kept sealed across rotations.
+type sealedKey struct {
+	Format int    `json:"format"`
+	Sealer string `json:"sealer"`
+	Blob   []byte `json:"blob"`
+}
+
+// Key returns the key called name (size random bytes), creating and sealing
+// it the first time. Unlike the lifecycle secret it survives rotations: the
+// broker's root key and audit key live here (<name>.key.json). The caller
+// zeroes the result.
+func (s *Store) Key(ctx context.Context, name string, size int) ([]byte, error) {
+	path := filepath.Join(s.dir, name+".key.json")
+	if k, err := s.readKey(ctx, path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return k, err
+	}
+	var key []byte
+	err := s.locked(ctx, func() error {
+		var err error
+		if key, err = s.readKey(ctx, path); err == nil || !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		key = make([]byte, size)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		var blob []byte
+		cur, cerr := s.Current()
+		if p, ok := s.sealer.(seal.KeyPinner); ok && cerr == nil && cur.Sealer == s.sealer.Name() {
+			blob, err = p.SealPinned(ctx, key, cur.Blob)
+		} else {
+			blob, err = s.sealer.Seal(ctx, key)
+		}
+		if err != nil {
+			clear(key)
+			return err
+		}
+		data, err := json.MarshalIndent(sealedKey{Format: keyFormat, Sealer: s.sealer.Name(), Blob: blob}, "", "  ")
+		if err != nil {
+			return err
+		}
+		return atomicfile.Write(path, append(data, '\n'), 0o600)
+	})
+	return key, err
+}
+
+func (s *Store) readKey(ctx context.Context, path string) ([]byte, error) {
+	data, err := capped.ReadFile(path, maxRecordSize, filepath.Base(path))
+	if err != nil {
+		return nil, err
+	}
+	var k sealedKey
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&k); err != nil || k.Format != keyFormat || len(k.Blob) == 0 {
+		return nil, fmt.Errorf("%s: %w", path, seal.ErrCorrupt)
+	}
+	if k.Sealer != s.sealer.Name() {
+		return nil, fmt.Errorf("%s: %w (sealed by %q, the config says %q)", path, ErrSealerMismatch, k.Sealer, s.sealer.Name())
+	}
+	key, err := s.sealer.Unseal(ctx, k.Blob)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return key, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -207,4 +208,31 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("accepted invalid record %+v", rec)
 		}
 	})
+}
+
+func TestKeysSurviveRotations(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	k1, err := s.Key(ctx, "broker", 32)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("Key: %x, %v", k1, err)
+	}
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := s.Key(ctx, "broker", 32)
+	if err != nil || !bytes.Equal(k1, k2) {
+		t.Fatalf("the key changed with a rotation (%v)", err)
+	}
+	other, _ := s.Key(ctx, "audit", 32)
+	if bytes.Equal(other, k1) {
+		t.Error("two key names share a key")
+	}
+	data, _ := os.ReadFile(filepath.Join(s.Dir(), "broker.key.json"))
+	if bytes.Contains(data, k1) || bytes.Contains(data, []byte(fmt.Sprintf("%x", k1))) {
+		t.Error("the key file holds the key in clear")
+	}
 }

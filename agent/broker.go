@@ -1,0 +1,299 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/broker/api"
+	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/broker/keys"
+	"github.com/northstar-oci/northstar/broker/token"
+	"github.com/northstar-oci/northstar/internal/atomicfile"
+	"github.com/northstar-oci/northstar/internal/procstat"
+)
+
+// broker gives each registered container its own API socket (DESIGN.md
+// §9): a directory <containers>/<id> holding api.sock, which the hook
+// bind-mounts read-only at /run/northstar/api in that container only. The
+// socket a request arrives on is the caller's identity. Each container's
+// init process is watched through a pidfd; when it is gone, so is its
+// socket. Registrations are kept in <containers>/registry.json, so a
+// restarted broker serves the running containers again.
+type broker struct {
+	root     *keys.Root
+	audit    *audit.Writer
+	ttl      time.Duration
+	gen      func() uint64
+	verifier *token.Verifier
+	dir      string // <agent socket dir>/containers
+	watch    *pidWatch
+
+	mu   sync.Mutex // guards byID
+	byID map[string]*apiSocket
+}
+
+var _ api.Broker = (*broker)(nil)
+var _ Registrar = (*broker)(nil)
+
+// apiSocket is one container's socket and server.
+type apiSocket struct {
+	Reg   Registration `json:"registration"`
+	Start uint64       `json:"start"` // the init process's start time
+	srv   *http.Server
+	pidfd int
+}
+
+func newBroker(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func() uint64, dir string) (*broker, error) {
+	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	w, err := newPidWatch()
+	if err != nil {
+		return nil, err
+	}
+	b := &broker{root: root, audit: log, ttl: ttl, gen: gen, dir: dir, watch: w, byID: map[string]*apiSocket{}}
+	b.verifier = &token.Verifier{MaxRemembered: 1 << 20, Key: func(g uint64) []byte {
+		// Tokens of earlier generations verify until they expire (at most
+		// an hour); none of a generation still to come.
+		if g == 0 || g > b.gen() {
+			return nil
+		}
+		return root.TokenKey(g)
+	}}
+	go w.run(b.gone)
+	b.restore()
+	return b, nil
+}
+
+// api.Broker.
+func (b *broker) Current() (*keys.Root, uint64) { return b.root, b.gen() }
+func (b *broker) Verifier() *token.Verifier     { return b.verifier }
+func (b *broker) DefaultTTL() time.Duration     { return b.ttl }
+func (b *broker) Audit(event string, fields map[string]string) {
+	_ = b.audit.Append(event, fields) // best effort: a full disk must not stop the API
+}
+
+var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// Register implements Registrar.
+func (b *broker) Register(r Registration) (string, error) {
+	switch {
+	case !containerIDRE.MatchString(r.ID):
+		return "", fmt.Errorf("container id %q is not 1-128 characters of [A-Za-z0-9_.-]", r.ID)
+	case !api.ValidIdentity(r.Identity):
+		return "", fmt.Errorf("identity %q is not 1-253 characters of [A-Za-z0-9._:@/-]", r.Identity)
+	case r.Pid <= 1:
+		return "", fmt.Errorf("pid %d is not a container's init process", r.Pid)
+	}
+	start, err := procstat.StartTime(r.Pid)
+	if err != nil {
+		return "", fmt.Errorf("container process %d: %w", r.Pid, err)
+	}
+	s := &apiSocket{Reg: r, Start: start}
+	if err := b.serve(s); err != nil {
+		return "", err
+	}
+	b.Audit("container-registered", map[string]string{"id": r.ID, "identity": r.Identity, "generation": strconv.FormatUint(b.gen(), 10)})
+	return b.dirOf(r.ID), nil
+}
+
+func (b *broker) dirOf(id string) string { return filepath.Join(b.dir, id) }
+
+// serve opens s's socket (in a directory kept for the container's life:
+// its bind mount in the container must keep pointing at it), starts its
+// server and watches its init process.
+func (b *broker) serve(s *apiSocket) error {
+	pidfd, err := unix.PidfdOpen(s.Reg.Pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", s.Reg.Pid, err)
+	}
+	// The pid could have been reused between the caller's look and ours.
+	if st, err := procstat.StartTime(s.Reg.Pid); err != nil || st != s.Start {
+		unix.Close(pidfd)
+		return fmt.Errorf("container process %d is gone", s.Reg.Pid)
+	}
+	dir := b.dirOf(s.Reg.ID)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		unix.Close(pidfd)
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	sock := filepath.Join(dir, "api.sock")
+	_ = os.Remove(sock) // a socket left by an earlier broker
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		unix.Close(pidfd)
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Connecting needs write permission on the socket; who can reach it is
+	// decided by the directory (only this container has it mounted; the
+	// parent is closed to other host users).
+	if err := os.Chmod(sock, 0o666); err != nil {
+		ln.Close()
+		unix.Close(pidfd)
+		return err
+	}
+	s.pidfd = pidfd
+	s.srv = &http.Server{Handler: api.Handler(s.Reg.Identity, b), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	b.mu.Lock()
+	old := b.byID[s.Reg.ID]
+	b.byID[s.Reg.ID] = s
+	b.mu.Unlock()
+	if old != nil {
+		b.watch.remove(old.pidfd)
+		old.srv.Close()
+		unix.Close(old.pidfd)
+	}
+	go s.srv.Serve(ln)
+	if err := b.watch.add(pidfd, s.Reg.ID); err != nil {
+		return err
+	}
+	return b.save()
+}
+
+// gone removes the socket of a container whose init process exited.
+func (b *broker) gone(id string) {
+	b.mu.Lock()
+	s := b.byID[id]
+	delete(b.byID, id)
+	b.mu.Unlock()
+	if s == nil {
+		return
+	}
+	b.Audit("container-gone", map[string]string{"id": id, "identity": s.Reg.Identity})
+	b.watch.remove(s.pidfd)
+	unix.Close(s.pidfd)
+	s.srv.Close()
+	_ = os.RemoveAll(b.dirOf(id))
+	_ = b.save()
+}
+
+// save records the registrations for a restarted broker.
+func (b *broker) save() error {
+	b.mu.Lock()
+	list := make([]*apiSocket, 0, len(b.byID))
+	for _, s := range b.byID {
+		list = append(list, s)
+	}
+	data, err := json.Marshal(list)
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return atomicfile.Replace(filepath.Join(b.dir, "registry.json"), data, 0o600)
+}
+
+// restore serves again the containers an earlier broker registered that
+// still run (same pid, same start time), and forgets the others.
+func (b *broker) restore() {
+	data, err := os.ReadFile(filepath.Join(b.dir, "registry.json"))
+	if err != nil {
+		return
+	}
+	var list []*apiSocket
+	if json.Unmarshal(data, &list) != nil {
+		return
+	}
+	for _, s := range list {
+		if !containerIDRE.MatchString(s.Reg.ID) {
+			continue
+		}
+		if st, err := procstat.StartTime(s.Reg.Pid); err != nil || st != s.Start || b.serve(s) != nil {
+			_ = os.RemoveAll(b.dirOf(s.Reg.ID))
+		}
+	}
+	_ = b.save()
+}
+
+// close stops every server; sockets and directories stay for the next
+// broker (the containers keep them mounted).
+func (b *broker) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.byID {
+		s.srv.Close()
+		unix.Close(s.pidfd)
+	}
+	b.byID = map[string]*apiSocket{}
+	b.watch.close()
+}
+
+// pidWatch waits on many pidfds with one epoll, so a thousand containers
+// cost one goroutine, not a thousand threads.
+type pidWatch struct {
+	epfd, wake int
+	mu         sync.Mutex // guards ids
+	ids        map[int32]string
+}
+
+func newPidWatch() (*pidWatch, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	w := &pidWatch{epfd: epfd, wake: wake, ids: map[int32]string{}}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *pidWatch) add(pidfd int, id string) error {
+	w.mu.Lock()
+	w.ids[int32(pidfd)] = id
+	w.mu.Unlock()
+	return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, pidfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(pidfd)})
+}
+
+func (w *pidWatch) remove(pidfd int) {
+	w.mu.Lock()
+	delete(w.ids, int32(pidfd))
+	w.mu.Unlock()
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, pidfd, nil)
+}
+
+// run calls gone with the id of each process that exits, until close.
+func (w *pidWatch) run(gone func(id string)) {
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		for _, ev := range events[:n] {
+			if ev.Fd == int32(w.wake) {
+				return
+			}
+			w.mu.Lock()
+			id, ok := w.ids[ev.Fd]
+			w.mu.Unlock()
+			if ok {
+				gone(id)
+			}
+		}
+	}
+}
+
+func (w *pidWatch) close() {
+	var one [8]byte
+	one[0] = 1
+	_, _ = unix.Write(w.wake, one[:])
+}

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/store"
+)
+
+// runBroker runs the agent with the API in this process until the test
+// (or stop) ends it.
+func runBroker(t *testing.T, st *store.Store, sock, auditPath string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Socket: sock, Store: st, Unseal: InProcess(st), Log: nopWriter{},
+			API: &APIOptions{TokenTTL: time.Minute, AuditPath: auditPath}})
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("agent did not listen: %v", <-done)
+		}
+	}
+	var stopped bool
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent: %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func getIdentity(t *testing.T, sock string) (string, error) {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	rsp, err := c.Get("http://northstar/v1/identity")
+	if err != nil {
+		return "", err
+	}
+	defer rsp.Body.Close()
+	data, _ := io.ReadAll(rsp.Body)
+	var v struct{ Identity string }
+	if err := json.Unmarshal(data, &v); err != nil {
+		return "", err
+	}
+	return v.Identity, nil
+}
+
+func sleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+// TestBrokerRegistrations: a registered container gets a socket that
+// answers as its identity; the socket goes when the container's process
+// does; a restarted broker serves the running containers again; the audit
+// log verifies.
+func TestBrokerRegistrations(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st := hostStore(filepath.Join(dir, "state"))
+	if _, _, err := st.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "agent", "agent.sock")
+	auditPath := filepath.Join(dir, "audit.log")
+	stop := runBroker(t, st, sock, auditPath)
+
+	if _, err := Register(ctx, sock, Registration{ID: "../x", Identity: "client", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "container id") {
+		t.Errorf("a path as container id: %v", err)
+	}
+	if _, err := Register(ctx, sock, Registration{ID: "c1", Identity: "bad identity", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "identity") {
+		t.Errorf("a bad identity: %v", err)
+	}
+	a, b := sleeper(t), sleeper(t)
+	dirA, err := Register(ctx, sock, Registration{ID: "ctr-a", Identity: "client", Pid: a.Process.Pid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirB, err := Register(ctx, sock, Registration{ID: "ctr-b", Identity: "broker", Pid: b.Process.Pid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := getIdentity(t, filepath.Join(dirA, "api.sock")); err != nil || id != "client" {
+		t.Fatalf("container a's socket answers %q, %v", id, err)
+	}
+	if id, _ := getIdentity(t, filepath.Join(dirB, "api.sock")); id != "broker" {
+		t.Fatalf("container b's socket answers %q", id)
+	}
+
+	// The broker restarts: b's socket comes back in the same directory.
+	stop()
+	if _, err := getIdentity(t, filepath.Join(dirB, "api.sock")); err == nil {
+		t.Fatal("the socket answers while no broker runs")
+	}
+	runBroker(t, st, sock, auditPath)
+	if id, err := getIdentity(t, filepath.Join(dirB, "api.sock")); err != nil || id != "broker" {
+		t.Fatalf("after a broker restart b's socket answers %q, %v", id, err)
+	}
+
+	// a's process ends: its socket and directory go.
+	a.Process.Kill()
+	a.Wait()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(dirA); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the socket directory of a gone container stays")
+		}
+	}
+
+	f, err := os.Open(auditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data, _ := os.ReadFile(auditPath)
+	for _, want := range []string{"container-registered", "container-gone", "lifecycle-started"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("audit log lacks %s", want)
+		}
+	}
+	// The key is the store's; Verify with it.
+	key, err := st.Key(ctx, auditKeyName, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.Verify(f, key, nil); err != nil {
+		t.Errorf("audit log: %v", err)
+	}
+}

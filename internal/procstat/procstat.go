@@ -1,0 +1,52 @@
+// Package procstat reads fields of /proc/<pid>/stat, where the command name
+// (field 2) is in parentheses and may itself hold spaces and parentheses.
+package procstat
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Field returns field n (1-based, n >= 3) of a stat line as a number.
+// Fields are counted after the command name's last ')'.
+func Field(stat []byte, n int) (uint64, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat: no command name")
+	}
+	// After ") " comes field 3 (state).
+	f := strings.Fields(string(stat[i+1:]))
+	idx := n - 3
+	if n < 3 || len(f) <= idx {
+		return 0, errors.New("malformed /proc stat: too few fields")
+	}
+	v, err := strconv.ParseUint(f[idx], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("malformed /proc stat: field %d %q", n, f[idx])
+	}
+	return v, nil
+}
+
+// StartTime returns pid's start time (field 22, clock ticks since boot),
+// which tells a process from a later one that reuses its pid.
+func StartTime(pid int) (uint64, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return Field(stat, 22)
+}
+
+// Parent returns pid's parent (field 4).
+func Parent(pid int) (int, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	p, err := Field(stat, 4)
+	return int(p), err
+}
