@@ -6,15 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
+
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/northstar-oci/northstar/broker/audit"
-	"github.com/northstar-oci/northstar/broker/keys"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -28,23 +25,25 @@ const poll = time.Second
 // Options are what Run needs.
 type Options struct {
 	Socket string       // the control socket ([agent] socket)
-	Store  *store.Store // the lifecycle secret and the broker's keys
+	Store  *store.Store // the lifecycle secret
 	Unseal Unsealer     // how to unseal (InChild for a long-lived agent)
 	Log    io.Writer    // progress lines; never a secret
-	// API, when set, makes the agent the broker: a per-container API
-	// socket for every container the hook registers (DESIGN.md §9).
-	API *APIOptions
+	// Broker, when set, makes the agent the broker (DESIGN.md §9): it is
+	// called once the control socket's directory exists, with the
+	// generation in force, and registers the containers the hook sends.
+	Broker func(generation func() uint64) (Broker, error)
 }
 
-// APIOptions configure the broker.
-type APIOptions struct {
-	TokenTTL  time.Duration // default token lifetime
-	AuditPath string        // the hash-chained audit log
+// Broker is the per-container API side (package broker/registry).
+type Broker interface {
+	Registrar
+	Rotated(generation uint64)
+	Close() error
 }
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
 // a sealed, mlocked memfd, serves it on opts.Socket until ctx ends, and
-// follows rotations; with opts.API it also serves the containers' API.
+// follows rotations; with opts.Broker it also registers containers.
 func Run(ctx context.Context, opts Options) error {
 	if err := harden(); err != nil {
 		return err
@@ -61,17 +60,15 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	var reg Registrar
-	if opts.API != nil {
-		b, err := startBroker(ctx, opts, h)
+	if opts.Broker != nil {
+		b, err := opts.Broker(func() uint64 { return h.current().Generation })
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("broker: %w", err)
 		}
-		defer b.close()
+		defer b.Close()
 		reg = b
-		h.onLoad = func(id RecordID) {
-			b.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(id.Generation, 10)})
-		}
+		h.onLoad = func(id RecordID) { b.Rotated(id.Generation) }
 	}
 	go h.watch(ctx, opts.Store, opts.Log)
 	fmt.Fprintf(opts.Log, "agent: serving generation %d on %s\n", h.current().Generation, opts.Socket)
@@ -83,43 +80,6 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("remove socket: %w", err)
 	}
 	return nil
-}
-
-// Key names in the store: kept sealed across rotations.
-const (
-	rootKeyName  = "broker"
-	auditKeyName = "audit"
-)
-
-// startBroker unseals (or makes) the broker's root and audit keys and
-// opens the audit log.
-func startBroker(ctx context.Context, opts Options, h *held) (*broker, error) {
-	rootBytes, err := opts.Store.Key(ctx, rootKeyName, keys.RootSize)
-	if err != nil {
-		return nil, fmt.Errorf("root key: %w", err)
-	}
-	root, err := keys.RootFromBytes(rootBytes)
-	clear(rootBytes)
-	if err != nil {
-		return nil, err
-	}
-	auditKey, err := opts.Store.Key(ctx, auditKeyName, 32)
-	if err != nil {
-		return nil, fmt.Errorf("audit key: %w", err)
-	}
-	log, err := audit.Open(opts.API.AuditPath, auditKey)
-	clear(auditKey)
-	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
-	gen := func() uint64 { return h.current().Generation }
-	b, err := newBroker(root, log, opts.API.TokenTTL, gen, filepath.Join(filepath.Dir(opts.Socket), "containers"))
-	if err != nil {
-		log.Close()
-		return nil, err
-	}
-	b.Audit("lifecycle-started", map[string]string{"generation": strconv.FormatUint(gen(), 10)})
-	return b, nil
 }
 
 // held is the agent's current secret: a sealed memfd and its record's id.

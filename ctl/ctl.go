@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/broker/registry"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/remedy"
@@ -253,7 +254,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
 	if cfg.API.Enable {
-		opts.API = &agent.APIOptions{TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log")}
+		ropts := registry.Options{Store: st, TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
+			Dir: filepath.Join(filepath.Dir(cfg.Agent.Socket), "containers")}
+		opts.Broker = func(gen func() uint64) (agent.Broker, error) { return registry.Open(ctx, ropts, gen) }
 	}
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -21,7 +21,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
@@ -85,11 +89,23 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		return fmt.Errorf("owner: %w", err)
 	}
 
+	// The API first: registering with the broker is cheap, and a broker
+	// that is down must stop the start before anything is unsealed.
+	var apiTree *os.File
+	if cfg.API.Enable {
+		if apiTree, err = registerAPI(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid); err != nil {
+			return err
+		}
+		if apiTree != nil {
+			defer apiTree.Close()
+		}
+	}
+
 	st, err := configured.Store(cfg)
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	mnt, err := buildMount(ctx, st, cfg.Agent.Socket, owner)
+	mnt, err := buildMount(ctx, st, cfg.Agent.Socket, owner, apiTree != nil)
 	if err != nil {
 		return err
 	}
@@ -99,7 +115,15 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("owner: %w", err)
 	}
-	attach := func() error { return mnt.AttachInRoot(rootfs, secretfs.Dir, creator) }
+	attach := func() error {
+		if err := mnt.AttachInRoot(rootfs, secretfs.Dir, creator); err != nil {
+			return err
+		}
+		if apiTree != nil {
+			return mnt.AttachAPI(apiTree)
+		}
+		return nil
+	}
 	if inContainer {
 		err = attach()
 	} else {
@@ -119,7 +143,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 // (agent.FetchCurrent: only the current secret is taken); an absent, stale
 // or refused agent silently falls back to unsealing, so the agent can never
 // make a start fail.
-func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner mount.Owner) (*mount.Mount, error) {
+func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner mount.Owner, withAPI bool) (*mount.Mount, error) {
 	var memfd *os.File
 	if agentSocket != "" {
 		memfd, _ = agent.FetchCurrent(ctx, agentSocket, st)
@@ -134,11 +158,55 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 		}
 	}
 	defer memfd.Close()
-	mnt, err := mount.New(memfd, owner)
+	newMount := mount.New
+	if withAPI {
+		newMount = mount.NewWithAPI
+	}
+	mnt, err := newMount(memfd, owner)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)
 	}
 	return mnt, nil
+}
+
+// registerAPI registers the container with the broker and returns its API
+// directory as a detached read-only bind mount (nil: the container opted
+// out). A broker that cannot be reached fails the start, naming it.
+func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (*os.File, error) {
+	off, err := APIDisabled(spec)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if off {
+		return nil, nil
+	}
+	identity, err := IdentityFor(spec, id)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	dir, err := agent.Register(ctx, agentSocket, agent.Registration{ID: id, Identity: identity, Pid: pid})
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("api: agent at %s not reachable: %v; start 'northstarctl agent'", agentSocket, unwrapSyscall(err))
+		}
+		return nil, fmt.Errorf("api: register with the agent at %s: %w", agentSocket, err)
+	}
+	tree, err := mount.OpenAPITree(dir)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	return tree, nil
+}
+
+// unwrapSyscall shortens "dial unixpacket /x: connect: connection refused"
+// to its errno.
+func unwrapSyscall(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
 }
 
 // attachFromRuntime runs attach inside the container's mount namespace.

@@ -218,3 +218,41 @@ func oracleMode(s string) (os.FileMode, bool) {
 	}
 	return os.FileMode(n), true
 }
+
+func TestIdentityFor(t *testing.T) {
+	cri := map[string]string{"io.kubernetes.cri.sandbox-namespace": "default", "io.kubernetes.cri.sandbox-name": "mqtt-0", "io.kubernetes.cri.container-name": "broker"}
+	for _, c := range []struct {
+		name    string
+		ann     map[string]string
+		id      string
+		want    string
+		wantErr string
+	}{
+		{"the container id", nil, "c1", "c1", ""},
+		{"the annotation wins", map[string]string{AnnotationIdentity: "client"}, "c1", "client", ""},
+		{"CRI names", cri, "0123abcd", "default/mqtt-0/broker", ""},
+		{"the annotation over CRI names", map[string]string{AnnotationIdentity: "mqtt-broker", "io.kubernetes.cri.sandbox-namespace": "x"}, "c1", "mqtt-broker", ""},
+		{"malformed annotation", map[string]string{AnnotationIdentity: "two words"}, "c1", "", AnnotationIdentity},
+		{"too long annotation", map[string]string{AnnotationIdentity: strings.Repeat("a", 254)}, "c1", "", AnnotationIdentity},
+		{"empty annotation", map[string]string{AnnotationIdentity: ""}, "c1", "", AnnotationIdentity},
+	} {
+		got, err := IdentityFor(&specs.Spec{Annotations: c.ann}, c.id)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: %q, %v; want an error naming %s", c.name, got, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+	for v, want := range map[string]bool{"true": true, "false": false} {
+		if got, err := APIDisabled(&specs.Spec{Annotations: map[string]string{AnnotationAPIDisable: v}}); err != nil || got != want {
+			t.Errorf("api.disable=%s: %v, %v", v, got, err)
+		}
+	}
+	if _, err := APIDisabled(&specs.Spec{Annotations: map[string]string{AnnotationAPIDisable: "yes"}}); err == nil {
+		t.Error("api.disable=yes accepted")
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/northstar-oci/northstar/broker/identity"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/secretfs"
 )
@@ -80,4 +81,51 @@ func parseID(s string) (uint32, error) {
 		return 0, fmt.Errorf("%q is not a numeric id", s)
 	}
 	return uint32(n), nil
+}
+
+// Annotations of the broker's API (DESIGN.md §3).
+const (
+	AnnotationIdentity   = "io.northstar.identity"
+	AnnotationAPIDisable = "io.northstar.api.disable"
+
+	criSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
+	criSandboxName      = "io.kubernetes.cri.sandbox-name"
+	criContainerName    = "io.kubernetes.cri.container-name"
+)
+
+// IdentityFor returns whom a container speaks as through the API:
+// io.northstar.identity when set (a malformed one is an error naming it);
+// else, for a Kubernetes CRI container, <namespace>/<pod>/<container>; else
+// the OCI container id. Annotations are set by whoever creates the
+// container, never by its processes.
+func IdentityFor(spec *specs.Spec, containerID string) (string, error) {
+	a := spec.Annotations
+	if v, ok := a[AnnotationIdentity]; ok {
+		if !identity.Valid(v) {
+			return "", fmt.Errorf("annotation %s=%q: want 1-253 characters of [A-Za-z0-9._:@/-]", AnnotationIdentity, v)
+		}
+		return v, nil
+	}
+	ns, pod, name := a[criSandboxNamespace], a[criSandboxName], a[criContainerName]
+	if ns != "" && pod != "" && name != "" {
+		if id := ns + "/" + pod + "/" + name; identity.Valid(id) {
+			return id, nil
+		}
+	}
+	if !identity.Valid(containerID) {
+		return "", fmt.Errorf("container id %q is no identity; set %s", containerID, AnnotationIdentity)
+	}
+	return containerID, nil
+}
+
+// APIDisabled reports whether the container opted out of the API.
+func APIDisabled(spec *specs.Spec) (bool, error) {
+	switch v, ok := spec.Annotations[AnnotationAPIDisable]; {
+	case !ok || v == "false":
+		return false, nil
+	case v == "true":
+		return true, nil
+	default:
+		return false, fmt.Errorf("annotation %s=%q: want \"true\" or \"false\"", AnnotationAPIDisable, v)
+	}
 }

@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/northstar-oci/northstar/broker/identity"
 	"github.com/northstar-oci/northstar/broker/keys"
 	"github.com/northstar-oci/northstar/broker/token"
 )
@@ -54,11 +55,8 @@ type Broker interface {
 	Audit(event string, fields map[string]string)
 }
 
-// identityRE is the identity alphabet of DESIGN.md §3.
-var identityRE = regexp.MustCompile(`^[A-Za-z0-9._:@/-]{1,253}$`)
-
-// ValidIdentity reports whether s may name a container.
-func ValidIdentity(s string) bool { return identityRE.MatchString(s) }
+// ValidIdentity reports whether s may name a container (identity.Valid).
+func ValidIdentity(s string) bool { return identity.Valid(s) }
 
 // appRE: what an app name may be.
 var appRE = regexp.MustCompile(`^[A-Za-z0-9._:@/-]{1,64}$`)

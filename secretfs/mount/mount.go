@@ -39,7 +39,16 @@ type Mount struct {
 // New builds the detached filesystem with one file, secretfs.File, holding
 // the content of the sealed memfd src, owned and permissioned as o says, and
 // makes the mount read-only, nosuid, nodev, noexec and nosymfollow.
-func New(src *os.File, o Owner) (*Mount, error) {
+func New(src *os.File, o Owner) (*Mount, error) { return newMount(src, o, false) }
+
+// NewWithAPI is New with an empty directory APIDir beside the secret, on
+// which AttachAPI mounts the container's API socket directory.
+func NewWithAPI(src *os.File, o Owner) (*Mount, error) { return newMount(src, o, true) }
+
+// APIDir is the name of the API directory inside the secret's directory.
+const APIDir = "api"
+
+func newMount(src *os.File, o Owner, withAPI bool) (*Mount, error) {
 	if err := secretfs.CheckMode(o.Mode); err != nil {
 		return nil, fmt.Errorf("secret mode: %w", err)
 	}
@@ -55,6 +64,12 @@ func New(src *os.File, o Owner) (*Mount, error) {
 	if err := m.populate(content, o); err != nil {
 		m.Close()
 		return nil, err
+	}
+	if withAPI {
+		if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("create %s directory: %w", APIDir, err)
+		}
 	}
 	attr := unix.MountAttr{Attr_set: mountAttrs}
 	if err := unix.MountSetattr(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, &attr); err != nil {
@@ -251,6 +266,40 @@ func (m *Mount) AttachInRoot(rootfs, unsafeDir string, creator *IDs) error {
 	if err := unix.MoveMount(int(m.fd.Fd()), "", int(dir.Fd()), "",
 		unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
 		return fmt.Errorf("move_mount onto %s: %w", unsafeDir, err)
+	}
+	return nil
+}
+
+// OpenAPITree clones the broker's directory for one container (dir, in
+// the runtime's mount namespace) as a detached bind mount, read-only,
+// nosuid, nodev, noexec: connect(2) to a socket works through it, and the
+// container can create nothing beside its socket.
+func OpenAPITree(dir string) (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree %s: %w", dir, err)
+	}
+	attr := unix.MountAttr{Attr_set: mountAttrs}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount_setattr read-only: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "api-tree"), nil
+}
+
+// AttachAPI mounts tree (from OpenAPITree) on the APIDir of m, which must
+// have been made by NewWithAPI and attached already: it runs in the
+// container's mount namespace, after AttachInRoot. The target is reached
+// through m's own file descriptor, never through a path inside the
+// container.
+func (m *Mount) AttachAPI(tree *os.File) error {
+	dir, err := unix.Openat(int(m.fd.Fd()), APIDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s directory: %w", APIDir, err)
+	}
+	defer unix.Close(dir)
+	if err := unix.MoveMount(int(tree.Fd()), "", dir, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount onto %s/%s: %w", secretfs.Dir, APIDir, err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package agent
+package registry
 
 import (
 	"context"
@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/store"
 )
 
@@ -24,8 +26,10 @@ func runBroker(t *testing.T, st *store.Store, sock, auditPath string) (stop func
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{Socket: sock, Store: st, Unseal: InProcess(st), Log: nopWriter{},
-			API: &APIOptions{TokenTTL: time.Minute, AuditPath: auditPath}})
+		done <- agent.Run(ctx, agent.Options{Socket: sock, Store: st, Unseal: agent.InProcess(st), Log: io.Discard,
+			Broker: func(gen func() uint64) (agent.Broker, error) {
+				return Open(ctx, Options{Store: st, TokenTTL: time.Minute, AuditPath: auditPath, Dir: filepath.Join(filepath.Dir(sock), "containers")}, gen)
+			}})
 	}()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
@@ -85,7 +89,7 @@ func sleeper(t *testing.T) *exec.Cmd {
 func TestBrokerRegistrations(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st := hostStore(filepath.Join(dir, "state"))
+	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
 	if _, _, err := st.Init(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -93,18 +97,18 @@ func TestBrokerRegistrations(t *testing.T) {
 	auditPath := filepath.Join(dir, "audit.log")
 	stop := runBroker(t, st, sock, auditPath)
 
-	if _, err := Register(ctx, sock, Registration{ID: "../x", Identity: "client", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "container id") {
+	if _, err := agent.Register(ctx, sock, agent.Registration{ID: "../x", Identity: "client", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "container id") {
 		t.Errorf("a path as container id: %v", err)
 	}
-	if _, err := Register(ctx, sock, Registration{ID: "c1", Identity: "bad identity", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "identity") {
+	if _, err := agent.Register(ctx, sock, agent.Registration{ID: "c1", Identity: "bad identity", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "identity") {
 		t.Errorf("a bad identity: %v", err)
 	}
 	a, b := sleeper(t), sleeper(t)
-	dirA, err := Register(ctx, sock, Registration{ID: "ctr-a", Identity: "client", Pid: a.Process.Pid})
+	dirA, err := agent.Register(ctx, sock, agent.Registration{ID: "ctr-a", Identity: "client", Pid: a.Process.Pid})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirB, err := Register(ctx, sock, Registration{ID: "ctr-b", Identity: "broker", Pid: b.Process.Pid})
+	dirB, err := agent.Register(ctx, sock, agent.Registration{ID: "ctr-b", Identity: "broker", Pid: b.Process.Pid})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +153,7 @@ func TestBrokerRegistrations(t *testing.T) {
 		}
 	}
 	// The key is the store's; Verify with it.
-	key, err := st.Key(ctx, auditKeyName, 32)
+	key, err := st.Key(ctx, AuditKeyName, 32)
 	if err != nil {
 		t.Fatal(err)
 	}

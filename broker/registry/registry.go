@@ -1,6 +1,10 @@
-package agent
+// Package registry is the broker's side of the containers: it gives each
+// container the hook registers its own API socket, watches the container's
+// init process, and keeps the registrations across broker restarts.
+package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,22 +19,24 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/broker/api"
 	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/broker/keys"
 	"github.com/northstar-oci/northstar/broker/token"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/procstat"
+	"github.com/northstar-oci/northstar/store"
 )
 
-// broker gives each registered container its own API socket (DESIGN.md
+// Registry gives each registered container its own API socket (DESIGN.md
 // §9): a directory <containers>/<id> holding api.sock, which the hook
 // bind-mounts read-only at /run/northstar/api in that container only. The
 // socket a request arrives on is the caller's identity. Each container's
 // init process is watched through a pidfd; when it is gone, so is its
 // socket. Registrations are kept in <containers>/registry.json, so a
 // restarted broker serves the running containers again.
-type broker struct {
+type Registry struct {
 	root     *keys.Root
 	audit    *audit.Writer
 	ttl      time.Duration
@@ -43,18 +49,18 @@ type broker struct {
 	byID map[string]*apiSocket
 }
 
-var _ api.Broker = (*broker)(nil)
-var _ Registrar = (*broker)(nil)
+var _ api.Broker = (*Registry)(nil)
+var _ agent.Registrar = (*Registry)(nil)
 
 // apiSocket is one container's socket and server.
 type apiSocket struct {
-	Reg   Registration `json:"registration"`
-	Start uint64       `json:"start"` // the init process's start time
+	Reg   agent.Registration `json:"registration"`
+	Start uint64             `json:"start"` // the init process's start time
 	srv   *http.Server
 	pidfd int
 }
 
-func newBroker(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func() uint64, dir string) (*broker, error) {
+func newRegistry(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func() uint64, dir string) (*Registry, error) {
 	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -62,7 +68,7 @@ func newBroker(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func()
 	if err != nil {
 		return nil, err
 	}
-	b := &broker{root: root, audit: log, ttl: ttl, gen: gen, dir: dir, watch: w, byID: map[string]*apiSocket{}}
+	b := &Registry{root: root, audit: log, ttl: ttl, gen: gen, dir: dir, watch: w, byID: map[string]*apiSocket{}}
 	b.verifier = &token.Verifier{MaxRemembered: 1 << 20, Key: func(g uint64) []byte {
 		// Tokens of earlier generations verify until they expire (at most
 		// an hour); none of a generation still to come.
@@ -77,17 +83,17 @@ func newBroker(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func()
 }
 
 // api.Broker.
-func (b *broker) Current() (*keys.Root, uint64) { return b.root, b.gen() }
-func (b *broker) Verifier() *token.Verifier     { return b.verifier }
-func (b *broker) DefaultTTL() time.Duration     { return b.ttl }
-func (b *broker) Audit(event string, fields map[string]string) {
+func (b *Registry) Current() (*keys.Root, uint64) { return b.root, b.gen() }
+func (b *Registry) Verifier() *token.Verifier     { return b.verifier }
+func (b *Registry) DefaultTTL() time.Duration     { return b.ttl }
+func (b *Registry) Audit(event string, fields map[string]string) {
 	_ = b.audit.Append(event, fields) // best effort: a full disk must not stop the API
 }
 
 var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
-// Register implements Registrar.
-func (b *broker) Register(r Registration) (string, error) {
+// Register implements agent.Registrar.
+func (b *Registry) Register(r agent.Registration) (string, error) {
 	switch {
 	case !containerIDRE.MatchString(r.ID):
 		return "", fmt.Errorf("container id %q is not 1-128 characters of [A-Za-z0-9_.-]", r.ID)
@@ -108,12 +114,12 @@ func (b *broker) Register(r Registration) (string, error) {
 	return b.dirOf(r.ID), nil
 }
 
-func (b *broker) dirOf(id string) string { return filepath.Join(b.dir, id) }
+func (b *Registry) dirOf(id string) string { return filepath.Join(b.dir, id) }
 
 // serve opens s's socket (in a directory kept for the container's life:
 // its bind mount in the container must keep pointing at it), starts its
 // server and watches its init process.
-func (b *broker) serve(s *apiSocket) error {
+func (b *Registry) serve(s *apiSocket) error {
 	pidfd, err := unix.PidfdOpen(s.Reg.Pid, 0)
 	if err != nil {
 		return fmt.Errorf("pidfd_open %d: %w", s.Reg.Pid, err)
@@ -162,7 +168,7 @@ func (b *broker) serve(s *apiSocket) error {
 }
 
 // gone removes the socket of a container whose init process exited.
-func (b *broker) gone(id string) {
+func (b *Registry) gone(id string) {
 	b.mu.Lock()
 	s := b.byID[id]
 	delete(b.byID, id)
@@ -179,7 +185,7 @@ func (b *broker) gone(id string) {
 }
 
 // save records the registrations for a restarted broker.
-func (b *broker) save() error {
+func (b *Registry) save() error {
 	b.mu.Lock()
 	list := make([]*apiSocket, 0, len(b.byID))
 	for _, s := range b.byID {
@@ -195,7 +201,7 @@ func (b *broker) save() error {
 
 // restore serves again the containers an earlier broker registered that
 // still run (same pid, same start time), and forgets the others.
-func (b *broker) restore() {
+func (b *Registry) restore() {
 	data, err := os.ReadFile(filepath.Join(b.dir, "registry.json"))
 	if err != nil {
 		return
@@ -215,9 +221,10 @@ func (b *broker) restore() {
 	_ = b.save()
 }
 
-// close stops every server; sockets and directories stay for the next
+// Close stops every server; sockets and directories stay for the next
 // broker (the containers keep them mounted).
-func (b *broker) close() {
+func (b *Registry) Close() error {
+	defer b.audit.Close()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, s := range b.byID {
@@ -226,6 +233,57 @@ func (b *broker) close() {
 	}
 	b.byID = map[string]*apiSocket{}
 	b.watch.close()
+	return nil
+}
+
+// Rotated records a new lifecycle generation.
+func (b *Registry) Rotated(generation uint64) {
+	b.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(generation, 10)})
+}
+
+// Key names in the store: kept sealed across rotations.
+const (
+	RootKeyName  = "broker"
+	AuditKeyName = "audit"
+)
+
+// Options configure Open.
+type Options struct {
+	Store     *store.Store  // holds the broker's keys
+	TokenTTL  time.Duration // default token lifetime
+	AuditPath string        // the hash-chained audit log
+	Dir       string        // where the containers' directories go (0711, created)
+}
+
+// Open unseals (or makes) the broker's root and audit keys, opens the
+// audit log and serves again the containers an earlier broker registered.
+// gen returns the lifecycle generation in force.
+func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, error) {
+	rootBytes, err := opts.Store.Key(ctx, RootKeyName, keys.RootSize)
+	if err != nil {
+		return nil, fmt.Errorf("root key: %w", err)
+	}
+	root, err := keys.RootFromBytes(rootBytes)
+	clear(rootBytes)
+	if err != nil {
+		return nil, err
+	}
+	auditKey, err := opts.Store.Key(ctx, AuditKeyName, 32)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	log, err := audit.Open(opts.AuditPath, auditKey)
+	clear(auditKey)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	r, err := newRegistry(root, log, opts.TokenTTL, gen, opts.Dir)
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	r.Audit("lifecycle-started", map[string]string{"generation": strconv.FormatUint(gen(), 10)})
+	return r, nil
 }
 
 // pidWatch waits on many pidfds with one epoll, so a thousand containers
