@@ -1,0 +1,224 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// nsapiBinary builds integration/nsapi (static) once per run into bins.dir.
+var nsapiBinary = sync.OnceValues(func() (string, error) {
+	out := filepath.Join(bins.dir, "nsapi")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./integration/nsapi")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build nsapi: %v\n%s", err, b)
+	}
+	return out, nil
+})
+
+// apiEnv is a host-sealer env with the agent as the broker ([api] enable).
+func apiEnv(t *testing.T) (*env, string) {
+	t.Helper()
+	base, err := os.MkdirTemp("", "ns-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	sock := filepath.Join(base, "agent", "agent.sock")
+	return newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), nil), sock
+}
+
+// apiBundle is a busybox bundle with nsapi in /bin, speaking as identity
+// ("" for none: the container id), running script.
+func apiBundle(t *testing.T, e *env, identity, script string) *bundle {
+	t.Helper()
+	nsapi, err := nsapiBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBundle(t, e.dir, false, script).withHook("createRuntime", e.config)
+	data, err := os.ReadFile(nsapi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.rootfs, "bin", "nsapi"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if identity != "" {
+		if b.spec.Annotations == nil {
+			b.spec.Annotations = map[string]string{}
+		}
+		b.spec.Annotations["io.northstar.identity"] = identity
+	}
+	return b
+}
+
+// in runs script in a fresh container speaking as identity and returns its
+// trimmed stdout, failing the test if the container fails.
+func in(t *testing.T, e *env, identity, script string) string {
+	t.Helper()
+	r := apiBundle(t, e, identity, script).runcRun(t)
+	if r.err != nil {
+		t.Fatalf("container %s failed:\n%s", identity, r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// TestAPIIdentityTokensKeys: with [api] enable, every container has its own
+// API socket and speaks through it as its identity, nobody else.
+func TestAPIIdentityTokensKeys(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnv(t)
+	startAgent(t, e, sock)
+
+	// Identity rules: the annotation, else the container id.
+	if got := in(t, e, "client", "nsapi identity"); !strings.HasPrefix(got, "client ") {
+		t.Errorf("identity %q, want client", got)
+	}
+	if got := in(t, e, "", "nsapi identity"); !strings.HasPrefix(got, "ns-it-") {
+		t.Errorf("identity without the annotation %q, want the container id", got)
+	}
+	r := apiBundle(t, e, "two words", "echo STARTED").runcRun(t)
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "io.northstar.identity") {
+		t.Errorf("a malformed identity annotation did not stop the container naming it:\n%s", r)
+	}
+	// Its own socket only, read-only.
+	ls := in(t, e, "client", "ls -A /run/northstar/api; touch /run/northstar/api/x 2>/dev/null && echo WROTE; grep ' /run/northstar/api ' /proc/self/mountinfo")
+	if !strings.HasPrefix(ls, "api.sock\n") || strings.Contains(ls, "WROTE") || !strings.Contains(ls, " ro,") {
+		t.Errorf("the API directory is not the container's socket alone, read-only:\n%s", ls)
+	}
+
+	// A token verifies once, for its audience only.
+	tok := in(t, e, "client", "nsapi token broker mqtt")
+	if got := in(t, e, "mallory", "nsapi verify "+tok+" client mqtt"); got != "wrong-audience" {
+		t.Errorf("another container verified the broker's token: %q", got)
+	}
+	if got := in(t, e, "broker", "nsapi verify "+tok+" client http"); got != "wrong-app" {
+		t.Errorf("wrong app: %q", got)
+	}
+	if got := in(t, e, "broker", "nsapi verify "+tok+" client mqtt; nsapi verify "+tok+" client mqtt"); got != "valid\nreplayed" {
+		t.Errorf("verify twice: %q, want valid then replayed", got)
+	}
+	// A token from mallory never passes as client's.
+	mtok := in(t, e, "mallory", "nsapi token broker mqtt")
+	if got := in(t, e, "broker", "nsapi verify "+mtok+" client mqtt"); got != "wrong-sender" {
+		t.Errorf("mallory's token as client's: %q", got)
+	}
+
+	// Signatures verify only under the signer's identity.
+	sig := in(t, e, "client", "nsapi sign hello")
+	if got := in(t, e, "broker", "nsapi verify-sig client hello "+sig+"; nsapi verify-sig mallory hello "+sig); got != "true\nfalse" {
+		t.Errorf("signature checks: %q, want true then false", got)
+	}
+	// Pairwise keys: the same both ways, per pair and app, not the secret.
+	ab := in(t, e, "client", "nsapi derive broker mqtt")
+	ba := in(t, e, "broker", "nsapi derive client mqtt")
+	other := in(t, e, "mallory", "nsapi derive broker mqtt")
+	app := in(t, e, "client", "nsapi derive broker http")
+	if len(ab) != 64 || ab != ba || ab == other || ab == app || ab == e.secretHex(t) {
+		t.Errorf("derive: client->broker %s, broker->client %s, mallory->broker %s, other app %s", ab, ba, other, app)
+	}
+}
+
+// TestAPITokensAtOnce: 8 containers mint 100 tokens each at the same time;
+// the broker container verifies all 800.
+func TestAPITokensAtOnce(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnv(t)
+	startAgent(t, e, sock)
+	const n, each = 8, 100
+	outs := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		b := apiBundle(t, e, "client", fmt.Sprintf("nsapi tokens broker mqtt %d", each))
+		wg.Add(1)
+		go func() { defer wg.Done(); outs[i] = b.runcRun(t) }()
+	}
+	wg.Wait()
+	var all []string
+	for _, r := range outs {
+		if r.err != nil {
+			t.Fatalf("a minting container failed:\n%s", r)
+		}
+		all = append(all, strings.Fields(r.stdout)...)
+	}
+	if len(all) != n*each {
+		t.Fatalf("%d tokens minted, want %d", len(all), n*each)
+	}
+	b := apiBundle(t, e, "broker", "nsapi verify-all client mqtt < /tokens")
+	if err := os.WriteFile(filepath.Join(b.rootfs, "tokens"), []byte(strings.Join(all, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := b.runcRun(t)
+	if r.err != nil || strings.TrimSpace(r.stdout) != fmt.Sprintf("%d/%d", n*each, n*each) {
+		t.Fatalf("verifying the tokens:\n%s", r)
+	}
+}
+
+// TestAPIBrokerDownAndBack: without the broker an API container does not
+// start (the error names the agent); a running container's API comes back
+// when the broker restarts; its socket goes when the container is deleted.
+func TestAPIBrokerDownAndBack(t *testing.T) {
+	requires(t, "runc", "curl")
+	e, sock := apiEnv(t)
+	a := startAgent(t, e, sock)
+
+	b := apiBundle(t, e, "client", "sleep 600")
+	b.write(t)
+	root := filepath.Join(e.dir, "runc-root")
+	id := fmt.Sprintf("ns-api-%d", os.Getpid())
+	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
+	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer devnull.Close()
+	detached := exec.Command("runc", "--root", root, "run", "--detach", "--bundle", b.dir, id)
+	detached.Stdin, detached.Stdout, detached.Stderr = devnull, devnull, devnull
+	if err := detached.Run(); err != nil {
+		t.Fatalf("runc run --detach: %v", err)
+	}
+	exec1 := func() result {
+		return run(t, exec.Command("runc", "--root", root, "exec", id, "/bin/nsapi", "identity"))
+	}
+	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
+		t.Fatalf("the running container's API:\n%s", r)
+	}
+	apiDir := filepath.Join(filepath.Dir(sock), "containers", id)
+	// curl speaks to it too, as the README shows.
+	if r := run(t, exec.Command("curl", "-sS", "--unix-socket", filepath.Join(apiDir, "api.sock"), "http://northstar/v1/identity")); r.err != nil || !strings.Contains(r.stdout, `"identity":"client"`) {
+		t.Errorf("curl --unix-socket:\n%s", r)
+	}
+
+	a.stop(t)
+	r := apiBundle(t, e, "client", "echo STARTED").runcRun(t)
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "northstar-hook: api: agent at "+sock+" not reachable") {
+		t.Errorf("an API container started, or was refused without naming the agent, while no broker runs:\n%s", r)
+	}
+	if r := exec1(); r.err == nil {
+		t.Errorf("the API answered while no broker runs:\n%s", r)
+	}
+
+	startAgent(t, e, sock)
+	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
+		t.Fatalf("after the broker restarted, the running container's API:\n%s", r)
+	}
+
+	if err := exec.Command("runc", "--root", root, "delete", "-f", id).Run(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(apiDir); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the API socket of a deleted container stays")
+		}
+	}
+}
