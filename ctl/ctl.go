@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/broker/registry"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
@@ -47,7 +48,8 @@ func init() {
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
-		"agent":  {"serve the unsealed secret to the hook from memory ([agent] socket; opt-in, foreground)", runAgent},
+		"agent":  {"serve the unsealed secret to the hook from memory, and with [api] enable be the broker ([agent] socket; foreground)", runAgent},
+		"audit":  {"audit verify: check the broker's audit log; exit 1 names the first bad line", runAudit},
 	}
 }
 
@@ -261,6 +263,38 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	return nil
+}
+
+func runAudit(ctx context.Context, env *Env, args []string) error {
+	fs, cfgPath := flags(env, "audit", "verify [--config PATH]")
+	pos, err := parse(fs, env, args, 1)
+	if err != nil {
+		return helpOK(err)
+	}
+	if len(pos) != 1 || pos[0] != "verify" {
+		return fmt.Errorf("%w: audit needs a subcommand: verify", ErrUsage)
+	}
+	cfg, st, err := openStore(*cfgPath)
+	if err != nil {
+		return err
+	}
+	key, err := st.Key(ctx, registry.AuditKeyName, 32)
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	defer clear(key)
+	path := filepath.Join(cfg.StateDir, "audit.log")
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("audit verify: %w", err)
+	}
+	defer f.Close()
+	head, err := audit.Verify(f, key, nil)
+	if err != nil {
+		return fmt.Errorf("audit verify: %s: %w", path, err)
+	}
+	fmt.Fprintf(env.Stdout, "%s: %d lines, chain and MACs intact (last %s)\n", path, head.Lines, head.Hash)
 	return nil
 }
 

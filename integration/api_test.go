@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -220,5 +221,43 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the API socket of a deleted container stays")
 		}
+	}
+}
+
+// TestAuditVerify: the broker's log of a session verifies with
+// `northstarctl audit verify`; an edited line makes it exit 1 naming the
+// line.
+func TestAuditVerify(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnv(t)
+	a := startAgent(t, e, sock)
+	tok := in(t, e, "client", "nsapi token broker mqtt")
+	in(t, e, "broker", "nsapi verify "+tok+" client mqtt")
+	a.stop(t)
+	log := filepath.Join(e.cfg.StateDir, "audit.log")
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"lifecycle-started", "container-registered", "token-issued", "token-verified"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("the audit log lacks %s", want)
+		}
+	}
+	if strings.Contains(string(data), tok) || strings.Contains(string(data), e.secretHex(t)) {
+		t.Error("the audit log holds a token or the secret")
+	}
+	if r := e.ctl(t, "audit", "verify"); r.err != nil || !strings.Contains(r.stdout, "chain and MACs intact") {
+		t.Fatalf("audit verify of an intact log:\n%s", r)
+	}
+	lines := strings.Split(string(data), "\n")
+	lines[2] = strings.Replace(lines[2], "client", "clienT", 1)
+	if err := os.WriteFile(log, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.ctl(t, "audit", "verify")
+	var ee *exec.ExitError
+	if !errors.As(r.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(r.stderr, "line 3") {
+		t.Errorf("audit verify of an edited log: want exit 1 naming line 3:\n%s", r)
 	}
 }
