@@ -261,3 +261,69 @@ func TestAuditVerify(t *testing.T) {
 		t.Errorf("audit verify of an edited log: want exit 1 naming line 3:\n%s", r)
 	}
 }
+
+// TestAPIRootlessContainerd: the broker runs in rootless containerd's
+// namespaces (where the runtime and the hook run), and containers of the
+// northstar runtime, under Debian's containerd 1.6 and 2.4.2, get their
+// own API socket through the shim and the hook.
+func TestAPIRootlessContainerd(t *testing.T) {
+	forEachContainerd(t, func(t *testing.T, a *account, flavor []string) {
+		nsapi, err := nsapiBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, err := os.MkdirTemp("", "ns-rapi-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+		if err := os.Chown(base, int(a.uid), int(a.gid)); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(base, "agent", "agent.sock")
+		e := newEnv(t, fmt.Sprintf("[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
+		c := startContainerd(t, a, append(flavor, "NORTHSTAR_CONFIG="+e.config)...)
+		data, err := os.ReadFile(nsapi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(c.rootfs, "bin", "nsapi"), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		a.chownR(t, filepath.Join(c.rootfs, "bin", "nsapi"))
+
+		// The broker, inside rootlesskit's namespaces, as the runtime's user.
+		agentCmd := exec.Command(c.script, "exec", c.dir, bins.ctl, "agent", "--config", e.config)
+		var out strings.Builder
+		agentCmd.Stdout, agentCmd.Stderr = &out, &out
+		if err := agentCmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the broker did not start:\n%s", out.String())
+			}
+		}
+		runAs := func(identity string, cmd ...string) result {
+			args := []string{"run", "--rm"}
+			args = append(args, ctrRunFlags...)
+			args = append(args, "--runtime", northstarRuntime, "--annotation", "io.northstar.identity="+identity,
+				"--rootfs", c.rootfs, c.newID("api"))
+			return c.ctr(t, append(args, cmd...)...)
+		}
+		if r := runAs("client", "/bin/nsapi", "identity"); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
+			t.Fatalf("a rootless containerd container's API:\n%s\n--- broker\n%s", r, out.String())
+		}
+		tok := runAs("client", "/bin/nsapi", "token", "broker", "mqtt")
+		if tok.err != nil {
+			t.Fatalf("token:\n%s", tok)
+		}
+		if r := runAs("broker", "/bin/nsapi", "verify", strings.TrimSpace(tok.stdout), "client", "mqtt"); r.err != nil || strings.TrimSpace(r.stdout) != "valid" {
+			t.Errorf("verify in the broker container:\n%s", r)
+		}
+	})
+}
