@@ -292,22 +292,7 @@ func TestAPIRootlessContainerd(t *testing.T) {
 		}
 		a.chownR(t, filepath.Join(c.rootfs, "bin", "nsapi"))
 
-		// The broker, inside rootlesskit's namespaces, as the runtime's user.
-		agentCmd := exec.Command(c.script, "exec", c.dir, bins.ctl, "agent", "--config", e.config)
-		var out strings.Builder
-		agentCmd.Stdout, agentCmd.Stderr = &out, &out
-		if err := agentCmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat(sock); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the broker did not start:\n%s", out.String())
-			}
-		}
+		startAgentIn(t, c, e, sock)
 		runAs := func(identity string, cmd ...string) result {
 			args := []string{"run", "--rm"}
 			args = append(args, ctrRunFlags...)
@@ -316,7 +301,7 @@ func TestAPIRootlessContainerd(t *testing.T) {
 			return c.ctr(t, append(args, cmd...)...)
 		}
 		if r := runAs("client", "/bin/nsapi", "identity"); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
-			t.Fatalf("a rootless containerd container's API:\n%s\n--- broker\n%s", r, out.String())
+			t.Fatalf("a rootless containerd container's API:\n%s", r)
 		}
 		tok := runAs("client", "/bin/nsapi", "token", "broker", "mqtt")
 		if tok.err != nil {
@@ -326,4 +311,26 @@ func TestAPIRootlessContainerd(t *testing.T) {
 			t.Errorf("verify in the broker container:\n%s", r)
 		}
 	})
+}
+
+// startAgentIn runs `northstarctl agent` (the broker, with [api] enable)
+// inside rootless containerd c's namespaces as the runtime's user, where
+// runc and the hook run, and waits for its socket.
+func startAgentIn(t *testing.T, c *rootlessContainerd, e *env, sock string) {
+	t.Helper()
+	agentCmd := exec.Command(c.script, "exec", c.dir, bins.ctl, "agent", "--config", e.config)
+	var out strings.Builder
+	agentCmd.Stdout, agentCmd.Stderr = &out, &out
+	if err := agentCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker did not start:\n%s", out.String())
+		}
+	}
 }

@@ -1,5 +1,6 @@
 // Package broker is the example MQTT broker of examples/mqtt: a mochi-mqtt
-// server whose only credential is the northstar lifecycle secret. A client is
+// server that lets a client in with a northstar token (--auth token, see
+// tokenAuthHook) or with the northstar lifecycle secret. With the secret, a client is
 // let in when its CONNECT password is the 64-character secret text the broker
 // read from its own /run/northstar/secret; containers of the same runtime
 // lifecycle hold the same text, so they get in and nobody else does.
@@ -30,6 +31,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/examples/mqtt/internal/secretfile"
 )
 
@@ -41,8 +43,12 @@ type Config struct {
 	// Listen is the TCP address to listen on, e.g. ":1883" or "127.0.0.1:0".
 	Listen string
 	// Secret is the password every client must present. The broker keeps
-	// the pointer; the caller zeroes it after Close.
+	// the pointer; the caller zeroes it after Close. Nil with API set.
 	Secret *secretfile.Secret
+	// API, instead of Secret: clients log in with their identity as
+	// username and a northstar token for this broker as password, which
+	// the broker verifies on its own API socket.
+	API *client.Client
 	// Log receives one line per accepted or refused connection and the
 	// broker's own notices. Each line is written with a single Write call;
 	// os.Stdout is unbuffered, so lines leave the process as they happen.
@@ -60,8 +66,8 @@ type Broker struct {
 
 // Start listens on cfg.Listen and serves MQTT (3.1.1 and 5) until Close.
 func Start(cfg Config) (*Broker, error) {
-	if cfg.Secret == nil {
-		return nil, errors.New("start broker: no secret")
+	if (cfg.Secret == nil) == (cfg.API == nil) {
+		return nil, errors.New("start broker: give either a secret or the northstar API")
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
@@ -72,7 +78,10 @@ func Start(cfg Config) (*Broker, error) {
 		// WARN and every attribute that could carry packet contents.
 		Logger: slog.New(&mochiHandler{out: lw}),
 	})
-	hook := &secretAuthHook{secret: cfg.Secret, log: lw}
+	var hook mqtt.Hook = &secretAuthHook{secret: cfg.Secret, log: lw}
+	if cfg.API != nil {
+		hook = &tokenAuthHook{api: cfg.API, log: lw}
+	}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
@@ -109,10 +118,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", ":1883", "TCP `address` to listen on")
-	secretPath := fs.String("secret-file", secretfile.DefaultPath, "`file` holding the lifecycle secret (64 lowercase hex characters); read once at start")
+	auth := fs.String("auth", "token", "how clients log in: `token` (username = identity, password = a northstar token for this broker) or secret (password = the lifecycle secret)")
+	apiSocket := fs.String("api-socket", client.DefaultSocket, "the northstar API `socket` (--auth token)")
+	secretPath := fs.String("secret-file", secretfile.DefaultPath, "`file` holding the lifecycle secret (64 lowercase hex characters); read once at start (--auth secret)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--secret-file FILE]\n\n"+
-			"An MQTT broker that lets a client in when its password is the northstar lifecycle secret.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--auth token|secret] [--api-socket SOCK] [--secret-file FILE]\n\n"+
+			"An MQTT broker that lets a client in with a northstar token from its identity, or with the lifecycle secret.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -125,13 +136,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
 	}
 
-	secret, err := secretfile.Read(*secretPath)
-	if err != nil {
-		return err
+	cfg := Config{Listen: *listen, Log: stdout}
+	switch *auth {
+	case "token":
+		cfg.API = client.New(*apiSocket)
+	case "secret":
+		secret, err := secretfile.Read(*secretPath)
+		if err != nil {
+			return err
+		}
+		defer secret.Zero()
+		cfg.Secret = secret
+	default:
+		return fmt.Errorf("%w: --auth %q: want token or secret", ErrUsage, *auth)
 	}
-	defer secret.Zero()
-
-	b, err := Start(Config{Listen: *listen, Secret: secret, Log: stdout})
+	b, err := Start(cfg)
 	if err != nil {
 		return err
 	}

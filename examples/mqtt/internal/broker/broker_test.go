@@ -100,7 +100,9 @@ func startBroker(t *testing.T) *testBroker {
 func runClient(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err := client.Run(context.Background(), args, &out, &errOut)
+	// These tests cover the shared-secret mode; the token mode needs the
+	// northstar API and is tested end to end (integration/mqtt_test.go).
+	err := client.Run(context.Background(), append([]string{"--auth", "secret"}, args...), &out, &errOut)
 	if err != nil {
 		errOut.WriteString("client: " + err.Error() + "\n")
 	}
@@ -340,7 +342,7 @@ func TestRunRefusesMalformedSecret(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			err := broker.Run(ctx, []string{"--listen", "127.0.0.1:0", "--secret-file", path}, &stdout, &stderr)
+			err := broker.Run(ctx, []string{"--auth", "secret", "--listen", "127.0.0.1:0", "--secret-file", path}, &stdout, &stderr)
 			if err == nil || broker.ExitCode(err) != 1 || !errors.Is(err, secretfile.ErrMalformed) {
 				t.Fatalf("Run: err = %v (exit %d), want a malformed-secret error, exit 1", err, broker.ExitCode(err))
 			}
@@ -353,7 +355,7 @@ func TestRunRefusesMalformedSecret(t *testing.T) {
 		})
 	}
 	t.Run("missing file", func(t *testing.T) {
-		err := broker.Run(context.Background(), []string{"--secret-file", filepath.Join(t.TempDir(), "nope")}, io.Discard, io.Discard)
+		err := broker.Run(context.Background(), []string{"--auth", "secret", "--secret-file", filepath.Join(t.TempDir(), "nope")}, io.Discard, io.Discard)
 		if !errors.Is(err, os.ErrNotExist) || broker.ExitCode(err) != 1 {
 			t.Fatalf("Run: err = %v, want not-exist, exit 1", err)
 		}
@@ -385,7 +387,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}()
 	done := make(chan error, 1)
 	go func() {
-		done <- broker.Run(ctx, []string{"--listen", "127.0.0.1:0", "--secret-file", path}, pw, io.Discard)
+		done <- broker.Run(ctx, []string{"--auth", "secret", "--listen", "127.0.0.1:0", "--secret-file", path}, pw, io.Discard)
 		pw.Close()
 	}()
 

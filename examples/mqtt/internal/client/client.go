@@ -20,6 +20,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
+	northstar "github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/examples/mqtt/internal/secretfile"
 )
 
@@ -181,7 +182,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	broker := fs.String("broker", "127.0.0.1:1883", "broker `host:port`")
 	clientID := fs.String("client-id", "", "MQTT client `id` (default: \"client-\" and 8 random hex digits)")
-	username := fs.String("username", "northstar", "MQTT `username` (any value is accepted by the example broker; \"\" sends none)")
+	auth := fs.String("auth", "token", "how to log in: `token` (username = this container's identity, password = a northstar token for the broker) or secret (password = the lifecycle secret)")
+	audience := fs.String("audience", "broker", "the broker's northstar `identity` (--auth token)")
+	apiSocket := fs.String("api-socket", northstar.DefaultSocket, "the northstar API `socket` (--auth token)")
+	replay := fs.Bool("replay", false, "log in a second time with the same token, as someone who captured it would; succeed only if the broker refuses it")
+	username := fs.String("username", "", "MQTT `username` (default: the identity with --auth token, \"northstar\" with --auth secret; \"\" sends none)")
 	secretPath := fs.String("secret-file", secretfile.DefaultPath, "`file` holding the lifecycle secret, sent as the password")
 	password := fs.String("password", "", "send this `password` instead of the secret file's (tests of outsiders only: it shows in argv)")
 	noPassword := fs.Bool("no-password", false, "send no password at all (tests of outsiders)")
@@ -213,6 +218,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --topic must be a non-empty topic name without wildcards", ErrUsage)
 	}
 
+	usernameSet := false
+	fs.Visit(func(f *flag.Flag) { usernameSet = usernameSet || f.Name == "username" })
 	cfg := Config{
 		Broker:   *broker,
 		ClientID: *clientID,
@@ -224,10 +231,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.ClientID == "" {
 		cfg.ClientID = "client-" + randomHex(4)
 	}
+	api := northstar.New(*apiSocket)
 	switch {
+	case *auth != "token" && *auth != "secret":
+		return fmt.Errorf("%w: --auth %q: want token or secret", ErrUsage, *auth)
 	case *noPassword:
 	case passwordSet:
 		cfg.Password, cfg.SendPassword = []byte(*password), true
+	case *auth == "token":
+		tok, err := api.Token(ctx, *audience, "mqtt", time.Minute)
+		if err != nil {
+			return fmt.Errorf("get a token for %s: %w", *audience, err)
+		}
+		cfg.Password, cfg.SendPassword = []byte(tok.Token), true
 	default:
 		secret, err := secretfile.Read(*secretPath)
 		if err != nil {
@@ -236,7 +252,28 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Password, cfg.SendPassword = secret.Password(), true
 		secret.Zero()
 	}
+	if !usernameSet {
+		cfg.Username = "northstar"
+		if *auth == "token" {
+			id, err := api.Identity(ctx)
+			if err != nil {
+				return fmt.Errorf("ask the northstar API who we are: %w", err)
+			}
+			cfg.Username = id.Identity
+		}
+	}
 	res, err := RoundTrip(ctx, cfg)
+	if err == nil && *replay {
+		// The same token again, as someone who captured it would send it.
+		cfg.ClientID += "-replay"
+		_, rerr := RoundTrip(ctx, cfg)
+		var refusedErr *RefusedError
+		if !errors.As(rerr, &refusedErr) {
+			clear(cfg.Password)
+			return fmt.Errorf("the replayed token was not refused: %v", rerr)
+		}
+		fmt.Fprintf(stdout, "client: the replayed token was refused: %v\n", rerr)
+	}
 	clear(cfg.Password)
 	if err != nil {
 		return err

@@ -21,7 +21,7 @@ import (
 func run(t *testing.T, args ...string) (stdout string, err error) {
 	t.Helper()
 	var out bytes.Buffer
-	err = Run(context.Background(), args, &out, io.Discard)
+	err = Run(context.Background(), append([]string{"--auth", "secret"}, args...), &out, io.Discard)
 	return out.String(), err
 }
 
