@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh — northstar end to end: an MQTT broker container and a client
 # container under rootless containerd with the northstar shim authenticate
-# to each other with the lifecycle secret (sealed by a swtpm TPM); outsiders
-# are refused; a containerd restart rotates the secret.
+# to each other with northstar tokens from the broker API (identity by
+# socket), then, as the fallback, with the shared lifecycle secret (sealed by
+# a swtpm TPM): outsiders, other identities and replayed tokens are refused;
+# a containerd restart rotates the secret.
 #
 # Run as root from anywhere (`make demo`).  Everything lives in a fresh
 # temporary directory that is removed at exit, with every process started
@@ -101,12 +103,18 @@ install -d -m 0700 -o "$NSTEST_USER" -g "$NSTEST_USER" "$TPM" "$W/state" "$W/log
 scripts/swtpm.sh start "$TPM" >/dev/null 2>&1 || die "swtpm did not start (scripts/swtpm.sh start $TPM)"
 ok "swtpm (TPM 2.0) running as $NSTEST_USER on $TPM/swtpm.sock"
 CONFIG=$W/config.toml
+install -d -m 0755 -o "$NSTEST_USER" -g "$NSTEST_USER" "$W/broker"
+AGENT_SOCK=$W/broker/agent/agent.sock
 cat >"$CONFIG" <<EOF
 state_dir = "$W/state"
 sealer    = "tpm"
 [tpm]
 path = "unix:$TPM/swtpm.sock"
 pcrs = []
+[agent]
+socket = "$AGENT_SOCK"
+[api]
+enable = true
 EOF
 chmod 0644 "$CONFIG"
 CTL=("${AS_USER[@]}" "$W/bin/northstarctl")
@@ -120,6 +128,15 @@ ok "northstarctl init: secret generation $G0 sealed by the TPM (state dir $W/sta
 NORTHSTAR_BIN=$W/bin NORTHSTAR_CONFIG=$CONFIG scripts/rootless-containerd.sh start "$CTD" >/dev/null 2>&1 ||
 	die "rootless containerd did not start (see $CTD/containerd.log)"
 ok "rootless containerd (pid $(<"$CTD/containerd.pid")) as $NSTEST_USER, runtime $RUNTIME available"
+# The broker (northstarctl agent with [api] enable) runs where the runtime
+# and the hook run: inside rootlesskit's namespaces.
+scripts/rootless-containerd.sh exec "$CTD" "$W/bin/northstarctl" agent --config "$CONFIG" >"$W/logs/agent.log" 2>&1 &
+for ((i = 0; i < 200; i++)); do
+	[[ -S $AGENT_SOCK ]] && break
+	sleep 0.05
+done
+[[ -S $AGENT_SOCK ]] || die "northstarctl agent did not start: $(tail -n 3 "$W/logs/agent.log" | tr '\n' ' ')"
+ok "northstar broker (northstarctl agent) serving the containers' API sockets"
 
 # ------------------------------------------------------------------ helpers
 SEQ=0
@@ -138,13 +155,13 @@ run_client() {
 # broker's network (inside rootlesskit's namespaces), no secret.
 outsider() {
 	local rc=0
-	"${X[@]}" "$W/bin/mqtt-client" --broker "$BROKER" --client-id outsider --timeout 5s "$@" >"$W/out" 2>&1 || rc=$?
+	"${X[@]}" "$W/bin/mqtt-client" --auth secret --broker "$BROKER" --client-id outsider --timeout 5s "$@" >"$W/out" 2>&1 || rc=$?
 	sed 's/^/         | /' "$W/out"
 	return "$rc"
 }
-start_broker() {
-	"${X[@]}" ctr run -d --log-uri "file://$W/logs/$1.log" "${CTR_FLAGS[@]}" --rootfs "$W/rootfs-broker" "$1" \
-		/bin/mqtt-broker --listen "$BROKER" >/dev/null || return 1
+start_broker() { # start_broker NAME token|secret
+	"${X[@]}" ctr run -d --log-uri "file://$W/logs/$1.log" "${CTR_FLAGS[@]}" --annotation io.northstar.identity=broker \
+		--rootfs "$W/rootfs-broker" "$1" /bin/mqtt-broker --auth "$2" --listen "$BROKER" >/dev/null || return 1
 	local i
 	for ((i = 0; i < 100; i++)); do
 		grep -q "broker: listening" "$W/logs/$1.log" 2>/dev/null && return 0
@@ -166,58 +183,75 @@ expect() { # expect WANT RC WHAT
 }
 EXTRA=()
 
-# --------------------------------------------------------------- lifecycle 1
-step "lifecycle 1: broker and client containers"
-if start_broker broker1; then
+as() { EXTRA=(--annotation "io.northstar.identity=$1"); }
+
+# ------------------------------------------------------------------ tokens
+step "tokens: the client logs in as its identity with a one-time token"
+if start_broker broker1 token; then
 	G1=$(gen)
-	ok "broker container started; the shim adopted the secret init made for this runtime lifecycle (generation $G1)"
-	ok "lifecycle id $(lifecycle)"
+	ok "broker container (identity broker) started; the shim adopted the secret init made for this runtime lifecycle (generation $G1, lifecycle $(lifecycle))"
 	[[ $G1 -eq $G0 ]] || bad "generation $G1, want $G0 (init's secret, adopted)"
 else
 	bad "broker container did not start"
 	G1=$(gen)
 fi
+as client
 rc=0
 run_client client1 || rc=$?
-expect 0 "$rc" "client authenticated and round-tripped a message (password = its /run/northstar/secret)"
-
-step "outsiders"
-rc=0
-outsider --password "not-the-secret" || rc=$?
-expect 3 "$rc" "outsider refused: wrong password"
+expect 0 "$rc" "client accepted: username client, password a token for broker, verified once on the broker's own API socket"
 rc=0
 outsider --no-password || rc=$?
 expect 3 "$rc" "outsider refused: no password"
-EXTRA=(--annotation io.northstar.secret.disable=true)
+as mallory
 rc=0
-run_client nosecret --no-password || rc=$?
-expect 3 "$rc" "outsider refused: container with io.northstar.secret.disable=true, no password"
-EXTRA=()
+run_client mallory --username client || rc=$?
+expect 3 "$rc" "refused: container mallory holds the same /run/northstar/secret but cannot log in as client (its token names mallory)"
+as client
+rc=0
+run_client client2 --replay || rc=$?
+expect 0 "$rc" "a captured token replayed: refused the second time"
 
-# --------------------------------------------------------------- lifecycle 2
 step "rotation: containerd restarts"
 OLDPID=$(<"$CTD/containerd.pid")
 scripts/rootless-containerd.sh restart-containerd "$CTD" >/dev/null 2>&1 || die "restart-containerd failed"
-ok "containerd restarted (pid $OLDPID -> $(<"$CTD/containerd.pid")); broker1 kept running with the old secret"
+ok "containerd restarted (pid $OLDPID -> $(<"$CTD/containerd.pid")); broker1 kept running"
 rc=0
-run_client client2 || rc=$?
+run_client client3 || rc=$?
 G2=$(gen)
 if [[ $G2 -eq $((G1 + 1)) ]]; then
 	ok "new client container started a new lifecycle: secret generation $G1 -> $G2"
 else
 	bad "generation $G2 after the restart, want $((G1 + 1))"
 fi
-expect 3 "$rc" "documented limit: the old broker (old secret) refuses the new client until it is restarted"
-if stop_broker broker1 && start_broker broker2; then
-	ok "broker restarted (broker2): it reads the generation-$G2 secret"
+expect 0 "$rc" "the old broker, not restarted, accepts the new client (the shared secret's limit is gone for token users)"
+
+step "audit log"
+if "${CTL[@]}" audit verify --config "$CONFIG" >"$W/out" 2>&1; then
+	ok "northstarctl audit verify: $(cat "$W/out")"
 else
-	bad "could not restart the broker"
+	bad "northstarctl audit verify: $(cat "$W/out")"
 fi
+
+# ------------------------------------------------------- the shared secret
+step "fallback: the shared lifecycle secret (--auth secret)"
+if stop_broker broker1 && start_broker broker2 secret; then
+	ok "broker2 lets in whoever presents the generation-$G2 secret"
+else
+	bad "could not start the secret broker"
+fi
+as client
 rc=0
-run_client client3 || rc=$?
-expect 0 "$rc" "new client accepted by the restarted broker"
-G3=$(gen)
-[[ $G3 -eq $G2 ]] || bad "generation $G3, want $G2 (one rotation per containerd restart)"
+run_client client4 --auth secret || rc=$?
+expect 0 "$rc" "client accepted with its /run/northstar/secret as password"
+as mallory
+rc=0
+run_client mallory2 --auth secret --username client || rc=$?
+expect 0 "$rc" "documented limit of the shared secret: mallory, holding the same secret, gets in as client"
+EXTRA=(--annotation io.northstar.secret.disable=true)
+rc=0
+run_client nosecret --auth secret --no-password || rc=$?
+expect 3 "$rc" "outsider refused: container with io.northstar.secret.disable=true, no password"
+EXTRA=()
 
 # ------------------------------------------------------------------ logs
 step "broker logs (no secrets, no passwords)"
