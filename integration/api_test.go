@@ -17,13 +17,7 @@ import (
 // nsapiBinary builds integration/nsapi (static) once per run into bins.dir.
 var nsapiBinary = sync.OnceValues(func() (string, error) {
 	out := filepath.Join(bins.dir, "nsapi")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./integration/nsapi")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build nsapi: %v\n%s", err, b)
-	}
-	return out, nil
+	return out, buildStatic("..", "./integration/nsapi", out)
 })
 
 // apiEnv is a host-sealer env with the agent as the broker ([api] enable).

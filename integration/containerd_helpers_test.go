@@ -24,13 +24,7 @@ import (
 // the hook in bins.dir (where the shim looks for it first).
 var shimBinary = sync.OnceValues(func() (string, error) {
 	out := filepath.Join(bins.dir, "containerd-shim-northstar-v2")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/containerd-shim-northstar-v2")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build the shim: %v\n%s", err, b)
-	}
-	return out, nil
+	return out, buildStatic("..", "./cmd/containerd-shim-northstar-v2", out)
 })
 
 // requiresContainerd checks what scripts/rootless-containerd.sh needs.

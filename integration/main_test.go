@@ -39,15 +39,24 @@ func testMain(m *testing.M) int {
 	bins.hook = filepath.Join(dir, "northstar-hook")
 	bins.ctl = filepath.Join(dir, "northstarctl")
 	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl"} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
-		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
+		if err := buildStatic("..", pkg, out); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 	}
 	return m.Run()
+}
+
+// buildStatic builds the Go package pkg of the module in dir into out as a
+// static, cgo-free binary, as `make build` does.
+func buildStatic(dir, pkg, out string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
 }
 
 // requires fails (in CI) or skips (elsewhere) unless every command exists

@@ -29,11 +29,8 @@ var mqttBroker = "127.0.0.1:" + mqttPort
 var mqttBinaries = sync.OnceValues(func() (string, error) {
 	for _, name := range []string{"broker", "client"} {
 		// examples/mqtt is a module of its own.
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(bins.dir, "mqtt-"+name), "./"+name)
-		cmd.Dir = "../examples/mqtt"
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build the mqtt %s: %v\n%s", name, err, b)
+		if err := buildStatic("../examples/mqtt", "./"+name, filepath.Join(bins.dir, "mqtt-"+name)); err != nil {
+			return "", err
 		}
 	}
 	return bins.dir, nil
@@ -57,11 +54,11 @@ func exitCode(r result) int {
 // broker and the client.
 type mqttStack struct {
 	auth string // how clients log in: "secret" or "token"
-	a   *account
-	tpm *swtpm
-	e   *env
-	c   *rootlessContainerd
-	log string // directory for the containers' stdout/stderr, owned by the user
+	a    *account
+	tpm  *swtpm
+	e    *env
+	c    *rootlessContainerd
+	log  string // directory for the containers' stdout/stderr, owned by the user
 }
 
 func newMQTTStack(t *testing.T) *mqttStack { return newMQTTStackAuth(t, "secret") }
