@@ -20,6 +20,9 @@ import (
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/oci"
+
+	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/client"
 )
 
 // The benchmarks behind `make bench`: each comparison interleaves its two
@@ -129,9 +132,18 @@ func TestBenchHookOverheadAgent(t *testing.T) {
 // and with the hook of env e, and reports the ratio against target.
 func benchHookOverhead(t *testing.T, e *env, what string, target float64) {
 	t.Helper()
+	benchHookOverheadBundle(t, e, what, target, func() *bundle {
+		return newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
+	})
+}
+
+// benchHookOverheadBundle is benchHookOverhead with the hooked bundle made
+// by hookedBundle.
+func benchHookOverheadBundle(t *testing.T, e *env, what string, target float64, hookedBundle func() *bundle) {
+	t.Helper()
 	plain := newBundle(t, e.dir, false, "true")
 	plain.write(t)
-	hooked := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
+	hooked := hookedBundle()
 	hooked.write(t)
 	runc := func(b *bundle) func() error {
 		return func() error {
@@ -319,6 +331,76 @@ func containerdVersion() string {
 		return strings.TrimSuffix(f[2], "~ds1")
 	}
 	return "?"
+}
+
+// TestBenchAPI: the broker's rows of DESIGN.md §7, against the broker with
+// two long-running runc containers (identities client and broker):
+//   - a token minted on client's socket and verified on broker's, vs a
+//     plain GET /v1/identity on client's socket, interleaved (<= 2);
+//   - `runc run` with the hook, agent and API socket vs bare (<= 1.05);
+//   - the broker's RSS with 1,000 registered containers (<= 40 MiB).
+func TestBenchAPI(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnv(t)
+	a := startAgent(t, e, sock)
+	root := filepath.Join(e.dir, "runc-root")
+	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	defer devnull.Close()
+	sockets := map[string]string{}
+	for _, id := range []string{"client", "broker"} {
+		b := apiBundle(t, e, id, "sleep 600")
+		b.write(t)
+		cid := fmt.Sprintf("ns-bench-%s-%d", id, os.Getpid())
+		t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", cid).Run() })
+		r := exec.Command("runc", "--root", root, "run", "--detach", "--bundle", b.dir, cid)
+		r.Stdin, r.Stdout, r.Stderr = devnull, devnull, devnull
+		if err := r.Run(); err != nil {
+			t.Fatalf("runc run %s: %v", cid, err)
+		}
+		sockets[id] = filepath.Join(filepath.Dir(sock), "containers", cid, "api.sock")
+	}
+	cl, br := client.New(sockets["client"]), client.New(sockets["broker"])
+	ctx := context.Background()
+	identity := func() error { _, err := cl.Identity(ctx); return err }
+	pair := func() error {
+		tok, err := cl.Token(ctx, "broker", "mqtt", 0)
+		if err != nil {
+			return err
+		}
+		v, err := br.VerifyToken(ctx, tok.Token, "client", "mqtt")
+		if err == nil && !v.Valid {
+			err = fmt.Errorf("token refused: %s", v.Reason)
+		}
+		return err
+	}
+	const rounds = 200
+	ratios, as, bs := interleave(t, rounds, identity, pair)
+	report(fmt.Sprintf("token create + verify (two sockets) / GET /v1/identity, through package client, %d pairs", rounds),
+		ratioResult(ratios, as, bs), "≤ 2", median(ratios) <= 2)
+
+	benchHookOverheadBundle(t, e, "`runc run` with the hook, the agent and a per-container API socket / without", 1.05,
+		func() *bundle { return apiBundle(t, e, "bench", "true") })
+
+	// 1,000 registrations (of one live process: the broker watches a
+	// pidfd per registration all the same).
+	keep := exec.Command("sleep", "600")
+	if err := keep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { keep.Process.Kill(); keep.Wait() }()
+	for i := 0; i < 1000; i++ {
+		if _, err := agent.Register(ctx, sock, agent.Registration{ID: fmt.Sprintf("bench-%d", i), Identity: fmt.Sprintf("bench-%d", i), Pid: keep.Process.Pid}); err != nil {
+			t.Fatalf("registration %d: %v", i, err)
+		}
+	}
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	var rssKiB float64
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &rssKiB)
+		}
+	}
+	report("broker RSS with 1,000 registered containers (VmRSS)", fmt.Sprintf("%.1f MiB", rssKiB/1024), "≤ 40 MiB", rssKiB > 0 && rssKiB/1024 <= 40)
 }
 
 // TestMain-like summary: TestBenchZZReport runs last (tests run in source

@@ -70,11 +70,15 @@ func hashOf(l []byte) string {
 
 // Writer appends entries to a log file. It is safe for concurrent use.
 type Writer struct {
-	mu   sync.Mutex // guards f, head
-	f    *os.File
-	key  []byte
-	head Head
-	now  func() time.Time
+	mu    sync.Mutex // guards f, head, dirty
+	f     *os.File
+	key   []byte
+	head  Head
+	now   func() time.Time
+	dirty bool // written since the last fsync (SyncEvery > 0)
+
+	stop chan struct{} // ends the syncer (SyncEvery > 0)
+	done chan struct{}
 }
 
 // Open opens (creating, 0600) the log at path for appending with key,
@@ -93,6 +97,38 @@ func Open(path string, key []byte) (*Writer, error) {
 	return &Writer{f: f, key: bytes.Clone(key), head: head, now: time.Now}, nil
 }
 
+// SyncEvery makes Append write without waiting for the disk, and a
+// background fsync run at most every d: a busy broker then pays one fsync
+// per interval, not one per event (measured: a token pair took 0.7 ms with
+// two fsyncs, most of it theirs). A host crash can lose the last interval
+// of lines, which leaves a valid, shorter log: the cut-tail case that only
+// a recorded Head detects. Call it once, before the first Append.
+func (w *Writer) SyncEvery(d time.Duration) {
+	w.stop, w.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+				w.sync()
+			}
+		}
+	}()
+}
+
+func (w *Writer) sync() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dirty {
+		_ = w.f.Sync()
+		w.dirty = false
+	}
+}
+
 // Append writes one event and syncs it to disk.
 func (w *Writer) Append(event string, fields map[string]string) error {
 	w.mu.Lock()
@@ -105,7 +141,9 @@ func (w *Writer) Append(event string, fields map[string]string) error {
 	if _, err := w.f.Write(append(l, '\n')); err != nil {
 		return fmt.Errorf("append audit line: %w", err)
 	}
-	if err := w.f.Sync(); err != nil {
+	if w.stop != nil {
+		w.dirty = true
+	} else if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("sync audit log: %w", err)
 	}
 	w.head = Head{Lines: e.Seq, Hash: hashOf(l)}
@@ -119,8 +157,20 @@ func (w *Writer) Head() Head {
 	return w.head
 }
 
-// Close closes the file.
-func (w *Writer) Close() error { return w.f.Close() }
+// Close syncs and closes the file.
+func (w *Writer) Close() error {
+	if w.stop != nil {
+		close(w.stop)
+		<-w.done
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		return err
+	}
+	return w.f.Close()
+}
 
 // BadLineError names the first line that does not verify (1-based).
 type BadLineError struct {

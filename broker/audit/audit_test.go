@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var key = bytes.Repeat([]byte{5}, 32)
@@ -135,4 +136,26 @@ func FuzzVerify(f *testing.F) {
 			t.Fatal("verified lines without a hash")
 		}
 	})
+}
+
+func TestSyncEvery(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "audit.log")
+	w, err := Open(p, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.SyncEvery(10 * time.Millisecond)
+	for i := 0; i < 20; i++ {
+		if err := w.Append("token-issued", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(30 * time.Millisecond)
+	head := w.Head()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(lines(t, p), key, &head); err != nil || head.Lines != 20 {
+		t.Fatalf("after batched syncs: %v (%d lines)", err, head.Lines)
+	}
 }

@@ -47,6 +47,9 @@ type Registry struct {
 
 	mu   sync.Mutex // guards byID
 	byID map[string]*apiSocket
+
+	keyMu     sync.Mutex // guards tokenKeys
+	tokenKeys map[uint64][]byte
 }
 
 var _ api.Broker = (*Registry)(nil)
@@ -75,11 +78,26 @@ func newRegistry(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func
 		if g == 0 || g > b.gen() {
 			return nil
 		}
-		return root.TokenKey(g)
+		return b.tokenKey(g)
 	}}
 	go w.run(b.gone)
 	b.restore()
 	return b, nil
+}
+
+// tokenKey derives (once per generation) the HMAC key of g's tokens.
+func (b *Registry) tokenKey(g uint64) []byte {
+	b.keyMu.Lock()
+	defer b.keyMu.Unlock()
+	if b.tokenKeys == nil {
+		b.tokenKeys = map[uint64][]byte{}
+	}
+	k, ok := b.tokenKeys[g]
+	if !ok {
+		k = b.root.TokenKey(g)
+		b.tokenKeys[g] = k
+	}
+	return k
 }
 
 // api.Broker.
@@ -277,6 +295,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
+	log.SyncEvery(100 * time.Millisecond)
 	r, err := newRegistry(root, log, opts.TokenTTL, gen, opts.Dir)
 	if err != nil {
 		log.Close()
