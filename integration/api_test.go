@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/northstar-oci/northstar/broker/registry"
 )
 
 // nsapiBinary builds integration/nsapi (static) once per run into bins.dir.
@@ -185,7 +187,7 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
 		t.Fatalf("the running container's API:\n%s", r)
 	}
-	apiDir := filepath.Join(filepath.Dir(sock), "containers", id)
+	apiDir := filepath.Join(filepath.Dir(sock), "containers", registry.DirName(id))
 	// curl speaks to it too, as the README shows.
 	if r := run(t, exec.Command("curl", "-sS", "--unix-socket", filepath.Join(apiDir, "api.sock"), "http://northstar/v1/identity")); r.err != nil || !strings.Contains(r.stdout, `"identity":"client"`) {
 		t.Errorf("curl --unix-socket:\n%s", r)

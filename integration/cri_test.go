@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/northstar-oci/northstar/broker/registry"
+	"github.com/northstar-oci/northstar/client"
 )
 
 // crictl is built by scripts/install-tools.sh.
@@ -386,7 +390,10 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 			if flavor.bin != "" {
 				requiresFile(t, filepath.Join(flavor.bin, "containerd"), "scripts/install-tools.sh builds it")
 			}
-			e := newEnv(t, "", nil)
+			// The broker runs too ([api] enable): pod containers get
+			// their own API socket, named by CRI's names.
+			e, sock := apiEnv(t)
+			startAgent(t, e, sock)
 			c := startCRIContainerd(t, e, flavor.name, flavor.bin, flavor.version)
 
 			p1 := c.runPod(t, "web")
@@ -401,6 +408,14 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 			}
 			if s := secretOf(t, c.pid(t, "inspectp", p1.id)); s != "" {
 				t.Error("the pod sandbox (pause) container got the secret")
+			}
+			// Identity by CRI's names, asked on the container's own socket.
+			apiDir := filepath.Join(filepath.Dir(sock), "containers")
+			if id, err := client.New(filepath.Join(apiDir, registry.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
+				t.Errorf("the pod container's API identity: %+v, %v; want default/web/app", id, err)
+			}
+			if _, err := os.Stat(filepath.Join(apiDir, registry.DirName(p1.id))); !os.IsNotExist(err) {
+				t.Errorf("the pod sandbox was registered with the broker: %v", err)
 			}
 			rec1 := e.record(t)
 
