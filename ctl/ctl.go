@@ -258,7 +258,16 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if cfg.API.Enable {
 		ropts := registry.Options{Store: st, TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
 			Dir: filepath.Join(filepath.Dir(cfg.Agent.Socket), "containers")}
-		opts.Broker = func(gen func() uint64) (agent.Broker, error) { return registry.Open(ctx, ropts, gen) }
+		opts.Broker = func(gen func() uint64) (agent.Broker, error) {
+			r, err := registry.Open(ctx, ropts, gen)
+			if err != nil {
+				return nil, err
+			}
+			if root, _ := r.Current(); !root.Locked() {
+				fmt.Fprintln(env.Stderr, "northstarctl agent: warning: cannot mlock the broker root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
+			}
+			return r, nil
+		}
 	}
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -33,35 +33,62 @@ const RootSize = 32
 var ErrNotSerializable = errors.New("keys: the root key is never serialized")
 
 // Root is the broker root key. Like secretfs.Secret it will not print,
-// log or marshal itself.
-type Root struct{ b [RootSize]byte }
+// log or marshal itself. Its bytes live outside the Go heap, in a page of
+// their own (see lockedPage), so the garbage collector never copies them
+// and swap, core dumps and forked children never see them.
+type Root struct {
+	b      []byte // RootSize bytes at the start of the page
+	locked bool
+}
 
 // NewRoot returns a fresh root key from the kernel CSPRNG.
 func NewRoot() (*Root, error) {
-	r := new(Root)
-	if _, err := rand.Read(r.b[:]); err != nil {
+	r, err := newRoot()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(r.b); err != nil {
+		r.Zero()
 		return nil, fmt.Errorf("read random: %w", err)
 	}
 	return r, nil
 }
+
+func newRoot() (*Root, error) {
+	page, locked, err := lockedPage()
+	if err != nil {
+		return nil, fmt.Errorf("root key page: %w", err)
+	}
+	return &Root{b: page[:RootSize:RootSize], locked: locked}, nil
+}
+
+// Locked reports whether the key's page is locked in memory. mlock is best
+// effort: it fails when RLIMIT_MEMLOCK is exhausted, and the key then
+// still stays out of core dumps and forked children.
+func (r *Root) Locked() bool { return r.locked }
 
 // RootFromBytes copies a root key (for unsealing); the caller zeroes b.
 func RootFromBytes(b []byte) (*Root, error) {
 	if len(b) != RootSize {
 		return nil, fmt.Errorf("root key is %d bytes, want %d", len(b), RootSize)
 	}
-	r := new(Root)
-	copy(r.b[:], b)
+	r, err := newRoot()
+	if err != nil {
+		return nil, err
+	}
+	copy(r.b, b)
 	return r, nil
 }
 
 // Bytes returns a copy of the key, for sealing; the caller zeroes it.
-func (r *Root) Bytes() []byte { return append([]byte(nil), r.b[:]...) }
+func (r *Root) Bytes() []byte { return append([]byte(nil), r.b...) }
 
-// Zero overwrites the key.
+// Zero overwrites the key. The page stays mapped, so a derivation racing
+// with Zero reads zeros rather than faulting; a Root is made once per
+// broker process, so the page is not worth reclaiming.
 func (r *Root) Zero() {
 	if r != nil {
-		clear(r.b[:])
+		clear(r.b)
 	}
 }
 
@@ -94,7 +121,9 @@ func info(purpose string, generation uint64, parts ...string) string {
 }
 
 func (r *Root) derive(size int, purpose string, generation uint64, parts ...string) []byte {
-	k, err := hkdf.Key(sha256.New, r.b[:], nil, info(purpose, generation, parts...), size)
+	// HKDF copies the key into its HMAC state on the heap for the length
+	// of one call; that transient copy is the limit of keeping it off-heap.
+	k, err := hkdf.Key(sha256.New, r.b, nil, info(purpose, generation, parts...), size)
 	if err != nil {
 		panic("keys: hkdf: " + err.Error()) // only for sizes beyond 255*32 bytes
 	}
