@@ -44,8 +44,13 @@ type agentProc struct {
 // test's cleanup) and waits until it serves.
 func startAgent(t *testing.T, e *env, sock string) *agentProc {
 	t.Helper()
-	a := &agentProc{out: new(bytes.Buffer), sock: sock, done: make(chan error, 1)}
-	a.cmd = exec.Command(bins.ctl, "agent", "--config", e.config)
+	return startAgentCmd(t, exec.Command(bins.ctl, "agent", "--config", e.config), sock)
+}
+
+// startAgentCmd is startAgent for an agent started by cmd.
+func startAgentCmd(t *testing.T, cmd *exec.Cmd, sock string) *agentProc {
+	t.Helper()
+	a := &agentProc{out: new(bytes.Buffer), sock: sock, done: make(chan error, 1), cmd: cmd}
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
