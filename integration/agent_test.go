@@ -19,9 +19,10 @@ import (
 	"github.com/northstar-oci/northstar/agent"
 )
 
-// newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set. The socket
-// lives in a short directory of its own: sun_path holds 107 bytes.
-func newAgentTPMEnv(t *testing.T, tpm *swtpm) (*env, string) {
+// newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set, and the
+// extra config tables appended. The socket lives in a short directory of
+// its own: sun_path holds 107 bytes.
+func newAgentTPMEnv(t *testing.T, tpm *swtpm, extra ...string) (*env, string) {
 	t.Helper()
 	base, err := os.MkdirTemp("", "ns-agent-")
 	if err != nil {
@@ -29,7 +30,7 @@ func newAgentTPMEnv(t *testing.T, tpm *swtpm) (*env, string) {
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	sock := filepath.Join(base, "agent", "agent.sock")
-	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n", tpm.path(), sock), nil), sock
+	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n", tpm.path(), sock)+strings.Join(extra, ""), nil), sock
 }
 
 // agentProc is a running `northstarctl agent`.

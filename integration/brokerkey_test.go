@@ -26,13 +26,7 @@ import (
 func TestBrokerRootKeyPlacement(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	tpm := newSWTPM(t, nil)
-	base, err := os.MkdirTemp("", "ns-bk-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	sock := base + "/agent/agent.sock"
-	e := newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n[api]\nenable = true\n", tpm.path(), sock), nil)
+	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
 	a := startAgent(t, e, sock)
 	for _, id := range []string{"client", "broker"} {
 		if got := in(t, e, id, "nsapi token broker mqtt >/dev/null; nsapi derive broker mqtt >/dev/null; nsapi sign x >/dev/null; nsapi identity"); !strings.HasPrefix(got, id+" ") {
