@@ -78,15 +78,7 @@ func InChild(argv []string) Unsealer {
 			if memfd != nil {
 				memfd.Close()
 			}
-			// The child's one-line error, without its program prefix.
-			msg := strings.TrimSpace(stderr.String())
-			if i := strings.Index(msg, ": "); i >= 0 && !strings.Contains(msg[:i], " ") {
-				msg = msg[i+2:]
-			}
-			if msg == "" {
-				msg = werr.Error()
-			}
-			return nil, RecordID{}, errors.New(msg)
+			return nil, RecordID{}, childError(stderr.String(), werr)
 		}
 		if rerr != nil {
 			return nil, RecordID{}, fmt.Errorf("unseal child: %w", rerr)
@@ -109,4 +101,17 @@ func UnsealTo(ctx context.Context, st *store.Store, conn *os.File) error {
 	}
 	defer fc.Close()
 	return send(fc.(*net.UnixConn), memfd, id)
+}
+
+// childError is the error of a failed unseal child: its one-line error,
+// without its program prefix, else how it exited.
+func childError(stderr string, waitErr error) error {
+	msg := strings.TrimSpace(stderr)
+	if i := strings.Index(msg, ": "); i >= 0 && !strings.Contains(msg[:i], " ") {
+		msg = msg[i+2:]
+	}
+	if msg == "" {
+		msg = waitErr.Error()
+	}
+	return errors.New(msg)
 }

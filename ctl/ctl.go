@@ -231,12 +231,17 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	// Internal: the agent runs itself with this flag to unseal in a child
 	// process, whose heap (where go-tpm leaves plaintext) dies with it.
 	unsealFD := fs.Int("unseal-to-fd", 0, "internal: unseal and send the secret over this socket fd, then exit")
+	keyName := fs.String("unseal-key", "", "internal: with --unseal-to-fd, write this broker key to the fd instead")
+	keySize := fs.Int("key-size", 0, "internal: the size of --unseal-key")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
 	cfg, st, err := openStore(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if *unsealFD != 0 && *keyName != "" {
+		return agent.KeyTo(ctx, st, *keyName, *keySize, os.NewFile(uintptr(*unsealFD), "key"))
 	}
 	if *unsealFD != 0 {
 		return agent.UnsealTo(ctx, st, os.NewFile(uintptr(*unsealFD), "unseal"))
@@ -256,7 +261,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
 	if cfg.API.Enable {
-		ropts := registry.Options{Store: st, TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
+		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild([]string{exe, "agent", "--unseal-to-fd", "3", "--config", cfg.Path}), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
 			Dir: filepath.Join(filepath.Dir(cfg.Agent.Socket), "containers")}
 		opts.Broker = func(gen func() uint64) (agent.Broker, error) {
 			r, err := registry.Open(ctx, ropts, gen)

@@ -277,7 +277,10 @@ const (
 
 // Options configure Open.
 type Options struct {
-	Store     *store.Store  // holds the broker's keys
+	Store *store.Store // holds the broker's keys
+	// LoadKey, if set, fills dst with the store's key name; the agent sets
+	// it to unseal in a child (agent.KeyInChild). Nil: Store.Key here.
+	LoadKey   func(ctx context.Context, name string, dst []byte) error
 	TokenTTL  time.Duration // default token lifetime
 	AuditPath string        // the hash-chained audit log
 	Dir       string        // where the containers' directories go (0711, created)
@@ -287,17 +290,21 @@ type Options struct {
 // audit log and serves again the containers an earlier broker registered.
 // gen returns the lifecycle generation in force.
 func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, error) {
-	rootBytes, err := opts.Store.Key(ctx, RootKeyName, keys.RootSize)
+	load := opts.LoadKey
+	if load == nil {
+		load = func(ctx context.Context, name string, dst []byte) error {
+			k, err := opts.Store.Key(ctx, name, len(dst))
+			copy(dst, k)
+			clear(k)
+			return err
+		}
+	}
+	root, err := keys.LoadRoot(func(dst []byte) error { return load(ctx, RootKeyName, dst) })
 	if err != nil {
 		return nil, fmt.Errorf("root key: %w", err)
 	}
-	root, err := keys.RootFromBytes(rootBytes)
-	clear(rootBytes)
-	if err != nil {
-		return nil, err
-	}
-	auditKey, err := opts.Store.Key(ctx, AuditKeyName, 32)
-	if err != nil {
+	auditKey := make([]byte, 32)
+	if err := load(ctx, AuditKeyName, auditKey); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	log, err := audit.Open(opts.AuditPath, auditKey)
