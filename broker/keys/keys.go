@@ -43,50 +43,31 @@ type Root struct {
 
 // NewRoot returns a fresh root key from the kernel CSPRNG.
 func NewRoot() (*Root, error) {
-	r, err := newRoot()
-	if err != nil {
-		return nil, err
-	}
-	if _, err := rand.Read(r.b); err != nil {
-		r.Zero()
-		return nil, fmt.Errorf("read random: %w", err)
-	}
-	return r, nil
+	return LoadRoot(func(dst []byte) error {
+		if _, err := rand.Read(dst); err != nil {
+			return fmt.Errorf("read random: %w", err)
+		}
+		return nil
+	})
 }
 
-func newRoot() (*Root, error) {
-	page, locked, err := lockedPage()
-	if err != nil {
-		return nil, fmt.Errorf("root key page: %w", err)
-	}
-	return &Root{b: page[:RootSize:RootSize], locked: locked}, nil
-}
-
-// Locked reports whether the key's page is locked in memory. mlock is best
-// effort: it fails when RLIMIT_MEMLOCK is exhausted, and the key then
-// still stays out of core dumps and forked children.
-func (r *Root) Locked() bool { return r.locked }
-
-// RootFromBytes copies a root key (for unsealing); the caller zeroes b.
+// RootFromBytes copies a root key; the caller zeroes b.
 func RootFromBytes(b []byte) (*Root, error) {
 	if len(b) != RootSize {
 		return nil, fmt.Errorf("root key is %d bytes, want %d", len(b), RootSize)
 	}
-	r, err := newRoot()
-	if err != nil {
-		return nil, err
-	}
-	copy(r.b, b)
-	return r, nil
+	return LoadRoot(func(dst []byte) error { copy(dst, b); return nil })
 }
 
 // LoadRoot makes a root key whose bytes fill writes straight onto the key
-// page (a read from a pipe), so they never pass through the Go heap.
+// page (the agent reads them from a pipe), so they never pass through the
+// Go heap. Every constructor goes through here.
 func LoadRoot(fill func(dst []byte) error) (*Root, error) {
-	r, err := newRoot()
+	page, locked, err := lockedPage()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("root key page: %w", err)
 	}
+	r := &Root{b: page[:RootSize:RootSize], locked: locked}
 	if err := fill(r.b); err != nil {
 		r.Zero()
 		return nil, err
@@ -94,8 +75,10 @@ func LoadRoot(fill func(dst []byte) error) (*Root, error) {
 	return r, nil
 }
 
-// Bytes returns a copy of the key, for sealing; the caller zeroes it.
-func (r *Root) Bytes() []byte { return append([]byte(nil), r.b...) }
+// Locked reports whether the key's page is locked in memory. mlock is best
+// effort: it fails when RLIMIT_MEMLOCK is exhausted, and the key then
+// still stays out of core dumps and forked children.
+func (r *Root) Locked() bool { return r.locked }
 
 // Zero overwrites the key. The page stays mapped, so a derivation racing
 // with Zero reads zeros rather than faulting; a Root is made once per

@@ -19,7 +19,7 @@ func testRoot(t *testing.T) *Root {
 
 func TestDeterministicPerIdentityAndGeneration(t *testing.T) {
 	r := testRoot(t)
-	again, _ := RootFromBytes(r.Bytes())
+	again, _ := RootFromBytes(r.b)
 	if !bytes.Equal(r.Ed25519("client", 7), again.Ed25519("client", 7)) {
 		t.Error("the same root, identity and generation gave two signing keys")
 	}
