@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 
@@ -31,11 +30,8 @@ func KeyInChild(argv []string) KeyLoader {
 		}
 		defer r.Close()
 		var stderr strings.Builder
-		args := append(append([]string(nil), argv[1:]...), "--unseal-key", name, "--key-size", strconv.Itoa(len(dst)))
-		cmd := exec.CommandContext(ctx, argv[0], args...)
-		cmd.ExtraFiles = []*os.File{w} // fd 3
-		cmd.Env = append(os.Environ(), ChildEnv+"=1")
-		cmd.Stderr = &stderr
+		args := append(append([]string(nil), argv...), "--unseal-key", name, "--key-size", strconv.Itoa(len(dst)))
+		cmd := childCommand(ctx, args, w, &stderr)
 		err = cmd.Start()
 		w.Close()
 		if err != nil {
@@ -58,19 +54,6 @@ func KeyInChild(argv []string) KeyLoader {
 			clear(dst)
 			return fmt.Errorf("key child: %w", rerr)
 		}
-		return nil
-	}
-}
-
-// KeyInProcess loads keys in this process (tests, short-lived tools).
-func KeyInProcess(st *store.Store) KeyLoader {
-	return func(ctx context.Context, name string, dst []byte) error {
-		k, err := st.Key(ctx, name, len(dst))
-		if err != nil {
-			return err
-		}
-		copy(dst, k)
-		clear(k)
 		return nil
 	}
 }

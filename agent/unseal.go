@@ -58,10 +58,7 @@ func InChild(argv []string) Unsealer {
 		ours, theirs := os.NewFile(uintptr(fds[0]), "unseal"), os.NewFile(uintptr(fds[1]), "unseal-child")
 		defer ours.Close()
 		var stderr strings.Builder
-		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		cmd.ExtraFiles = []*os.File{theirs} // fd 3
-		cmd.Env = append(os.Environ(), ChildEnv+"=1")
-		cmd.Stderr = &stderr
+		cmd := childCommand(ctx, argv, theirs, &stderr)
 		err = cmd.Start()
 		theirs.Close()
 		if err != nil {
@@ -114,4 +111,15 @@ func childError(stderr string, waitErr error) error {
 		msg = waitErr.Error()
 	}
 	return errors.New(msg)
+}
+
+// childCommand is the command of an unseal child: argv with fd3 as its fd 3,
+// ChildEnv set (so it never serves, and never starts children of its
+// own), and its stderr kept for childError.
+func childCommand(ctx context.Context, argv []string, fd3 *os.File, stderr *strings.Builder) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.ExtraFiles = []*os.File{fd3}
+	cmd.Env = append(os.Environ(), ChildEnv+"=1")
+	cmd.Stderr = stderr
+	return cmd
 }

@@ -256,12 +256,14 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	unseal := agent.InChild([]string{exe, "agent", "--unseal-to-fd", "3", "--config", cfg.Path})
+	// This binary again, as the unseal child for the secret and the keys.
+	child := []string{exe, "agent", "--unseal-to-fd", "3", "--config", cfg.Path}
+	unseal := agent.InChild(child)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
 	if cfg.API.Enable {
-		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild([]string{exe, "agent", "--unseal-to-fd", "3", "--config", cfg.Path}), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
+		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
 			Dir: filepath.Join(filepath.Dir(cfg.Agent.Socket), "containers")}
 		opts.Broker = func(gen func() uint64) (agent.Broker, error) {
 			r, err := registry.Open(ctx, ropts, gen)

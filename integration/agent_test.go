@@ -19,17 +19,30 @@ import (
 	"github.com/northstar-oci/northstar/agent"
 )
 
-// newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set, and the
-// extra config tables appended. The socket lives in a short directory of
-// its own: sun_path holds 107 bytes.
-func newAgentTPMEnv(t *testing.T, tpm *swtpm, extra ...string) (*env, string) {
+// agentSocket returns an agent socket path in a short temporary directory
+// of its own (sun_path holds 107 bytes, too few for t.TempDir), removed at
+// cleanup. With a non-nil a, the directory belongs to that account, whose
+// agent makes the socket's directory in it.
+func agentSocket(t *testing.T, a *account) string {
 	t.Helper()
 	base, err := os.MkdirTemp("", "ns-agent-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
-	sock := filepath.Join(base, "agent", "agent.sock")
+	if a != nil {
+		if err := os.Chown(base, int(a.uid), int(a.gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(base, "agent", "agent.sock")
+}
+
+// newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set, and the
+// extra config tables appended.
+func newAgentTPMEnv(t *testing.T, tpm *swtpm, extra ...string) (*env, string) {
+	t.Helper()
+	sock := agentSocket(t, nil)
 	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n", tpm.path(), sock)+strings.Join(extra, ""), nil), sock
 }
 

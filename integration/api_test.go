@@ -25,12 +25,7 @@ var nsapiBinary = sync.OnceValues(func() (string, error) {
 // apiEnv is a host-sealer env with the agent as the broker ([api] enable).
 func apiEnv(t *testing.T) (*env, string) {
 	t.Helper()
-	base, err := os.MkdirTemp("", "ns-api-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	sock := filepath.Join(base, "agent", "agent.sock")
+	sock := agentSocket(t, nil)
 	return newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), nil), sock
 }
 
@@ -268,15 +263,7 @@ func TestAPIRootlessContainerd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		base, err := os.MkdirTemp("", "ns-rapi-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(base) })
-		if err := os.Chown(base, int(a.uid), int(a.gid)); err != nil {
-			t.Fatal(err)
-		}
-		sock := filepath.Join(base, "agent", "agent.sock")
+		sock := agentSocket(t, a)
 		e := newEnv(t, fmt.Sprintf("[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
 		c := startContainerd(t, a, append(flavor, "NORTHSTAR_CONFIG="+e.config)...)
 		data, err := os.ReadFile(nsapi)

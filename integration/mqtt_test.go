@@ -78,15 +78,7 @@ func newMQTTStackAuth(t *testing.T, auth string) *mqttStack {
 	s.tpm = newSWTPM(t, a)
 	pcrs, sock := "[]", ""
 	if auth == "token" {
-		base, err := os.MkdirTemp("", "ns-mqtt-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll(base) })
-		if err := os.Chown(base, int(a.uid), int(a.gid)); err != nil {
-			t.Fatal(err)
-		}
-		sock = filepath.Join(base, "agent", "agent.sock")
+		sock = agentSocket(t, a)
 		pcrs += fmt.Sprintf("\n[agent]\nsocket = %q\n[api]\nenable = true", sock)
 	}
 	s.e = newTPMEnv(t, s.tpm, pcrs, a)
