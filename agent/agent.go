@@ -20,6 +20,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -156,6 +157,29 @@ type Registration struct {
 	ID       string `json:"id"`       // the OCI container id
 	Identity string `json:"identity"` // who the container speaks as
 	Pid      int    `json:"pid"`      // its init process, watched by pidfd
+}
+
+// ContainersDir is where the broker at socketPath keeps the containers'
+// directories: beside its control socket, in the agent's own directory,
+// which is never mounted into containers.
+func ContainersDir(socketPath string) string {
+	return filepath.Join(filepath.Dir(socketPath), "containers")
+}
+
+// ContainerDir is the directory (holding api.sock) that the broker at
+// socketPath gives container id once registered. The hook needs it without
+// asking where it runs inside the container (createContainer): the broker
+// serves only its own mount namespace.
+func ContainerDir(socketPath, id string) string {
+	return filepath.Join(ContainersDir(socketPath), DirName(id))
+}
+
+// DirName is the name of a container's directory: a short hash of its id,
+// since ids run to 128 characters (CRI's are 64 hex) and a unix socket's
+// path holds at most 107 bytes.
+func DirName(containerID string) string {
+	h := sha256.Sum256([]byte(containerID))
+	return hex.EncodeToString(h[:8])
 }
 
 // Request ops: the first byte of a client's one message.

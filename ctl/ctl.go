@@ -264,7 +264,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
 	if cfg.API.Enable {
 		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
-			Dir: filepath.Join(filepath.Dir(cfg.Agent.Socket), "containers")}
+			Dir: agent.ContainersDir(cfg.Agent.Socket)}
 		opts.Broker = func(gen func() uint64) (agent.Broker, error) {
 			r, err := registry.Open(ctx, ropts, gen)
 			if err != nil {

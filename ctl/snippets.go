@@ -148,7 +148,8 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	case "runc":
 		h := entry.New(hookPath, path)
 		fmt.Fprintln(env.Stderr, "# runc/crun: merge stdout into the bundle's config.json \"hooks\".")
-		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\".")
+		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\";")
+		fmt.Fprintln(env.Stderr, "# with [api] enable, put the hook at both: createRuntime registers with the broker, createContainer mounts.")
 		return writeJSON(env.Stdout, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
 	case "":
 		return fmt.Errorf("%w: config needs a target: containerd, base-spec, hooks-d or runc", ErrUsage)

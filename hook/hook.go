@@ -23,6 +23,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -30,6 +31,7 @@ import (
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/idmap"
 	"github.com/northstar-oci/northstar/internal/nsenter"
@@ -84,6 +86,17 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		return nil
 	}
 	inContainer := os.Getppid() == state.Pid
+	if !inContainer && splitStages(spec) {
+		// Plain rootless runc with northstar at createRuntime and at
+		// createContainer: this stage cannot enter the container, and the
+		// other cannot reach the broker (it serves only its own mount
+		// namespace). So this one registers, and the other mounts.
+		if !cfg.API.Enable {
+			return nil
+		}
+		_, err := register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid)
+		return err
+	}
 	owner, err := ownerFor(state.Pid, policy, inContainer)
 	if err != nil {
 		return fmt.Errorf("owner: %w", err)
@@ -93,7 +106,12 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	// that is down must stop the start before anything is unsealed.
 	var apiTree *os.File
 	if cfg.API.Enable {
-		if apiTree, err = registerAPI(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid); err != nil {
+		if inContainer {
+			apiTree, err = registeredAPI(cfg.Agent.Socket, spec, state.ID)
+		} else {
+			apiTree, err = registerAPI(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid)
+		}
+		if err != nil {
 			return err
 		}
 		if apiTree != nil {
@@ -105,7 +123,12 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
-	mnt, err := buildMount(ctx, st, cfg.Agent.Socket, owner, apiTree != nil)
+	agentSocket := cfg.Agent.Socket
+	if inContainer {
+		// The agent refuses peers in other mount namespaces: do not ask.
+		agentSocket = ""
+	}
+	mnt, err := buildMount(ctx, st, agentSocket, owner, apiTree != nil)
 	if err != nil {
 		return err
 	}
@@ -173,6 +196,49 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 // directory as a detached read-only bind mount (nil: the container opted
 // out). A broker that cannot be reached fails the start, naming it.
 func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (*os.File, error) {
+	dir, err := register(ctx, agentSocket, spec, id, pid)
+	if err != nil || dir == "" {
+		return nil, err
+	}
+	tree, err := mount.OpenAPITree(dir)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	return tree, nil
+}
+
+// register registers the container with the broker and returns the
+// directory of its API socket ("": the container opted out).
+func register(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (string, error) {
+	off, err := APIDisabled(spec)
+	if err != nil {
+		return "", fmt.Errorf("policy: %w", err)
+	}
+	if off {
+		return "", nil
+	}
+	identity, err := IdentityFor(spec, id)
+	if err != nil {
+		return "", fmt.Errorf("policy: %w", err)
+	}
+	dir, err := agent.Register(ctx, agentSocket, agent.Registration{ID: id, Identity: identity, Pid: pid})
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("api: agent at %s not reachable: %v; start 'northstarctl agent'", agentSocket, unwrapSyscall(err))
+		}
+		return "", fmt.Errorf("api: register with the agent at %s: %w", agentSocket, err)
+	}
+	return dir, nil
+}
+
+// registeredAPI is registerAPI for the hook inside the container
+// (createContainer): it cannot register (the broker refuses other mount
+// namespaces), so it opens the directory that the createRuntime stage
+// registered (see splitStages). The path is resolved before pivot_root,
+// in the container's copy of the runtime's mounts, and names a directory
+// only the broker creates.
+func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, error) {
 	off, err := APIDisabled(spec)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
@@ -180,23 +246,34 @@ func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id s
 	if off {
 		return nil, nil
 	}
-	identity, err := IdentityFor(spec, id)
-	if err != nil {
+	if _, err := IdentityFor(spec, id); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	dir, err := agent.Register(ctx, agentSocket, agent.Registration{ID: id, Identity: identity, Pid: pid})
-	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("api: agent at %s not reachable: %v; start 'northstarctl agent'", agentSocket, unwrapSyscall(err))
-		}
-		return nil, fmt.Errorf("api: register with the agent at %s: %w", agentSocket, err)
+	dir := agent.ContainerDir(agentSocket, id)
+	if _, err := os.Lstat(filepath.Join(dir, "api.sock")); err != nil {
+		return nil, fmt.Errorf("api: container %s is not registered with the agent at %s (%v); inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc')", id, agentSocket, unwrapSyscall(err))
 	}
 	tree, err := mount.OpenAPITree(dir)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	return tree, nil
+}
+
+// splitStages reports whether spec also runs northstar at createContainer.
+// Then the createRuntime (or prestart) hook only registers the container
+// with the broker, and the createContainer one does the rest: the way for
+// plain rootless runc, where neither stage alone can do both.
+func splitStages(spec *specs.Spec) bool {
+	if spec.Hooks == nil {
+		return false
+	}
+	for _, h := range spec.Hooks.CreateContainer {
+		if entry.IsNorthstar(h) {
+			return true
+		}
+	}
+	return false
 }
 
 // unwrapSyscall shortens "dial unixpacket /x: connect: connection refused"

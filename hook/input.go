@@ -56,11 +56,18 @@ func LoadSpec(bundle string) (*specs.Spec, string, error) {
 			User specs.User `json:"user"`
 		} `json:"process"`
 		Annotations map[string]string `json:"annotations"`
+		// Only the stage splitStages looks at.
+		Hooks *struct {
+			CreateContainer []specs.Hook `json:"createContainer"`
+		} `json:"hooks"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, "", fmt.Errorf("bundle config.json is not an OCI spec: %w", err)
 	}
 	spec := specs.Spec{Root: doc.Root, Annotations: doc.Annotations}
+	if doc.Hooks != nil {
+		spec.Hooks = &specs.Hooks{CreateContainer: doc.Hooks.CreateContainer}
+	}
 	if doc.Process != nil {
 		spec.Process = &specs.Process{User: doc.Process.User}
 	}

@@ -64,6 +64,20 @@ func TestLoadSpec(t *testing.T) {
 	if _, rootfs, err := LoadSpec(dir); err != nil || rootfs != "/abs/rootfs" {
 		t.Errorf("absolute root: %q, %v", rootfs, err)
 	}
+	// Which stages run northstar decides what the createRuntime hook does
+	// (splitStages): the createContainer hooks must be read.
+	for s, want := range map[string]bool{
+		`{"root":{"path":"r"}}`: false,
+		`{"root":{"path":"r"},"hooks":{"createRuntime":[{"path":"/usr/bin/northstar-hook"}]}}`:                                                                                  false,
+		`{"root":{"path":"r"},"hooks":{"createContainer":[{"path":"/usr/bin/other"}]}}`:                                                                                         false,
+		`{"root":{"path":"r"},"hooks":{"createRuntime":[{"path":"/usr/bin/northstar-hook"}],"createContainer":[{"path":"/usr/bin/other"},{"path":"/usr/bin/northstar-hook"}]}}`: true,
+	} {
+		write(s)
+		spec, _, err := LoadSpec(dir)
+		if err != nil || splitStages(spec) != want {
+			t.Errorf("%s: splitStages %v (err %v), want %v", s, !want, err, want)
+		}
+	}
 	for name, s := range map[string]string{
 		"no root":   `{"ociVersion":"1.2.0"}`,
 		"not json":  `{`,

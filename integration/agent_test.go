@@ -64,6 +64,31 @@ func startAgent(t *testing.T, e *env, sock string) *agentProc {
 // startAgentCmd is startAgent for an agent started by cmd.
 func startAgentCmd(t *testing.T, cmd *exec.Cmd, sock string) *agentProc {
 	t.Helper()
+	a := launchAgent(t, cmd, sock)
+	a.waitGeneration(t, 0)
+	return a
+}
+
+// startAgentAs is startAgent with the agent run by account u. It waits for
+// the socket to appear: the agent would (rightly) not be trusted by a
+// client of another uid, so this test cannot fetch from it.
+func startAgentAs(t *testing.T, u *account, e *env, sock string) *agentProc {
+	t.Helper()
+	cmd := exec.Command(bins.ctl, "agent", "--config", e.config)
+	u.apply(cmd)
+	a := launchAgent(t, cmd, sock)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return a
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not start; its output:\n%s", a.out)
+		}
+	}
+}
+
+func launchAgent(t *testing.T, cmd *exec.Cmd, sock string) *agentProc {
+	t.Helper()
 	a := &agentProc{out: new(bytes.Buffer), sock: sock, done: make(chan error, 1), cmd: cmd}
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	if err := a.cmd.Start(); err != nil {
@@ -71,7 +96,6 @@ func startAgentCmd(t *testing.T, cmd *exec.Cmd, sock string) *agentProc {
 	}
 	go func() { a.done <- a.cmd.Wait() }()
 	t.Cleanup(func() { a.stop(t) })
-	a.waitGeneration(t, 0)
 	return a
 }
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/broker/registry"
+	"github.com/northstar-oci/northstar/agent"
 )
 
 // nsapiBinary builds integration/nsapi (static) once per run into bins.dir.
@@ -33,11 +33,17 @@ func apiEnv(t *testing.T) (*env, string) {
 // ("" for none: the container id), running script.
 func apiBundle(t *testing.T, e *env, identity, script string) *bundle {
 	t.Helper()
+	return newBundle(t, e.dir, false, script).withHook("createRuntime", e.config).withNsapi(t, identity)
+}
+
+// withNsapi puts nsapi in the bundle's /bin and, unless identity is "",
+// the identity annotation on its spec.
+func (b *bundle) withNsapi(t *testing.T, identity string) *bundle {
+	t.Helper()
 	nsapi, err := nsapiBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newBundle(t, e.dir, false, script).withHook("createRuntime", e.config)
 	data, err := os.ReadFile(nsapi)
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +188,7 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
 		t.Fatalf("the running container's API:\n%s", r)
 	}
-	apiDir := filepath.Join(filepath.Dir(sock), "containers", registry.DirName(id))
+	apiDir := filepath.Join(filepath.Dir(sock), "containers", agent.DirName(id))
 	// curl speaks to it too, as the README shows.
 	if r := run(t, exec.Command("curl", "-sS", "--unix-socket", filepath.Join(apiDir, "api.sock"), "http://northstar/v1/identity")); r.err != nil || !strings.Contains(r.stdout, `"identity":"client"`) {
 		t.Errorf("curl --unix-socket:\n%s", r)

@@ -22,7 +22,6 @@ import (
 	"github.com/containerd/containerd/oci"
 
 	"github.com/northstar-oci/northstar/agent"
-	"github.com/northstar-oci/northstar/broker/registry"
 	"github.com/northstar-oci/northstar/client"
 )
 
@@ -358,7 +357,7 @@ func TestBenchAPI(t *testing.T) {
 		if err := r.Run(); err != nil {
 			t.Fatalf("runc run %s: %v", cid, err)
 		}
-		sockets[id] = filepath.Join(filepath.Dir(sock), "containers", registry.DirName(cid), "api.sock")
+		sockets[id] = filepath.Join(filepath.Dir(sock), "containers", agent.DirName(cid), "api.sock")
 	}
 	cl, br := client.New(sockets["client"]), client.New(sockets["broker"])
 	ctx := context.Background()

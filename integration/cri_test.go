@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/broker/registry"
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/client"
 )
 
@@ -411,10 +411,10 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 			}
 			// Identity by CRI's names, asked on the container's own socket.
 			apiDir := filepath.Join(filepath.Dir(sock), "containers")
-			if id, err := client.New(filepath.Join(apiDir, registry.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
+			if id, err := client.New(filepath.Join(apiDir, agent.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
 				t.Errorf("the pod container's API identity: %+v, %v; want default/web/app", id, err)
 			}
-			if _, err := os.Stat(filepath.Join(apiDir, registry.DirName(p1.id))); !os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(apiDir, agent.DirName(p1.id))); !os.IsNotExist(err) {
 				t.Errorf("the pod sandbox was registered with the broker: %v", err)
 			}
 			rec1 := e.record(t)

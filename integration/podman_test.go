@@ -3,11 +3,18 @@
 package integration
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/northstar-oci/northstar/agent"
 )
 
 // rootlessPodman runs Debian's podman as the test user, with its storage
@@ -116,5 +123,93 @@ func TestRootlessPodmanHooksDir(t *testing.T) {
 	r = p.run(t, "echo STARTED", "--annotation", "io.northstar.secret.mode=0644")
 	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "io.northstar.secret.mode") {
 		t.Errorf("container with a writable mode annotation started or did not name it:\n%s", r)
+	}
+}
+
+// TestRootlessPodmanAPI: rootless podman with [api] enable. The hook runs
+// at createRuntime in podman's user and mount namespaces, so the broker
+// runs there too (`podman unshare northstarctl agent`), the way it runs in
+// rootlesskit's for rootless containerd.
+func TestRootlessPodmanAPI(t *testing.T) {
+	requires(t, "podman", "runc", "newuidmap", "newgidmap")
+	a := unprivileged(t)
+	sock := agentSocket(t, a)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
+	p := newRootlessPodman(t, a, e)
+	b := &bundle{rootfs: p.rootfs}
+	b.withNsapi(t, "")
+	a.chownR(t, p.rootfs)
+
+	stop := startPodmanAgent(t, p, e, sock)
+	as := func(identity, script string) result {
+		t.Helper()
+		return p.run(t, script, "--annotation", "io.northstar.identity="+identity)
+	}
+	r := as("client", "nsapi identity; ls -A /run/northstar/api; touch /run/northstar/api/x 2>/dev/null && echo WROTE; true")
+	if r.err != nil || !strings.HasPrefix(r.stdout, "client ") || !strings.HasSuffix(r.stdout, "\napi.sock\n") {
+		t.Fatalf("want identity client and api.sock alone, read-only:\n%s", r)
+	}
+	tok := as("client", "nsapi token broker mqtt")
+	if tok.err != nil {
+		t.Fatalf("token:\n%s", tok)
+	}
+	if v := as("broker", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
+		t.Errorf("the broker container did not verify the client's token:\n%s", v)
+	}
+	if v := as("mallory", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); strings.TrimSpace(v.stdout) != "wrong-audience" {
+		t.Errorf("another container verified the broker's token:\n%s", v)
+	}
+	// Every container was removed (--rm): so are their sockets.
+	containers := agent.ContainersDir(sock)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ents, _ := os.ReadDir(containers)
+		left := 0
+		for _, d := range ents {
+			if d.IsDir() {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d container directories left after the containers were removed", left)
+			break
+		}
+	}
+
+	stop()
+	r = as("client", "echo STARTED")
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "start 'northstarctl agent'") {
+		t.Errorf("container started with the broker down, or the error does not name the agent:\n%s", r)
+	}
+}
+
+// startPodmanAgent runs the agent in rootless podman's namespaces and
+// returns a function that stops it (also run at cleanup).
+func startPodmanAgent(t *testing.T, p *rootlessPodman, e *env, sock string) (stop func()) {
+	t.Helper()
+	cmd := p.cmd("unshare", bins.ctl, "agent", "--config", e.config)
+	cmd.SysProcAttr.Setpgid = true
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not start in podman's namespaces:\n%s", out.String())
+		}
 	}
 }

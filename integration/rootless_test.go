@@ -158,3 +158,60 @@ func TestRootlessRuncPlain(t *testing.T) {
 		t.Errorf("error does not name the fix:\n%s", r2)
 	}
 }
+
+// TestRootlessRuncPlainAPI: plain rootless runc with [api] enable. Neither
+// stage alone can do both halves (createRuntime cannot enter the
+// container; inside it, the broker refuses a hook of another mount
+// namespace), so northstar runs at both: createRuntime registers, and
+// createContainer mounts the secret and the registered API directory.
+func TestRootlessRuncPlainAPI(t *testing.T) {
+	requires(t, "runc")
+	a := unprivileged(t)
+	sock := agentSocket(t, a)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
+	broker := startAgentAs(t, a, e, sock)
+
+	inRootless := func(identity, script string, stages ...string) result {
+		t.Helper()
+		b := newBundle(t, e.dir, true, script).withNsapi(t, identity)
+		for _, s := range stages {
+			b.withHook(s, e.config)
+		}
+		return b.runcAs(t, a, false)
+	}
+	both := []string{"createRuntime", "createContainer"}
+	r := inRootless("client", "nsapi identity; cat /run/northstar/secret; echo; ls -A /run/northstar/api; touch /run/northstar/api/x 2>/dev/null && echo WROTE; true", both...)
+	if r.err != nil {
+		t.Fatalf("container failed:\n%s", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "client ") || lines[1] != e.secretHex(t) || lines[2] != "api.sock" {
+		t.Fatalf("want identity client, the secret and api.sock alone, read-only; got:\n%s", r)
+	}
+
+	// Tokens between two plain rootless containers.
+	tok := inRootless("client", "nsapi token broker mqtt", both...)
+	if tok.err != nil {
+		t.Fatalf("token:\n%s", tok)
+	}
+	v := inRootless("broker", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt", both...)
+	if v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
+		t.Errorf("the broker container did not verify the client's token:\n%s", v)
+	}
+
+	// Only createContainer: nothing registered the container, so the start
+	// fails and says how to configure the hook.
+	r = inRootless("client", "echo STARTED", "createContainer")
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "put the hook at createRuntime as well as createContainer") {
+		t.Errorf("a container nobody registered started, or the error does not name the fix:\n%s", r)
+	}
+
+	// The broker down: the createRuntime stage fails closed naming it.
+	if err := broker.stop(t); err != nil {
+		t.Logf("agent exit: %v", err)
+	}
+	r = inRootless("client", "echo STARTED", both...)
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "start 'northstarctl agent'") {
+		t.Errorf("container started with the broker down, or the error does not name the agent:\n%s", r)
+	}
+}

@@ -5,8 +5,6 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,15 +132,7 @@ func (b *Registry) Register(r agent.Registration) (string, error) {
 	return b.dirOf(r.ID), nil
 }
 
-func (b *Registry) dirOf(id string) string { return filepath.Join(b.dir, DirName(id)) }
-
-// DirName is the name of a container's directory: a short hash of its id,
-// since ids run to 128 characters (CRI's are 64 hex) and a unix socket's
-// path holds at most 107 bytes.
-func DirName(containerID string) string {
-	h := sha256.Sum256([]byte(containerID))
-	return hex.EncodeToString(h[:8])
-}
+func (b *Registry) dirOf(id string) string { return filepath.Join(b.dir, agent.DirName(id)) }
 
 // serve opens s's socket (in a directory kept for the container's life:
 // its bind mount in the container must keep pointing at it), starts its
