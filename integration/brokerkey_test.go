@@ -10,10 +10,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/broker/registry"
 	"github.com/northstar-oci/northstar/config"
@@ -99,5 +103,137 @@ func TestBrokerRootKeyPlacement(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBrokerSecretsNeverLeak extends the leak test to the broker: its root
+// and audit keys, a token, a signature's key and a derived key appear in no
+// process's argv or environment (scanned while the agent's unseal child is
+// held at the TPM lock, and again after API use), in no file under the
+// state and agent directories, and not in the agent's output.
+func TestBrokerSecretsNeverLeak(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	tpm := newSWTPM(t, nil)
+	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
+	cfg, err := config.Load(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := configured.Store(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Made here, before the agent starts, so they are known to the test.
+	var keys [][]byte
+	for _, name := range []string{registry.RootKeyName, registry.AuditKeyName} {
+		k, err := st.Key(context.Background(), name, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer clear(k)
+		keys = append(keys, k)
+	}
+	secret, _ := hex.DecodeString(e.secretHex(t))
+	needles := func(extra ...[]byte) [][]byte {
+		var out [][]byte
+		for _, k := range append(append(keys, secret), extra...) {
+			out = append(out, k, []byte(hex.EncodeToString(k)), []byte(base64.StdEncoding.EncodeToString(k)), []byte(base64.RawURLEncoding.EncodeToString(k)))
+		}
+		return out
+	}
+	leaks := func(where string, data []byte, ns [][]byte) {
+		t.Helper()
+		for _, n := range ns {
+			if bytes.Contains(data, n) {
+				t.Errorf("%s holds a broker key, the secret or a token (%d bytes)", where, len(n))
+				return
+			}
+		}
+	}
+	scanProcs := func(ns [][]byte) (scanned int) {
+		t.Helper()
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range procs {
+			for _, f := range []string{"cmdline", "environ"} {
+				if data, err := os.ReadFile(filepath.Join(p, f)); err == nil {
+					scanned++
+					leaks(p+"/"+f, data, ns)
+				}
+			}
+		}
+		return scanned
+	}
+
+	// Hold the TPM lock: the agent's unseal child waits at it, alive while
+	// every argv and environment is scanned.
+	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, "tpm.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	a := launchAgent(t, exec.Command(bins.ctl, "agent", "--config", e.config), sock)
+	var child string
+	for deadline := time.Now().Add(10 * time.Second); child == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no unseal child showed up; agent output:\n%s", a.out)
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range procs {
+			if cmd, _ := os.ReadFile(p + "/cmdline"); bytes.Contains(cmd, []byte("--unseal-to-fd")) {
+				child = p
+			}
+		}
+	}
+	n := scanProcs(needles())
+	if _, err := os.Stat(child); err != nil {
+		t.Fatalf("the unseal child %s exited before the scan ended: the scan proves nothing", child)
+	}
+	t.Logf("scanned %d argv/environ files with the unseal child %s blocked", n, child)
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	a.waitGeneration(t, 0)
+
+	// API use: a token (verified), a signature, a derived key.
+	tok := in(t, e, "client", "nsapi token broker mqtt")
+	if got := in(t, e, "broker", "nsapi verify "+tok+" client mqtt"); got != "valid" {
+		t.Fatalf("verify: %q", got)
+	}
+	in(t, e, "client", "nsapi sign hello")
+	derived, _ := hex.DecodeString(in(t, e, "client", "nsapi derive broker mqtt"))
+	if len(derived) != 32 {
+		t.Fatal("derive did not answer a key")
+	}
+	all := append(needles(derived), []byte(tok))
+
+	scanProcs(all)
+	if err := a.stop(t); err != nil {
+		t.Logf("agent exit: %v", err)
+	}
+	leaks("the agent's output", a.out.Bytes(), all)
+	for _, dir := range []string{cfg.StateDir, filepath.Dir(sock)} {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			leaks(path, data, all)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(cfg.StateDir, "audit.log"))
+	for _, ev := range []string{"token-issued", "token-verified", "sign", "derive"} {
+		if err != nil || !bytes.Contains(data, []byte(`"event":"`+ev+`"`)) {
+			t.Errorf("the audit log this test scanned has no %s line (%v): the scan proves less than it says", ev, err)
+		}
 	}
 }
