@@ -21,7 +21,7 @@ import (
 
 // runBroker runs the agent with the API in this process until the test
 // (or stop) ends it.
-func runBroker(t *testing.T, st *store.Store, sock, auditPath string) (stop func()) {
+func runBroker(t testing.TB, st *store.Store, sock, auditPath string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -72,7 +72,7 @@ func getIdentity(t *testing.T, sock string) (string, error) {
 	return v.Identity, nil
 }
 
-func sleeper(t *testing.T) *exec.Cmd {
+func sleeper(t testing.TB) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
