@@ -224,7 +224,7 @@ func (w *Writer) Append(event string, fields map[string]string) error {
 // numeric, so VerifyFiles never takes it for part of the chain.
 const nextSuffix = ".next"
 
-// rotate moves the current file to path.1 (path.k to path.k+1, the one
+// rotate moves the current file to path.1 (path.k to path.k+1, those
 // beyond Keep deleted) and continues in a new, empty path. The new file is
 // created first, so the likely failures (no space, no inode) change
 // nothing; a rename failing halfway leaves a gap that VerifyFiles reports.
@@ -242,9 +242,22 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	w.dirty = false
-	if err := os.Remove(rotated(w.path, w.lim.Keep)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// Every file from path.Keep up goes: the shift would overwrite
+	// path.Keep anyway, and files beyond it (Keep was lowered) would stay
+	// older than a file that no longer follows them, breaking the chain.
+	ks, err := rotatedFiles(w.path)
+	if err != nil {
 		next.Close()
 		return err
+	}
+	for _, k := range ks {
+		if k < w.lim.Keep {
+			continue
+		}
+		if err := os.Remove(rotated(w.path, k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			next.Close()
+			return err
+		}
 	}
 	for k := w.lim.Keep - 1; k >= 1; k-- {
 		if err := os.Rename(rotated(w.path, k), rotated(w.path, k+1)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -431,3 +431,33 @@ func FuzzTail(f *testing.F) {
 		}
 	})
 }
+
+// TestLoweredKeep: old files beyond a lowered Keep go at the next
+// rotation; left behind, they would precede a file that does not follow
+// them.
+func TestLoweredKeep(t *testing.T) {
+	const maxBytes = 1000
+	p, _ := rotatingLog(t, 60, maxBytes, 4)
+	if _, err := os.Stat(rotated(p, 4)); err != nil {
+		t.Fatalf("test setup: %v", err)
+	}
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if err := w.Append("token-issued", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := w.Head()
+	w.Close()
+	for _, k := range []int{3, 4} {
+		if _, err := os.Stat(rotated(p, k)); err == nil {
+			t.Errorf("%s stays beyond keep = 2", rotated(p, k))
+		}
+	}
+	if _, err := VerifyFiles(p, key, &head); err != nil {
+		t.Fatal(err)
+	}
+}
