@@ -367,11 +367,13 @@ func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	for i, k := range ks {
+		if gone := i + 1; k != gone {
+			return res, fmt.Errorf("%w: %s is gone but %s remains (the chain breaks there)", ErrMissingFile, filepath.Base(rotated(path, gone)), filepath.Base(rotated(path, k)))
+		}
+	}
 	names := make([]string, 0, len(ks)+1)
 	for i := len(ks) - 1; i >= 0; i-- {
-		if want := i + 1; ks[i] != want {
-			return res, fmt.Errorf("%w: %s is gone but %s remains (the chain breaks there)", ErrMissingFile, filepath.Base(rotated(path, want)), filepath.Base(rotated(path, ks[i])))
-		}
 		names = append(names, rotated(path, ks[i]))
 	}
 	if _, err := os.Stat(path); err == nil || len(names) == 0 {

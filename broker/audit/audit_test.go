@@ -333,7 +333,11 @@ func TestRotatedFilesTampering(t *testing.T) {
 	}{
 		{"a deleted middle file", func(t *testing.T, p string) { os.Remove(rotated(p, 2)) }, false,
 			func(err error) bool {
-				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.2")
+				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.2 is gone but audit.log.3 remains")
+			}},
+		{"the newest rotated file deleted", func(t *testing.T, p string) { os.Remove(rotated(p, 1)) }, false,
+			func(err error) bool {
+				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.1 is gone but audit.log.2 remains")
 			}},
 		{"the current file deleted with its predecessors kept, cut against the head", func(t *testing.T, p string) { os.Remove(p) }, true,
 			func(err error) bool { return errors.Is(err, ErrTruncated) }},
