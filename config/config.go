@@ -14,6 +14,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -49,6 +50,7 @@ type Config struct {
 	Rotation Rotation `toml:"rotation"`
 	Agent    Agent    `toml:"agent"`
 	API      API      `toml:"api"`
+	Audit    Audit    `toml:"audit"`
 	Shim     Shim     `toml:"shim"`
 
 	// Path is where the config was read from ("" for defaults).
@@ -117,6 +119,31 @@ func (c *Config) TokenTTL() time.Duration {
 	return d
 }
 
+// Audit bounds the broker's audit log on disk (<state_dir>/audit.log,
+// DESIGN.md §10). When a line would take the file past MaxBytes, it
+// becomes audit.log.1 (audit.log.1 becomes .2, and so on) and a new file
+// continues the chain; only Keep old files stay, older lines are pruned
+// by design. So the log takes at most about (Keep+1) × MaxBytes.
+type Audit struct {
+	// MaxBytes is the size at which the file rotates, from 64 KiB
+	// (northstarctl's head check reads the last 64 KiB) to 1 GiB.
+	MaxBytes int64 `toml:"max_bytes"`
+	// Keep is how many rotated files stay, from 1 to 1000.
+	Keep int `toml:"keep"`
+}
+
+// Bounds of [audit].
+const (
+	minAuditMaxBytes = 64 << 10
+	maxAuditMaxBytes = 1 << 30
+	maxAuditKeep     = 1000
+)
+
+// AuditLimits returns the validated [audit] keys as audit.Limits.
+func (c *Config) AuditLimits() audit.Limits {
+	return audit.Limits{MaxBytes: c.Audit.MaxBytes, Keep: c.Audit.Keep}
+}
+
 // Shim configures containerd-shim-northstar-v2.
 type Shim struct {
 	// Delegate is the runc-compatible shim the wrapper execs after it
@@ -140,6 +167,7 @@ func Default() *Config {
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
 		API:      API{TokenTTL: "60s"},
+		Audit:    Audit{MaxBytes: audit.DefaultMaxBytes, Keep: audit.DefaultKeep},
 		Shim:     Shim{Delegate: DefaultShimDelegate},
 	}
 }
@@ -223,6 +251,12 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.API.TokenTTL); err != nil || d < time.Second || d > maxTokenTTL {
 		return fmt.Errorf("[api] token_ttl %q: want a duration from 1s to %s, like \"60s\"", c.API.TokenTTL, maxTokenTTL)
+	}
+	if n := c.Audit.MaxBytes; n < minAuditMaxBytes || n > maxAuditMaxBytes {
+		return fmt.Errorf("[audit] max_bytes %d: want %d (64 KiB) to %d (1 GiB)", n, minAuditMaxBytes, maxAuditMaxBytes)
+	}
+	if n := c.Audit.Keep; n < 1 || n > maxAuditKeep {
+		return fmt.Errorf("[audit] keep %d: want 1 to %d rotated files", n, maxAuditKeep)
 	}
 	if c.API.Enable && c.Agent.Socket == "" {
 		return errors.New("[api] enable = true needs the agent: set [agent] socket")

@@ -31,6 +31,13 @@ on = "manual"
 	if err != nil || d.Sealer != SealerTPM || d.SecretMode() != 0o400 || d.Rotation.On != RotateOnRuntimeRestart || d.TPMTimeout() != 10*time.Second {
 		t.Errorf("defaults: %+v, %v", d, err)
 	}
+	if l := d.AuditLimits(); l.MaxBytes != 8<<20 || l.Keep != 4 {
+		t.Errorf("default [audit]: %+v, want 8 MiB and 4 files", l)
+	}
+	a, err := Parse([]byte("[audit]\nmax_bytes = 65536\nkeep = 1\n"))
+	if err != nil || a.AuditLimits().MaxBytes != 65536 || a.AuditLimits().Keep != 1 {
+		t.Errorf("[audit] at its lower bounds: %+v, %v", a.Audit, err)
+	}
 }
 
 func TestParseRejects(t *testing.T) {
@@ -51,6 +58,11 @@ func TestParseRejects(t *testing.T) {
 		"[agent]\nsocket = \"/" + strings.Repeat("a", 110) + "/s\"": "longer than",
 		"[agent]\nsockett = \"/run/a/s\"":                           "unknown key",
 		"[shim]\ndelegate = \"\"":                                   "[shim] delegate",
+		"[audit]\nmax_bytes = 1000":                                 "[audit] max_bytes",
+		"[audit]\nmax_bytes = 2147483648":                           "[audit] max_bytes",
+		"[audit]\nkeep = 0":                                         "[audit] keep",
+		"[audit]\nkeep = 1001":                                      "[audit] keep",
+		"[audit]\nmax_byte = 100000":                                "unknown key",
 		"[shim]\ndelegate = \"bin/shim\"":                           "[shim] delegate",
 		"[shim]\ndelegate = \"/usr/bin/../bin/x\"":                  "[shim] delegate",
 	} {

@@ -263,8 +263,8 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
 	if cfg.API.Enable {
-		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, "audit.log"),
-			Dir: agent.ContainersDir(cfg.Agent.Socket)}
+		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, audit.FileName),
+			AuditLimits: cfg.AuditLimits(), Dir: agent.ContainersDir(cfg.Agent.Socket)}
 		opts.Broker = func(gen func() uint64) (agent.Broker, error) {
 			r, err := registry.Open(ctx, ropts, gen)
 			if err != nil {
@@ -300,17 +300,41 @@ func runAudit(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("audit key: %w", err)
 	}
 	defer clear(key)
-	path := filepath.Join(cfg.StateDir, "audit.log")
-	f, err := os.Open(path)
-	if err != nil {
+	// The head recorded at the last rotation, if any: the one thing that
+	// tells a log cut off at its end from a shorter one.
+	var want *audit.Head
+	rec, recErr := st.Current()
+	if recErr == nil {
+		want = rec.AuditHead
+	}
+	path := filepath.Join(cfg.StateDir, audit.FileName)
+	res, err := audit.VerifyFiles(path, key, want)
+	switch {
+	case errors.Is(err, audit.ErrTruncated):
+		return fmt.Errorf("audit verify: %s ends at line %d, but the head recorded at the rotation to generation %d is line %d: lines were cut off its end", path, res.Head.Lines, rec.Generation, want.Lines)
+	case err != nil:
+		var bad *audit.BadLineError
+		if errors.As(err, &bad) && want != nil && strings.Contains(bad.Why, "recorded head") {
+			return fmt.Errorf("audit verify: %s: %w (head recorded at the rotation to generation %d)", filepath.Dir(path), err, rec.Generation)
+		}
+		if errors.As(err, &bad) || errors.Is(err, audit.ErrMissingFile) {
+			// They name the file, not its directory.
+			return fmt.Errorf("audit verify: %s: %w", filepath.Dir(path), err)
+		}
 		return fmt.Errorf("audit verify: %w", err)
 	}
-	defer f.Close()
-	head, err := audit.Verify(f, key, nil)
-	if err != nil {
-		return fmt.Errorf("audit verify: %s: %w", path, err)
+	fmt.Fprintf(env.Stdout, "%s: %d lines, chain and MACs intact (last %s)\n", path, res.Head.Lines, res.Head.Hash)
+	if res.First > 1 {
+		fmt.Fprintf(env.Stdout, "lines before %d were pruned by rotation ([audit] keep); %s hold the rest\n", res.First, strings.Join(res.Files, ", "))
 	}
-	fmt.Fprintf(env.Stdout, "%s: %d lines, chain and MACs intact (last %s)\n", path, head.Lines, head.Hash)
+	switch {
+	case want != nil:
+		fmt.Fprintf(env.Stdout, "reaches the head recorded at the rotation to generation %d (line %d); lines written since can be cut undetected until the next rotation\n", rec.Generation, want.Lines)
+	case recErr != nil:
+		fmt.Fprintf(env.Stdout, "no recorded head checked (%v): a cut tail is not detected\n", recErr)
+	default:
+		fmt.Fprintln(env.Stdout, "no recorded head checked (none recorded yet; the next rotation records one): a cut tail is not detected")
+	}
 	return nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/broker/registry"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 )
@@ -327,4 +329,71 @@ func TestFlagsAnywhere(t *testing.T) {
 	if out, _, err := ctl(t, "--config", cfgPath, "--help"); err != nil || !strings.Contains(out, "Usage: northstarctl") {
 		t.Errorf("--config X --help: %v\n%s", err, out)
 	}
+}
+
+// TestAuditVerifyAgainstTheRecordedHead: `northstarctl rotate` records the
+// audit log's head, and `audit verify` then names a cut below it; lines
+// after it are the documented limit.
+func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
+	ctx := context.Background()
+	cfgPath := setup(t)
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := configured.Store(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := st.Key(ctx, registry.AuditKeyName, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(cfg.StateDir, audit.FileName)
+	appendN := func(n int) {
+		w, err := audit.Open(log, key, cfg.AuditLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if err := w.Append("token-issued", map[string]string{"token_id": fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.Close()
+	}
+	appendN(4)
+	if out, _, err := ctl(t, "audit", "verify", "--config", cfgPath); err != nil || !strings.Contains(out, "no recorded head checked") {
+		t.Fatalf("verify before any rotation: %q %v", out, err)
+	}
+	if _, _, err := ctl(t, "rotate", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	appendN(2) // after the rotation: lines 5 and 6
+	if out, _, err := ctl(t, "audit", "verify", "--config", cfgPath); err != nil || !strings.Contains(out, "chain and MACs intact") || !strings.Contains(out, "generation 2 (line 4)") {
+		t.Fatalf("verify of an intact log: %q %v", out, err)
+	}
+	cut := func(n int) {
+		data, err := os.ReadFile(log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.SplitAfter(string(data), "\n")
+		if err := os.WriteFile(log, []byte(strings.Join(lines[:n], "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut(4) // the lines after the head: not detectable, as documented
+	if out, _, err := ctl(t, "audit", "verify", "--config", cfgPath); err != nil {
+		t.Fatalf("verify of a log cut to its head: %q %v", out, err)
+	}
+	cut(3)
+	_, _, err = ctl(t, "audit", "verify", "--config", cfgPath)
+	if err == nil || !strings.Contains(err.Error(), "ends at line 3, but the head recorded at the rotation to generation 2 is line 4") {
+		t.Fatalf("verify of a log cut below its head: %v", err)
+	}
+	t.Log(err)
 }

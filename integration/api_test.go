@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/store"
 )
 
 // nsapiBinary builds integration/nsapi (static) once per run into bins.dir.
@@ -231,7 +233,7 @@ func TestAuditVerify(t *testing.T) {
 	tok := in(t, e, "client", "nsapi token broker mqtt")
 	in(t, e, "broker", "nsapi verify "+tok+" client mqtt")
 	a.stop(t)
-	log := filepath.Join(e.cfg.StateDir, "audit.log")
+	log := filepath.Join(e.cfg.StateDir, audit.FileName)
 	data, err := os.ReadFile(log)
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +258,66 @@ func TestAuditVerify(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(r.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(r.stderr, "line 3") {
 		t.Errorf("audit verify of an edited log: want exit 1 naming line 3:\n%s", r)
+	}
+}
+
+// TestAuditVerifyRecordedHead: `northstarctl rotate`, while the broker
+// runs, records the audit log's head in the sealed record; cutting the log
+// below it makes `audit verify` exit 1 naming the cut and the generation,
+// while a cut of only the lines written since (the documented limit)
+// still verifies.
+func TestAuditVerifyRecordedHead(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnv(t)
+	a := startAgent(t, e, sock)
+	tok := in(t, e, "client", "nsapi token broker mqtt")
+	if r := e.ctl(t, "rotate"); r.err != nil {
+		t.Fatalf("rotate:\n%s", r)
+	}
+	in(t, e, "broker", "nsapi verify "+tok+" client mqtt")
+	a.stop(t)
+
+	data, err := os.ReadFile(filepath.Join(e.cfg.StateDir, store.RecordFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := store.DecodeRecord(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := rec.AuditHead
+	if head == nil || head.Lines < 3 {
+		t.Fatalf("rotate recorded no head of the broker's log (lifecycle-started, container-registered, token-issued at least): %+v", head)
+	}
+	log := filepath.Join(e.cfg.StateDir, audit.FileName)
+	data, err = os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	if uint64(len(lines)-1) <= head.Lines {
+		t.Fatalf("no lines after the head (line %d of %d): the test would not tell a cut above it from one below", head.Lines, len(lines)-1)
+	}
+	want := fmt.Sprintf("reaches the head recorded at the rotation to generation %d (line %d)", rec.Generation, head.Lines)
+	if r := e.ctl(t, "audit", "verify"); r.err != nil || !strings.Contains(r.stdout, want) {
+		t.Fatalf("audit verify of an intact log: want %q:\n%s", want, r)
+	}
+	cut := func(n uint64) {
+		t.Helper()
+		if err := os.WriteFile(log, []byte(strings.Join(lines[:n], "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut(head.Lines)
+	if r := e.ctl(t, "audit", "verify"); r.err != nil {
+		t.Errorf("audit verify of a log cut to its recorded head (undetectable by design):\n%s", r)
+	}
+	cut(head.Lines - 1)
+	r := e.ctl(t, "audit", "verify")
+	want = fmt.Sprintf("ends at line %d, but the head recorded at the rotation to generation %d is line %d", head.Lines-1, rec.Generation, head.Lines)
+	var ee *exec.ExitError
+	if !errors.As(r.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("audit verify of a log cut below its recorded head: want exit 1 and %q:\n%s", want, r)
 	}
 }
 

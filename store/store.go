@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/flock"
@@ -60,6 +61,12 @@ type Record struct {
 	Created     time.Time `json:"created"`
 	Sealer      string    `json:"sealer"`
 	Blob        []byte    `json:"blob"`
+	// AuditHead is where the broker's audit log (audit.FileName in the
+	// state directory) ended when this record was written: a log cut
+	// below it is detected (DESIGN.md §10). Nil when there was no log.
+	// Optional, so the format stays 1; binaries older than the field
+	// reject a record that has it.
+	AuditHead *audit.Head `json:"audit_head,omitempty"`
 }
 
 // Store is the lifecycle secret in a state directory, sealed by a Sealer.
@@ -163,7 +170,7 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 		if !errors.Is(err, ErrNotInitialized) {
 			return err
 		}
-		rec, err = s.write(ctx, 1, lifecycleID, nil)
+		rec, err = s.write(ctx, 1, lifecycleID, nil, nil)
 		created = err == nil
 		return err
 	})
@@ -194,13 +201,14 @@ func (s *Store) rotate(ctx context.Context, pinned bool) (*Record, error) {
 			return err
 		}
 		lifecycleID := ""
+		var head *audit.Head
 		if cur != nil {
-			lifecycleID = cur.LifecycleID
+			lifecycleID, head = cur.LifecycleID, cur.AuditHead
 		}
 		if !pinned {
 			cur = nil
 		}
-		rec, err = s.write(ctx, gen, lifecycleID, cur)
+		rec, err = s.write(ctx, gen, lifecycleID, cur, head)
 		return err
 	})
 	return rec, err
@@ -239,6 +247,7 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 			rec = cur
 			return nil
 		case cur != nil && cur.LifecycleID == "":
+			// Not a rotation: the record, its audit head included, stays.
 			adopted := *cur
 			adopted.LifecycleID = lifecycleID
 			if err := s.save(&adopted); err != nil {
@@ -247,7 +256,11 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 			rec, change = &adopted, Adopted
 			return nil
 		}
-		if rec, err = s.write(ctx, gen, lifecycleID, cur); err != nil {
+		var head *audit.Head
+		if cur != nil {
+			head = cur.AuditHead
+		}
+		if rec, err = s.write(ctx, gen, lifecycleID, cur, head); err != nil {
 			return err
 		}
 		change = Rotated
@@ -290,9 +303,10 @@ func (s *Store) highWater() uint64 {
 }
 
 // write seals a fresh secret and atomically replaces the record, pinned to
-// the key of prev when there is one of the same sealer. The caller holds
-// the lock.
-func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev *Record) (*Record, error) {
+// the key of prev when there is one of the same sealer, recording the
+// audit log's head (prevHead is the one the current record holds). The
+// caller holds the lock.
+func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev *Record, prevHead *audit.Head) (*Record, error) {
 	sec, err := secretfs.NewRandom()
 	if err != nil {
 		return nil, err
@@ -316,11 +330,28 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev 
 		Created:     s.now().UTC().Truncate(time.Second),
 		Sealer:      s.sealer.Name(),
 		Blob:        blob,
+		AuditHead:   s.auditHead(prevHead),
 	}
 	if err := s.save(rec); err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// auditHead returns the head to record: the audit log's as it ends now
+// (audit.Tail: no key needed, and it fsyncs the log first), unless that
+// is no further than prev, the head recorded before. Never lower: a log
+// cut since the last rotation must stay detected, not be blessed by the
+// next one; a log that was cut and written on past prev differs from prev
+// at prev's line, which verify reports anyway. An unreadable log keeps
+// prev too: rotation is how a runtime restart gets its secret, and must
+// not fail on the audit log.
+func (s *Store) auditHead(prev *audit.Head) *audit.Head {
+	h, err := audit.Tail(filepath.Join(s.dir, audit.FileName))
+	if err != nil || h.Lines == 0 || prev != nil && h.Lines <= prev.Lines {
+		return prev
+	}
+	return &h
 }
 
 // save atomically and durably replaces the record file. The caller holds

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/seal"
 )
 
@@ -200,6 +201,7 @@ func TestCorruptRecord(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`{"format":1,"generation":1,"lifecycle_id":"","created":"2026-01-01T00:00:00Z","sealer":"host","blob":"TlNIAQ=="}`))
+	f.Add([]byte(`{"format":1,"generation":2,"lifecycle_id":"","created":"2026-01-01T00:00:00Z","sealer":"host","blob":"TlNIAQ==","audit_head":{"lines":7,"hash":"00"}}`))
 	f.Add([]byte(`{"format":2}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -234,5 +236,119 @@ func TestKeysSurviveRotations(t *testing.T) {
 	data, _ := os.ReadFile(filepath.Join(s.Dir(), "broker.key.json"))
 	if bytes.Contains(data, k1) || bytes.Contains(data, []byte(fmt.Sprintf("%x", k1))) {
 		t.Error("the key file holds the key in clear")
+	}
+}
+
+// appendAudit appends n lines to the audit log in s's state directory, as
+// the broker would, and returns the log's head.
+func appendAudit(t *testing.T, s *Store, n int) audit.Head {
+	t.Helper()
+	w, err := audit.Open(filepath.Join(s.Dir(), audit.FileName), bytes.Repeat([]byte{7}, 32), audit.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := w.Append("token-issued", map[string]string{"token_id": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := w.Head()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func headOf(t *testing.T, s *Store) *audit.Head {
+	t.Helper()
+	rec, err := s.Current() // read back: the head survives the record file
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.AuditHead
+}
+
+func TestRotationRecordsTheAuditHead(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	// No broker ever ran: no head, and no field in the record.
+	if h := headOf(t, s); h != nil {
+		t.Fatalf("head %+v without a log", h)
+	}
+	data, _ := os.ReadFile(filepath.Join(s.Dir(), RecordFile))
+	if bytes.Contains(data, []byte("audit_head")) {
+		t.Error("a record without a head names the field (older binaries reject it)")
+	}
+
+	h1 := appendAudit(t, s, 5)
+	rec, err := s.Rotate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.AuditHead == nil || *rec.AuditHead != h1 || *headOf(t, s) != h1 {
+		t.Fatalf("rotation recorded %+v, want the log's head %+v", rec.AuditHead, h1)
+	}
+
+	// Adoption is not a rotation: the head stays the one recorded then.
+	h2 := appendAudit(t, s, 3)
+	if _, change, err := s.RotateIfLifecycleChanged(ctx, "boot-a"); err != nil || change != Adopted {
+		t.Fatalf("adoption: change %d, %v", change, err)
+	}
+	if h := headOf(t, s); h == nil || *h != h1 {
+		t.Fatalf("adoption changed the head to %+v, want %+v", h, h1)
+	}
+	// A runtime restart rotates and records the log's head now.
+	if _, change, err := s.RotateIfLifecycleChanged(ctx, "boot-b"); err != nil || change != Rotated {
+		t.Fatalf("runtime restart: change %d, %v", change, err)
+	}
+	if h := headOf(t, s); h == nil || *h != h2 {
+		t.Fatalf("runtime restart recorded %+v, want %+v", h, h2)
+	}
+	// So does a reprovision (not pinned to the old key, same log).
+	h3 := appendAudit(t, s, 1)
+	if _, err := s.Reprovision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if h := headOf(t, s); h == nil || *h != h3 {
+		t.Fatalf("reprovision recorded %+v, want %+v", h, h3)
+	}
+}
+
+func TestRotationNeverLowersTheAuditHead(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	h := appendAudit(t, s, 6)
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Cut the log, then rotate again: recording the shorter log's head
+	// would hide the cut.
+	log := filepath.Join(s.Dir(), audit.FileName)
+	data, _ := os.ReadFile(log)
+	lines := strings.SplitAfter(string(data), "\n")
+	if err := os.WriteFile(log, []byte(strings.Join(lines[:3], "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, s); got == nil || *got != h {
+		t.Fatalf("after a cut, rotation recorded %+v, want the old head %+v", got, h)
+	}
+	// A log that is no log keeps the head too, and does not stop rotation.
+	if err := os.WriteFile(log, []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatalf("rotation failed on a bad audit log: %v", err)
+	}
+	if got := headOf(t, s); got == nil || *got != h {
+		t.Fatalf("with a bad log, rotation recorded %+v, want %+v", got, h)
 	}
 }

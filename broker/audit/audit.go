@@ -8,8 +8,15 @@
 // removed, inserted or reordered line (the chain and the sequence numbers),
 // and a rewritten tail (no MAC without the key). What is not: cutting lines
 // off the end, which leaves a valid shorter log; that is detected only
-// against a recorded Head (line count and last hash), which the broker
-// keeps with the sealed record at each rotation.
+// against a recorded Head (line count and last hash), which package store
+// keeps with the sealed record at each rotation of the secret (read with
+// Tail, which needs no key).
+//
+// The file rotates by size (Limits): audit.log becomes audit.log.1, and so
+// on up to Limits.Keep old files; the oldest beyond that is deleted. The
+// chain runs across files (sequence numbers and prev hashes continue), so
+// VerifyFiles checks them as one log, and a deleted middle file breaks it;
+// the oldest file present may start mid-chain: that is pruning, by design.
 //
 // Never log a secret, a token or a key here: events name tokens by their
 // id (token.Claims.ID).
@@ -25,7 +32,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,9 +53,42 @@ type Entry struct {
 }
 
 // Head is where a log ended: the number of lines and the hash of the last.
+// Lines counts the whole chain (it is the last line's seq), across rotated
+// files.
 type Head struct {
-	Lines uint64
-	Hash  string // hex SHA-256 of the last line; "" for an empty log
+	Lines uint64 `json:"lines"`
+	Hash  string `json:"hash"` // hex SHA-256 of the last line; "" for an empty log
+}
+
+// FileName is the log's name in the state directory; rotated files add
+// ".1" (the newest) to ".<Keep>" (the oldest).
+const FileName = "audit.log"
+
+// Limits bound the log on disk. Zero fields take the defaults.
+type Limits struct {
+	// MaxBytes: an Append that would grow the current file past it first
+	// rotates the file (a single line larger than it still goes into a
+	// fresh file).
+	MaxBytes int64
+	// Keep is how many rotated files stay; older ones are deleted.
+	Keep int
+}
+
+// Defaults: 8 MiB holds some 30 000 events; five files of it verify in a
+// fraction of a second at every broker start.
+const (
+	DefaultMaxBytes = 8 << 20
+	DefaultKeep     = 4
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.Keep <= 0 {
+		l.Keep = DefaultKeep
+	}
+	return l
 }
 
 // macSuffix is how every line ends: ,"mac":"<64 hex>"}
@@ -70,8 +114,11 @@ func hashOf(l []byte) string {
 
 // Writer appends entries to a log file. It is safe for concurrent use.
 type Writer struct {
-	mu    sync.Mutex // guards f, head, dirty
+	path  string
+	lim   Limits
+	mu    sync.Mutex // guards f, size, head, dirty
 	f     *os.File
+	size  int64 // of the current file
 	key   []byte
 	head  Head
 	now   func() time.Time
@@ -82,19 +129,30 @@ type Writer struct {
 }
 
 // Open opens (creating, 0600) the log at path for appending with key,
-// after verifying what it holds: a log that does not verify is not
-// extended (the caller decides what to do with it).
-func Open(path string, key []byte) (*Writer, error) {
+// after verifying what it and its rotated files hold (VerifyFiles): a log
+// that does not verify is not extended (the caller decides what to do
+// with it). The chain continues from where the files end.
+func Open(path string, key []byte, lim Limits) (*Writer, error) {
+	res, err := VerifyFiles(path, key, nil)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	head, err := Verify(f, key, nil)
+	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
-	return &Writer{f: f, key: bytes.Clone(key), head: head, now: time.Now}, nil
+	// Verified above by name; the descriptor must be that same file, or
+	// a line slipped in between would be extended unchecked.
+	if fi.Size() != res.Size {
+		f.Close()
+		return nil, fmt.Errorf("%s changed while it was verified", path)
+	}
+	return &Writer{path: path, lim: lim.withDefaults(), f: f, size: fi.Size(), key: bytes.Clone(key), head: res.Head, now: time.Now}, nil
 }
 
 // SyncEvery makes Append write without waiting for the disk, and a
@@ -129,7 +187,9 @@ func (w *Writer) sync() {
 	}
 }
 
-// Append writes one event and syncs it to disk.
+// Append writes one event and syncs it to disk (or leaves that to
+// SyncEvery), rotating the file first when the line would take it past
+// Limits.MaxBytes.
 func (w *Writer) Append(event string, fields map[string]string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -138,16 +198,96 @@ func (w *Writer) Append(event string, fields map[string]string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.f.Write(append(l, '\n')); err != nil {
-		return fmt.Errorf("append audit line: %w", err)
+	l = append(l, '\n')
+	var rerr error
+	if w.size > 0 && w.size+int64(len(l)) > w.lim.MaxBytes {
+		// A failed rotation still appends: an oversized file is better
+		// than a lost event. The next Append tries again.
+		if rerr = w.rotate(); rerr != nil {
+			rerr = fmt.Errorf("rotate audit log: %w", rerr)
+		}
 	}
+	if _, err := w.f.Write(l); err != nil {
+		return errors.Join(rerr, fmt.Errorf("append audit line: %w", err))
+	}
+	w.size += int64(len(l))
+	w.head = Head{Lines: e.Seq, Hash: hashOf(l[:len(l)-1])}
 	if w.stop != nil {
 		w.dirty = true
 	} else if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("sync audit log: %w", err)
+		return errors.Join(rerr, fmt.Errorf("sync audit log: %w", err))
 	}
-	w.head = Head{Lines: e.Seq, Hash: hashOf(l)}
-	return nil
+	return rerr
+}
+
+// nextSuffix names the fresh file while a rotation prepares it; it is not
+// numeric, so VerifyFiles never takes it for part of the chain.
+const nextSuffix = ".next"
+
+// rotate moves the current file to path.1 (path.k to path.k+1, those
+// beyond Keep deleted) and continues in a new, empty path. The new file is
+// created first, so the likely failures (no space, no inode) change
+// nothing; a rename failing halfway leaves a gap that VerifyFiles reports.
+// Between the renames path is briefly missing: Tail then reads path.1,
+// which holds the last line. The caller holds w.mu.
+func (w *Writer) rotate() error {
+	next, err := os.OpenFile(w.path+nextSuffix, os.O_RDWR|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	// The old file's lines are on disk before it stops being the one the
+	// broker syncs.
+	if err := w.f.Sync(); err != nil {
+		next.Close()
+		return err
+	}
+	w.dirty = false
+	// Every file from path.Keep up goes: the shift would overwrite
+	// path.Keep anyway, and files beyond it (Keep was lowered) would stay
+	// older than a file that no longer follows them, breaking the chain.
+	ks, err := rotatedFiles(w.path)
+	if err != nil {
+		next.Close()
+		return err
+	}
+	for _, k := range ks {
+		if k < w.lim.Keep {
+			continue
+		}
+		if err := os.Remove(rotated(w.path, k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			next.Close()
+			return err
+		}
+	}
+	for k := w.lim.Keep - 1; k >= 1; k-- {
+		if err := os.Rename(rotated(w.path, k), rotated(w.path, k+1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			next.Close()
+			return err
+		}
+	}
+	if err := os.Rename(w.path, rotated(w.path, 1)); err != nil {
+		next.Close()
+		return err
+	}
+	if err := os.Rename(w.path+nextSuffix, w.path); err != nil {
+		next.Close()
+		return err
+	}
+	w.f.Close()
+	w.f, w.size = next, 0
+	return syncDir(filepath.Dir(w.path))
+}
+
+func rotated(path string, k int) string { return path + "." + strconv.Itoa(k) }
+
+// syncDir makes renames in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Head returns where the log ends now.
@@ -172,43 +312,257 @@ func (w *Writer) Close() error {
 	return w.f.Close()
 }
 
-// BadLineError names the first line that does not verify (1-based).
+// BadLineError names the first line that does not verify: its file (""
+// when Verify read a stream) and its line number in that file, 1-based.
 type BadLineError struct {
+	File string
 	Line uint64
 	Why  string
 }
 
-func (e *BadLineError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Why) }
+func (e *BadLineError) Error() string {
+	if e.File == "" {
+		return fmt.Sprintf("line %d: %s", e.Line, e.Why)
+	}
+	return fmt.Sprintf("%s line %d: %s", e.File, e.Line, e.Why)
+}
 
 // ErrTruncated: the log is shorter than, or ends elsewhere than, a
 // recorded head.
 var ErrTruncated = errors.New("the log ends before its recorded head")
 
+// ErrMissingFile: a rotated file between the oldest present and the
+// current one is gone, which breaks the chain.
+var ErrMissingFile = errors.New("a rotated audit file is missing")
+
 // Verify reads a whole log from r and checks every line's MAC, the chain of
-// hashes and the sequence numbers; with want non-nil, also that the log
-// reaches want (a recorded head). It returns where the log ends.
+// hashes and the sequence numbers (the first line must be the chain's
+// first); with want non-nil, also that the log reaches want (a recorded
+// head). It returns where the log ends.
 func Verify(r io.Reader, key []byte, want *Head) (Head, error) {
-	var head Head
+	v := verifier{key: key, want: want}
+	if err := v.read(r, "", false); err != nil {
+		return v.head, err
+	}
+	return v.head, v.end()
+}
+
+// Result is what VerifyFiles found.
+type Result struct {
+	Head  Head
+	First uint64   // seq of the first line present; > 1 when rotation pruned older files
+	Files []string // the files read, oldest first (base names)
+	Size  int64    // of the current file, as read
+}
+
+// VerifyFiles checks the log at path and its rotated files (path.K, the
+// oldest, ... path.1, then path) as one chain, like Verify. The oldest
+// file may start mid-chain only if it is a rotated file (older ones were
+// pruned, by design: deleting the oldest files cannot be told from that);
+// a missing file between two present ones is ErrMissingFile. Nothing at
+// all is an error wrapping fs.ErrNotExist.
+func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
+	var res Result
+	ks, err := rotatedFiles(path)
+	if err != nil {
+		return res, err
+	}
+	for i, k := range ks {
+		if gone := i + 1; k != gone {
+			return res, fmt.Errorf("%w: %s is gone but %s remains (the chain breaks there)", ErrMissingFile, filepath.Base(rotated(path, gone)), filepath.Base(rotated(path, k)))
+		}
+	}
+	names := make([]string, 0, len(ks)+1)
+	for i := len(ks) - 1; i >= 0; i-- {
+		names = append(names, rotated(path, ks[i]))
+	}
+	if _, err := os.Stat(path); err == nil || len(names) == 0 {
+		names = append(names, path)
+	}
+	v := verifier{key: key, want: want}
+	for _, name := range names {
+		f, err := os.Open(name)
+		if err != nil {
+			return res, err
+		}
+		err = v.read(f, filepath.Base(name), name != path)
+		if name == path {
+			if fi, serr := f.Stat(); serr == nil {
+				res.Size = fi.Size()
+			}
+		}
+		f.Close()
+		res.Files = append(res.Files, filepath.Base(name))
+		res.Head, res.First = v.head, v.first
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, v.end()
+}
+
+// rotatedFiles returns the k of every path.k present (k >= 1, no leading
+// zeros), ascending.
+func rotatedFiles(path string) ([]int, error) {
+	ents, err := os.ReadDir(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	prefix := filepath.Base(path) + "."
+	var ks []int
+	for _, e := range ents {
+		suffix, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok || suffix == "" || suffix[0] == '0' {
+			continue
+		}
+		if k, err := strconv.Atoi(suffix); err == nil && k > 0 {
+			ks = append(ks, k)
+		}
+	}
+	sort.Ints(ks)
+	return ks, nil
+}
+
+// verifier checks lines in order, across files.
+type verifier struct {
+	key   []byte
+	want  *Head
+	head  Head
+	first uint64 // seq of the first line seen; 0 before it
+}
+
+// read checks every line of r (a file called name). mayStartMid (a rotated
+// file) allows the first line of the whole log to continue a chain whose
+// start was pruned.
+func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var ln uint64
 	for sc.Scan() {
 		l := sc.Bytes()
-		n := head.Lines + 1
-		if why := check(l, key, head, n); why != "" {
-			return head, &BadLineError{Line: n, Why: why}
+		ln++
+		if v.first == 0 {
+			// The first line of the log: take its place in the chain from
+			// itself; its MAC (checked below) vouches for it.
+			var e struct {
+				Seq  uint64 `json:"seq"`
+				Prev string `json:"prev"`
+			}
+			if json.Unmarshal(l, &e) == nil && e.Seq > 1 {
+				v.head = Head{Lines: e.Seq - 1, Hash: e.Prev}
+			}
 		}
-		if want != nil && n == want.Lines && hashOf(l) != want.Hash {
-			return head, &BadLineError{Line: n, Why: "differs from the recorded head"}
+		n := v.head.Lines + 1
+		if why := check(l, v.key, v.head, n); why != "" {
+			return &BadLineError{File: name, Line: ln, Why: why}
 		}
-		head = Head{Lines: n, Hash: hashOf(l)}
+		if v.first == 0 {
+			if n > 1 && !mayStartMid {
+				return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("starts at entry %d, but no older rotated file holds the entries before it (deleted?)", n)}
+			}
+			if v.want != nil && v.want.Lines == n-1 && v.want.Hash != v.head.Hash {
+				return &BadLineError{File: name, Line: ln, Why: "does not follow the recorded head"}
+			}
+			v.first = n
+		}
+		if v.want != nil && n == v.want.Lines && hashOf(l) != v.want.Hash {
+			return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("entry %d differs from the recorded head (the log was cut and written on)", n)}
+		}
+		v.head = Head{Lines: n, Hash: hashOf(l)}
 	}
 	if err := sc.Err(); err != nil {
-		return head, &BadLineError{Line: head.Lines + 1, Why: err.Error()}
+		return &BadLineError{File: name, Line: ln + 1, Why: err.Error()}
 	}
-	if want != nil && head.Lines < want.Lines {
-		return head, fmt.Errorf("%w: %d lines, the head recorded %d", ErrTruncated, head.Lines, want.Lines)
+	return nil
+}
+
+// end checks the whole log against the recorded head.
+func (v *verifier) end() error {
+	if v.want != nil && v.head.Lines < v.want.Lines {
+		return fmt.Errorf("%w: %d lines, the head recorded %d", ErrTruncated, v.head.Lines, v.want.Lines)
 	}
-	return head, nil
+	return nil
+}
+
+// tailWindow is how much of the file's end Tail reads: many lines (they
+// are a few hundred bytes), so the last complete one is always inside.
+const tailWindow = 64 << 10
+
+// Tail returns the head of the log at path without the key: the seq and
+// hash of the last complete line, read from the file's last 64 KiB. It
+// fsyncs the file first, so the head it returns is on disk (the broker
+// syncs only every 100 ms) before a caller records it. An empty or missing
+// path falls back to path.1 (the file just rotated away); a log that is
+// not there at all is Head{} and no error.
+//
+// A last line without its newline is ignored, not an error: it may be an
+// append in progress (a reader can see part of a write), and if it stays
+// partial Verify reports it. Nothing is verified here, so a forged tail
+// gives a head that Verify will reject with the key: recording it loses
+// nothing.
+func Tail(path string) (Head, error) {
+	for _, p := range []string{path, rotated(path, 1)} {
+		h, err := tailOf(p)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return Head{}, err
+		}
+		if h.Lines > 0 {
+			return h, nil
+		}
+	}
+	return Head{}, nil
+}
+
+func tailOf(path string) (Head, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Head{}, err
+	}
+	defer f.Close()
+	// fsync works on a read-only descriptor: it flushes the file, not
+	// this descriptor's writes.
+	if err := f.Sync(); err != nil {
+		return Head{}, fmt.Errorf("sync %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return Head{}, err
+	}
+	off := max(fi.Size()-tailWindow, 0)
+	buf := make([]byte, fi.Size()-off)
+	n, err := f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return Head{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	h, err := lastEntry(buf[:n], off == 0)
+	if err != nil {
+		return Head{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return h, nil
+}
+
+// lastEntry returns the head of the last complete line in buf, the end of
+// a log; whole says buf starts at the start of the file.
+func lastEntry(buf []byte, whole bool) (Head, error) {
+	end := bytes.LastIndexByte(buf, '\n')
+	if end < 0 {
+		if whole {
+			return Head{}, nil // no complete line yet
+		}
+		return Head{}, errors.New("no line ends in the last 64 KiB")
+	}
+	start := bytes.LastIndexByte(buf[:end], '\n') + 1
+	if start == 0 && !whole {
+		return Head{}, errors.New("the last line is longer than 64 KiB")
+	}
+	l := buf[start:end]
+	var e struct {
+		Seq uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(l, &e); err != nil || e.Seq == 0 {
+		return Head{}, errors.New("the last line is not an audit entry")
+	}
+	return Head{Lines: e.Seq, Hash: hashOf(l)}, nil
 }
 
 // check returns what is wrong with line l, number n, after prev; "" if

@@ -2,9 +2,11 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +17,7 @@ var key = bytes.Repeat([]byte{5}, 32)
 func writeLog(t *testing.T, n int) (string, Head) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(p, key)
+	w, err := Open(p, key, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestIntactLogVerifiesAndReopens(t *testing.T) {
 	if err := verify(lines(t, p), key, &head); err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(p, key) // continues the chain
+	w, err := Open(p, key, Limits{}) // continues the chain
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +122,7 @@ func TestOpenRefusesATamperedLog(t *testing.T) {
 	if err := os.WriteFile(p, []byte(strings.Join(l, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(p, key); err == nil {
+	if _, err := Open(p, key, Limits{}); err == nil {
 		t.Fatal("Open extended a log that does not verify")
 	}
 }
@@ -140,7 +142,7 @@ func FuzzVerify(f *testing.F) {
 
 func TestSyncEvery(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(p, key)
+	w, err := Open(p, key, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,5 +159,309 @@ func TestSyncEvery(t *testing.T) {
 	}
 	if err := verify(lines(t, p), key, &head); err != nil || head.Lines != 20 {
 		t.Fatalf("after batched syncs: %v (%d lines)", err, head.Lines)
+	}
+}
+
+// rotatingLog writes n entries to a log rotating at maxBytes, keeping keep
+// old files, and returns its path and head.
+func rotatingLog(t *testing.T, n int, maxBytes int64, keep int) (string, Head) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), FileName)
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if err := w.Append("token-issued", map[string]string{"sender": "client", "token_id": strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := w.Head()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p, head
+}
+
+func TestTail(t *testing.T) {
+	p, head := writeLog(t, 5)
+	if got, err := Tail(p); err != nil || got != head {
+		t.Fatalf("Tail = %+v, %v; want %+v", got, err, head)
+	}
+	// A partial last line (an append in progress, or cut mid-line) is
+	// ignored: the head is the last complete line.
+	data, _ := os.ReadFile(p)
+	partial := append(bytes.Clone(data), `{"seq":6,"time":"2`...)
+	if err := os.WriteFile(p, partial, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Tail(p); err != nil || got != head {
+		t.Errorf("Tail with a partial last line = %+v, %v; want %+v", got, err, head)
+	}
+	// ...which Verify reports.
+	if _, err := VerifyFiles(p, key, nil); err == nil {
+		t.Error("VerifyFiles accepted a partial last line")
+	}
+
+	dir := t.TempDir()
+	missing := filepath.Join(dir, FileName)
+	if got, err := Tail(missing); err != nil || got != (Head{}) {
+		t.Errorf("Tail of no log = %+v, %v; want no head", got, err)
+	}
+	if err := os.WriteFile(missing, []byte("not json\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Tail(missing); err == nil {
+		t.Error("Tail took a line that is no audit entry")
+	}
+	// Lines longer than the window: no head, an error.
+	if err := os.WriteFile(missing, bytes.Repeat([]byte("x"), tailWindow+10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Tail(missing); err == nil {
+		t.Error("Tail found a line in 64 KiB without a newline")
+	}
+}
+
+func TestTailOfALongLog(t *testing.T) {
+	p, head := rotatingLog(t, 1000, 1<<30, 1) // > 64 KiB, one file
+	if fi, _ := os.Stat(p); fi.Size() <= tailWindow {
+		t.Fatalf("log of %d bytes: too small to test the window", fi.Size())
+	}
+	if got, err := Tail(p); err != nil || got != head {
+		t.Fatalf("Tail = %+v, %v; want %+v", got, err, head)
+	}
+}
+
+func TestRotation(t *testing.T) {
+	const maxBytes, keep = 2000, 3
+	p, head := rotatingLog(t, 200, maxBytes, keep)
+	// The bound: path and keep rotated files, none beyond, each within
+	// maxBytes.
+	for k := 0; k <= keep+1; k++ {
+		name := p
+		if k > 0 {
+			name = rotated(p, k)
+		}
+		fi, err := os.Stat(name)
+		switch {
+		case k <= keep && err != nil:
+			t.Fatalf("%s: %v", name, err)
+		case k > keep && err == nil:
+			t.Fatalf("%s kept beyond keep = %d", name, keep)
+		case err == nil && fi.Size() > maxBytes:
+			t.Errorf("%s is %d bytes, over %d", name, fi.Size(), maxBytes)
+		}
+	}
+	res, err := VerifyFiles(p, key, &head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Head != head || res.First <= 1 || len(res.Files) != keep+1 {
+		t.Fatalf("VerifyFiles = %+v, want head %+v, pruned, %d files", res, head, keep+1)
+	}
+	// The first line of each newer file names the last hash of the older.
+	for k := keep; k >= 1; k-- {
+		older := lines(t, rotated(p, k))
+		newerName := p
+		if k > 1 {
+			newerName = rotated(p, k-1)
+		}
+		var e Entry
+		if err := json.Unmarshal([]byte(lines(t, newerName)[0]), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Prev != hashOf([]byte(older[len(older)-1])) {
+			t.Errorf("the first line of %s does not name the last of %s", newerName, rotated(p, k))
+		}
+	}
+	if got, err := Tail(p); err != nil || got != head {
+		t.Errorf("Tail after rotations = %+v, %v; want %+v", got, err, head)
+	}
+	// Reopening continues the chain across the files.
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append("lifecycle-started", nil); err != nil {
+		t.Fatal(err)
+	}
+	h := w.Head()
+	w.Close()
+	if _, err := VerifyFiles(p, key, &h); err != nil || h.Lines != head.Lines+1 {
+		t.Errorf("after reopening: %v, head %+v", err, h)
+	}
+}
+
+func TestTailFallsBackToTheRotatedFile(t *testing.T) {
+	p, head := rotatingLog(t, 30, 1000, 2)
+	// Right after a rotation the current file is empty (or, between the
+	// renames, missing): the head is the last line of audit.log.1.
+	if err := os.Truncate(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	last := lines(t, rotated(p, 1))
+	want := Head{Hash: hashOf([]byte(last[len(last)-1]))}
+	var e Entry
+	json.Unmarshal([]byte(last[len(last)-1]), &e)
+	want.Lines = e.Seq
+	if want.Lines >= head.Lines {
+		t.Fatalf("test setup: %d lines in %s, head %d", want.Lines, rotated(p, 1), head.Lines)
+	}
+	if got, err := Tail(p); err != nil || got != want {
+		t.Errorf("Tail of an empty current file = %+v, %v; want %+v", got, err, want)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := Tail(p); err != nil || got != want {
+		t.Errorf("Tail of a missing current file = %+v, %v; want %+v", got, err, want)
+	}
+	// Without audit.log the chain still verifies, up to audit.log.1.
+	if res, err := VerifyFiles(p, key, nil); err != nil || res.Head != want {
+		t.Errorf("VerifyFiles without the current file = %+v, %v", res, err)
+	}
+}
+
+func TestRotatedFilesTampering(t *testing.T) {
+	const maxBytes, keep = 1500, 3
+	tests := []struct {
+		name string
+		edit func(t *testing.T, p string)
+		head bool // verify against the head
+		want func(err error) bool
+	}{
+		{"a deleted middle file", func(t *testing.T, p string) { os.Remove(rotated(p, 2)) }, false,
+			func(err error) bool {
+				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.2 is gone but audit.log.3 remains")
+			}},
+		{"the newest rotated file deleted", func(t *testing.T, p string) { os.Remove(rotated(p, 1)) }, false,
+			func(err error) bool {
+				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.1 is gone but audit.log.2 remains")
+			}},
+		{"the current file deleted with its predecessors kept, cut against the head", func(t *testing.T, p string) { os.Remove(p) }, true,
+			func(err error) bool { return errors.Is(err, ErrTruncated) }},
+		{"every rotated file deleted", func(t *testing.T, p string) {
+			for k := 1; k <= keep; k++ {
+				os.Remove(rotated(p, k))
+			}
+		}, false, func(err error) bool {
+			var bad *BadLineError
+			return errors.As(err, &bad) && bad.File == FileName && bad.Line == 1 && strings.Contains(bad.Why, "no older rotated file")
+		}},
+		{"an edited line in a rotated file", func(t *testing.T, p string) {
+			l := lines(t, rotated(p, 2))
+			l[2] = strings.Replace(l[2], "client", "clienT", 1)
+			os.WriteFile(rotated(p, 2), []byte(strings.Join(l, "\n")+"\n"), 0o600)
+		}, false, func(err error) bool {
+			var bad *BadLineError
+			return errors.As(err, &bad) && bad.File == "audit.log.2" && bad.Line == 3 && strings.HasPrefix(err.Error(), "audit.log.2 line 3: ")
+		}},
+		{"the last line of a rotated file removed", func(t *testing.T, p string) {
+			l := lines(t, rotated(p, 1))
+			os.WriteFile(rotated(p, 1), []byte(strings.Join(l[:len(l)-1], "\n")+"\n"), 0o600)
+		}, false, func(err error) bool {
+			var bad *BadLineError
+			return errors.As(err, &bad) && bad.File == FileName && bad.Line == 1
+		}},
+		{"the tail cut off below the head", func(t *testing.T, p string) {
+			l := lines(t, p)
+			os.WriteFile(p, []byte(strings.Join(l[:len(l)-2], "\n")+"\n"), 0o600)
+		}, true, func(err error) bool { return errors.Is(err, ErrTruncated) }},
+		{"the tail cut and written on", func(t *testing.T, p string) {
+			l := lines(t, p)
+			os.WriteFile(p, []byte(strings.Join(l[:len(l)-2], "\n")+"\n"), 0o600)
+			w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 4; i++ {
+				w.Append("x", nil)
+			}
+			w.Close()
+		}, true, func(err error) bool {
+			var bad *BadLineError
+			return errors.As(err, &bad) && strings.Contains(bad.Why, "differs from the recorded head")
+		}},
+		{"the oldest file deleted (pruning: by design, not detected)", func(t *testing.T, p string) { os.Remove(rotated(p, keep)) }, true,
+			func(err error) bool { return err == nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, head := rotatingLog(t, 100, maxBytes, keep)
+			if _, err := VerifyFiles(p, key, &head); err != nil {
+				t.Fatalf("before the edit: %v", err)
+			}
+			tt.edit(t, p)
+			var want *Head
+			if tt.head {
+				want = &head
+			}
+			_, err := VerifyFiles(p, key, want)
+			if !tt.want(err) {
+				t.Fatalf("VerifyFiles = %v", err)
+			}
+			t.Logf("%v", err)
+			// Open knows no recorded head; whatever else is wrong, it
+			// must not extend.
+			if err != nil && !tt.head {
+				if _, oerr := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}); oerr == nil {
+					t.Error("Open extended a log that does not verify")
+				}
+			}
+		})
+	}
+}
+
+func FuzzTail(f *testing.F) {
+	f.Add([]byte(""), false)
+	l, _ := line(key, &Entry{Seq: 1, Event: "x"})
+	f.Add(append(l, '\n'), true)
+	f.Add([]byte("{\"seq\":1}\n{\"seq\":"), true)
+	f.Add([]byte("\n\n"), false)
+	// Tail itself, on a real file: what store runs at every rotation, on
+	// whatever the state directory holds.
+	p := filepath.Join(f.TempDir(), FileName)
+	f.Fuzz(func(t *testing.T, data []byte, whole bool) {
+		h, err := lastEntry(data, whole)
+		if err == nil && h.Lines > 0 && len(h.Hash) != 64 {
+			t.Fatalf("head %+v without a hash", h)
+		}
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if h, err := Tail(p); err == nil && h.Lines > 0 && len(h.Hash) != 64 {
+			t.Fatalf("Tail: head %+v without a hash", h)
+		}
+	})
+}
+
+// TestLoweredKeep: old files beyond a lowered Keep go at the next
+// rotation; left behind, they would precede a file that does not follow
+// them.
+func TestLoweredKeep(t *testing.T) {
+	const maxBytes = 1000
+	p, _ := rotatingLog(t, 60, maxBytes, 4)
+	if _, err := os.Stat(rotated(p, 4)); err != nil {
+		t.Fatalf("test setup: %v", err)
+	}
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if err := w.Append("token-issued", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := w.Head()
+	w.Close()
+	for _, k := range []int{3, 4} {
+		if _, err := os.Stat(rotated(p, k)); err == nil {
+			t.Errorf("%s stays beyond keep = 2", rotated(p, k))
+		}
+	}
+	if _, err := VerifyFiles(p, key, &head); err != nil {
+		t.Fatal(err)
 	}
 }

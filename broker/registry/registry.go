@@ -274,6 +274,9 @@ type Options struct {
 	TokenTTL  time.Duration // default token lifetime
 	AuditPath string        // the hash-chained audit log
 	Dir       string        // where the containers' directories go (0711, created)
+	// AuditLimits bound the audit log on disk (rotation by size); zero
+	// fields take audit's defaults.
+	AuditLimits audit.Limits
 }
 
 // Open unseals (or makes) the broker's root and audit keys, opens the
@@ -297,7 +300,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 	if err := load(ctx, AuditKeyName, auditKey); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	log, err := audit.Open(opts.AuditPath, auditKey)
+	log, err := audit.Open(opts.AuditPath, auditKey, opts.AuditLimits)
 	clear(auditKey)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
