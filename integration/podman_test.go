@@ -17,22 +17,25 @@ import (
 	"github.com/northstar-oci/northstar/agent"
 )
 
-// rootlessPodman runs Debian's podman as the test user, with its storage
-// and runtime dirs private to the test, and the hooks.d directory that
-// `northstarctl config hooks-d` filled. Flags for this host: runc with
-// cgroupfs (cgroup v1, no systemd user session), no network, and the
-// user's own rlimits (podman's default RLIMIT_NOFILE is above them).
-type rootlessPodman struct {
-	a              *account
+// testPodman runs Debian's podman, as the test user (rootless) or as root
+// (a nil account), with its storage and runtime dirs private to the test,
+// and the hooks.d directory that `northstarctl config hooks-d` filled.
+// Flags for this host: runc with cgroupfs (cgroup v1, no systemd user
+// session) and no network. Rootless, the user's own rlimits (podman's
+// default RLIMIT_NOFILE is above them); rootful, limits below root's hard
+// ones, since root here lacks CAP_SYS_RESOURCE and podman's rootful
+// defaults (nofile 1048576) are above them.
+type testPodman struct {
+	a              *account // nil: rootful
 	dir, hooks     string
 	rootfs         string
 	storage, runrt string
 }
 
-func newRootlessPodman(t *testing.T, a *account, e *env) *rootlessPodman {
+func newTestPodman(t *testing.T, a *account, e *env) *testPodman {
 	t.Helper()
 	dir := worldDir(t)
-	p := &rootlessPodman{a: a, dir: dir, hooks: filepath.Join(dir, "hooks.d"), rootfs: filepath.Join(dir, "rootfs"),
+	p := &testPodman{a: a, dir: dir, hooks: filepath.Join(dir, "hooks.d"), rootfs: filepath.Join(dir, "rootfs"),
 		storage: filepath.Join(dir, "storage"), runrt: filepath.Join(dir, "run")}
 	for _, d := range []string{p.hooks, filepath.Join(dir, "xdg")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -45,7 +48,9 @@ func newRootlessPodman(t *testing.T, a *account, e *env) *rootlessPodman {
 		t.Fatal(err)
 	}
 	mkBusybox(t, p.rootfs)
-	a.chownR(t, dir)
+	if a != nil {
+		a.chownR(t, dir)
+	}
 	t.Cleanup(func() {
 		// Storage holds files of subordinate ids: remove them as the user.
 		cmd := p.cmd("system", "reset", "--force")
@@ -54,20 +59,29 @@ func newRootlessPodman(t *testing.T, a *account, e *env) *rootlessPodman {
 	return p
 }
 
-func (p *rootlessPodman) cmd(args ...string) *exec.Cmd {
+func (p *testPodman) cmd(args ...string) *exec.Cmd {
 	all := append([]string{"--root", p.storage, "--runroot", p.runrt, "--cgroup-manager", "cgroupfs",
 		"--runtime", "runc", "--hooks-dir", p.hooks}, args...)
 	cmd := exec.Command("podman", all...)
-	p.a.apply(cmd)
-	cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+filepath.Join(p.dir, "xdg"))
+	if p.a != nil {
+		p.a.apply(cmd)
+		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+filepath.Join(p.dir, "xdg"))
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
 	return cmd
 }
 
 // run starts a container from the busybox rootfs running `sh -c script`.
-func (p *rootlessPodman) run(t *testing.T, script string, extra ...string) result {
+func (p *testPodman) run(t *testing.T, script string, extra ...string) result {
 	t.Helper()
-	args := append([]string{"run", "--rm", "--network", "none", "--ulimit", "host"}, extra...)
-	args = append(args, "--rootfs", p.rootfs, "/bin/sh", "-c", script)
+	args := []string{"run", "--rm", "--network", "none"}
+	if p.a != nil {
+		args = append(args, "--ulimit", "host")
+	} else {
+		args = append(args, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+	}
+	args = append(append(args, extra...), "--rootfs", p.rootfs, "/bin/sh", "-c", script)
 	return run(t, p.cmd(args...))
 }
 
@@ -80,7 +94,7 @@ func TestRootlessPodmanHooksDir(t *testing.T) {
 	requires(t, "podman", "runc", "newuidmap", "newgidmap")
 	a := unprivileged(t)
 	e := newEnv(t, "", a)
-	p := newRootlessPodman(t, a, e)
+	p := newTestPodman(t, a, e)
 
 	read := func() string {
 		t.Helper()
@@ -135,12 +149,46 @@ func TestRootlessPodmanAPI(t *testing.T) {
 	a := unprivileged(t)
 	sock := agentSocket(t, a)
 	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
-	p := newRootlessPodman(t, a, e)
+	p := newTestPodman(t, a, e)
+	checkPodmanAPI(t, p, e, sock, startPodmanAgent(t, p, e, sock))
+}
+
+// TestRootfulPodman: podman as root with the hooks.d file delivers the
+// lifecycle secret, and with [api] enable (the broker on the host, as
+// root) each container's own API socket.
+func TestRootfulPodman(t *testing.T) {
+	requires(t, "podman", "runc")
+	sock := agentSocket(t, nil)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), nil)
+	p := newTestPodman(t, nil, e)
+	broker := startAgent(t, e, sock)
+
+	r := p.run(t, "cat /run/northstar/secret; echo; stat -c '%u:%g %a' /run/northstar/secret; grep ' /run/northstar ' /proc/self/mountinfo", "--user", "1000:1000")
+	if r.err != nil {
+		t.Fatalf("rootful podman container:\n%s", r)
+	}
+	lines := strings.SplitN(r.stdout, "\n", 3)
+	if len(lines) != 3 || lines[0] != e.secretHex(t) || lines[1] != "1000:1000 400" || !strings.Contains(lines[2], " ro,") {
+		t.Errorf("want the store's secret, 0400 owned by the container user, on a read-only mount:\n%s", r)
+	}
+	checkPodmanAPI(t, p, e, sock, func() {
+		if err := broker.stop(t); err != nil {
+			t.Logf("agent exit: %v", err)
+		}
+	})
+}
+
+// checkPodmanAPI: through p, containers speak as their identity on their
+// own read-only socket, a token verifies for its audience only, sockets go
+// with their containers, and once stop has stopped the broker a start
+// fails naming it.
+func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func()) {
+	t.Helper()
 	b := &bundle{rootfs: p.rootfs}
 	b.withNsapi(t, "")
-	a.chownR(t, p.rootfs)
-
-	stop := startPodmanAgent(t, p, e, sock)
+	if p.a != nil {
+		p.a.chownR(t, p.rootfs)
+	}
 	as := func(identity, script string) result {
 		t.Helper()
 		return p.run(t, script, "--annotation", "io.northstar.identity="+identity)
@@ -187,7 +235,7 @@ func TestRootlessPodmanAPI(t *testing.T) {
 
 // startPodmanAgent runs the agent in rootless podman's namespaces and
 // returns a function that stops it (also run at cleanup).
-func startPodmanAgent(t *testing.T, p *rootlessPodman, e *env, sock string) (stop func()) {
+func startPodmanAgent(t *testing.T, p *testPodman, e *env, sock string) (stop func()) {
 	t.Helper()
 	cmd := p.cmd("unshare", bins.ctl, "agent", "--config", e.config)
 	cmd.SysProcAttr.Setpgid = true
