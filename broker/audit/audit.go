@@ -31,10 +31,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,17 +97,66 @@ func (l Limits) withDefaults() Limits {
 // macSuffix is how every line ends: ,"mac":"<64 hex>"}
 const macLen = len(`,"mac":""}`) + 2*sha256.Size
 
-// line encodes e and its MAC as one line (no newline).
+// line encodes e and its MAC under key as one line (no newline).
 func line(key []byte, e *Entry) ([]byte, error) {
-	body, err := json.Marshal(e)
-	if err != nil {
-		return nil, err
+	return appendLine(nil, hmac.New(sha256.New, key), e), nil
+}
+
+// appendLine appends e and its MAC by m (an HMAC-SHA256 under the audit
+// key, reset here) to b, as one line without the newline.
+func appendLine(b []byte, m hash.Hash, e *Entry) []byte {
+	start := len(b)
+	b = appendEntry(b, e)
+	m.Reset()
+	m.Write(b[start:])
+	b = append(b[:len(b)-1], `,"mac":"`...)
+	var sum [sha256.Size]byte
+	b = hex.AppendEncode(b, m.Sum(sum[:0]))
+	return append(b, `"}`...)
+}
+
+// appendEntry appends e exactly as json.Marshal encodes it (FuzzEntry
+// checks that against json.Marshal), without reflection: encoding the
+// fields map through reflection was most of an audit line's cost, and
+// every token round trip writes one.
+func appendEntry(b []byte, e *Entry) []byte {
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, e.Seq, 10)
+	b = append(b, `,"time":"`...)
+	b = e.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","event":`...)
+	b = appendString(b, e.Event)
+	if len(e.Fields) > 0 {
+		b = append(b, `,"fields":{`...)
+		for i, k := range slices.Sorted(maps.Keys(e.Fields)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendString(b, e.Fields[k])
+		}
+		b = append(b, '}')
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write(body)
-	out := append(body[:len(body)-1:len(body)-1], `,"mac":"`...)
-	out = hex.AppendEncode(out, m.Sum(nil))
-	return append(out, `"}`...), nil
+	b = append(b, `,"prev":`...)
+	b = appendString(b, e.Prev)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string. Identities, apps, ids and
+// hashes are printable ASCII that needs no escaping, and are copied as
+// they are; anything else goes through encoding/json, so its escaping
+// rules (HTML characters, U+2028, invalid UTF-8) stay the library's.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 func hashOf(l []byte) string {
@@ -118,8 +170,8 @@ type Writer struct {
 	lim   Limits
 	mu    sync.Mutex // guards f, size, head, dirty
 	f     *os.File
-	size  int64 // of the current file
-	key   []byte
+	size  int64     // of the current file
+	mac   hash.Hash // HMAC-SHA256 under the audit key, keyed once
 	head  Head
 	now   func() time.Time
 	dirty bool // written since the last fsync (SyncEvery > 0)
@@ -152,7 +204,7 @@ func Open(path string, key []byte, lim Limits) (*Writer, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s changed while it was verified", path)
 	}
-	return &Writer{path: path, lim: lim.withDefaults(), f: f, size: fi.Size(), key: bytes.Clone(key), head: res.Head, now: time.Now}, nil
+	return &Writer{path: path, lim: lim.withDefaults(), f: f, size: fi.Size(), mac: hmac.New(sha256.New, key), head: res.Head, now: time.Now}, nil
 }
 
 // SyncEvery makes Append write without waiting for the disk, and a
@@ -194,11 +246,7 @@ func (w *Writer) Append(event string, fields map[string]string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e := &Entry{Seq: w.head.Lines + 1, Time: w.now().UTC(), Event: event, Fields: fields, Prev: w.head.Hash}
-	l, err := line(w.key, e)
-	if err != nil {
-		return err
-	}
-	l = append(l, '\n')
+	l := append(appendLine(nil, w.mac, e), '\n')
 	var rerr error
 	if w.size > 0 && w.size+int64(len(l)) > w.lim.MaxBytes {
 		// A failed rotation still appends: an oversized file is better
