@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -396,4 +397,49 @@ func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 		t.Fatalf("verify of a log cut below its head: %v", err)
 	}
 	t.Log(err)
+}
+
+// TestConfigRuncRootless: the plain rootless runc snippet has the hook at
+// createContainer, and at createRuntime too when the config enables the
+// API (the createRuntime hook registers, the createContainer hook mounts).
+func TestConfigRuncRootless(t *testing.T) {
+	stages := func(cfgPath string, extra ...string) []string {
+		t.Helper()
+		out, _, err := ctl(t, append([]string{"config", "runc", "--config", cfgPath}, extra...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct{ Hooks map[string][]json.RawMessage }
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
+		var got []string
+		for s, hs := range doc.Hooks {
+			if len(hs) != 1 {
+				t.Errorf("%s: %d hooks", s, len(hs))
+			}
+			got = append(got, s)
+		}
+		slices.Sort(got)
+		return got
+	}
+	plain := setup(t)
+	api := filepath.Join(t.TempDir(), "api.toml")
+	if err := os.WriteFile(api, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n", t.TempDir())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cfg   string
+		extra []string
+		want  []string
+	}{
+		{plain, nil, []string{"createRuntime"}},
+		{plain, []string{"--rootless"}, []string{"createContainer"}},
+		{api, []string{"--rootless"}, []string{"createContainer", "createRuntime"}},
+		{api, nil, []string{"createRuntime"}},
+	} {
+		if got := stages(c.cfg, c.extra...); !slices.Equal(got, c.want) {
+			t.Errorf("config runc %v with %s: stages %v, want %v", c.extra, filepath.Base(c.cfg), got, c.want)
+		}
+	}
 }

@@ -70,8 +70,9 @@ func installedPath(name string) string {
 }
 
 func runConfig(_ context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc [--config PATH] [--config-version 2|3]")
+	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc [--config PATH] [--config-version 2|3] [--rootless]")
 	cfgVersion := fs.Int("config-version", 0, "containerd config version for the CRI table: 2 (containerd 1.x) or 3 (2.x); default: that of the containerd on PATH")
+	rootless := fs.Bool("rootless", false, "runc: the hooks for plain rootless runc (runc spec --rootless)")
 	pos, err := parse(fs, env, args, 1)
 	if err != nil {
 		return helpOK(err)
@@ -148,9 +149,22 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	case "runc":
 		h := entry.New(hookPath, path)
 		fmt.Fprintln(env.Stderr, "# runc/crun: merge stdout into the bundle's config.json \"hooks\".")
-		fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): use \"createContainer\" instead of \"createRuntime\";")
-		fmt.Fprintln(env.Stderr, "# with [api] enable, put the hook at both: createRuntime registers with the broker, createContainer mounts.")
-		return writeJSON(env.Stdout, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
+		if !*rootless {
+			fmt.Fprintln(env.Stderr, "# Plain rootless runc (runc spec --rootless): 'northstarctl config runc --rootless'.")
+			return writeJSON(env.Stdout, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
+		}
+		// Plain rootless runc: only inside the container can the hook
+		// mount; only outside can it register with the broker.
+		hooks := map[string]any{"createContainer": []any{h}}
+		cfg, err := config.Load(path)
+		switch {
+		case err != nil:
+			fmt.Fprintf(env.Stderr, "# %v: printing the hooks without the API\n", err)
+		case cfg.API.Enable:
+			hooks["createRuntime"] = []any{h}
+			fmt.Fprintln(env.Stderr, "# [api] enable: the createRuntime hook registers with the broker, the createContainer hook mounts.")
+		}
+		return writeJSON(env.Stdout, map[string]any{"hooks": hooks})
 	case "":
 		return fmt.Errorf("%w: config needs a target: containerd, base-spec, hooks-d or runc", ErrUsage)
 	default:

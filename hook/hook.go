@@ -251,7 +251,7 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 	}
 	dir := agent.ContainerDir(agentSocket, id)
 	if _, err := os.Lstat(filepath.Join(dir, "api.sock")); err != nil {
-		return nil, fmt.Errorf("api: container %s is not registered with the agent at %s (%v); inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc')", id, agentSocket, unwrapSyscall(err))
+		return nil, fmt.Errorf("api: container %s is not registered with the agent at %s (%v); inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc --rootless')", id, agentSocket, unwrapSyscall(err))
 	}
 	tree, err := mount.OpenAPITree(dir)
 	if err != nil {

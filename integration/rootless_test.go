@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -171,11 +172,26 @@ func TestRootlessRuncPlainAPI(t *testing.T) {
 	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
 	broker := startAgentAs(t, a, e, sock)
 
+	// The hooks exactly as a user gets them: northstarctl's stdout.
+	var snippet struct{ Hooks specs.Hooks }
+	out := mustRun(t, exec.Command(bins.ctl, "config", "runc", "--rootless", "--config", e.config)).stdout
+	if err := json.Unmarshal([]byte(out), &snippet); err != nil || len(snippet.Hooks.CreateRuntime) != 1 || len(snippet.Hooks.CreateContainer) != 1 {
+		t.Fatalf("config runc --rootless with [api] enable: want one hook at createRuntime and one at createContainer (%v):\n%s", err, out)
+	}
+	for _, h := range []*specs.Hook{&snippet.Hooks.CreateRuntime[0], &snippet.Hooks.CreateContainer[0]} {
+		h.Path = bins.hook // the snippet names the installed path
+	}
 	inRootless := func(identity, script string, stages ...string) result {
 		t.Helper()
 		b := newBundle(t, e.dir, true, script).withNsapi(t, identity)
+		b.spec.Hooks = &specs.Hooks{}
 		for _, s := range stages {
-			b.withHook(s, e.config)
+			switch s {
+			case "createRuntime":
+				b.spec.Hooks.CreateRuntime = snippet.Hooks.CreateRuntime
+			case "createContainer":
+				b.spec.Hooks.CreateContainer = snippet.Hooks.CreateContainer
+			}
 		}
 		return b.runcAs(t, a, false)
 	}
@@ -202,7 +218,7 @@ func TestRootlessRuncPlainAPI(t *testing.T) {
 	// Only createContainer: nothing registered the container, so the start
 	// fails and says how to configure the hook.
 	r = inRootless("client", "echo STARTED", "createContainer")
-	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "put the hook at createRuntime as well as createContainer") {
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "northstarctl config runc --rootless") {
 		t.Errorf("a container nobody registered started, or the error does not name the fix:\n%s", r)
 	}
 
