@@ -5,6 +5,9 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,7 +112,15 @@ func interleave(t *testing.T, n int, a, b func() error) (ratios, as, bs []float6
 
 func ratioResult(ratios, as, bs []float64) string {
 	lo, hi := minMax(ratios)
-	return fmt.Sprintf("**%.3f** (min %.3f, max %.3f); medians %.1f ms vs %.1f ms", median(ratios), lo, hi, median(bs), median(as))
+	return fmt.Sprintf("**%.3f** (min %.3f, max %.3f); medians %s vs %s", median(ratios), lo, hi, ms(median(bs)), ms(median(as)))
+}
+
+// ms prints a duration in milliseconds, in microseconds below one.
+func ms(v float64) string {
+	if v < 1 {
+		return fmt.Sprintf("%.0f µs", v*1000)
+	}
+	return fmt.Sprintf("%.1f ms", v)
 }
 
 func TestBenchHookOverhead(t *testing.T) {
@@ -373,10 +384,20 @@ func TestBenchAPI(t *testing.T) {
 		}
 		return err
 	}
-	const rounds = 200
+	const rounds = 2000
 	ratios, as, bs := interleave(t, rounds, identity, pair)
 	report(fmt.Sprintf("token create + verify (two sockets) / GET /v1/identity, through package client, %d pairs", rounds),
 		ratioResult(ratios, as, bs), "≤ 2", median(ratios) <= 2)
+	// What net/http alone costs: no broker can go under this ratio.
+	get, post := httpFloor(t)
+	ratios, as, bs = interleave(t, rounds, get, func() error {
+		if err := post(); err != nil {
+			return err
+		}
+		return post()
+	})
+	report(fmt.Sprintf("reference: two POSTs / one GET to a handler that does nothing (net/http on a unix socket), %d pairs", rounds),
+		ratioResult(ratios, as, bs), "none (the floor of the row above)", true)
 
 	benchHookOverheadBundle(t, e, "`runc run` with the hook, the agent and a per-container API socket / without", 1.05,
 		func() *bundle { return apiBundle(t, e, "bench", "true") })
@@ -401,6 +422,47 @@ func TestBenchAPI(t *testing.T) {
 		}
 	}
 	report("broker RSS with 1,000 registered containers (VmRSS)", fmt.Sprintf("%.1f MiB", rssKiB/1024), "≤ 40 MiB", rssKiB > 0 && rssKiB/1024 <= 40)
+}
+
+// httpFloor runs a handler that does nothing in a child process (the test
+// binary, see serveHTTPFloor) and returns a GET of it and a POST of a
+// token-sized body to it.
+func httpFloor(t *testing.T) (get, post func() error) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "floor.sock")
+	srv := exec.Command(os.Args[0])
+	srv.Env = append(os.Environ(), httpFloorEnv+"="+sock)
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the floor server did not listen")
+		}
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	do := func(method string, body io.Reader) error {
+		req, err := http.NewRequest(method, "http://northstar/v1/x", body)
+		if err != nil {
+			return err
+		}
+		rsp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, rsp.Body)
+		return rsp.Body.Close()
+	}
+	body := strings.Repeat("x", 200) // about a token request's size
+	return func() error { return do(http.MethodGet, nil) },
+		func() error { return do(http.MethodPost, strings.NewReader(body)) }
 }
 
 // TestMain-like summary: TestBenchZZReport runs last (tests run in source

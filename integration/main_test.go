@@ -8,6 +8,9 @@ package integration
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +24,30 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	if sock := os.Getenv(httpFloorEnv); sock != "" {
+		os.Exit(serveHTTPFloor(sock))
+	}
 	os.Exit(testMain(m))
+}
+
+// httpFloorEnv set to a socket path makes the test binary serve a handler
+// that does nothing there, instead of running tests: the bench's floor,
+// measured across processes as the broker's round trips are.
+const httpFloorEnv = "NORTHSTAR_HTTP_FLOOR"
+
+func serveHTTPFloor(sock string) int {
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	err = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"identity":"client","generation":1}` + "\n"))
+	}))
+	fmt.Fprintln(os.Stderr, err)
+	return 1
 }
 
 func testMain(m *testing.M) int {

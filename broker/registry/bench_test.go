@@ -1,7 +1,11 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -69,4 +73,50 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkHTTPFloor is the floor under BenchmarkAPI's ratio: two POSTs
+// with a token-sized body to a handler that does nothing, against one GET
+// to it, on a unix socket with net/http on both ends. No broker could
+// answer a token pair in less than this ratio of identity round trips.
+func BenchmarkHTTPFloor(b *testing.B) {
+	sock := filepath.Join(b.TempDir(), "floor.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"identity":"client","generation":1}` + "\n"))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	do := func(method string, body []byte) {
+		var r io.Reader
+		if body != nil {
+			r = bytes.NewReader(body)
+		}
+		req, _ := http.NewRequest(method, "http://northstar/v1/x", r)
+		rsp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, rsp.Body)
+		rsp.Body.Close()
+	}
+	body := bytes.Repeat([]byte("x"), 200) // a token request is about this size
+	var gets, posts []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		do(http.MethodGet, nil)
+		t1 := time.Now()
+		do(http.MethodPost, body)
+		do(http.MethodPost, body)
+		gets, posts = append(gets, t1.Sub(t0)), append(posts, time.Since(t1))
+	}
+	b.ReportMetric(float64(median(posts))/float64(median(gets)), "ratio")
 }
