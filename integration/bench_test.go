@@ -396,7 +396,7 @@ func TestBenchAPI(t *testing.T) {
 		}
 		return post()
 	})
-	report(fmt.Sprintf("reference: two POSTs / one GET to a handler that does nothing (net/http on a unix socket), %d pairs", rounds),
+	report(fmt.Sprintf("reference: two POSTs / one GET to a handler that does nothing in another process (net/http, unix socket), %d pairs", rounds),
 		ratioResult(ratios, as, bs), "none (the floor of the row above)", true)
 
 	benchHookOverheadBundle(t, e, "`runc run` with the hook, the agent and a per-container API socket / without", 1.05,
