@@ -364,24 +364,16 @@ func TestAPIRootlessContainerd(t *testing.T) {
 	})
 }
 
-// startAgentIn runs `northstarctl agent` (the broker, with [api] enable)
-// inside rootless containerd c's namespaces as the runtime's user, where
-// runc and the hook run, and waits for its socket.
+// startAgentIn starts the broker (`northstarctl agent`, with [api] enable)
+// the way a user would, with `rootless-containerd.sh agent`: inside rootless
+// containerd c's namespaces as the runtime's user, where runc and the hook
+// run, with containerd's NORTHSTAR_CONFIG (e's). The script's stop, in c's
+// cleanup, stops it.
 func startAgentIn(t *testing.T, c *rootlessContainerd, e *env, sock string) {
 	t.Helper()
-	agentCmd := exec.Command(c.script, "exec", c.dir, bins.ctl, "agent", "--config", e.config)
-	var out strings.Builder
-	agentCmd.Stdout, agentCmd.Stderr = &out, &out
-	if err := agentCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agentCmd.Process.Kill(); agentCmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the broker did not start:\n%s", out.String())
-		}
+	mustRun(t, exec.Command(c.script, "agent", c.dir))
+	if _, err := os.Stat(sock); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.dir, "agent.log"))
+		t.Fatalf("the broker serves, but not on %s (is %s containerd's NORTHSTAR_CONFIG?): %v\n%s", sock, e.config, err, log)
 	}
 }

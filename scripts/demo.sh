@@ -130,12 +130,9 @@ NORTHSTAR_BIN=$W/bin NORTHSTAR_CONFIG=$CONFIG scripts/rootless-containerd.sh sta
 ok "rootless containerd (pid $(<"$CTD/containerd.pid")) as $NSTEST_USER, runtime $RUNTIME available"
 # The broker (northstarctl agent with [api] enable) runs where the runtime
 # and the hook run: inside rootlesskit's namespaces.
-scripts/rootless-containerd.sh exec "$CTD" "$W/bin/northstarctl" agent --config "$CONFIG" >"$W/logs/agent.log" 2>&1 &
-for ((i = 0; i < 200; i++)); do
-	[[ -S $AGENT_SOCK ]] && break
-	sleep 0.05
-done
-[[ -S $AGENT_SOCK ]] || die "northstarctl agent did not start: $(tail -n 3 "$W/logs/agent.log" | tr '\n' ' ')"
+scripts/rootless-containerd.sh agent "$CTD" >/dev/null 2>&1 ||
+	die "northstarctl agent did not start: $(tail -n 3 "$CTD/agent.log" | tr '\n' ' ')"
+[[ -S $AGENT_SOCK ]] || die "northstarctl agent serves, but not on $AGENT_SOCK"
 ok "northstar broker (northstarctl agent) serving the containers' API sockets"
 
 # ------------------------------------------------------------------ helpers

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# rootless-containerd.sh start|stop|restart-containerd|exec|status|config|purge DIR [command...]
+# rootless-containerd.sh start|agent|stop|restart-containerd|exec|status|config|purge DIR [command...]
 #
 # Runs a private containerd as the unprivileged user $NSTEST_USER (default
 # nstest) inside rootlesskit (user + mount + network namespace, slirp4netns),
@@ -10,7 +10,12 @@
 #   start               start rootlesskit (holding the namespaces with a
 #                       `sleep infinity` child) and containerd inside it;
 #                       no-op when already running.
-#   stop                stop containerd (SIGTERM), kill every process left in
+#   agent               start the northstar broker ($NORTHSTAR_BIN/northstarctl
+#                       agent, config $NORTHSTAR_CONFIG) inside the namespaces,
+#                       where the hook runs; no-op when already running.  It
+#                       outlives restart-containerd (it follows rotations) and
+#                       goes with stop.  Log DIR/agent.log, pid DIR/agent.pid.
+#   stop                stop the agent and containerd (SIGTERM), kill every process left in
 #                       the rootlesskit user namespace (shims, containers,
 #                       stray exec'd clients), stop rootlesskit.  No-op when
 #                       stopped.  DIR's content (images, logs) is kept.
@@ -29,7 +34,7 @@
 #   config              print the generated containerd config.toml.
 #
 # Layout: DIR/config.toml, DIR/containerd.sock (+.ttrpc), DIR/root,
-#   DIR/state, DIR/containerd.{pid,log}, DIR/rootlesskit/ (rootlesskit
+#   DIR/state, DIR/containerd.{pid,log}, DIR/agent.{pid,log}, DIR/rootlesskit/ (rootlesskit
 #   --state-dir: child_pid, api.sock), DIR/rootlesskit.{pid,log}, DIR/env.
 #
 # Environment:
@@ -56,7 +61,7 @@ die() {
 }
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 usage() {
-	printf 'usage: %s start|stop|restart-containerd|status|config|purge DIR\n       %s exec DIR COMMAND [ARG...]\n' "$PROG" "$PROG" >&2
+	printf 'usage: %s start|agent|stop|restart-containerd|status|config|purge DIR\n       %s exec DIR COMMAND [ARG...]\n' "$PROG" "$PROG" >&2
 	exit 2
 }
 
@@ -79,6 +84,8 @@ CTD_PIDFILE=$DIR/containerd.pid
 CTD_LOG=$DIR/containerd.log
 CTD_CONFIG=$DIR/config.toml
 CTD_SOCK=$DIR/containerd.sock
+AGENT_PIDFILE=$DIR/agent.pid
+AGENT_LOG=$DIR/agent.log
 ENVFILE=$DIR/env
 
 # ------------------------------------------------------------------ helpers
@@ -137,6 +144,9 @@ rk_pid() {
 ctd_pid() {
 	pid_of "$CTD_PIDFILE" containerd ||
 		find_by_args containerd "containerd --config $CTD_CONFIG"
+}
+agent_pid() {
+	pid_of "$AGENT_PIDFILE" northstarctl
 }
 child_pid() {
 	local pid
@@ -387,6 +397,44 @@ start_containerd() {
 	die "containerd did not answer within ${START_TIMEOUT}s; see $CTD_LOG"
 }
 
+# start_agent: northstarctl agent in the namespaces, as containerd runs
+# (same environment, so the same NORTHSTAR_CONFIG); ready once it logs
+# that it serves.
+start_agent() {
+	local child pid i ctl
+	child=$(child_pid) || die "rootlesskit child is not running (use start)"
+	[[ -n ${SAVED[NORTHSTAR_BIN]:-} ]] || die "agent needs NORTHSTAR_BIN (the directory holding northstarctl)"
+	ctl=${SAVED[NORTHSTAR_BIN]}/northstarctl
+	"${AS_USER[@]}" test -x "$ctl" || die "$ctl is not executable by $NSTEST_USER"
+	if pid=$(agent_pid); then
+		log "agent already running (pid $pid)"
+		return 0
+	fi
+	rm -f "$AGENT_LOG"
+	"${AS_USER[@]}" touch "$AGENT_LOG"
+	local -a envs
+	mapfile -t envs < <(containerd_env)
+	setsid "${AS_USER[@]}" env -i "${envs[@]}" \
+		nsenter -U --preserve-credentials -m -n -t "$child" --wd=/ -- \
+		"$ctl" agent \
+		</dev/null >>"$AGENT_LOG" 2>&1 9>&- &
+	pid=$!
+	printf '%s\n' "$pid" >"$AGENT_PIDFILE"
+	for ((i = 0; i < START_TIMEOUT * 50; i++)); do
+		if grep -q '^agent: serving' "$AGENT_LOG" 2>/dev/null; then
+			log "agent running (pid $pid)"
+			return 0
+		fi
+		if ! alive "$pid"; then
+			wait "$pid" 2>/dev/null || true
+			die "agent exited: $(tail -n 3 "$AGENT_LOG" | tr '\n' ' ')"
+		fi
+		sleep 0.02
+	done
+	terminate "$pid" agent 5
+	die "agent did not serve within ${START_TIMEOUT}s; see $AGENT_LOG"
+}
+
 stop_containerd() {
 	local pid
 	if pid=$(ctd_pid); then
@@ -431,6 +479,12 @@ stop_all() {
 	fi
 	# rootlesskit alive: leave its child to it, so it exits cleanly
 	if [[ -n $child ]] && rk_pid >/dev/null; then keep=$child; fi
+	# The agent first, with SIGTERM: it syncs the audit log on the way out.
+	if pid=$(agent_pid); then
+		terminate "$pid" agent 10
+		log "agent stopped (pid $pid)"
+	fi
+	rm -f "$AGENT_PIDFILE"
 	stop_containerd
 	if [[ -n $ns ]]; then
 		kill_userns_procs "$ns" "$keep"
@@ -459,6 +513,13 @@ cmd_start() {
 		start_rootlesskit
 	fi
 	start_containerd
+}
+
+cmd_agent() {
+	load_env
+	preflight
+	lock
+	start_agent
 }
 
 cmd_stop() {
@@ -517,11 +578,12 @@ cmd_purge() {
 }
 
 cmd_status() {
-	local rk child ctd
+	local rk child ctd agent
 	rk=$(rk_pid) || rk=-
 	child=$(child_pid) || child=-
 	ctd=$(ctd_pid) || ctd=-
-	printf 'rootlesskit=%s child=%s containerd=%s address=%s\n' "$rk" "$child" "$ctd" "$CTD_SOCK"
+	agent=$(agent_pid) || agent=-
+	printf 'rootlesskit=%s child=%s containerd=%s agent=%s address=%s\n' "$rk" "$child" "$ctd" "$agent" "$CTD_SOCK"
 	[[ $ctd != - ]] || return 3
 }
 
@@ -532,6 +594,7 @@ cmd_config() {
 
 case $CMD in
 start) cmd_start ;;
+agent) cmd_agent ;;
 stop) cmd_stop ;;
 restart-containerd) cmd_restart_containerd ;;
 purge) cmd_purge ;;
