@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,7 +359,12 @@ func TestBenchAPI(t *testing.T) {
 	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	defer devnull.Close()
 	sockets := map[string]string{}
-	for _, id := range []string{"client", "broker"} {
+	const concurrent, each = 8, 100
+	ids := []string{"client", "broker"}
+	for i := range concurrent {
+		ids = append(ids, fmt.Sprintf("client-%d", i))
+	}
+	for _, id := range ids {
 		b := apiBundle(t, e, id, "sleep 600")
 		b.write(t)
 		cid := fmt.Sprintf("ns-bench-%s-%d", id, os.Getpid())
@@ -398,6 +404,33 @@ func TestBenchAPI(t *testing.T) {
 	})
 	report(fmt.Sprintf("reference: two POSTs / one GET to a handler that does nothing in another process (net/http, unix socket), %d pairs", rounds),
 		ratioResult(ratios, as, bs), "none (the floor of the row above)", true)
+
+	// 8 containers × 100 token pairs at once, all verified by broker.
+	var failures atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range concurrent {
+		c := client.New(sockets[fmt.Sprintf("client-%d", i)])
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				tok, err := c.Token(ctx, "broker", "mqtt", 0)
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				if v, err := br.VerifyToken(ctx, tok.Token, fmt.Sprintf("client-%d", i), "mqtt"); err != nil || !v.Valid {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	report(fmt.Sprintf("%d containers × %d token pairs at once, each verified by one broker container", concurrent, each),
+		fmt.Sprintf("%d/%d valid in %d ms (%.0f pairs/s)", concurrent*each-int(failures.Load()), concurrent*each, took.Milliseconds(), float64(concurrent*each)/took.Seconds()),
+		"0 failures", failures.Load() == 0)
 
 	benchHookOverheadBundle(t, e, "`runc run` with the hook, the agent and a per-container API socket / without", 1.05,
 		func() *bundle { return apiBundle(t, e, "bench", "true") })
