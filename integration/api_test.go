@@ -364,6 +364,32 @@ func TestAPIRootlessContainerd(t *testing.T) {
 	})
 }
 
+// TestAPIRuncUnderRootlesskit: runc itself under rootlesskit (as rootless
+// containerd runs it), with the broker in the same namespaces: the hook at
+// createRuntime registers there and mounts the container's socket.
+func TestAPIRuncUnderRootlesskit(t *testing.T) {
+	a := requiresContainerd(t)
+	sock := agentSocket(t, a)
+	e := newEnv(t, fmt.Sprintf("[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
+	c := startContainerd(t, a, "NORTHSTAR_CONFIG="+e.config) // for its namespaces
+	startAgentIn(t, c, e, sock)
+	in := func(identity, script string) result {
+		t.Helper()
+		return newBundle(t, e.dir, false, script).withHook("createRuntime", e.config).withNsapi(t, identity).runcIn(t, a, c)
+	}
+	r := in("client", "nsapi identity; ls -A /run/northstar/api; touch /run/northstar/api/x 2>/dev/null && echo WROTE; true")
+	if r.err != nil || !strings.HasPrefix(r.stdout, "client ") || !strings.HasSuffix(r.stdout, "\napi.sock\n") {
+		t.Fatalf("want identity client and api.sock alone, read-only:\n%s", r)
+	}
+	tok := in("client", "nsapi token broker mqtt")
+	if tok.err != nil {
+		t.Fatalf("token:\n%s", tok)
+	}
+	if v := in("broker", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
+		t.Errorf("the broker container did not verify the client's token:\n%s", v)
+	}
+}
+
 // startAgentIn starts the broker (`northstarctl agent`, with [api] enable)
 // the way a user would, with `rootless-containerd.sh agent`: inside rootless
 // containerd c's namespaces as the runtime's user, where runc and the hook

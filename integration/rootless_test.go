@@ -19,6 +19,26 @@ import (
 // the way rootless containerd runs it.
 func (b *bundle) runcAs(t *testing.T, a *account, underRootlesskit bool) result {
 	t.Helper()
+	var via []string
+	if underRootlesskit {
+		seq := containerSeq.Add(1)
+		via = []string{"rootlesskit", "--net=slirp4netns", "--disable-host-loopback",
+			"--copy-up=/etc", "--copy-up=/run", "--state-dir=" + filepath.Join(filepath.Dir(b.dir), fmt.Sprintf("rootlesskit-%d", seq))}
+	}
+	return b.runcVia(t, a, via...)
+}
+
+// runcIn runs the bundle with runc as root of rootless containerd c's
+// namespaces (rootlesskit's), where c's broker runs too.
+func (b *bundle) runcIn(t *testing.T, a *account, c *rootlessContainerd) result {
+	t.Helper()
+	return b.runcVia(t, a, c.script, "exec", c.dir)
+}
+
+// runcVia runs the bundle with runc as the account, through the command
+// via (none: plain rootless runc).
+func (b *bundle) runcVia(t *testing.T, a *account, via ...string) result {
+	t.Helper()
 	// `runc spec --rootless` ran as root and mapped the container's root to
 	// uid 0; map it to the account that runs runc.
 	for i := range b.spec.Linux.UIDMappings {
@@ -32,11 +52,7 @@ func (b *bundle) runcAs(t *testing.T, a *account, underRootlesskit bool) result 
 	work := filepath.Dir(b.dir)
 	seq := containerSeq.Add(1)
 	id := fmt.Sprintf("ns-rl-%d-%d", os.Getpid(), seq)
-	args := []string{"runc", "--root", filepath.Join(work, "runc-rootless"), "run", "--bundle", b.dir, id}
-	if underRootlesskit {
-		args = append([]string{"rootlesskit", "--net=slirp4netns", "--disable-host-loopback",
-			"--copy-up=/etc", "--copy-up=/run", "--state-dir=" + filepath.Join(work, fmt.Sprintf("rootlesskit-%d", seq))}, args...)
-	}
+	args := append(via, "runc", "--root", filepath.Join(work, "runc-rootless"), "run", "--bundle", b.dir, id)
 	// runc hands its stdio to the container and, rootless, must be able to
 	// fchown it: so stdio are files the account creates, not our pipes.
 	out, errf := filepath.Join(work, id+".out"), filepath.Join(work, id+".err")
