@@ -226,6 +226,9 @@ func (h *handler) verifyToken(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !ValidIdentity(req.Sender) || !appRE.MatchString(req.App) {
+		return nil, bad("sender must be an identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
+	}
 	// The audience is this socket's identity: only it can use the token.
 	c, reason, err := h.b.Verifier().Verify(req.Token, h.identity, req.Sender, req.App)
 	if err != nil {

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,6 +105,8 @@ func (c *client) ok(method, path, body string) map[string]any {
 	return v
 }
 
+func keysOf(v map[string]any) []string { return slices.Sorted(maps.Keys(v)) }
+
 func TestIdentityAndTokens(t *testing.T) {
 	b := newTestBroker(t)
 	cl, br, mal := serve(t, b, "client"), serve(t, b, "broker"), serve(t, b, "mallory")
@@ -114,13 +118,14 @@ func TestIdentityAndTokens(t *testing.T) {
 	verify := func(c *client, sender, app string) map[string]any {
 		return c.ok("POST", "/v1/token/verify", fmt.Sprintf(`{"token":%q,"sender":%q,"app":%q}`, tok, sender, app))
 	}
-	if v := verify(mal, "client", "mqtt"); v["valid"] != false || v["reason"] != "wrong-audience" {
+	if v := verify(mal, "client", "mqtt"); v["valid"] != false || v["reason"] != "wrong-audience" || !slices.Equal(keysOf(v), []string{"reason", "valid"}) {
 		t.Errorf("another container verified the broker's token: %v", v)
 	}
 	if v := verify(br, "client", "http"); v["reason"] != "wrong-app" {
 		t.Errorf("wrong app: %v", v)
 	}
-	if v := verify(br, "client", "mqtt"); v["valid"] != true || v["sender"] != "client" {
+	// DESIGN.md §9: exactly these members.
+	if v := verify(br, "client", "mqtt"); v["valid"] != true || v["sender"] != "client" || !slices.Equal(keysOf(v), []string{"app", "expires_at", "sender", "valid"}) {
 		t.Errorf("valid token: %v", v)
 	}
 	if v := verify(br, "client", "mqtt"); v["reason"] != "replayed" {
@@ -181,6 +186,8 @@ func TestBadInput(t *testing.T) {
 		{"GET", "/v1/keys/bad%20name", ``, 404},
 		{"POST", "/v1/sign", `{"data":"not base64!"}`, 400},
 		{"POST", "/v1/derive", `{"peer":"client","app":"mqtt"}`, 400},
+		{"POST", "/v1/token/verify", `{"token":"x","sender":"bro ker","app":"mqtt"}`, 400},
+		{"POST", "/v1/token/verify", `{"token":"x","sender":"client","app":"` + strings.Repeat("a", 65) + `"}`, 400},
 	} {
 		code, v := cl.do(c.method, c.path, c.body)
 		if code != c.want || v["error"] == nil || v["error"] == "" {

@@ -94,7 +94,7 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// macSuffix is how every line ends: ,"mac":"<64 hex>"}
+// macLen is the length of how every line ends: ,"mac":"<64 hex>"}
 const macLen = len(`,"mac":""}`) + 2*sha256.Size
 
 // line encodes e and its MAC under key as one line (no newline).
@@ -243,6 +243,7 @@ func (w *Writer) sync() {
 // SyncEvery), rotating the file first when the line would take it past
 // Limits.MaxBytes.
 func (w *Writer) Append(event string, fields map[string]string) error {
+	fields = capFields(fields)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e := &Entry{Seq: w.head.Lines + 1, Time: w.now().UTC(), Event: event, Fields: fields, Prev: w.head.Hash}
@@ -266,6 +267,34 @@ func (w *Writer) Append(event string, fields map[string]string) error {
 		return errors.Join(rerr, fmt.Errorf("sync audit log: %w", err))
 	}
 	return rerr
+}
+
+// MaxField bounds each field value of an entry, in bytes; longer values
+// are cut there and marked. Fields carry what containers send (a path, a
+// sender, an app): without a bound one request could write a line larger
+// than Verify reads (1 MiB), after which the log would no longer open.
+const MaxField = 512
+
+// truncated marks a value capFields cut.
+const truncated = "...(truncated)"
+
+// capFields returns fields with every value cut to MaxField bytes (a copy,
+// when one is cut; fields itself otherwise).
+func capFields(fields map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range fields {
+		if len(v) <= MaxField {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(fields)
+		}
+		out[k] = strings.ToValidUTF8(v[:MaxField-len(truncated)], "") + truncated
+	}
+	if out == nil {
+		return fields
+	}
+	return out
 }
 
 // nextSuffix names the fresh file while a rotation prepares it; it is not

@@ -490,3 +490,39 @@ func FuzzEntry(f *testing.F) {
 		}
 	})
 }
+
+// TestFieldsAreCapped: a field a container controls (a path of a megabyte)
+// cannot make a line the log could not read back.
+func TestFieldsAreCapped(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName)
+	key := bytes.Repeat([]byte{7}, 32)
+	w, err := Open(path, key, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("\xff/x", 1<<20)
+	fields := map[string]string{"path": long, "identity": "client"}
+	if err := w.Append("refused", fields); err != nil {
+		t.Fatal(err)
+	}
+	if fields["path"] != long {
+		t.Error("Append changed the caller's map")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 4*MaxField {
+		t.Errorf("a line of %d bytes from a 3 MiB field", len(data))
+	}
+	if _, err := VerifyFiles(path, key, nil); err != nil {
+		t.Errorf("the log does not verify: %v", err)
+	}
+	if !strings.Contains(string(data), truncated) || !strings.Contains(string(data), `"identity":"client"`) {
+		t.Errorf("want the path cut and marked, the identity whole:\n%.300s", data)
+	}
+}

@@ -162,13 +162,16 @@ func (b *Registry) serve(s *apiSocket) error {
 	// Connecting needs write permission on the socket; who can reach it is
 	// decided by the directory (only this container has it mounted; the
 	// parent is closed to other host users).
-	if err := os.Chmod(sock, 0o666); err != nil {
+	if err := chmodSocket(sock, 0o666); err != nil {
 		ln.Close()
 		unix.Close(pidfd)
 		return err
 	}
 	s.pidfd = pidfd
-	s.srv = &http.Server{Handler: api.Handler(s.Reg.Identity, b), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	// MaxHeaderBytes: a container's request line and headers, not the
+	// default megabyte (bodies have api.MaxBody).
+	s.srv = &http.Server{Handler: api.Handler(s.Reg.Identity, b), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
+		MaxHeaderBytes: 16 << 10}
 	b.mu.Lock()
 	old := b.byID[s.Reg.ID]
 	b.byID[s.Reg.ID] = s
@@ -183,6 +186,28 @@ func (b *Registry) serve(s *apiSocket) error {
 		return err
 	}
 	return b.save()
+}
+
+// chmodSocket sets the mode of the socket at path without following a
+// symlink there: where a container could remount its read-only view of its
+// directory writable (plain rootless runc, a container given
+// CAP_SYS_ADMIN), it could swap api.sock for a symlink to a file of the
+// broker's user between our bind and chmod.
+func chmodSocket(path string, mode os.FileMode) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("%s is no longer the socket the broker made", path)
+	}
+	// chmod through the O_PATH descriptor's magic link changes that inode.
+	return os.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode)
 }
 
 // gone removes the socket of a container whose init process exited.

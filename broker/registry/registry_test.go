@@ -161,3 +161,37 @@ func TestBrokerRegistrations(t *testing.T) {
 		t.Errorf("audit log: %v", err)
 	}
 }
+
+// TestChmodSocketRefusesSymlinks: the broker sets its socket's mode, and
+// never that of whatever a symlink in the socket's place points to.
+func TestChmodSocketRefusesSymlinks(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := chmodSocket(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o666 {
+		t.Fatalf("socket mode %v, %v; want 0666", fi.Mode(), err)
+	}
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "planted.sock")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{link, victim} {
+		if err := chmodSocket(p, 0o666); err == nil {
+			t.Errorf("chmodSocket(%s) accepted a non-socket", filepath.Base(p))
+		}
+	}
+	if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o600 {
+		t.Errorf("the symlink's target became %v", fi.Mode().Perm())
+	}
+}
