@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,7 +50,7 @@ func init() {
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
 		"agent":  {"serve the unsealed secret to the hook from memory, and with [api] enable be the broker ([agent] socket; foreground)", runAgent},
-		"audit":  {"audit verify: check the broker's audit log; exit 1 names the first bad line", runAudit},
+		"audit":  {"audit verify|reset: check the broker's audit log (exit 1 names the first bad line), or start a new one", runAudit},
 	}
 }
 
@@ -283,17 +284,20 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 }
 
 func runAudit(ctx context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "audit", "verify [--config PATH]")
+	fs, cfgPath := flags(env, "audit", "verify|reset [--config PATH]")
 	pos, err := parse(fs, env, args, 1)
 	if err != nil {
 		return helpOK(err)
 	}
-	if len(pos) != 1 || pos[0] != "verify" {
-		return fmt.Errorf("%w: audit needs a subcommand: verify", ErrUsage)
+	if len(pos) != 1 || pos[0] != "verify" && pos[0] != "reset" {
+		return fmt.Errorf("%w: audit needs a subcommand: verify or reset", ErrUsage)
 	}
 	cfg, st, err := openStore(*cfgPath)
 	if err != nil {
 		return err
+	}
+	if pos[0] == "reset" {
+		return auditReset(ctx, env, cfg, st)
 	}
 	key, err := st.Key(ctx, registry.AuditKeyName, 32)
 	if err != nil {
@@ -301,22 +305,28 @@ func runAudit(ctx context.Context, env *Env, args []string) error {
 	}
 	defer clear(key)
 	// The head recorded at the last rotation, if any: the one thing that
-	// tells a log cut off at its end from a shorter one.
+	// tells a log cut off at its end from a shorter one. A record that
+	// cannot be read is no reason to skip that check silently.
 	var want *audit.Head
-	rec, recErr := st.Current()
-	if recErr == nil {
-		want = rec.AuditHead
+	var gen uint64
+	rec, err := st.Current()
+	switch {
+	case err == nil:
+		want, gen = rec.AuditHead, rec.Generation
+	case !errors.Is(err, store.ErrNotInitialized):
+		return fmt.Errorf("audit verify: cannot read the recorded head: %w", err)
 	}
 	path := filepath.Join(cfg.StateDir, audit.FileName)
 	res, err := audit.VerifyFiles(path, key, want)
 	switch {
+	case errors.Is(err, iofs.ErrNotExist) && want != nil:
+		return fmt.Errorf("audit verify: %s is gone, but the head recorded at the rotation to generation %d is line %d: the log was deleted or moved ('northstarctl audit reset' starts a new one)", path, gen, want.Lines)
 	case errors.Is(err, audit.ErrTruncated):
-		return fmt.Errorf("audit verify: %s ends at line %d, but the head recorded at the rotation to generation %d is line %d: lines were cut off its end", path, res.Head.Lines, rec.Generation, want.Lines)
+		return fmt.Errorf("audit verify: %s ends at line %d, but the head recorded at the rotation to generation %d is line %d: lines were cut off its end", path, res.Head.Lines, gen, want.Lines)
+	case errors.Is(err, audit.ErrHeadMismatch):
+		return fmt.Errorf("audit verify: %s: %w (head recorded at the rotation to generation %d)", filepath.Dir(path), err, gen)
 	case err != nil:
 		var bad *audit.BadLineError
-		if errors.As(err, &bad) && want != nil && strings.Contains(bad.Why, "recorded head") {
-			return fmt.Errorf("audit verify: %s: %w (head recorded at the rotation to generation %d)", filepath.Dir(path), err, rec.Generation)
-		}
 		if errors.As(err, &bad) || errors.Is(err, audit.ErrMissingFile) {
 			// They name the file, not its directory.
 			return fmt.Errorf("audit verify: %s: %w", filepath.Dir(path), err)
@@ -327,14 +337,30 @@ func runAudit(ctx context.Context, env *Env, args []string) error {
 	if res.First > 1 {
 		fmt.Fprintf(env.Stdout, "lines before %d were pruned by rotation ([audit] keep); %s hold the rest\n", res.First, strings.Join(res.Files, ", "))
 	}
-	switch {
-	case want != nil:
-		fmt.Fprintf(env.Stdout, "reaches the head recorded at the rotation to generation %d (line %d); lines written since can be cut undetected until the next rotation\n", rec.Generation, want.Lines)
-	case recErr != nil:
-		fmt.Fprintf(env.Stdout, "no recorded head checked (%v): a cut tail is not detected\n", recErr)
-	default:
+	if want != nil {
+		fmt.Fprintf(env.Stdout, "reaches the head recorded at the rotation to generation %d (line %d); lines written since can be cut undetected until the next rotation\n", gen, want.Lines)
+	} else {
 		fmt.Fprintln(env.Stdout, "no recorded head checked (none recorded yet; the next rotation records one): a cut tail is not detected")
 	}
+	return nil
+}
+
+// auditReset starts a new audit log after one that no longer verifies
+// (the broker refuses to extend it): the files move aside as evidence and
+// the recorded head goes. With the agent running it refuses: the agent
+// would go on writing into the moved file.
+func auditReset(ctx context.Context, env *Env, cfg *config.Config, st *store.Store) error {
+	if cfg.Agent.Socket != "" && agent.Running(cfg.Agent.Socket) {
+		return fmt.Errorf("audit reset: the agent at %s is running; stop it first", cfg.Agent.Socket)
+	}
+	moved, err := st.ResetAudit(ctx)
+	if err != nil {
+		return fmt.Errorf("audit reset: %w", err)
+	}
+	if moved != "" {
+		fmt.Fprintf(env.Stdout, "moved the audit log to %s (keep it as evidence); ", moved)
+	}
+	fmt.Fprintln(env.Stdout, "no recorded head: the next agent starts a new log")
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -355,7 +356,7 @@ func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 	}
 	log := filepath.Join(cfg.StateDir, audit.FileName)
 	appendN := func(n int) {
-		w, err := audit.Open(log, key, cfg.AuditLimits())
+		w, err := audit.Open(log, key, cfg.AuditLimits(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -397,6 +398,53 @@ func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 		t.Fatalf("verify of a log cut below its head: %v", err)
 	}
 	t.Log(err)
+	// Cut and written on: the head's line is another one.
+	appendN(3)
+	if _, _, err = ctl(t, "audit", "verify", "--config", cfgPath); !errors.Is(err, audit.ErrHeadMismatch) {
+		t.Fatalf("verify of a log cut and written on: %v, want ErrHeadMismatch", err)
+	}
+	// Deleted: reported as cut, not as a missing file.
+	if err := os.Rename(log, log+".gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = ctl(t, "audit", "verify", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "is gone, but the head recorded at the rotation to generation 2 is line 4") {
+		t.Fatalf("verify of a deleted log: %v", err)
+	}
+	if err := os.Rename(log+".gone", log); err != nil {
+		t.Fatal(err)
+	}
+	// reset: the log moves aside, the head goes, verify passes on the new
+	// (empty, then written) log.
+	out, _, err := ctl(t, "audit", "reset", "--config", cfgPath)
+	if err != nil || !strings.Contains(out, "moved the audit log to "+filepath.Join(cfg.StateDir, "audit-")) {
+		t.Fatalf("audit reset: %q %v", out, err)
+	}
+	appendN(2)
+	if out, _, err := ctl(t, "audit", "verify", "--config", cfgPath); err != nil || !strings.Contains(out, "2 lines, chain and MACs intact") {
+		t.Fatalf("verify after a reset: %q %v", out, err)
+	}
+}
+
+// TestAuditResetRefusesARunningAgent: the agent keeps writing into the file
+// it opened; a reset beside it would lose those lines.
+func TestAuditResetRefusesARunningAgent(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	ln, err := net.Listen("unixpacket", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = %q\n", filepath.Join(dir, "state"), sock)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ctl(t, "audit", "reset", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "stop it first") {
+		t.Fatalf("audit reset beside a running agent: %v", err)
+	}
 }
 
 // TestConfigRuncRootless: the plain rootless runc snippet has the hook at

@@ -27,6 +27,7 @@ import (
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
@@ -236,8 +237,11 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 // (createContainer): it cannot register (the broker refuses other mount
 // namespaces), so it opens the directory that the createRuntime stage
 // registered (see splitStages). The path is resolved before pivot_root,
-// in the container's copy of the runtime's mounts, and names a directory
-// only the broker creates.
+// in the container's copy of the runtime's mounts: so never in a mount
+// namespace the container joins (another container's, whose files its
+// processes control), and without following a symlink below the agent's
+// directory; and the directory must be the broker's user's, which is this
+// hook's user (container root, mapped to the runtime's user).
 func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, error) {
 	off, err := APIDisabled(spec)
 	if err != nil {
@@ -249,15 +253,57 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 	if _, err := IdentityFor(spec, id); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	dir := agent.ContainerDir(agentSocket, id)
-	if _, err := os.Lstat(filepath.Join(dir, "api.sock")); err != nil {
-		return nil, fmt.Errorf("api: container %s is not registered with the agent at %s (%v); inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc --rootless')", id, agentSocket, unwrapSyscall(err))
+	if ns := joinedMountNamespace(spec); ns != "" {
+		return nil, fmt.Errorf("api: the container joins the mount namespace %s, where its API directory cannot be found safely; give it a mount namespace of its own", ns)
 	}
-	tree, err := mount.OpenAPITree(dir)
+	notRegistered := fmt.Errorf("api: container %s is not registered with the agent at %s; inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc --rootless')", id, agentSocket)
+	parent, err := os.OpenFile(filepath.Dir(agent.ContainersDir(agentSocket)), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, notRegistered
+	}
+	if err != nil {
+		return nil, fmt.Errorf("api: agent directory: %w", err)
+	}
+	defer parent.Close()
+	rel := filepath.Join(filepath.Base(agent.ContainersDir(agentSocket)), agent.DirName(id))
+	fd, err := unix.Openat2(int(parent.Fd()), rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return nil, notRegistered
+	}
+	if err != nil {
+		return nil, fmt.Errorf("api: open %s: %w", filepath.Join(filepath.Dir(agent.ContainersDir(agentSocket)), rel), err)
+	}
+	dir := os.NewFile(uintptr(fd), rel)
+	defer dir.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent's user: not the broker's directory", rel, st.Uid)
+	}
+	tree, err := mount.OpenAPITreeOf(dir)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	return tree, nil
+}
+
+// joinedMountNamespace returns the path of the mount namespace spec joins
+// instead of making its own ("" when it makes one).
+func joinedMountNamespace(spec *specs.Spec) string {
+	if spec.Linux == nil {
+		return ""
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.MountNamespace {
+			return ns.Path
+		}
+	}
+	return ""
 }
 
 // splitStages reports whether spec also runs northstar at createContainer.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal"
@@ -126,5 +128,61 @@ func TestOwnerAndCreator(t *testing.T) {
 	}
 	if c, err := containerRoot(os.Getpid(), false); err != nil || c != nil {
 		t.Errorf("containerRoot without a user namespace = %+v, %v; want nil", c, err)
+	}
+}
+
+// TestRegisteredAPI: inside the container the hook opens the directory the
+// broker made for it, and nothing else: not through a symlink planted in
+// its place, not one of another user, not when the container joins a
+// mount namespace it does not own, and it says when none was registered.
+func TestRegisteredAPI(t *testing.T) {
+	testenv.RequireRoot(t, "open_tree")
+	base := t.TempDir()
+	sock := filepath.Join(base, "agent", "agent.sock")
+	spec := &specs.Spec{}
+	try := func(id string) error {
+		t.Helper()
+		tree, err := registeredAPI(sock, spec, id)
+		if tree != nil {
+			tree.Close()
+		}
+		return err
+	}
+	if err := try("c1"); err == nil || !strings.Contains(err.Error(), "not registered") {
+		t.Fatalf("nothing registered: %v", err)
+	}
+	good := agent.ContainerDir(sock, "c1")
+	if err := os.MkdirAll(good, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := try("c1"); err != nil {
+		t.Fatalf("the registered directory: %v", err)
+	}
+
+	elsewhere := filepath.Join(base, "elsewhere")
+	if err := os.Mkdir(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, agent.ContainerDir(sock, "c2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := try("c2"); err == nil || strings.Contains(err.Error(), "not registered") {
+		t.Errorf("a symlink in the directory's place: %v", err)
+	}
+
+	other := agent.ContainerDir(sock, "c3")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(other, 4321, 4321); err != nil {
+		t.Fatal(err)
+	}
+	if err := try("c3"); err == nil || !strings.Contains(err.Error(), "belongs to uid 4321") {
+		t.Errorf("a directory of another user: %v", err)
+	}
+
+	spec.Linux = &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.MountNamespace, Path: "/proc/1/ns/mnt"}}}
+	if err := try("c1"); err == nil || !strings.Contains(err.Error(), "joins the mount namespace /proc/1/ns/mnt") {
+		t.Errorf("a joined mount namespace: %v", err)
 	}
 }

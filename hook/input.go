@@ -60,6 +60,10 @@ func LoadSpec(bundle string) (*specs.Spec, string, error) {
 		Hooks *struct {
 			CreateContainer []specs.Hook `json:"createContainer"`
 		} `json:"hooks"`
+		// Only the namespaces (joinedMountNamespace).
+		Linux *struct {
+			Namespaces []specs.LinuxNamespace `json:"namespaces"`
+		} `json:"linux"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, "", fmt.Errorf("bundle config.json is not an OCI spec: %w", err)
@@ -67,6 +71,9 @@ func LoadSpec(bundle string) (*specs.Spec, string, error) {
 	spec := specs.Spec{Root: doc.Root, Annotations: doc.Annotations}
 	if doc.Hooks != nil {
 		spec.Hooks = &specs.Hooks{CreateContainer: doc.Hooks.CreateContainer}
+	}
+	if doc.Linux != nil {
+		spec.Linux = &specs.Linux{Namespaces: doc.Linux.Namespaces}
 	}
 	if doc.Process != nil {
 		spec.Process = &specs.Process{User: doc.Process.User}

@@ -74,8 +74,10 @@ func TestLoadSpec(t *testing.T) {
 	} {
 		write(s)
 		spec, _, err := LoadSpec(dir)
-		if err != nil || splitStages(spec) != want {
-			t.Errorf("%s: splitStages %v (err %v), want %v", s, !want, err, want)
+		if err != nil {
+			t.Errorf("%s: %v", s, err)
+		} else if got := splitStages(spec); got != want {
+			t.Errorf("%s: splitStages %v, want %v", s, got, want)
 		}
 	}
 	for name, s := range map[string]string{

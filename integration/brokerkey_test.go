@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/broker/keys"
 	"github.com/northstar-oci/northstar/broker/registry"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
@@ -107,7 +108,8 @@ func TestBrokerRootKeyPlacement(t *testing.T) {
 }
 
 // TestBrokerSecretsNeverLeak extends the leak test to the broker: its root
-// and audit keys, a token, a signature's key and a derived key appear in no
+// and audit keys, client's signing key, the generation's token key, a
+// token and a derived key appear in no
 // process's argv or environment (scanned while the agent's unseal child is
 // held at the TPM lock, and again after API use), in no file under the
 // state and agent directories, and not in the agent's output.
@@ -124,19 +126,31 @@ func TestBrokerSecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Made here, before the agent starts, so they are known to the test.
-	var keys [][]byte
+	var known [][]byte
 	for _, name := range []string{registry.RootKeyName, registry.AuditKeyName} {
 		k, err := st.Key(context.Background(), name, 32)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer clear(k)
-		keys = append(keys, k)
+		known = append(known, k)
 	}
 	secret, _ := hex.DecodeString(e.secretHex(t))
+	// And what the broker derives from the root key: client's signing key
+	// and the token key of the generation in force.
+	root, err := keys.LoadRoot(func(dst []byte) error { copy(dst, known[0]); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := st.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known = append(known, root.Ed25519("client", rec.Generation).Seed(), root.TokenKey(rec.Generation))
+	root.Zero()
 	needles := func(extra ...[]byte) [][]byte {
 		var out [][]byte
-		for _, k := range append(append(keys, secret), extra...) {
+		for _, k := range append(append(known, secret), extra...) {
 			out = append(out, k, []byte(hex.EncodeToString(k)), []byte(base64.StdEncoding.EncodeToString(k)), []byte(base64.RawURLEncoding.EncodeToString(k)))
 		}
 		return out

@@ -210,7 +210,10 @@ func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func(
 	// Every container was removed (--rm): so are their sockets.
 	containers := agent.ContainersDir(sock)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		ents, _ := os.ReadDir(containers)
+		ents, err := os.ReadDir(containers)
+		if err != nil {
+			t.Fatalf("the broker's containers directory: %v", err)
+		}
 		left := 0
 		for _, d := range ents {
 			if d.IsDir() {

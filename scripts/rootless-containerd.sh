@@ -11,7 +11,8 @@
 #                       `sleep infinity` child) and containerd inside it;
 #                       no-op when already running.
 #   agent               start the northstar broker ($NORTHSTAR_BIN/northstarctl
-#                       agent, config $NORTHSTAR_CONFIG) inside the namespaces,
+#                       agent) inside the namespaces with containerd's saved
+#                       environment (NORTHSTAR_CONFIG unless set again here),
 #                       where the hook runs; no-op when already running.  It
 #                       outlives restart-containerd (it follows rotations) and
 #                       goes with stop.  Log DIR/agent.log, pid DIR/agent.pid.
@@ -524,8 +525,9 @@ cmd_agent() {
 
 cmd_stop() {
 	[[ ! -d $DIR ]] || lock
-	if ! rk_pid >/dev/null && ! ctd_pid >/dev/null && ! child_pid >/dev/null; then
-		rm -rf "$RK_STATE" "$RK_PIDFILE" "$CTD_PIDFILE" "$CTD_SOCK" "$CTD_SOCK.ttrpc"
+	# The agent counts: with no pid namespace it can outlive rootlesskit.
+	if ! rk_pid >/dev/null && ! ctd_pid >/dev/null && ! child_pid >/dev/null && ! agent_pid >/dev/null; then
+		rm -rf "$RK_STATE" "$RK_PIDFILE" "$CTD_PIDFILE" "$CTD_SOCK" "$CTD_SOCK.ttrpc" "$AGENT_PIDFILE"
 		log "not running"
 		return 0
 	fi

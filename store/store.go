@@ -37,8 +37,14 @@ const (
 	GenerationFile = "generation"
 )
 
-// FormatVersion is the record format this code writes and reads.
-const FormatVersion = 1
+// FormatVersion is the record format this code writes. Format 2 added
+// audit_head; format 1 records (without it) are still read. A binary that
+// reads only format 1 refuses a format 2 record naming both versions,
+// rather than calling it corrupt (an unknown field) and rotating over it.
+const FormatVersion = 2
+
+// oldestFormat is the oldest record format this code reads.
+const oldestFormat = 1
 
 // maxRecordSize caps the record file; a TPM blob is well under 1 KiB.
 const maxRecordSize = 64 << 10
@@ -122,8 +128,8 @@ func DecodeRecord(data []byte) (*Record, error) {
 	if err := json.Unmarshal(data, &probe); err != nil || probe.Format == nil {
 		return nil, fmt.Errorf("%w: not a northstar record", seal.ErrCorrupt)
 	}
-	if *probe.Format != FormatVersion {
-		return nil, fmt.Errorf("%w: record format %d, this northstar reads %d", seal.ErrUnknownVersion, *probe.Format, FormatVersion)
+	if *probe.Format < oldestFormat || *probe.Format > FormatVersion {
+		return nil, fmt.Errorf("%w: record format %d, this northstar reads %d to %d", seal.ErrUnknownVersion, *probe.Format, oldestFormat, FormatVersion)
 	}
 	var rec Record
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -347,16 +353,58 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev 
 // prev too: rotation is how a runtime restart gets its secret, and must
 // not fail on the audit log.
 func (s *Store) auditHead(prev *audit.Head) *audit.Head {
-	h, err := audit.Tail(filepath.Join(s.dir, audit.FileName))
+	path := filepath.Join(s.dir, audit.FileName)
+	h, err := audit.Tail(path)
 	if err != nil || h.Lines == 0 || prev != nil && h.Lines <= prev.Lines {
 		return prev
 	}
+	// Forward only along the same chain: a log cut below prev and written
+	// on past it has another line where prev's was.
+	if prev != nil {
+		if at, err := audit.LineHash(path, prev.Lines); err != nil || at != prev.Hash {
+			return prev
+		}
+	}
 	return &h
+}
+
+// ResetAudit starts a new audit log: under the store lock, the log and its
+// rotated files move to a new directory audit-<time> in the state
+// directory (kept as evidence), and the record forgets its recorded head.
+// The broker must not run (it would go on writing to the moved file). It
+// returns the directory the files went to ("" when there were none).
+func (s *Store) ResetAudit(ctx context.Context) (string, error) {
+	var moved string
+	err := s.locked(ctx, func() error {
+		files, err := audit.Files(filepath.Join(s.dir, audit.FileName))
+		if err != nil {
+			return err
+		}
+		if len(files) > 0 {
+			moved = filepath.Join(s.dir, "audit-"+s.now().UTC().Format("20060102T150405Z"))
+			if err := os.Mkdir(moved, 0o700); err != nil {
+				return err
+			}
+			for _, f := range files {
+				if err := os.Rename(f, filepath.Join(moved, filepath.Base(f))); err != nil {
+					return err
+				}
+			}
+		}
+		cur, err := s.Current()
+		if err != nil || cur.AuditHead == nil {
+			return nil // nothing recorded, or no record to fix (rotation makes one)
+		}
+		cur.AuditHead = nil
+		return s.save(cur)
+	})
+	return moved, err
 }
 
 // save atomically and durably replaces the record file. The caller holds
 // the lock.
 func (s *Store) save(rec *Record) error {
+	rec.Format = FormatVersion // a format 1 record read here is written back as 2
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err

@@ -176,8 +176,8 @@ func TestCorruptRecord(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"truncated":      good[:len(good)/2],
 		"empty":          {},
-		"future format":  bytes.Replace(good, []byte(`"format": 1`), []byte(`"format": 7`), 1),
-		"unknown field":  bytes.Replace(good, []byte(`"format": 1`), []byte(`"format": 1, "plaintext": "x"`), 1),
+		"future format":  bytes.Replace(good, []byte(`"format": 2`), []byte(`"format": 7`), 1),
+		"unknown field":  bytes.Replace(good, []byte(`"format": 2`), []byte(`"format": 2, "plaintext": "x"`), 1),
 		"zero generaton": bytes.Replace(good, []byte(`"generation": 1`), []byte(`"generation": 0`), 1),
 		"oversized":      append(bytes.Clone(good), bytes.Repeat([]byte(" "), maxRecordSize)...),
 	} {
@@ -202,11 +202,12 @@ func TestCorruptRecord(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte(`{"format":1,"generation":1,"lifecycle_id":"","created":"2026-01-01T00:00:00Z","sealer":"host","blob":"TlNIAQ=="}`))
 	f.Add([]byte(`{"format":1,"generation":2,"lifecycle_id":"","created":"2026-01-01T00:00:00Z","sealer":"host","blob":"TlNIAQ==","audit_head":{"lines":7,"hash":"00"}}`))
-	f.Add([]byte(`{"format":2}`))
+	f.Add([]byte(`{"format":2,"generation":2,"lifecycle_id":"","created":"2026-01-01T00:00:00Z","sealer":"host","blob":"TlNIAQ==","audit_head":{"lines":7,"hash":"00"}}`))
+	f.Add([]byte(`{"format":3}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		rec, err := DecodeRecord(data)
-		if err == nil && (rec.Format != FormatVersion || rec.Generation == 0 || len(rec.Blob) == 0) {
+		if err == nil && (rec.Format < oldestFormat || rec.Format > FormatVersion || rec.Generation == 0 || len(rec.Blob) == 0) {
 			t.Fatalf("accepted invalid record %+v", rec)
 		}
 	})
@@ -243,7 +244,7 @@ func TestKeysSurviveRotations(t *testing.T) {
 // the broker would, and returns the log's head.
 func appendAudit(t *testing.T, s *Store, n int) audit.Head {
 	t.Helper()
-	w, err := audit.Open(filepath.Join(s.Dir(), audit.FileName), bytes.Repeat([]byte{7}, 32), audit.Limits{})
+	w, err := audit.Open(filepath.Join(s.Dir(), audit.FileName), bytes.Repeat([]byte{7}, 32), audit.Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +342,16 @@ func TestRotationNeverLowersTheAuditHead(t *testing.T) {
 	if got := headOf(t, s); got == nil || *got != h {
 		t.Fatalf("after a cut, rotation recorded %+v, want the old head %+v", got, h)
 	}
+	// Cut and written on past the head (what a broker that does not check
+	// the head would do): the line where the head was is another one now,
+	// and rotation must not bless the new branch.
+	appendAudit(t, s, 10)
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, s); got == nil || *got != h {
+		t.Fatalf("after a cut written on past the head, rotation recorded %+v, want the old head %+v", got, h)
+	}
 	// A log that is no log keeps the head too, and does not stop rotation.
 	if err := os.WriteFile(log, []byte("garbage\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -350,5 +361,66 @@ func TestRotationNeverLowersTheAuditHead(t *testing.T) {
 	}
 	if got := headOf(t, s); got == nil || *got != h {
 		t.Fatalf("with a bad log, rotation recorded %+v, want %+v", got, h)
+	}
+}
+
+// TestResetAudit: reset moves the log aside as evidence and forgets the
+// head, so a new log can start; a rotation then records the new log's.
+func TestResetAudit(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	old := appendAudit(t, s, 4)
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := s.ResetAudit(ctx)
+	if err != nil || moved == "" {
+		t.Fatalf("ResetAudit = %q, %v", moved, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(moved, audit.FileName)); err != nil || strings.Count(string(data), "\n") != int(old.Lines) {
+		t.Fatalf("the old log is not kept in %s: %v", moved, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), audit.FileName)); !os.IsNotExist(err) {
+		t.Fatalf("the log is still in place: %v", err)
+	}
+	if got := headOf(t, s); got != nil {
+		t.Fatalf("the record keeps head %+v after a reset", got)
+	}
+	h := appendAudit(t, s, 2)
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, s); got == nil || *got != h {
+		t.Fatalf("after a reset, rotation recorded %+v, want the new log's %+v", got, h)
+	}
+}
+
+// TestFormat1RecordsAreRead: records written before audit_head existed
+// (format 1) are read, and written back as format 2.
+func TestFormat1RecordsAreRead(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.Dir(), RecordFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(data, []byte(`"format": 2`), []byte(`"format": 1`), 1)
+	if bytes.Equal(old, data) || os.WriteFile(path, old, 0o600) != nil {
+		t.Fatal("could not write a format 1 record")
+	}
+	sec, rec, err := s.Secret(ctx)
+	if err != nil || rec.Format != 1 {
+		t.Fatalf("format 1 record: %+v, %v", rec, err)
+	}
+	sec.Zero()
+	if rec, _, err = s.RotateIfLifecycleChanged(ctx, "lc-1"); err != nil || rec.Format != FormatVersion {
+		t.Fatalf("adopted record: %+v, %v; want format %d", rec, err, FormatVersion)
 	}
 }

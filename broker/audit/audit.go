@@ -181,11 +181,16 @@ type Writer struct {
 }
 
 // Open opens (creating, 0600) the log at path for appending with key,
-// after verifying what it and its rotated files hold (VerifyFiles): a log
-// that does not verify is not extended (the caller decides what to do
-// with it). The chain continues from where the files end.
-func Open(path string, key []byte, lim Limits) (*Writer, error) {
-	res, err := VerifyFiles(path, key, nil)
+// after verifying what it and its rotated files hold (VerifyFiles) against
+// want, the head recorded at the last rotation (nil: none): a log that
+// does not verify, or ends before want, is not extended (the caller
+// decides what to do with it). The chain continues from where the files
+// end.
+func Open(path string, key []byte, lim Limits, want *Head) (*Writer, error) {
+	res, err := VerifyFiles(path, key, want)
+	if errors.Is(err, fs.ErrNotExist) && want != nil && want.Lines > 0 {
+		return nil, fmt.Errorf("%w: %s is gone, the recorded head is line %d", ErrTruncated, filepath.Base(path), want.Lines)
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -395,7 +400,10 @@ type BadLineError struct {
 	File string
 	Line uint64
 	Why  string
+	Err  error // ErrHeadMismatch when the line is where the recorded head is not
 }
+
+func (e *BadLineError) Unwrap() error { return e.Err }
 
 func (e *BadLineError) Error() string {
 	if e.File == "" {
@@ -409,8 +417,12 @@ func (e *BadLineError) Error() string {
 var ErrTruncated = errors.New("the log ends before its recorded head")
 
 // ErrMissingFile: a rotated file between the oldest present and the
-// current one is gone, which breaks the chain.
+// current one is gone, and the chain breaks there.
 var ErrMissingFile = errors.New("a rotated audit file is missing")
+
+// ErrHeadMismatch: the log does not pass through its recorded head (it was
+// cut and written on, or replaced).
+var ErrHeadMismatch = errors.New("the log differs from its recorded head")
 
 // Verify reads a whole log from r and checks every line's MAC, the chain of
 // hashes and the sequence numbers (the first line must be the chain's
@@ -435,47 +447,144 @@ type Result struct {
 // VerifyFiles checks the log at path and its rotated files (path.K, the
 // oldest, ... path.1, then path) as one chain, like Verify. The oldest
 // file may start mid-chain only if it is a rotated file (older ones were
-// pruned, by design: deleting the oldest files cannot be told from that);
-// a missing file between two present ones is ErrMissingFile. Nothing at
-// all is an error wrapping fs.ErrNotExist.
+// pruned, by design: deleting the oldest files cannot be told from that).
+// A gap in the numbers is no error by itself (a rotation interrupted
+// between its renames leaves one, with the chain intact); where the chain
+// breaks after a gap, the error is ErrMissingFile. Nothing at all is an
+// error wrapping fs.ErrNotExist.
 func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
 	var res Result
 	ks, err := rotatedFiles(path)
 	if err != nil {
 		return res, err
 	}
-	for i, k := range ks {
-		if gone := i + 1; k != gone {
-			return res, fmt.Errorf("%w: %s is gone but %s remains (the chain breaks there)", ErrMissingFile, filepath.Base(rotated(path, gone)), filepath.Base(rotated(path, k)))
+	type file struct {
+		name    string
+		missing string // the files numbered between it and the one before, if gone
+	}
+	gap := func(newer, older int) string { // names path.newer+1 .. path.older-1
+		switch {
+		case older-newer < 2:
+			return ""
+		case older-newer == 2:
+			return filepath.Base(rotated(path, newer+1))
 		}
+		return filepath.Base(rotated(path, newer+1)) + " to " + filepath.Base(rotated(path, older-1))
 	}
-	names := make([]string, 0, len(ks)+1)
+	var files []file
 	for i := len(ks) - 1; i >= 0; i-- {
-		names = append(names, rotated(path, ks[i]))
+		f := file{name: rotated(path, ks[i])}
+		if i < len(ks)-1 {
+			f.missing = gap(ks[i], ks[i+1])
+		}
+		files = append(files, f)
 	}
-	if _, err := os.Stat(path); err == nil || len(names) == 0 {
-		names = append(names, path)
+	if _, err := os.Stat(path); err == nil || len(files) == 0 {
+		f := file{name: path}
+		if len(ks) > 0 {
+			f.missing = gap(0, ks[0])
+		}
+		files = append(files, f)
 	}
 	v := verifier{key: key, want: want}
-	for _, name := range names {
-		f, err := os.Open(name)
+	for _, fl := range files {
+		f, err := os.Open(fl.name)
 		if err != nil {
 			return res, err
 		}
-		err = v.read(f, filepath.Base(name), name != path)
-		if name == path {
+		err = v.read(f, filepath.Base(fl.name), fl.name != path)
+		if fl.name == path {
 			if fi, serr := f.Stat(); serr == nil {
 				res.Size = fi.Size()
 			}
 		}
 		f.Close()
-		res.Files = append(res.Files, filepath.Base(name))
+		res.Files = append(res.Files, filepath.Base(fl.name))
 		res.Head, res.First = v.head, v.first
+		var bad *BadLineError
+		if fl.missing != "" && errors.As(err, &bad) && bad.Line == 1 {
+			return res, fmt.Errorf("%w: %s is gone and the chain breaks there: %w", ErrMissingFile, fl.missing, err)
+		}
 		if err != nil {
 			return res, err
 		}
 	}
 	return res, v.end()
+}
+
+// Files lists the log at path and its rotated files that exist, newest
+// first.
+func Files(path string) ([]string, error) {
+	ks, err := rotatedFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if _, err := os.Stat(path); err == nil {
+		out = append(out, path)
+	}
+	for _, k := range ks {
+		out = append(out, rotated(path, k))
+	}
+	return out, nil
+}
+
+// LineHash returns the hash of entry n of the log at path (across its
+// rotated files) without the key: what a recorded head names. A caller
+// recording a new head checks with it that the log still passes through
+// the old one.
+func LineHash(path string, n uint64) (string, error) {
+	names, err := Files(path)
+	if err != nil {
+		return "", err
+	}
+	// Newest first: a recorded head is near the end.
+	for _, name := range names {
+		f, err := os.Open(name)
+		if err != nil {
+			return "", err
+		}
+		h, found, err := lineHashIn(f, n)
+		f.Close()
+		if err != nil || found {
+			return h, err
+		}
+	}
+	return "", fmt.Errorf("entry %d is in no file of %s", n, path)
+}
+
+// lineHashIn scans r for the line of entry n. found is false when the file
+// starts after n or ends before it.
+func lineHashIn(r io.Reader, n uint64) (hash string, found bool, err error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		seq, ok := seqOf(sc.Bytes())
+		switch {
+		case !ok:
+			continue
+		case seq > n:
+			return "", false, nil
+		case seq == n:
+			return hashOf(sc.Bytes()), true, nil
+		}
+	}
+	return "", false, sc.Err()
+}
+
+// seqOf reads the seq a line starts with ({"seq":N,...), as every line
+// written here does.
+func seqOf(l []byte) (uint64, bool) {
+	rest, ok := bytes.CutPrefix(l, []byte(`{"seq":`))
+	if !ok {
+		return 0, false
+	}
+	end := bytes.IndexByte(rest, ',')
+	if end < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(rest[:end]), 10, 64)
+	return n, err == nil
 }
 
 // rotatedFiles returns the k of every path.k present (k >= 1, no leading
@@ -538,12 +647,12 @@ func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 				return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("starts at entry %d, but no older rotated file holds the entries before it (deleted?)", n)}
 			}
 			if v.want != nil && v.want.Lines == n-1 && v.want.Hash != v.head.Hash {
-				return &BadLineError{File: name, Line: ln, Why: "does not follow the recorded head"}
+				return &BadLineError{File: name, Line: ln, Why: "does not follow the recorded head", Err: ErrHeadMismatch}
 			}
 			v.first = n
 		}
 		if v.want != nil && n == v.want.Lines && hashOf(l) != v.want.Hash {
-			return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("entry %d differs from the recorded head (the log was cut and written on)", n)}
+			return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("entry %d differs from the recorded head (the log was cut and written on)", n), Err: ErrHeadMismatch}
 		}
 		v.head = Head{Lines: n, Hash: hashOf(l)}
 	}

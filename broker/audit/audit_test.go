@@ -17,7 +17,7 @@ var key = bytes.Repeat([]byte{5}, 32)
 func writeLog(t *testing.T, n int) (string, Head) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(p, key, Limits{})
+	w, err := Open(p, key, Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestIntactLogVerifiesAndReopens(t *testing.T) {
 	if err := verify(lines(t, p), key, &head); err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(p, key, Limits{}) // continues the chain
+	w, err := Open(p, key, Limits{}, nil) // continues the chain
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestOpenRefusesATamperedLog(t *testing.T) {
 	if err := os.WriteFile(p, []byte(strings.Join(l, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(p, key, Limits{}); err == nil {
+	if _, err := Open(p, key, Limits{}, nil); err == nil {
 		t.Fatal("Open extended a log that does not verify")
 	}
 }
@@ -142,7 +142,7 @@ func FuzzVerify(f *testing.F) {
 
 func TestSyncEvery(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "audit.log")
-	w, err := Open(p, key, Limits{})
+	w, err := Open(p, key, Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestSyncEvery(t *testing.T) {
 func rotatingLog(t *testing.T, n int, maxBytes int64, keep int) (string, Head) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), FileName)
-	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep})
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func TestRotation(t *testing.T) {
 		t.Errorf("Tail after rotations = %+v, %v; want %+v", got, err, head)
 	}
 	// Reopening continues the chain across the files.
-	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep})
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,12 +333,22 @@ func TestRotatedFilesTampering(t *testing.T) {
 	}{
 		{"a deleted middle file", func(t *testing.T, p string) { os.Remove(rotated(p, 2)) }, false,
 			func(err error) bool {
-				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.2 is gone but audit.log.3 remains")
+				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.2 is gone")
 			}},
 		{"the newest rotated file deleted", func(t *testing.T, p string) { os.Remove(rotated(p, 1)) }, false,
 			func(err error) bool {
-				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.1 is gone but audit.log.2 remains")
+				return errors.Is(err, ErrMissingFile) && strings.Contains(err.Error(), "audit.log.1 is gone")
 			}},
+		{"a rotation interrupted between its renames (a gap, the chain intact)", func(t *testing.T, p string) {
+			// rotate shifts path.k to path.k+1 from the oldest down, then
+			// path to path.1: a crash after the shifts leaves no path.1.
+			ks, _ := rotatedFiles(p)
+			for i := len(ks) - 1; i >= 0; i-- {
+				if err := os.Rename(rotated(p, ks[i]), rotated(p, ks[i]+1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, true, func(err error) bool { return err == nil }},
 		{"the current file deleted with its predecessors kept, cut against the head", func(t *testing.T, p string) { os.Remove(p) }, true,
 			func(err error) bool { return errors.Is(err, ErrTruncated) }},
 		{"every rotated file deleted", func(t *testing.T, p string) {
@@ -371,7 +381,7 @@ func TestRotatedFilesTampering(t *testing.T) {
 		{"the tail cut and written on", func(t *testing.T, p string) {
 			l := lines(t, p)
 			os.WriteFile(p, []byte(strings.Join(l[:len(l)-2], "\n")+"\n"), 0o600)
-			w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep})
+			w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -405,7 +415,7 @@ func TestRotatedFilesTampering(t *testing.T) {
 			// Open knows no recorded head; whatever else is wrong, it
 			// must not extend.
 			if err != nil && !tt.head {
-				if _, oerr := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}); oerr == nil {
+				if _, oerr := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}, nil); oerr == nil {
 					t.Error("Open extended a log that does not verify")
 				}
 			}
@@ -445,7 +455,7 @@ func TestLoweredKeep(t *testing.T) {
 	if _, err := os.Stat(rotated(p, 4)); err != nil {
 		t.Fatalf("test setup: %v", err)
 	}
-	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: 2})
+	w, err := Open(p, key, Limits{MaxBytes: maxBytes, Keep: 2}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +507,7 @@ func TestFieldsAreCapped(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, FileName)
 	key := bytes.Repeat([]byte{7}, 32)
-	w, err := Open(path, key, Limits{})
+	w, err := Open(path, key, Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,5 +534,73 @@ func TestFieldsAreCapped(t *testing.T) {
 	}
 	if !strings.Contains(string(data), truncated) || !strings.Contains(string(data), `"identity":"client"`) {
 		t.Errorf("want the path cut and marked, the identity whole:\n%.300s", data)
+	}
+}
+
+// TestOpenChecksTheRecordedHead: the broker does not extend a log that
+// ends before, or does not pass through, the head recorded at the last
+// rotation; it does extend one that got past it, or whose rotation was
+// interrupted between its renames.
+func TestOpenChecksTheRecordedHead(t *testing.T) {
+	p, head := rotatingLog(t, 60, 2048, 4)
+	lines := func() []string {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.SplitAfter(strings.TrimSuffix(string(data), "\n"), "\n")
+	}
+	all := lines()
+	if err := os.WriteFile(p, []byte(strings.Join(all[:len(all)-1], "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, key, Limits{MaxBytes: 2048, Keep: 4}, &head); !errors.Is(err, ErrTruncated) {
+		t.Fatalf("Open of a log cut below its head = %v, want ErrTruncated", err)
+	}
+	// Written on past the head without it (Open without a head): the head
+	// line is another one now.
+	w, err := Open(p, key, Limits{MaxBytes: 2048, Keep: 4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		w.Append("x", nil)
+	}
+	w.Close()
+	if _, err := Open(p, key, Limits{MaxBytes: 2048, Keep: 4}, &head); !errors.Is(err, ErrHeadMismatch) {
+		t.Fatalf("Open of a log cut and written on = %v, want ErrHeadMismatch", err)
+	}
+	if at, err := LineHash(p, head.Lines); err != nil || at == head.Hash {
+		t.Fatalf("LineHash at the head of the rewritten log = %q, %v; want another hash", at, err)
+	}
+
+	p, head = rotatingLog(t, 60, 2048, 4)
+	if at, err := LineHash(p, head.Lines); err != nil || at != head.Hash {
+		t.Fatalf("LineHash at the head = %q, %v; want %q", at, err, head.Hash)
+	}
+	res, err := VerifyFiles(p, key, &head)
+	if err != nil || len(res.Files) < 3 {
+		t.Fatalf("want a log over 3 files or more: %+v, %v", res, err)
+	}
+	if at, err := LineHash(p, res.First); err != nil || at == "" {
+		t.Fatalf("LineHash of the oldest line kept (in the oldest file) = %q, %v", at, err)
+	}
+	if _, err := LineHash(p, res.First-1); err == nil {
+		t.Fatal("LineHash found a pruned line")
+	}
+	ks, _ := rotatedFiles(p)
+	for i := len(ks) - 1; i >= 0; i-- {
+		if err := os.Rename(rotated(p, ks[i]), rotated(p, ks[i]+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err = Open(p, key, Limits{MaxBytes: 2048, Keep: 4}, &head)
+	if err != nil {
+		t.Fatalf("Open after a rotation interrupted between its renames: %v", err)
+	}
+	w.Append("x", nil)
+	w.Close()
+	if _, err := VerifyFiles(p, key, &head); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -325,10 +325,19 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 	if err := load(ctx, AuditKeyName, auditKey); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	log, err := audit.Open(opts.AuditPath, auditKey, opts.AuditLimits)
+	// The head recorded at the last rotation: a log cut below it and
+	// written on by this broker would otherwise hide the cut for good.
+	var want *audit.Head
+	if opts.Store != nil {
+		if rec, err := opts.Store.Current(); err == nil {
+			want = rec.AuditHead
+		}
+	}
+	log, err := audit.Open(opts.AuditPath, auditKey, opts.AuditLimits, want)
 	clear(auditKey)
 	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
+		// Not extended: keep the evidence, start a new log by hand.
+		return nil, fmt.Errorf("audit log does not verify: %w; keep %s* as evidence and run 'northstarctl audit reset' (agent stopped) to start a new log", err, opts.AuditPath)
 	}
 	log.SyncEvery(100 * time.Millisecond)
 	r, err := newRegistry(root, log, opts.TokenTTL, gen, opts.Dir)

@@ -275,9 +275,19 @@ func (m *Mount) AttachInRoot(rootfs, unsafeDir string, creator *IDs) error {
 // nosuid, nodev, noexec: connect(2) to a socket works through it, and the
 // container can create nothing beside its socket.
 func OpenAPITree(dir string) (*os.File, error) {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	return openAPITree(unix.AT_FDCWD, dir, 0)
+}
+
+// OpenAPITreeOf is OpenAPITree for a directory already opened (an O_PATH
+// descriptor the caller resolved and checked).
+func OpenAPITreeOf(dir *os.File) (*os.File, error) {
+	return openAPITree(int(dir.Fd()), "", unix.AT_EMPTY_PATH)
+}
+
+func openAPITree(dirfd int, path string, flags uint) (*os.File, error) {
+	fd, err := unix.OpenTree(dirfd, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|flags)
 	if err != nil {
-		return nil, fmt.Errorf("open_tree %s: %w", dir, err)
+		return nil, fmt.Errorf("open_tree %s: %w", path, err)
 	}
 	attr := unix.MountAttr{Attr_set: mountAttrs}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
