@@ -125,8 +125,9 @@ func (c *Config) TokenTTL() time.Duration {
 // continues the chain; only Keep old files stay, older lines are pruned
 // by design. So the log takes at most about (Keep+1) × MaxBytes.
 type Audit struct {
-	// MaxBytes is the size at which the file rotates, from 64 KiB
-	// (northstarctl's head check reads the last 64 KiB) to 1 GiB.
+	// MaxBytes is the size at which the file rotates, from 64 KiB (a
+	// floor well above one line, whose fields are capped at 512 bytes each,
+	// so every file holds many) to 1 GiB.
 	MaxBytes int64 `toml:"max_bytes"`
 	// Keep is how many rotated files stay, from 1 to 1000.
 	Keep int `toml:"keep"`
