@@ -159,18 +159,6 @@ type Registration struct {
 	Pid      int    `json:"pid"`      // its init process, watched by pidfd
 }
 
-// Running reports whether an agent answers at socketPath: something
-// accepts connections there. Commands that must not run beside an agent
-// (audit reset) ask.
-func Running(socketPath string) bool {
-	c, err := net.DialTimeout(network, socketPath, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
 // ContainersDir is where the broker at socketPath keeps the containers'
 // directories: beside its control socket, in the agent's own directory,
 // which is never mounted into containers.

@@ -297,7 +297,7 @@ func runAudit(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if pos[0] == "reset" {
-		return auditReset(ctx, env, cfg, st)
+		return auditReset(ctx, env, st)
 	}
 	key, err := st.Key(ctx, registry.AuditKeyName, 32)
 	if err != nil {
@@ -347,12 +347,9 @@ func runAudit(ctx context.Context, env *Env, args []string) error {
 
 // auditReset starts a new audit log after one that no longer verifies
 // (the broker refuses to extend it): the files move aside as evidence and
-// the recorded head goes. With the agent running it refuses: the agent
-// would go on writing into the moved file.
-func auditReset(ctx context.Context, env *Env, cfg *config.Config, st *store.Store) error {
-	if cfg.Agent.Socket != "" && agent.Running(cfg.Agent.Socket) {
-		return fmt.Errorf("audit reset: the agent at %s is running; stop it first", cfg.Agent.Socket)
-	}
+// the recorded head goes. With the agent running it refuses (store.ResetAudit):
+// the agent would go on writing into the moved file.
+func auditReset(ctx context.Context, env *Env, st *store.Store) error {
 	moved, err := st.ResetAudit(ctx)
 	if err != nil {
 		return fmt.Errorf("audit reset: %w", err)

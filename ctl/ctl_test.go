@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -426,24 +425,28 @@ func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 }
 
 // TestAuditResetRefusesARunningAgent: the agent keeps writing into the file
-// it opened; a reset beside it would lose those lines.
+// it opened; a reset beside it would lose those lines. The agent's writer
+// holds the log's lock for as long as it runs.
 func TestAuditResetRefusesARunningAgent(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "agent.sock")
-	ln, err := net.Listen("unixpacket", sock)
+	cfgPath := setup(t)
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = %q\n", filepath.Join(dir, "state"), sock)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+	key := bytes.Repeat([]byte{1}, 32)
+	w, err := audit.Open(filepath.Join(cfg.StateDir, audit.FileName), key, audit.Limits{}, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := ctl(t, "audit", "reset", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "stop it first") {
 		t.Fatalf("audit reset beside a running agent: %v", err)
+	}
+	w.Close()
+	if out, _, err := ctl(t, "audit", "reset", "--config", cfgPath); err != nil {
+		t.Fatalf("audit reset once the agent stopped: %q %v", out, err)
 	}
 }
 

@@ -278,12 +278,17 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 	}
 	dir := os.NewFile(uintptr(fd), rel)
 	defer dir.Close()
-	var st unix.Stat_t
+	// The broker makes the directory as its own user, who owns the agent
+	// directory too (which the agent checks at start).
+	var st, agentDir unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
-	if int(st.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent's user: not the broker's directory", rel, st.Uid)
+	if err := unix.Fstat(int(parent.Fd()), &agentDir); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if st.Uid != agentDir.Uid {
+		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent directory's owner (uid %d): not the broker's directory", rel, st.Uid, agentDir.Uid)
 	}
 	tree, err := mount.OpenAPITreeOf(dir)
 	if err != nil {

@@ -169,6 +169,14 @@ func TestRegisteredAPI(t *testing.T) {
 	if err := try("c2"); err == nil || strings.Contains(err.Error(), "not registered") {
 		t.Errorf("a symlink in the directory's place: %v", err)
 	}
+	// One that stays inside the agent directory (RESOLVE_BENEATH alone
+	// would follow it).
+	if err := os.Symlink(agent.DirName("c1"), agent.ContainerDir(sock, "c4")); err != nil {
+		t.Fatal(err)
+	}
+	if err := try("c4"); err == nil || strings.Contains(err.Error(), "not registered") {
+		t.Errorf("a symlink to another container's directory: %v", err)
+	}
 
 	other := agent.ContainerDir(sock, "c3")
 	if err := os.Mkdir(other, 0o755); err != nil {
@@ -177,7 +185,7 @@ func TestRegisteredAPI(t *testing.T) {
 	if err := os.Chown(other, 4321, 4321); err != nil {
 		t.Fatal(err)
 	}
-	if err := try("c3"); err == nil || !strings.Contains(err.Error(), "belongs to uid 4321") {
+	if err := try("c3"); err == nil || !strings.Contains(err.Error(), "belongs to uid 4321, not to the agent directory's owner (uid 0)") {
 		t.Errorf("a directory of another user: %v", err)
 	}
 

@@ -39,8 +39,10 @@ const (
 
 // FormatVersion is the record format this code writes. Format 2 added
 // audit_head; format 1 records (without it) are still read. A binary that
-// reads only format 1 refuses a format 2 record naming both versions,
-// rather than calling it corrupt (an unknown field) and rotating over it.
+// reads only format 1 takes a format 2 record for one it cannot read, as
+// it would a format 1 record with an unknown field: its hook fails closed
+// and its shim rotates over it. The version number at least names the
+// cause in its error.
 const FormatVersion = 2
 
 // oldestFormat is the oldest record format this code reads.
@@ -70,8 +72,7 @@ type Record struct {
 	// AuditHead is where the broker's audit log (audit.FileName in the
 	// state directory) ended when this record was written: a log cut
 	// below it is detected (DESIGN.md §10). Nil when there was no log.
-	// Optional, so the format stays 1; binaries older than the field
-	// reject a record that has it.
+	// New in format 2 (FormatVersion).
 	AuditHead *audit.Head `json:"audit_head,omitempty"`
 }
 
@@ -359,9 +360,12 @@ func (s *Store) auditHead(prev *audit.Head) *audit.Head {
 		return prev
 	}
 	// Forward only along the same chain: a log cut below prev and written
-	// on past it has another line where prev's was.
+	// on past it has another line where prev's was. A prev older than every
+	// file kept was pruned by the log's own rotation: trusted as pruning
+	// is by verify (or the head would stop moving for good).
 	if prev != nil {
-		if at, err := audit.LineHash(path, prev.Lines); err != nil || at != prev.Hash {
+		at, err := audit.LineHash(path, prev.Lines)
+		if !errors.Is(err, audit.ErrPruned) && (err != nil || at != prev.Hash) {
 			return prev
 		}
 	}
@@ -369,20 +373,33 @@ func (s *Store) auditHead(prev *audit.Head) *audit.Head {
 }
 
 // ResetAudit starts a new audit log: under the store lock, the log and its
-// rotated files move to a new directory audit-<time> in the state
+// rotated files move to a new directory audit-<time>-* in the state
 // directory (kept as evidence), and the record forgets its recorded head.
-// The broker must not run (it would go on writing to the moved file). It
-// returns the directory the files went to ("" when there were none).
+// It refuses while a writer (the agent) holds the log's lock: the writer
+// would go on writing into the moved file. It returns the directory the
+// files went to ("" when there were none).
 func (s *Store) ResetAudit(ctx context.Context) (string, error) {
 	var moved string
 	err := s.locked(ctx, func() error {
-		files, err := audit.Files(filepath.Join(s.dir, audit.FileName))
+		log := filepath.Join(s.dir, audit.FileName)
+		unlock, err := flock.TryLock(audit.LockPath(log))
+		if errors.Is(err, flock.ErrHeld) {
+			return fmt.Errorf("the agent has %s open (it holds %s); stop it first", log, audit.LockFile)
+		}
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		rec, err := s.Current()
+		if err != nil && !errors.Is(err, ErrNotInitialized) {
+			return err // the head could not be forgotten: move nothing
+		}
+		files, err := audit.Files(log)
 		if err != nil {
 			return err
 		}
 		if len(files) > 0 {
-			moved = filepath.Join(s.dir, "audit-"+s.now().UTC().Format("20060102T150405Z"))
-			if err := os.Mkdir(moved, 0o700); err != nil {
+			if moved, err = os.MkdirTemp(s.dir, "audit-"+s.now().UTC().Format("20060102T150405Z")+"-"); err != nil {
 				return err
 			}
 			for _, f := range files {
@@ -391,12 +408,11 @@ func (s *Store) ResetAudit(ctx context.Context) (string, error) {
 				}
 			}
 		}
-		cur, err := s.Current()
-		if err != nil || cur.AuditHead == nil {
-			return nil // nothing recorded, or no record to fix (rotation makes one)
+		if rec == nil || rec.AuditHead == nil {
+			return nil
 		}
-		cur.AuditHead = nil
-		return s.save(cur)
+		rec.AuditHead = nil
+		return s.save(rec)
 	})
 	return moved, err
 }

@@ -424,3 +424,51 @@ func TestFormat1RecordsAreRead(t *testing.T) {
 		t.Fatalf("adopted record: %+v, %v; want format %d", rec, err, FormatVersion)
 	}
 }
+
+// TestAuditHeadFollowsPruning: once the log's own rotation prunes the line
+// of the recorded head, the next rotation still records the new head (the
+// old one cannot be checked, and pruning is by design), or the head would
+// stop moving for good.
+func TestAuditHeadFollowsPruning(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(s.Dir(), audit.FileName)
+	key := bytes.Repeat([]byte{7}, 32)
+	write := func(n int, want *audit.Head) audit.Head {
+		t.Helper()
+		w, err := audit.Open(log, key, audit.Limits{MaxBytes: 1024, Keep: 1}, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			if err := w.Append("token-issued", map[string]string{"token_id": fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h := w.Head()
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h1 := write(3, nil)
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, s); got == nil || *got != h1 {
+		t.Fatalf("first head %+v, want %+v", got, h1)
+	}
+	h2 := write(60, &h1) // many files' worth: line h1.Lines is pruned
+	if _, err := audit.LineHash(log, h1.Lines); !errors.Is(err, audit.ErrPruned) {
+		t.Fatalf("LineHash of the first head = %v, want ErrPruned (the test needs it pruned)", err)
+	}
+	if _, err := s.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := headOf(t, s); got == nil || *got != h2 {
+		t.Fatalf("after pruning, rotation recorded %+v, want %+v", got, h2)
+	}
+}

@@ -43,6 +43,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/northstar-oci/northstar/internal/flock"
 )
 
 // Entry is one event. Fields holds the event's details (identity,
@@ -175,10 +177,22 @@ type Writer struct {
 	head  Head
 	now   func() time.Time
 	dirty bool // written since the last fsync (SyncEvery > 0)
+	// unlock releases LockFile, held while the writer is open.
+	unlock func()
 
 	stop chan struct{} // ends the syncer (SyncEvery > 0)
 	done chan struct{}
 }
+
+// LockFile, beside the log, is held by its one writer for as long as it
+// is open: a second broker cannot interleave its chain with the first's,
+// and a reset (store.ResetAudit) cannot move the files from under it. A
+// lock, not a socket probe: the agent's socket may be invisible where the
+// state directory is not (rootlesskit's private /run).
+const LockFile = "audit.lock"
+
+// LockPath is the LockFile of the log at path.
+func LockPath(path string) string { return filepath.Join(filepath.Dir(path), LockFile) }
 
 // Open opens (creating, 0600) the log at path for appending with key,
 // after verifying what it and its rotated files hold (VerifyFiles) against
@@ -186,7 +200,19 @@ type Writer struct {
 // does not verify, or ends before want, is not extended (the caller
 // decides what to do with it). The chain continues from where the files
 // end.
-func Open(path string, key []byte, lim Limits, want *Head) (*Writer, error) {
+func Open(path string, key []byte, lim Limits, want *Head) (w *Writer, err error) {
+	unlock, err := flock.TryLock(LockPath(path))
+	if errors.Is(err, flock.ErrHeld) {
+		return nil, fmt.Errorf("%s is open for writing elsewhere (another agent?): %w", path, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
 	res, err := VerifyFiles(path, key, want)
 	if errors.Is(err, fs.ErrNotExist) && want != nil && want.Lines > 0 {
 		return nil, fmt.Errorf("%w: %s is gone, the recorded head is line %d", ErrTruncated, filepath.Base(path), want.Lines)
@@ -209,7 +235,7 @@ func Open(path string, key []byte, lim Limits, want *Head) (*Writer, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s changed while it was verified", path)
 	}
-	return &Writer{path: path, lim: lim.withDefaults(), f: f, size: fi.Size(), mac: hmac.New(sha256.New, key), head: res.Head, now: time.Now}, nil
+	return &Writer{path: path, lim: lim.withDefaults(), f: f, size: fi.Size(), mac: hmac.New(sha256.New, key), head: res.Head, now: time.Now, unlock: unlock}, nil
 }
 
 // SyncEvery makes Append write without waiting for the disk, and a
@@ -387,6 +413,7 @@ func (w *Writer) Close() error {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	defer w.unlock()
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		return err
@@ -550,7 +577,35 @@ func LineHash(path string, n uint64) (string, error) {
 			return h, err
 		}
 	}
+	if len(names) > 0 {
+		if first, err := firstSeq(names[len(names)-1]); err == nil && n < first {
+			return "", fmt.Errorf("entry %d: %w (the oldest kept is %d)", n, ErrPruned, first)
+		}
+	}
 	return "", fmt.Errorf("entry %d is in no file of %s", n, path)
+}
+
+// ErrPruned: LineHash was asked for an entry older than every file kept,
+// removed by rotation ([audit] keep).
+var ErrPruned = errors.New("pruned by rotation")
+
+// firstSeq returns the seq of the first line of the file at path.
+func firstSeq(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	if !sc.Scan() {
+		return 0, fmt.Errorf("%s: no line", path)
+	}
+	n, ok := seqOf(sc.Bytes())
+	if !ok {
+		return 0, fmt.Errorf("%s: first line has no seq", path)
+	}
+	return n, nil
 }
 
 // lineHashIn scans r for the line of entry n. found is false when the file

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -193,5 +194,46 @@ func TestChmodSocketRefusesSymlinks(t *testing.T) {
 	}
 	if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o600 {
 		t.Errorf("the symlink's target became %v", fi.Mode().Perm())
+	}
+}
+
+// TestOpenChecksTheRecordedHead: a broker does not extend an audit log cut
+// below the head recorded with the secret at the last rotation.
+func TestOpenChecksTheRecordedHead(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
+	if _, _, err := st.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Store: st, TokenTTL: time.Minute, AuditPath: filepath.Join(dir, "state", audit.FileName), Dir: filepath.Join(dir, "containers")}
+	gen := func() uint64 { return 1 }
+	open := func() error {
+		t.Helper()
+		r, err := Open(ctx, opts, gen)
+		if err == nil {
+			r.Close()
+		}
+		return err
+	}
+	for range 3 { // a line each
+		if err := open(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.Rotate(ctx); err != nil { // records the head: line 3
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(opts.AuditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	if err := os.WriteFile(opts.AuditPath, []byte(strings.Join(lines[:2], "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = open()
+	if !errors.Is(err, audit.ErrTruncated) || !strings.Contains(err.Error(), "northstarctl audit reset") {
+		t.Fatalf("Open of a log cut below its recorded head = %v, want ErrTruncated naming the reset", err)
 	}
 }

@@ -4,6 +4,7 @@ package flock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -40,4 +41,30 @@ func Lock(ctx context.Context, path string) (unlock func(), err error) {
 		go func() { <-done; unix.Close(fd) }()
 		return nil, fmt.Errorf("wait for lock %s: %w", path, ctx.Err())
 	}
+}
+
+// ErrHeld: TryLock found the lock taken.
+var ErrHeld = errors.New("held by another process")
+
+// TryLock is Lock without waiting: ErrHeld when another open file
+// description holds the lock.
+func TryLock(path string) (unlock func(), err error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		if err == unix.EWOULDBLOCK {
+			return nil, fmt.Errorf("lock %s: %w", path, ErrHeld)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { unix.Close(fd) }, nil
 }

@@ -104,3 +104,22 @@ func TestLockRefusesSymlink(t *testing.T) {
 		t.Errorf("the symlink's target was created: %v", err)
 	}
 }
+
+// TestTryLock: TryLock takes a free lock, and reports ErrHeld, without
+// waiting, for one that is taken.
+func TestTryLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	unlock, err := TryLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TryLock(path); !errors.Is(err, ErrHeld) {
+		t.Fatalf("TryLock of a held lock = %v, want ErrHeld", err)
+	}
+	unlock()
+	again, err := TryLock(path)
+	if err != nil {
+		t.Fatalf("TryLock after unlock: %v", err)
+	}
+	again()
+}
