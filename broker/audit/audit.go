@@ -335,7 +335,8 @@ const nextSuffix = ".next"
 // rotate moves the current file to path.1 (path.k to path.k+1, those
 // beyond Keep deleted) and continues in a new, empty path. The new file is
 // created first, so the likely failures (no space, no inode) change
-// nothing; a rename failing halfway leaves a gap that VerifyFiles reports.
+// nothing; a rename failing halfway leaves a gap in the numbers, which
+// VerifyFiles accepts while the chain holds.
 // Between the renames path is briefly missing: Tail then reads path.1,
 // which holds the last line. The caller holds w.mu.
 func (w *Writer) rotate() error {
@@ -378,6 +379,13 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	if err := os.Rename(w.path+nextSuffix, w.path); err != nil {
+		// Put the current file back: the writer goes on appending to it
+		// where verify reads it, not to a path.1 the next rotation would
+		// shift past Keep and delete. (The shift leaves a gap, which
+		// verify accepts while the chain holds.)
+		if uerr := os.Rename(rotated(w.path, 1), w.path); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("and putting %s back: %w", filepath.Base(w.path), uerr))
+		}
 		next.Close()
 		return err
 	}
