@@ -30,7 +30,7 @@ func ParseState(data []byte) (*specs.State, error) {
 	case st.ID == "":
 		return nil, errors.New("state has no container id")
 	case st.Pid <= 0:
-		return nil, fmt.Errorf("state has no container pid (got %d); is the hook configured at createRuntime, prestart or createContainer?", st.Pid)
+		return nil, fmt.Errorf("state has no container pid (got %d); configure the hook at createRuntime (crun 1.8 passes no pid at createContainer)", st.Pid)
 	case !filepath.IsAbs(st.Bundle):
 		return nil, fmt.Errorf("state bundle %q is not an absolute path", st.Bundle)
 	}

@@ -272,11 +272,26 @@ func runcRunAll(t *testing.T, bundles []*bundle) []result {
 // runcRun runs the bundle to completion with `runc run` as root.
 func (b *bundle) runcRun(t *testing.T) result {
 	t.Helper()
+	return b.runWith(t, "runc")
+}
+
+// runWith runs the bundle in the foreground with runtime (runc or crun,
+// which share the command line), rootful.
+func (b *bundle) runWith(t *testing.T, runtime string) result {
+	t.Helper()
 	b.write(t)
 	id := fmt.Sprintf("ns-it-%d-%d", os.Getpid(), containerSeq.Add(1))
-	root := filepath.Join(filepath.Dir(b.dir), "runc-root")
-	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
-	return run(t, exec.Command("runc", "--root", root, "run", "--bundle", b.dir, id))
+	argv := []string{runtime, "--root", filepath.Join(filepath.Dir(b.dir), runtime+"-root")}
+	if runtime == "crun" {
+		// crun 1.8 refuses this host's hybrid cgroup layout (hugetlb is
+		// bound to the v2 hierarchy at /sys/fs/cgroup/unified): run it
+		// in a mount namespace of its own without that hierarchy, where
+		// it sees plain cgroup v1. The hook does not care about cgroups.
+		argv = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"`, "sh"}, argv...)
+	}
+	t.Cleanup(func() { _ = exec.Command(argv[0], append(argv[1:], "delete", "-f", id)...).Run() })
+	return run(t, exec.Command(argv[0], append(argv[1:], "run", "--bundle", b.dir, id)...))
 }
 
 // isSecretHex reports whether s is exactly 64 lowercase hex characters.

@@ -61,6 +61,28 @@ func TestRuncSecretReachesContainer(t *testing.T) {
 
 func TestRuncStagesAndOwners(t *testing.T) {
 	requires(t, "runc")
+	stagesAndOwners(t, "runc")
+}
+
+// TestCrunStagesAndOwners: crun (Debian's 1.8.1) runs the hook at every
+// stage as runc does, with the same owners and modes.
+func TestCrunStagesAndOwners(t *testing.T) {
+	requires(t, "crun")
+	stagesAndOwners(t, "crun")
+
+	// crun 1.8 passes the hook no pid at createContainer (state "pid": 0),
+	// so there the hook cannot tell where the container is: the start
+	// must fail, never go on without the secret.
+	e := newEnv(t, "", nil)
+	r := newBundle(t, e.dir, false, "echo STARTED").withHook("createContainer", e.config).runWith(t, "crun")
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") {
+		t.Errorf("crun started a container whose createContainer hook got no pid:\n%s", r)
+	}
+}
+
+// stagesAndOwners runs the hook at each stage, and with each way of
+// choosing the file's owner, under runtime (crun: no createContainer).
+func stagesAndOwners(t *testing.T, runtime string) {
 	e := newEnv(t, "", nil)
 	want := e.secretHex(t)
 	tests := []struct {
@@ -70,6 +92,7 @@ func TestRuncStagesAndOwners(t *testing.T) {
 		wantOwner string // as seen inside the container
 		wantID    string
 	}{
+		{name: "createRuntime", stage: "createRuntime", wantOwner: "0:0:400", wantID: "0:0"},
 		{name: "prestart", stage: "prestart", wantOwner: "0:0:400", wantID: "0:0"},
 		{name: "createContainer", stage: "createContainer", wantOwner: "0:0:400", wantID: "0:0"},
 		{
@@ -100,6 +123,9 @@ func TestRuncStagesAndOwners(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
+		if runtime == "crun" && tt.stage == "createContainer" {
+			continue // see TestCrunStagesAndOwners
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			b := newBundle(t, e.dir, false, probe).withHook(tt.stage, e.config)
 			if tt.edit != nil {
@@ -109,12 +135,21 @@ func TestRuncStagesAndOwners(t *testing.T) {
 				// The rootfs must be owned by the container's root.
 				(&account{uid: 300000, gid: 300000}).chownR(t, b.rootfs)
 			}
-			r := b.runcRun(t)
+			r := b.runWith(t, runtime)
 			if r.err != nil {
 				t.Fatalf("container failed:\n%s", r)
 			}
 			if got := field(r.stdout, "secret"); got != want {
 				t.Fatalf("read %q, want the secret\n%s", got, r)
+			}
+			opts := strings.Split(field(r.stdout, "opts"), ",")
+			for _, o := range []string{"ro", "nosuid", "nodev", "noexec", "nosymfollow"} {
+				if !contains(opts, o) {
+					t.Errorf("mount options %v lack %s", opts, o)
+				}
+			}
+			if field(r.stdout, "write") == "0" || field(r.stdout, "create") == "0" {
+				t.Errorf("the container wrote to /run/northstar:\n%s", r)
 			}
 			if o := field(r.stdout, "owner"); o != tt.wantOwner {
 				t.Errorf("owner = %s, want %s", o, tt.wantOwner)

@@ -28,7 +28,7 @@ PACKAGES=(
 	swtpm swtpm-tools tpm2-tools busybox-static
 	libssl-dev gcc iproute2 time
 	util-linux procps tar coreutils
-	shellcheck podman containernetworking-plugins curl systemd
+	shellcheck podman containernetworking-plugins curl systemd crun
 )
 if [[ -n ${SETUP_EXTRA_PACKAGES:-} ]]; then
 	read -r -a extra <<<"$SETUP_EXTRA_PACKAGES"
