@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -58,8 +57,12 @@ type Broker interface {
 // ValidIdentity reports whether s may name a container (identity.Valid).
 func ValidIdentity(s string) bool { return identity.Valid(s) }
 
-// appRE: what an app name may be.
-var appRE = regexp.MustCompile(`^[A-Za-z0-9._:@/-]{1,64}$`)
+// maxApp is the longest app name. An app name is 1-64 bytes of
+// [A-Za-z0-9._:@/-]: an identity's characters, shorter.
+const maxApp = 64
+
+// validApp reports whether s may name an app.
+func validApp(s string) bool { return len(s) <= maxApp && identity.Valid(s) }
 
 // Handler serves the API for the container whose identity is identity.
 func Handler(identity string, b Broker) http.Handler {
@@ -177,7 +180,7 @@ func (h *handler) postToken(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ValidIdentity(req.Audience) || !appRE.MatchString(req.App) {
+	if !ValidIdentity(req.Audience) || !validApp(req.App) {
 		return nil, bad("audience must be an identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
 	}
 	ttl := h.b.DefaultTTL()
@@ -226,7 +229,7 @@ func (h *handler) verifyToken(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ValidIdentity(req.Sender) || !appRE.MatchString(req.App) {
+	if !ValidIdentity(req.Sender) || !validApp(req.App) {
 		return nil, bad("sender must be an identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
 	}
 	// The audience is this socket's identity: only it can use the token.
@@ -328,7 +331,7 @@ func (h *handler) derive(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ValidIdentity(req.Peer) || !appRE.MatchString(req.App) || req.Peer == h.identity {
+	if !ValidIdentity(req.Peer) || !validApp(req.App) || req.Peer == h.identity {
 		return nil, bad("peer must be another identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
 	}
 	root, gen := h.b.Current()
