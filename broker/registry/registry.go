@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -108,12 +107,29 @@ func (b *Registry) Audit(event string, fields map[string]string) {
 	_ = b.audit.Append(event, fields) // best effort: a full disk must not stop the API
 }
 
-var containerIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+// validContainerID reports whether id is 1-128 bytes of [A-Za-z0-9_.-]
+// starting with a letter or digit: what runc accepts, and safe in a path.
+// A loop, not a regexp: compiling `{0,127}` at package init cost every
+// northstarctl process (the agent's unseal children too) 0.9 ms;
+// TestValidContainerIDMatchesTheRule holds it to that expression.
+func validContainerID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Register implements agent.Registrar.
 func (b *Registry) Register(r agent.Registration) (string, error) {
 	switch {
-	case !containerIDRE.MatchString(r.ID):
+	case !validContainerID(r.ID):
 		return "", fmt.Errorf("container id %q is not 1-128 characters of [A-Za-z0-9_.-]", r.ID)
 	case !api.ValidIdentity(r.Identity):
 		return "", fmt.Errorf("identity %q is not 1-253 characters of [A-Za-z0-9._:@/-]", r.Identity)
@@ -254,7 +270,7 @@ func (b *Registry) restore() {
 		return
 	}
 	for _, s := range list {
-		if !containerIDRE.MatchString(s.Reg.ID) {
+		if !validContainerID(s.Reg.ID) {
 			continue
 		}
 		if st, err := procstat.StartTime(s.Reg.Pid); err != nil || st != s.Start || b.serve(s) != nil {
