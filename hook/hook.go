@@ -83,7 +83,10 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	if policy.Disabled {
+	// io.northstar.secret.disable opts a container out of the shared
+	// secret only: with the API on, it keeps its own identity (an
+	// API-only container, which nothing is unsealed for).
+	if policy.Disabled && !cfg.API.Enable {
 		return nil
 	}
 	inContainer := os.Getppid() == state.Pid
@@ -98,9 +101,11 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		_, err := register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid)
 		return err
 	}
-	owner, err := ownerFor(state.Pid, policy, inContainer)
-	if err != nil {
-		return fmt.Errorf("owner: %w", err)
+	var owner mount.Owner
+	if !policy.Disabled {
+		if owner, err = ownerFor(state.Pid, policy, inContainer); err != nil {
+			return fmt.Errorf("owner: %w", err)
+		}
 	}
 
 	// The API first: registering with the broker is cheap, and a broker
@@ -120,18 +125,27 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		}
 	}
 
-	st, err := configured.Store(cfg)
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	agentSocket := cfg.Agent.Socket
-	if inContainer {
-		// The agent refuses peers in other mount namespaces: do not ask.
-		agentSocket = ""
-	}
-	mnt, err := buildMount(ctx, st, agentSocket, owner, apiTree != nil)
-	if err != nil {
-		return err
+	var mnt *mount.Mount
+	switch {
+	case policy.Disabled && apiTree == nil:
+		return nil // out of both
+	case policy.Disabled:
+		if mnt, err = mount.NewAPIOnly(); err != nil {
+			return fmt.Errorf("mount: %w", err)
+		}
+	default:
+		st, err := configured.Store(cfg)
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
+		agentSocket := cfg.Agent.Socket
+		if inContainer {
+			// The agent refuses peers in other mount namespaces: do not ask.
+			agentSocket = ""
+		}
+		if mnt, err = buildMount(ctx, st, agentSocket, owner, apiTree != nil); err != nil {
+			return err
+		}
 	}
 	defer mnt.Close()
 

@@ -97,6 +97,20 @@ func TestAPIIdentityTokensKeys(t *testing.T) {
 		t.Errorf("the API directory is not the container's socket alone, read-only:\n%s", ls)
 	}
 
+	// Out of the shared secret, still itself: an API-only container; and
+	// out of both, nothing at all.
+	only := apiBundle(t, e, "apionly", "test -e /run/northstar/secret && echo SECRET; nsapi identity; ls -A /run/northstar")
+	only.spec.Annotations["io.northstar.secret.disable"] = "true"
+	if r := only.runcRun(t); r.err != nil || !strings.HasPrefix(r.stdout, "apionly ") || strings.Contains(r.stdout, "SECRET") || !strings.HasSuffix(r.stdout, "\napi\n") {
+		t.Errorf("an API-only container: want its identity and api/ alone under /run/northstar:\n%s", r)
+	}
+	none := apiBundle(t, e, "none", "test -e /run/northstar && echo PRESENT || echo ABSENT")
+	none.spec.Annotations["io.northstar.secret.disable"] = "true"
+	none.spec.Annotations["io.northstar.api.disable"] = "true"
+	if r := none.runcRun(t); r.err != nil || strings.TrimSpace(r.stdout) != "ABSENT" {
+		t.Errorf("a container out of the secret and the API:\n%s", r)
+	}
+
 	// A token verifies once, for its audience only.
 	tok := in(t, e, "client", "nsapi token broker mqtt")
 	if got := in(t, e, "mallory", "nsapi verify "+tok+" client mqtt"); got != "wrong-audience" {

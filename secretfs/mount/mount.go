@@ -48,6 +48,26 @@ func NewWithAPI(src *os.File, o Owner) (*Mount, error) { return newMount(src, o,
 // APIDir is the name of the API directory inside the secret's directory.
 const APIDir = "api"
 
+// NewAPIOnly is NewWithAPI without the secret: for a container that opted
+// out of the shared secret (io.northstar.secret.disable) but keeps its own
+// identity. Nothing is unsealed for it.
+func NewAPIOnly() (*Mount, error) {
+	m, err := newDetachedFS()
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("create %s directory: %w", APIDir, err)
+	}
+	attr := unix.MountAttr{Attr_set: mountAttrs}
+	if err := unix.MountSetattr(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("mount_setattr read-only: %w", err)
+	}
+	return m, nil
+}
+
 func newMount(src *os.File, o Owner, withAPI bool) (*Mount, error) {
 	if err := secretfs.CheckMode(o.Mode); err != nil {
 		return nil, fmt.Errorf("secret mode: %w", err)

@@ -274,3 +274,39 @@ func TestNewRefusesUnsealedSource(t *testing.T) {
 
 // stNoSymFollow is ST_NOSYMFOLLOW from <sys/statvfs.h> (not in x/sys/unix).
 const stNoSymFollow = 0x2000
+
+// TestNewAPIOnly: the filesystem of a container out of the shared secret
+// holds the API directory and no secret, read-only like the other.
+func TestNewAPIOnly(t *testing.T) {
+	testenv.RequireRoot(t, "mount namespaces and real mounts")
+	err := inPrivateMountNS(func() error {
+		m, err := NewAPIOnly()
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		dir := t.TempDir()
+		if err := m.AttachInRoot(dir, "/run/northstar", nil); err != nil {
+			return err
+		}
+		target := filepath.Join(dir, "run/northstar")
+		ents, err := os.ReadDir(target)
+		if err != nil {
+			return err
+		}
+		if len(ents) != 1 || ents[0].Name() != APIDir || !ents[0].IsDir() {
+			return fmt.Errorf("entries %v, want the %s directory alone", ents, APIDir)
+		}
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(target, &sfs); err != nil {
+			return err
+		}
+		if want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC); sfs.Flags&want != want {
+			return fmt.Errorf("mount flags %#x, want %#x set", sfs.Flags, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
