@@ -332,3 +332,11 @@ func TestPeerInAnotherMountNamespaceRefused(t *testing.T) {
 		t.Fatalf("helper in another mount namespace: %v, want refused (exit 3)\n%s", err, out)
 	}
 }
+
+// TestCheckPeerSupport: this kernel (6.11+) tells a peer's mount
+// namespace; on an older one the check says which feature is missing.
+func TestCheckPeerSupport(t *testing.T) {
+	if err := CheckPeerSupport(); err != nil {
+		t.Fatalf("CheckPeerSupport on this kernel: %v", err)
+	}
+}

@@ -44,6 +44,33 @@ func checkClient(c *net.UnixConn) error {
 	return nil
 }
 
+// CheckPeerSupport reports whether this kernel lets the agent tell a
+// client's mount namespace (SO_PEERPIDFD, kernel 6.5+, and
+// PIDFD_GET_MNT_NAMESPACE, 6.11+). Without them the agent refuses every
+// client: hooks unseal from the TPM themselves, and with [api] enable no
+// container can register. doctor asks.
+func CheckPeerSupport() error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	pidfd, err := unix.GetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	if err != nil {
+		return fmt.Errorf("SO_PEERPIDFD: %w (kernel 6.5+)", err)
+	}
+	defer unix.Close(pidfd)
+	same, err := sameMountNamespace(pidfd)
+	if err != nil {
+		return err
+	}
+	if !same {
+		return errors.New("a process's own mount namespace does not compare equal to itself")
+	}
+	return nil
+}
+
 // sameMountNamespace reports whether the process of pidfd shares this
 // process's mount namespace.
 func sameMountNamespace(pidfd int) (bool, error) {

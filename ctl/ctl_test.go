@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -492,5 +493,47 @@ func TestConfigRuncRootless(t *testing.T) {
 		if got := stages(c.cfg, c.extra...); !slices.Equal(got, c.want) {
 			t.Errorf("config runc %v with %s: stages %v, want %v", c.extra, filepath.Base(c.cfg), got, c.want)
 		}
+	}
+}
+
+// TestDoctorChecksTheBroker: with [api] enable, doctor fails while no
+// agent answers (API containers cannot start then) and names the fix; it
+// passes once one does.
+func TestDoctorChecksTheBroker(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent", "agent.sock")
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", filepath.Join(dir, "state"), sock)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := ctl(t, "doctor", "--config", cfgPath)
+	if err == nil || !strings.Contains(out, "FAIL  agent at "+sock) || !strings.Contains(out, "start 'northstarctl agent'") {
+		t.Fatalf("doctor with the broker down: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "ok    agent peer checks") {
+		t.Errorf("doctor did not check the kernel's peer checks on this 6.11+ kernel:\n%s", out)
+	}
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unixpacket", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if out, _, err := ctl(t, "doctor", "--config", cfgPath); !strings.Contains(out, "ok    agent at "+sock+" answers") {
+		t.Fatalf("doctor with an agent answering: %v\n%s", err, out)
 	}
 }

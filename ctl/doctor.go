@@ -5,13 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/remedy"
@@ -48,6 +52,7 @@ func runDoctor(ctx context.Context, env *Env, args []string) error {
 	} else {
 		add("ok", "config "+path+" is valid", "")
 		checkStore(ctx, cfg, add)
+		checkAgent(cfg, add)
 	}
 	for _, bin := range []string{"runc", "containerd"} {
 		out, err := exec.Command(bin, "--version").Output()
@@ -102,6 +107,46 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 	}
 	sec.Zero()
 	add("ok", fmt.Sprintf("secret generation %d unseals (sealer %s)", rec.Generation, rec.Sealer), "")
+}
+
+// checkAgent checks what the agent and, with [api] enable, the broker
+// need: a kernel that tells a client's mount namespace, and an agent
+// answering (with the API on, container starts fail without it).
+func checkAgent(cfg *config.Config, add func(level, what, fix string)) {
+	if cfg.Agent.Socket == "" {
+		return
+	}
+	level := "warn" // the agent is an optimization: hooks fall back to the TPM
+	if cfg.API.Enable {
+		level = "FAIL" // the broker: API containers do not start without it
+	}
+	if err := agent.CheckPeerSupport(); err != nil {
+		add(level, "agent peer checks: "+err.Error()+"; the agent would refuse every hook", "a kernel with SO_PEERPIDFD (6.5+) and PIDFD_GET_MNT_NAMESPACE (6.11+)")
+	} else {
+		add("ok", "agent peer checks (SO_PEERPIDFD, PIDFD_GET_MNT_NAMESPACE)", "")
+	}
+	c, err := net.DialTimeout("unixpacket", cfg.Agent.Socket, time.Second)
+	if err != nil {
+		fix := "start 'northstarctl agent' where the runtime runs (contrib/systemd/northstar-agent.service; rootless: in the runtime's namespaces, see README)"
+		if cfg.API.Enable {
+			add(level, fmt.Sprintf("agent at %s: %v; with [api] enable, container starts fail while it is down", cfg.Agent.Socket, unwrapErrno(err)), fix)
+		} else {
+			add(level, fmt.Sprintf("agent at %s: %v; hooks unseal from the TPM at every start", cfg.Agent.Socket, unwrapErrno(err)), fix)
+		}
+		return
+	}
+	c.Close()
+	add("ok", "agent at "+cfg.Agent.Socket+" answers", "")
+}
+
+// unwrapErrno shortens "dial unixpacket /x: connect: no such file" to its
+// errno.
+func unwrapErrno(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return err
 }
 
 // checkTPMPath warns about TPM paths other local users can reach: swtpm's
