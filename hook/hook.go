@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	// io.northstar.secret.disable opts a container out of the shared
 	// secret only: with the API on, it keeps its own identity (an
 	// API-only container, which nothing is unsealed for).
-	if policy.Disabled && !cfg.API.Enable {
+	if policy.Skip || policy.Disabled && !cfg.API.Enable {
 		return nil
 	}
 	inContainer := os.Getppid() == state.Pid

@@ -194,3 +194,35 @@ func TestRegisteredAPI(t *testing.T) {
 		t.Errorf("a joined mount namespace: %v", err)
 	}
 }
+
+// TestOptOutsWithTheAPI: with [api] enable, a pod's pause container gets
+// nothing (it does not even ask the broker), while a container out of the
+// secret alone still needs the broker for its API: with none running, its
+// start fails naming the agent.
+func TestOptOutsWithTheAPI(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.toml")
+	sock := filepath.Join(dir, "no-agent", "agent.sock")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", filepath.Join(dir, "state"), sock)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hookWith := func(annotations string) error {
+		t.Helper()
+		bundle := t.TempDir()
+		spec := `{"ociVersion":"1.2.0","root":{"path":"rootfs"},"annotations":` + annotations + `}`
+		if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte(spec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		state := fmt.Sprintf(`{"ociVersion":"1.2.0","id":"c1","status":"creating","pid":%d,"bundle":%q}`, os.Getpid(), bundle)
+		return Run(context.Background(), []string{"--config", cfgPath}, strings.NewReader(state))
+	}
+	if err := hookWith(`{"io.kubernetes.cri.container-type":"sandbox"}`); err != nil {
+		t.Errorf("a pod sandbox with the API on: %v, want nothing done", err)
+	}
+	if err := hookWith(`{"io.northstar.secret.disable":"true","io.northstar.api.disable":"true"}`); err != nil {
+		t.Errorf("a container out of both: %v, want nothing done", err)
+	}
+	if err := hookWith(`{"io.northstar.secret.disable":"true"}`); err == nil || !strings.Contains(err.Error(), "start 'northstarctl agent'") {
+		t.Errorf("an API-only container with no broker: %v, want the start refused naming the agent", err)
+	}
+}

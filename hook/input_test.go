@@ -105,7 +105,7 @@ func TestPolicyFor(t *testing.T) {
 	}{
 		{name: "defaults to the process user and config mode", want: Policy{UID: 1000, GID: 1001, Mode: 0o400}},
 		{name: "disabled", ann: map[string]string{AnnotationDisable: "true"}, want: Policy{Disabled: true, UID: 1000, GID: 1001, Mode: 0o400}},
-		{name: "pod sandbox (pause) gets nothing", ann: map[string]string{"io.kubernetes.cri.container-type": "sandbox", AnnotationMode: "0600"}, want: Policy{Disabled: true, UID: 1000, GID: 1001, Mode: 0o400}},
+		{name: "pod sandbox (pause) gets nothing", ann: map[string]string{"io.kubernetes.cri.container-type": "sandbox", AnnotationMode: "0600"}, want: Policy{Skip: true, Disabled: true, UID: 1000, GID: 1001, Mode: 0o400}},
 		{name: "pod workload container", ann: map[string]string{"io.kubernetes.cri.container-type": "container"}, want: Policy{UID: 1000, GID: 1001, Mode: 0o400}},
 		{name: "explicitly enabled", ann: map[string]string{AnnotationDisable: "false"}, want: Policy{UID: 1000, GID: 1001, Mode: 0o400}},
 		{name: "owner and mode override", ann: map[string]string{AnnotationUID: "0", AnnotationGID: "5", AnnotationMode: "0440"}, want: Policy{UID: 0, GID: 5, Mode: 0o440}},

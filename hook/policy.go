@@ -24,6 +24,10 @@ const (
 // Policy is how one container gets its secret. UID and GID are in the
 // container's user namespace.
 type Policy struct {
+	// Skip: the container gets nothing at all (a pod's pause container).
+	Skip bool
+	// Disabled: no secret (io.northstar.secret.disable); the API still
+	// comes with [api] enable unless io.northstar.api.disable says no.
 	Disabled bool
 	UID, GID uint32
 	Mode     os.FileMode
@@ -41,8 +45,9 @@ func PolicyFor(spec *specs.Spec, defaultMode os.FileMode) (*Policy, error) {
 	if entry.IsPodSandbox(a) {
 		// A Kubernetes pod's pause container runs no workload. Injectors
 		// skip it already; a hook that reached it anyway (a base runtime
-		// spec applied to sandboxes too) gives it nothing.
-		p.Disabled = true
+		// spec applied to sandboxes too) gives it nothing: no secret, no
+		// registration with the broker.
+		p.Skip, p.Disabled = true, true
 		return p, nil
 	}
 	if v, ok := a[AnnotationDisable]; ok {
