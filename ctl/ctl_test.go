@@ -533,7 +533,7 @@ func TestDoctorChecksTheBroker(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if out, _, err := ctl(t, "doctor", "--config", cfgPath); !strings.Contains(out, "ok    agent at "+sock+" answers") {
+	if out, _, err := ctl(t, "doctor", "--config", cfgPath); !strings.Contains(out, "ok    agent at "+sock+" accepts connections") {
 		t.Fatalf("doctor with an agent answering: %v\n%s", err, out)
 	}
 }

@@ -136,7 +136,7 @@ func checkAgent(cfg *config.Config, add func(level, what, fix string)) {
 		return
 	}
 	c.Close()
-	add("ok", "agent at "+cfg.Agent.Socket+" answers", "")
+	add("ok", "agent at "+cfg.Agent.Socket+" accepts connections", "")
 }
 
 // unwrapErrno shortens "dial unixpacket /x: connect: no such file" to its

@@ -75,8 +75,8 @@ func TestCrunStagesAndOwners(t *testing.T) {
 	// must fail, never go on without the secret.
 	e := newEnv(t, "", nil)
 	r := newBundle(t, e.dir, false, "echo STARTED").withHook("createContainer", e.config).runWith(t, "crun")
-	if r.err == nil || strings.Contains(r.stdout, "STARTED") {
-		t.Errorf("crun started a container whose createContainer hook got no pid:\n%s", r)
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "error executing hook") {
+		t.Errorf("crun started a container whose createContainer hook got no pid, or failed for another reason:\n%s", r)
 	}
 }
 

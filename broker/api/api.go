@@ -240,6 +240,9 @@ func (h *handler) verifyToken(r *http.Request) (any, error) {
 	fields := map[string]string{"verifier": h.identity, "sender": req.Sender, "app": req.App, "result": "valid"}
 	if c != nil {
 		fields["token_id"] = c.ID()
+		// With the expiry, a restarted broker knows how long to remember
+		// the token as used (registry.Open reads it back).
+		fields["expires"] = c.Expiry.UTC().Format(time.RFC3339)
 	}
 	if reason != "" {
 		fields["result"] = string(reason)

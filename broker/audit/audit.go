@@ -547,6 +547,36 @@ func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
 	return res, v.end()
 }
 
+// Entries calls fn with every entry of the log at path (its rotated files
+// first, oldest to newest) written at or after since. It does not verify:
+// call it on a log Open or VerifyFiles has checked.
+func Entries(path string, since time.Time, fn func(*Entry)) error {
+	names, err := Files(path)
+	if err != nil {
+		return err
+	}
+	for i := len(names) - 1; i >= 0; i-- {
+		f, err := os.Open(names[i])
+		if err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var e Entry
+			if json.Unmarshal(sc.Bytes(), &e) == nil && !e.Time.Before(since) {
+				fn(&e)
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Files lists the log at path and its rotated files that exist, newest
 // first.
 func Files(path string) ([]string, error) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/broker/api"
 	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/store"
@@ -253,5 +256,54 @@ func TestValidContainerIDMatchesTheRule(t *testing.T) {
 	}
 	if validContainerID("") {
 		t.Error("the empty id passed")
+	}
+}
+
+// TestReplayAfterRestart: a token verified by one broker does not verify
+// again after the broker restarts: the replay cache is memory, and the new
+// broker reads the used tokens back from the audit log.
+func TestReplayAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
+	if _, _, err := st.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Store: st, TokenTTL: time.Minute, AuditPath: filepath.Join(dir, "state", audit.FileName), Dir: filepath.Join(dir, "containers")}
+	gen := func() uint64 { return 1 }
+	call := func(r *Registry, identity, path, body string) map[string]any {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		api.Handler(identity, r).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+		var v map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil || rec.Code != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", identity, path, rec.Code, rec.Body)
+		}
+		return v
+	}
+	r1, err := Open(ctx, opts, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := call(r1, "client", "/v1/token", `{"audience":"broker","app":"mqtt"}`)["token"].(string)
+	unused := call(r1, "client", "/v1/token", `{"audience":"broker","app":"mqtt"}`)["token"].(string)
+	verify := func(r *Registry, tok string) map[string]any {
+		return call(r, "broker", "/v1/token/verify", fmt.Sprintf(`{"token":%q,"sender":"client","app":"mqtt"}`, tok))
+	}
+	if v := verify(r1, tok); v["valid"] != true {
+		t.Fatalf("first verify: %v", v)
+	}
+	r1.Close()
+
+	r2, err := Open(ctx, opts, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if v := verify(r2, tok); v["reason"] != "replayed" {
+		t.Errorf("a token verified before the restart, again after it: %v, want replayed", v)
+	}
+	if v := verify(r2, unused); v["valid"] != true {
+		t.Errorf("a token not used before the restart: %v, want valid once", v)
 	}
 }

@@ -164,8 +164,21 @@ type Verifier struct {
 	// nonces, Verify refuses with ErrBusy rather than forget one.
 	MaxRemembered int
 
-	mu   sync.Mutex                    // guards seen
+	mu   sync.Mutex                    // guards seen, used
 	seen map[[NonceSize]byte]time.Time // nonce -> expiry
+	used map[string]time.Time          // Claims.ID -> expiry, from Used
+}
+
+// Used marks the token named id (Claims.ID) as verified already, until
+// expiry: how a restarted broker learns from its audit log which tokens
+// its predecessor accepted, so that they do not verify a second time.
+func (v *Verifier) Used(id string, expiry time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.used == nil {
+		v.used = map[string]time.Time{}
+	}
+	v.used[id] = expiry
 }
 
 // ErrBusy: the replay cache is full of unexpired tokens.
@@ -202,10 +215,18 @@ func (v *Verifier) Verify(tok, audience, sender, app string) (*Claims, Reason, e
 	if _, used := v.seen[c.Nonce]; used {
 		return c, Replayed, nil
 	}
+	if _, used := v.used[c.ID()]; used {
+		return c, Replayed, nil
+	}
 	if max := v.MaxRemembered; max > 0 && len(v.seen) >= max {
 		for n, exp := range v.seen {
 			if !now.Before(exp) {
 				delete(v.seen, n)
+			}
+		}
+		for id, exp := range v.used {
+			if !now.Before(exp) {
+				delete(v.used, id)
 			}
 		}
 		if len(v.seen) >= max {

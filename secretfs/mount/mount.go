@@ -56,14 +56,9 @@ func NewAPIOnly() (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
+	if err := m.finish(true); err != nil {
 		m.Close()
-		return nil, fmt.Errorf("create %s directory: %w", APIDir, err)
-	}
-	attr := unix.MountAttr{Attr_set: mountAttrs}
-	if err := unix.MountSetattr(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, &attr); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("mount_setattr read-only: %w", err)
+		return nil, err
 	}
 	return m, nil
 }
@@ -85,18 +80,27 @@ func newMount(src *os.File, o Owner, withAPI bool) (*Mount, error) {
 		m.Close()
 		return nil, err
 	}
+	if err := m.finish(withAPI); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// finish adds the API directory if asked and makes the filesystem
+// read-only, nosuid, nodev, noexec, nosymfollow: after this nothing in it
+// changes.
+func (m *Mount) finish(withAPI bool) error {
 	if withAPI {
 		if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
-			m.Close()
-			return nil, fmt.Errorf("create %s directory: %w", APIDir, err)
+			return fmt.Errorf("create %s directory: %w", APIDir, err)
 		}
 	}
 	attr := unix.MountAttr{Attr_set: mountAttrs}
 	if err := unix.MountSetattr(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, &attr); err != nil {
-		m.Close()
-		return nil, fmt.Errorf("mount_setattr read-only: %w", err)
+		return fmt.Errorf("mount_setattr read-only: %w", err)
 	}
-	return m, nil
+	return nil
 }
 
 // newDetachedFS makes a small filesystem that is never swapped: tmpfs with
