@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -332,6 +333,26 @@ func TestAuditVerifyRecordedHead(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(r.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(r.stderr, want) {
 		t.Errorf("audit verify of a log cut below its recorded head: want exit 1 and %q:\n%s", want, r)
+	}
+
+	// The broker will not extend that log: it refuses to start, naming the
+	// way out. audit reset keeps the files aside, and a broker starts a
+	// new log; a reset beside a running broker is refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a broker that starts would serve forever
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bins.ctl, "agent", "--config", e.config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "audit log does not verify") || !strings.Contains(string(out), "northstarctl audit reset") {
+		t.Fatalf("an agent on a cut log: %v, want a refusal naming the reset:\n%s", err, out)
+	}
+	if r := e.ctl(t, "audit", "reset"); r.err != nil || !strings.Contains(r.stdout, "moved the audit log to") {
+		t.Fatalf("audit reset:\n%s", r)
+	}
+	startAgent(t, e, sock)
+	if r := e.ctl(t, "audit", "reset"); r.err == nil || !strings.Contains(r.stderr, "stop it first") {
+		t.Errorf("audit reset beside a running agent:\n%s", r)
+	}
+	if r := e.ctl(t, "audit", "verify"); r.err != nil || !strings.Contains(r.stdout, "chain and MACs intact") {
+		t.Errorf("audit verify of the new log:\n%s", r)
 	}
 }
 
