@@ -177,6 +177,23 @@ terminate() {
 	fi
 }
 
+# await PID NAME READY WHY: poll the command READY until it succeeds. If
+# PID exits first, or START_TIMEOUT passes (PID is then terminated), die
+# with NAME and the output of the command WHY (the end of its log).
+await() {
+	local pid=$1 name=$2 ready=$3 why=$4 i
+	for ((i = 0; i < START_TIMEOUT * 50; i++)); do
+		"$ready" && return 0
+		if ! alive "$pid"; then
+			wait "$pid" 2>/dev/null || true
+			die "$name exited: $("$why")"
+		fi
+		sleep 0.02
+	done
+	terminate "$pid" "$name" 5
+	die "$name did not become ready within ${START_TIMEOUT}s: $("$why")"
+}
+
 preflight() {
 	local c
 	if [[ -n ${SAVED[CONTAINERD_BIN]:-} ]]; then
@@ -326,7 +343,7 @@ rk_flags() {
 }
 
 start_rootlesskit() {
-	local pid i child
+	local pid
 	# stale leftovers from a crashed run
 	rm -rf "$RK_STATE" "$RK_PIDFILE"
 	: >"$RK_LOG"
@@ -343,23 +360,14 @@ start_rootlesskit() {
 		</dev/null >>"$RK_LOG" 2>&1 9>&- &
 	pid=$!
 	printf '%s\n' "$pid" >"$RK_PIDFILE"
-	for ((i = 0; i < START_TIMEOUT * 50; i++)); do
-		if child=$(child_pid) && [[ -S $RK_STATE/api.sock ]]; then
-			log "rootlesskit running (pid $pid, child $child)"
-			return 0
-		fi
-		if ! alive "$pid"; then
-			wait "$pid" 2>/dev/null || true
-			die "rootlesskit exited: $(tail -n 5 "$RK_LOG" | tr '\n' ' ')"
-		fi
-		sleep 0.02
-	done
-	terminate "$pid" rootlesskit 5
-	die "rootlesskit did not become ready within ${START_TIMEOUT}s: $(tail -n 5 "$RK_LOG" | tr '\n' ' ')"
+	await "$pid" rootlesskit rk_ready rk_why
+	log "rootlesskit running (pid $pid, child $(child_pid))"
 }
+rk_ready() { child_pid >/dev/null && [[ -S $RK_STATE/api.sock ]]; }
+rk_why() { tail -n 5 "$RK_LOG" | tr '\n' ' '; }
 
 start_containerd() {
-	local child pid i
+	local child pid
 	child=$(child_pid) || die "rootlesskit child is not running"
 	write_config
 	save_env
@@ -383,26 +391,17 @@ start_containerd() {
 		</dev/null >>"$CTD_LOG" 2>&1 9>&- &
 	pid=$!
 	printf '%s\n' "$pid" >"$CTD_PIDFILE"
-	for ((i = 0; i < START_TIMEOUT * 50; i++)); do
-		if [[ -S $CTD_SOCK ]] && ctr --address "$CTD_SOCK" --timeout 2s version >/dev/null 2>&1; then
-			log "containerd running (pid $pid), address $CTD_SOCK"
-			return 0
-		fi
-		if ! alive "$pid"; then
-			wait "$pid" 2>/dev/null || true
-			die "containerd exited: $(grep -E 'level=(error|fatal)|^[a-z]' "$CTD_LOG" | tail -n 5 | tr '\n' ' ')"
-		fi
-		sleep 0.02
-	done
-	terminate "$pid" containerd 5
-	die "containerd did not answer within ${START_TIMEOUT}s; see $CTD_LOG"
+	await "$pid" containerd ctd_ready ctd_why
+	log "containerd running (pid $pid), address $CTD_SOCK"
 }
+ctd_ready() { [[ -S $CTD_SOCK ]] && ctr --address "$CTD_SOCK" --timeout 2s version >/dev/null 2>&1; }
+ctd_why() { printf 'see %s: ' "$CTD_LOG"; grep -E 'level=(error|fatal)|^[a-z]' "$CTD_LOG" | tail -n 5 | tr '\n' ' '; }
 
 # start_agent: northstarctl agent in the namespaces, as containerd runs
 # (same environment, so the same NORTHSTAR_CONFIG); ready once it logs
 # that it serves.
 start_agent() {
-	local child pid i ctl
+	local child pid ctl
 	child=$(child_pid) || die "rootlesskit child is not running (use start)"
 	[[ -n ${SAVED[NORTHSTAR_BIN]:-} ]] || die "agent needs NORTHSTAR_BIN (the directory holding northstarctl)"
 	ctl=${SAVED[NORTHSTAR_BIN]}/northstarctl
@@ -421,20 +420,11 @@ start_agent() {
 		</dev/null >>"$AGENT_LOG" 2>&1 9>&- &
 	pid=$!
 	printf '%s\n' "$pid" >"$AGENT_PIDFILE"
-	for ((i = 0; i < START_TIMEOUT * 50; i++)); do
-		if grep -q '^agent: serving' "$AGENT_LOG" 2>/dev/null; then
-			log "agent running (pid $pid)"
-			return 0
-		fi
-		if ! alive "$pid"; then
-			wait "$pid" 2>/dev/null || true
-			die "agent exited: $(tail -n 3 "$AGENT_LOG" | tr '\n' ' ')"
-		fi
-		sleep 0.02
-	done
-	terminate "$pid" agent 5
-	die "agent did not serve within ${START_TIMEOUT}s; see $AGENT_LOG"
+	await "$pid" agent agent_ready agent_why
+	log "agent running (pid $pid)"
 }
+agent_ready() { grep -q '^agent: serving' "$AGENT_LOG" 2>/dev/null; }
+agent_why() { tail -n 3 "$AGENT_LOG" | tr '\n' ' '; }
 
 stop_containerd() {
 	local pid

@@ -244,7 +244,13 @@ func TestKeysSurviveRotations(t *testing.T) {
 // the broker would, and returns the log's head.
 func appendAudit(t *testing.T, s *Store, n int) audit.Head {
 	t.Helper()
-	w, err := audit.Open(filepath.Join(s.Dir(), audit.FileName), bytes.Repeat([]byte{7}, 32), audit.Limits{}, nil)
+	return appendAuditWith(t, s, n, audit.Limits{}, nil)
+}
+
+// appendAuditWith is appendAudit with the log's limits and recorded head.
+func appendAuditWith(t *testing.T, s *Store, n int, lim audit.Limits, want *audit.Head) audit.Head {
+	t.Helper()
+	w, err := audit.Open(filepath.Join(s.Dir(), audit.FileName), bytes.Repeat([]byte{7}, 32), lim, want)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,24 +442,8 @@ func TestAuditHeadFollowsPruning(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := filepath.Join(s.Dir(), audit.FileName)
-	key := bytes.Repeat([]byte{7}, 32)
-	write := func(n int, want *audit.Head) audit.Head {
-		t.Helper()
-		w, err := audit.Open(log, key, audit.Limits{MaxBytes: 1024, Keep: 1}, want)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < n; i++ {
-			if err := w.Append("token-issued", map[string]string{"token_id": fmt.Sprint(i)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		h := w.Head()
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	small := audit.Limits{MaxBytes: 1024, Keep: 1}
+	write := func(n int, want *audit.Head) audit.Head { return appendAuditWith(t, s, n, small, want) }
 	h1 := write(3, nil)
 	if _, err := s.Rotate(ctx); err != nil {
 		t.Fatal(err)
