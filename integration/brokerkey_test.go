@@ -21,8 +21,6 @@ import (
 
 	"github.com/northstar-oci/northstar/broker/keys"
 	"github.com/northstar-oci/northstar/broker/registry"
-	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/configured"
 )
 
 // TestBrokerRootKeyPlacement: the broker root key unsealed from the TPM is
@@ -34,14 +32,7 @@ func TestBrokerRootKeyPlacement(t *testing.T) {
 	tpm := newSWTPM(t, nil)
 	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
 	a := startAgent(t, e, sock)
-	cfg, err := config.Load(e.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := configured.Store(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, st := e.cfg, e.store(t)
 	key, err := st.Key(context.Background(), registry.RootKeyName, 32)
 	if err != nil {
 		t.Fatal(err)
@@ -117,14 +108,7 @@ func TestBrokerSecretsNeverLeak(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	tpm := newSWTPM(t, nil)
 	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
-	cfg, err := config.Load(e.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := configured.Store(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, st := e.cfg, e.store(t)
 	// Made here, before the agent starts, so they are known to the test.
 	var known [][]byte
 	for _, name := range []string{registry.RootKeyName, registry.AuditKeyName} {

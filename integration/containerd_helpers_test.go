@@ -16,7 +16,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/store"
 )
 
@@ -214,11 +213,7 @@ func (c *rootlessContainerd) rotationsLogged(t *testing.T) int {
 // record returns the stored lifecycle record of e.
 func (e *env) record(t *testing.T) *store.Record {
 	t.Helper()
-	st, err := configured.Store(e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := st.Current()
+	rec, err := e.store(t).Current()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/store"
 )
 
 // result is what a command did, printed whole when a test fails.
@@ -120,14 +121,20 @@ func (e *env) ctl(t *testing.T, args ...string) result {
 	return run(t, exec.Command(bins.ctl, append(args, "--config", e.config)...))
 }
 
-// secretHex unseals the current secret the way the hook does, for checks.
-func (e *env) secretHex(t *testing.T) string {
+// store is e's store, as the hook and northstarctl open it.
+func (e *env) store(t *testing.T) *store.Store {
 	t.Helper()
 	st, err := configured.Store(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sec, _, err := st.Secret(context.Background())
+	return st
+}
+
+// secretHex unseals the current secret the way the hook does, for checks.
+func (e *env) secretHex(t *testing.T) string {
+	t.Helper()
+	sec, _, err := e.store(t).Secret(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/configured"
 )
 
 // TestTPMLifecycle: init, a container reads the secret through the hook,
@@ -260,10 +259,7 @@ func TestTPMConcurrentHooks(t *testing.T) {
 func TestTPMRotateSurvivesSIGKILL(t *testing.T) {
 	requires(t, "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
-	st, err := configured.Store(e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := e.store(t)
 	// How long a rotation takes here, to spread the kills over it.
 	begin := time.Now()
 	if r := e.ctl(t, "rotate"); r.err != nil {

@@ -13,8 +13,6 @@ import (
 
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/client"
-	"github.com/northstar-oci/northstar/seal"
-	"github.com/northstar-oci/northstar/store"
 )
 
 // BenchmarkAPI times each request of the token-pair row of DESIGN.md §7
@@ -23,10 +21,7 @@ import (
 func BenchmarkAPI(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
-	if _, _, err := st.Init(ctx, ""); err != nil {
-		b.Fatal(err)
-	}
+	st := hostStore(b, dir)
 	sock := filepath.Join(dir, "agent", "agent.sock")
 	runBroker(b, st, sock, filepath.Join(dir, "audit.log"))
 	clients := map[string]*client.Client{}

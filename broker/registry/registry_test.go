@@ -24,6 +24,16 @@ import (
 	"github.com/northstar-oci/northstar/store"
 )
 
+// hostStore is an initialized store in dir/state with the host sealer.
+func hostStore(t testing.TB, dir string) *store.Store {
+	t.Helper()
+	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
+	if _, _, err := st.Init(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // runBroker runs the agent with the API in this process until the test
 // (or stop) ends it.
 func runBroker(t testing.TB, st *store.Store, sock, auditPath string) (stop func()) {
@@ -94,10 +104,7 @@ func sleeper(t testing.TB) *exec.Cmd {
 func TestBrokerRegistrations(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
-	if _, _, err := st.Init(ctx, ""); err != nil {
-		t.Fatal(err)
-	}
+	st := hostStore(t, dir)
 	sock := filepath.Join(dir, "agent", "agent.sock")
 	auditPath := filepath.Join(dir, "audit.log")
 	stop := runBroker(t, st, sock, auditPath)
@@ -206,10 +213,7 @@ func TestChmodSocketRefusesSymlinks(t *testing.T) {
 func TestOpenChecksTheRecordedHead(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
-	if _, _, err := st.Init(ctx, ""); err != nil {
-		t.Fatal(err)
-	}
+	st := hostStore(t, dir)
 	opts := Options{Store: st, TokenTTL: time.Minute, AuditPath: filepath.Join(dir, "state", audit.FileName), Dir: filepath.Join(dir, "containers")}
 	gen := func() uint64 { return 1 }
 	open := func() error {
@@ -265,10 +269,7 @@ func TestValidContainerIDMatchesTheRule(t *testing.T) {
 func TestReplayAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st := store.New(filepath.Join(dir, "state"), seal.NewHost(filepath.Join(dir, "state", seal.HostKeyFile)))
-	if _, _, err := st.Init(ctx, ""); err != nil {
-		t.Fatal(err)
-	}
+	st := hostStore(t, dir)
 	opts := Options{Store: st, TokenTTL: time.Minute, AuditPath: filepath.Join(dir, "state", audit.FileName), Dir: filepath.Join(dir, "containers")}
 	gen := func() uint64 { return 1 }
 	call := func(r *Registry, identity, path, body string) map[string]any {
