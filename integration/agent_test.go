@@ -77,12 +77,20 @@ func startAgentAs(t *testing.T, u *account, e *env, sock string) *agentProc {
 	cmd := exec.Command(bins.ctl, "agent", "--config", e.config)
 	u.apply(cmd)
 	a := launchAgent(t, cmd, sock)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	waitSocket(t, sock, 10*time.Second, func() string { return "the agent did not start; its output:\n" + a.out.String() })
+	return a
+}
+
+// waitSocket waits until sock exists, failing the test with why() after
+// timeout.
+func waitSocket(t *testing.T, sock string, timeout time.Duration, why func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
-			return a
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not start; its output:\n%s", a.out)
+			t.Fatal(why())
 		}
 	}
 }

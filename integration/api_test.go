@@ -412,13 +412,30 @@ func TestAPIRuncUnderRootlesskit(t *testing.T) {
 		t.Helper()
 		return newBundle(t, e.dir, false, script).withHook("createRuntime", e.config).withNsapi(t, identity).runcIn(t, a, c)
 	}
+	checkOwnSocket(t, in)
+	checkTokens(t, in)
+}
+
+// checkOwnSocket: a container started by in (running script as identity)
+// speaks as client on a socket of its own, alone in a read-only directory.
+func checkOwnSocket(t *testing.T, in func(identity, script string) result) {
+	t.Helper()
 	r := in("client", "nsapi identity; ls -A /run/northstar/api; touch /run/northstar/api/x 2>/dev/null && echo WROTE; true")
 	if r.err != nil || !strings.HasPrefix(r.stdout, "client ") || !strings.HasSuffix(r.stdout, "\napi.sock\n") {
 		t.Fatalf("want identity client and api.sock alone, read-only:\n%s", r)
 	}
+}
+
+// checkTokens: between containers started by in, a token client mints
+// for broker verifies in broker, and not in another container.
+func checkTokens(t *testing.T, in func(identity, script string) result) {
+	t.Helper()
 	tok := in("client", "nsapi token broker mqtt")
 	if tok.err != nil {
 		t.Fatalf("token:\n%s", tok)
+	}
+	if v := in("mallory", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); strings.TrimSpace(v.stdout) != "wrong-audience" {
+		t.Errorf("another container verified the broker's token:\n%s", v)
 	}
 	if v := in("broker", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
 		t.Errorf("the broker container did not verify the client's token:\n%s", v)

@@ -193,20 +193,8 @@ func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func(
 		t.Helper()
 		return p.run(t, script, "--annotation", "io.northstar.identity="+identity)
 	}
-	r := as("client", "nsapi identity; ls -A /run/northstar/api; touch /run/northstar/api/x 2>/dev/null && echo WROTE; true")
-	if r.err != nil || !strings.HasPrefix(r.stdout, "client ") || !strings.HasSuffix(r.stdout, "\napi.sock\n") {
-		t.Fatalf("want identity client and api.sock alone, read-only:\n%s", r)
-	}
-	tok := as("client", "nsapi token broker mqtt")
-	if tok.err != nil {
-		t.Fatalf("token:\n%s", tok)
-	}
-	if v := as("broker", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
-		t.Errorf("the broker container did not verify the client's token:\n%s", v)
-	}
-	if v := as("mallory", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); strings.TrimSpace(v.stdout) != "wrong-audience" {
-		t.Errorf("another container verified the broker's token:\n%s", v)
-	}
+	checkOwnSocket(t, as)
+	checkTokens(t, as)
 	// Every container was removed (--rm): so are their sockets.
 	containers := agent.ContainersDir(sock)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
@@ -230,7 +218,7 @@ func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func(
 	}
 
 	stop()
-	r = as("client", "echo STARTED")
+	r := as("client", "echo STARTED")
 	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "start 'northstarctl agent'") {
 		t.Errorf("container started with the broker down, or the error does not name the agent:\n%s", r)
 	}
@@ -255,12 +243,6 @@ func startPodmanAgent(t *testing.T, p *testPodman, e *env, sock string) (stop fu
 		})
 	}
 	t.Cleanup(stop)
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
-			return stop
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not start in podman's namespaces:\n%s", out.String())
-		}
-	}
+	waitSocket(t, sock, 15*time.Second, func() string { return "the agent did not start in podman's namespaces:\n" + out.String() })
+	return stop
 }
