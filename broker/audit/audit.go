@@ -200,7 +200,14 @@ func LockPath(path string) string { return filepath.Join(filepath.Dir(path), Loc
 // does not verify, or ends before want, is not extended (the caller
 // decides what to do with it). The chain continues from where the files
 // end.
-func Open(path string, key []byte, lim Limits, want *Head) (w *Writer, err error) {
+func Open(path string, key []byte, lim Limits, want *Head) (*Writer, error) {
+	return OpenEach(path, key, lim, want, nil)
+}
+
+// OpenEach is Open calling each (if not nil) with every entry of the log,
+// oldest first, as it is verified: what the broker learns from its own
+// history (the tokens already used) costs no second read of the files.
+func OpenEach(path string, key []byte, lim Limits, want *Head, each func(*Entry)) (w *Writer, err error) {
 	unlock, err := flock.TryLock(LockPath(path))
 	if errors.Is(err, flock.ErrHeld) {
 		return nil, fmt.Errorf("%s is open for writing elsewhere (another agent?): %w", path, err)
@@ -213,7 +220,7 @@ func Open(path string, key []byte, lim Limits, want *Head) (w *Writer, err error
 			unlock()
 		}
 	}()
-	res, err := VerifyFiles(path, key, want)
+	res, err := verifyFiles(path, key, want, each)
 	if errors.Is(err, fs.ErrNotExist) && want != nil && want.Lines > 0 {
 		return nil, fmt.Errorf("%w: %s is gone, the recorded head is line %d", ErrTruncated, filepath.Base(path), want.Lines)
 	}
@@ -488,6 +495,10 @@ type Result struct {
 // breaks after a gap, the error is ErrMissingFile. Nothing at all is an
 // error wrapping fs.ErrNotExist.
 func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
+	return verifyFiles(path, key, want, nil)
+}
+
+func verifyFiles(path string, key []byte, want *Head, each func(*Entry)) (Result, error) {
 	var res Result
 	ks, err := rotatedFiles(path)
 	if err != nil {
@@ -521,7 +532,7 @@ func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
 		}
 		files = append(files, f)
 	}
-	v := verifier{key: key, want: want}
+	v := verifier{key: key, want: want, each: each}
 	for _, fl := range files {
 		f, err := os.Open(fl.name)
 		if err != nil {
@@ -545,36 +556,6 @@ func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
 		}
 	}
 	return res, v.end()
-}
-
-// Entries calls fn with every entry of the log at path (its rotated files
-// first, oldest to newest) written at or after since. It does not verify:
-// call it on a log Open or VerifyFiles has checked.
-func Entries(path string, since time.Time, fn func(*Entry)) error {
-	names, err := Files(path)
-	if err != nil {
-		return err
-	}
-	for i := len(names) - 1; i >= 0; i-- {
-		f, err := os.Open(names[i])
-		if err != nil {
-			return err
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var e Entry
-			if json.Unmarshal(sc.Bytes(), &e) == nil && !e.Time.Before(since) {
-				fn(&e)
-			}
-		}
-		err = sc.Err()
-		f.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Files lists the log at path and its rotated files that exist, newest
@@ -706,6 +687,7 @@ func rotatedFiles(path string) ([]int, error) {
 type verifier struct {
 	key   []byte
 	want  *Head
+	each  func(*Entry) // called with each line that verifies; may be nil
 	head  Head
 	first uint64 // seq of the first line seen; 0 before it
 }
@@ -732,7 +714,8 @@ func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 			}
 		}
 		n := v.head.Lines + 1
-		if why := check(l, v.key, v.head, n); why != "" {
+		e, why := check(l, v.key, v.head, n)
+		if why != "" {
 			return &BadLineError{File: name, Line: ln, Why: why}
 		}
 		if v.first == 0 {
@@ -744,10 +727,14 @@ func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 			}
 			v.first = n
 		}
-		if v.want != nil && n == v.want.Lines && hashOf(l) != v.want.Hash {
+		h := hashOf(l)
+		if v.want != nil && n == v.want.Lines && h != v.want.Hash {
 			return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("entry %d differs from the recorded head (the log was cut and written on)", n), Err: ErrHeadMismatch}
 		}
-		v.head = Head{Lines: n, Hash: hashOf(l)}
+		v.head = Head{Lines: n, Hash: h}
+		if v.each != nil {
+			v.each(e)
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return &BadLineError{File: name, Line: ln + 1, Why: err.Error()}
@@ -846,31 +833,31 @@ func lastEntry(buf []byte, whole bool) (Head, error) {
 
 // check returns what is wrong with line l, number n, after prev; "" if
 // nothing.
-func check(l, key []byte, prev Head, n uint64) string {
+func check(l, key []byte, prev Head, n uint64) (*Entry, string) {
 	if len(l) < macLen+2 || !bytes.HasSuffix(l, []byte(`"}`)) || !bytes.Equal(l[len(l)-macLen:len(l)-macLen+8], []byte(`,"mac":"`)) {
-		return "no MAC"
+		return nil, "no MAC"
 	}
 	got, err := hex.DecodeString(string(l[len(l)-macLen+8 : len(l)-2]))
 	if err != nil {
-		return "no MAC"
+		return nil, "no MAC"
 	}
 	body := append(bytes.Clone(l[:len(l)-macLen]), '}')
 	m := hmac.New(sha256.New, key)
 	m.Write(body)
 	if !hmac.Equal(got, m.Sum(nil)) {
-		return "MAC does not verify (edited, or written without the audit key)"
+		return nil, "MAC does not verify (edited, or written without the audit key)"
 	}
 	var e Entry
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
-		return "not an audit entry: " + strings.TrimPrefix(err.Error(), "json: ")
+		return nil, "not an audit entry: " + strings.TrimPrefix(err.Error(), "json: ")
 	}
 	switch {
 	case e.Seq != n:
-		return fmt.Sprintf("sequence number %d, want %d (a line removed or moved)", e.Seq, n)
+		return nil, fmt.Sprintf("sequence number %d, want %d (a line removed or moved)", e.Seq, n)
 	case e.Prev != prev.Hash:
-		return "does not follow the line before it (a line removed, inserted or edited)"
+		return nil, "does not follow the line before it (a line removed, inserted or edited)"
 	}
-	return ""
+	return &e, ""
 }

@@ -349,7 +349,23 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 			want = rec.AuditHead
 		}
 	}
-	log, err := audit.Open(opts.AuditPath, auditKey, opts.AuditLimits, want)
+	// The replay cache is memory: learn from the log, as it is verified,
+	// which tokens an earlier broker accepted that have not expired, or
+	// each would verify a second time after a restart.
+	now := time.Now()
+	used := map[string]time.Time{}
+	log, err := audit.OpenEach(opts.AuditPath, auditKey, opts.AuditLimits, want, func(e *audit.Entry) {
+		if e.Event != "token-verified" || e.Fields["result"] != "valid" || e.Fields["token_id"] == "" {
+			return
+		}
+		exp, err := time.Parse(time.RFC3339, e.Fields["expires"])
+		if err != nil {
+			exp = e.Time.Add(api.MaxTTL) // lines from before the field: the longest a token lives
+		}
+		if now.Before(exp) {
+			used[e.Fields["token_id"]] = exp
+		}
+	})
 	clear(auditKey)
 	if err != nil {
 		// Not extended: keep the evidence, start a new log by hand.
@@ -361,25 +377,8 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 		log.Close()
 		return nil, err
 	}
-	// The replay cache is memory: learn from the log which tokens an
-	// earlier broker accepted that have not expired, or each would verify
-	// a second time after a restart.
-	now := time.Now()
-	err = audit.Entries(opts.AuditPath, now.Add(-api.MaxTTL), func(e *audit.Entry) {
-		if e.Event != "token-verified" || e.Fields["result"] != "valid" || e.Fields["token_id"] == "" {
-			return
-		}
-		exp, err := time.Parse(time.RFC3339, e.Fields["expires"])
-		if err != nil {
-			exp = e.Time.Add(api.MaxTTL) // lines from before the field: the longest a token lives
-		}
-		if now.Before(exp) {
-			r.verifier.Used(e.Fields["token_id"], exp)
-		}
-	})
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("audit log: read the tokens already used: %w", err)
+	for id, exp := range used {
+		r.verifier.Used(id, exp)
 	}
 	r.Audit("lifecycle-started", map[string]string{"generation": strconv.FormatUint(gen(), 10)})
 	return r, nil
