@@ -225,16 +225,9 @@ func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id s
 // register registers the container with the broker and returns the
 // directory of its API socket ("": the container opted out).
 func register(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (string, error) {
-	off, err := APIDisabled(spec)
-	if err != nil {
-		return "", fmt.Errorf("policy: %w", err)
-	}
-	if off {
-		return "", nil
-	}
-	identity, err := IdentityFor(spec, id)
-	if err != nil {
-		return "", fmt.Errorf("policy: %w", err)
+	identity, err := apiIdentity(spec, id)
+	if err != nil || identity == "" {
+		return "", err
 	}
 	dir, err := agent.Register(ctx, agentSocket, agent.Registration{ID: id, Identity: identity, Pid: pid})
 	if err != nil {
@@ -247,6 +240,23 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 	return dir, nil
 }
 
+// apiIdentity is the identity the container's API speaks as, "" when it
+// opted out (io.northstar.api.disable); a malformed annotation is an error.
+func apiIdentity(spec *specs.Spec, id string) (string, error) {
+	off, err := APIDisabled(spec)
+	if err != nil {
+		return "", fmt.Errorf("policy: %w", err)
+	}
+	if off {
+		return "", nil
+	}
+	identity, err := IdentityFor(spec, id)
+	if err != nil {
+		return "", fmt.Errorf("policy: %w", err)
+	}
+	return identity, nil
+}
+
 // registeredAPI is registerAPI for the hook inside the container
 // (createContainer): it cannot register (the broker refuses other mount
 // namespaces), so it opens the directory that the createRuntime stage
@@ -257,15 +267,10 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 // directory; and the directory must be the broker's user's, which is this
 // hook's user (container root, mapped to the runtime's user).
 func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, error) {
-	off, err := APIDisabled(spec)
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	if off {
-		return nil, nil
-	}
-	if _, err := IdentityFor(spec, id); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+	// The identity is registered by the other stage; a bad annotation
+	// still stops the start here.
+	if identity, err := apiIdentity(spec, id); err != nil || identity == "" {
+		return nil, err
 	}
 	if ns := joinedMountNamespace(spec); ns != "" {
 		return nil, fmt.Errorf("api: the container joins the mount namespace %s, where its API directory cannot be found safely; give it a mount namespace of its own", ns)
