@@ -276,7 +276,14 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 		return nil, fmt.Errorf("api: the container joins the mount namespace %s, where its API directory cannot be found safely; give it a mount namespace of its own", ns)
 	}
 	notRegistered := fmt.Errorf("api: container %s is not registered with the agent at %s; inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc --rootless')", id, agentSocket)
-	parent, err := os.OpenFile(filepath.Dir(agent.ContainersDir(agentSocket)), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	// Resolved in two parts: the agent's directory as configured (it may
+	// sit below a symlink such as /var/run), then strictly below it.
+	agentDir, path := filepath.Dir(agentSocket), agent.ContainerDir(agentSocket, id)
+	rel, err := filepath.Rel(agentDir, path)
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	parent, err := os.OpenFile(agentDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, notRegistered
 	}
@@ -284,7 +291,6 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 		return nil, fmt.Errorf("api: agent directory: %w", err)
 	}
 	defer parent.Close()
-	rel := filepath.Join(filepath.Base(agent.ContainersDir(agentSocket)), agent.DirName(id))
 	fd, err := unix.Openat2(int(parent.Fd()), rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
@@ -293,21 +299,21 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 		return nil, notRegistered
 	}
 	if err != nil {
-		return nil, fmt.Errorf("api: open %s: %w", filepath.Join(filepath.Dir(agent.ContainersDir(agentSocket)), rel), err)
+		return nil, fmt.Errorf("api: open %s: %w", path, err)
 	}
 	dir := os.NewFile(uintptr(fd), rel)
 	defer dir.Close()
 	// The broker makes the directory as its own user, who owns the agent
 	// directory too (which the agent checks at start).
-	var st, agentDir unix.Stat_t
+	var st, owner unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
-	if err := unix.Fstat(int(parent.Fd()), &agentDir); err != nil {
+	if err := unix.Fstat(int(parent.Fd()), &owner); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
-	if st.Uid != agentDir.Uid {
-		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent directory's owner (uid %d): not the broker's directory", rel, st.Uid, agentDir.Uid)
+	if st.Uid != owner.Uid {
+		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent directory's owner (uid %d): not the broker's directory", rel, st.Uid, owner.Uid)
 	}
 	tree, err := mount.OpenAPITreeOf(dir)
 	if err != nil {

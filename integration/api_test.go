@@ -205,7 +205,7 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
 		t.Fatalf("the running container's API:\n%s", r)
 	}
-	apiDir := filepath.Join(filepath.Dir(sock), "containers", agent.DirName(id))
+	apiDir := agent.ContainerDir(sock, id)
 	// curl speaks to it too, as the README shows.
 	if r := run(t, exec.Command("curl", "-sS", "--unix-socket", filepath.Join(apiDir, "api.sock"), "http://northstar/v1/identity")); r.err != nil || !strings.Contains(r.stdout, `"identity":"client"`) {
 		t.Errorf("curl --unix-socket:\n%s", r)

@@ -374,7 +374,7 @@ func TestBenchAPI(t *testing.T) {
 		if err := r.Run(); err != nil {
 			t.Fatalf("runc run %s: %v", cid, err)
 		}
-		sockets[id] = filepath.Join(filepath.Dir(sock), "containers", agent.DirName(cid), "api.sock")
+		sockets[id] = filepath.Join(agent.ContainerDir(sock, cid), "api.sock")
 	}
 	cl, br := client.New(sockets["client"]), client.New(sockets["broker"])
 	ctx := context.Background()

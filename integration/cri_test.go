@@ -410,7 +410,7 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 				t.Error("the pod sandbox (pause) container got the secret")
 			}
 			// Identity by CRI's names, asked on the container's own socket.
-			apiDir := filepath.Join(filepath.Dir(sock), "containers")
+			apiDir := agent.ContainersDir(sock)
 			if id, err := client.New(filepath.Join(apiDir, agent.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
 				t.Errorf("the pod container's API identity: %+v, %v; want default/web/app", id, err)
 			}
