@@ -1,468 +1,211 @@
-// Package agent is the per-lifecycle agent (`northstarctl agent`, DESIGN.md
-// §8): it holds the unsealed secret in a sealed, mlocked memfd and hands it
-// to the hook over a pathname unix socket, so that a container start does
-// not need the TPM. Run is the server (held secret, rotation watch);
-// Listen, Serve and Fetch are the wire protocol; FetchCurrent is the one
-// call the hook makes.
+// Package agent is the per-host daemon (`northstarctl agent`, DESIGN.md §8,
+// §9): it holds the unsealed lifecycle secret in a sealed, mlocked memfd
+// and hands it to the hook over its control socket (package control), so
+// that a container start does not need the TPM; it follows rotations; and
+// with the API on it gives every container its own identity and API socket
+// (package registry, and below it api, token, keys and audit).
 //
-// The protocol is one message per connection: the RecordID of the secret
-// (generation, 8 bytes big endian, then the 32-byte SHA-256 of the sealed
-// blob) with exactly one memfd attached by SCM_RIGHTS.
-//
-// Both ends check each other with SO_PEERCRED: only uid 0 of the checking
-// process's user namespace, or its own uid, is accepted. The receiver trusts
-// nothing it gets: it verifies the seals and the content's format and falls
-// back to the TPM on any doubt.
+// It unseals in child processes of its own (InChild, KeyInChild), whose
+// heaps, where go-tpm leaves decrypted buffers, die with them.
 package agent
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
-	"path/filepath"
-	"syscall"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
 
-// FetchTimeout bounds a whole Fetch: the hook must not wait on a hung agent
-// longer than a TPM unseal would take.
-const FetchTimeout = 200 * time.Millisecond
+// poll is how often the agent re-reads the stored record: a small file
+// read, so a rotation reaches the agent within about a second. Until then
+// the hook sees a stale generation (see control.FetchCurrent) and unseals
+// from the TPM itself.
+const poll = time.Second
 
-// network is SOCK_SEQPACKET: the record id and its fd arrive as one
-// message, never split or merged.
-const network = "unixpacket"
-
-// msgSize is the payload: a RecordID.
-const msgSize = 8 + sha256.Size
-
-// RecordID names the stored record a memfd was unsealed from: its
-// generation, for people, and the SHA-256 of its sealed blob, which no two
-// secrets share. Matching on the generation alone would let an agent that
-// holds an old generation 1 serve it again after the state was wiped and
-// initialised (generations start over at 1 there).
-type RecordID struct {
-	Generation uint64
-	BlobDigest [sha256.Size]byte
+// Options are what Run needs.
+type Options struct {
+	Socket string       // the control socket ([agent] socket)
+	Store  *store.Store // the lifecycle secret
+	Unseal Unsealer     // how to unseal (InChild for a long-lived agent)
+	Log    io.Writer    // progress lines; never a secret
+	// API, when set, turns on the per-container API (DESIGN.md §9,
+	// [api] enable): the agent registers the containers the hook sends
+	// and serves each its own socket.
+	API *registry.Options
 }
 
-// IDOf returns the RecordID of rec.
-func IDOf(rec *store.Record) RecordID {
-	return RecordID{Generation: rec.Generation, BlobDigest: sha256.Sum256(rec.Blob)}
-}
-
-func (id RecordID) marshal() []byte {
-	return append(binary.BigEndian.AppendUint64(nil, id.Generation), id.BlobDigest[:]...)
-}
-
-func unmarshalRecordID(b []byte) RecordID {
-	id := RecordID{Generation: binary.BigEndian.Uint64(b)}
-	copy(id.BlobDigest[:], b[8:])
-	return id
-}
-
-// serveTimeout bounds how long a slow client may hold the (serial) server.
-const serveTimeout = time.Second
-
-// ErrRefused: the peer at the other end of the socket is not allowed.
-var ErrRefused = errors.New("peer refused")
-
-// Source returns the memfd to serve and the id of its record. The caller
-// of a Source owns the returned file and closes it, so a Source returns a
-// duplicate of what it holds and can swap its memfd at any time.
-type Source func() (memfd *os.File, id RecordID, err error)
-
-// Listen creates the socket's directory with mode 0700 (or accepts it if it
-// already has exactly that mode and this process's owner) and listens on
-// socketPath. The directory keeps every other user away from the socket
-// whatever the socket's own mode; it must never be mounted into containers.
-func Listen(socketPath string) (*net.UnixListener, error) {
-	if !filepath.IsAbs(socketPath) {
-		return nil, fmt.Errorf("agent socket %q is not an absolute path", socketPath)
+// Run is the agent: it unseals the current secret (with opts.Unseal) into
+// a sealed, mlocked memfd, serves it on opts.Socket until ctx ends, and
+// follows rotations; with opts.API it also registers containers.
+func Run(ctx context.Context, opts Options) error {
+	if err := harden(); err != nil {
+		return err
 	}
-	dir := filepath.Dir(socketPath)
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("create agent directory: %w", err)
+	h := &held{unseal: opts.Unseal}
+	defer h.close()
+	if err := h.load(ctx); err != nil {
+		return fmt.Errorf("unseal: %w", err)
 	}
-	if err := checkDir(dir); err != nil {
-		return nil, err
+	// The directory first, where the registry keeps the containers'
+	// directories; the socket last, so that whoever waits for it (a test,
+	// a script, systemd) finds the running containers served again.
+	if err := control.MakeDir(opts.Socket); err != nil {
+		return err
 	}
-	// A socket left by an agent that was killed blocks bind; only a socket
-	// is removed, and only inside the checked directory.
-	if fi, err := os.Lstat(socketPath); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket", socketPath)
+	var reg control.Registrar
+	if opts.API != nil {
+		r, err := registry.Open(ctx, *opts.API, func() uint64 { return h.current().Generation })
+		if err != nil {
+			return fmt.Errorf("api: %w", err)
 		}
-		if err := os.Remove(socketPath); err != nil {
-			return nil, fmt.Errorf("remove stale agent socket: %w", err)
+		defer r.Close()
+		if !r.RootLocked() {
+			fmt.Fprintln(opts.Log, "agent: warning: cannot mlock the root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
 		}
+		reg = r
+		h.onLoad = func(id control.RecordID) { r.Rotated(id.Generation) }
 	}
-	ln, err := net.ListenUnix(network, &net.UnixAddr{Name: socketPath, Net: network})
+	ln, err := control.Listen(opts.Socket)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return err
 	}
-	ln.SetUnlinkOnClose(true)
-	if err := os.Chmod(socketPath, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod agent socket: %w", err)
+	go h.watch(ctx, opts.Store, opts.Log)
+	fmt.Fprintf(opts.Log, "agent: serving generation %d on %s\n", h.current().Generation, opts.Socket)
+	if err := control.Serve(ctx, ln, h.source, reg); err != nil {
+		return err
 	}
-	return ln, nil
-}
-
-// checkDir refuses a socket directory that others could enter or replace.
-func checkDir(dir string) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return fmt.Errorf("agent directory: %w", err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("agent directory %s is not a directory", dir)
-	}
-	if st.Uid != uint32(os.Geteuid()) {
-		return fmt.Errorf("agent directory %s is owned by uid %d, not by this process (uid %d)", dir, st.Uid, os.Geteuid())
-	}
-	if perm := st.Mode & 0o7777; perm != 0o700 {
-		return fmt.Errorf("agent directory %s has mode %04o, want 0700", dir, perm)
+	// Serve closed the listener, which unlinks the socket; make sure.
+	if err := os.Remove(opts.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove socket: %w", err)
 	}
 	return nil
 }
 
-// Serve answers every connection on ln with src's memfd until ctx ends,
-// then closes ln (removing the socket). Connections are served one at a
-// time: each is a single sendmsg.
-func Serve(ctx context.Context, ln *net.UnixListener, src Source) error {
-	return ServeWith(ctx, ln, src, nil)
+// held is the agent's current secret: a sealed memfd and its record's id.
+type held struct {
+	unseal Unsealer
+	onLoad func(control.RecordID) // after a rotation was loaded; may be nil
+
+	mu     sync.Mutex // guards memfd, unlock, id
+	memfd  *os.File
+	unlock func()
+	id     control.RecordID
 }
 
-// Registrar is the broker side of registrations: the hook registers each
-// container that gets the API, and learns the directory to mount at
-// /run/northstar/api.
-type Registrar interface {
-	Register(r Registration) (dir string, err error)
+// load unseals the current secret and swaps it in.
+func (h *held) load(ctx context.Context) error {
+	memfd, id, err := h.unseal(ctx)
+	if err != nil {
+		return err
+	}
+	unlock := mlockMemfd(memfd)
+	h.mu.Lock()
+	old, oldUnlock := h.memfd, h.unlock
+	h.memfd, h.unlock, h.id = memfd, unlock, id
+	h.mu.Unlock()
+	if old != nil {
+		oldUnlock()
+		old.Close()
+	}
+	return nil
 }
 
-// Registration is what the hook tells the broker about a container.
-type Registration struct {
-	ID       string `json:"id"`       // the OCI container id
-	Identity string `json:"identity"` // who the container speaks as
-	Pid      int    `json:"pid"`      // its init process, watched by pidfd
+// mlockMemfd keeps the memfd's page out of swap for as long as the agent
+// holds it, by locking a read-only shared mapping of it (memfd pages are
+// shmem: MFD_* flags alone do not lock them). Best effort: a low
+// RLIMIT_MEMLOCK only loses the swap protection, which tmpfs-backed memfds
+// lack anyway on hosts without swap.
+func mlockMemfd(f *os.File) (unlock func()) {
+	m, err := unix.Mmap(int(f.Fd()), 0, secretfs.HexSize, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return func() {}
+	}
+	// Out of core dumps as well (core dumps are off, see harden; this
+	// holds should they be turned on again).
+	_ = unix.Madvise(m, unix.MADV_DONTDUMP)
+	if err := unix.Mlock(m); err != nil {
+		_ = unix.Munmap(m)
+		return func() {}
+	}
+	return func() { _ = unix.Munmap(m) }
 }
 
-// ContainersDir is where the broker at socketPath keeps the containers'
-// directories: beside its control socket, in the agent's own directory,
-// which is never mounted into containers.
-func ContainersDir(socketPath string) string {
-	return filepath.Join(filepath.Dir(socketPath), "containers")
+// source is the Source Serve sends: a duplicate of the current memfd, so a
+// swap never closes a file that is being sent.
+func (h *held) source() (*os.File, control.RecordID, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.memfd == nil {
+		return nil, control.RecordID{}, errors.New("no secret held")
+	}
+	fd, err := unix.FcntlInt(h.memfd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, control.RecordID{}, fmt.Errorf("dup memfd: %w", err)
+	}
+	return os.NewFile(uintptr(fd), h.memfd.Name()), h.id, nil
 }
 
-// ContainerDir is the directory (holding api.sock) that the broker at
-// socketPath gives container id once registered. The hook needs it without
-// asking where it runs inside the container (createContainer): the broker
-// serves only its own mount namespace.
-func ContainerDir(socketPath, id string) string {
-	return filepath.Join(ContainersDir(socketPath), DirName(id))
+func (h *held) current() control.RecordID {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.id
 }
 
-// DirName is the name of a container's directory: a short hash of its id,
-// since ids run to 128 characters (CRI's are 64 hex) and a unix socket's
-// path holds at most 107 bytes.
-func DirName(containerID string) string {
-	h := sha256.Sum256([]byte(containerID))
-	return hex.EncodeToString(h[:8])
-}
-
-// Request ops: the first byte of a client's one message.
-const (
-	opSecret   = 'S'
-	opRegister = 'R'
-)
-
-// maxRequest bounds a request message.
-const maxRequest = 4 << 10
-
-// ServeWith is Serve with registrations handled by reg (nil: refused).
-func ServeWith(ctx context.Context, ln *net.UnixListener, src Source, reg Registrar) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	defer ln.Close()
+// watch follows rotations: when the stored record changes (another blob,
+// whatever its generation) it unseals the new secret. While that fails (TPM down, PCRs changed) the old one
+// stays served; the hook ignores it because its generation is stale.
+func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	lastErr := ""
+	report := func(err error) {
+		if msg := err.Error(); msg != lastErr {
+			fmt.Fprintf(log, "agent: %s\n", msg)
+			lastErr = msg
+		}
+	}
 	for {
-		c, err := ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return fmt.Errorf("accept: %w", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		_ = serveConn(c, src, reg) // a refused or failed client falls back to the TPM
-		c.Close()
-	}
-}
-
-func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
-	_ = c.SetDeadline(time.Now().Add(serveTimeout))
-	if err := checkClient(c); err != nil {
-		return err
-	}
-	req := make([]byte, maxRequest+1)
-	n, err := c.Read(req)
-	if err != nil {
-		return err
-	}
-	switch {
-	case n == 1 && req[0] == opSecret:
-	case n > 1 && n <= maxRequest && req[0] == opRegister:
-		return serveRegister(c, req[1:n], reg)
-	default:
-		return errors.New("unknown request")
-	}
-	memfd, id, err := src()
-	if err != nil {
-		return err
-	}
-	defer memfd.Close()
-	// Never hand out something the receiver would (rightly) refuse.
-	if err := secretfs.CheckSealed(memfd); err != nil {
-		return err
-	}
-	return send(c, memfd, id)
-}
-
-// registerReply answers a registration.
-type registerReply struct {
-	Dir   string `json:"dir,omitempty"`
-	Error string `json:"error,omitempty"`
-}
-
-func serveRegister(c *net.UnixConn, body []byte, reg Registrar) error {
-	var reply registerReply
-	var r Registration
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	switch {
-	case reg == nil:
-		reply.Error = "this agent serves no API ([api] enable is off where it started)"
-	case dec.Decode(&r) != nil:
-		reply.Error = "malformed registration"
-	default:
-		dir, err := reg.Register(r)
+		rec, err := st.Current()
 		if err != nil {
-			reply.Error = err.Error()
-		}
-		reply.Dir = dir
-	}
-	data, _ := json.Marshal(reply)
-	_, err := c.Write(data)
-	return err
-}
-
-// Register registers a container with the broker at socketPath and
-// returns the directory of its API socket.
-func Register(ctx context.Context, socketPath string, r Registration) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
-	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, network, socketPath)
-	if err != nil {
-		return "", err
-	}
-	defer nc.Close()
-	c := nc.(*net.UnixConn)
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	if err := checkPeer(c); err != nil {
-		return "", err
-	}
-	body, err := json.Marshal(r)
-	if err != nil {
-		return "", err
-	}
-	if _, err := c.Write(append([]byte{opRegister}, body...)); err != nil {
-		return "", err
-	}
-	buf := make([]byte, maxRequest)
-	n, err := c.Read(buf)
-	if err != nil {
-		return "", fmt.Errorf("read reply: %w", err)
-	}
-	var reply registerReply
-	if err := json.Unmarshal(buf[:n], &reply); err != nil {
-		return "", errors.New("malformed reply")
-	}
-	if reply.Error != "" {
-		return "", errors.New(reply.Error)
-	}
-	if !filepath.IsAbs(reply.Dir) {
-		return "", errors.New("the agent named no directory")
-	}
-	return reply.Dir, nil
-}
-
-// send writes one message: id with memfd attached.
-func send(c *net.UnixConn, memfd *os.File, id RecordID) error {
-	_, _, err := c.WriteMsgUnix(id.marshal(), unix.UnixRights(int(memfd.Fd())), nil)
-	return err
-}
-
-// checkPeer reads SO_PEERCRED of c and refuses peers other than uid 0 and
-// this process's uid. The kernel reports the uid as seen from this
-// process's user namespace (unmapped uids read as the overflow uid), so
-// "uid 0" means root of our own namespace, not root of some container's.
-func checkPeer(c *net.UnixConn) error {
-	var cred *unix.Ucred
-	if err := sockopt(c, func(fd int) (err error) {
-		cred, err = unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-		return err
-	}); err != nil {
-		return fmt.Errorf("SO_PEERCRED: %w", err)
-	}
-	return allowUID(cred.Uid, uint32(os.Geteuid()))
-}
-
-// sockopt runs get on c's file descriptor.
-func sockopt(c *net.UnixConn, get func(fd int) error) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var gerr error
-	if err := raw.Control(func(fd uintptr) { gerr = get(int(fd)) }); err != nil {
-		return err
-	}
-	return gerr
-}
-
-// allowUID is the peer policy: root of this user namespace or ourselves.
-func allowUID(peer, self uint32) error {
-	if peer == 0 || peer == self {
-		return nil
-	}
-	return fmt.Errorf("%w: uid %d", ErrRefused, peer)
-}
-
-// Fetch asks the agent at socketPath for the secret and returns its sealed
-// memfd and the id of its record. Anything unexpected (no agent, a peer that is not
-// root or us, no fd or more than one, an unsealed memfd, content that is not
-// a secret) is an error; the caller then unseals from the TPM instead.
-func Fetch(ctx context.Context, socketPath string) (*os.File, RecordID, error) {
-	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
-	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, network, socketPath)
-	if err != nil {
-		return nil, RecordID{}, fmt.Errorf("dial agent: %w", err)
-	}
-	defer nc.Close()
-	c := nc.(*net.UnixConn)
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	// The directory's mode should already guarantee who listens; checking
-	// costs one getsockopt.
-	if err := checkPeer(c); err != nil {
-		return nil, RecordID{}, fmt.Errorf("agent: %w", err)
-	}
-	if _, err := c.Write([]byte{opSecret}); err != nil {
-		return nil, RecordID{}, fmt.Errorf("write agent: %w", err)
-	}
-	return receive(c)
-}
-
-// receive reads one message (a RecordID and one memfd) from c and checks
-// the memfd's seals and content.
-func receive(c *net.UnixConn) (*os.File, RecordID, error) {
-	// One spare byte and room for several fds, to detect (and refuse)
-	// anything but exactly one record id and one fd.
-	var msg [msgSize + 1]byte
-	oob := make([]byte, unix.CmsgSpace(8*4))
-	n, oobn, flags, _, err := c.ReadMsgUnix(msg[:], oob)
-	if err != nil {
-		return nil, RecordID{}, fmt.Errorf("read agent: %w", err)
-	}
-	// Go's ReadMsgUnix passes MSG_CMSG_CLOEXEC on Linux, so received fds
-	// never leak into anything the hook executes.
-	fds, perr := parseRights(oob[:oobn])
-	closeAll := func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}
-	switch {
-	case perr != nil:
-		closeAll()
-		return nil, RecordID{}, perr
-	case flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0:
-		closeAll()
-		return nil, RecordID{}, errors.New("agent message truncated")
-	case n != msgSize:
-		closeAll()
-		return nil, RecordID{}, fmt.Errorf("agent message is %d bytes, want %d", n, msgSize)
-	case len(fds) != 1:
-		closeAll()
-		return nil, RecordID{}, fmt.Errorf("agent sent %d fds, want 1", len(fds))
-	}
-	f := os.NewFile(uintptr(fds[0]), "memfd:northstar-agent")
-	if err := checkSecretMemfd(f); err != nil {
-		f.Close()
-		return nil, RecordID{}, err
-	}
-	return f, unmarshalRecordID(msg[:msgSize]), nil
-}
-
-// parseRights returns every fd in the control messages, so that the caller
-// can close them all when it refuses the message.
-func parseRights(oob []byte) ([]int, error) {
-	if len(oob) == 0 {
-		return nil, nil
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, fmt.Errorf("parse agent control message: %w", err)
-	}
-	var fds []int
-	var bad error
-	for i := range msgs {
-		got, err := unix.ParseUnixRights(&msgs[i])
-		if err != nil {
-			bad = fmt.Errorf("agent sent an unexpected control message (level %d type %d)", msgs[i].Header.Level, msgs[i].Header.Type)
+			report(err)
 			continue
 		}
-		fds = append(fds, got...)
+		if control.IDOf(rec) == h.current() {
+			continue
+		}
+		if err := h.load(ctx); err != nil {
+			report(fmt.Errorf("unseal generation %d: %w", rec.Generation, err))
+			continue
+		}
+		lastErr = ""
+		fmt.Fprintf(log, "agent: serving generation %d\n", h.current().Generation)
+		if h.onLoad != nil {
+			h.onLoad(h.current())
+		}
 	}
-	return fds, bad
 }
 
-// checkSecretMemfd verifies the seals and that the content is a secret in
-// its in-container form (64 lowercase hex). Plaintext copies are zeroed.
-func checkSecretMemfd(f *os.File) error {
-	text, err := secretfs.ReadMemfd(f)
-	if err != nil {
-		return fmt.Errorf("agent memfd: %w", err)
+func (h *held) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.memfd != nil {
+		h.unlock()
+		h.memfd.Close()
+		h.memfd = nil
 	}
-	defer secretfs.Zero(text[:cap(text)])
-	sec, err := secretfs.FromHex(text)
-	if err != nil {
-		return fmt.Errorf("agent memfd: %w", err)
-	}
-	sec.Zero()
-	return nil
 }

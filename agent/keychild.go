@@ -20,7 +20,7 @@ type KeyLoader func(ctx context.Context, name string, dst []byte) error
 // same reason: go-tpm leaves the plaintext in garbage buffers of whoever
 // unseals, and the agent lives for the whole lifecycle. argv plus
 // "--unseal-key NAME --key-size N" must run KeyTo on the pipe at fd 3. The
-// key is read from the pipe straight into dst (the broker passes its
+// key is read from the pipe straight into dst (the registry passes its
 // locked key page), so no copy of it reaches the agent's heap.
 func KeyInChild(argv []string) KeyLoader {
 	return func(ctx context.Context, name string, dst []byte) error {

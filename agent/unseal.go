@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent/control"
+
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -22,21 +24,21 @@ const ChildEnv = "NORTHSTAR_UNSEAL_CHILD"
 
 // Unsealer returns the current secret of the store as a sealed memfd, and
 // the id of the record it came from.
-type Unsealer func(ctx context.Context) (*os.File, RecordID, error)
+type Unsealer func(ctx context.Context) (*os.File, control.RecordID, error)
 
 // InProcess unseals in this process. Fine for a short-lived one (the hook);
 // a long-lived agent uses InChild.
 func InProcess(st *store.Store) Unsealer {
-	return func(ctx context.Context) (*os.File, RecordID, error) {
+	return func(ctx context.Context) (*os.File, control.RecordID, error) {
 		sec, rec, err := st.Secret(ctx)
 		if err != nil {
-			return nil, RecordID{}, err
+			return nil, control.RecordID{}, err
 		}
 		memfd, err := secretfs.NewSecretMemfd("northstar-agent", sec) // zeroes sec
 		if err != nil {
-			return nil, RecordID{}, fmt.Errorf("memfd: %w", err)
+			return nil, control.RecordID{}, fmt.Errorf("memfd: %w", err)
 		}
-		return memfd, IDOf(rec), nil
+		return memfd, control.IDOf(rec), nil
 	}
 }
 
@@ -50,10 +52,10 @@ func InProcess(st *store.Store) Unsealer {
 // the agent's heap). The child's heap dies with it; the agent only ever
 // holds the sealed memfd.
 func InChild(argv []string) Unsealer {
-	return func(ctx context.Context) (*os.File, RecordID, error) {
+	return func(ctx context.Context) (*os.File, control.RecordID, error) {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return nil, RecordID{}, fmt.Errorf("socketpair: %w", err)
+			return nil, control.RecordID{}, fmt.Errorf("socketpair: %w", err)
 		}
 		ours, theirs := os.NewFile(uintptr(fds[0]), "unseal"), os.NewFile(uintptr(fds[1]), "unseal-child")
 		defer ours.Close()
@@ -62,23 +64,23 @@ func InChild(argv []string) Unsealer {
 		err = cmd.Start()
 		theirs.Close()
 		if err != nil {
-			return nil, RecordID{}, fmt.Errorf("start unseal child: %w", err)
+			return nil, control.RecordID{}, fmt.Errorf("start unseal child: %w", err)
 		}
 		fc, err := net.FileConn(ours)
 		if err != nil {
 			cmd.Wait()
-			return nil, RecordID{}, err
+			return nil, control.RecordID{}, err
 		}
 		defer fc.Close()
-		memfd, id, rerr := receive(fc.(*net.UnixConn))
+		memfd, id, rerr := control.ReceiveSecret(fc.(*net.UnixConn))
 		if werr := cmd.Wait(); werr != nil {
 			if memfd != nil {
 				memfd.Close()
 			}
-			return nil, RecordID{}, childError(stderr.String(), werr)
+			return nil, control.RecordID{}, childError(stderr.String(), werr)
 		}
 		if rerr != nil {
-			return nil, RecordID{}, fmt.Errorf("unseal child: %w", rerr)
+			return nil, control.RecordID{}, fmt.Errorf("unseal child: %w", rerr)
 		}
 		return memfd, id, nil
 	}
@@ -97,7 +99,7 @@ func UnsealTo(ctx context.Context, st *store.Store, conn *os.File) error {
 		return err
 	}
 	defer fc.Close()
-	return send(fc.(*net.UnixConn), memfd, id)
+	return control.SendSecret(fc.(*net.UnixConn), memfd, id)
 }
 
 // childError is the error of a failed unseal child: its one-line error,

@@ -1,14 +1,14 @@
 // Package client is what an application in a container imports to use the
-// northstar broker's API on its own socket, /run/northstar/api/api.sock
+// northstar agent's API on its own socket, /run/northstar/api/api.sock
 // (DESIGN.md §9): who am I, tokens for a peer and their verification,
 // signatures under the container's own key, public keys, and pairwise keys.
 //
 //	c := client.New("")
-//	tok, err := c.Token(ctx, "broker", "mqtt", time.Minute)   // in the client container
-//	v, err := c.VerifyToken(ctx, tok.Token, "client", "mqtt") // in the broker container
+//	tok, err := c.Token(ctx, "broker", "mqtt", time.Minute)   // in the MQTT client's container
+//	v, err := c.VerifyToken(ctx, tok.Token, "client", "mqtt") // in the MQTT broker's container
 //	if err == nil && v.Valid { ... }
 //
-// The broker knows who calls by the socket: there is nothing to configure
+// The agent knows who calls by the socket: there is nothing to configure
 // and nothing to prove.
 package client
 
@@ -47,7 +47,7 @@ func New(path string) *Client {
 	}}}
 }
 
-// Error is an answer of the broker other than 200.
+// Error is an answer of the agent other than 200.
 type Error struct {
 	Status  int
 	Message string
@@ -85,7 +85,7 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	return json.Unmarshal(data, out)
 }
 
-// Identity is who this container is to the broker.
+// Identity is who this container is to the agent.
 type Identity struct {
 	Identity   string `json:"identity"`
 	Generation uint64 `json:"generation"`
@@ -104,7 +104,7 @@ type Token struct {
 }
 
 // Token asks for a token that audience can verify, once, for app, valid for
-// ttl (0: the broker's default).
+// ttl (0: the agent's default).
 func (c *Client) Token(ctx context.Context, audience, app string, ttl time.Duration) (*Token, error) {
 	var v Token
 	// Requests are structs, not maps: a map's keys are sorted by
@@ -120,7 +120,7 @@ func (c *Client) Token(ctx context.Context, audience, app string, ttl time.Durat
 	return &v, c.call(ctx, http.MethodPost, "/v1/token", &in, &v)
 }
 
-// Verification is the broker's verdict on a token.
+// Verification is the agent's verdict on a token.
 type Verification struct {
 	Valid     bool      `json:"valid"`
 	Reason    string    `json:"reason,omitempty"` // malformed, bad-signature, expired, replayed, wrong-audience, wrong-sender, wrong-app
@@ -183,49 +183,100 @@ func (c *Client) Derive(ctx context.Context, peer, app string) ([]byte, error) {
 	return hex.DecodeString(v.Key)
 }
 
-// TokenSource hands out tokens for one audience and app, asking for a new
-// one once 80% of the last one's lifetime has passed. Each token verifies
-// only once: a caller that sends the same token twice gets it refused the
-// second time, so use Fresh for each use when the peer verifies every time.
+// TokenSource hands out tokens for one audience and app, a new one for
+// every call: a token verifies once, so handing the same one out twice
+// would have the peer refuse the second use as replayed.
+//
+// It keeps one token ready: after each handout it asks for the next in the
+// background, so a caller waits for the agent only when it asks faster
+// than a token round trip. A ready token is dropped unused once 80% of its
+// lifetime has passed, so what Token returns always has at least a fifth
+// of its lifetime left (renewal at 80% is for what lives on a lifetime).
 type TokenSource struct {
 	c             *Client
 	audience, app string
 	ttl           time.Duration
 
-	mu    sync.Mutex // guards tok, renew
-	tok   *Token
-	renew time.Time
+	mu       sync.Mutex    // guards next, renew, inFlight
+	next     *Token        // the token ready for the next call, if any
+	renew    time.Time     // when next stops being handed out
+	inFlight chan struct{} // closed when the background request ends; nil if none
 }
 
-// NewTokenSource returns a TokenSource.
+// NewTokenSource returns a TokenSource of tokens that live ttl (0: the
+// agent's default).
 func (c *Client) NewTokenSource(audience, app string, ttl time.Duration) *TokenSource {
 	return &TokenSource{c: c, audience: audience, app: app, ttl: ttl}
 }
 
-// Token returns the current token, renewed at 80% of its lifetime.
+// Token returns a token never handed out before.
 func (ts *TokenSource) Token(ctx context.Context) (*Token, error) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if ts.tok != nil && time.Now().Before(ts.renew) {
-		return ts.tok, nil
+	for {
+		ts.mu.Lock()
+		if t := ts.next; t != nil {
+			ts.next = nil
+			fresh := time.Now().Before(ts.renew)
+			ts.prefetchLocked()
+			ts.mu.Unlock()
+			if fresh {
+				return t, nil
+			}
+			continue // too old: the one asked for just now, or a new one
+		}
+		wait := ts.inFlight
+		ts.mu.Unlock()
+		if wait == nil {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		ts.mu.Lock()
+		empty := ts.next == nil
+		ts.mu.Unlock()
+		if empty {
+			break // the background request failed: ask here, and see why
+		}
 	}
-	return ts.fresh(ctx)
-}
-
-// Fresh returns a new token now.
-func (ts *TokenSource) Fresh(ctx context.Context) (*Token, error) {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.fresh(ctx)
-}
-
-func (ts *TokenSource) fresh(ctx context.Context) (*Token, error) {
-	start := time.Now()
-	t, err := ts.c.Token(ctx, ts.audience, ts.app, ts.ttl)
+	t, _, err := ts.ask(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ts.tok = t
-	ts.renew = start.Add(t.ExpiresAt.Sub(start) * 8 / 10)
+	ts.mu.Lock()
+	ts.prefetchLocked()
+	ts.mu.Unlock()
 	return t, nil
+}
+
+// ask requests a token now and returns it with the time to stop handing
+// it out.
+func (ts *TokenSource) ask(ctx context.Context) (*Token, time.Time, error) {
+	start := time.Now()
+	t, err := ts.c.Token(ctx, ts.audience, ts.app, ts.ttl)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	return t, start.Add(t.ExpiresAt.Sub(start) * 8 / 10), nil
+}
+
+// prefetchLocked starts asking for the next token unless one is ready or
+// on its way. The caller holds ts.mu.
+func (ts *TokenSource) prefetchLocked() {
+	if ts.next != nil || ts.inFlight != nil {
+		return
+	}
+	done := make(chan struct{})
+	ts.inFlight = done
+	go func() {
+		defer close(done)
+		t, renew, err := ts.ask(context.Background()) // bounded by the client's timeout
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		ts.inFlight = nil
+		if err == nil {
+			ts.next, ts.renew = t, renew
+		}
+	}()
 }

@@ -7,12 +7,13 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/broker/api"
-	"github.com/northstar-oci/northstar/broker/keys"
-	"github.com/northstar-oci/northstar/broker/token"
+	"github.com/northstar-oci/northstar/agent/api"
+	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/token"
 )
 
 type oneGeneration struct {
@@ -26,36 +27,43 @@ func (b *oneGeneration) DefaultTTL() time.Duration       { return time.Minute }
 func (b *oneGeneration) Audit(string, map[string]string) {}
 
 // socket serves the API of identity and returns a client of it.
-func socket(t *testing.T, b api.Broker, identity string) *Client {
+func socket(t *testing.T, a api.Agent, identity string) *Client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: api.Handler(identity, b)}
+	srv := &http.Server{Handler: api.Handler(identity, a)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return New(sock)
 }
 
-func TestClient(t *testing.T) {
-	ctx := context.Background()
-	root, _ := keys.NewRoot()
+// clientAndServer are clients of two sockets, identities client and
+// server, of one agent's API.
+func clientAndServer(t *testing.T) (*Client, *Client) {
+	t.Helper()
+	root, err := keys.NewRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := &oneGeneration{root: root}
 	b.v = &token.Verifier{Key: func(g uint64) []byte { return root.TokenKey(g) }}
-	cl, br := socket(t, b, "client"), socket(t, b, "broker")
+	return socket(t, b, "client"), socket(t, b, "server")
+}
+
+func TestClient(t *testing.T) {
+	ctx := context.Background()
+	cl, br := clientAndServer(t)
 
 	if id, err := cl.Identity(ctx); err != nil || id.Identity != "client" || id.Generation != 1 {
 		t.Fatalf("Identity = %+v, %v", id, err)
 	}
-	ts := cl.NewTokenSource("broker", "mqtt", time.Minute)
+	ts := cl.NewTokenSource("server", "mqtt", time.Minute)
 	tok, err := ts.Token(ctx)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if again, _ := ts.Token(ctx); again.Token != tok.Token {
-		t.Error("the token source renewed long before 80% of the lifetime")
 	}
 	if v, err := br.VerifyToken(ctx, tok.Token, "client", "mqtt"); err != nil || !v.Valid || v.Sender != "client" {
 		t.Fatalf("VerifyToken = %+v, %v", v, err)
@@ -63,8 +71,20 @@ func TestClient(t *testing.T) {
 	if v, _ := br.VerifyToken(ctx, tok.Token, "client", "mqtt"); v.Valid || v.Reason != "replayed" {
 		t.Errorf("second VerifyToken = %+v", v)
 	}
-	if fresh, _ := ts.Fresh(ctx); fresh.Token == tok.Token {
-		t.Error("Fresh returned the used token")
+	// Every use its own token, each verifying once.
+	seen := map[string]bool{tok.Token: true}
+	for i := range 20 {
+		next, err := ts.Token(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[next.Token] {
+			t.Fatalf("call %d handed out a token handed out before", i+2)
+		}
+		seen[next.Token] = true
+		if v, err := br.VerifyToken(ctx, next.Token, "client", "mqtt"); err != nil || !v.Valid {
+			t.Fatalf("token %d from the source: %+v, %v", i+2, v, err)
+		}
 	}
 	sig, _, err := cl.Sign(ctx, []byte("hello"))
 	if err != nil {
@@ -77,7 +97,7 @@ func TestClient(t *testing.T) {
 	if err != nil || len(k.Ed25519) != 32 || len(k.X25519) != 32 {
 		t.Errorf("Keys = %+v, %v", k, err)
 	}
-	ab, _ := cl.Derive(ctx, "broker", "mqtt")
+	ab, _ := cl.Derive(ctx, "server", "mqtt")
 	ba, _ := br.Derive(ctx, "client", "mqtt")
 	if len(ab) != 32 || !bytes.Equal(ab, ba) {
 		t.Errorf("Derive: %x vs %x", ab, ba)
@@ -88,5 +108,56 @@ func TestClient(t *testing.T) {
 	}
 	if _, err := New(filepath.Join(t.TempDir(), "none.sock")).Identity(ctx); err == nil {
 		t.Error("no socket, no error")
+	}
+}
+
+// TestTokenSourceDropsAgedTokens: the token kept ready is not handed out
+// once 80% of its lifetime has passed, and concurrent callers each get
+// their own token.
+func TestTokenSourceDropsAgedTokens(t *testing.T) {
+	ctx := context.Background()
+	cl, br := clientAndServer(t)
+	ts := cl.NewTokenSource("server", "mqtt", 2*time.Second)
+	first, err := ts.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1700 * time.Millisecond) // past 80% of the ready token's 2 s
+	next, err := ts.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := time.Until(next.ExpiresAt); left < 400*time.Millisecond {
+		t.Errorf("handed out a token with %v of its 2 s left", left)
+	}
+	if next.Token == first.Token {
+		t.Fatal("the same token twice")
+	}
+
+	var mu sync.Mutex
+	got := map[string]bool{}
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := ts.Token(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got[tok.Token] {
+				t.Error("two concurrent callers got the same token")
+			}
+			got[tok.Token] = true
+		}()
+	}
+	wg.Wait()
+	for tok := range got {
+		if v, err := br.VerifyToken(ctx, tok, "client", "mqtt"); err != nil || !v.Valid {
+			t.Errorf("a concurrent caller's token: %+v, %v", v, err)
+		}
 	}
 }

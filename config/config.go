@@ -14,7 +14,6 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/northstar-oci/northstar/broker/audit"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -101,7 +100,7 @@ type Agent struct {
 	Socket string `toml:"socket"`
 }
 
-// API configures the broker's per-container API (DESIGN.md §9).
+// API configures the agent's per-container API (DESIGN.md §9).
 type API struct {
 	// Enable gives every container /run/northstar/api/api.sock (needs the
 	// agent: [agent] socket).
@@ -119,7 +118,7 @@ func (c *Config) TokenTTL() time.Duration {
 	return d
 }
 
-// Audit bounds the broker's audit log on disk (<state_dir>/audit.log,
+// Audit bounds the agent's audit log on disk (<state_dir>/audit.log,
 // DESIGN.md §10). When a line would take the file past MaxBytes, it
 // becomes audit.log.1 (audit.log.1 becomes .2, and so on) and a new file
 // continues the chain; only Keep old files stay, older lines are pruned
@@ -140,10 +139,12 @@ const (
 	maxAuditKeep     = 1000
 )
 
-// AuditLimits returns the validated [audit] keys as audit.Limits.
-func (c *Config) AuditLimits() audit.Limits {
-	return audit.Limits{MaxBytes: c.Audit.MaxBytes, Keep: c.Audit.Keep}
-}
+// Defaults of [audit]: 8 MiB holds some 30 000 events. (Package audit has
+// the same defaults for a zero Limits; config_test holds them equal.)
+const (
+	DefaultAuditMaxBytes = 8 << 20
+	DefaultAuditKeep     = 4
+)
 
 // Shim configures containerd-shim-northstar-v2.
 type Shim struct {
@@ -168,7 +169,7 @@ func Default() *Config {
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
 		API:      API{TokenTTL: "60s"},
-		Audit:    Audit{MaxBytes: audit.DefaultMaxBytes, Keep: audit.DefaultKeep},
+		Audit:    Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		Shim:     Shim{Delegate: DefaultShimDelegate},
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/northstar-oci/northstar/agent/audit"
 )
 
 func TestParse(t *testing.T) {
@@ -31,11 +33,11 @@ on = "manual"
 	if err != nil || d.Sealer != SealerTPM || d.SecretMode() != 0o400 || d.Rotation.On != RotateOnRuntimeRestart || d.TPMTimeout() != 10*time.Second {
 		t.Errorf("defaults: %+v, %v", d, err)
 	}
-	if l := d.AuditLimits(); l.MaxBytes != 8<<20 || l.Keep != 4 {
-		t.Errorf("default [audit]: %+v, want 8 MiB and 4 files", l)
+	if l := d.Audit; l.MaxBytes != audit.DefaultMaxBytes || l.Keep != audit.DefaultKeep {
+		t.Errorf("default [audit]: %+v, want audit's defaults, %d bytes and %d files", l, audit.DefaultMaxBytes, audit.DefaultKeep)
 	}
 	a, err := Parse([]byte("[audit]\nmax_bytes = 65536\nkeep = 1\n"))
-	if err != nil || a.AuditLimits().MaxBytes != 65536 || a.AuditLimits().Keep != 1 {
+	if err != nil || a.Audit.MaxBytes != 65536 || a.Audit.Keep != 1 {
 		t.Errorf("[audit] at its lower bounds: %+v, %v", a.Audit, err)
 	}
 }

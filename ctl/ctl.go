@@ -19,8 +19,9 @@ import (
 	"syscall"
 
 	"github.com/northstar-oci/northstar/agent"
-	"github.com/northstar-oci/northstar/broker/audit"
-	"github.com/northstar-oci/northstar/broker/registry"
+	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/remedy"
@@ -49,8 +50,8 @@ func init() {
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
-		"agent":  {"serve the unsealed secret to the hook from memory, and with [api] enable be the broker ([agent] socket; foreground)", runAgent},
-		"audit":  {"audit verify|reset: check the broker's audit log (exit 1 names the first bad line), or start a new one", runAudit},
+		"agent":  {"the agent: serve the unsealed secret to the hook from memory, and with [api] enable each container its own API socket ([agent] socket; foreground)", runAgent},
+		"audit":  {"audit verify|reset: check the agent's audit log (exit 1 names the first bad line), or start a new one", runAudit},
 	}
 }
 
@@ -232,7 +233,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	// Internal: the agent runs itself with this flag to unseal in a child
 	// process, whose heap (where go-tpm leaves plaintext) dies with it.
 	unsealFD := fs.Int("unseal-to-fd", 0, "internal: unseal and send the secret over this socket fd, then exit")
-	keyName := fs.String("unseal-key", "", "internal: with --unseal-to-fd, write this broker key to the fd instead")
+	keyName := fs.String("unseal-key", "", "internal: with --unseal-to-fd, write this key of the agent's to the fd instead")
 	keySize := fs.Int("key-size", 0, "internal: the size of --unseal-key")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
@@ -264,23 +265,20 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
 	if cfg.API.Enable {
-		ropts := registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(), AuditPath: filepath.Join(cfg.StateDir, audit.FileName),
-			AuditLimits: cfg.AuditLimits(), Dir: agent.ContainersDir(cfg.Agent.Socket)}
-		opts.Broker = func(gen func() uint64) (agent.Broker, error) {
-			r, err := registry.Open(ctx, ropts, gen)
-			if err != nil {
-				return nil, err
-			}
-			if root, _ := r.Current(); !root.Locked() {
-				fmt.Fprintln(env.Stderr, "northstarctl agent: warning: cannot mlock the broker root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
-			}
-			return r, nil
-		}
+		opts.API = &registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
+			AuditPath:   filepath.Join(cfg.StateDir, audit.FileName),
+			AuditLimits: auditLimits(cfg),
+			Dir:         control.ContainersDir(cfg.Agent.Socket)}
 	}
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// auditLimits are the [audit] keys as the log takes them.
+func auditLimits(cfg *config.Config) audit.Limits {
+	return audit.Limits{MaxBytes: cfg.Audit.MaxBytes, Keep: cfg.Audit.Keep}
 }
 
 func runAudit(ctx context.Context, env *Env, args []string) error {
@@ -346,7 +344,7 @@ func runAudit(ctx context.Context, env *Env, args []string) error {
 }
 
 // auditReset starts a new audit log after one that no longer verifies
-// (the broker refuses to extend it): the files move aside as evidence and
+// (the agent refuses to extend it): the files move aside as evidence and
 // the recorded head goes. With the agent running it refuses (store.ResetAudit):
 // the agent would go on writing into the moved file.
 func auditReset(ctx context.Context, env *Env, st *store.Store) error {

@@ -16,8 +16,9 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent"
-	"github.com/northstar-oci/northstar/broker/audit"
-	"github.com/northstar-oci/northstar/broker/registry"
+	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 )
@@ -202,7 +203,7 @@ func TestAgent(t *testing.T) {
 
 func fetchGeneration(t *testing.T, sock string) uint64 {
 	t.Helper()
-	f, gen, err := agent.Fetch(context.Background(), sock)
+	f, gen, err := control.Fetch(context.Background(), sock)
 	if err != nil {
 		t.Fatalf("fetch from the agent: %v", err)
 	}
@@ -356,7 +357,7 @@ func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 	}
 	log := filepath.Join(cfg.StateDir, audit.FileName)
 	appendN := func(n int) {
-		w, err := audit.Open(log, key, cfg.AuditLimits(), nil)
+		w, err := audit.Open(log, key, auditLimits(cfg), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -496,10 +497,10 @@ func TestConfigRuncRootless(t *testing.T) {
 	}
 }
 
-// TestDoctorChecksTheBroker: with [api] enable, doctor fails while no
+// TestDoctorChecksTheAgent: with [api] enable, doctor fails while no
 // agent answers (API containers cannot start then) and names the fix; it
 // passes once one does.
-func TestDoctorChecksTheBroker(t *testing.T) {
+func TestDoctorChecksTheAgent(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "agent", "agent.sock")
 	cfgPath := filepath.Join(dir, "config.toml")
@@ -511,7 +512,7 @@ func TestDoctorChecksTheBroker(t *testing.T) {
 	}
 	out, _, err := ctl(t, "doctor", "--config", cfgPath)
 	if err == nil || !strings.Contains(out, "FAIL  agent at "+sock) || !strings.Contains(out, "start 'northstarctl agent'") {
-		t.Fatalf("doctor with the broker down: %v\n%s", err, out)
+		t.Fatalf("doctor with the agent down: %v\n%s", err, out)
 	}
 	if !strings.Contains(out, "ok    agent peer checks") {
 		t.Errorf("doctor did not check the kernel's peer checks on this 6.11+ kernel:\n%s", out)

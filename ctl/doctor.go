@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/remedy"
@@ -109,7 +109,7 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 	add("ok", fmt.Sprintf("secret generation %d unseals (sealer %s)", rec.Generation, rec.Sealer), "")
 }
 
-// checkAgent checks what the agent and, with [api] enable, the broker
+// checkAgent checks what the agent and, with [api] enable, the agent
 // need: a kernel that tells a client's mount namespace, and an agent
 // answering (with the API on, container starts fail without it).
 func checkAgent(cfg *config.Config, add func(level, what, fix string)) {
@@ -118,9 +118,9 @@ func checkAgent(cfg *config.Config, add func(level, what, fix string)) {
 	}
 	level := "warn" // the agent is an optimization: hooks fall back to the TPM
 	if cfg.API.Enable {
-		level = "FAIL" // the broker: API containers do not start without it
+		level = "FAIL" // the agent: API containers do not start without it
 	}
-	if err := agent.CheckPeerSupport(); err != nil {
+	if err := control.CheckPeerSupport(); err != nil {
 		add(level, "agent peer checks: "+err.Error()+"; the agent would refuse every hook", "a kernel with SO_PEERPIDFD (6.5+) and PIDFD_GET_MNT_NAMESPACE (6.11+)")
 	} else {
 		add("ok", "agent peer checks (SO_PEERPIDFD, PIDFD_GET_MNT_NAMESPACE)", "")

@@ -154,7 +154,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 			return writeJSON(env.Stdout, map[string]any{"hooks": map[string]any{"createRuntime": []any{h}}})
 		}
 		// Plain rootless runc: only inside the container can the hook
-		// mount; only outside can it register with the broker.
+		// mount; only outside can it register with the agent.
 		hooks := map[string]any{"createContainer": []any{h}}
 		cfg, err := config.Load(path)
 		switch {
@@ -162,7 +162,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 			fmt.Fprintf(env.Stderr, "# %v: printing the hooks without the API\n", err)
 		case cfg.API.Enable:
 			hooks["createRuntime"] = []any{h}
-			fmt.Fprintln(env.Stderr, "# [api] enable: the createRuntime hook registers with the broker, the createContainer hook mounts.")
+			fmt.Fprintln(env.Stderr, "# [api] enable: the createRuntime hook registers with the agent, the createContainer hook mounts.")
 		}
 		return writeJSON(env.Stdout, map[string]any{"hooks": hooks})
 	case "":

@@ -29,7 +29,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
@@ -93,7 +93,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if !inContainer && splitStages(spec) {
 		// Plain rootless runc with northstar at createRuntime and at
 		// createContainer: this stage cannot enter the container, and the
-		// other cannot reach the broker (it serves only its own mount
+		// other cannot reach the agent (it serves only its own mount
 		// namespace). So this one registers, and the other mounts.
 		if !cfg.API.Enable {
 			return nil
@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		}
 	}
 
-	// The API first: registering with the broker is cheap, and a broker
+	// The API first: registering with the agent is cheap, and an agent
 	// that is down must stop the start before anything is unsealed.
 	var apiTree *os.File
 	if cfg.API.Enable {
@@ -178,13 +178,13 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 // zeroed before it returns.
 //
 // With an agent socket configured it first asks the agent for the memfd
-// (agent.FetchCurrent: only the current secret is taken); an absent, stale
+// (control.FetchCurrent: only the current secret is taken); an absent, stale
 // or refused agent silently falls back to unsealing, so the agent can never
 // make a start fail.
 func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner mount.Owner, withAPI bool) (*mount.Mount, error) {
 	var memfd *os.File
 	if agentSocket != "" {
-		memfd, _ = agent.FetchCurrent(ctx, agentSocket, st)
+		memfd, _ = control.FetchCurrent(ctx, agentSocket, st)
 	}
 	if memfd == nil {
 		sec, _, err := st.Secret(ctx)
@@ -207,9 +207,9 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 	return mnt, nil
 }
 
-// registerAPI registers the container with the broker and returns its API
+// registerAPI registers the container with the agent and returns its API
 // directory as a detached read-only bind mount (nil: the container opted
-// out). A broker that cannot be reached fails the start, naming it.
+// out). An agent that cannot be reached fails the start, naming it.
 func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (*os.File, error) {
 	dir, err := register(ctx, agentSocket, spec, id, pid)
 	if err != nil || dir == "" {
@@ -222,14 +222,14 @@ func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id s
 	return tree, nil
 }
 
-// register registers the container with the broker and returns the
+// register registers the container with the agent and returns the
 // directory of its API socket ("": the container opted out).
 func register(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (string, error) {
 	identity, err := apiIdentity(spec, id)
 	if err != nil || identity == "" {
 		return "", err
 	}
-	dir, err := agent.Register(ctx, agentSocket, agent.Registration{ID: id, Identity: identity, Pid: pid})
+	dir, err := control.Register(ctx, agentSocket, control.Registration{ID: id, Identity: identity, Pid: pid})
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) {
@@ -258,13 +258,13 @@ func apiIdentity(spec *specs.Spec, id string) (string, error) {
 }
 
 // registeredAPI is registerAPI for the hook inside the container
-// (createContainer): it cannot register (the broker refuses other mount
+// (createContainer): it cannot register (the agent refuses other mount
 // namespaces), so it opens the directory that the createRuntime stage
 // registered (see splitStages). The path is resolved before pivot_root,
 // in the container's copy of the runtime's mounts: so never in a mount
 // namespace the container joins (another container's, whose files its
 // processes control), and without following a symlink below the agent's
-// directory; and the directory must be the broker's user's, which is this
+// directory; and the directory must be the agent's user's, which is this
 // hook's user (container root, mapped to the runtime's user).
 func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, error) {
 	// The identity is registered by the other stage; a bad annotation
@@ -278,7 +278,7 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 	notRegistered := fmt.Errorf("api: container %s is not registered with the agent at %s; inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc --rootless')", id, agentSocket)
 	// Resolved in two parts: the agent's directory as configured (it may
 	// sit below a symlink such as /var/run), then strictly below it.
-	agentDir, path := filepath.Dir(agentSocket), agent.ContainerDir(agentSocket, id)
+	agentDir, path := filepath.Dir(agentSocket), control.ContainerDir(agentSocket, id)
 	rel, err := filepath.Rel(agentDir, path)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
@@ -303,7 +303,7 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 	}
 	dir := os.NewFile(uintptr(fd), rel)
 	defer dir.Close()
-	// The broker makes the directory as its own user, who owns the agent
+	// The agent makes the directory as its own user, who owns the agent
 	// directory too (which the agent checks at start).
 	var st, owner unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -313,7 +313,7 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	if st.Uid != owner.Uid {
-		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent directory's owner (uid %d): not the broker's directory", rel, st.Uid, owner.Uid)
+		return nil, fmt.Errorf("api: %s belongs to uid %d, not to the agent directory's owner (uid %d): not the agent's directory", rel, st.Uid, owner.Uid)
 	}
 	tree, err := mount.OpenAPITreeOf(dir)
 	if err != nil {
@@ -338,7 +338,7 @@ func joinedMountNamespace(spec *specs.Spec) string {
 
 // splitStages reports whether spec also runs northstar at createContainer.
 // Then the createRuntime (or prestart) hook only registers the container
-// with the broker, and the createContainer one does the rest: the way for
+// with the agent, and the createContainer one does the rest: the way for
 // plain rootless runc, where neither stage alone can do both.
 func splitStages(spec *specs.Spec) bool {
 	if spec.Hooks == nil {

@@ -13,7 +13,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -67,7 +67,7 @@ func staleAgent(t *testing.T) string {
 	}
 	t.Cleanup(func() { f.Close() })
 	sock := filepath.Join(t.TempDir(), "agent", "agent.sock")
-	ln, err := agent.Listen(sock)
+	ln, err := control.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,10 +75,10 @@ func staleAgent(t *testing.T) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		agent.Serve(ctx, ln, func() (*os.File, agent.RecordID, error) {
+		control.Serve(ctx, ln, func() (*os.File, control.RecordID, error) {
 			g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
-			return g, agent.RecordID{Generation: 1}, err
-		})
+			return g, control.RecordID{Generation: 1}, err
+		}, nil)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return sock
@@ -132,7 +132,7 @@ func TestOwnerAndCreator(t *testing.T) {
 }
 
 // TestRegisteredAPI: inside the container the hook opens the directory the
-// broker made for it, and nothing else: not through a symlink planted in
+// agent made for it, and nothing else: not through a symlink planted in
 // its place, not one of another user, not when the container joins a
 // mount namespace it does not own, and it says when none was registered.
 func TestRegisteredAPI(t *testing.T) {
@@ -151,7 +151,7 @@ func TestRegisteredAPI(t *testing.T) {
 	if err := try("c1"); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("nothing registered: %v", err)
 	}
-	good := agent.ContainerDir(sock, "c1")
+	good := control.ContainerDir(sock, "c1")
 	if err := os.MkdirAll(good, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestRegisteredAPI(t *testing.T) {
 	if err := os.Mkdir(elsewhere, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(elsewhere, agent.ContainerDir(sock, "c2")); err != nil {
+	if err := os.Symlink(elsewhere, control.ContainerDir(sock, "c2")); err != nil {
 		t.Fatal(err)
 	}
 	if err := try("c2"); err == nil || strings.Contains(err.Error(), "not registered") {
@@ -171,14 +171,14 @@ func TestRegisteredAPI(t *testing.T) {
 	}
 	// One that stays inside the agent directory (RESOLVE_BENEATH alone
 	// would follow it).
-	if err := os.Symlink(agent.DirName("c1"), agent.ContainerDir(sock, "c4")); err != nil {
+	if err := os.Symlink(control.DirName("c1"), control.ContainerDir(sock, "c4")); err != nil {
 		t.Fatal(err)
 	}
 	if err := try("c4"); err == nil || strings.Contains(err.Error(), "not registered") {
 		t.Errorf("a symlink to another container's directory: %v", err)
 	}
 
-	other := agent.ContainerDir(sock, "c3")
+	other := control.ContainerDir(sock, "c3")
 	if err := os.Mkdir(other, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -196,8 +196,8 @@ func TestRegisteredAPI(t *testing.T) {
 }
 
 // TestOptOutsWithTheAPI: with [api] enable, a pod's pause container gets
-// nothing (it does not even ask the broker), while a container out of the
-// secret alone still needs the broker for its API: with none running, its
+// nothing (it does not even ask the agent), while a container out of the
+// secret alone still needs the agent for its API: with none running, its
 // start fails naming the agent.
 func TestOptOutsWithTheAPI(t *testing.T) {
 	dir := t.TempDir()
@@ -223,6 +223,6 @@ func TestOptOutsWithTheAPI(t *testing.T) {
 		t.Errorf("a container out of both: %v, want nothing done", err)
 	}
 	if err := hookWith(`{"io.northstar.secret.disable":"true"}`); err == nil || !strings.Contains(err.Error(), "start 'northstarctl agent'") {
-		t.Errorf("an API-only container with no broker: %v, want the start refused naming the agent", err)
+		t.Errorf("an API-only container with no agent: %v, want the start refused naming the agent", err)
 	}
 }

@@ -8,7 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/northstar-oci/northstar/broker/identity"
+	"github.com/northstar-oci/northstar/agent/identity"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/secretfs"
 )
@@ -46,7 +46,7 @@ func PolicyFor(spec *specs.Spec, defaultMode os.FileMode) (*Policy, error) {
 		// A Kubernetes pod's pause container runs no workload. Injectors
 		// skip it already; a hook that reached it anyway (a base runtime
 		// spec applied to sandboxes too) gives it nothing: no secret, no
-		// registration with the broker.
+		// registration with the agent.
 		p.Skip, p.Disabled = true, true
 		return p, nil
 	}
@@ -88,7 +88,7 @@ func parseID(s string) (uint32, error) {
 	return uint32(n), nil
 }
 
-// Annotations of the broker's API (DESIGN.md §3).
+// Annotations of the agent's API (DESIGN.md §3).
 const (
 	AnnotationIdentity   = "io.northstar.identity"
 	AnnotationAPIDisable = "io.northstar.api.disable"

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 )
 
 // agentSocket returns an agent socket path in a short temporary directory
@@ -112,7 +112,7 @@ func (a *agentProc) waitGeneration(t *testing.T, gen uint64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		f, got, err := agent.Fetch(context.Background(), a.sock)
+		f, got, err := control.Fetch(context.Background(), a.sock)
 		if err == nil {
 			f.Close()
 			if gen == 0 || got.Generation == gen {
@@ -236,7 +236,7 @@ func TestAgentStaleGenerationIgnored(t *testing.T) {
 		t.Fatalf("rotate --new-srk on the other TPM:\n%s", r)
 	}
 	time.Sleep(1500 * time.Millisecond)
-	f, gen, err := agent.Fetch(context.Background(), sock)
+	f, gen, err := control.Fetch(context.Background(), sock)
 	if err != nil {
 		t.Fatalf("agent: %v\n%s", err, a.out)
 	}

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent"
-	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/store"
 )
 
@@ -25,7 +25,7 @@ var nsapiBinary = sync.OnceValues(func() (string, error) {
 	return out, buildStatic("..", "./integration/nsapi", out)
 })
 
-// apiEnv is a host-sealer env with the agent as the broker ([api] enable).
+// apiEnv is a host-sealer env with the agent and its API ([api] enable).
 func apiEnv(t *testing.T) (*env, string) {
 	t.Helper()
 	sock := agentSocket(t, nil)
@@ -113,39 +113,39 @@ func TestAPIIdentityTokensKeys(t *testing.T) {
 	}
 
 	// A token verifies once, for its audience only.
-	tok := in(t, e, "client", "nsapi token broker mqtt")
+	tok := in(t, e, "client", "nsapi token server mqtt")
 	if got := in(t, e, "mallory", "nsapi verify "+tok+" client mqtt"); got != "wrong-audience" {
-		t.Errorf("another container verified the broker's token: %q", got)
+		t.Errorf("another container verified the server's token: %q", got)
 	}
-	if got := in(t, e, "broker", "nsapi verify "+tok+" client http"); got != "wrong-app" {
+	if got := in(t, e, "server", "nsapi verify "+tok+" client http"); got != "wrong-app" {
 		t.Errorf("wrong app: %q", got)
 	}
-	if got := in(t, e, "broker", "nsapi verify "+tok+" client mqtt; nsapi verify "+tok+" client mqtt"); got != "valid\nreplayed" {
+	if got := in(t, e, "server", "nsapi verify "+tok+" client mqtt; nsapi verify "+tok+" client mqtt"); got != "valid\nreplayed" {
 		t.Errorf("verify twice: %q, want valid then replayed", got)
 	}
 	// A token from mallory never passes as client's.
-	mtok := in(t, e, "mallory", "nsapi token broker mqtt")
-	if got := in(t, e, "broker", "nsapi verify "+mtok+" client mqtt"); got != "wrong-sender" {
+	mtok := in(t, e, "mallory", "nsapi token server mqtt")
+	if got := in(t, e, "server", "nsapi verify "+mtok+" client mqtt"); got != "wrong-sender" {
 		t.Errorf("mallory's token as client's: %q", got)
 	}
 
 	// Signatures verify only under the signer's identity.
 	sig := in(t, e, "client", "nsapi sign hello")
-	if got := in(t, e, "broker", "nsapi verify-sig client hello "+sig+"; nsapi verify-sig mallory hello "+sig); got != "true\nfalse" {
+	if got := in(t, e, "server", "nsapi verify-sig client hello "+sig+"; nsapi verify-sig mallory hello "+sig); got != "true\nfalse" {
 		t.Errorf("signature checks: %q, want true then false", got)
 	}
 	// Pairwise keys: the same both ways, per pair and app, not the secret.
-	ab := in(t, e, "client", "nsapi derive broker mqtt")
-	ba := in(t, e, "broker", "nsapi derive client mqtt")
-	other := in(t, e, "mallory", "nsapi derive broker mqtt")
-	app := in(t, e, "client", "nsapi derive broker http")
+	ab := in(t, e, "client", "nsapi derive server mqtt")
+	ba := in(t, e, "server", "nsapi derive client mqtt")
+	other := in(t, e, "mallory", "nsapi derive server mqtt")
+	app := in(t, e, "client", "nsapi derive server http")
 	if len(ab) != 64 || ab != ba || ab == other || ab == app || ab == e.secretHex(t) {
-		t.Errorf("derive: client->broker %s, broker->client %s, mallory->broker %s, other app %s", ab, ba, other, app)
+		t.Errorf("derive: client->server %s, server->client %s, mallory->server %s, other app %s", ab, ba, other, app)
 	}
 }
 
 // TestAPITokensAtOnce: 8 containers mint 100 tokens each at the same time;
-// the broker container verifies all 800.
+// the server container verifies all 800.
 func TestAPITokensAtOnce(t *testing.T) {
 	requires(t, "runc")
 	e, sock := apiEnv(t)
@@ -154,7 +154,7 @@ func TestAPITokensAtOnce(t *testing.T) {
 	outs := make([]result, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		b := apiBundle(t, e, "client", fmt.Sprintf("nsapi tokens broker mqtt %d", each))
+		b := apiBundle(t, e, "client", fmt.Sprintf("nsapi tokens server mqtt %d", each))
 		wg.Add(1)
 		go func() { defer wg.Done(); outs[i] = b.runcRun(t) }()
 	}
@@ -169,7 +169,7 @@ func TestAPITokensAtOnce(t *testing.T) {
 	if len(all) != n*each {
 		t.Fatalf("%d tokens minted, want %d", len(all), n*each)
 	}
-	b := apiBundle(t, e, "broker", "nsapi verify-all client mqtt < /tokens")
+	b := apiBundle(t, e, "server", "nsapi verify-all client mqtt < /tokens")
 	if err := os.WriteFile(filepath.Join(b.rootfs, "tokens"), []byte(strings.Join(all, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -179,10 +179,10 @@ func TestAPITokensAtOnce(t *testing.T) {
 	}
 }
 
-// TestAPIBrokerDownAndBack: without the broker an API container does not
+// TestAPIAgentDownAndBack: without the agent an API container does not
 // start (the error names the agent); a running container's API comes back
-// when the broker restarts; its socket goes when the container is deleted.
-func TestAPIBrokerDownAndBack(t *testing.T) {
+// when the agent restarts; its socket goes when the container is deleted.
+func TestAPIAgentDownAndBack(t *testing.T) {
 	requires(t, "runc", "curl")
 	e, sock := apiEnv(t)
 	a := startAgent(t, e, sock)
@@ -205,7 +205,7 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
 		t.Fatalf("the running container's API:\n%s", r)
 	}
-	apiDir := agent.ContainerDir(sock, id)
+	apiDir := control.ContainerDir(sock, id)
 	// curl speaks to it too, as the README shows.
 	if r := run(t, exec.Command("curl", "-sS", "--unix-socket", filepath.Join(apiDir, "api.sock"), "http://northstar/v1/identity")); r.err != nil || !strings.Contains(r.stdout, `"identity":"client"`) {
 		t.Errorf("curl --unix-socket:\n%s", r)
@@ -214,15 +214,15 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 	a.stop(t)
 	r := apiBundle(t, e, "client", "echo STARTED").runcRun(t)
 	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "northstar-hook: api: agent at "+sock+" not reachable") {
-		t.Errorf("an API container started, or was refused without naming the agent, while no broker runs:\n%s", r)
+		t.Errorf("an API container started, or was refused without naming the agent, while no agent runs:\n%s", r)
 	}
 	if r := exec1(); r.err == nil {
-		t.Errorf("the API answered while no broker runs:\n%s", r)
+		t.Errorf("the API answered while no agent runs:\n%s", r)
 	}
 
 	startAgent(t, e, sock)
 	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
-		t.Fatalf("after the broker restarted, the running container's API:\n%s", r)
+		t.Fatalf("after the agent restarted, the running container's API:\n%s", r)
 	}
 
 	if err := exec.Command("runc", "--root", root, "delete", "-f", id).Run(); err != nil {
@@ -238,15 +238,15 @@ func TestAPIBrokerDownAndBack(t *testing.T) {
 	}
 }
 
-// TestAuditVerify: the broker's log of a session verifies with
+// TestAuditVerify: the agent's log of a session verifies with
 // `northstarctl audit verify`; an edited line makes it exit 1 naming the
 // line.
 func TestAuditVerify(t *testing.T) {
 	requires(t, "runc")
 	e, sock := apiEnv(t)
 	a := startAgent(t, e, sock)
-	tok := in(t, e, "client", "nsapi token broker mqtt")
-	in(t, e, "broker", "nsapi verify "+tok+" client mqtt")
+	tok := in(t, e, "client", "nsapi token server mqtt")
+	in(t, e, "server", "nsapi verify "+tok+" client mqtt")
 	a.stop(t)
 	log := filepath.Join(e.cfg.StateDir, audit.FileName)
 	data, err := os.ReadFile(log)
@@ -276,7 +276,7 @@ func TestAuditVerify(t *testing.T) {
 	}
 }
 
-// TestAuditVerifyRecordedHead: `northstarctl rotate`, while the broker
+// TestAuditVerifyRecordedHead: `northstarctl rotate`, while the agent
 // runs, records the audit log's head in the sealed record; cutting the log
 // below it makes `audit verify` exit 1 naming the cut and the generation,
 // while a cut of only the lines written since (the documented limit)
@@ -285,11 +285,11 @@ func TestAuditVerifyRecordedHead(t *testing.T) {
 	requires(t, "runc")
 	e, sock := apiEnv(t)
 	a := startAgent(t, e, sock)
-	tok := in(t, e, "client", "nsapi token broker mqtt")
+	tok := in(t, e, "client", "nsapi token server mqtt")
 	if r := e.ctl(t, "rotate"); r.err != nil {
 		t.Fatalf("rotate:\n%s", r)
 	}
-	in(t, e, "broker", "nsapi verify "+tok+" client mqtt")
+	in(t, e, "server", "nsapi verify "+tok+" client mqtt")
 	a.stop(t)
 
 	data, err := os.ReadFile(filepath.Join(e.cfg.StateDir, store.RecordFile))
@@ -302,7 +302,7 @@ func TestAuditVerifyRecordedHead(t *testing.T) {
 	}
 	head := rec.AuditHead
 	if head == nil || head.Lines < 3 {
-		t.Fatalf("rotate recorded no head of the broker's log (lifecycle-started, container-registered, token-issued at least): %+v", head)
+		t.Fatalf("rotate recorded no head of the agent's log (lifecycle-started, container-registered, token-issued at least): %+v", head)
 	}
 	log := filepath.Join(e.cfg.StateDir, audit.FileName)
 	data, err = os.ReadFile(log)
@@ -335,10 +335,10 @@ func TestAuditVerifyRecordedHead(t *testing.T) {
 		t.Errorf("audit verify of a log cut below its recorded head: want exit 1 and %q:\n%s", want, r)
 	}
 
-	// The broker will not extend that log: it refuses to start, naming the
-	// way out. audit reset keeps the files aside, and a broker starts a
-	// new log; a reset beside a running broker is refused.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a broker that starts would serve forever
+	// The agent will not extend that log: it refuses to start, naming the
+	// way out. audit reset keeps the files aside, and an agent starts a
+	// new log; a reset beside a running agent is refused.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // an agent that starts would serve forever
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bins.ctl, "agent", "--config", e.config).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "audit log does not verify") || !strings.Contains(string(out), "northstarctl audit reset") {
@@ -356,7 +356,7 @@ func TestAuditVerifyRecordedHead(t *testing.T) {
 	}
 }
 
-// TestAPIRootlessContainerd: the broker runs in rootless containerd's
+// TestAPIRootlessContainerd: the agent runs in rootless containerd's
 // namespaces (where the runtime and the hook run), and containers of the
 // northstar runtime, under Debian's containerd 1.6 and 2.4.2, get their
 // own API socket through the shim and the hook.
@@ -389,18 +389,18 @@ func TestAPIRootlessContainerd(t *testing.T) {
 		if r := runAs("client", "/bin/nsapi", "identity"); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
 			t.Fatalf("a rootless containerd container's API:\n%s", r)
 		}
-		tok := runAs("client", "/bin/nsapi", "token", "broker", "mqtt")
+		tok := runAs("client", "/bin/nsapi", "token", "server", "mqtt")
 		if tok.err != nil {
 			t.Fatalf("token:\n%s", tok)
 		}
-		if r := runAs("broker", "/bin/nsapi", "verify", strings.TrimSpace(tok.stdout), "client", "mqtt"); r.err != nil || strings.TrimSpace(r.stdout) != "valid" {
-			t.Errorf("verify in the broker container:\n%s", r)
+		if r := runAs("server", "/bin/nsapi", "verify", strings.TrimSpace(tok.stdout), "client", "mqtt"); r.err != nil || strings.TrimSpace(r.stdout) != "valid" {
+			t.Errorf("verify in the server container:\n%s", r)
 		}
 	})
 }
 
 // TestAPIRuncUnderRootlesskit: runc itself under rootlesskit (as rootless
-// containerd runs it), with the broker in the same namespaces: the hook at
+// containerd runs it), with the agent in the same namespaces: the hook at
 // createRuntime registers there and mounts the container's socket.
 func TestAPIRuncUnderRootlesskit(t *testing.T) {
 	a := requiresContainerd(t)
@@ -427,22 +427,22 @@ func checkOwnSocket(t *testing.T, in func(identity, script string) result) {
 }
 
 // checkTokens: between containers started by in, a token client mints
-// for broker verifies in broker, and not in another container.
+// for server verifies in server, and not in another container.
 func checkTokens(t *testing.T, in func(identity, script string) result) {
 	t.Helper()
-	tok := in("client", "nsapi token broker mqtt")
+	tok := in("client", "nsapi token server mqtt")
 	if tok.err != nil {
 		t.Fatalf("token:\n%s", tok)
 	}
 	if v := in("mallory", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); strings.TrimSpace(v.stdout) != "wrong-audience" {
-		t.Errorf("another container verified the broker's token:\n%s", v)
+		t.Errorf("another container verified the server's token:\n%s", v)
 	}
-	if v := in("broker", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
-		t.Errorf("the broker container did not verify the client's token:\n%s", v)
+	if v := in("server", "nsapi verify "+strings.TrimSpace(tok.stdout)+" client mqtt"); v.err != nil || strings.TrimSpace(v.stdout) != "valid" {
+		t.Errorf("the server container did not verify the client's token:\n%s", v)
 	}
 }
 
-// startAgentIn starts the broker (`northstarctl agent`, with [api] enable)
+// startAgentIn starts the agent (`northstarctl agent`, with [api] enable)
 // the way a user would, with `rootless-containerd.sh agent`: inside rootless
 // containerd c's namespaces as the runtime's user, where runc and the hook
 // run, with containerd's NORTHSTAR_CONFIG (e's). The script's stop, in c's
@@ -452,6 +452,6 @@ func startAgentIn(t *testing.T, c *rootlessContainerd, e *env, sock string) {
 	mustRun(t, exec.Command(c.script, "agent", c.dir))
 	if _, err := os.Stat(sock); err != nil {
 		log, _ := os.ReadFile(filepath.Join(c.dir, "agent.log"))
-		t.Fatalf("the broker serves, but not on %s (is %s containerd's NORTHSTAR_CONFIG?): %v\n%s", sock, e.config, err, log)
+		t.Fatalf("the agent serves, but not on %s (is %s containerd's NORTHSTAR_CONFIG?): %v\n%s", sock, e.config, err, log)
 	}
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/oci"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/client"
 )
 
@@ -345,12 +345,12 @@ func containerdVersion() string {
 	return "?"
 }
 
-// TestBenchAPI: the broker's rows of DESIGN.md §7, against the broker with
-// two long-running runc containers (identities client and broker):
-//   - a token minted on client's socket and verified on broker's, vs a
+// TestBenchAPI: the agent's rows of DESIGN.md §7, against the agent with
+// two long-running runc containers (identities client and server):
+//   - a token minted on client's socket and verified on server's, vs a
 //     plain GET /v1/identity on client's socket, interleaved (<= 2);
 //   - `runc run` with the hook, agent and API socket vs bare (<= 1.05);
-//   - the broker's RSS with 1,000 registered containers (<= 40 MiB).
+//   - the agent's RSS with 1,000 registered containers (<= 40 MiB).
 func TestBenchAPI(t *testing.T) {
 	requires(t, "runc")
 	e, sock := apiEnv(t)
@@ -360,7 +360,7 @@ func TestBenchAPI(t *testing.T) {
 	defer devnull.Close()
 	sockets := map[string]string{}
 	const concurrent, each = 8, 100
-	ids := []string{"client", "broker"}
+	ids := []string{"client", "server"}
 	for i := range concurrent {
 		ids = append(ids, fmt.Sprintf("client-%d", i))
 	}
@@ -374,13 +374,13 @@ func TestBenchAPI(t *testing.T) {
 		if err := r.Run(); err != nil {
 			t.Fatalf("runc run %s: %v", cid, err)
 		}
-		sockets[id] = filepath.Join(agent.ContainerDir(sock, cid), "api.sock")
+		sockets[id] = filepath.Join(control.ContainerDir(sock, cid), "api.sock")
 	}
-	cl, br := client.New(sockets["client"]), client.New(sockets["broker"])
+	cl, br := client.New(sockets["client"]), client.New(sockets["server"])
 	ctx := context.Background()
 	identity := func() error { _, err := cl.Identity(ctx); return err }
 	pair := func() error {
-		tok, err := cl.Token(ctx, "broker", "mqtt", 0)
+		tok, err := cl.Token(ctx, "server", "mqtt", 0)
 		if err != nil {
 			return err
 		}
@@ -394,7 +394,7 @@ func TestBenchAPI(t *testing.T) {
 	ratios, as, bs := interleave(t, rounds, identity, pair)
 	report(fmt.Sprintf("token create + verify (two sockets) / GET /v1/identity, through package client, %d pairs", rounds),
 		ratioResult(ratios, as, bs), "≤ 2", median(ratios) <= 2)
-	// What net/http alone costs: no broker can go under this ratio.
+	// What net/http alone costs: no agent can go under this ratio.
 	get, post := httpFloor(t)
 	ratios, as, bs = interleave(t, rounds, get, func() error {
 		if err := post(); err != nil {
@@ -405,7 +405,7 @@ func TestBenchAPI(t *testing.T) {
 	report(fmt.Sprintf("reference: two POSTs / one GET to a handler that does nothing in another process (net/http, unix socket), %d pairs", rounds),
 		ratioResult(ratios, as, bs), "none (the floor of the row above)", true)
 
-	// 8 containers × 100 token pairs at once, all verified by broker.
+	// 8 containers × 100 token pairs at once, all verified by server.
 	var failures atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -415,7 +415,7 @@ func TestBenchAPI(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range each {
-				tok, err := c.Token(ctx, "broker", "mqtt", 0)
+				tok, err := c.Token(ctx, "server", "mqtt", 0)
 				if err != nil {
 					failures.Add(1)
 					continue
@@ -428,14 +428,14 @@ func TestBenchAPI(t *testing.T) {
 	}
 	wg.Wait()
 	took := time.Since(start)
-	report(fmt.Sprintf("%d containers × %d token pairs at once, each verified by one broker container", concurrent, each),
+	report(fmt.Sprintf("%d containers × %d token pairs at once, each verified by one server container", concurrent, each),
 		fmt.Sprintf("%d/%d valid in %d ms (%.0f pairs/s)", concurrent*each-int(failures.Load()), concurrent*each, took.Milliseconds(), float64(concurrent*each)/took.Seconds()),
 		"0 failures", failures.Load() == 0)
 
 	benchHookOverheadBundle(t, e, "`runc run` with the hook, the agent and a per-container API socket / without", 1.05,
 		func() *bundle { return apiBundle(t, e, "bench", "true") })
 
-	// 1,000 registrations (of one live process: the broker watches a
+	// 1,000 registrations (of one live process: the agent watches a
 	// pidfd per registration all the same).
 	keep := exec.Command("sleep", "600")
 	if err := keep.Start(); err != nil {
@@ -443,7 +443,7 @@ func TestBenchAPI(t *testing.T) {
 	}
 	defer func() { keep.Process.Kill(); keep.Wait() }()
 	for i := 0; i < 1000; i++ {
-		if _, err := agent.Register(ctx, sock, agent.Registration{ID: fmt.Sprintf("bench-%d", i), Identity: fmt.Sprintf("bench-%d", i), Pid: keep.Process.Pid}); err != nil {
+		if _, err := control.Register(ctx, sock, control.Registration{ID: fmt.Sprintf("bench-%d", i), Identity: fmt.Sprintf("bench-%d", i), Pid: keep.Process.Pid}); err != nil {
 			t.Fatalf("registration %d: %v", i, err)
 		}
 	}
@@ -454,7 +454,7 @@ func TestBenchAPI(t *testing.T) {
 			fmt.Sscanf(strings.TrimSpace(v), "%f", &rssKiB)
 		}
 	}
-	report("broker RSS with 1,000 registered containers (VmRSS)", fmt.Sprintf("%.1f MiB", rssKiB/1024), "≤ 40 MiB", rssKiB > 0 && rssKiB/1024 <= 40)
+	report("agent RSS with 1,000 registered containers (VmRSS)", fmt.Sprintf("%.1f MiB", rssKiB/1024), "≤ 40 MiB", rssKiB > 0 && rssKiB/1024 <= 40)
 }
 
 // httpFloor runs a handler that does nothing in a child process (the test

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/client"
 )
 
@@ -390,7 +390,7 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 			if flavor.bin != "" {
 				requiresFile(t, filepath.Join(flavor.bin, "containerd"), "scripts/install-tools.sh builds it")
 			}
-			// The broker runs too ([api] enable): pod containers get
+			// The agent runs too ([api] enable): pod containers get
 			// their own API socket, named by CRI's names.
 			e, sock := apiEnv(t)
 			startAgent(t, e, sock)
@@ -410,12 +410,12 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 				t.Error("the pod sandbox (pause) container got the secret")
 			}
 			// Identity by CRI's names, asked on the container's own socket.
-			apiDir := agent.ContainersDir(sock)
-			if id, err := client.New(filepath.Join(apiDir, agent.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
+			apiDir := control.ContainersDir(sock)
+			if id, err := client.New(filepath.Join(apiDir, control.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
 				t.Errorf("the pod container's API identity: %+v, %v; want default/web/app", id, err)
 			}
-			if _, err := os.Stat(filepath.Join(apiDir, agent.DirName(p1.id))); !os.IsNotExist(err) {
-				t.Errorf("the pod sandbox was registered with the broker: %v", err)
+			if _, err := os.Stat(filepath.Join(apiDir, control.DirName(p1.id))); !os.IsNotExist(err) {
+				t.Errorf("the pod sandbox was registered with the agent: %v", err)
 			}
 			rec1 := e.record(t)
 

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 
 // httpFloorEnv set to a socket path makes the test binary serve a handler
 // that does nothing there, instead of running tests: the bench's floor,
-// measured across processes as the broker's round trips are.
+// measured across processes as the agent's round trips are.
 const httpFloorEnv = "NORTHSTAR_HTTP_FLOOR"
 
 func serveHTTPFloor(sock string) int {

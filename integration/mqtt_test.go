@@ -63,8 +63,8 @@ type mqttStack struct {
 
 func newMQTTStack(t *testing.T) *mqttStack { return newMQTTStackAuth(t, "secret") }
 
-// newMQTTStackAuth is newMQTTStack whose broker and clients use auth; with
-// "token" the broker (the agent with [api] enable) runs in rootlesskit's
+// newMQTTStackAuth is newMQTTStack whose MQTT broker and clients use auth;
+// with "token" the agent (with [api] enable) runs in rootlesskit's
 // namespaces.
 func newMQTTStackAuth(t *testing.T, auth string) *mqttStack {
 	t.Helper()
@@ -375,8 +375,8 @@ func TestMQTTHostileImageRootless(t *testing.T) {
 }
 
 // TestMQTTTokens: the MQTT example with northstar tokens (--auth token):
-// the client logs in as its identity with a token for the broker, which
-// the broker verifies on its own API socket. Shown, in the demo's order:
+// the client logs in as its identity with a token for the MQTT broker,
+// which the MQTT broker verifies on its own API socket. Shown, in the demo's order:
 // the client is accepted; an outsider is refused; a container holding the
 // same lifecycle secret file but another identity cannot log in as the
 // client (the attack the shared secret cannot stop); a captured token is

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 )
 
 // testPodman runs Debian's podman, as the test user (rootless) or as root
@@ -141,7 +141,7 @@ func TestRootlessPodmanHooksDir(t *testing.T) {
 }
 
 // TestRootlessPodmanAPI: rootless podman with [api] enable. The hook runs
-// at createRuntime in podman's user and mount namespaces, so the broker
+// at createRuntime in podman's user and mount namespaces, so the agent
 // runs there too (`podman unshare northstarctl agent`), the way it runs in
 // rootlesskit's for rootless containerd.
 func TestRootlessPodmanAPI(t *testing.T) {
@@ -154,14 +154,14 @@ func TestRootlessPodmanAPI(t *testing.T) {
 }
 
 // TestRootfulPodman: podman as root with the hooks.d file delivers the
-// lifecycle secret, and with [api] enable (the broker on the host, as
+// lifecycle secret, and with [api] enable (the agent on the host, as
 // root) each container's own API socket.
 func TestRootfulPodman(t *testing.T) {
 	requires(t, "podman", "runc")
 	sock := agentSocket(t, nil)
 	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), nil)
 	p := newTestPodman(t, nil, e)
-	broker := startAgent(t, e, sock)
+	ag := startAgent(t, e, sock)
 
 	r := p.run(t, "cat /run/northstar/secret; echo; stat -c '%u:%g %a' /run/northstar/secret; grep ' /run/northstar ' /proc/self/mountinfo", "--user", "1000:1000")
 	if r.err != nil {
@@ -172,7 +172,7 @@ func TestRootfulPodman(t *testing.T) {
 		t.Errorf("want the store's secret, 0400 owned by the container user, on a read-only mount:\n%s", r)
 	}
 	checkPodmanAPI(t, p, e, sock, func() {
-		if err := broker.stop(t); err != nil {
+		if err := ag.stop(t); err != nil {
 			t.Logf("agent exit: %v", err)
 		}
 	})
@@ -180,7 +180,7 @@ func TestRootfulPodman(t *testing.T) {
 
 // checkPodmanAPI: through p, containers speak as their identity on their
 // own read-only socket, a token verifies for its audience only, sockets go
-// with their containers, and once stop has stopped the broker a start
+// with their containers, and once stop has stopped the agent a start
 // fails naming it.
 func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func()) {
 	t.Helper()
@@ -196,11 +196,11 @@ func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func(
 	checkOwnSocket(t, as)
 	checkTokens(t, as)
 	// Every container was removed (--rm): so are their sockets.
-	containers := agent.ContainersDir(sock)
+	containers := control.ContainersDir(sock)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ents, err := os.ReadDir(containers)
 		if err != nil {
-			t.Fatalf("the broker's containers directory: %v", err)
+			t.Fatalf("the agent's containers directory: %v", err)
 		}
 		left := 0
 		for _, d := range ents {
@@ -220,7 +220,7 @@ func checkPodmanAPI(t *testing.T, p *testPodman, e *env, sock string, stop func(
 	stop()
 	r := as("client", "echo STARTED")
 	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "start 'northstarctl agent'") {
-		t.Errorf("container started with the broker down, or the error does not name the agent:\n%s", r)
+		t.Errorf("container started with the agent down, or the error does not name the agent:\n%s", r)
 	}
 }
 

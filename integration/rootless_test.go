@@ -29,7 +29,7 @@ func (b *bundle) runcAs(t *testing.T, a *account, underRootlesskit bool) result 
 }
 
 // runcIn runs the bundle with runc as root of rootless containerd c's
-// namespaces (rootlesskit's), where c's broker runs too.
+// namespaces (rootlesskit's), where c's agent runs too.
 func (b *bundle) runcIn(t *testing.T, a *account, c *rootlessContainerd) result {
 	t.Helper()
 	return b.runcVia(t, a, c.script, "exec", c.dir)
@@ -178,7 +178,7 @@ func TestRootlessRuncPlain(t *testing.T) {
 
 // TestRootlessRuncPlainAPI: plain rootless runc with [api] enable. Neither
 // stage alone can do both halves (createRuntime cannot enter the
-// container; inside it, the broker refuses a hook of another mount
+// container; inside it, the agent refuses a hook of another mount
 // namespace), so northstar runs at both: createRuntime registers, and
 // createContainer mounts the secret and the registered API directory.
 func TestRootlessRuncPlainAPI(t *testing.T) {
@@ -186,7 +186,7 @@ func TestRootlessRuncPlainAPI(t *testing.T) {
 	a := unprivileged(t)
 	sock := agentSocket(t, a)
 	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), a)
-	broker := startAgentAs(t, a, e, sock)
+	ag := startAgentAs(t, a, e, sock)
 
 	// The hooks exactly as a user gets them: northstarctl's stdout.
 	var snippet struct{ Hooks specs.Hooks }
@@ -231,12 +231,12 @@ func TestRootlessRuncPlainAPI(t *testing.T) {
 		t.Errorf("a container nobody registered started, or the error does not name the fix:\n%s", r)
 	}
 
-	// The broker down: the createRuntime stage fails closed naming it.
-	if err := broker.stop(t); err != nil {
+	// The agent down: the createRuntime stage fails closed naming it.
+	if err := ag.stop(t); err != nil {
 		t.Logf("agent exit: %v", err)
 	}
 	r = inRootless("client", "echo STARTED", both...)
 	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "start 'northstarctl agent'") {
-		t.Errorf("container started with the broker down, or the error does not name the agent:\n%s", r)
+		t.Errorf("container started with the agent down, or the error does not name the agent:\n%s", r)
 	}
 }

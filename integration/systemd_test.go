@@ -93,7 +93,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 
 	// Run ExecStart under the unit's limits. (As root, CAP_IPC_LOCK makes
-	// the memlock limit moot; the key-page test in broker/keys covers a
+	// the memlock limit moot; the key-page test in agent/keys covers a
 	// process without room to lock.)
 	cmd := exec.Command("prlimit", append([]string{"--core=0", "--memlock=8388608", "--"}, argv...)...)
 	a := startAgentCmd(t, cmd, sock)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh — northstar end to end: an MQTT broker container and a client
 # container under rootless containerd with the northstar shim authenticate
-# to each other with northstar tokens from the broker API (identity by
+# to each other with northstar tokens from the agent's API (identity by
 # socket), then, as the fallback, with the shared lifecycle secret (sealed by
 # a swtpm TPM): outsiders, other identities and replayed tokens are refused;
 # a containerd restart rotates the secret.
@@ -95,7 +95,7 @@ for p in broker client; do
 		die "mkrootfs.sh failed"
 	}
 done
-ok "bin/northstar-hook, northstarctl, containerd-shim-northstar-v2; broker and client rootfs (busybox + static binary)"
+ok "bin/northstar-hook, northstarctl, containerd-shim-northstar-v2; MQTT broker and client rootfs (busybox + static binary)"
 
 # ---------------------------------------------------------- TPM, containerd
 step "swtpm, northstar, rootless containerd"
@@ -103,8 +103,8 @@ install -d -m 0700 -o "$NSTEST_USER" -g "$NSTEST_USER" "$TPM" "$W/state" "$W/log
 scripts/swtpm.sh start "$TPM" >/dev/null 2>&1 || die "swtpm did not start (scripts/swtpm.sh start $TPM)"
 ok "swtpm (TPM 2.0) running as $NSTEST_USER on $TPM/swtpm.sock"
 CONFIG=$W/config.toml
-install -d -m 0755 -o "$NSTEST_USER" -g "$NSTEST_USER" "$W/broker"
-AGENT_SOCK=$W/broker/agent/agent.sock
+install -d -m 0755 -o "$NSTEST_USER" -g "$NSTEST_USER" "$W/run"
+AGENT_SOCK=$W/run/agent/agent.sock
 cat >"$CONFIG" <<EOF
 state_dir = "$W/state"
 sealer    = "tpm"
@@ -128,12 +128,12 @@ ok "northstarctl init: secret generation $G0 sealed by the TPM (state dir $W/sta
 NORTHSTAR_BIN=$W/bin NORTHSTAR_CONFIG=$CONFIG scripts/rootless-containerd.sh start "$CTD" >/dev/null 2>&1 ||
 	die "rootless containerd did not start (see $CTD/containerd.log)"
 ok "rootless containerd (pid $(<"$CTD/containerd.pid")) as $NSTEST_USER, runtime $RUNTIME available"
-# The broker (northstarctl agent with [api] enable) runs where the runtime
+# The agent (northstarctl agent with [api] enable) runs where the runtime
 # and the hook run: inside rootlesskit's namespaces.
 scripts/rootless-containerd.sh agent "$CTD" >/dev/null 2>&1 ||
 	die "northstarctl agent did not start: $(tail -n 3 "$CTD/agent.log" | tr '\n' ' ')"
 [[ -S $AGENT_SOCK ]] || die "northstarctl agent serves, but not on $AGENT_SOCK"
-ok "northstar broker (northstarctl agent) serving the containers' API sockets"
+ok "northstar agent (northstarctl agent) serving the containers' API sockets"
 
 # ------------------------------------------------------------------ helpers
 SEQ=0
@@ -149,7 +149,7 @@ run_client() {
 	return "$rc"
 }
 # outsider [client flags...]: the client binary as a plain process on the
-# broker's network (inside rootlesskit's namespaces), no secret.
+# MQTT broker's network (inside rootlesskit's namespaces), no secret.
 outsider() {
 	local rc=0
 	"${X[@]}" "$W/bin/mqtt-client" --auth secret --broker "$BROKER" --client-id outsider --timeout 5s "$@" >"$W/out" 2>&1 || rc=$?
@@ -186,16 +186,16 @@ as() { EXTRA=(--annotation "io.northstar.identity=$1"); }
 step "tokens: the client logs in as its identity with a one-time token"
 if start_broker broker1 token; then
 	G1=$(gen)
-	ok "broker container (identity broker) started; the shim adopted the secret init made for this runtime lifecycle (generation $G1, lifecycle $(lifecycle))"
+	ok "MQTT broker container (identity broker) started; the shim adopted the secret init made for this runtime lifecycle (generation $G1, lifecycle $(lifecycle))"
 	[[ $G1 -eq $G0 ]] || bad "generation $G1, want $G0 (init's secret, adopted)"
 else
-	bad "broker container did not start"
+	bad "MQTT broker container did not start"
 	G1=$(gen)
 fi
 as client
 rc=0
 run_client client1 || rc=$?
-expect 0 "$rc" "client accepted: username client, password a token for broker, verified once on the broker's own API socket"
+expect 0 "$rc" "client accepted: username client, password a token for broker, verified once on the MQTT broker's own API socket"
 rc=0
 outsider --no-password || rc=$?
 expect 3 "$rc" "outsider refused: no password"
@@ -211,7 +211,7 @@ expect 0 "$rc" "a captured token replayed: refused the second time"
 step "rotation: containerd restarts"
 OLDPID=$(<"$CTD/containerd.pid")
 scripts/rootless-containerd.sh restart-containerd "$CTD" >/dev/null 2>&1 || die "restart-containerd failed"
-ok "containerd restarted (pid $OLDPID -> $(<"$CTD/containerd.pid")); broker1 kept running"
+ok "containerd restarted (pid $OLDPID -> $(<"$CTD/containerd.pid")); MQTT broker broker1 kept running"
 rc=0
 run_client client3 || rc=$?
 G2=$(gen)
@@ -220,7 +220,7 @@ if [[ $G2 -eq $((G1 + 1)) ]]; then
 else
 	bad "generation $G2 after the restart, want $((G1 + 1))"
 fi
-expect 0 "$rc" "the old broker, not restarted, accepts the new client (the shared secret's limit is gone for token users)"
+expect 0 "$rc" "the old MQTT broker, not restarted, accepts the new client (the shared secret's limit is gone for token users)"
 
 step "audit log"
 # Its later lines (the recorded head it checked) indented under the verdict.
@@ -233,9 +233,9 @@ fi
 # ------------------------------------------------------- the shared secret
 step "fallback: the shared lifecycle secret (--auth secret)"
 if stop_broker broker1 && start_broker broker2 secret; then
-	ok "broker2 lets in whoever presents the generation-$G2 secret"
+	ok "MQTT broker broker2 lets in whoever presents the generation-$G2 secret"
 else
-	bad "could not start the secret broker"
+	bad "could not start the MQTT broker with --auth secret"
 fi
 as client
 rc=0
@@ -252,7 +252,7 @@ expect 3 "$rc" "outsider refused: container with io.northstar.secret.disable=tru
 EXTRA=()
 
 # ------------------------------------------------------------------ logs
-step "broker logs (no secrets, no passwords)"
+step "MQTT broker logs (no secrets, no passwords)"
 for b in broker1 broker2; do
 	sed "s/^/  $b | /" "$W/logs/$b.log" 2>/dev/null || true
 done

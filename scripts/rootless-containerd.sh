@@ -10,7 +10,7 @@
 #   start               start rootlesskit (holding the namespaces with a
 #                       `sleep infinity` child) and containerd inside it;
 #                       no-op when already running.
-#   agent               start the northstar broker ($NORTHSTAR_BIN/northstarctl
+#   agent               start the northstar agent ($NORTHSTAR_BIN/northstarctl
 #                       agent) inside the namespaces with containerd's saved
 #                       environment (NORTHSTAR_CONFIG unless set again here),
 #                       where the hook runs; no-op when already running.  It

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/agent/audit"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/flock"
@@ -69,7 +69,7 @@ type Record struct {
 	Created     time.Time `json:"created"`
 	Sealer      string    `json:"sealer"`
 	Blob        []byte    `json:"blob"`
-	// AuditHead is where the broker's audit log (audit.FileName in the
+	// AuditHead is where the agent's audit log (audit.FileName in the
 	// state directory) ended when this record was written: a log cut
 	// below it is detected (DESIGN.md §10). Nil when there was no log.
 	// New in format 2 (FormatVersion).
@@ -470,7 +470,7 @@ type sealedKey struct {
 
 // Key returns the key called name (size random bytes), creating and sealing
 // it the first time. Unlike the lifecycle secret it survives rotations: the
-// broker's root key and audit key live here (<name>.key.json). The caller
+// agent's root key and audit key live here (<name>.key.json). The caller
 // zeroes the result.
 func (s *Store) Key(ctx context.Context, name string, size int) ([]byte, error) {
 	path := filepath.Join(s.dir, name+".key.json")

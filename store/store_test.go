@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/northstar-oci/northstar/broker/audit"
+	"github.com/northstar-oci/northstar/agent/audit"
 	"github.com/northstar-oci/northstar/seal"
 )
 
@@ -219,14 +219,14 @@ func TestKeysSurviveRotations(t *testing.T) {
 	if _, _, err := s.Init(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	k1, err := s.Key(ctx, "broker", 32)
+	k1, err := s.Key(ctx, "root", 32)
 	if err != nil || len(k1) != 32 {
 		t.Fatalf("Key: %x, %v", k1, err)
 	}
 	if _, err := s.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	k2, err := s.Key(ctx, "broker", 32)
+	k2, err := s.Key(ctx, "root", 32)
 	if err != nil || !bytes.Equal(k1, k2) {
 		t.Fatalf("the key changed with a rotation (%v)", err)
 	}
@@ -234,14 +234,14 @@ func TestKeysSurviveRotations(t *testing.T) {
 	if bytes.Equal(other, k1) {
 		t.Error("two key names share a key")
 	}
-	data, _ := os.ReadFile(filepath.Join(s.Dir(), "broker.key.json"))
+	data, _ := os.ReadFile(filepath.Join(s.Dir(), "root.key.json"))
 	if bytes.Contains(data, k1) || bytes.Contains(data, []byte(fmt.Sprintf("%x", k1))) {
 		t.Error("the key file holds the key in clear")
 	}
 }
 
 // appendAudit appends n lines to the audit log in s's state directory, as
-// the broker would, and returns the log's head.
+// the agent would, and returns the log's head.
 func appendAudit(t *testing.T, s *Store, n int) audit.Head {
 	t.Helper()
 	return appendAuditWith(t, s, n, audit.Limits{}, nil)
@@ -281,7 +281,7 @@ func TestRotationRecordsTheAuditHead(t *testing.T) {
 	if _, _, err := s.Init(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	// No broker ever ran: no head, and no field in the record.
+	// No agent ever ran: no head, and no field in the record.
 	if h := headOf(t, s); h != nil {
 		t.Fatalf("head %+v without a log", h)
 	}
@@ -348,7 +348,7 @@ func TestRotationNeverLowersTheAuditHead(t *testing.T) {
 	if got := headOf(t, s); got == nil || *got != h {
 		t.Fatalf("after a cut, rotation recorded %+v, want the old head %+v", got, h)
 	}
-	// Cut and written on past the head (what a broker that does not check
+	// Cut and written on past the head (what an agent that does not check
 	// the head would do): the line where the head was is another one now,
 	// and rotation must not bless the new branch.
 	appendAudit(t, s, 10)

@@ -294,7 +294,7 @@ func (m *Mount) AttachInRoot(rootfs, unsafeDir string, creator *IDs) error {
 	return nil
 }
 
-// OpenAPITree clones the broker's directory for one container (dir, in
+// OpenAPITree clones the agent's directory for one container (dir, in
 // the runtime's mount namespace) as a detached bind mount, read-only,
 // nosuid, nodev, noexec: connect(2) to a socket works through it, and the
 // container can create nothing beside its socket.

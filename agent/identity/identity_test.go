@@ -17,7 +17,7 @@ func TestValid(t *testing.T) {
 		"with space":             false,
 		"new\nline":              false,
 		"ünïcode":                false,
-		"../../etc":              true, // a name, never a path: the broker does not join it
+		"../../etc":              true, // a name, never a path: the agent does not join it
 		"quote\"":                false,
 	} {
 		if got := Valid(s); got != want {

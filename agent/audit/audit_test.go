@@ -23,7 +23,7 @@ func writeLog(t *testing.T, n int) (string, Head) {
 	}
 	defer w.Close()
 	for i := 0; i < n; i++ {
-		if err := w.Append("token-issued", map[string]string{"sender": "client", "audience": "broker", "token_id": "0123"}); err != nil {
+		if err := w.Append("token-issued", map[string]string{"sender": "client", "audience": "server", "token_id": "0123"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,7 +118,7 @@ func TestTamperingIsDetected(t *testing.T) {
 func TestOpenRefusesATamperedLog(t *testing.T) {
 	p, _ := writeLog(t, 3)
 	l := lines(t, p)
-	l[1] = strings.Replace(l[1], "broker", "brokeR", 1)
+	l[1] = strings.Replace(l[1], "server", "serveR", 1)
 	if err := os.WriteFile(p, []byte(strings.Join(l, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +537,7 @@ func TestFieldsAreCapped(t *testing.T) {
 	}
 }
 
-// TestOpenChecksTheRecordedHead: the broker does not extend a log that
+// TestOpenChecksTheRecordedHead: the agent does not extend a log that
 // ends before, or does not pass through, the head recorded at the last
 // rotation; it does extend one that got past it, or whose rotation was
 // interrupted between its renames.

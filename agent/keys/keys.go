@@ -1,9 +1,9 @@
-// Package keys derives every key the broker hands out or uses from one
-// broker root key: per identity and generation an Ed25519 signing key and
+// Package keys derives every key the agent hands out or uses from one
+// root key: per identity and generation an Ed25519 signing key and
 // an X25519 key, the HMAC key of a generation's tokens, and pairwise keys
 // that two identities compute alike (DESIGN.md §9).
 //
-// The root key is 32 random bytes the broker keeps sealed like the
+// The root key is 32 random bytes the agent keeps sealed like the
 // lifecycle secret; nothing a container can read (its secret file
 // included) lets it compute the root key or any key derived from it, so a
 // compromised container can sign and derive only as itself.
@@ -26,13 +26,13 @@ import (
 	"strings"
 )
 
-// RootSize is the size of the broker root key.
+// RootSize is the size of the agent root key.
 const RootSize = 32
 
 // ErrNotSerializable is returned by every marshaler of Root.
 var ErrNotSerializable = errors.New("keys: the root key is never serialized")
 
-// Root is the broker root key. Like secretfs.Secret it will not print,
+// Root is the agent root key. Like secretfs.Secret it will not print,
 // log or marshal itself. Its bytes live outside the Go heap, in a page of
 // their own (see lockedPage), so the garbage collector never copies them
 // and swap, core dumps and forked children never see them.
@@ -82,7 +82,7 @@ func (r *Root) Locked() bool { return r.locked }
 
 // Zero overwrites the key. The page stays mapped, so a derivation racing
 // with Zero reads zeros rather than faulting; a Root is made once per
-// broker process, so the page is not worth reclaiming.
+// agent process, so the page is not worth reclaiming.
 func (r *Root) Zero() {
 	if r != nil {
 		clear(r.b)

@@ -1,4 +1,4 @@
-// Package api is the broker's HTTP/1.1 + JSON API (DESIGN.md §9), served on
+// Package api is the agent's HTTP/1.1 + JSON API (DESIGN.md §9), served on
 // one unix socket per container. The socket a request arrives on is the
 // caller's identity: a Handler is made for one identity and never asks the
 // caller who it is, so no PID or cgroup lookup can be raced or fooled.
@@ -29,9 +29,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/northstar-oci/northstar/broker/identity"
-	"github.com/northstar-oci/northstar/broker/keys"
-	"github.com/northstar-oci/northstar/broker/token"
+	"github.com/northstar-oci/northstar/agent/identity"
+	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/token"
 )
 
 // MaxBody bounds every request body.
@@ -40,10 +40,10 @@ const MaxBody = 64 << 10
 // MaxTTL bounds a token's lifetime.
 const MaxTTL = time.Hour
 
-// Broker is what the handlers need from the broker: the current keys and
+// Agent is what the handlers need from the agent: the current keys and
 // generation, the verifier of tokens, and an audit trail. Implementations
 // are safe for concurrent use.
-type Broker interface {
+type Agent interface {
 	// Current returns the root key and the generation in force.
 	Current() (*keys.Root, uint64)
 	// Verifier checks tokens (it knows earlier generations' keys).
@@ -65,8 +65,8 @@ const maxApp = 64
 func validApp(s string) bool { return len(s) <= maxApp && identity.Valid(s) }
 
 // Handler serves the API for the container whose identity is identity.
-func Handler(identity string, b Broker) http.Handler {
-	h := &handler{identity: identity, b: b}
+func Handler(identity string, a Agent) http.Handler {
+	h := &handler{identity: identity, a: a}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/identity", h.only(http.MethodGet, h.getIdentity))
 	mux.HandleFunc("/v1/token", h.only(http.MethodPost, h.postToken))
@@ -83,7 +83,7 @@ func Handler(identity string, b Broker) http.Handler {
 
 type handler struct {
 	identity string
-	b        Broker
+	a        Agent
 }
 
 // apiError is an error with its HTTP status.
@@ -120,7 +120,7 @@ func (h *handler) only(method string, fn func(r *http.Request) (any, error)) htt
 }
 
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	h.b.Audit("refused", map[string]string{"identity": h.identity, "path": r.URL.Path, "status": strconv.Itoa(status), "error": msg})
+	h.a.Audit("refused", map[string]string{"identity": h.identity, "path": r.URL.Path, "status": strconv.Itoa(status), "error": msg})
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
@@ -164,7 +164,7 @@ type IdentityResponse struct {
 }
 
 func (h *handler) getIdentity(*http.Request) (any, error) {
-	_, gen := h.b.Current()
+	_, gen := h.a.Current()
 	return &IdentityResponse{Identity: h.identity, Generation: gen}, nil
 }
 
@@ -183,20 +183,20 @@ func (h *handler) postToken(r *http.Request) (any, error) {
 	if !ValidIdentity(req.Audience) || !validApp(req.App) {
 		return nil, bad("audience must be an identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
 	}
-	ttl := h.b.DefaultTTL()
+	ttl := h.a.DefaultTTL()
 	if req.TTLSeconds != 0 {
 		if req.TTLSeconds < 1 || req.TTLSeconds > int64(MaxTTL/time.Second) {
 			return nil, bad("ttl_seconds must be 1-%d", int64(MaxTTL/time.Second))
 		}
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
-	_, gen := h.b.Current()
+	_, gen := h.a.Current()
 	c := &token.Claims{Sender: h.identity, Audience: req.Audience, App: req.App, Generation: gen,
 		Expiry: time.Now().Add(ttl).Truncate(time.Second)}
 	// The verifier's key for gen: derived once per generation, not per
 	// token (a derivation was a fifth of a token's time, and left the root
 	// key in HKDF's garbage each time).
-	key := h.b.Verifier().Key(gen)
+	key := h.a.Verifier().Key(gen)
 	if key == nil {
 		return nil, &apiError{http.StatusServiceUnavailable, "no token key for the current generation"}
 	}
@@ -204,7 +204,7 @@ func (h *handler) postToken(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, bad("%v", err)
 	}
-	h.b.Audit("token-issued", map[string]string{"sender": h.identity, "audience": c.Audience, "app": c.App,
+	h.a.Audit("token-issued", map[string]string{"sender": h.identity, "audience": c.Audience, "app": c.App,
 		"expires": c.Expiry.UTC().Format(time.RFC3339), "token_id": c.ID()})
 	return &TokenResponse{Token: tok, ExpiresAt: c.Expiry.UTC().Format(time.RFC3339)}, nil
 }
@@ -233,23 +233,23 @@ func (h *handler) verifyToken(r *http.Request) (any, error) {
 		return nil, bad("sender must be an identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
 	}
 	// The audience is this socket's identity: only it can use the token.
-	c, reason, err := h.b.Verifier().Verify(req.Token, h.identity, req.Sender, req.App)
+	c, reason, err := h.a.Verifier().Verify(req.Token, h.identity, req.Sender, req.App)
 	if err != nil {
 		return nil, &apiError{http.StatusServiceUnavailable, err.Error()}
 	}
 	fields := map[string]string{"verifier": h.identity, "sender": req.Sender, "app": req.App, "result": "valid"}
 	if c != nil {
 		fields["token_id"] = c.ID()
-		// With the expiry, a restarted broker knows how long to remember
+		// With the expiry, a restarted agent knows how long to remember
 		// the token as used (registry.Open reads it back).
 		fields["expires"] = c.Expiry.UTC().Format(time.RFC3339)
 	}
 	if reason != "" {
 		fields["result"] = string(reason)
-		h.b.Audit("token-verified", fields)
+		h.a.Audit("token-verified", fields)
 		return &VerifyResponse{Reason: reason}, nil
 	}
-	h.b.Audit("token-verified", fields)
+	h.a.Audit("token-verified", fields)
 	return &VerifyResponse{Valid: true, Sender: c.Sender, App: c.App, ExpiresAt: c.Expiry.UTC().Format(time.RFC3339)}, nil
 }
 
@@ -273,10 +273,10 @@ func (h *handler) sign(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, gen := h.b.Current()
+	root, gen := h.a.Current()
 	priv := root.Ed25519(h.identity, gen)
 	defer clear(priv)
-	h.b.Audit("sign", map[string]string{"identity": h.identity, "generation": strconv.FormatUint(gen, 10)})
+	h.a.Audit("sign", map[string]string{"identity": h.identity, "generation": strconv.FormatUint(gen, 10)})
 	return map[string]any{"signature": ed25519.Sign(priv, req.Data), "identity": h.identity, "generation": gen}, nil
 }
 
@@ -296,7 +296,7 @@ func (h *handler) verifySignature(r *http.Request) (any, error) {
 	if !ValidIdentity(req.Sender) {
 		return nil, bad("sender is not an identity")
 	}
-	root, gen := h.b.Current()
+	root, gen := h.a.Current()
 	if req.Generation != 0 {
 		gen = req.Generation
 	}
@@ -311,7 +311,7 @@ func (h *handler) getKeys(r *http.Request) (any, error) {
 	if !ValidIdentity(who) {
 		return nil, &apiError{http.StatusNotFound, "unknown identity"}
 	}
-	root, gen := h.b.Current()
+	root, gen := h.a.Current()
 	priv := root.Ed25519(who, gen)
 	defer clear(priv)
 	x := root.X25519(who, gen)
@@ -337,12 +337,12 @@ func (h *handler) derive(r *http.Request) (any, error) {
 	if !ValidIdentity(req.Peer) || !validApp(req.App) || req.Peer == h.identity {
 		return nil, bad("peer must be another identity and app 1-64 characters of [A-Za-z0-9._:@/-]")
 	}
-	root, gen := h.b.Current()
+	root, gen := h.a.Current()
 	k, err := root.Pairwise(h.identity, req.Peer, req.App, gen)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(k)
-	h.b.Audit("derive", map[string]string{"identity": h.identity, "peer": req.Peer, "app": req.App})
+	h.a.Audit("derive", map[string]string{"identity": h.identity, "peer": req.Peer, "app": req.App})
 	return map[string]string{"key": hex.EncodeToString(k)}, nil
 }

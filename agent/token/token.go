@@ -1,4 +1,4 @@
-// Package token makes and checks the broker's sender-bound one-time tokens
+// Package token makes and checks the agent's sender-bound one-time tokens
 // (DESIGN.md §9, design note §4.2).
 //
 // A token carries its sender (the identity of the API socket it was asked
@@ -12,7 +12,7 @@
 // The one implementation of §4.2 that existed (ESR Labs' northstar) let the
 // verifier name the sender it expected from nowhere, had no replay
 // protection and lost every token on restart; this fixes the first two and
-// the broker keeps its keys across restarts.
+// the agent keeps its keys across restarts.
 //
 // Wire form: base64url (no padding) of
 //
@@ -170,7 +170,7 @@ type Verifier struct {
 }
 
 // Used marks the token named id (Claims.ID) as verified already, until
-// expiry: how a restarted broker learns from its audit log which tokens
+// expiry: how a restarted agent learns from its audit log which tokens
 // its predecessor accepted, so that they do not verify a second time.
 func (v *Verifier) Used(id string, expiry time.Time) {
 	v.mu.Lock()

@@ -17,12 +17,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/broker/keys"
-	"github.com/northstar-oci/northstar/broker/token"
+	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/token"
 )
 
-// testBroker is a Broker for one generation whose audit trail is kept.
-type testBroker struct {
+// testAgent is an Agent for one generation whose audit trail is kept.
+type testAgent struct {
 	root *keys.Root
 	gen  uint64
 	v    *token.Verifier
@@ -31,13 +31,13 @@ type testBroker struct {
 	audit []string
 }
 
-func newTestBroker(t *testing.T) *testBroker {
+func newTestAgent(t *testing.T) *testAgent {
 	t.Helper()
 	root, err := keys.NewRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &testBroker{root: root, gen: 7}
+	b := &testAgent{root: root, gen: 7}
 	b.v = &token.Verifier{Key: func(g uint64) []byte {
 		if g == b.gen {
 			return root.TokenKey(g)
@@ -47,10 +47,10 @@ func newTestBroker(t *testing.T) *testBroker {
 	return b
 }
 
-func (b *testBroker) Current() (*keys.Root, uint64) { return b.root, b.gen }
-func (b *testBroker) Verifier() *token.Verifier     { return b.v }
-func (b *testBroker) DefaultTTL() time.Duration     { return time.Minute }
-func (b *testBroker) Audit(e string, f map[string]string) {
+func (b *testAgent) Current() (*keys.Root, uint64) { return b.root, b.gen }
+func (b *testAgent) Verifier() *token.Verifier     { return b.v }
+func (b *testAgent) DefaultTTL() time.Duration     { return time.Minute }
+func (b *testAgent) Audit(e string, f map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	data, _ := json.Marshal(f)
@@ -64,7 +64,7 @@ type client struct {
 }
 
 // serve starts the API of identity on a socket of its own.
-func serve(t *testing.T, b *testBroker, identity string) *client {
+func serve(t *testing.T, b *testAgent, identity string) *client {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := net.Listen("unix", sock)
@@ -108,18 +108,18 @@ func (c *client) ok(method, path, body string) map[string]any {
 func keysOf(v map[string]any) []string { return slices.Sorted(maps.Keys(v)) }
 
 func TestIdentityAndTokens(t *testing.T) {
-	b := newTestBroker(t)
-	cl, br, mal := serve(t, b, "client"), serve(t, b, "broker"), serve(t, b, "mallory")
+	b := newTestAgent(t)
+	cl, br, mal := serve(t, b, "client"), serve(t, b, "server"), serve(t, b, "mallory")
 
 	if v := cl.ok("GET", "/v1/identity", ""); v["identity"] != "client" || v["generation"] != float64(7) {
 		t.Errorf("identity %v", v)
 	}
-	tok := cl.ok("POST", "/v1/token", `{"audience":"broker","app":"mqtt","ttl_seconds":60}`)["token"].(string)
+	tok := cl.ok("POST", "/v1/token", `{"audience":"server","app":"mqtt","ttl_seconds":60}`)["token"].(string)
 	verify := func(c *client, sender, app string) map[string]any {
 		return c.ok("POST", "/v1/token/verify", fmt.Sprintf(`{"token":%q,"sender":%q,"app":%q}`, tok, sender, app))
 	}
 	if v := verify(mal, "client", "mqtt"); v["valid"] != false || v["reason"] != "wrong-audience" || !slices.Equal(keysOf(v), []string{"reason", "valid"}) {
-		t.Errorf("another container verified the broker's token: %v", v)
+		t.Errorf("another container verified the server's token: %v", v)
 	}
 	if v := verify(br, "client", "http"); v["reason"] != "wrong-app" {
 		t.Errorf("wrong app: %v", v)
@@ -132,7 +132,7 @@ func TestIdentityAndTokens(t *testing.T) {
 		t.Errorf("second use: %v", v)
 	}
 	// Mallory's token never passes as client's: the sender is the socket.
-	tok = mal.ok("POST", "/v1/token", `{"audience":"broker","app":"mqtt"}`)["token"].(string)
+	tok = mal.ok("POST", "/v1/token", `{"audience":"server","app":"mqtt"}`)["token"].(string)
 	if v := verify(br, "client", "mqtt"); v["reason"] != "wrong-sender" {
 		t.Errorf("mallory's token claimed as client's: %v", v)
 	}
@@ -144,8 +144,8 @@ func TestIdentityAndTokens(t *testing.T) {
 }
 
 func TestSignaturesKeysAndDerive(t *testing.T) {
-	b := newTestBroker(t)
-	cl, br, mal := serve(t, b, "client"), serve(t, b, "broker"), serve(t, b, "mallory")
+	b := newTestAgent(t)
+	cl, br, mal := serve(t, b, "client"), serve(t, b, "server"), serve(t, b, "mallory")
 	data := base64.StdEncoding.EncodeToString([]byte("hello"))
 	sig := cl.ok("POST", "/v1/sign", fmt.Sprintf(`{"data":%q}`, data))["signature"].(string)
 	check := func(sender string) any {
@@ -158,28 +158,28 @@ func TestSignaturesKeysAndDerive(t *testing.T) {
 	if k["identity"] != "client" || k["ed25519"] == "" || k["x25519"] == "" {
 		t.Errorf("keys %v", k)
 	}
-	ab := cl.ok("POST", "/v1/derive", `{"peer":"broker","app":"mqtt"}`)["key"]
+	ab := cl.ok("POST", "/v1/derive", `{"peer":"server","app":"mqtt"}`)["key"]
 	ba := br.ok("POST", "/v1/derive", `{"peer":"client","app":"mqtt"}`)["key"]
-	other := mal.ok("POST", "/v1/derive", `{"peer":"broker","app":"mqtt"}`)["key"]
+	other := mal.ok("POST", "/v1/derive", `{"peer":"server","app":"mqtt"}`)["key"]
 	if ab != ba || len(ab.(string)) != 64 || ab == other {
 		t.Errorf("derive: A->B %v, B->A %v, M->B %v", ab, ba, other)
 	}
 }
 
 func TestBadInput(t *testing.T) {
-	b := newTestBroker(t)
+	b := newTestAgent(t)
 	cl := serve(t, b, "client")
 	for _, c := range []struct {
 		method, path, body string
 		want               int
 	}{
 		{"POST", "/v1/token", `{`, 400},
-		{"POST", "/v1/token", `{"audience":"broker","app":"mqtt","extra":1}`, 400},
-		{"POST", "/v1/token", `{"audience":"broker","app":"mqtt"} {}`, 400},
+		{"POST", "/v1/token", `{"audience":"server","app":"mqtt","extra":1}`, 400},
+		{"POST", "/v1/token", `{"audience":"server","app":"mqtt"} {}`, 400},
 		{"POST", "/v1/token", `{"audience":"` + strings.Repeat("a", 254) + `","app":"mqtt"}`, 400},
 		{"POST", "/v1/token", `{"audience":"bro ker","app":"mqtt"}`, 400},
-		{"POST", "/v1/token", `{"audience":"broker","app":"mqtt","ttl_seconds":3601}`, 400},
-		{"POST", "/v1/token", `{"audience":"broker","app":"mqtt","pad":"` + strings.Repeat("x", MaxBody) + `"}`, 413},
+		{"POST", "/v1/token", `{"audience":"server","app":"mqtt","ttl_seconds":3601}`, 400},
+		{"POST", "/v1/token", `{"audience":"server","app":"mqtt","pad":"` + strings.Repeat("x", MaxBody) + `"}`, 413},
 		{"GET", "/v1/token", ``, 405},
 		{"POST", "/v1/identity", `{}`, 405},
 		{"GET", "/v2/identity", ``, 404},
@@ -200,7 +200,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func FuzzDecodeRequest(f *testing.F) {
-	f.Add([]byte(`{"audience":"broker","app":"mqtt","ttl_seconds":60}`))
+	f.Add([]byte(`{"audience":"server","app":"mqtt","ttl_seconds":60}`))
 	f.Add([]byte(`{"token":"x","sender":"client","app":"mqtt"}`))
 	f.Add([]byte(`{"data":"aGVsbG8="}`))
 	f.Add([]byte(`{"sender":"a","data":"","signature":""}`))

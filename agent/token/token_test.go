@@ -31,7 +31,7 @@ func mint(t *testing.T, sender, audience, app string, gen uint64, key []byte, tt
 func TestVerify(t *testing.T) {
 	now := t0
 	v := verifier(&now, map[uint64][]byte{7: key7, 8: key8})
-	tok := mint(t, "client", "broker", "mqtt", 7, key7, time.Minute)
+	tok := mint(t, "client", "server", "mqtt", 7, key7, time.Minute)
 	if len(tok) > MaxLen || strings.ContainsAny(tok, "+/=") {
 		t.Fatalf("token %q is not short URL-safe base64", tok)
 	}
@@ -41,15 +41,15 @@ func TestVerify(t *testing.T) {
 		want                  Reason
 	}{
 		{"another audience verifies", tok, "mallory", "client", "mqtt", WrongAudience},
-		{"claimed by another sender", tok, "broker", "mallory", "mqtt", WrongSender},
-		{"for another app", tok, "broker", "client", "http", WrongApp},
-		{"valid", tok, "broker", "client", "mqtt", ""},
-		{"replayed", tok, "broker", "client", "mqtt", Replayed},
-		{"a token from mallory never passes as client's", mint(t, "mallory", "broker", "mqtt", 7, key7, time.Minute), "broker", "client", "mqtt", WrongSender},
-		{"signed with another key", mint(t, "client", "broker", "mqtt", 7, key8, time.Minute), "broker", "client", "mqtt", BadSignature},
-		{"unknown generation", mint(t, "client", "broker", "mqtt", 9, key7, time.Minute), "broker", "client", "mqtt", BadSignature},
-		{"garbage", "hello", "broker", "client", "mqtt", Malformed},
-		{"empty", "", "broker", "client", "mqtt", Malformed},
+		{"claimed by another sender", tok, "server", "mallory", "mqtt", WrongSender},
+		{"for another app", tok, "server", "client", "http", WrongApp},
+		{"valid", tok, "server", "client", "mqtt", ""},
+		{"replayed", tok, "server", "client", "mqtt", Replayed},
+		{"a token from mallory never passes as client's", mint(t, "mallory", "server", "mqtt", 7, key7, time.Minute), "server", "client", "mqtt", WrongSender},
+		{"signed with another key", mint(t, "client", "server", "mqtt", 7, key8, time.Minute), "server", "client", "mqtt", BadSignature},
+		{"unknown generation", mint(t, "client", "server", "mqtt", 9, key7, time.Minute), "server", "client", "mqtt", BadSignature},
+		{"garbage", "hello", "server", "client", "mqtt", Malformed},
+		{"empty", "", "server", "client", "mqtt", Malformed},
 	} {
 		_, got, err := v.Verify(c.tok, c.aud, c.sender, c.app)
 		if err != nil || got != c.want {
@@ -58,13 +58,13 @@ func TestVerify(t *testing.T) {
 	}
 
 	// A token minted before a rotation verifies until it expires.
-	old := mint(t, "client", "broker", "mqtt", 7, key7, time.Minute)
-	if _, r, _ := v.Verify(old, "broker", "client", "mqtt"); r != "" {
+	old := mint(t, "client", "server", "mqtt", 7, key7, time.Minute)
+	if _, r, _ := v.Verify(old, "server", "client", "mqtt"); r != "" {
 		t.Errorf("previous generation's token: %q", r)
 	}
-	exp := mint(t, "client", "broker", "mqtt", 8, key8, time.Minute)
+	exp := mint(t, "client", "server", "mqtt", 8, key8, time.Minute)
 	now = t0.Add(time.Minute)
-	if _, r, _ := v.Verify(exp, "broker", "client", "mqtt"); r != Expired {
+	if _, r, _ := v.Verify(exp, "server", "client", "mqtt"); r != Expired {
 		t.Errorf("expired token: %q", r)
 	}
 }
@@ -72,11 +72,11 @@ func TestVerify(t *testing.T) {
 func TestTamperedTokensFail(t *testing.T) {
 	now := t0
 	v := verifier(&now, map[uint64][]byte{7: key7})
-	raw, _ := base64.RawURLEncoding.DecodeString(mint(t, "client", "broker", "mqtt", 7, key7, time.Hour))
+	raw, _ := base64.RawURLEncoding.DecodeString(mint(t, "client", "server", "mqtt", 7, key7, time.Hour))
 	for i := range raw {
 		c := bytes.Clone(raw)
 		c[i] ^= 1
-		if _, r, _ := v.Verify(base64.RawURLEncoding.EncodeToString(c), "broker", "client", "mqtt"); r == "" {
+		if _, r, _ := v.Verify(base64.RawURLEncoding.EncodeToString(c), "server", "client", "mqtt"); r == "" {
 			t.Fatalf("flipping byte %d left a valid token", i)
 		}
 	}
@@ -111,7 +111,7 @@ func TestMintLimits(t *testing.T) {
 			t.Errorf("%s: minted", name)
 		}
 	}
-	c := Claims{Sender: "client", Audience: "broker", App: "mqtt", Expiry: t0}
+	c := Claims{Sender: "client", Audience: "server", App: "mqtt", Expiry: t0}
 	tok, _ := Mint(&c, key7)
 	if strings.Contains(tok, c.ID()) || len(c.ID()) != 16 {
 		t.Errorf("token id %q", c.ID())
@@ -121,7 +121,7 @@ func TestMintLimits(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add("")
 	f.Add("AQZjbGllbnQGYnJva2VyBG1xdHQAAAAAaSnnoAAAAAAAAAAH")
-	c := Claims{Sender: "client", Audience: "broker", App: "mqtt", Expiry: t0, Generation: 7}
+	c := Claims{Sender: "client", Audience: "server", App: "mqtt", Expiry: t0, Generation: 7}
 	tok, _ := Mint(&c, key7)
 	f.Add(tok)
 	f.Fuzz(func(t *testing.T, tok string) {
@@ -139,21 +139,21 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestUsed: a token marked used (by its id, as a restarted broker reads it
+// TestUsed: a token marked used (by its id, as a restarted agent reads it
 // from the audit log) is a replay; others are not.
 func TestUsed(t *testing.T) {
 	now := t0
 	v := verifier(&now, map[uint64][]byte{7: key7})
-	used, fresh := mint(t, "client", "broker", "mqtt", 7, key7, time.Minute), mint(t, "client", "broker", "mqtt", 7, key7, time.Minute)
+	used, fresh := mint(t, "client", "server", "mqtt", 7, key7, time.Minute), mint(t, "client", "server", "mqtt", 7, key7, time.Minute)
 	c, _, _, err := Parse(used)
 	if err != nil {
 		t.Fatal(err)
 	}
 	v.Used(c.ID(), c.Expiry)
-	if _, r, err := v.Verify(used, "broker", "client", "mqtt"); err != nil || r != Replayed {
+	if _, r, err := v.Verify(used, "server", "client", "mqtt"); err != nil || r != Replayed {
 		t.Errorf("a token marked used: %q %v, want replayed", r, err)
 	}
-	if _, r, err := v.Verify(fresh, "broker", "client", "mqtt"); err != nil || r != "" {
+	if _, r, err := v.Verify(fresh, "server", "client", "mqtt"); err != nil || r != "" {
 		t.Errorf("another token: %q %v, want valid", r, err)
 	}
 }

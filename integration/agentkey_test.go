@@ -19,15 +19,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/northstar-oci/northstar/broker/keys"
-	"github.com/northstar-oci/northstar/broker/registry"
+	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/registry"
 )
 
-// TestBrokerRootKeyPlacement: the broker root key unsealed from the TPM is
+// TestAgentRootKeyPlacement: the root key unsealed from the TPM is
 // on the agent's key page and nowhere else in its memory after start, on
 // the page after serving API containers, and in no file under the state
 // dir (raw, hex or base64).
-func TestBrokerRootKeyPlacement(t *testing.T) {
+func TestAgentRootKeyPlacement(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	tpm := newSWTPM(t, nil)
 	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
@@ -61,8 +61,8 @@ func TestBrokerRootKeyPlacement(t *testing.T) {
 		t.Errorf("after start the agent holds the root key on %d key pages and elsewhere %v; want its page alone", onPage, heap)
 	}
 
-	for _, id := range []string{"client", "broker"} {
-		if got := in(t, e, id, "nsapi token broker mqtt >/dev/null; nsapi derive broker mqtt >/dev/null; nsapi sign x >/dev/null; nsapi identity"); !strings.HasPrefix(got, id+" ") {
+	for _, id := range []string{"client", "server"} {
+		if got := in(t, e, id, "nsapi token server mqtt >/dev/null; nsapi derive server mqtt >/dev/null; nsapi sign x >/dev/null; nsapi identity"); !strings.HasPrefix(got, id+" ") {
 			t.Fatalf("identity %q, want %s", got, id)
 		}
 	}
@@ -88,7 +88,7 @@ func TestBrokerRootKeyPlacement(t *testing.T) {
 		}
 		for _, n := range needles {
 			if bytes.Contains(data, n) {
-				t.Errorf("%s holds the broker root key", path)
+				t.Errorf("%s holds the root key", path)
 			}
 		}
 		return nil
@@ -98,13 +98,13 @@ func TestBrokerRootKeyPlacement(t *testing.T) {
 	}
 }
 
-// TestBrokerSecretsNeverLeak extends the leak test to the broker: its root
+// TestAgentSecretsNeverLeak extends the leak test to the agent: its root
 // and audit keys, client's signing key, the generation's token key, a
 // token and a derived key appear in no
 // process's argv or environment (scanned while the agent's unseal child is
 // held at the TPM lock, and again after API use), in no file under the
 // state and agent directories, and not in the agent's output.
-func TestBrokerSecretsNeverLeak(t *testing.T) {
+func TestAgentSecretsNeverLeak(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	tpm := newSWTPM(t, nil)
 	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
@@ -120,7 +120,7 @@ func TestBrokerSecretsNeverLeak(t *testing.T) {
 		known = append(known, k)
 	}
 	secret, _ := hex.DecodeString(e.secretHex(t))
-	// And what the broker derives from the root key: client's signing key
+	// And what the agent derives from the root key: client's signing key
 	// and the token key of the generation in force.
 	root, err := keys.LoadRoot(func(dst []byte) error { copy(dst, known[0]); return nil })
 	if err != nil {
@@ -143,7 +143,7 @@ func TestBrokerSecretsNeverLeak(t *testing.T) {
 		t.Helper()
 		for _, n := range ns {
 			if bytes.Contains(data, n) {
-				t.Errorf("%s holds a broker key, the secret or a token (%d bytes)", where, len(n))
+				t.Errorf("%s holds a key of the agent's, the secret or a token (%d bytes)", where, len(n))
 				return
 			}
 		}
@@ -196,12 +196,12 @@ func TestBrokerSecretsNeverLeak(t *testing.T) {
 	a.waitGeneration(t, 0)
 
 	// API use: a token (verified), a signature, a derived key.
-	tok := in(t, e, "client", "nsapi token broker mqtt")
-	if got := in(t, e, "broker", "nsapi verify "+tok+" client mqtt"); got != "valid" {
+	tok := in(t, e, "client", "nsapi token server mqtt")
+	if got := in(t, e, "server", "nsapi verify "+tok+" client mqtt"); got != "valid" {
 		t.Fatalf("verify: %q", got)
 	}
 	in(t, e, "client", "nsapi sign hello")
-	derived, _ := hex.DecodeString(in(t, e, "client", "nsapi derive broker mqtt"))
+	derived, _ := hex.DecodeString(in(t, e, "client", "nsapi derive server mqtt"))
 	if len(derived) != 32 {
 		t.Fatal("derive did not answer a key")
 	}

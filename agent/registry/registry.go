@@ -1,6 +1,6 @@
-// Package registry is the broker's side of the containers: it gives each
+// Package registry is the agent's side of the containers: it gives each
 // container the hook registers its own API socket, watches the container's
-// init process, and keeps the registrations across broker restarts.
+// init process, and keeps the registrations across agent restarts.
 package registry
 
 import (
@@ -18,26 +18,26 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/northstar-oci/northstar/agent"
-	"github.com/northstar-oci/northstar/broker/api"
-	"github.com/northstar-oci/northstar/broker/audit"
-	"github.com/northstar-oci/northstar/broker/keys"
-	"github.com/northstar-oci/northstar/broker/token"
+	"github.com/northstar-oci/northstar/agent/api"
+	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/token"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/store"
 )
 
-// Registry gives each registered container its own API socket (DESIGN.md
+// Containers gives each registered container its own API socket (DESIGN.md
 // §9): a directory <containers>/<id> holding api.sock, which the hook
 // bind-mounts read-only at /run/northstar/api in that container only. The
 // socket a request arrives on is the caller's identity. Each container's
 // init process is watched through a pidfd; when it is gone, so is its
 // socket. Registrations are kept in <containers>/registry.json, so a
-// restarted broker serves the running containers again.
-type Registry struct {
+// restarted agent serves the running containers again.
+type Containers struct {
 	root     *keys.Root
-	audit    *audit.Writer
+	audit    *audit.Log
 	ttl      time.Duration
 	gen      func() uint64
 	verifier *token.Verifier
@@ -51,18 +51,18 @@ type Registry struct {
 	tokenKeys map[uint64][]byte
 }
 
-var _ api.Broker = (*Registry)(nil)
-var _ agent.Registrar = (*Registry)(nil)
+var _ api.Agent = (*Containers)(nil)
+var _ control.Registrar = (*Containers)(nil)
 
 // apiSocket is one container's socket and server.
 type apiSocket struct {
-	Reg   agent.Registration `json:"registration"`
-	Start uint64             `json:"start"` // the init process's start time
+	Reg   control.Registration `json:"registration"`
+	Start uint64               `json:"start"` // the init process's start time
 	srv   *http.Server
 	pidfd int
 }
 
-func newRegistry(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func() uint64, dir string) (*Registry, error) {
+func newContainers(root *keys.Root, log *audit.Log, ttl time.Duration, gen func() uint64, dir string) (*Containers, error) {
 	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -70,41 +70,41 @@ func newRegistry(root *keys.Root, log *audit.Writer, ttl time.Duration, gen func
 	if err != nil {
 		return nil, err
 	}
-	b := &Registry{root: root, audit: log, ttl: ttl, gen: gen, dir: dir, watch: w, byID: map[string]*apiSocket{}}
-	b.verifier = &token.Verifier{MaxRemembered: 1 << 20, Key: func(g uint64) []byte {
+	c := &Containers{root: root, audit: log, ttl: ttl, gen: gen, dir: dir, watch: w, byID: map[string]*apiSocket{}}
+	c.verifier = &token.Verifier{MaxRemembered: 1 << 20, Key: func(g uint64) []byte {
 		// Tokens of earlier generations verify until they expire (at most
 		// an hour); none of a generation still to come.
-		if g == 0 || g > b.gen() {
+		if g == 0 || g > c.gen() {
 			return nil
 		}
-		return b.tokenKey(g)
+		return c.tokenKey(g)
 	}}
-	go w.run(b.gone)
-	b.restore()
-	return b, nil
+	go w.run(c.gone)
+	c.restore()
+	return c, nil
 }
 
 // tokenKey derives (once per generation) the HMAC key of g's tokens.
-func (b *Registry) tokenKey(g uint64) []byte {
-	b.keyMu.Lock()
-	defer b.keyMu.Unlock()
-	if b.tokenKeys == nil {
-		b.tokenKeys = map[uint64][]byte{}
+func (c *Containers) tokenKey(g uint64) []byte {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	if c.tokenKeys == nil {
+		c.tokenKeys = map[uint64][]byte{}
 	}
-	k, ok := b.tokenKeys[g]
+	k, ok := c.tokenKeys[g]
 	if !ok {
-		k = b.root.TokenKey(g)
-		b.tokenKeys[g] = k
+		k = c.root.TokenKey(g)
+		c.tokenKeys[g] = k
 	}
 	return k
 }
 
-// api.Broker.
-func (b *Registry) Current() (*keys.Root, uint64) { return b.root, b.gen() }
-func (b *Registry) Verifier() *token.Verifier     { return b.verifier }
-func (b *Registry) DefaultTTL() time.Duration     { return b.ttl }
-func (b *Registry) Audit(event string, fields map[string]string) {
-	_ = b.audit.Append(event, fields) // best effort: a full disk must not stop the API
+// api.Agent.
+func (c *Containers) Current() (*keys.Root, uint64) { return c.root, c.gen() }
+func (c *Containers) Verifier() *token.Verifier     { return c.verifier }
+func (c *Containers) DefaultTTL() time.Duration     { return c.ttl }
+func (c *Containers) Audit(event string, fields map[string]string) {
+	_ = c.audit.Append(event, fields) // best effort: a full disk must not stop the API
 }
 
 // validContainerID reports whether id is 1-128 bytes of [A-Za-z0-9_.-]
@@ -126,8 +126,8 @@ func validContainerID(id string) bool {
 	return true
 }
 
-// Register implements agent.Registrar.
-func (b *Registry) Register(r agent.Registration) (string, error) {
+// Register implements control.Registrar.
+func (c *Containers) Register(r control.Registration) (string, error) {
 	switch {
 	case !validContainerID(r.ID):
 		return "", fmt.Errorf("container id %q is not 1-128 characters of [A-Za-z0-9_.-]", r.ID)
@@ -141,19 +141,19 @@ func (b *Registry) Register(r agent.Registration) (string, error) {
 		return "", fmt.Errorf("container process %d: %w", r.Pid, err)
 	}
 	s := &apiSocket{Reg: r, Start: start}
-	if err := b.serve(s); err != nil {
+	if err := c.serve(s); err != nil {
 		return "", err
 	}
-	b.Audit("container-registered", map[string]string{"id": r.ID, "identity": r.Identity, "generation": strconv.FormatUint(b.gen(), 10)})
-	return b.dirOf(r.ID), nil
+	c.Audit("container-registered", map[string]string{"id": r.ID, "identity": r.Identity, "generation": strconv.FormatUint(c.gen(), 10)})
+	return c.dirOf(r.ID), nil
 }
 
-func (b *Registry) dirOf(id string) string { return filepath.Join(b.dir, agent.DirName(id)) }
+func (c *Containers) dirOf(id string) string { return filepath.Join(c.dir, control.DirName(id)) }
 
 // serve opens s's socket (in a directory kept for the container's life:
 // its bind mount in the container must keep pointing at it), starts its
 // server and watches its init process.
-func (b *Registry) serve(s *apiSocket) error {
+func (c *Containers) serve(s *apiSocket) error {
 	pidfd, err := unix.PidfdOpen(s.Reg.Pid, 0)
 	if err != nil {
 		return fmt.Errorf("pidfd_open %d: %w", s.Reg.Pid, err)
@@ -163,13 +163,13 @@ func (b *Registry) serve(s *apiSocket) error {
 		unix.Close(pidfd)
 		return fmt.Errorf("container process %d is gone", s.Reg.Pid)
 	}
-	dir := b.dirOf(s.Reg.ID)
+	dir := c.dirOf(s.Reg.ID)
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		unix.Close(pidfd)
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	sock := filepath.Join(dir, "api.sock")
-	_ = os.Remove(sock) // a socket left by an earlier broker
+	_ = os.Remove(sock) // a socket left by an earlier agent
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		unix.Close(pidfd)
@@ -186,29 +186,29 @@ func (b *Registry) serve(s *apiSocket) error {
 	s.pidfd = pidfd
 	// MaxHeaderBytes: a container's request line and headers, not the
 	// default megabyte (bodies have api.MaxBody).
-	s.srv = &http.Server{Handler: api.Handler(s.Reg.Identity, b), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
+	s.srv = &http.Server{Handler: api.Handler(s.Reg.Identity, c), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
 		MaxHeaderBytes: 16 << 10}
-	b.mu.Lock()
-	old := b.byID[s.Reg.ID]
-	b.byID[s.Reg.ID] = s
-	b.mu.Unlock()
+	c.mu.Lock()
+	old := c.byID[s.Reg.ID]
+	c.byID[s.Reg.ID] = s
+	c.mu.Unlock()
 	if old != nil {
-		b.watch.remove(old.pidfd)
+		c.watch.remove(old.pidfd)
 		old.srv.Close()
 		unix.Close(old.pidfd)
 	}
 	go s.srv.Serve(ln)
-	if err := b.watch.add(pidfd, s.Reg.ID); err != nil {
+	if err := c.watch.add(pidfd, s.Reg.ID); err != nil {
 		return err
 	}
-	return b.save()
+	return c.save()
 }
 
 // chmodSocket sets the mode of the socket at path without following a
 // symlink there: where a container could remount its read-only view of its
 // directory writable (plain rootless runc, a container given
 // CAP_SYS_ADMIN), it could swap api.sock for a symlink to a file of the
-// broker's user between our bind and chmod.
+// agent's user between our bind and chmod.
 func chmodSocket(path string, mode os.FileMode) error {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -220,48 +220,48 @@ func chmodSocket(path string, mode os.FileMode) error {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fmt.Errorf("%s is no longer the socket the broker made", path)
+		return fmt.Errorf("%s is no longer the socket the agent made", path)
 	}
 	// chmod through the O_PATH descriptor's magic link changes that inode.
 	return os.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode)
 }
 
 // gone removes the socket of a container whose init process exited.
-func (b *Registry) gone(id string) {
-	b.mu.Lock()
-	s := b.byID[id]
-	delete(b.byID, id)
-	b.mu.Unlock()
+func (c *Containers) gone(id string) {
+	c.mu.Lock()
+	s := c.byID[id]
+	delete(c.byID, id)
+	c.mu.Unlock()
 	if s == nil {
 		return
 	}
-	b.Audit("container-gone", map[string]string{"id": id, "identity": s.Reg.Identity})
-	b.watch.remove(s.pidfd)
+	c.Audit("container-gone", map[string]string{"id": id, "identity": s.Reg.Identity})
+	c.watch.remove(s.pidfd)
 	unix.Close(s.pidfd)
 	s.srv.Close()
-	_ = os.RemoveAll(b.dirOf(id))
-	_ = b.save()
+	_ = os.RemoveAll(c.dirOf(id))
+	_ = c.save()
 }
 
-// save records the registrations for a restarted broker.
-func (b *Registry) save() error {
-	b.mu.Lock()
-	list := make([]*apiSocket, 0, len(b.byID))
-	for _, s := range b.byID {
+// save records the registrations for a restarted agent.
+func (c *Containers) save() error {
+	c.mu.Lock()
+	list := make([]*apiSocket, 0, len(c.byID))
+	for _, s := range c.byID {
 		list = append(list, s)
 	}
 	data, err := json.Marshal(list)
-	b.mu.Unlock()
+	c.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return atomicfile.Replace(filepath.Join(b.dir, "registry.json"), data, 0o600)
+	return atomicfile.Replace(filepath.Join(c.dir, "registry.json"), data, 0o600)
 }
 
-// restore serves again the containers an earlier broker registered that
+// restore serves again the containers an earlier agent registered that
 // still run (same pid, same start time), and forgets the others.
-func (b *Registry) restore() {
-	data, err := os.ReadFile(filepath.Join(b.dir, "registry.json"))
+func (c *Containers) restore() {
+	data, err := os.ReadFile(filepath.Join(c.dir, "registry.json"))
 	if err != nil {
 		return
 	}
@@ -273,42 +273,45 @@ func (b *Registry) restore() {
 		if !validContainerID(s.Reg.ID) {
 			continue
 		}
-		if st, err := procstat.StartTime(s.Reg.Pid); err != nil || st != s.Start || b.serve(s) != nil {
-			_ = os.RemoveAll(b.dirOf(s.Reg.ID))
+		if st, err := procstat.StartTime(s.Reg.Pid); err != nil || st != s.Start || c.serve(s) != nil {
+			_ = os.RemoveAll(c.dirOf(s.Reg.ID))
 		}
 	}
-	_ = b.save()
+	_ = c.save()
 }
 
+// RootLocked reports whether the root key's page is locked in memory.
+func (c *Containers) RootLocked() bool { return c.root.Locked() }
+
 // Close stops every server; sockets and directories stay for the next
-// broker (the containers keep them mounted).
-func (b *Registry) Close() error {
-	defer b.audit.Close()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, s := range b.byID {
+// agent (the containers keep them mounted).
+func (c *Containers) Close() error {
+	defer c.audit.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.byID {
 		s.srv.Close()
 		unix.Close(s.pidfd)
 	}
-	b.byID = map[string]*apiSocket{}
-	b.watch.close()
+	c.byID = map[string]*apiSocket{}
+	c.watch.close()
 	return nil
 }
 
 // Rotated records a new lifecycle generation.
-func (b *Registry) Rotated(generation uint64) {
-	b.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(generation, 10)})
+func (c *Containers) Rotated(generation uint64) {
+	c.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(generation, 10)})
 }
 
 // Key names in the store: kept sealed across rotations.
 const (
-	RootKeyName  = "broker"
+	RootKeyName  = "root"
 	AuditKeyName = "audit"
 )
 
 // Options configure Open.
 type Options struct {
-	Store *store.Store // holds the broker's keys
+	Store *store.Store // holds the agent's keys
 	// LoadKey, if set, fills dst with the store's key name; the agent sets
 	// it to unseal in a child (agent.KeyInChild). Nil: Store.Key here.
 	LoadKey   func(ctx context.Context, name string, dst []byte) error
@@ -320,10 +323,10 @@ type Options struct {
 	AuditLimits audit.Limits
 }
 
-// Open unseals (or makes) the broker's root and audit keys, opens the
-// audit log and serves again the containers an earlier broker registered.
+// Open unseals (or makes) the agent's root and audit keys, opens the
+// audit log and serves again the containers an earlier agent registered.
 // gen returns the lifecycle generation in force.
-func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, error) {
+func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, error) {
 	load := opts.LoadKey
 	if load == nil {
 		load = func(ctx context.Context, name string, dst []byte) error {
@@ -342,7 +345,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	// The head recorded at the last rotation: a log cut below it and
-	// written on by this broker would otherwise hide the cut for good.
+	// written on by this agent would otherwise hide the cut for good.
 	var want *audit.Head
 	if opts.Store != nil {
 		if rec, err := opts.Store.Current(); err == nil {
@@ -350,7 +353,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 		}
 	}
 	// The replay cache is memory: learn from the log, as it is verified,
-	// which tokens an earlier broker accepted that have not expired, or
+	// which tokens an earlier agent accepted that have not expired, or
 	// each would verify a second time after a restart.
 	now := time.Now()
 	used := map[string]time.Time{}
@@ -372,7 +375,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Registry, erro
 		return nil, fmt.Errorf("audit log does not verify: %w; keep %s* as evidence and run 'northstarctl audit reset' (agent stopped) to start a new log", err, opts.AuditPath)
 	}
 	log.SyncEvery(100 * time.Millisecond)
-	r, err := newRegistry(root, log, opts.TokenTTL, gen, opts.Dir)
+	r, err := newContainers(root, log, opts.TokenTTL, gen, opts.Dir)
 	if err != nil {
 		log.Close()
 		return nil, err

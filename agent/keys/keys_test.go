@@ -27,7 +27,7 @@ func TestDeterministicPerIdentityAndGeneration(t *testing.T) {
 	for _, c := range []struct {
 		id  string
 		gen uint64
-	}{{"client", 7}, {"broker", 7}, {"client", 8}, {"clien", 7}, {"client\x00", 7}} {
+	}{{"client", 7}, {"server", 7}, {"client", 8}, {"clien", 7}, {"client\x00", 7}} {
 		k := string(r.Ed25519(c.id, c.gen).Seed())
 		if prev, dup := seen[k]; dup {
 			t.Errorf("%q/%d shares its signing key with %s", c.id, c.gen, prev)
@@ -59,25 +59,25 @@ func TestSignatures(t *testing.T) {
 
 func TestPairwise(t *testing.T) {
 	r := testRoot(t)
-	ab, err := r.Pairwise("client", "broker", "mqtt", 3)
+	ab, err := r.Pairwise("client", "server", "mqtt", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ba, _ := r.Pairwise("broker", "client", "mqtt", 3)
+	ba, _ := r.Pairwise("server", "client", "mqtt", 3)
 	if !bytes.Equal(ab, ba) || len(ab) != 32 {
 		t.Fatalf("A->B %x and B->A %x differ", ab, ba)
 	}
 	for name, c := range map[string][3]string{
-		"another app":  {"client", "broker", "http"},
+		"another app":  {"client", "server", "http"},
 		"another peer": {"client", "db", "mqtt"},
-		"another self": {"mallory", "broker", "mqtt"},
+		"another self": {"mallory", "server", "mqtt"},
 	} {
 		k, _ := r.Pairwise(c[0], c[1], c[2], 3)
 		if bytes.Equal(k, ab) {
 			t.Errorf("%s: same key", name)
 		}
 	}
-	if k, _ := r.Pairwise("client", "broker", "mqtt", 4); bytes.Equal(k, ab) {
+	if k, _ := r.Pairwise("client", "server", "mqtt", 4); bytes.Equal(k, ab) {
 		t.Error("another generation: same key")
 	}
 	if _, err := r.Pairwise("client", "client", "mqtt", 3); err == nil {

@@ -1,4 +1,4 @@
-package registry
+package agent
 
 import (
 	"bytes"
@@ -11,35 +11,35 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/client"
 )
 
 // BenchmarkAPI times each request of the token-pair row of DESIGN.md §7
 // against a plain identity round trip, through package client on real
-// sockets of an in-process broker: where a token pair's time goes.
+// sockets of an in-process agent: where a token pair's time goes.
 func BenchmarkAPI(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	st := hostStore(b, dir)
+	st := initStore(b, dir)
 	sock := filepath.Join(dir, "agent", "agent.sock")
-	runBroker(b, st, sock, filepath.Join(dir, "audit.log"))
+	runAgent(b, st, sock, filepath.Join(dir, "audit.log"))
 	clients := map[string]*client.Client{}
-	for _, id := range []string{"client", "broker"} {
-		d, err := agent.Register(ctx, sock, agent.Registration{ID: "ctr-" + id, Identity: id, Pid: sleeper(b).Process.Pid})
+	for _, id := range []string{"client", "server"} {
+		d, err := control.Register(ctx, sock, control.Registration{ID: "ctr-" + id, Identity: id, Pid: sleeper(b).Process.Pid})
 		if err != nil {
 			b.Fatal(err)
 		}
 		clients[id] = client.New(filepath.Join(d, "api.sock"))
 	}
-	cl, br := clients["client"], clients["broker"]
+	cl, br := clients["client"], clients["server"]
 	identity := func() {
 		if _, err := cl.Identity(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
 	pair := func() {
-		tok, err := cl.Token(ctx, "broker", "mqtt", 0)
+		tok, err := cl.Token(ctx, "server", "mqtt", 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -72,7 +72,7 @@ func median(d []time.Duration) time.Duration {
 
 // BenchmarkHTTPFloor is the floor under BenchmarkAPI's ratio: two POSTs
 // with a token-sized body to a handler that does nothing, against one GET
-// to it, on a unix socket with net/http on both ends. No broker could
+// to it, on a unix socket with net/http on both ends. No agent could
 // answer a token pair in less than this ratio of identity round trips.
 func BenchmarkHTTPFloor(b *testing.B) {
 	sock := filepath.Join(b.TempDir(), "floor.sock")

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestHookLinksOnlyTheProtocol: the hook and the shim run at every
+// container start, as root, on input the container's creator controls;
+// they reach the agent through its control protocol (agent/control) and
+// link none of the daemon: not its API server, registry, tokens or keys,
+// and no HTTP stack.
+func TestHookLinksOnlyTheProtocol(t *testing.T) {
+	const module = "github.com/northstar-oci/northstar/"
+	forbidden := []string{"net/http", module + "agent", module + "agent/registry", module + "agent/api", module + "agent/token", module + "agent/keys", module + "client"}
+	for _, cmd := range []string{".", "../containerd-shim-northstar-v2"} {
+		out, err := exec.Command("go", "list", "-deps", cmd).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", cmd, err, out)
+		}
+		deps := map[string]bool{}
+		for _, p := range strings.Fields(string(out)) {
+			deps[p] = true
+		}
+		if !deps[module+"hook"] && !deps[module+"shim"] {
+			t.Fatalf("go list -deps %s lists neither the hook nor the shim: %s", cmd, out)
+		}
+		for _, p := range forbidden {
+			if deps[p] {
+				t.Errorf("%s links %s", cmd, p)
+			}
+		}
+	}
+}
