@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent/audit"
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/store"
 )

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/audit"
 )
 
 func TestParse(t *testing.T) {

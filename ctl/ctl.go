@@ -19,9 +19,9 @@ import (
 	"syscall"
 
 	"github.com/northstar-oci/northstar/agent"
-	"github.com/northstar-oci/northstar/agent/audit"
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/remedy"

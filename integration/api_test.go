@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent/audit"
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/store"
 )
 

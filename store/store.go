@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/flock"

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/northstar-oci/northstar/agent/audit"
+	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/seal"
 )
 

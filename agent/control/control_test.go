@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -391,5 +392,22 @@ func TestFetchCurrentMatchesTheBlob(t *testing.T) {
 		t.Fatal("FetchCurrent took the wiped state's secret: same generation, another blob")
 	} else if !strings.Contains(err.Error(), "agent serves generation 1") {
 		t.Errorf("FetchCurrent error %q does not say what the agent serves", err)
+	}
+}
+
+// TestValidContainerIDMatchesTheRule: the loop judges every byte value,
+// first and later, and the length bounds, as the rule's expression does.
+func TestValidContainerIDMatchesTheRule(t *testing.T) {
+	rule := regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	for c := 0; c < 256; c++ {
+		b := string([]byte{byte(c)})
+		for _, s := range []string{b, "a" + b, b + "a", strings.Repeat("a", 127) + b, strings.Repeat("a", 128) + b} {
+			if got, want := validContainerID(s), rule.MatchString(s); got != want {
+				t.Fatalf("validContainerID(%d bytes around %#x) = %v, the rule says %v", len(s), c, got, want)
+			}
+		}
+	}
+	if validContainerID("") {
+		t.Error("the empty id passed")
 	}
 }

@@ -20,6 +20,13 @@
 //
 // Never log a secret, a token or a key here: events name tokens by their
 // id (token.Claims.ID).
+//
+// chain.go is the format and its verification, with the reads that need
+// no key (Tail, LineHash); log.go is the writer and its rotation. The
+// package stands beside agent/, not in it: the agent writes the log, but
+// store records its head at every rotation of the secret (in the shim and
+// northstarctl, with no agent running) and northstarctl verifies it, so
+// under agent/ the store would import a part of the daemon.
 package audit
 
 import (
