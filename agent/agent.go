@@ -73,7 +73,7 @@ func Run(ctx context.Context, opts Options) error {
 			fmt.Fprintln(opts.Log, "agent: warning: cannot mlock the root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
 		}
 		reg = r
-		h.onLoad = func(id control.RecordID) { r.Rotated(id.Generation) }
+		h.onLoad = func(id, prev control.RecordID) { r.Rotated(id.Generation, prev.Generation) }
 	}
 	ln, err := control.Listen(opts.Socket)
 	if err != nil {
@@ -94,7 +94,7 @@ func Run(ctx context.Context, opts Options) error {
 // held is the agent's current secret: a sealed memfd and its record's id.
 type held struct {
 	unseal Unsealer
-	onLoad func(control.RecordID) // after a rotation was loaded; may be nil
+	onLoad func(id, prev control.RecordID) // after a rotation was loaded; may be nil
 
 	mu     sync.Mutex // guards memfd, unlock, id
 	memfd  *os.File
@@ -185,7 +185,8 @@ func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 			report(err)
 			continue
 		}
-		if control.IDOf(rec) == h.current() {
+		prev := h.current()
+		if control.IDOf(rec) == prev {
 			continue
 		}
 		if err := h.load(ctx); err != nil {
@@ -195,7 +196,7 @@ func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
 		lastErr = ""
 		fmt.Fprintf(log, "agent: serving generation %d\n", h.current().Generation)
 		if h.onLoad != nil {
-			h.onLoad(h.current())
+			h.onLoad(h.current(), prev)
 		}
 	}
 }

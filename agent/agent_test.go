@@ -150,18 +150,18 @@ func TestRegistrations(t *testing.T) {
 	auditPath := filepath.Join(dir, "audit.log")
 	stop := runAgent(t, st, sock, auditPath)
 
-	if _, err := control.Register(ctx, sock, control.Registration{ID: "../x", Identity: "client", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "container id") {
+	if _, err := control.RegisterProcess(ctx, sock, "../x", "client", os.Getpid()); err == nil || !strings.Contains(err.Error(), "container id") {
 		t.Errorf("a path as container id: %v", err)
 	}
-	if _, err := control.Register(ctx, sock, control.Registration{ID: "c1", Identity: "bad identity", Pid: os.Getpid()}); err == nil || !strings.Contains(err.Error(), "identity") {
+	if _, err := control.RegisterProcess(ctx, sock, "c1", "bad identity", os.Getpid()); err == nil || !strings.Contains(err.Error(), "identity") {
 		t.Errorf("a bad identity: %v", err)
 	}
 	a, b := sleeper(t), sleeper(t)
-	dirA, err := control.Register(ctx, sock, control.Registration{ID: "ctr-a", Identity: "client", Pid: a.Process.Pid})
+	dirA, err := control.RegisterProcess(ctx, sock, "ctr-a", "client", a.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirB, err := control.Register(ctx, sock, control.Registration{ID: "ctr-b", Identity: "server", Pid: b.Process.Pid})
+	dirB, err := control.RegisterProcess(ctx, sock, "ctr-b", "server", b.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func BenchmarkAPI(b *testing.B) {
 	runAgent(b, st, sock, filepath.Join(dir, "audit.log"))
 	clients := map[string]*client.Client{}
 	for _, id := range []string{"client", "server"} {
-		d, err := control.Register(ctx, sock, control.Registration{ID: "ctr-" + id, Identity: id, Pid: sleeper(b).Process.Pid})
+		d, err := control.RegisterProcess(ctx, sock, "ctr-"+id, id, sleeper(b).Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -64,6 +64,9 @@ func KeyTo(ctx context.Context, st *store.Store, name string, size int, w *os.Fi
 	if size <= 0 || size > 64 {
 		return fmt.Errorf("key size %d out of range", size)
 	}
+	if err := harden(); err != nil { // as UnsealTo
+		return err
+	}
 	k, err := st.Key(ctx, name, size)
 	if err != nil {
 		return err

@@ -89,6 +89,11 @@ func InChild(argv []string) Unsealer {
 // UnsealTo is the child's side of InChild: it unseals st's secret and sends
 // it, as a sealed memfd, over conn.
 func UnsealTo(ctx context.Context, st *store.Store, conn *os.File) error {
+	// The child holds the plaintext for a moment, in go-tpm's garbage:
+	// no core dump of it, no ptrace by processes of its uid.
+	if err := harden(); err != nil {
+		return err
+	}
 	memfd, id, err := InProcess(st)(ctx)
 	if err != nil {
 		return err

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 var key = bytes.Repeat([]byte{5}, 32)
@@ -117,6 +120,10 @@ func TestTamperingIsDetected(t *testing.T) {
 
 func TestOpenRefusesATamperedLog(t *testing.T) {
 	p, _ := writeLog(t, 3)
+	// Without a checkpoint (removed here), Open verifies every line.
+	if err := os.Remove(filepath.Join(filepath.Dir(p), CheckpointFile)); err != nil {
+		t.Fatal(err)
+	}
 	l := lines(t, p)
 	l[1] = strings.Replace(l[1], "server", "serveR", 1)
 	if err := os.WriteFile(p, []byte(strings.Join(l, "\n")+"\n"), 0o600); err != nil {
@@ -124,6 +131,132 @@ func TestOpenRefusesATamperedLog(t *testing.T) {
 	}
 	if _, err := Open(p, key, Limits{}, nil); err == nil {
 		t.Fatal("Open extended a log that does not verify")
+	}
+}
+
+// TestCheckpoint: Open verifies only what was written after the last
+// checkpoint; VerifyFiles (audit verify) still checks everything. A
+// checkpoint that is forged, or whose line is no longer there, is ignored.
+func TestCheckpoint(t *testing.T) {
+	p, _ := writeLog(t, 5) // closed: checkpoint at line 5
+	cp := filepath.Join(filepath.Dir(p), CheckpointFile)
+	good, err := os.ReadFile(cp)
+	if err != nil {
+		t.Fatalf("no checkpoint after Close: %v", err)
+	}
+	w, err := Open(p, key, Limits{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := w.Append("token-issued", map[string]string{"sender": "client", "audience": "server"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close() // checkpoint at line 8
+	orig := lines(t, p)
+	write := func(ls []string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(strings.Join(ls, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func() error {
+		w, err := Open(p, key, Limits{}, nil)
+		if err == nil {
+			w.Close()
+		}
+		return err
+	}
+	// An edit below the checkpoint: not looked at by Open, found by verify.
+	early := append([]string(nil), orig...)
+	early[2] = strings.Replace(early[2], "server", "serveR", 1)
+	write(early)
+	if err := open(); err != nil {
+		t.Fatalf("Open verified below its checkpoint: %v", err)
+	}
+	var bad *BadLineError
+	if _, err := VerifyFiles(p, key, nil); !errors.As(err, &bad) || bad.Line != 3 {
+		t.Errorf("VerifyFiles of an edit below the checkpoint: %v, want line 3", err)
+	}
+	// The checkpoint names a line that is no longer there (the log cut
+	// below it): everything is verified, and the early edit found.
+	write(early[:6])
+	if err := open(); !errors.As(err, &bad) || bad.Line != 3 {
+		t.Errorf("Open of a log cut below its checkpoint: %v, want line 3 found", err)
+	}
+	// A forged checkpoint is ignored the same way.
+	write(early)
+	forged := bytes.Replace(good, []byte(`"lines":5`), []byte(`"lines":8`), 1)
+	if err := os.WriteFile(cp, forged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(); !errors.As(err, &bad) || bad.Line != 3 {
+		t.Errorf("Open with a forged checkpoint: %v, want everything verified", err)
+	}
+	// An edit after the checkpoint is always found by Open.
+	write(orig)
+	if err := os.WriteFile(cp, good, 0o600); err != nil { // line 5
+		t.Fatal(err)
+	}
+	late := append([]string(nil), orig...)
+	late[6] = strings.Replace(late[6], "server", "serveR", 1)
+	write(late)
+	if err := open(); !errors.As(err, &bad) || bad.Line != 7 {
+		t.Errorf("Open of an edit after the checkpoint: %v, want line 7", err)
+	}
+}
+
+// TestTornTailIsCut: a log ending in a line cut short (a full disk, a
+// crash mid-write) opens: the torn bytes go, the cut is the first event
+// after them, and the log verifies.
+func TestTornTailIsCut(t *testing.T) {
+	p, _ := writeLog(t, 3)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const torn = `{"seq":4,"time":"2026-12-01T00:00:00Z","event":"token-iss`
+	f.WriteString(torn)
+	f.Close()
+	w, err := Open(p, key, Limits{}, nil)
+	if err != nil {
+		t.Fatalf("Open of a log with a torn last line: %v", err)
+	}
+	w.Close()
+	res, err := VerifyFiles(p, key, nil)
+	if err != nil || res.Head.Lines != 4 {
+		t.Fatalf("after the cut: %+v %v, want 4 lines that verify", res, err)
+	}
+	if l := lines(t, p); !strings.Contains(l[3], `"event":"audit-tail-cut"`) || !strings.Contains(l[3], fmt.Sprintf(`"bytes":"%d"`, len(torn))) {
+		t.Errorf("the cut is not recorded: %s", l[3])
+	}
+}
+
+// TestFailedAppendLeavesNoPartialLine: a write cut short (here by
+// RLIMIT_FSIZE, as a full disk would) is an error, leaves no part of the
+// line behind, and the log opens and verifies afterwards.
+func TestFailedAppendLeavesNoPartialLine(t *testing.T) {
+	p, _ := writeLog(t, 2)
+	w, err := Open(p, key, Limits{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	testenv.WithFileSizeLimit(t, fi.Size()+50, func() {
+		if err := w.Append("token-issued", map[string]string{"sender": "client", "audience": "server"}); err == nil {
+			t.Error("an append past the file size limit succeeded")
+		}
+	})
+	if fi2, _ := os.Stat(p); fi2.Size() != fi.Size() {
+		t.Errorf("the log grew by %d bytes of a failed line", fi2.Size()-fi.Size())
+	}
+	if err := w.Append("token-issued", map[string]string{"sender": "client"}); err != nil {
+		t.Fatalf("the next append, with room again: %v", err)
+	}
+	w.Close()
+	if res, err := VerifyFiles(p, key, nil); err != nil || res.Head.Lines != 3 {
+		t.Errorf("after a failed append: %+v %v", res, err)
 	}
 }
 
@@ -412,11 +545,21 @@ func TestRotatedFilesTampering(t *testing.T) {
 				t.Fatalf("VerifyFiles = %v", err)
 			}
 			t.Logf("%v", err)
-			// Open knows no recorded head; whatever else is wrong, it
-			// must not extend.
+			// Open knows no recorded head; without a checkpoint (the
+			// first open of a log, or one lost) it must not extend
+			// whatever else is wrong. With one, VerifyHistory finds it.
 			if err != nil && !tt.head {
+				w, oerr := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}, nil)
+				if oerr != nil {
+					t.Fatalf("Open with the writer's checkpoint: %v", oerr)
+				}
+				if _, herr := w.VerifyHistory(key); herr == nil {
+					t.Error("VerifyHistory passed a log that does not verify")
+				}
+				w.Close()
+				os.Remove(filepath.Join(filepath.Dir(p), CheckpointFile))
 				if _, oerr := Open(p, key, Limits{MaxBytes: maxBytes, Keep: keep}, nil); oerr == nil {
-					t.Error("Open extended a log that does not verify")
+					t.Error("Open without a checkpoint extended a log that does not verify")
 				}
 			}
 		})

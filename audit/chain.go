@@ -178,9 +178,11 @@ func check(l, key []byte, prev Head, n uint64) (*Entry, string) {
 type verifier struct {
 	key   []byte
 	want  *Head
-	each  func(*Entry) // called with each line that verifies; may be nil
+	from  *Head // a checkpoint: lines up to it were verified before
 	head  Head
 	first uint64 // seq of the first line seen; 0 before it
+	// resumed: the line of from was found, and verifying goes on after it.
+	resumed bool
 }
 
 // read checks every line of r (a file called name). mayStartMid (a rotated
@@ -193,6 +195,25 @@ func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 	for sc.Scan() {
 		l := sc.Bytes()
 		ln++
+		if v.from != nil && !v.resumed {
+			// Before the checkpoint: only a recorded head is looked at,
+			// keyless, as it was recorded.
+			seq, ok := seqOf(l)
+			if !ok || seq > v.from.Lines {
+				return errCheckpointMissed
+			}
+			h := hashOf(l)
+			if v.want != nil && seq == v.want.Lines && h != v.want.Hash {
+				return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("entry %d differs from the recorded head (the log was cut and written on)", seq), Err: ErrHeadMismatch}
+			}
+			if seq == v.from.Lines {
+				if h != v.from.Hash {
+					return errCheckpointMissed
+				}
+				v.head, v.first, v.resumed = *v.from, seq, true
+			}
+			continue
+		}
 		if v.first == 0 {
 			// The first line of the log: take its place in the chain from
 			// itself; its MAC (checked below) vouches for it.
@@ -205,7 +226,7 @@ func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 			}
 		}
 		n := v.head.Lines + 1
-		e, why := check(l, v.key, v.head, n)
+		_, why := check(l, v.key, v.head, n)
 		if why != "" {
 			return &BadLineError{File: name, Line: ln, Why: why}
 		}
@@ -223,9 +244,6 @@ func (v *verifier) read(r io.Reader, name string, mayStartMid bool) error {
 			return &BadLineError{File: name, Line: ln, Why: fmt.Sprintf("entry %d differs from the recorded head (the log was cut and written on)", n), Err: ErrHeadMismatch}
 		}
 		v.head = Head{Lines: n, Hash: h}
-		if v.each != nil {
-			v.each(e)
-		}
 	}
 	if err := sc.Err(); err != nil {
 		return &BadLineError{File: name, Line: ln + 1, Why: err.Error()}
@@ -303,15 +321,34 @@ func VerifyFiles(path string, key []byte, want *Head) (Result, error) {
 	return verifyFiles(path, key, want, nil)
 }
 
-func verifyFiles(path string, key []byte, want *Head, each func(*Entry)) (Result, error) {
-	var res Result
+// errCheckpointMissed: the line a checkpoint names is not in the files as
+// it was when the checkpoint was made; the caller verifies everything.
+var errCheckpointMissed = errors.New("the checkpoint's line is not in the log")
+
+// verifyFiles is VerifyFiles; with from (a checkpoint: a line verified
+// before, with the key), the lines up to from are only hashed where they
+// are a recorded head, not verified again.
+func verifyFiles(path string, key []byte, want, from *Head) (Result, error) {
+	files, err := listFiles(path)
+	if err != nil {
+		return Result{}, err
+	}
+	return verifyList(path, files, key, want, from)
+}
+
+// file is one file of a log, oldest first, as verifyList reads it.
+type file struct {
+	name    string
+	missing string   // the files numbered between it and the one before, if gone
+	f       *os.File // opened already (a snapshot, VerifyHistory); nil: open name
+	size    int64    // with f: read this much of it
+}
+
+// listFiles returns the files of the log at path, oldest first.
+func listFiles(path string) ([]file, error) {
 	ks, err := rotatedFiles(path)
 	if err != nil {
-		return res, err
-	}
-	type file struct {
-		name    string
-		missing string // the files numbered between it and the one before, if gone
+		return nil, err
 	}
 	gap := func(newer, older int) string { // names path.newer+1 .. path.older-1
 		switch {
@@ -337,19 +374,49 @@ func verifyFiles(path string, key []byte, want *Head, each func(*Entry)) (Result
 		}
 		files = append(files, f)
 	}
-	v := verifier{key: key, want: want, each: each}
-	for _, fl := range files {
-		f, err := os.Open(fl.name)
-		if err != nil {
-			return res, err
+	return files, nil
+}
+
+// verifyList verifies files, the log at path, as one chain (see
+// verifyFiles).
+func verifyList(path string, files []file, key []byte, want, from *Head) (Result, error) {
+	var res Result
+	if from != nil {
+		// Start in the file that holds from: the last one starting at or
+		// before it. None does when rotation pruned it: verify them all.
+		start := -1
+		for i, fl := range files {
+			if first, err := firstSeq(fl.name); err == nil && first <= from.Lines {
+				start = i
+			}
 		}
-		err = v.read(f, filepath.Base(fl.name), fl.name != path)
+		if start < 0 {
+			from = nil
+		} else {
+			files = files[start:]
+			files[0].missing = ""
+		}
+	}
+	v := verifier{key: key, want: want, from: from}
+	for _, fl := range files {
+		f := fl.f
+		var r io.Reader = f
+		if f == nil {
+			var err error
+			if f, err = os.Open(fl.name); err != nil {
+				return res, err
+			}
+			defer f.Close()
+			r = f
+		} else {
+			r = io.NewSectionReader(f, 0, fl.size)
+		}
+		err := v.read(r, filepath.Base(fl.name), fl.name != path)
 		if fl.name == path {
 			if fi, serr := f.Stat(); serr == nil {
 				res.Size = fi.Size()
 			}
 		}
-		f.Close()
 		res.Files = append(res.Files, filepath.Base(fl.name))
 		res.Head, res.First = v.head, v.first
 		var bad *BadLineError
@@ -359,6 +426,9 @@ func verifyFiles(path string, key []byte, want *Head, each func(*Entry)) (Result
 		if err != nil {
 			return res, err
 		}
+	}
+	if from != nil && !v.resumed {
+		return res, errCheckpointMissed
 	}
 	return res, v.end()
 }

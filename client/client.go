@@ -141,21 +141,35 @@ func (c *Client) VerifyToken(ctx context.Context, token, sender, app string) (*V
 	return &v, c.call(ctx, http.MethodPost, "/v1/token/verify", &in, &v)
 }
 
-// Sign signs data with this container's key; it returns the signature and
-// the generation of the key.
-func (c *Client) Sign(ctx context.Context, data []byte) ([]byte, uint64, error) {
+// Sign signs data with this container's key for app ("" for none): the
+// signature passes only for that app and the key's generation, which it
+// returns (see api.SignedMessage for what is signed).
+func (c *Client) Sign(ctx context.Context, app string, data []byte) ([]byte, uint64, error) {
 	var v struct {
 		Signature  []byte `json:"signature"`
 		Generation uint64 `json:"generation"`
 	}
-	err := c.call(ctx, http.MethodPost, "/v1/sign", map[string][]byte{"data": data}, &v)
+	in := struct {
+		Data []byte `json:"data"`
+		App  string `json:"app,omitempty"`
+	}{data, app}
+	err := c.call(ctx, http.MethodPost, "/v1/sign", &in, &v)
 	return v.Signature, v.Generation, err
 }
 
-// VerifySignature reports whether sig is sender's signature of data.
-func (c *Client) VerifySignature(ctx context.Context, sender string, data, sig []byte) (bool, error) {
+// VerifySignature reports whether sig is sender's signature of data for
+// app, made with the key of generation (0: the current one; signatures of
+// the current and the previous generation verify).
+func (c *Client) VerifySignature(ctx context.Context, sender, app string, generation uint64, data, sig []byte) (bool, error) {
 	var v struct{ Valid bool }
-	err := c.call(ctx, http.MethodPost, "/v1/signature/verify", map[string]any{"sender": sender, "data": data, "signature": sig}, &v)
+	in := struct {
+		Sender     string `json:"sender"`
+		Data       []byte `json:"data"`
+		Signature  []byte `json:"signature"`
+		App        string `json:"app,omitempty"`
+		Generation uint64 `json:"generation,omitempty"`
+	}{sender, data, sig, app, generation}
+	err := c.call(ctx, http.MethodPost, "/v1/signature/verify", &in, &v)
 	return v.Valid, err
 }
 

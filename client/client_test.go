@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/agent/token"
 )
 
@@ -21,10 +21,10 @@ type oneGeneration struct {
 	v    *token.Verifier
 }
 
-func (b *oneGeneration) Current() (*keys.Root, uint64)   { return b.root, 1 }
-func (b *oneGeneration) Verifier() *token.Verifier       { return b.v }
-func (b *oneGeneration) DefaultTTL() time.Duration       { return time.Minute }
-func (b *oneGeneration) Audit(string, map[string]string) {}
+func (b *oneGeneration) Current() (*keys.Root, uint64, uint64) { return b.root, 1, 0 }
+func (b *oneGeneration) Verifier() *token.Verifier             { return b.v }
+func (b *oneGeneration) DefaultTTL() time.Duration             { return time.Minute }
+func (b *oneGeneration) Audit(string, map[string]string) error { return nil }
 
 // socket serves the API of identity and returns a client of it.
 func socket(t *testing.T, a api.Agent, identity string) *Client {
@@ -34,7 +34,7 @@ func socket(t *testing.T, a api.Agent, identity string) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: api.Handler(identity, a)}
+	srv := api.NewServer(identity, a, api.Limits{})
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return New(sock)
@@ -49,7 +49,7 @@ func clientAndServer(t *testing.T) (*Client, *Client) {
 		t.Fatal(err)
 	}
 	b := &oneGeneration{root: root}
-	b.v = &token.Verifier{Key: func(g uint64) []byte { return root.TokenKey(g) }}
+	b.v = &token.Verifier{Key: func(g uint64) []byte { return root.TokenKey(g) }, Memory: replay.New(replay.Limits{})}
 	return socket(t, b, "client"), socket(t, b, "server")
 }
 
@@ -86,12 +86,15 @@ func TestClient(t *testing.T) {
 			t.Fatalf("token %d from the source: %+v, %v", i+2, v, err)
 		}
 	}
-	sig, _, err := cl.Sign(ctx, []byte("hello"))
+	sig, gen, err := cl.Sign(ctx, "mqtt", []byte("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := br.VerifySignature(ctx, "client", []byte("hello"), sig); err != nil || !ok {
+	if ok, err := br.VerifySignature(ctx, "client", "mqtt", gen, []byte("hello"), sig); err != nil || !ok {
 		t.Errorf("VerifySignature = %v, %v", ok, err)
+	}
+	if ok, err := br.VerifySignature(ctx, "client", "http", gen, []byte("hello"), sig); err != nil || ok {
+		t.Errorf("VerifySignature for another app = %v, %v", ok, err)
 	}
 	k, err := br.Keys(ctx, "client")
 	if err != nil || len(k.Ed25519) != 32 || len(k.X25519) != 32 {

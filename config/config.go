@@ -65,6 +65,31 @@ type TPM struct {
 	// holding the TPM lock, and every other start, until the runtime's
 	// hook timeout.
 	Timeout string `toml:"timeout"`
+	// Lock is the file every process that talks to the TPM locks around
+	// its conversation, so that they take turns ("" = TPMLockPath's
+	// default). It lives where the TPM does, not in the state directory:
+	// an immutable OS image's read-only state directory must not stop
+	// container starts.
+	Lock string `toml:"lock"`
+}
+
+// TPMLockPath returns the TPM lock file: [tpm] lock, else beside a socket
+// TPM ("unix:/run/swtpm/sock" locks "/run/swtpm/sock.lock": whoever can
+// reach the socket can reach its directory), else in the runtime
+// directory: /run/northstar-tpm.lock, or $XDG_RUNTIME_DIR/northstar-tpm.lock
+// for a rootless process with one (the hook runs with the environment its
+// runtime gives it, where XDG_RUNTIME_DIR is usually unset).
+func (c *Config) TPMLockPath() string {
+	switch p := c.TPM.Path; {
+	case c.TPM.Lock != "":
+		return c.TPM.Lock
+	case strings.HasPrefix(p, "unix:"):
+		return strings.TrimPrefix(p, "unix:") + ".lock"
+	}
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); Rootless() && filepath.IsAbs(dir) {
+		return filepath.Join(dir, "northstar-tpm.lock")
+	}
+	return "/run/northstar-tpm.lock"
 }
 
 // TPM timeout bounds: long enough for a slow hardware TPM creating an SRK,
@@ -100,13 +125,51 @@ type Agent struct {
 	Socket string `toml:"socket"`
 }
 
-// API configures the agent's per-container API (DESIGN.md §9).
+// API configures the agent's per-container API (DESIGN.md §9) and what
+// one container may take of the agent through its socket (§11). Every
+// bound is per container: one container's load never spends what the
+// others need. The defaults pass the 8 containers × 100 token pairs of
+// DESIGN.md §7 (800 verifications at once on one socket).
 type API struct {
 	// Enable gives every container /run/northstar/api/api.sock (needs the
 	// agent: [agent] socket).
 	Enable bool `toml:"enable"`
 	// TokenTTL is the default token lifetime, at most "1h".
 	TokenTTL string `toml:"token_ttl"`
+	// MaxConnections caps a socket's open connections (1-1024); more wait
+	// until one closes.
+	MaxConnections int `toml:"max_connections"`
+	// Rate and Burst are a socket's requests per second and the burst
+	// above it (a token bucket); beyond them the agent answers 429 with
+	// Retry-After.
+	Rate  float64 `toml:"rate"`
+	Burst int     `toml:"burst"`
+	// RequestTimeout bounds reading one request and writing its answer.
+	RequestTimeout string `toml:"request_timeout"`
+	// MaxUsedTokens is how many unexpired verified tokens one audience
+	// (the verifying container's identity) remembers; PerSender how many
+	// of them one sender's may take. A verification beyond them is 503.
+	MaxUsedTokens          int `toml:"max_used_tokens"`
+	MaxUsedTokensPerSender int `toml:"max_used_tokens_per_sender"`
+}
+
+// Defaults and bounds of [api]. The defaults are the agent's own
+// (packages api and replay); config_test holds them equal.
+const (
+	DefaultAPIMaxConnections = 16
+	DefaultAPIRate           = 500
+	DefaultAPIBurst          = 1000
+	DefaultAPIRequestTimeout = "10s"
+	DefaultMaxUsedTokens     = 1 << 16
+	DefaultMaxUsedPerSender  = 1 << 14
+	maxAPIConnections        = 1024
+	maxUsedTokens            = 1 << 24
+)
+
+// RequestTimeout returns the validated [api] request_timeout.
+func (c *Config) RequestTimeout() time.Duration {
+	d, _ := time.ParseDuration(c.API.RequestTimeout) // validated by Load
+	return d
 }
 
 // maxTokenTTL is the contract's bound on token lifetimes.
@@ -168,9 +231,10 @@ func Default() *Config {
 		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}, Timeout: "10s"},
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
 		Rotation: Rotation{On: RotateOnRuntimeRestart},
-		API:      API{TokenTTL: "60s"},
-		Audit:    Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
-		Shim:     Shim{Delegate: DefaultShimDelegate},
+		API: API{TokenTTL: "60s", MaxConnections: DefaultAPIMaxConnections, Rate: DefaultAPIRate, Burst: DefaultAPIBurst,
+			RequestTimeout: DefaultAPIRequestTimeout, MaxUsedTokens: DefaultMaxUsedTokens, MaxUsedTokensPerSender: DefaultMaxUsedPerSender},
+		Audit: Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
+		Shim:  Shim{Delegate: DefaultShimDelegate},
 	}
 }
 
@@ -232,6 +296,9 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("sealer %q: want %q or %q", c.Sealer, SealerTPM, SealerHost)
 	}
+	if l := c.TPM.Lock; l != "" && (!filepath.IsAbs(l) || filepath.Clean(l) != l) {
+		return fmt.Errorf("[tpm] lock %q must be a clean absolute path", l)
+	}
 	if d, err := time.ParseDuration(c.TPM.Timeout); err != nil || d < minTPMTimeout || d > maxTPMTimeout {
 		return fmt.Errorf("[tpm] timeout %q: want a duration from %s to %s, like \"10s\"", c.TPM.Timeout, minTPMTimeout, maxTPMTimeout)
 	}
@@ -253,6 +320,24 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.API.TokenTTL); err != nil || d < time.Second || d > maxTokenTTL {
 		return fmt.Errorf("[api] token_ttl %q: want a duration from 1s to %s, like \"60s\"", c.API.TokenTTL, maxTokenTTL)
+	}
+	if n := c.API.MaxConnections; n < 1 || n > maxAPIConnections {
+		return fmt.Errorf("[api] max_connections %d: want 1 to %d", n, maxAPIConnections)
+	}
+	if r := c.API.Rate; !(r >= 1 && r <= 1e6) {
+		return fmt.Errorf("[api] rate %g: want 1 to 1000000 requests a second", r)
+	}
+	if n := c.API.Burst; n < 1 || n > 1e6 {
+		return fmt.Errorf("[api] burst %d: want 1 to 1000000 requests", n)
+	}
+	if d, err := time.ParseDuration(c.API.RequestTimeout); err != nil || d < 100*time.Millisecond || d > 5*time.Minute {
+		return fmt.Errorf("[api] request_timeout %q: want a duration from 100ms to 5m, like \"10s\"", c.API.RequestTimeout)
+	}
+	if n := c.API.MaxUsedTokens; n < 1 || n > maxUsedTokens {
+		return fmt.Errorf("[api] max_used_tokens %d: want 1 to %d", n, maxUsedTokens)
+	}
+	if n := c.API.MaxUsedTokensPerSender; n < 1 || n > c.API.MaxUsedTokens {
+		return fmt.Errorf("[api] max_used_tokens_per_sender %d: want 1 to max_used_tokens (%d)", n, c.API.MaxUsedTokens)
 	}
 	if n := c.Audit.MaxBytes; n < minAuditMaxBytes || n > maxAuditMaxBytes {
 		return fmt.Errorf("[audit] max_bytes %d: want %d (64 KiB) to %d (1 GiB)", n, minAuditMaxBytes, maxAuditMaxBytes)

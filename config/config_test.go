@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/northstar-oci/northstar/agent/api"
+	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/audit"
 )
 
@@ -126,5 +128,49 @@ func TestAgentSocket(t *testing.T) {
 	c, err := Parse([]byte("[agent]\nsocket = \"/run/northstar-agent/agent.sock\"\n"))
 	if err != nil || c.Agent.Socket != "/run/northstar-agent/agent.sock" {
 		t.Errorf("parsed %+v, %v", c.Agent, err)
+	}
+}
+
+// TestTPMLockIsNotInTheStateDir: the TPM lock lives where the TPM does, so
+// that a read-only state directory (an immutable OS image) does not stop
+// container starts (DESIGN.md §11).
+func TestTPMLockIsNotInTheStateDir(t *testing.T) {
+	for path, want := range map[string]string{
+		"unix:/run/swtpm/sock": "/run/swtpm/sock.lock",
+		"tcp:127.0.0.1:2321":   "/run/northstar-tpm.lock",
+		"/dev/tpmrm0":          "/run/northstar-tpm.lock",
+	} {
+		c := Default()
+		c.TPM.Path = path
+		t.Setenv("XDG_RUNTIME_DIR", "")
+		if got := c.TPMLockPath(); got != want && !(Rootless() && want == "/run/northstar-tpm.lock") {
+			t.Errorf("[tpm] path %s: lock %s, want %s", path, got, want)
+		}
+		if strings.HasPrefix(c.TPMLockPath(), c.StateDir) {
+			t.Errorf("[tpm] path %s: the lock is in the state directory", path)
+		}
+	}
+	c, err := Parse([]byte("[tpm]\nlock = \"/run/x/tpm.lock\"\n"))
+	if err != nil || c.TPMLockPath() != "/run/x/tpm.lock" {
+		t.Errorf("[tpm] lock: %v, %v", c, err)
+	}
+	if _, err := Parse([]byte("[tpm]\nlock = \"relative\"\n")); err == nil {
+		t.Error("a relative [tpm] lock accepted")
+	}
+}
+
+// TestAPIDefaultsAreTheAgents: [api]'s defaults are those of the packages
+// that enforce them.
+func TestAPIDefaultsAreTheAgents(t *testing.T) {
+	d := Default().API
+	if d.MaxConnections != api.DefaultConns || d.Rate != api.DefaultRate || d.Burst != api.DefaultBurst ||
+		d.RequestTimeout != api.DefaultTimeout.String() || d.MaxUsedTokens != replay.DefaultPerAudience || d.MaxUsedTokensPerSender != replay.DefaultPerSender {
+		t.Errorf("[api] defaults %+v differ from the agent's", d)
+	}
+	for _, bad := range []string{"max_connections = 0", "rate = 0", "burst = 0", `request_timeout = "1ms"`, "max_used_tokens = 0",
+		"max_used_tokens = 100\nmax_used_tokens_per_sender = 101"} {
+		if _, err := Parse([]byte("[api]\n" + bad + "\n")); err == nil {
+			t.Errorf("[api] %s accepted", bad)
+		}
 	}
 }

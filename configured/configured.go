@@ -13,10 +13,6 @@ import (
 	"github.com/northstar-oci/northstar/store"
 )
 
-// TPMLockFile, in the state directory, serializes access to a socket TPM
-// across processes.
-const TPMLockFile = "tpm.lock"
-
 // Store returns the store and sealer described by cfg.
 func Store(cfg *config.Config) (*store.Store, error) {
 	s, err := Sealer(cfg)
@@ -35,7 +31,7 @@ func Sealer(cfg *config.Config) (seal.Sealer, error) {
 		return seal.NewTPM(seal.TPMOptions{
 			Path:     cfg.TPM.Path,
 			PCRs:     cfg.TPM.PCRs,
-			LockPath: filepath.Join(cfg.StateDir, TPMLockFile),
+			LockPath: cfg.TPMLockPath(),
 			Timeout:  cfg.TPMTimeout(),
 		})
 	default:

@@ -1,7 +1,6 @@
 package configured
 
 import (
-	"path/filepath"
 	"testing"
 
 	"github.com/northstar-oci/northstar/config"
@@ -30,8 +29,5 @@ func TestSealerFollowsConfig(t *testing.T) {
 	cfg.TPM.PCRs = []int{99}
 	if _, err := Sealer(cfg); err == nil {
 		t.Error("PCR 99 accepted")
-	}
-	if filepath.Base(TPMLockFile) != TPMLockFile {
-		t.Errorf("lock file %q is not a plain name in the state dir", TPMLockFile)
 	}
 }

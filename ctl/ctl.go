@@ -19,8 +19,10 @@ import (
 	"syscall"
 
 	"github.com/northstar-oci/northstar/agent"
+	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
@@ -268,7 +270,12 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 		opts.API = &registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
 			AuditPath:   filepath.Join(cfg.StateDir, audit.FileName),
 			AuditLimits: auditLimits(cfg),
-			Dir:         control.ContainersDir(cfg.Agent.Socket)}
+			UsedTokens:  filepath.Join(cfg.StateDir, replay.FileName),
+			Replay:      replay.Limits{PerAudience: cfg.API.MaxUsedTokens, PerSender: cfg.API.MaxUsedTokensPerSender},
+			API: api.Limits{Conns: cfg.API.MaxConnections, Rate: cfg.API.Rate, Burst: cfg.API.Burst,
+				Timeout: cfg.RequestTimeout()},
+			Dir: control.ContainersDir(cfg.Agent.Socket),
+			Log: env.Stderr}
 	}
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)

@@ -36,6 +36,7 @@ import (
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/idmap"
 	"github.com/northstar-oci/northstar/internal/nsenter"
+	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/remedy"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/secretfs/mount"
@@ -229,7 +230,7 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 	if err != nil || identity == "" {
 		return "", err
 	}
-	dir, err := control.Register(ctx, agentSocket, control.Registration{ID: id, Identity: identity, Pid: pid})
+	dir, err := control.RegisterProcess(ctx, agentSocket, id, identity, pid)
 	if err != nil {
 		var ne *net.OpError
 		if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) {
@@ -276,9 +277,22 @@ func registeredAPI(agentSocket string, spec *specs.Spec, id string) (*os.File, e
 		return nil, fmt.Errorf("api: the container joins the mount namespace %s, where its API directory cannot be found safely; give it a mount namespace of its own", ns)
 	}
 	notRegistered := fmt.Errorf("api: container %s is not registered with the agent at %s; inside the container the hook cannot register it: put the hook at createRuntime as well as createContainer ('northstarctl config runc --rootless')", id, agentSocket)
+	// The registration's key names the directory: the id, the container's
+	// process and its start time, as the createRuntime stage sent them.
+	// Here, in the container's pid namespace, the state names the process
+	// as runc's init sees itself (pid 1); the host's /proc, still mounted
+	// before pivot_root, names it as the runtime did: our parent there.
+	pid, err := procstat.SelfParent()
+	if err != nil {
+		return nil, fmt.Errorf("api: find the container's process: %w", err)
+	}
+	start, err := procstat.StartTime(pid)
+	if err != nil {
+		return nil, fmt.Errorf("api: container process %d: %w", pid, err)
+	}
 	// Resolved in two parts: the agent's directory as configured (it may
 	// sit below a symlink such as /var/run), then strictly below it.
-	agentDir, path := filepath.Dir(agentSocket), control.ContainerDir(agentSocket, id)
+	agentDir, path := filepath.Dir(agentSocket), control.ContainerDir(agentSocket, control.Registration{ID: id, Pid: pid, Start: start})
 	rel, err := filepath.Rel(agentDir, path)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)

@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -140,6 +141,16 @@ func TestRegisteredAPI(t *testing.T) {
 	base := t.TempDir()
 	sock := filepath.Join(base, "agent", "agent.sock")
 	spec := &specs.Spec{}
+	// The container's process: this test's parent, as the hook in a
+	// container sees its own (runc's init).
+	pid := os.Getppid()
+	start, err := procstat.StartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirOf := func(id string) string {
+		return control.ContainerDir(sock, control.Registration{ID: id, Pid: pid, Start: start})
+	}
 	try := func(id string) error {
 		t.Helper()
 		tree, err := registeredAPI(sock, spec, id)
@@ -151,7 +162,7 @@ func TestRegisteredAPI(t *testing.T) {
 	if err := try("c1"); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("nothing registered: %v", err)
 	}
-	good := control.ContainerDir(sock, "c1")
+	good := dirOf("c1")
 	if err := os.MkdirAll(good, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +174,7 @@ func TestRegisteredAPI(t *testing.T) {
 	if err := os.Mkdir(elsewhere, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(elsewhere, control.ContainerDir(sock, "c2")); err != nil {
+	if err := os.Symlink(elsewhere, dirOf("c2")); err != nil {
 		t.Fatal(err)
 	}
 	if err := try("c2"); err == nil || strings.Contains(err.Error(), "not registered") {
@@ -171,14 +182,14 @@ func TestRegisteredAPI(t *testing.T) {
 	}
 	// One that stays inside the agent directory (RESOLVE_BENEATH alone
 	// would follow it).
-	if err := os.Symlink(control.DirName("c1"), control.ContainerDir(sock, "c4")); err != nil {
+	if err := os.Symlink(filepath.Base(good), dirOf("c4")); err != nil {
 		t.Fatal(err)
 	}
 	if err := try("c4"); err == nil || strings.Contains(err.Error(), "not registered") {
 		t.Errorf("a symlink to another container's directory: %v", err)
 	}
 
-	other := control.ContainerDir(sock, "c3")
+	other := dirOf("c3")
 	if err := os.Mkdir(other, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -344,4 +346,39 @@ func scanMemory(t *testing.T, pid int, needles [][]byte, keep string) (inKeep in
 		}
 	}
 	return inKeep, elsewhere
+}
+
+// registeredDirs returns the API directories the agent at sock has
+// registered for container id (one per registration: ids repeat across
+// runtimes), read from the registry it saves for its restarts.
+func registeredDirs(t *testing.T, sock, id string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(control.ContainersDir(sock), "registry.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []control.Registration
+	if err := json.Unmarshal(data, &list); err != nil {
+		t.Fatalf("registry.json: %v", err)
+	}
+	var dirs []string
+	for _, r := range list {
+		if r.ID == id {
+			dirs = append(dirs, control.ContainerDir(sock, r))
+		}
+	}
+	return dirs
+}
+
+// registeredDir is the one API directory of container id.
+func registeredDir(t *testing.T, sock, id string) string {
+	t.Helper()
+	dirs := registeredDirs(t, sock, id)
+	if len(dirs) != 1 {
+		t.Fatalf("container %s has %d registrations with the agent, want 1", id, len(dirs))
+	}
+	return dirs[0]
 }

@@ -164,7 +164,7 @@ func TestAgentSecretsNeverLeak(t *testing.T) {
 
 	// Hold the TPM lock: the agent's unseal child waits at it, alive while
 	// every argv and environment is scanned.
-	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, "tpm.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := os.OpenFile(cfg.TPMLockPath(), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -205,7 +204,7 @@ func TestAPIAgentDownAndBack(t *testing.T) {
 	if r := exec1(); r.err != nil || !strings.HasPrefix(r.stdout, "client ") {
 		t.Fatalf("the running container's API:\n%s", r)
 	}
-	apiDir := control.ContainerDir(sock, id)
+	apiDir := registeredDir(t, sock, id)
 	// curl speaks to it too, as the README shows.
 	if r := run(t, exec.Command("curl", "-sS", "--unix-socket", filepath.Join(apiDir, "api.sock"), "http://northstar/v1/identity")); r.err != nil || !strings.Contains(r.stdout, `"identity":"client"`) {
 		t.Errorf("curl --unix-socket:\n%s", r)

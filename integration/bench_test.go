@@ -374,7 +374,7 @@ func TestBenchAPI(t *testing.T) {
 		if err := r.Run(); err != nil {
 			t.Fatalf("runc run %s: %v", cid, err)
 		}
-		sockets[id] = filepath.Join(control.ContainerDir(sock, cid), "api.sock")
+		sockets[id] = filepath.Join(registeredDir(t, sock, cid), "api.sock")
 	}
 	cl, br := client.New(sockets["client"]), client.New(sockets["server"])
 	ctx := context.Background()
@@ -443,7 +443,7 @@ func TestBenchAPI(t *testing.T) {
 	}
 	defer func() { keep.Process.Kill(); keep.Wait() }()
 	for i := 0; i < 1000; i++ {
-		if _, err := control.Register(ctx, sock, control.Registration{ID: fmt.Sprintf("bench-%d", i), Identity: fmt.Sprintf("bench-%d", i), Pid: keep.Process.Pid}); err != nil {
+		if _, err := control.RegisterProcess(ctx, sock, fmt.Sprintf("bench-%d", i), fmt.Sprintf("bench-%d", i), keep.Process.Pid); err != nil {
 			t.Fatalf("registration %d: %v", i, err)
 		}
 	}

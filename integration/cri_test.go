@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/client"
 )
 
@@ -410,12 +409,11 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 				t.Error("the pod sandbox (pause) container got the secret")
 			}
 			// Identity by CRI's names, asked on the container's own socket.
-			apiDir := control.ContainersDir(sock)
-			if id, err := client.New(filepath.Join(apiDir, control.DirName(a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
+			if id, err := client.New(filepath.Join(registeredDir(t, sock, a), "api.sock")).Identity(context.Background()); err != nil || id.Identity != "default/web/app" {
 				t.Errorf("the pod container's API identity: %+v, %v; want default/web/app", id, err)
 			}
-			if _, err := os.Stat(filepath.Join(apiDir, control.DirName(p1.id))); !os.IsNotExist(err) {
-				t.Errorf("the pod sandbox was registered with the agent: %v", err)
+			if dirs := registeredDirs(t, sock, p1.id); len(dirs) != 0 {
+				t.Errorf("the pod sandbox was registered with the agent: %v", dirs)
 			}
 			rec1 := e.record(t)
 

@@ -131,7 +131,7 @@ func TestSecretNotInArgvOrEnvWhileHooksRun(t *testing.T) {
 	want := e.secretHex(t)
 	raw, _ := hex.DecodeString(want)
 
-	lock, err := os.OpenFile(filepath.Join(e.cfg.StateDir, "tpm.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := os.OpenFile(e.cfg.TPMLockPath(), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -408,6 +408,11 @@ func (s *Store) ResetAudit(ctx context.Context) (string, error) {
 				}
 			}
 		}
+		// The checkpoint names a line of the old log: the new one starts
+		// without one (a stale one would only be ignored, at a cost).
+		if err := os.Remove(filepath.Join(s.dir, audit.CheckpointFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 		if rec == nil || rec.AuditHead == nil {
 			return nil
 		}

@@ -3,8 +3,10 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -18,17 +20,20 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/agent/token"
 )
 
-// testAgent is an Agent for one generation whose audit trail is kept.
+// testAgent is an Agent for one generation (7, after 6) whose audit
+// trail is kept; with failAudit set, every audit line fails.
 type testAgent struct {
 	root *keys.Root
 	gen  uint64
 	v    *token.Verifier
 
-	mu    sync.Mutex
-	audit []string
+	mu        sync.Mutex
+	audit     []string
+	failAudit bool
 }
 
 func newTestAgent(t *testing.T) *testAgent {
@@ -43,18 +48,34 @@ func newTestAgent(t *testing.T) *testAgent {
 			return root.TokenKey(g)
 		}
 		return nil
-	}}
+	}, Memory: replay.New(replay.Limits{})}
 	return b
 }
 
-func (b *testAgent) Current() (*keys.Root, uint64) { return b.root, b.gen }
-func (b *testAgent) Verifier() *token.Verifier     { return b.v }
-func (b *testAgent) DefaultTTL() time.Duration     { return time.Minute }
-func (b *testAgent) Audit(e string, f map[string]string) {
+func (b *testAgent) Current() (*keys.Root, uint64, uint64) { return b.root, b.gen, b.gen - 1 }
+func (b *testAgent) Verifier() *token.Verifier             { return b.v }
+func (b *testAgent) DefaultTTL() time.Duration             { return time.Minute }
+func (b *testAgent) Audit(e string, f map[string]string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.failAudit {
+		return errors.New("no space left on device")
+	}
 	data, _ := json.Marshal(f)
 	b.audit = append(b.audit, e+" "+string(data))
+	return nil
+}
+
+func (b *testAgent) lines(event string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range b.audit {
+		if strings.HasPrefix(l, event+" ") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // client is an HTTP client of one container's socket.
@@ -66,18 +87,30 @@ type client struct {
 // serve starts the API of identity on a socket of its own.
 func serve(t *testing.T, b *testAgent, identity string) *client {
 	t.Helper()
+	c, _ := serveWith(t, b, identity, Limits{})
+	return c
+}
+
+// serveWith is serve under lim; it also returns the socket and server.
+func serveWith(t *testing.T, b *testAgent, identity string, lim Limits) (*client, *socket) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: Handler(identity, b), ReadHeaderTimeout: 5 * time.Second}
+	srv := NewServer(identity, b, lim)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &client{t: t, c: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}}
+		}}}}, &socket{path: sock, srv: srv}
+}
+
+type socket struct {
+	path string
+	srv  *Server
 }
 
 func (c *client) do(method, path, body string) (int, map[string]any) {
@@ -168,7 +201,8 @@ func TestSignaturesKeysAndDerive(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	b := newTestAgent(t)
-	cl := serve(t, b, "client")
+	cl, sock := serveWith(t, b, "client", Limits{})
+	srv := sock.srv
 	for _, c := range []struct {
 		method, path, body string
 		want               int
@@ -194,8 +228,17 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s %s %.40q: %d %v, want %d with an error", c.method, c.path, c.body, code, v, c.want)
 		}
 	}
-	if n := len(b.audit); n < 13 {
-		t.Errorf("%d refusals audited, want every one", n)
+	// Counted, not audited one by one: one line per flush.
+	b.mu.Lock()
+	n := len(b.audit)
+	b.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d audit lines for refusals before the flush, want none", n)
+	}
+	srv.FlushRefusals()
+	lines := b.lines("refused")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"count":"15"`) || !strings.Contains(lines[0], `"statuses":"400:10 404:2 405:2 413:1"`) {
+		t.Errorf("refusals audited as %q, want one line counting 15 by status", lines)
 	}
 }
 
@@ -227,4 +270,141 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRateLimit: a socket over its rate gets 429 with Retry-After and its
+// refusals counted; another socket is not slowed at all.
+func TestRateLimit(t *testing.T) {
+	b := newTestAgent(t)
+	mal, msock := serveWith(t, b, "mallory", Limits{Rate: 1, Burst: 5})
+	cl := serve(t, b, "client")
+	for i := range 5 {
+		if code, v := mal.do("GET", "/v1/identity", ""); code != http.StatusOK {
+			t.Fatalf("request %d within the burst: %d %v", i+1, code, v)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://northstar/v1/identity", nil)
+	rsp, err := mal.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsp.Body.Close()
+	if rsp.StatusCode != http.StatusTooManyRequests || rsp.Header.Get("Retry-After") != "1" {
+		t.Errorf("over the rate: %d Retry-After %q, want 429 with Retry-After 1", rsp.StatusCode, rsp.Header.Get("Retry-After"))
+	}
+	for range 50 {
+		cl.ok("GET", "/v1/identity", "")
+	}
+	msock.srv.FlushRefusals()
+	if l := b.lines("refused"); len(l) != 1 || !strings.Contains(l[0], `"statuses":"429:1"`) || !strings.Contains(l[0], `"identity":"mallory"`) {
+		t.Errorf("refusals %q, want mallory's 429 counted", l)
+	}
+}
+
+// TestUnrecordedFailsClosed: what the audit log cannot record is not
+// answered: no token is issued, and a verification is 503, never valid.
+func TestUnrecordedFailsClosed(t *testing.T) {
+	b := newTestAgent(t)
+	cl, srv := serve(t, b, "client"), serve(t, b, "server")
+	tok := cl.ok("POST", "/v1/token", `{"audience":"server","app":"mqtt"}`)["token"].(string)
+	b.mu.Lock()
+	b.failAudit = true
+	b.mu.Unlock()
+	if code, v := cl.do("POST", "/v1/token", `{"audience":"server","app":"mqtt"}`); code != http.StatusServiceUnavailable || v["token"] != nil {
+		t.Errorf("a token issued while the audit log fails: %d %v", code, v)
+	}
+	verify := fmt.Sprintf(`{"token":%q,"sender":"client","app":"mqtt"}`, tok)
+	if code, v := srv.do("POST", "/v1/token/verify", verify); code != http.StatusServiceUnavailable || v["valid"] != nil {
+		t.Errorf("a verification while the audit log fails: %d %v, want 503", code, v)
+	}
+	if code, _ := cl.do("POST", "/v1/sign", `{"data":"aGk="}`); code != http.StatusServiceUnavailable {
+		t.Errorf("a signature while the audit log fails: %d, want 503", code)
+	}
+	b.mu.Lock()
+	b.failAudit = false
+	b.mu.Unlock()
+	// Its use was recorded before the log failed: it stays used.
+	if v := srv.ok("POST", "/v1/token/verify", verify); v["valid"] != false || v["reason"] != "replayed" {
+		t.Errorf("the token after the failed verification: %v, want replayed (fail closed)", v)
+	}
+}
+
+// TestSignaturesCarryAppAndGeneration: a signature passes only for the
+// app and generation it was made for, and only while its generation is
+// the current or the previous one.
+func TestSignaturesCarryAppAndGeneration(t *testing.T) {
+	b := newTestAgent(t)
+	cl, srv := serve(t, b, "client"), serve(t, b, "server")
+	data := base64.StdEncoding.EncodeToString([]byte("hello"))
+	sig := cl.ok("POST", "/v1/sign", fmt.Sprintf(`{"data":%q,"app":"mqtt"}`, data))
+	if sig["app"] != "mqtt" || sig["generation"] != float64(7) {
+		t.Fatalf("sign answer %v", sig)
+	}
+	check := func(app string, gen uint64) any {
+		return srv.ok("POST", "/v1/signature/verify", fmt.Sprintf(`{"sender":"client","data":%q,"signature":%q,"app":%q,"generation":%d}`, data, sig["signature"], app, gen))["valid"]
+	}
+	if check("mqtt", 7) != true {
+		t.Fatal("the signature does not verify for its own app and generation")
+	}
+	if check("http", 7) != false || check("", 7) != false {
+		t.Error("a signature made for mqtt passes for another app")
+	}
+	if check("mqtt", 6) != false {
+		t.Error("a signature passes for another generation")
+	}
+	b.gen = 8 // a rotation: 7 is the previous generation
+	if check("mqtt", 7) != true {
+		t.Error("a signature of the previous generation no longer verifies")
+	}
+	b.gen = 9
+	if check("mqtt", 7) != false {
+		t.Error("a signature two rotations old still verifies")
+	}
+	// The signed message is documented: a holder of the public key checks it.
+	b.gen = 7
+	pub7, _ := base64.StdEncoding.DecodeString(srv.ok("GET", "/v1/keys/client", "")["ed25519"].(string))
+	raw, _ := base64.StdEncoding.DecodeString(sig["signature"].(string))
+	if !ed25519.Verify(pub7, SignedMessage("mqtt", 7, []byte("hello")), raw) {
+		t.Error("the signature is not over SignedMessage(app, generation, data)")
+	}
+}
+
+// TestConnectionCap: a container holding its socket's every connection,
+// stalled mid-request, waits for itself alone; the others are served, and
+// its stalled requests are dropped after the timeout.
+func TestConnectionCap(t *testing.T) {
+	b := newTestAgent(t)
+	mal, msock := serveWith(t, b, "mallory", Limits{Conns: 3, Timeout: 500 * time.Millisecond})
+	cl := serve(t, b, "client")
+	var held []net.Conn
+	for range 3 {
+		c, err := net.Dial("unix", msock.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Headers and the start of a 64 KiB body, then nothing.
+		fmt.Fprintf(c, "POST /v1/token HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n{\"audience\":")
+		held = append(held, c)
+	}
+	time.Sleep(100 * time.Millisecond)
+	mal.c.Timeout = 200 * time.Millisecond
+	if _, err := mal.c.Get("http://northstar/v1/identity"); err == nil {
+		t.Error("a fourth connection was served beside three held ones")
+	}
+	for range 20 {
+		cl.ok("GET", "/v1/identity", "")
+	}
+	// The stalled requests are dropped: the server closes their
+	// connections once the timeout has passed.
+	for i, c := range held {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Errorf("held connection %d: %v, want it closed by the server within the timeout", i, err)
+		}
+		c.Close()
+	}
+	mal.c.Timeout = 2 * time.Second
+	if code, _ := mal.do("GET", "/v1/identity", ""); code != http.StatusOK {
+		t.Errorf("after the stalled connections were dropped: %d", code)
+	}
 }

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/identity"
+	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -153,9 +154,11 @@ func checkDir(dir string) error {
 
 // Registrar is the agent's side of registrations: the hook registers each
 // container that gets the API, and learns the directory to mount at
-// /run/northstar/api.
+// /run/northstar/api. pidfd is the hook's pidfd of the container's init
+// process, received with the registration: it names that process, where a
+// pid could have been reused by the time the agent looks.
 type Registrar interface {
-	Register(r Registration) (dir string, err error)
+	Register(r Registration, pidfd *os.File) (dir string, err error)
 }
 
 // Registration is what the hook tells the agent about a container.
@@ -163,6 +166,12 @@ type Registration struct {
 	ID       string `json:"id"`       // the OCI container id
 	Identity string `json:"identity"` // who the container speaks as
 	Pid      int    `json:"pid"`      // its init process, watched by pidfd
+	// Start is the init process's start time as the hook read it (clock
+	// ticks since boot, /proc/<pid>/stat field 22). With the id and the
+	// pid it is the registration's key: container ids repeat across runc
+	// roots, podman and containerd namespaces, so no registration shares
+	// or inherits another's directory or identity.
+	Start uint64 `json:"start"`
 }
 
 // Check refuses a registration the agent cannot serve: a container id
@@ -176,6 +185,8 @@ func (r Registration) Check() error {
 		return fmt.Errorf("identity %q is not 1-253 characters of [A-Za-z0-9._:@/-]", r.Identity)
 	case r.Pid <= 1:
 		return fmt.Errorf("pid %d is not a container's init process", r.Pid)
+	case r.Start == 0:
+		return errors.New("the registration names no start time of the container's process (a hook older than the agent?)")
 	}
 	return nil
 }
@@ -207,19 +218,22 @@ func ContainersDir(socketPath string) string {
 }
 
 // ContainerDir is the directory (holding api.sock) that the agent at
-// socketPath gives container id once registered. The hook needs it without
+// socketPath gives the container registered as r. The hook needs it without
 // asking where it runs inside the container (createContainer): the agent
 // serves only its own mount namespace.
-func ContainerDir(socketPath, id string) string {
-	return filepath.Join(ContainersDir(socketPath), DirName(id))
+func ContainerDir(socketPath string, r Registration) string {
+	return filepath.Join(ContainersDir(socketPath), DirName(r))
 }
 
-// DirName is the name of a container's directory: a short hash of its id,
-// since ids run to 128 characters (CRI's are 64 hex) and a unix socket's
-// path holds at most 107 bytes.
-func DirName(containerID string) string {
-	h := sha256.Sum256([]byte(containerID))
-	return hex.EncodeToString(h[:8])
+// DirName is the name of a registration's directory: a short hash of its
+// key (id, pid, start time), since ids run to 128 characters (CRI's are
+// 64 hex) and a unix socket's path holds at most 107 bytes. Every
+// registration has a directory of its own: a second container with the
+// same id gets another.
+func DirName(r Registration) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%d\x00%d", r.ID, r.Pid, r.Start)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // Request ops: the first byte of a client's one message.
@@ -266,14 +280,23 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
 		return err
 	}
 	req := make([]byte, maxRequest+1)
-	n, err := c.Read(req)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(req, oob)
 	if err != nil {
 		return err
 	}
+	fds, perr := parseRights(oob[:oobn])
+	files := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		files[i] = os.NewFile(uintptr(fd), "received")
+		defer files[i].Close()
+	}
 	switch {
-	case n == 1 && req[0] == opSecret:
+	case perr != nil, flags&(unix.MSG_CTRUNC|unix.MSG_TRUNC) != 0:
+		return errors.New("malformed request")
+	case n == 1 && req[0] == opSecret && len(files) == 0:
 	case n > 1 && n <= maxRequest && req[0] == opRegister:
-		return serveRegister(c, req[1:n], reg)
+		return serveRegister(c, req[1:n], files, reg)
 	default:
 		return errors.New("unknown request")
 	}
@@ -295,7 +318,7 @@ type registerReply struct {
 	Error string `json:"error,omitempty"`
 }
 
-func serveRegister(c *net.UnixConn, body []byte, reg Registrar) error {
+func serveRegister(c *net.UnixConn, body []byte, fds []*os.File, reg Registrar) error {
 	var reply registerReply
 	var r Registration
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -305,8 +328,10 @@ func serveRegister(c *net.UnixConn, body []byte, reg Registrar) error {
 		reply.Error = "this agent serves no API ([api] enable is off where it started)"
 	case dec.Decode(&r) != nil:
 		reply.Error = "malformed registration"
+	case len(fds) != 1:
+		reply.Error = fmt.Sprintf("a registration carries the container process's pidfd, this one %d fds (a hook older than the agent?)", len(fds))
 	default:
-		dir, err := reg.Register(r)
+		dir, err := reg.Register(r, fds[0])
 		if err != nil {
 			reply.Error = err.Error()
 		}
@@ -317,9 +342,28 @@ func serveRegister(c *net.UnixConn, body []byte, reg Registrar) error {
 	return err
 }
 
-// Register registers a container with the agent at socketPath and
-// returns the directory of its API socket.
-func Register(ctx context.Context, socketPath string, r Registration) (string, error) {
+// RegisterProcess registers container id, whose init process is pid,
+// speaking as identity, with the agent at socketPath: it opens a pidfd of
+// the process, reads the process's start time while the pidfd holds it,
+// and sends both (Register). It returns the directory of the API socket.
+func RegisterProcess(ctx context.Context, socketPath, id, identity string, pid int) (string, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return "", fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	defer pidfd.Close()
+	start, err := procstat.StartTime(pid)
+	if err != nil {
+		return "", fmt.Errorf("container process %d: %w", pid, err)
+	}
+	return Register(ctx, socketPath, Registration{ID: id, Identity: identity, Pid: pid, Start: start}, pidfd)
+}
+
+// Register registers a container with the agent at socketPath, sending
+// pidfd (of the container's init process, r.Pid) with it, and returns the
+// directory of its API socket.
+func Register(ctx context.Context, socketPath string, r Registration, pidfd *os.File) (string, error) {
 	c, err := dial(ctx, socketPath)
 	if err != nil {
 		return "", err
@@ -329,7 +373,7 @@ func Register(ctx context.Context, socketPath string, r Registration) (string, e
 	if err != nil {
 		return "", err
 	}
-	if _, err := c.Write(append([]byte{opRegister}, body...)); err != nil {
+	if _, _, err := c.WriteMsgUnix(append([]byte{opRegister}, body...), unix.UnixRights(int(pidfd.Fd())), nil); err != nil {
 		return "", err
 	}
 	buf := make([]byte, maxRequest)

@@ -5,14 +5,15 @@
 // on, never a claim of the caller), its audience, the app, an expiry, a
 // random nonce and the generation whose key signs it, under HMAC-SHA256.
 // Only the audience can verify it (the verifier passes the identity of its
-// own socket), each token verifies once (nonces are remembered until the
-// token expires), and a token minted before a rotation verifies until it
-// expires (the caller keeps the previous generation's key).
+// own socket), each token verifies once (its Memory, package replay,
+// remembers the nonce until the token expires), and a token minted before
+// a rotation verifies until it expires (the caller keeps the previous
+// generation's key).
 //
 // The one implementation of §4.2 that existed (ESR Labs' northstar) let the
 // verifier name the sender it expected from nowhere, had no replay
-// protection and lost every token on restart; this fixes the first two and
-// the agent keeps its keys across restarts.
+// protection and lost every token on restart; this fixes the first two,
+// the agent keeps its keys across restarts and package replay its memory.
 //
 // Wire form: base64url (no padding) of
 //
@@ -32,8 +33,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
+
+	"github.com/northstar-oci/northstar/agent/replay"
 )
 
 // Limits of the contract.
@@ -152,41 +154,33 @@ func Parse(tok string) (*Claims, []byte, []byte, error) {
 	return c, body, sum, nil
 }
 
-// Verifier checks tokens and remembers the nonces of those it accepted
-// until they expire. It is safe for concurrent use.
+// Memory remembers the tokens that were used (package replay). Use
+// returns nil the first time, ErrReplayed after that, and any other error
+// when it could not record the use: the token is then not valid.
+type Memory interface {
+	Use(audience, sender string, nonce [NonceSize]byte, expiry time.Time) error
+}
+
+// ErrReplayed is what Memory.Use returns for a token used before.
+var ErrReplayed = replay.ErrReplayed
+
+// Verifier checks tokens; its Memory remembers those it accepted. It is
+// safe for concurrent use.
 type Verifier struct {
 	// Key returns the token key of a generation, or nil if the verifier
 	// does not (or no longer) know it.
 	Key func(generation uint64) []byte
+	// Memory remembers used tokens.
+	Memory Memory
 	// Now is the clock (tests set it).
 	Now func() time.Time
-	// MaxRemembered bounds the replay cache; when it is full of unexpired
-	// nonces, Verify refuses with ErrBusy rather than forget one.
-	MaxRemembered int
-
-	mu   sync.Mutex                    // guards seen, used
-	seen map[[NonceSize]byte]time.Time // nonce -> expiry
-	used map[string]time.Time          // Claims.ID -> expiry, from Used
 }
-
-// Used marks the token named id (Claims.ID) as verified already, until
-// expiry: how a restarted agent learns from its audit log which tokens
-// its predecessor accepted, so that they do not verify a second time.
-func (v *Verifier) Used(id string, expiry time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.used == nil {
-		v.used = map[string]time.Time{}
-	}
-	v.used[id] = expiry
-}
-
-// ErrBusy: the replay cache is full of unexpired tokens.
-var ErrBusy = errors.New("too many unexpired tokens remembered; try again later")
 
 // Verify checks tok for a verifier whose socket identity is audience,
 // expecting it from sender for app. It returns the claims and "" when the
-// token is valid (and marks it used), or the reason it is not.
+// token is valid (and marks it used), or the reason it is not; an error
+// when the memory could not record the use (the token is not valid, and
+// may be tried again).
 func (v *Verifier) Verify(tok, audience, sender, app string) (*Claims, Reason, error) {
 	c, body, sum, err := Parse(tok)
 	if err != nil {
@@ -207,33 +201,12 @@ func (v *Verifier) Verify(tok, audience, sender, app string) (*Claims, Reason, e
 	case c.App != app:
 		return c, WrongApp, nil
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.seen == nil {
-		v.seen = map[[NonceSize]byte]time.Time{}
-	}
-	if _, used := v.seen[c.Nonce]; used {
+	switch err := v.Memory.Use(audience, sender, c.Nonce, c.Expiry); {
+	case errors.Is(err, ErrReplayed):
 		return c, Replayed, nil
+	case err != nil:
+		return c, "", err
 	}
-	if _, used := v.used[c.ID()]; used {
-		return c, Replayed, nil
-	}
-	if max := v.MaxRemembered; max > 0 && len(v.seen) >= max {
-		for n, exp := range v.seen {
-			if !now.Before(exp) {
-				delete(v.seen, n)
-			}
-		}
-		for id, exp := range v.used {
-			if !now.Before(exp) {
-				delete(v.used, id)
-			}
-		}
-		if len(v.seen) >= max {
-			return c, "", ErrBusy
-		}
-	}
-	v.seen[c.Nonce] = c.Expiry
 	return c, "", nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/northstar-oci/northstar/agent/replay"
 )
 
 var (
@@ -16,7 +18,10 @@ var (
 )
 
 func verifier(now *time.Time, keys map[uint64][]byte) *Verifier {
-	return &Verifier{Key: func(g uint64) []byte { return keys[g] }, Now: func() time.Time { return *now }}
+	clock := func() time.Time { return *now }
+	mem := replay.New(replay.Limits{})
+	mem.Now = clock
+	return &Verifier{Key: func(g uint64) []byte { return keys[g] }, Memory: mem, Now: clock}
 }
 
 func mint(t *testing.T, sender, audience, app string, gen uint64, key []byte, ttl time.Duration) string {
@@ -85,14 +90,17 @@ func TestTamperedTokensFail(t *testing.T) {
 func TestReplayCacheIsBounded(t *testing.T) {
 	now := t0
 	v := verifier(&now, map[uint64][]byte{7: key7})
-	v.MaxRemembered = 2
+	mem := replay.New(replay.Limits{PerAudience: 2, PerSender: 2})
+	mem.Now = v.Now
+	v.Memory = mem
 	for i := 0; i < 2; i++ {
 		if _, r, err := v.Verify(mint(t, "c", "b", "a", 7, key7, time.Minute), "b", "c", "a"); r != "" || err != nil {
 			t.Fatal(r, err)
 		}
 	}
-	if _, _, err := v.Verify(mint(t, "c", "b", "a", 7, key7, time.Minute), "b", "c", "a"); !errors.Is(err, ErrBusy) {
-		t.Errorf("full cache: %v, want ErrBusy (never forget an unexpired nonce)", err)
+	var full *replay.FullError
+	if _, _, err := v.Verify(mint(t, "c", "b", "a", 7, key7, time.Minute), "b", "c", "a"); !errors.As(err, &full) {
+		t.Errorf("full memory: %v, want a replay.FullError (never forget an unexpired nonce)", err)
 	}
 	now = t0.Add(time.Minute) // the remembered ones expired
 	if _, r, err := v.Verify(mint(t, "c", "b", "a", 7, key7, 2*time.Minute), "b", "c", "a"); r != "" || err != nil {
@@ -139,21 +147,25 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestUsed: a token marked used (by its id, as a restarted agent reads it
-// from the audit log) is a replay; others are not.
-func TestUsed(t *testing.T) {
+// TestUnrecordedUseIsNotValid: when the memory cannot record a use (a
+// full disk), the token is not answered valid, and stays unused.
+func TestUnrecordedUseIsNotValid(t *testing.T) {
 	now := t0
 	v := verifier(&now, map[uint64][]byte{7: key7})
-	used, fresh := mint(t, "client", "server", "mqtt", 7, key7, time.Minute), mint(t, "client", "server", "mqtt", 7, key7, time.Minute)
-	c, _, _, err := Parse(used)
-	if err != nil {
-		t.Fatal(err)
+	ok := v.Memory
+	v.Memory = failingMemory{}
+	tok := mint(t, "client", "server", "mqtt", 7, key7, time.Minute)
+	if _, r, err := v.Verify(tok, "server", "client", "mqtt"); err == nil || r != "" {
+		t.Fatalf("an unrecorded use: reason %q, error %v; want no reason and an error", r, err)
 	}
-	v.Used(c.ID(), c.Expiry)
-	if _, r, err := v.Verify(used, "server", "client", "mqtt"); err != nil || r != Replayed {
-		t.Errorf("a token marked used: %q %v, want replayed", r, err)
+	v.Memory = ok
+	if _, r, err := v.Verify(tok, "server", "client", "mqtt"); err != nil || r != "" {
+		t.Errorf("the same token once the memory records: %q %v, want valid", r, err)
 	}
-	if _, r, err := v.Verify(fresh, "server", "client", "mqtt"); err != nil || r != "" {
-		t.Errorf("another token: %q %v, want valid", r, err)
-	}
+}
+
+type failingMemory struct{}
+
+func (failingMemory) Use(string, string, [NonceSize]byte, time.Time) error {
+	return errors.New("no space left on device")
 }

@@ -77,7 +77,7 @@ func run(args []string) error {
 		if err := need(1); err != nil {
 			return err
 		}
-		sig, _, err := c.Sign(ctx, []byte(args[1]))
+		sig, _, err := c.Sign(ctx, "", []byte(args[1]))
 		if err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		ok, err := c.VerifySignature(ctx, args[1], []byte(args[2]), sig)
+		ok, err := c.VerifySignature(ctx, args[1], "", 0, []byte(args[2]), sig)
 		if err != nil {
 			return err
 		}

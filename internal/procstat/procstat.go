@@ -50,3 +50,33 @@ func Parent(pid int) (int, error) {
 	p, err := Field(stat, 4)
 	return int(p), err
 }
+
+// SelfParent returns this process's parent as /proc sees it: in the pid
+// namespace /proc was mounted in, which is not this process's own when it
+// runs in a pid namespace of a container before pivot_root (a
+// createContainer hook sees its parent, the container's init, as pid 1,
+// and the host's /proc still mounted).
+func SelfParent() (int, error) {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, err
+	}
+	p, err := Field(stat, 4)
+	return int(p), err
+}
+
+// PidfdPid returns the pid of the process pidfd refers to, in this
+// process's pid namespace, from /proc/self/fdinfo: -1 once it has exited
+// (kernel 5.x and later), 0 when it is not in our pid namespace.
+func PidfdPid(pidfd int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, errors.New("not a pidfd (no Pid: in its fdinfo)")
+}

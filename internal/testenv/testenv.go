@@ -4,6 +4,8 @@ package testenv
 
 import (
 	"os"
+	"os/signal"
+	"syscall"
 	"testing"
 )
 
@@ -18,4 +20,28 @@ func RequireRoot(tb testing.TB, why string) {
 		tb.Fatalf("this test needs root (%s); CI runs as root", why)
 	}
 	tb.Skipf("needs root (%s)", why)
+}
+
+// WithFileSizeLimit runs fn with RLIMIT_FSIZE at limit bytes: a write
+// that would take a file past it writes up to the limit and fails with
+// EFBIG, as a write to a full disk stops short. SIGXFSZ, which the kernel
+// sends with it, is ignored meanwhile. The limit is the whole process's:
+// fn must be the only writer while it runs.
+func WithFileSizeLimit(tb testing.TB, limit int64, fn func()) {
+	tb.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		tb.Fatal(err)
+	}
+	signal.Ignore(syscall.SIGXFSZ)
+	defer signal.Reset(syscall.SIGXFSZ)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: uint64(limit), Max: old.Max}); err != nil {
+		tb.Fatal(err)
+	}
+	defer func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+			tb.Fatal(err)
+		}
+	}()
+	fn()
 }
