@@ -267,12 +267,17 @@ func (w *Log) SyncEvery(d time.Duration) {
 	}()
 }
 
+// sync fsyncs what was written, outside the lock: an fsync takes tens of
+// milliseconds on a busy disk, and an Append (every audited request, every
+// registration) must not wait for it. A rotation meanwhile syncs the old
+// file itself before it lets it go.
 func (w *Log) sync() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.dirty {
-		_ = w.f.Sync()
-		w.dirty = false
+	f, dirty := w.f, w.dirty
+	w.dirty = false
+	w.mu.Unlock()
+	if dirty {
+		_ = f.Sync()
 	}
 }
 

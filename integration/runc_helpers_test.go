@@ -95,7 +95,12 @@ func newTPMEnv(t *testing.T, tpm *swtpm, pcrs string, owner *account) *env {
 // newEnvWith writes a config with body after state_dir and runs init.
 func newEnvWith(t *testing.T, body string, owner *account) *env {
 	t.Helper()
-	dir := worldDir(t)
+	return envIn(t, worldDir(t), body, owner)
+}
+
+// envIn is newEnvWith in dir (its state directory is dir/state).
+func envIn(t *testing.T, dir, body string, owner *account) *env {
+	t.Helper()
 	e := &env{dir: dir, config: filepath.Join(dir, "config.toml")}
 	toml := fmt.Sprintf("state_dir = %q\n%s", filepath.Join(dir, "state"), body)
 	if err := os.WriteFile(e.config, []byte(toml), 0o644); err != nil {
@@ -318,4 +323,79 @@ func field(out, key string) string {
 		}
 	}
 	return ""
+}
+
+// detached is a container started in the background with runc run
+// --detach, deleted at the test's end. Its root filesystem is writable, so
+// that its script can leave output in /out for waitOut.
+type detached struct {
+	b        *bundle
+	root, id string
+}
+
+// runDetached starts the bundle with runc run --detach under runc root
+// root (a directory of the test's) as container id.
+func (b *bundle) runDetached(t *testing.T, root, id string) *detached {
+	t.Helper()
+	b.spec.Root.Readonly = false
+	b.write(t)
+	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	// Files, not pipes: the container inherits runc's stdio, and a pipe
+	// would keep Run waiting for as long as the container lives.
+	stderr, err := os.CreateTemp(b.dir, "runc-stderr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd := exec.Command("runc", "--root", root, "run", "--detach", "--bundle", b.dir, id)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, stderr
+	if err := cmd.Run(); err != nil {
+		msg, _ := os.ReadFile(stderr.Name())
+		t.Fatalf("runc run --detach %s: %v\n%s", id, err, msg)
+	}
+	return &detached{b: b, root: root, id: id}
+}
+
+// exec runs argv in the container.
+func (d *detached) exec(t *testing.T, argv ...string) result {
+	t.Helper()
+	return run(t, exec.Command("runc", append([]string{"--root", d.root, "exec", d.id}, argv...)...))
+}
+
+// sh runs a shell script in the container and returns its trimmed stdout,
+// failing the test if it fails.
+func (d *detached) sh(t *testing.T, script string) string {
+	t.Helper()
+	r := d.exec(t, "sh", "-c", script)
+	if r.err != nil {
+		t.Fatalf("in container %s:\n%s", d.id, r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// delete removes the container now.
+func (d *detached) delete(t *testing.T) {
+	t.Helper()
+	mustRun(t, exec.Command("runc", "--root", d.root, "delete", "-f", d.id))
+}
+
+// waitOut waits until the container's rootfs/out holds want, and returns
+// it.
+func (d *detached) waitOut(t *testing.T, want string, timeout time.Duration) string {
+	t.Helper()
+	var out []byte
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		out, _ = os.ReadFile(filepath.Join(d.b.rootfs, "out"))
+		if strings.Contains(string(out), want) {
+			return string(out)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s never printed %q; it printed:\n%s", d.id, want, out)
+		}
+	}
 }

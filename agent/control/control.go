@@ -46,6 +46,14 @@ import (
 // longer than a TPM unseal would take.
 const FetchTimeout = 200 * time.Millisecond
 
+// RegisterTimeout bounds a whole registration. Longer than a Fetch: a
+// registration that fails fails the container's start (there is nothing
+// to fall back to), and the agent makes a directory and a socket for it,
+// which a busy disk can stall for a few hundred milliseconds (measured
+// here: up to 0.2 s with the agent's directory on ext4; /run is tmpfs on
+// most hosts).
+const RegisterTimeout = 5 * time.Second
+
 // network is SOCK_SEQPACKET: the record id and its fd arrive as one
 // message, never split or merged.
 const network = "unixpacket"
@@ -338,6 +346,9 @@ func serveRegister(c *net.UnixConn, body []byte, fds []*os.File, reg Registrar) 
 		reply.Dir = dir
 	}
 	data, _ := json.Marshal(reply)
+	// The registration may have taken a while (a busy disk); the client
+	// waits RegisterTimeout, the reply has its own second.
+	_ = c.SetWriteDeadline(time.Now().Add(serveTimeout))
 	_, err := c.Write(data)
 	return err
 }
@@ -364,7 +375,7 @@ func RegisterProcess(ctx context.Context, socketPath, id, identity string, pid i
 // pidfd (of the container's init process, r.Pid) with it, and returns the
 // directory of its API socket.
 func Register(ctx context.Context, socketPath string, r Registration, pidfd *os.File) (string, error) {
-	c, err := dial(ctx, socketPath)
+	c, err := dial(ctx, socketPath, RegisterTimeout)
 	if err != nil {
 		return "", err
 	}
@@ -395,10 +406,10 @@ func Register(ctx context.Context, socketPath string, r Registration, pidfd *os.
 }
 
 // dial connects to the agent at socketPath, the whole exchange bounded by
-// FetchTimeout, and checks who listens. The directory's mode should
-// already guarantee that; checking costs one getsockopt.
-func dial(ctx context.Context, socketPath string) (*net.UnixConn, error) {
-	ctx, cancel := context.WithTimeout(ctx, FetchTimeout)
+// timeout, and checks who listens. The directory's mode should already
+// guarantee that; checking costs one getsockopt.
+func dial(ctx context.Context, socketPath string, timeout time.Duration) (*net.UnixConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, network, socketPath)
@@ -463,7 +474,7 @@ func allowUID(peer, self uint32) error {
 // root or us, no fd or more than one, an unsealed memfd, content that is not
 // a secret) is an error; the caller then unseals from the TPM instead.
 func Fetch(ctx context.Context, socketPath string) (*os.File, RecordID, error) {
-	c, err := dial(ctx, socketPath)
+	c, err := dial(ctx, socketPath, FetchTimeout)
 	if err != nil {
 		return nil, RecordID{}, fmt.Errorf("agent: %w", err)
 	}

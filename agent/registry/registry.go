@@ -129,6 +129,10 @@ func (c *Containers) Register(r control.Registration, pidfd *os.File) (string, e
 	if err := c.serve(&registration{Reg: r, pidfd: fd}, true); err != nil {
 		return "", err
 	}
+	if err := c.save(); err != nil {
+		c.gone(r, false)
+		return "", fmt.Errorf("save the registration: %w", err)
+	}
 	if err := c.Audit("container-registered", map[string]string{"id": r.ID, "identity": r.Identity, "pid": strconv.Itoa(r.Pid),
 		"generation": strconv.FormatUint(c.gen(), 10)}); err != nil {
 		// What the log cannot record does not happen.
@@ -170,7 +174,8 @@ func (c *Containers) dirOf(r control.Registration) string {
 // serve opens s's socket in the registration's directory (fresh: made new;
 // else the one an earlier agent made, which the container has mounted),
 // starts its server and watches its init process. On failure s.pidfd is
-// closed.
+// closed. The caller saves (restore once for all, not once a container:
+// 1,000 saves of 1,000 registrations were a second of a restart).
 func (c *Containers) serve(s *registration, fresh bool) (err error) {
 	dir := c.dirOf(s.Reg)
 	defer func() {
@@ -223,7 +228,7 @@ func (c *Containers) serve(s *registration, fresh bool) (err error) {
 		s.srv.Close()
 		return err
 	}
-	return c.save()
+	return nil
 }
 
 // chmodSocket sets the mode of the socket at path without following a

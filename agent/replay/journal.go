@@ -212,12 +212,16 @@ func (j *journal) syncer() {
 		case <-j.stop:
 			return
 		case <-t.C:
+			// Outside the lock, as audit.Log does: a verification must
+			// not wait for an fsync. A compaction syncs the old file
+			// before it lets it go.
 			j.mu.Lock()
-			if j.dirty && j.f != nil {
-				_ = j.f.Sync()
-				j.dirty = false
-			}
+			f, dirty := j.f, j.dirty
+			j.dirty = false
 			j.mu.Unlock()
+			if dirty && f != nil {
+				_ = f.Sync()
+			}
 		}
 	}
 }

@@ -9,6 +9,15 @@
 //	nsapi derive PEER APP                  prints the key in hex
 //	nsapi tokens AUDIENCE APP N            mints N tokens, one per line
 //	nsapi verify-all SENDER APP < tokens   prints how many verified
+//
+// and, as the neighbour attacking the agent through its own socket
+// (DESIGN.md §11), each printing what it got:
+//
+//	nsapi flood-verify N TTL_SECONDS       mints N tokens for itself and verifies each
+//	nsapi verify-each SENDER APP < tokens  verifies each, counting 503s instead of failing
+//	nsapi hold N SECONDS                   N connections each stalled mid-body, then how many the agent closed
+//	nsapi flood PATH N                     N GETs of PATH over 4 connections, counted by status
+//	nsapi rtt N                            N identity round trips: p50 and p99 in µs, failures
 package main
 
 import (
@@ -136,6 +145,8 @@ func run(args []string) error {
 			}
 		}
 		fmt.Printf("%d/%d\n", valid, total)
+	case "flood-verify", "verify-each", "hold", "flood", "rtt":
+		return attack(ctx, c, args)
 	default:
 		return fmt.Errorf("unknown command %q", args[0])
 	}
