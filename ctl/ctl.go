@@ -52,6 +52,7 @@ func init() {
 		"rotate": {"seal a new lifecycle secret now (new generation)", runRotate},
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
+		"setup":  {"wire northstar into containerd, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
 		"agent":  {"the agent: serve the unsealed secret to the hook from memory, and with [api] enable each container its own API socket ([agent] socket; foreground)", runAgent},
 		"audit":  {"audit verify|reset: check the agent's audit log (exit 1 names the first bad line), or start a new one", runAudit},
