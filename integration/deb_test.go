@@ -82,6 +82,11 @@ func TestDebPackage(t *testing.T) {
 	t.Cleanup(func() { exec.Command("dpkg", "--purge", "northstar").Run() })
 	mustRun(t, exec.Command("dpkg", "-i", deb))
 	files := packageFiles(t)
+	// Enabled for the next boot (deb-systemd-helper), started by nothing.
+	const wants = "/etc/systemd/system/multi-user.target.wants/northstar-agent.service"
+	if target, err := os.Readlink(wants); err != nil || target != debUnit {
+		t.Errorf("after install %s -> %q (%v), want the unit enabled", wants, target, err)
+	}
 	if conf := mustRun(t, exec.Command("dpkg-query", "-W", "-f=${Conffiles}", "northstar")).stdout; !strings.Contains(conf, debConfig) {
 		t.Errorf("conffiles %q, want %s", conf, debConfig)
 	}
@@ -170,7 +175,7 @@ func TestDebPackage(t *testing.T) {
 	}
 	// Purge: nothing.
 	mustRun(t, exec.Command("dpkg", "--purge", "northstar"))
-	for _, f := range append(files, "/etc/northstar", debState) {
+	for _, f := range append(files, "/etc/northstar", debState, wants) {
 		if _, err := os.Lstat(f); err == nil {
 			t.Errorf("dpkg --purge left %s", f)
 		}
