@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // TestMain doubles as northstarctl in the agent's unseal child: the agent
@@ -180,7 +180,7 @@ func TestAgent(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, &Env{Stdout: &out, Stderr: &out}, []string{"agent", "--config", cfgPath}) }()
 	waitFor(t, func() bool { return strings.Contains(out.String(), "serving generation 1 on "+sock) })
@@ -220,24 +220,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the agent goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestRemediesNameTheCommand: failures a command fixes say which.

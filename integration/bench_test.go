@@ -504,15 +504,7 @@ func TestBenchNRIStart(t *testing.T) {
 	nriSock := filepath.Join(filepath.Dir(filepath.Dir(agentSock)), "nri.sock")
 	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[nri]\nenable = true\nsocket = %q\n", agentSock, nriSock), nil)
 	a := startAgent(t, e, agentSock)
-	with := newCRIContainerd(t, e, "containerd 2.4.2 (NRI plugin)", containerd2Bin)
-	with.handler = ""
-	with.writeConfig(t, 3, "")
-	if r := setupContainerd(t, e, with); r.err != nil {
-		t.Fatalf("setup:\n%s", r)
-	}
-	with.start(t)
-	with.importImage(t)
-	a.waitLogged(t, "registered with the runtime", 1)
+	with := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI plugin)")
 	without := newCRIContainerd(t, e, "containerd 2.4.2 (NRI off)", containerd2Bin)
 	without.handler = ""
 	without.writeConfig(t, 3, "[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n")

@@ -40,6 +40,23 @@ func setupContainerd(t *testing.T, e *env, c *criContainerd, args ...string) res
 	return run(t, cmd)
 }
 
+// startNRIContainerd starts a containerd 2.4.2 wired by `northstarctl
+// setup containerd` (NRI at e's [nri] socket, the plugin required), pods
+// of its default runtime, and waits until agent a's plugin registered.
+func startNRIContainerd(t *testing.T, e *env, a *agentProc, name string) *criContainerd {
+	t.Helper()
+	c := newCRIContainerd(t, e, name, containerd2Bin)
+	c.handler = ""
+	c.writeConfig(t, 3, "")
+	if r := setupContainerd(t, e, c); r.err != nil || !strings.Contains(r.stdout, "required_plugins") {
+		t.Fatalf("setup containerd:\n%s", r)
+	}
+	c.start(t)
+	c.importImage(t)
+	a.waitLogged(t, "registered with the runtime", 1)
+	return c
+}
+
 // waitLogged waits until the agent's output holds want n times.
 func (a *agentProc) waitLogged(t *testing.T, want string, n int) {
 	t.Helper()
@@ -91,15 +108,7 @@ func TestNRIPodsGetTheSecret(t *testing.T) {
 	requiresFile(t, filepath.Join(containerd2Bin, "containerd"), "scripts/install-tools.sh builds it")
 	e, sock, _ := nriEnv(t)
 	a := startAgent(t, e, sock)
-	c := newCRIContainerd(t, e, "containerd 2.4.2 (NRI)", containerd2Bin)
-	c.handler = ""
-	c.writeConfig(t, 3, "")
-	if r := setupContainerd(t, e, c); r.err != nil || !strings.Contains(r.stdout, "required_plugins") {
-		t.Fatalf("setup containerd:\n%s", r)
-	}
-	c.start(t)
-	c.importImage(t)
-	a.waitLogged(t, "registered with the runtime", 1)
+	c := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI)")
 	rec0 := e.record(t)
 	if pid := lifecyclePid(rec0.LifecycleID); pid != c.cmd.Process.Pid {
 		t.Errorf("the secret belongs to lifecycle %q, want containerd's pid %d (the plugin adopts it)", rec0.LifecycleID, c.cmd.Process.Pid)

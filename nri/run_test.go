@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/adaptation"
+
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // runtime is NRI's own runtime side (what containerd links), in this
@@ -140,24 +142,6 @@ func (rt *runtime) waitRegistered(t *testing.T) {
 	}
 }
 
-// syncLog is a goroutine-safe log.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestRunServesRotatesAndReconnects: the plugin registers with a real NRI
 // runtime and answers far inside NRI's 2 s request timeout; it is told
 // the runtime's pid on every connection, before it registers; when the
@@ -166,7 +150,7 @@ func TestRunServesRotatesAndReconnects(t *testing.T) {
 	rt := newRuntime(t)
 	var mu sync.Mutex
 	var rotations []int
-	log := &syncLog{}
+	log := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -233,7 +217,7 @@ func TestRunDoesNotRegisterWhenRotationFails(t *testing.T) {
 	rt := newRuntime(t)
 	var mu sync.Mutex
 	attempts := 0
-	log := &syncLog{}
+	log := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go Run(ctx, Options{Socket: rt.sock, Hook: testHook, Log: log,
@@ -271,7 +255,7 @@ func TestRunWaitsForTheSocket(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	rt := &runtime{dir: dir, sock: filepath.Join(dir, "nri.sock")}
-	log := &syncLog{}
+	log := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go Run(ctx, Options{Socket: rt.sock, Hook: testHook, Log: log})
