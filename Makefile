@@ -13,10 +13,13 @@ GOFLAGS_TEST ?= -count=1
 # fail a clean run with "context deadline exceeded" at the deadline
 # (golang/go#75804, fixed in 1.27), as it did here once in CI.
 FUZZTIME ?= 50000x
+# `make deb`: northstar_$(DEB_VERSION)_<arch>.deb in $(DEB_OUT).
+DEB_VERSION ?= 0.1.0
+DEB_OUT ?= dist
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build setup test test-unit test-integration fuzz lint bench demo clean
+.PHONY: all build deb setup test test-unit test-integration fuzz lint bench demo clean
 
 all: build
 
@@ -24,6 +27,11 @@ build:
 	@mkdir -p $(BIN)
 	@# Static, cgo-free binaries: LD_PRELOAD and friends do nothing to them.
 	for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$c ./cmd/$$c || exit 1; done
+
+# The Debian package, with nfpm (built once by scripts/install-tools.sh);
+# checked with lintian and installed by TestDebPackage.
+deb:
+	DEB_VERSION=$(DEB_VERSION) packaging/deb/build.sh $(DEB_OUT)
 
 # Installs the real stack (Debian packages, the test user) when run as root.
 setup:
@@ -70,7 +78,7 @@ lint:
 	$(GO) vet -tags 'integration bench' ./integration/
 	$(GO) -C $(EXAMPLE) vet ./...
 	@# scripts/setup.sh installs shellcheck; only outside CI may it be missing.
-	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run && echo "shellcheck: ok"; \
+	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run packaging/deb/build.sh packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm && echo "shellcheck: ok"; \
 	elif [ "$$CI" = true ]; then echo "shellcheck missing (scripts/setup.sh installs it)"; exit 1; \
 	else echo "lint: shellcheck not installed, scripts not checked (apt-get install shellcheck)"; fi
 
@@ -80,4 +88,4 @@ demo:
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(BIN) integration.out
+	rm -rf $(BIN) $(DEB_OUT) integration.out

@@ -42,6 +42,10 @@ type Options struct {
 	// [api] enable): the agent registers the containers the hook sends
 	// and serves each its own socket.
 	API *registry.Options
+	// Ready, when set, is called once the control socket listens: what
+	// sends containers the agent's way (the NRI plugin) starts then, not
+	// before the agent can serve their hooks.
+	Ready func()
 }
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
@@ -80,6 +84,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	go h.watch(ctx, opts.Store, opts.Log)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	fmt.Fprintf(opts.Log, "agent: serving generation %d on %s\n", h.current().Generation, opts.Socket)
 	if err := control.Serve(ctx, ln, h.source, reg); err != nil {
 		return err

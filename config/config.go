@@ -51,6 +51,7 @@ type Config struct {
 	API      API      `toml:"api"`
 	Audit    Audit    `toml:"audit"`
 	Shim     Shim     `toml:"shim"`
+	NRI      NRI      `toml:"nri"`
 
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
@@ -217,6 +218,21 @@ type Shim struct {
 	Delegate string `toml:"delegate"`
 }
 
+// NRI configures the agent's NRI plugin (package nri): the way into every
+// Kubernetes container on containerd 2.x (and CRI-O 1.30+) without a
+// RuntimeClass. The agent runs it; it needs [agent] socket.
+type NRI struct {
+	// Enable connects the agent to the runtime's NRI socket, and keeps
+	// reconnecting to it (a runtime restart closes the connection).
+	Enable bool `toml:"enable"`
+	// Socket is the runtime's NRI socket (containerd's
+	// [plugins."io.containerd.nri.v1.nri"] socket_path).
+	Socket string `toml:"socket"`
+}
+
+// DefaultNRISocket is where containerd and CRI-O listen for NRI plugins.
+const DefaultNRISocket = "/var/run/nri/nri.sock"
+
 // DefaultShimDelegate is the host's own runc shim.
 const DefaultShimDelegate = "containerd-shim-runc-v2"
 
@@ -235,6 +251,7 @@ func Default() *Config {
 			RequestTimeout: DefaultAPIRequestTimeout, MaxUsedTokens: DefaultMaxUsedTokens, MaxUsedTokensPerSender: DefaultMaxUsedPerSender},
 		Audit: Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		Shim:  Shim{Delegate: DefaultShimDelegate},
+		NRI:   NRI{Socket: DefaultNRISocket},
 	}
 }
 
@@ -350,6 +367,12 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Shim.Delegate; d == "" || strings.ContainsRune(d, '/') && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
 		return fmt.Errorf("[shim] delegate %q: want a binary name (containerd-shim-runc-v2) or a clean absolute path", d)
+	}
+	if c.NRI.Enable && c.Agent.Socket == "" {
+		return errors.New("[nri] enable = true needs the agent, which runs the plugin: set [agent] socket")
+	}
+	if s := c.NRI.Socket; !filepath.IsAbs(s) || filepath.Clean(s) != s || len(s) > maxSocketPath {
+		return fmt.Errorf("[nri] socket %q: want a clean absolute path of at most %d bytes", s, maxSocketPath)
 	}
 	if s := c.Agent.Socket; s != "" {
 		switch {

@@ -69,6 +69,8 @@ func TestParseRejects(t *testing.T) {
 		"[audit]\nmax_byte = 100000":                                "unknown key",
 		"[shim]\ndelegate = \"bin/shim\"":                           "[shim] delegate",
 		"[shim]\ndelegate = \"/usr/bin/../bin/x\"":                  "[shim] delegate",
+		"[nri]\nenable = true":                                      "needs the agent",
+		"[nri]\nsocket = \"nri.sock\"":                              "[nri] socket",
 	} {
 		_, err := Parse([]byte(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -172,5 +174,16 @@ func TestAPIDefaultsAreTheAgents(t *testing.T) {
 		if _, err := Parse([]byte("[api]\n" + bad + "\n")); err == nil {
 			t.Errorf("[api] %s accepted", bad)
 		}
+	}
+}
+
+func TestNRI(t *testing.T) {
+	d, err := Parse(nil)
+	if err != nil || d.NRI.Enable || d.NRI.Socket != DefaultNRISocket {
+		t.Fatalf("the plugin must be off by default, at containerd's socket: %+v, %v", d.NRI, err)
+	}
+	c, err := Parse([]byte("[agent]\nsocket = \"/run/a/a.sock\"\n[nri]\nenable = true\nsocket = \"/run/x/nri.sock\"\n"))
+	if err != nil || !c.NRI.Enable || c.NRI.Socket != "/run/x/nri.sock" {
+		t.Errorf("parsed %+v, %v", c.NRI, err)
 	}
 }

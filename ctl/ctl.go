@@ -26,6 +26,9 @@ import (
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/lifecycle"
+	"github.com/northstar-oci/northstar/nri"
 	"github.com/northstar-oci/northstar/remedy"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -51,6 +54,7 @@ func init() {
 		"rotate": {"seal a new lifecycle secret now (new generation)", runRotate},
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
+		"setup":  {"wire northstar into containerd, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
 		"agent":  {"the agent: serve the unsealed secret to the hook from memory, and with [api] enable each container its own API socket ([agent] socket; foreground)", runAgent},
 		"audit":  {"audit verify|reset: check the agent's audit log (exit 1 names the first bad line), or start a new one", runAudit},
@@ -237,6 +241,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	unsealFD := fs.Int("unseal-to-fd", 0, "internal: unseal and send the secret over this socket fd, then exit")
 	keyName := fs.String("unseal-key", "", "internal: with --unseal-to-fd, write this key of the agent's to the fd instead")
 	keySize := fs.Int("key-size", 0, "internal: the size of --unseal-key")
+	rotateFor := fs.String("rotate-lifecycle", "", "internal: rotate the secret unless it belongs to this runtime lifecycle id, say what was done, then exit")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
@@ -249,6 +254,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	}
 	if *unsealFD != 0 {
 		return agent.UnsealTo(ctx, st, os.NewFile(uintptr(*unsealFD), "unseal"))
+	}
+	if *rotateFor != "" {
+		return agent.RotateFor(ctx, st, *rotateFor, env.Stdout)
 	}
 	if os.Getenv(agent.ChildEnv) != "" {
 		return fmt.Errorf("agent: %s is set: this process is an unseal child and serves nothing", agent.ChildEnv)
@@ -277,10 +285,63 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 			Dir: control.ContainersDir(cfg.Agent.Socket),
 			Log: env.Stderr}
 	}
+	if cfg.NRI.Enable {
+		plugin, err := nriOptions(cfg, agent.RotateInChild([]string{exe, "agent", "--config", cfg.Path}), env.Stdout)
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		// Started once the agent listens (agent.Run calls Ready in its
+		// own goroutine, so started needs no lock); stopped with it.
+		pctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		started := false
+		opts.Ready = func() {
+			started = true
+			go func() { defer close(done); nri.Run(pctx, plugin) }()
+		}
+		defer func() {
+			cancel()
+			if started {
+				<-done
+			}
+		}()
+	}
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// nriOptions are the agent's NRI plugin's options ([nri] enable): the
+// hook found next to northstarctl (or on PATH), and rotation on a runtime
+// restart, in a child, unless [rotation] on = "manual".
+func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer) (nri.Options, error) {
+	hookPath, err := entry.Find()
+	if err != nil {
+		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
+	}
+	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable, Log: log}
+	if cfg.Rotation.On == config.RotateManual {
+		return opts, nil
+	}
+	opts.Rotate = func(ctx context.Context, runtimePid int) error {
+		id, err := lifecycle.ID(runtimePid)
+		if err != nil {
+			return fmt.Errorf("lifecycle id: %w", err)
+		}
+		r, err := rotate(ctx, id)
+		if err != nil {
+			return err
+		}
+		switch r.Change {
+		case store.Rotated:
+			fmt.Fprintf(log, "nri: runtime restarted (pid %d), new lifecycle secret generation %d\n", runtimePid, r.Generation)
+		case store.Adopted:
+			fmt.Fprintf(log, "nri: secret generation %d adopted for the runtime (pid %d)\n", r.Generation, runtimePid)
+		}
+		return nil
+	}
+	return opts, nil
 }
 
 // auditLimits are the [audit] keys as the log takes them.

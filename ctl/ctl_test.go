@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // TestMain doubles as northstarctl in the agent's unseal child: the agent
@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func setup(t *testing.T) string {
+func newConfig(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "config.toml")
@@ -55,7 +55,7 @@ func ctl(t *testing.T, args ...string) (stdout, stderr string, err error) {
 }
 
 func TestInitRotateStatus(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	if out, _, err := ctl(t, "init", "--config", cfgPath); err != nil || !strings.Contains(out, "initialized") {
 		t.Fatalf("init: %q %v", out, err)
 	}
@@ -105,14 +105,14 @@ func TestExitCodesAndHelp(t *testing.T) {
 	if _, _, err := ctl(t, "status", "--config", missing); err == nil || errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("status with a missing config: %v", err)
 	}
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	if _, _, err := ctl(t, "status", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "northstarctl init") {
 		t.Errorf("status before init: %v, want it to name 'northstarctl init'", err)
 	}
 }
 
 func TestConfigSnippets(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	for _, target := range []string{"hooks-d", "runc"} {
 		out, _, err := ctl(t, "config", target, "--config", cfgPath)
 		if err != nil {
@@ -141,7 +141,7 @@ func TestConfigSnippets(t *testing.T) {
 }
 
 func TestDoctor(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	out, _, err := ctl(t, "doctor", "--config", cfgPath)
 	if err == nil || !strings.Contains(out, "northstarctl init") {
 		t.Errorf("doctor before init: %v, want a FAIL naming 'northstarctl init'\n%s", err, out)
@@ -161,7 +161,7 @@ func TestDoctor(t *testing.T) {
 // TestAgent runs `northstarctl agent` in-process: it serves the current
 // generation, follows a rotation, and removes its socket when stopped.
 func TestAgent(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	sock := filepath.Join(filepath.Dir(cfgPath), "agent", "agent.sock")
 	if _, _, err := ctl(t, "agent", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "[agent] socket is not set") {
 		t.Errorf("agent without a socket configured: %v", err)
@@ -180,7 +180,7 @@ func TestAgent(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, &Env{Stdout: &out, Stderr: &out}, []string{"agent", "--config", cfgPath}) }()
 	waitFor(t, func() bool { return strings.Contains(out.String(), "serving generation 1 on "+sock) })
@@ -222,27 +222,9 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the agent goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRemediesNameTheCommand: failures a command fixes say which.
 func TestRemediesNameTheCommand(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +282,7 @@ func TestDoctorWarnsAboutReachableTPMPaths(t *testing.T) {
 // config target work, as users of ctr, podman and kubectl expect (issue 9,
 // point 10: both were usage errors).
 func TestFlagsAnywhere(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	for _, args := range [][]string{
 		{"--config", cfgPath, "init"},
 		{"--config=" + cfgPath, "status"},
@@ -339,7 +321,7 @@ func TestFlagsAnywhere(t *testing.T) {
 // after it are the documented limit.
 func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 	ctx := context.Background()
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +412,7 @@ func TestAuditVerifyAgainstTheRecordedHead(t *testing.T) {
 // it opened; a reset beside it would lose those lines. The agent's writer
 // holds the log's lock for as long as it runs.
 func TestAuditResetRefusesARunningAgent(t *testing.T) {
-	cfgPath := setup(t)
+	cfgPath := newConfig(t)
 	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +458,7 @@ func TestConfigRuncRootless(t *testing.T) {
 		slices.Sort(got)
 		return got
 	}
-	plain := setup(t)
+	plain := newConfig(t)
 	api := filepath.Join(t.TempDir(), "api.toml")
 	if err := os.WriteFile(api, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n", t.TempDir())), 0o600); err != nil {
 		t.Fatal(err)

@@ -53,6 +53,7 @@ func runDoctor(ctx context.Context, env *Env, args []string) error {
 		add("ok", "config "+path+" is valid", "")
 		checkStore(ctx, cfg, add)
 		checkAgent(cfg, add)
+		checkNRI(cfg, add)
 	}
 	for _, bin := range []string{"runc", "containerd"} {
 		out, err := exec.Command(bin, "--version").Output()
@@ -137,6 +138,20 @@ func checkAgent(cfg *config.Config, add func(level, what, fix string)) {
 	}
 	c.Close()
 	add("ok", "agent at "+cfg.Agent.Socket+" accepts connections", "")
+}
+
+// checkNRI checks the runtime end of the agent's NRI plugin ([nri]
+// enable): the socket it connects to.
+func checkNRI(cfg *config.Config, add func(level, what, fix string)) {
+	if !cfg.NRI.Enable {
+		return
+	}
+	if fi, err := os.Stat(cfg.NRI.Socket); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		add("warn", "NRI socket "+cfg.NRI.Socket+" is not there: no runtime sends the agent's plugin containers (containerd 2.x not running, or NRI off)",
+			"'northstarctl setup containerd' turns NRI on at this socket; then restart containerd")
+		return
+	}
+	add("ok", "NRI socket "+cfg.NRI.Socket+" (the agent's plugin connects to it)", "")
 }
 
 // unwrapErrno shortens "dial unixpacket /x: connect: no such file" to its

@@ -59,6 +59,28 @@ func containerdConfigVersion() int {
 	return 2
 }
 
+// baseSpec is containerd's default spec, from the ctr of the containerd it
+// is for, with the hook added: a base_runtime_spec for CRI (see
+// baseSpecNote).
+func baseSpec(ctr, hookPath, cfgPath string) ([]byte, error) {
+	out, err := exec.Command(ctr, "oci", "spec").Output()
+	if err != nil {
+		return nil, fmt.Errorf("'%s oci spec' (the ctr of your containerd): %w", ctr, err)
+	}
+	spec, _, err := entry.Rewrite(out, entry.New(hookPath, cfgPath))
+	return spec, err
+}
+
+// hooksDoc is the hooks.d file of podman and CRI-O.
+func hooksDoc(hookPath, cfgPath string) map[string]any {
+	return map[string]any{
+		"version": "1.0.0",
+		"hook":    entry.New(hookPath, cfgPath),
+		"when":    map[string]any{"always": true},
+		"stages":  []string{"createRuntime"},
+	}
+}
+
 // installedPath finds one of northstar's binaries as binpath does, else
 // names the conventional install path: a snippet is printed even before
 // the binaries are installed.
@@ -121,14 +143,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 # and runtimeClassName: northstar in the pod spec.
 `, shim, path, version, 5-version, criRuntimeTable[version], baseSpecNote[version])
 	case "base-spec":
-		// containerd's default spec, from the ctr of the containerd it is
-		// for, with the hook added: a base_runtime_spec for CRI (see
-		// baseSpecNote).
-		out, err := exec.Command("ctr", "oci", "spec").Output()
-		if err != nil {
-			return fmt.Errorf("base-spec: 'ctr oci spec' (the ctr of your containerd must be on PATH): %w", err)
-		}
-		spec, _, err := entry.Rewrite(out, entry.New(hookPath, path))
+		spec, err := baseSpec("ctr", hookPath, path)
 		if err != nil {
 			return fmt.Errorf("base-spec: %w", err)
 		}
@@ -136,12 +151,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 		_, err = env.Stdout.Write(spec)
 		return err
 	case "hooks-d":
-		doc := map[string]any{
-			"version": "1.0.0",
-			"hook":    entry.New(hookPath, path),
-			"when":    map[string]any{"always": true},
-			"stages":  []string{"createRuntime"},
-		}
+		doc := hooksDoc(hookPath, path)
 		// Notes go to stderr so stdout can be redirected into the file.
 		fmt.Fprintln(env.Stderr, "# podman / CRI-O: save stdout as /usr/share/containers/oci/hooks.d/northstar.json")
 		fmt.Fprintln(env.Stderr, "# (rootless podman: ~/.config/containers/oci/hooks.d/); use \"prestart\" on runtimes without createRuntime.")

@@ -32,14 +32,17 @@ const criImage = "localhost/northstar/busybox:test"
 // `northstarctl config containerd` prints. Host-network pods need no CNI;
 // restrict_oom_score_adj: no CAP_SYS_RESOURCE on this host (DESIGN.md §6).
 type criContainerd struct {
-	name   string // for messages: "containerd 1.6 (Debian)"
-	dir    string
-	sock   string
-	bin    string // directory of containerd and its runc shim; "" = Debian's on PATH
-	env    []string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	seq    int
+	name string // for messages: "containerd 1.6 (Debian)"
+	dir  string
+	sock string
+	bin  string // directory of containerd and its runc shim; "" = Debian's on PATH
+	env  []string
+	// handler is the runtime handler of new pods ("" for containerd's
+	// default, runc).
+	handler string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	seq     int
 }
 
 // startCRIContainerd writes the config for the given config version (2:
@@ -47,25 +50,11 @@ type criContainerd struct {
 // northstar config the shim and hook use.
 func startCRIContainerd(t *testing.T, e *env, name, bin string, version int) *criContainerd {
 	t.Helper()
-	requires(t, "containerd", "ctr", "runc")
-	requiresFile(t, crictlBin, "scripts/install-tools.sh builds it")
+	c := newCRIContainerd(t, e, name, bin)
 	shim, err := shimBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Short: unix socket paths live under it.
-	dir, err := os.MkdirTemp("", "nscri-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &criContainerd{name: name, dir: dir, sock: filepath.Join(dir, "c.sock"), bin: bin}
-	path := bins.dir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	if bin != "" {
-		path = bins.dir + ":" + bin + ":" + path[len(bins.dir)+1:]
-	}
-	c.env = []string{"PATH=" + path, "NORTHSTAR_CONFIG=" + e.config, "HOME=/root"}
-	t.Cleanup(func() { c.cleanup(t) })
-
 	snippet := mustRun(t, exec.Command(bins.ctl, "config", "containerd", "--config", e.config, "--config-version", fmt.Sprint(version))).stdout
 	table := criTable(t, snippet)
 	if !strings.Contains(table, shim) {
@@ -74,7 +63,7 @@ func startCRIContainerd(t *testing.T, e *env, name, bin string, version int) *cr
 	if version == 3 {
 		// The base runtime spec, made as the snippet says, in the test's
 		// directory instead of /etc/containerd.
-		base := filepath.Join(dir, "northstar-base-spec.json")
+		base := filepath.Join(c.dir, "northstar-base-spec.json")
 		cmd := exec.Command(bins.ctl, "config", "base-spec", "--config", e.config)
 		cmd.Env = c.env
 		if err := os.WriteFile(base, []byte(mustRun(t, cmd).stdout), 0o644); err != nil {
@@ -85,6 +74,44 @@ func startCRIContainerd(t *testing.T, e *env, name, bin string, version int) *cr
 		}
 		table = strings.ReplaceAll(table, "/etc/containerd/northstar-base-spec.json", base)
 	}
+	c.writeConfig(t, version, table)
+	c.start(t)
+	c.importImage(t)
+	return c
+}
+
+// newCRIContainerd prepares a rootful containerd with its CRI plugin in a
+// private directory (not started yet; cleanup removes it all), pods of
+// the runtime handler "northstar".
+func newCRIContainerd(t *testing.T, e *env, name, bin string) *criContainerd {
+	t.Helper()
+	requires(t, "containerd", "ctr", "runc")
+	requiresFile(t, crictlBin, "scripts/install-tools.sh builds it")
+	if _, err := shimBinary(); err != nil {
+		t.Fatal(err)
+	}
+	// Short: unix socket paths live under it.
+	dir, err := os.MkdirTemp("", "nscri-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &criContainerd{name: name, dir: dir, sock: filepath.Join(dir, "c.sock"), bin: bin, handler: "northstar"}
+	path := bins.dir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	if bin != "" {
+		path = bins.dir + ":" + bin + ":" + path[len(bins.dir)+1:]
+	}
+	c.env = []string{"PATH=" + path, "NORTHSTAR_CONFIG=" + e.config, "HOME=/root"}
+	t.Cleanup(func() { c.cleanup(t) })
+	return c
+}
+
+// configPath is the containerd config of c.
+func (c *criContainerd) configPath() string { return filepath.Join(c.dir, "config.toml") }
+
+// writeConfig writes containerd's config of the given version: private
+// directories and sockets, the test image as the pause image, then extra.
+func (c *criContainerd) writeConfig(t *testing.T, version int, extra string) {
+	t.Helper()
 	var cfg string
 	switch version {
 	case 2:
@@ -104,7 +131,7 @@ state = %[2]q
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 %[6]s
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, criImage, dir, table)
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock, criImage, c.dir, extra)
 	case 3:
 		cfg = fmt.Sprintf(`version = 3
 root = %[1]q
@@ -123,21 +150,23 @@ state = %[2]q
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 %[6]s
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, criImage, dir, table)
+`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock, criImage, c.dir, extra)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(c.configPath(), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c.start(t)
+}
 
-	rootfs := filepath.Join(dir, "image-rootfs")
+// importImage builds the test image and imports it for CRI.
+func (c *criContainerd) importImage(t *testing.T) {
+	t.Helper()
+	rootfs := filepath.Join(c.dir, "image-rootfs")
 	mkBusybox(t, rootfs)
-	tar := filepath.Join(dir, "image.tar")
+	tar := filepath.Join(c.dir, "image.tar")
 	mk := exec.Command("../scripts/mkimage.sh", rootfs, criImage, tar)
 	mk.Env = append(os.Environ(), `IMAGE_CMD=["/bin/sh","-c","trap 'exit 0' TERM; while :; do sleep 1; done"]`)
 	mustRun(t, mk)
 	mustRun(t, c.command("ctr", "--address", c.sock, "--namespace", "k8s.io", "images", "import", tar))
-	return c
 }
 
 // criTable cuts the runtime table (its header and indented lines) out of
@@ -182,7 +211,7 @@ func (c *criContainerd) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	c.cmd = c.command("containerd", "--config", filepath.Join(c.dir, "config.toml"))
+	c.cmd = c.command("containerd", "--config", c.configPath())
 	c.cmd.Stdout, c.cmd.Stderr = log, log
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.cmd.Start(); err != nil {
@@ -298,32 +327,53 @@ type pod struct {
 	id, config string
 }
 
-// runPod starts a host-network pod of the runtime handler "northstar".
+// runPod starts a host-network pod of c's runtime handler.
 func (c *criContainerd) runPod(t *testing.T, name string) pod {
+	t.Helper()
+	args, p := c.podArgs(t, name, nil)
+	p.id = c.mustCrictl(t, args...)
+	return p
+}
+
+// podArgs are the crictl arguments that start a pod (and the pod whose id
+// is still to be filled in), with annotations on the pod.
+func (c *criContainerd) podArgs(t *testing.T, name string, annotations map[string]string) ([]string, pod) {
 	t.Helper()
 	c.seq++
 	cfg := map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": fmt.Sprintf("uid-%s-%d", name, c.seq)},
 		"log_directory": filepath.Join(c.dir, "logs", name),
 		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+		"annotations":   annotations,
 	}
 	p := pod{config: c.writeJSON(t, fmt.Sprintf("pod-%s-%d.json", name, c.seq), cfg)}
-	p.id = c.mustCrictl(t, "runp", "--runtime", "northstar", p.config)
-	return p
+	args := []string{"runp"}
+	if c.handler != "" {
+		args = append(args, "--runtime", c.handler)
+	}
+	return append(args, p.config), p
 }
 
 // runContainer creates and starts a container of the busybox image in p.
 func (c *criContainerd) runContainer(t *testing.T, p pod, name string) string {
 	t.Helper()
-	c.seq++
-	cfg := map[string]any{
-		"metadata": map[string]any{"name": name},
-		"image":    map[string]any{"image": criImage},
-		"log_path": name + ".log",
-	}
-	id := c.mustCrictl(t, "create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-%s-%d.json", name, c.seq), cfg), p.config)
+	id := c.mustCrictl(t, c.createArgs(t, p, name, nil)...)
 	c.mustCrictl(t, "start", id)
 	return id
+}
+
+// createArgs are the crictl arguments that create a container in p, with
+// annotations on the container.
+func (c *criContainerd) createArgs(t *testing.T, p pod, name string, annotations map[string]string) []string {
+	t.Helper()
+	c.seq++
+	cfg := map[string]any{
+		"metadata":    map[string]any{"name": name},
+		"image":       map[string]any{"image": criImage},
+		"log_path":    name + ".log",
+		"annotations": annotations,
+	}
+	return []string{"create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-%s-%d.json", name, c.seq), cfg), p.config}
 }
 
 func (c *criContainerd) writeJSON(t *testing.T, name string, v any) string {

@@ -4,11 +4,17 @@
 #
 #   $TOOLS_DIR/containerd-v2.4.2/{containerd,containerd-shim-runc-v2,ctr}
 #   $TOOLS_DIR/crictl-v1.37.0/crictl
+#   $TOOLS_DIR/nfpm-v2.45.2/nfpm
 #
 # containerd 2.x is tested next to Debian's 1.6 (DESIGN.md §6: about 110 s
 # to build); crictl drives containerd's Kubernetes CRI plugin (about 75 s).
 # A directory is complete once its .done stamp exists, so an interrupted
 # build is redone. Static, cgo-free builds (no_btrfs: no btrfs headers).
+# nfpm builds the Debian package (`make deb`, about 20 s).
+#
+#   install-tools.sh [TOOL...]       build the tools (containerd, crictl,
+#                                    nfpm; default all), each once
+#   install-tools.sh --print TOOL    print where TOOL's binary is (or goes)
 #
 # Environment:
 #   TOOLS_DIR   where the tools go (default /opt/northstar-tools)
@@ -26,6 +32,7 @@ TOOLS_DIR=${TOOLS_DIR:-/opt/northstar-tools}
 GO=${GO:-go}
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
+NFPM_VERSION=v2.45.2
 
 # build DIR PKG... : go install the packages into DIR unless DIR/.done exists.
 build() {
@@ -45,9 +52,34 @@ build() {
 	log "built $dir in $((SECONDS - start)) s"
 }
 
-build "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" \
-	"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
-	"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
-build "$TOOLS_DIR/crictl-$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+# bin TOOL: the binary of TOOL.
+bin() {
+	case $1 in
+	containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION/containerd" ;;
+	crictl) echo "$TOOLS_DIR/crictl-$CRICTL_VERSION/crictl" ;;
+	nfpm) echo "$TOOLS_DIR/nfpm-$NFPM_VERSION/nfpm" ;;
+	*) die "unknown tool $1: want containerd, crictl or nfpm" ;;
+	esac
+}
+
+if [[ ${1:-} == --print ]]; then
+	[[ $# -eq 2 ]] || die "usage: ${PROG} --print TOOL"
+	bin "$2"
+	exit 0
+fi
+tools=("$@")
+[[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm)
+for tool in "${tools[@]}"; do
+	case $tool in
+	containerd)
+		build "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" \
+			"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+			"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+			"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+		;;
+	crictl) build "$TOOLS_DIR/crictl-$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" ;;
+	nfpm) build "$TOOLS_DIR/nfpm-$NFPM_VERSION" "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" ;;
+	*) bin "$tool" >/dev/null ;;
+	esac
+done
 chmod -R a+rX "$TOOLS_DIR"

@@ -9,7 +9,7 @@
 //
 //   - rotates the lifecycle secret when containerd is not the process the
 //     stored secret was made for (a restarted containerd starts a new
-//     secret lifecycle; see lifecycleID), exactly once however many shims
+//     secret lifecycle; see lifecycle.ID), exactly once however many shims
 //     start at the same moment;
 //   - adds the northstar createRuntime hook to the bundle's config.json
 //     (see injectHook), except for a Kubernetes pod sandbox;

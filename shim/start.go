@@ -12,6 +12,7 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/lifecycle"
 	"github.com/northstar-oci/northstar/store"
 )
 
@@ -53,7 +54,7 @@ func rotateIfRuntimeRestarted(ctx context.Context, cfg *config.Config, runtimePi
 	if cfg.Rotation.On == config.RotateManual {
 		return nil
 	}
-	id, err := lifecycleID(runtimePid)
+	id, err := lifecycle.ID(runtimePid)
 	if err != nil {
 		return fmt.Errorf("lifecycle id: %w", err)
 	}

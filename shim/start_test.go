@@ -11,6 +11,7 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/lifecycle"
 )
 
 // hostConfig writes a host-sealer config and points NORTHSTAR_CONFIG at it.
@@ -53,7 +54,7 @@ func TestRotateIfRuntimeRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen, id := generation(t, cfg)
-	wantID, _ := lifecycleID(runtimeA)
+	wantID, _ := lifecycle.ID(runtimeA)
 	if gen != 1 || id != wantID {
 		t.Fatalf("generation %d lifecycle %q, want 1 %q", gen, id, wantID)
 	}

@@ -13,7 +13,8 @@ import (
 // and no HTTP stack.
 func TestHookLinksOnlyTheProtocol(t *testing.T) {
 	const module = "github.com/northstar-oci/northstar/"
-	forbidden := []string{"net/http", module + "agent", module + "agent/registry", module + "agent/api", module + "agent/token", module + "agent/keys", module + "client"}
+	forbidden := []string{"net/http", module + "agent", module + "agent/registry", module + "agent/api", module + "agent/token", module + "agent/keys", module + "client",
+		module + "nri", "github.com/containerd/nri/pkg/api", "github.com/containerd/ttrpc", "google.golang.org/grpc"}
 	for _, cmd := range []string{".", "../containerd-shim-northstar-v2"} {
 		out, err := exec.Command("go", "list", "-deps", cmd).CombinedOutput()
 		if err != nil {

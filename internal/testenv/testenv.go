@@ -1,10 +1,13 @@
 // Package testenv holds what unit tests share about their environment:
-// prerequisites that fail the run in CI (CI=true) and skip elsewhere.
+// prerequisites that fail the run in CI (CI=true) and skip elsewhere, and
+// a log buffer safe for concurrent use.
 package testenv
 
 import (
+	"bytes"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -44,4 +47,23 @@ func WithFileSizeLimit(tb testing.TB, limit int64, fn func()) {
 		}
 	}()
 	fn()
+}
+
+// SyncBuffer is a bytes.Buffer that a goroutine under test may write
+// while the test reads it (a log).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,4 +1,4 @@
-package shim
+package lifecycle
 
 import (
 	"fmt"
@@ -36,24 +36,24 @@ func TestStatStartTime(t *testing.T) {
 }
 
 func TestLifecycleID(t *testing.T) {
-	id, err := lifecycleID(os.Getpid())
+	id, err := ID(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`^boot:[0-9a-f-]{36}/pid:(\d+)/start:\d+$`)
 	m := re.FindStringSubmatch(id)
 	if m == nil || m[1] != fmt.Sprint(os.Getpid()) {
-		t.Fatalf("LifecycleID = %q, want boot:<uuid>/pid:%d/start:<ticks>", id, os.Getpid())
+		t.Fatalf("ID = %q, want boot:<uuid>/pid:%d/start:<ticks>", id, os.Getpid())
 	}
-	again, _ := lifecycleID(os.Getpid())
+	again, _ := ID(os.Getpid())
 	if again != id {
 		t.Errorf("same process, two ids: %q, %q", id, again)
 	}
-	other, err := lifecycleID(os.Getppid())
+	other, err := ID(os.Getppid())
 	if err != nil || other == id {
 		t.Errorf("parent process id %q (%v), want another id than %q", other, err, id)
 	}
-	if _, err := lifecycleID(1 << 30); err == nil {
+	if _, err := ID(1 << 30); err == nil {
 		t.Error("id of a process that does not exist")
 	}
 }
