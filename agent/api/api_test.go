@@ -284,11 +284,16 @@ func TestRateLimit(t *testing.T) {
 		}
 	}
 	req, _ := http.NewRequest("GET", "http://northstar/v1/identity", nil)
+	t0 := time.Now()
 	rsp, err := mal.c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rsp.Body.Close()
+	// Held before the answer: a flood waits on its own connections.
+	if d := time.Since(t0); d < maxTarpit*3/4 {
+		t.Errorf("a request over the rate was refused after %v, want it held about %v", d, maxTarpit)
+	}
 	if rsp.StatusCode != http.StatusTooManyRequests || rsp.Header.Get("Retry-After") != "1" {
 		t.Errorf("over the rate: %d Retry-After %q, want 429 with Retry-After 1", rsp.StatusCode, rsp.Header.Get("Retry-After"))
 	}

@@ -106,9 +106,22 @@ func attack(ctx context.Context, c *client.Client, args []string) error {
 		if err != nil {
 			return err
 		}
+		// Paced below the socket's default rate (500/s): the victim
+		// measures the neighbour's effect, not its own limit.
+		every := 5 * time.Millisecond
+		if len(args) > 2 {
+			perSec, err := num(2)
+			if err != nil {
+				return err
+			}
+			every = time.Second / time.Duration(perSec)
+		}
 		var us []float64
 		failures := 0
+		tick := time.NewTicker(every)
+		defer tick.Stop()
 		for range n {
+			<-tick.C
 			t0 := time.Now()
 			if _, err := c.Identity(ctx); err != nil {
 				failures++

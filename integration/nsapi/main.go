@@ -17,7 +17,7 @@
 //	nsapi verify-each SENDER APP < tokens  verifies each, counting 503s instead of failing
 //	nsapi hold N SECONDS                   N connections each stalled mid-body, then how many the agent closed
 //	nsapi flood PATH N                     N GETs of PATH over 4 connections, counted by status
-//	nsapi rtt N                            N identity round trips: p50 and p99 in µs, failures
+//	nsapi rtt N [PER_SECOND]               N identity round trips (200 a second): p50 and p99 in µs, failures
 package main
 
 import (
