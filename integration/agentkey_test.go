@@ -235,3 +235,58 @@ func TestAgentSecretsNeverLeak(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentChildrenNotDumpable: the agent's unseal child, which holds the
+// plaintext for a moment, is not dumpable: no core dump of it, and no
+// process of its user (a rootless agent's user is also its containers')
+// can ptrace it or read its memory. The kernel shows it by giving a
+// non-dumpable process's /proc files to root: so the agent runs here as
+// the unprivileged test user, its child held at the TPM lock.
+func TestAgentChildrenNotDumpable(t *testing.T) {
+	requires(t, "swtpm")
+	u := unprivileged(t)
+	tpm := newSWTPM(t, u)
+	sock := agentSocket(t, u)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n", tpm.path(), sock), u)
+	lock, err := os.OpenFile(e.cfg.TPMLockPath(), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bins.ctl, "agent", "--config", e.config)
+	u.apply(cmd)
+	a := launchAgent(t, cmd, sock)
+	var child string
+	for deadline := time.Now().Add(10 * time.Second); child == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no unseal child showed up; agent output:\n%s", a.out)
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range procs {
+			if cmd, _ := os.ReadFile(p + "/cmdline"); bytes.Contains(cmd, []byte("--unseal-to-fd")) {
+				child = p
+			}
+		}
+	}
+	// Held at the lock, past the point where it hardens itself.
+	time.Sleep(200 * time.Millisecond)
+	var st unix.Stat_t
+	if err := unix.Stat(child+"/status", &st); err != nil {
+		t.Fatalf("the unseal child %s exited: %v", child, err)
+	}
+	var parent unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid), &parent); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("unseal child %s: /proc owned by uid %d; the agent's by uid %d (running as %s, uid %d)", child, st.Uid, parent.Uid, u.name, u.uid)
+	if st.Uid != 0 || parent.Uid != 0 {
+		t.Errorf("the agent (uid %d) or its unseal child (uid %d) is dumpable: its /proc files are its user's", parent.Uid, st.Uid)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	waitSocket(t, sock, 10*time.Second, func() string { return "the agent did not start after the lock was released:\n" + a.out.String() })
+}
