@@ -26,10 +26,9 @@ import (
 	"github.com/northstar-oci/northstar/store"
 )
 
-// poll is how often the agent re-reads the stored record: a small file
-// read, so a rotation reaches the agent within about a second. Until then
-// the hook sees a stale generation (see control.FetchCurrent) and unseals
-// from the TPM itself.
+// poll is how often the agent re-reads the stored record when no change
+// of the state directory woke it: a rotation is written by a rename, which
+// inotify reports at once, and the poll is for what it misses.
 const poll = time.Second
 
 // Options are what Run needs.
@@ -38,10 +37,15 @@ type Options struct {
 	Store  *store.Store // the lifecycle secret
 	Unseal Unsealer     // how to unseal (InChild for a long-lived agent)
 	Log    io.Writer    // progress lines; never a secret
+	// Live turns on live rotation (DESIGN.md §12, [rotation] live): the
+	// agent builds the secret filesystem of every container the hook
+	// registers and rewrites it at every rotation, keeping the one before
+	// for Grace.
+	Live  bool
+	Grace time.Duration
 	// API, when set, turns on the per-container API (DESIGN.md §9,
-	// [api] enable): the agent registers the containers the hook sends
-	// and serves each its own socket.
-	API *registry.Options
+	// [api] enable): the agent serves each container its own socket.
+	API *registry.APIOptions
 	// Ready, when set, is called once the control socket listens: what
 	// sends containers the agent's way (the NRI plugin) starts then, not
 	// before the agent can serve their hooks.
@@ -50,14 +54,14 @@ type Options struct {
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
 // a sealed, mlocked memfd, serves it on opts.Socket until ctx ends, and
-// follows rotations; with opts.API it also registers containers.
+// follows rotations; with opts.Live or opts.API it registers containers.
 func Run(ctx context.Context, opts Options) error {
 	if err := harden(); err != nil {
 		return err
 	}
-	h := &held{unseal: opts.Unseal}
+	h := &held{unseal: opts.Unseal, store: opts.Store, log: opts.Log}
 	defer h.close()
-	if err := h.load(ctx); err != nil {
+	if _, err := h.load(ctx); err != nil {
 		return fmt.Errorf("unseal: %w", err)
 	}
 	// The directory first, where the registry keeps the containers'
@@ -67,23 +71,25 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	var reg control.Registrar
-	if opts.API != nil {
-		r, err := registry.Open(ctx, *opts.API, func() uint64 { return h.current().Generation })
+	if opts.API != nil || opts.Live {
+		r, err := registry.Open(ctx, registry.Options{Dir: control.ContainersDir(opts.Socket), Store: opts.Store,
+			Live: opts.Live, Secret: h, Grace: opts.Grace, API: opts.API, Log: opts.Log},
+			func() uint64 { return h.current().Generation })
 		if err != nil {
-			return fmt.Errorf("api: %w", err)
+			return fmt.Errorf("registry: %w", err)
 		}
 		defer r.Close()
 		if !r.RootLocked() {
 			fmt.Fprintln(opts.Log, "agent: warning: cannot mlock the root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
 		}
 		reg = r
-		h.onLoad = func(id, prev control.RecordID) { r.Rotated(id.Generation, prev.Generation) }
+		h.setOnLoad(r.Rotated)
 	}
 	ln, err := control.Listen(opts.Socket)
 	if err != nil {
 		return err
 	}
-	go h.watch(ctx, opts.Store, opts.Log)
+	go h.watch(ctx)
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -101,31 +107,99 @@ func Run(ctx context.Context, opts Options) error {
 // held is the agent's current secret: a sealed memfd and its record's id.
 type held struct {
 	unseal Unsealer
-	onLoad func(id, prev control.RecordID) // after a rotation was loaded; may be nil
+	store  *store.Store
+	log    io.Writer
 
-	mu     sync.Mutex // guards memfd, unlock, id
+	// loadMu serializes loads (the watch, a registration that finds the
+	// agent stale) and their rotations.
+	loadMu  sync.Mutex
+	lastErr string // of the last failed load, said once; guarded by loadMu
+
+	mu     sync.Mutex // guards memfd, unlock, id, onLoad
 	memfd  *os.File
 	unlock func()
 	id     control.RecordID
+	onLoad func(id, prev control.RecordID) // after a rotation was loaded; may be nil
 }
 
-// load unseals the current secret and swaps it in.
-func (h *held) load(ctx context.Context) error {
+func (h *held) setOnLoad(f func(id, prev control.RecordID)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onLoad = f
+}
+
+// load unseals the current secret and swaps it in; it returns the id it
+// replaced.
+func (h *held) load(ctx context.Context) (prev control.RecordID, err error) {
 	memfd, id, err := h.unseal(ctx)
 	if err != nil {
-		return err
+		return prev, err
 	}
 	unlock := mlockMemfd(memfd)
 	h.mu.Lock()
 	old, oldUnlock := h.memfd, h.unlock
+	prev = h.id
 	h.memfd, h.unlock, h.id = memfd, unlock, id
 	h.mu.Unlock()
 	if old != nil {
 		oldUnlock()
 		old.Close()
 	}
+	return prev, nil
+}
+
+// catchUp loads the secret the store holds now if it is not the one held,
+// and runs the rotation to it. It reports whether the agent holds the
+// store's secret afterwards.
+func (h *held) catchUp(ctx context.Context) error {
+	h.loadMu.Lock()
+	defer h.loadMu.Unlock()
+	rec, err := h.store.Current()
+	if err != nil {
+		return h.report(err)
+	}
+	if control.IDOf(rec) == h.current() {
+		return nil
+	}
+	prev, err := h.load(ctx)
+	if err != nil {
+		return h.report(fmt.Errorf("unseal generation %d: %w", rec.Generation, err))
+	}
+	h.lastErr = ""
+	id := h.current()
+	fmt.Fprintf(h.log, "agent: serving generation %d\n", id.Generation)
+	h.mu.Lock()
+	onLoad := h.onLoad
+	h.mu.Unlock()
+	if onLoad != nil {
+		onLoad(id, prev)
+	}
+	if id != control.IDOf(rec) {
+		return fmt.Errorf("the store changed again while generation %d was unsealed", id.Generation)
+	}
 	return nil
 }
+
+// report says err once (a TPM that is down would say it every second).
+// The caller holds loadMu.
+func (h *held) report(err error) error {
+	if msg := err.Error(); msg != h.lastErr {
+		fmt.Fprintf(h.log, "agent: %s\n", msg)
+		h.lastErr = msg
+	}
+	return err
+}
+
+// Current implements registry.Secret: the store's secret, caught up to.
+func (h *held) Current(ctx context.Context) (*os.File, control.RecordID, error) {
+	if err := h.catchUp(ctx); err != nil {
+		return nil, control.RecordID{}, err
+	}
+	return h.source()
+}
+
+// Held implements registry.Secret.
+func (h *held) Held() (*os.File, control.RecordID, error) { return h.source() }
 
 // mlockMemfd keeps the memfd's page out of swap for as long as the agent
 // holds it, by locking a read-only shared mapping of it (memfd pages are
@@ -169,43 +243,57 @@ func (h *held) current() control.RecordID {
 }
 
 // watch follows rotations: when the stored record changes (another blob,
-// whatever its generation) it unseals the new secret. While that fails (TPM down, PCRs changed) the old one
-// stays served; the hook ignores it because its generation is stale.
-func (h *held) watch(ctx context.Context, st *store.Store, log io.Writer) {
+// whatever its generation) it unseals the new secret and runs the
+// rotation. While that fails (TPM down, PCRs changed) the old one stays
+// served; the hook ignores it because its generation is stale. The state
+// directory is watched with inotify (a rotation renames the record into
+// place), and polled every second for what that misses.
+func (h *held) watch(ctx context.Context) {
+	changed := watchDir(ctx, h.store.Dir())
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	lastErr := ""
-	report := func(err error) {
-		if msg := err.Error(); msg != lastErr {
-			fmt.Fprintf(log, "agent: %s\n", msg)
-			lastErr = msg
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-changed:
 		}
-		rec, err := st.Current()
-		if err != nil {
-			report(err)
-			continue
-		}
-		prev := h.current()
-		if control.IDOf(rec) == prev {
-			continue
-		}
-		if err := h.load(ctx); err != nil {
-			report(fmt.Errorf("unseal generation %d: %w", rec.Generation, err))
-			continue
-		}
-		lastErr = ""
-		fmt.Fprintf(log, "agent: serving generation %d\n", h.current().Generation)
-		if h.onLoad != nil {
-			h.onLoad(h.current(), prev)
-		}
+		_ = h.catchUp(ctx)
 	}
+}
+
+// watchDir returns a channel that receives (coalesced) when a file is
+// renamed into dir or written and closed there; nil, which never
+// receives, when inotify is not to be had.
+func watchDir(ctx context.Context, dir string) <-chan struct{} {
+	// Non-blocking, through Go's poller: closing the file ends a Read
+	// that waits.
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
+		unix.Close(fd)
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	ch := make(chan struct{}, 1)
+	stop := context.AfterFunc(ctx, func() { f.Close() })
+	go func() {
+		defer stop()
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch
 }
 
 func (h *held) close() {

@@ -85,7 +85,7 @@ func runAgent(t testing.TB, st *store.Store, sock, auditPath string) (stop func(
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Socket: sock, Store: st, Unseal: InProcess(st), Log: io.Discard,
-			API: &registry.Options{Store: st, TokenTTL: time.Minute, AuditPath: auditPath, Dir: control.ContainersDir(sock)}})
+			Live: true, Grace: time.Minute, API: &registry.APIOptions{TokenTTL: time.Minute, AuditPath: auditPath}})
 	}()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
@@ -150,21 +150,22 @@ func TestRegistrations(t *testing.T) {
 	auditPath := filepath.Join(dir, "audit.log")
 	stop := runAgent(t, st, sock, auditPath)
 
-	if _, err := control.RegisterProcess(ctx, sock, "../x", "client", os.Getpid()); err == nil || !strings.Contains(err.Error(), "container id") {
+	if _, err := control.RegisterProcess(ctx, sock, "../x", "client", os.Getpid(), control.Request{API: true}); err == nil || !strings.Contains(err.Error(), "container id") {
 		t.Errorf("a path as container id: %v", err)
 	}
-	if _, err := control.RegisterProcess(ctx, sock, "c1", "bad identity", os.Getpid()); err == nil || !strings.Contains(err.Error(), "identity") {
+	if _, err := control.RegisterProcess(ctx, sock, "c1", "bad identity", os.Getpid(), control.Request{API: true}); err == nil || !strings.Contains(err.Error(), "identity") {
 		t.Errorf("a bad identity: %v", err)
 	}
 	a, b := sleeper(t), sleeper(t)
-	dirA, err := control.RegisterProcess(ctx, sock, "ctr-a", "client", a.Process.Pid)
+	ra, err := control.RegisterProcess(ctx, sock, "ctr-a", "client", a.Process.Pid, control.Request{API: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirB, err := control.RegisterProcess(ctx, sock, "ctr-b", "server", b.Process.Pid)
+	rb, err := control.RegisterProcess(ctx, sock, "ctr-b", "server", b.Process.Pid, control.Request{API: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	dirA, dirB := ra.Dir, rb.Dir
 	if id, err := getIdentity(t, filepath.Join(dirA, "api.sock")); err != nil || id != "client" {
 		t.Fatalf("container a's socket answers %q, %v", id, err)
 	}

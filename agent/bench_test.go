@@ -26,11 +26,11 @@ func BenchmarkAPI(b *testing.B) {
 	runAgent(b, st, sock, filepath.Join(dir, "audit.log"))
 	clients := map[string]*client.Client{}
 	for _, id := range []string{"client", "server"} {
-		d, err := control.RegisterProcess(ctx, sock, "ctr-"+id, id, sleeper(b).Process.Pid)
+		d, err := control.RegisterProcess(ctx, sock, "ctr-"+id, id, sleeper(b).Process.Pid, control.Request{API: true})
 		if err != nil {
 			b.Fatal(err)
 		}
-		clients[id] = client.New(filepath.Join(d, "api.sock"))
+		clients[id] = client.New(filepath.Join(d.Dir, "api.sock"))
 	}
 	cl, br := clients["client"], clients["server"]
 	identity := func() {

@@ -112,9 +112,23 @@ type Secret struct {
 	Mode string `toml:"mode"`
 }
 
-// Rotation says when a new lifecycle secret is made.
+// Rotation says when a new lifecycle secret is made, and how it reaches
+// the containers that already run.
 type Rotation struct {
 	On string `toml:"on"`
+	// Live: with the agent running ([agent] socket), the agent delivers
+	// every container's secret and rewrites it in the running container at
+	// every rotation (DESIGN.md §12). Default true.
+	Live bool `toml:"live"`
+	// Grace is how long the secret a container had stays beside the new
+	// one as secret.previous ("0s": not at all), at most "24h".
+	Grace string `toml:"grace"`
+}
+
+// Grace returns the validated [rotation] grace.
+func (c *Config) Grace() time.Duration {
+	d, _ := time.ParseDuration(c.Rotation.Grace) // validated by Load
+	return d
 }
 
 // Agent configures the opt-in per-lifecycle agent (northstarctl agent) that
@@ -246,7 +260,7 @@ func Default() *Config {
 		Sealer:   SealerTPM,
 		TPM:      TPM{Path: "/dev/tpmrm0", PCRs: []int{}, Timeout: "10s"},
 		Secret:   Secret{Dir: secretfs.Dir, Mode: fmt.Sprintf("%04o", secretfs.DefaultMode)},
-		Rotation: Rotation{On: RotateOnRuntimeRestart},
+		Rotation: Rotation{On: RotateOnRuntimeRestart, Live: true, Grace: "5m"},
 		API: API{TokenTTL: "60s", MaxConnections: DefaultAPIMaxConnections, Rate: DefaultAPIRate, Burst: DefaultAPIBurst,
 			RequestTimeout: DefaultAPIRequestTimeout, MaxUsedTokens: DefaultMaxUsedTokens, MaxUsedTokensPerSender: DefaultMaxUsedPerSender},
 		Audit: Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
@@ -334,6 +348,9 @@ func (c *Config) Validate() error {
 	case RotateOnRuntimeRestart, RotateManual:
 	default:
 		return fmt.Errorf("[rotation] on %q: want %q or %q", c.Rotation.On, RotateOnRuntimeRestart, RotateManual)
+	}
+	if d, err := time.ParseDuration(c.Rotation.Grace); err != nil || d < 0 || d > 24*time.Hour {
+		return fmt.Errorf("[rotation] grace %q: want a duration from 0s to 24h, like \"5m\"", c.Rotation.Grace)
 	}
 	if d, err := time.ParseDuration(c.API.TokenTTL); err != nil || d < time.Second || d > maxTokenTTL {
 		return fmt.Errorf("[api] token_ttl %q: want a duration from 1s to %s, like \"60s\"", c.API.TokenTTL, maxTokenTTL)

@@ -51,8 +51,8 @@ var commands map[string]command
 func init() {
 	commands = map[string]command{
 		"init":   {"create the state directory and the first sealed secret (no-op if present)", runInit},
-		"rotate": {"seal a new lifecycle secret now (new generation)", runRotate},
-		"status": {"show sealer, generation, lifecycle id and creation time (never the secret)", runStatus},
+		"rotate": {"seal a new lifecycle secret now (new generation), delivered to the running containers; --revoke ID cuts one off", runRotate},
+		"status": {"show sealer, generation, lifecycle id and creation time (never the secret), and the running containers the agent delivers to", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
 		"setup":  {"wire northstar into containerd, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
@@ -206,24 +206,46 @@ func runInit(ctx context.Context, env *Env, args []string) error {
 }
 
 func runRotate(ctx context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "rotate", "[--config PATH] [--new-srk]")
+	fs, cfgPath := flags(env, "rotate", "[--config PATH] [--new-srk] [--revoke ID...]")
 	newSRK := fs.Bool("new-srk", false, "seal under the TPM's storage root key as it is now, even if it is not the one the current secret was sealed under (a TPM cleared or replaced on purpose)")
-	if _, err := parse(fs, env, args, 0); err != nil {
+	var revoke []string
+	fs.Func("revoke", "cut off the running container with this id (repeat, or list them after the flags): it loses its secret, its API socket and its tokens, while every other container gets the new secret", func(id string) error {
+		revoke = append(revoke, id)
+		return nil
+	})
+	ids, err := parse(fs, env, args, 1<<10)
+	if err != nil {
 		return helpOK(err)
+	}
+	if len(ids) > 0 && len(revoke) == 0 {
+		return fmt.Errorf("%w: unexpected argument %q (containers to cut off follow --revoke)", ErrUsage, ids[0])
+	}
+	revoke = append(revoke, ids...)
+	for _, id := range revoke {
+		if err := (control.Registration{ID: id, Identity: "x", Pid: 2, Start: 1}).Check(); err != nil {
+			return fmt.Errorf("%w: --revoke %q: not a container id", ErrUsage, id)
+		}
+	}
+	if *newSRK && len(revoke) > 0 {
+		return fmt.Errorf("%w: --new-srk and --revoke are separate rotations", ErrUsage)
 	}
 	_, st, err := openStore(*cfgPath)
 	if err != nil {
 		return err
 	}
-	rotate := st.Rotate
+	var rec *store.Record
 	if *newSRK {
-		rotate = st.Reprovision
+		rec, err = st.Reprovision(ctx)
+	} else {
+		rec, err = st.Rotate(ctx, revoke...)
 	}
-	rec, err := rotate(ctx)
 	if err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	fmt.Fprintf(env.Stdout, "rotated %s: generation %d\n", st.Dir(), rec.Generation)
+	if len(revoke) > 0 {
+		fmt.Fprintf(env.Stdout, "revoked: %s (the agent cuts them off as it delivers generation %d)\n", strings.Join(revoke, ", "), rec.Generation)
+	}
 	return nil
 }
 
@@ -273,17 +295,16 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	unseal := agent.InChild(child)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout}
+	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout,
+		Live: cfg.Rotation.Live, Grace: cfg.Grace()}
 	if cfg.API.Enable {
-		opts.API = &registry.Options{Store: st, LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
+		opts.API = &registry.APIOptions{LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
 			AuditPath:   filepath.Join(cfg.StateDir, audit.FileName),
 			AuditLimits: auditLimits(cfg),
 			UsedTokens:  filepath.Join(cfg.StateDir, replay.FileName),
 			Replay:      replay.Limits{PerAudience: cfg.API.MaxUsedTokens, PerSender: cfg.API.MaxUsedTokensPerSender},
-			API: api.Limits{Conns: cfg.API.MaxConnections, Rate: cfg.API.Rate, Burst: cfg.API.Burst,
-				Timeout: cfg.RequestTimeout()},
-			Dir: control.ContainersDir(cfg.Agent.Socket),
-			Log: env.Stderr}
+			Limits: api.Limits{Conns: cfg.API.MaxConnections, Rate: cfg.API.Rate, Burst: cfg.API.Burst,
+				Timeout: cfg.RequestTimeout()}}
 	}
 	if cfg.NRI.Enable {
 		plugin, err := nriOptions(cfg, agent.RotateInChild([]string{exe, "agent", "--config", cfg.Path}), env.Stdout)

@@ -3,9 +3,13 @@ package ctl
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
+	"sort"
 	"time"
 
+	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/seal"
 )
 
@@ -21,6 +25,23 @@ type Status struct {
 	LifecycleID string    `json:"lifecycle_id"`
 	Created     time.Time `json:"created"`
 	Protection  string    `json:"protection"`
+	// Containers are those the agent registered ([agent] socket), with
+	// the generation each holds; nil without an agent.
+	Containers []Container `json:"containers,omitempty"`
+	// Agent says why the containers are not listed ("" when they are).
+	Agent string `json:"agent,omitempty"`
+}
+
+// Container is one running container the agent knows.
+type Container struct {
+	ID         string `json:"id"`
+	Identity   string `json:"identity"`
+	Pid        int    `json:"pid"`
+	Generation uint64 `json:"generation,omitempty"` // the secret it holds, when the agent delivered it
+	API        bool   `json:"api"`
+	Follows    bool   `json:"follows"`       // rotations reach it
+	Why        string `json:"why,omitempty"` // why they do not
+	Revoked    bool   `json:"revoked,omitempty"`
 }
 
 func runStatus(_ context.Context, env *Env, args []string) error {
@@ -51,6 +72,22 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 	if d.Kind == seal.KindTPM {
 		s.TPMPath, s.PCRs, s.SRKName = cfg.TPM.Path, d.PCRs, hex.EncodeToString(d.SRKName)
 	}
+	if cfg.Agent.Socket != "" {
+		saved, err := registry.ReadSaved(cfg.Agent.Socket)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			s.Agent = "no agent has registered containers at " + cfg.Agent.Socket
+		case err != nil:
+			s.Agent = "cannot read the agent's registrations: " + err.Error()
+		default:
+			s.Containers = []Container{}
+			for _, e := range saved.Containers {
+				s.Containers = append(s.Containers, Container{ID: e.ID, Identity: e.Identity, Pid: e.Pid, Generation: e.Generation,
+					API: e.API, Follows: e.Follows, Why: e.Why, Revoked: e.Revoked})
+			}
+			sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].ID < s.Containers[j].ID })
+		}
+	}
 	if *asJSON {
 		return writeJSON(env.Stdout, s)
 	}
@@ -60,5 +97,26 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "generation:   %d\nlifecycle id: %s\ncreated:      %s\nprotection:   %s\n",
 		s.Generation, s.LifecycleID, s.Created.Format(time.RFC3339), s.Protection)
+	if s.Agent != "" {
+		fmt.Fprintf(env.Stdout, "containers:   %s\n", s.Agent)
+	} else if s.Containers != nil {
+		fmt.Fprintf(env.Stdout, "containers:   %d running, registered with the agent\n", len(s.Containers))
+		for _, c := range s.Containers {
+			state := "follows rotations"
+			switch {
+			case c.Revoked:
+				state = "revoked"
+			case !c.Follows && c.Why != "":
+				state = "cannot follow: " + c.Why
+			case !c.Follows:
+				state = "no shared secret"
+			}
+			gen := "-"
+			if c.Generation != 0 {
+				gen = fmt.Sprint(c.Generation)
+			}
+			fmt.Fprintf(env.Stdout, "  %-20s %-24s generation %-4s %s\n", c.ID, c.Identity, gen, state)
+		}
+	}
 	return nil
 }

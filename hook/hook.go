@@ -91,15 +91,19 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		return nil
 	}
 	inContainer := os.Getppid() == state.Pid
+	// The agent delivers the secret itself, and rotates it in the running
+	// container, when live rotation is on (DESIGN.md §12). Not inside the
+	// container: the agent serves only its own mount namespace.
+	live := cfg.Agent.Socket != "" && cfg.Rotation.Live && !policy.Disabled
 	if !inContainer && splitStages(spec) {
 		// Plain rootless runc with northstar at createRuntime and at
 		// createContainer: this stage cannot enter the container, and the
 		// other cannot reach the agent (it serves only its own mount
 		// namespace). So this one registers, and the other mounts.
-		if !cfg.API.Enable {
+		if !cfg.API.Enable && !live {
 			return nil
 		}
-		_, err := register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid)
+		_, err := register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid, cfg.API.Enable, control.Request{HookMounts: live})
 		return err
 	}
 	var owner mount.Owner
@@ -109,28 +113,55 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		}
 	}
 
-	// The API first: registering with the agent is cheap, and an agent
-	// that is down must stop the start before anything is unsealed.
-	var apiTree *os.File
-	if cfg.API.Enable {
-		if inContainer {
-			apiTree, err = registeredAPI(cfg.Agent.Socket, spec, state.ID)
-		} else {
-			apiTree, err = registerAPI(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid)
-		}
+	// The registration first: it is cheap, an agent that is down must stop
+	// an API container's start before anything is unsealed, and with live
+	// rotation it brings the secret's filesystem.
+	var apiDir string
+	var mnt *mount.Mount
+	switch {
+	case cfg.API.Enable && inContainer:
+		apiTree, err := registeredAPI(cfg.Agent.Socket, spec, state.ID)
 		if err != nil {
 			return err
 		}
 		if apiTree != nil {
 			defer apiTree.Close()
+			return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
+		}
+	case live && !inContainer:
+		mnt, apiDir, err = deliver(ctx, cfg, spec, state.ID, state.Pid, owner)
+		if err != nil {
+			return err
+		}
+	case cfg.API.Enable:
+		if apiDir, err = register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid, true, control.Request{}); err != nil {
+			return err
 		}
 	}
+	var apiTree *os.File
+	if apiDir != "" {
+		if apiTree, err = mount.OpenAPITree(apiDir); err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		defer apiTree.Close()
+	}
+	if mnt != nil {
+		defer mnt.Close()
+		return attachMount(mnt, rootfs, state.Pid, inContainer, apiTree)
+	}
+	return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
+}
 
+// mountIn builds the secret's filesystem here (the secret from the agent's
+// memfd or unsealed from the TPM; none for an API-only container) and
+// attaches it, with apiTree (nil: none), in the container.
+func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, inContainer, noSecret bool, owner mount.Owner, apiTree *os.File) error {
 	var mnt *mount.Mount
+	var err error
 	switch {
-	case policy.Disabled && apiTree == nil:
+	case noSecret && apiTree == nil:
 		return nil // out of both
-	case policy.Disabled:
+	case noSecret:
 		if mnt, err = mount.NewAPIOnly(); err != nil {
 			return fmt.Errorf("mount: %w", err)
 		}
@@ -149,8 +180,66 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		}
 	}
 	defer mnt.Close()
+	return attachMount(mnt, rootfs, pid, inContainer, apiTree)
+}
 
-	creator, err := containerRoot(state.Pid, inContainer)
+// deliver registers the container with the agent, which builds its secret
+// filesystem (live rotation) and gives the API directory if the container
+// has the API. An agent that cannot deliver (stale, unreachable) leaves
+// the hook to build the filesystem itself, and the container will not
+// follow rotations; an API container still needs the agent for its
+// socket, and fails to start without it.
+func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id string, pid int, owner mount.Owner) (*mount.Mount, string, error) {
+	identity, err := IdentityFor(spec, id)
+	if err != nil {
+		return nil, "", fmt.Errorf("policy: %w", err)
+	}
+	apiOff, err := APIDisabled(spec)
+	if err != nil {
+		return nil, "", fmt.Errorf("policy: %w", err)
+	}
+	withAPI := cfg.API.Enable && !apiOff
+	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}}
+	reply, err := control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
+	if err == nil {
+		// The hook trusts the agent only with the store's current secret,
+		// as with a fetched memfd.
+		if err = current(cfg, reply.Record); err == nil {
+			return mount.FromFile(reply.View), reply.Dir, nil
+		}
+		reply.View.Close()
+	}
+	if !withAPI {
+		return nil, "", nil
+	}
+	if !reachable(err) {
+		return nil, "", agentError(cfg.Agent.Socket, err)
+	}
+	// The agent answered but could not deliver: the socket alone.
+	dir, err := register(ctx, cfg.Agent.Socket, spec, id, pid, true, control.Request{})
+	return nil, dir, err
+}
+
+// current checks that id names the record the store holds now.
+func current(cfg *config.Config, id control.RecordID) error {
+	st, err := configured.Store(cfg)
+	if err != nil {
+		return err
+	}
+	rec, err := st.Current()
+	if err != nil {
+		return err
+	}
+	if want := control.IDOf(rec); want != id {
+		return fmt.Errorf("the agent delivered generation %d, the store holds %d", id.Generation, want.Generation)
+	}
+	return nil
+}
+
+// attachMount moves mnt, with apiTree (nil: none) on its API directory,
+// onto /run/northstar in the container.
+func attachMount(mnt *mount.Mount, rootfs string, pid int, inContainer bool, apiTree *os.File) error {
+	creator, err := containerRoot(pid, inContainer)
 	if err != nil {
 		return fmt.Errorf("owner: %w", err)
 	}
@@ -166,7 +255,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if inContainer {
 		err = attach()
 	} else {
-		err = attachFromRuntime(state.Pid, attach)
+		err = attachFromRuntime(pid, attach)
 	}
 	if err != nil {
 		return fmt.Errorf("mount: %w", err)
@@ -208,37 +297,44 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 	return mnt, nil
 }
 
-// registerAPI registers the container with the agent and returns its API
-// directory as a detached read-only bind mount (nil: the container opted
-// out). An agent that cannot be reached fails the start, naming it.
-func registerAPI(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (*os.File, error) {
-	dir, err := register(ctx, agentSocket, spec, id, pid)
-	if err != nil || dir == "" {
-		return nil, err
-	}
-	tree, err := mount.OpenAPITree(dir)
-	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
-	}
-	return tree, nil
-}
-
-// register registers the container with the agent and returns the
-// directory of its API socket ("": the container opted out).
-func register(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int) (string, error) {
+// register registers the container with the agent, asking for what req
+// says and, with withAPI, for its API socket; it returns the socket's
+// directory ("": none, or the container opted out of the API). An agent
+// that cannot be reached fails the start, naming it.
+func register(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int, withAPI bool, req control.Request) (string, error) {
 	identity, err := apiIdentity(spec, id)
-	if err != nil || identity == "" {
+	if err != nil {
 		return "", err
 	}
-	dir, err := control.RegisterProcess(ctx, agentSocket, id, identity, pid)
-	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) || errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("api: agent at %s not reachable: %v; start 'northstarctl agent'", agentSocket, unwrapSyscall(err))
+	req.API = withAPI && identity != ""
+	if identity == "" {
+		if !req.HookMounts {
+			return "", nil
 		}
-		return "", fmt.Errorf("api: register with the agent at %s: %w", agentSocket, err)
+		// Listed for live rotation only: the identity names it.
+		if identity, err = IdentityFor(spec, id); err != nil {
+			return "", fmt.Errorf("policy: %w", err)
+		}
 	}
-	return dir, nil
+	reply, err := control.RegisterProcess(ctx, agentSocket, id, identity, pid, req)
+	if err != nil {
+		return "", agentError(agentSocket, err)
+	}
+	return reply.Dir, nil
+}
+
+// reachable reports whether err came from an agent that answered.
+func reachable(err error) bool {
+	var ne *net.OpError
+	return err != nil && !errors.As(err, &ne) && !errors.Is(err, os.ErrNotExist)
+}
+
+// agentError is the one line of a registration that failed.
+func agentError(agentSocket string, err error) error {
+	if !reachable(err) {
+		return fmt.Errorf("api: agent at %s not reachable: %v; start 'northstarctl agent'", agentSocket, unwrapSyscall(err))
+	}
+	return fmt.Errorf("api: register with the agent at %s: %w", agentSocket, err)
 }
 
 // apiIdentity is the identity the container's API speaks as, "" when it

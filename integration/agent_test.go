@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/registry"
 )
 
 // agentSocket returns an agent socket path in a short temporary directory
@@ -353,21 +353,17 @@ func scanMemory(t *testing.T, pid int, needles [][]byte, keep string) (inKeep in
 // runtimes), read from the registry it saves for its restarts.
 func registeredDirs(t *testing.T, sock, id string) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(control.ContainersDir(sock), "registry.json"))
+	saved, err := registry.ReadSaved(sock)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []control.Registration
-	if err := json.Unmarshal(data, &list); err != nil {
-		t.Fatalf("registry.json: %v", err)
-	}
 	var dirs []string
-	for _, r := range list {
-		if r.ID == id {
-			dirs = append(dirs, control.ContainerDir(sock, r))
+	for _, e := range saved.Containers {
+		if e.ID == id && e.API {
+			dirs = append(dirs, control.ContainerDir(sock, e.Registration))
 		}
 	}
 	return dirs

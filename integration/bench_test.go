@@ -443,7 +443,7 @@ func TestBenchAPI(t *testing.T) {
 	}
 	defer func() { keep.Process.Kill(); keep.Wait() }()
 	for i := 0; i < 1000; i++ {
-		if _, err := control.RegisterProcess(ctx, sock, fmt.Sprintf("bench-%d", i), fmt.Sprintf("bench-%d", i), keep.Process.Pid); err != nil {
+		if _, err := control.RegisterProcess(ctx, sock, fmt.Sprintf("bench-%d", i), fmt.Sprintf("bench-%d", i), keep.Process.Pid, control.Request{API: true}); err != nil {
 			t.Fatalf("registration %d: %v", i, err)
 		}
 	}

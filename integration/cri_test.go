@@ -407,17 +407,42 @@ func (c *criContainerd) pid(t *testing.T, verb, id string) int {
 // /proc/PID/root: its own mount namespace), or "" when it has none.
 func secretOf(t *testing.T, pid int) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/run/northstar/secret", pid))
+	return fileOf(t, pid, "secret")
+}
+
+// fileOf reads /run/northstar/NAME in the container of pid through
+// /proc/PID/root ("" when there is none): a secret, 64 lowercase hex.
+func fileOf(t *testing.T, pid int, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/run/northstar/%s", pid, name))
 	if os.IsNotExist(err) {
 		return ""
 	}
 	if err != nil {
-		t.Fatalf("read the secret of pid %d: %v", pid, err)
+		t.Fatalf("read %s of pid %d: %v", name, pid, err)
 	}
 	if !isSecretHex(string(data)) {
-		t.Fatalf("pid %d holds %q, want 64 lowercase hex", pid, data)
+		t.Fatalf("pid %d holds %q in %s, want 64 lowercase hex", pid, data, name)
 	}
 	return string(data)
+}
+
+// followed waits until the running container of pid reads want as its
+// secret and had as the one before (live rotation: within 2 s of the
+// rotation, DESIGN.md §12), and reports how long it waited.
+func followed(t *testing.T, pid int, want, had string) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	for deadline := t0.Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		cur, prev := fileOf(t, pid, "secret"), fileOf(t, pid, "secret.previous")
+		if cur == want && prev == had {
+			return time.Since(t0)
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("2 s after the rotation the running container of pid %d reads %q with %q before it; want %s, and %s before it", pid, cur, prev, want, had)
+			return time.Since(t0)
+		}
+	}
 }
 
 // TestCRIPodsGetTheSecret: Kubernetes' CRI, through crictl against
@@ -477,9 +502,9 @@ func TestCRIPodsGetTheSecret(t *testing.T) {
 			if rec2 := e.record(t); rec2.Generation != rec1.Generation+1 {
 				t.Errorf("generation %d after the restart, want %d", rec2.Generation, rec1.Generation+1)
 			}
-			if s := secretOf(t, c.pid(t, "inspect", a)); s != sa {
-				t.Errorf("the running pod's container now holds %q, want its own lifecycle's %s", s, sa)
-			}
+			// The running pod's container follows (live rotation): the new
+			// secret, and the one it had beside it.
+			followed(t, c.pid(t, "inspect", a), sn, sa)
 			// A pod container of the new lifecycle joins it; the old pod can
 			// still start containers (they get the current secret).
 			if s := secretOf(t, c.pid(t, "inspect", c.runContainer(t, p1, "late"))); s != sn {

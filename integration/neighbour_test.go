@@ -370,7 +370,7 @@ func registerMany(t *testing.T, sock string, n int) {
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	ctx := context.Background()
 	for i := range n {
-		if _, err := control.RegisterProcess(ctx, sock, fmt.Sprintf("c%d", i), fmt.Sprintf("c%d", i), sleeper.Process.Pid); err != nil {
+		if _, err := control.RegisterProcess(ctx, sock, fmt.Sprintf("c%d", i), fmt.Sprintf("c%d", i), sleeper.Process.Pid, control.Request{API: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

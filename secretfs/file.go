@@ -14,6 +14,10 @@ const Dir = "/run/northstar"
 // File is the name of the secret inside Dir.
 const File = "secret"
 
+// PreviousFile is the secret of the generation before, inside Dir, after a
+// live rotation, for [rotation] grace (DESIGN.md §12).
+const PreviousFile = "secret.previous"
+
 // DefaultMode is the secret file's mode unless the config or an annotation
 // says otherwise.
 const DefaultMode os.FileMode = 0o400

@@ -38,12 +38,12 @@ const (
 )
 
 // FormatVersion is the record format this code writes. Format 2 added
-// audit_head; format 1 records (without it) are still read. A binary that
+// audit_head, format 3 revoked; format 1 and 2 records are still read. A binary that
 // reads only format 1 takes a format 2 record for one it cannot read, as
 // it would a format 1 record with an unknown field: its hook fails closed
 // and its shim rotates over it. The version number at least names the
 // cause in its error.
-const FormatVersion = 2
+const FormatVersion = 3
 
 // oldestFormat is the oldest record format this code reads.
 const oldestFormat = 1
@@ -74,7 +74,23 @@ type Record struct {
 	// below it is detected (DESIGN.md §10). Nil when there was no log.
 	// New in format 2 (FormatVersion).
 	AuditHead *audit.Head `json:"audit_head,omitempty"`
+	// Revoked are the containers cut off by this rotation and the ones
+	// before it (the last maxRevocations): the agent delivers no new
+	// secret to them (DESIGN.md §12). New in format 3.
+	Revoked []Revocation `json:"revoked,omitempty"`
 }
+
+// Revocation names a container cut off by the rotation to Generation: a
+// container with that id registered before that generation.
+type Revocation struct {
+	ID         string `json:"id"`
+	Generation uint64 `json:"generation"`
+}
+
+// maxRevocations bounds the revocations a record carries: an agent that
+// was down across that many revoking rotations catches up only on the
+// last ones.
+const maxRevocations = 256
 
 // Store is the lifecycle secret in a state directory, sealed by a Sealer.
 type Store struct {
@@ -177,7 +193,7 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 		if !errors.Is(err, ErrNotInitialized) {
 			return err
 		}
-		rec, err = s.write(ctx, 1, lifecycleID, nil, nil)
+		rec, err = s.write(ctx, 1, lifecycleID, nil, nil, nil)
 		created = err == nil
 		return err
 	})
@@ -189,18 +205,23 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 // new runtime lifecycle, so the next container start through the shim
 // does not rotate a second time. The new secret is sealed under the key
 // of the current one (seal.KeyPinner).
-func (s *Store) Rotate(ctx context.Context) (*Record, error) {
-	return s.rotate(ctx, true)
+//
+// The containers named in revoke (their ids) are cut off by this rotation
+// (northstarctl rotate --revoke): the record names them, and the agent
+// delivers the new secret to every running container but them, which lose
+// theirs instead (DESIGN.md §12).
+func (s *Store) Rotate(ctx context.Context, revoke ...string) (*Record, error) {
+	return s.rotate(ctx, true, revoke)
 }
 
 // Reprovision is Rotate under whatever key the sealer finds now (a TPM
 // that was cleared or replaced on purpose): the one way to move the secret
 // to another key.
 func (s *Store) Reprovision(ctx context.Context) (*Record, error) {
-	return s.rotate(ctx, false)
+	return s.rotate(ctx, false, nil)
 }
 
-func (s *Store) rotate(ctx context.Context, pinned bool) (*Record, error) {
+func (s *Store) rotate(ctx context.Context, pinned bool, revoke []string) (*Record, error) {
 	var rec *Record
 	err := s.locked(ctx, func() error {
 		gen, cur, err := s.next()
@@ -208,14 +229,14 @@ func (s *Store) rotate(ctx context.Context, pinned bool) (*Record, error) {
 			return err
 		}
 		lifecycleID := ""
-		var head *audit.Head
 		if cur != nil {
-			lifecycleID, head = cur.LifecycleID, cur.AuditHead
+			lifecycleID = cur.LifecycleID
 		}
+		pin := cur
 		if !pinned {
-			cur = nil
+			pin = nil
 		}
-		rec, err = s.write(ctx, gen, lifecycleID, cur, head)
+		rec, err = s.write(ctx, gen, lifecycleID, pin, cur, revoke)
 		return err
 	})
 	return rec, err
@@ -263,11 +284,7 @@ func (s *Store) RotateIfLifecycleChanged(ctx context.Context, lifecycleID string
 			rec, change = &adopted, Adopted
 			return nil
 		}
-		var head *audit.Head
-		if cur != nil {
-			head = cur.AuditHead
-		}
-		if rec, err = s.write(ctx, gen, lifecycleID, cur, head); err != nil {
+		if rec, err = s.write(ctx, gen, lifecycleID, cur, cur, nil); err != nil {
 			return err
 		}
 		change = Rotated
@@ -310,10 +327,11 @@ func (s *Store) highWater() uint64 {
 }
 
 // write seals a fresh secret and atomically replaces the record, pinned to
-// the key of prev when there is one of the same sealer, recording the
-// audit log's head (prevHead is the one the current record holds). The
-// caller holds the lock.
-func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev *Record, prevHead *audit.Head) (*Record, error) {
+// the key of pin when there is one of the same sealer, carrying over from
+// from (the current record, if any) the audit log's head (recorded anew)
+// and the revocations, with the containers revoke names added. The caller
+// holds the lock.
+func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, pin, from *Record, revoke []string) (*Record, error) {
 	sec, err := secretfs.NewRandom()
 	if err != nil {
 		return nil, err
@@ -322,13 +340,24 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev 
 	pt := sec.Bytes()
 	defer secretfs.Zero(pt)
 	var blob []byte
-	if p, ok := s.sealer.(seal.KeyPinner); ok && prev != nil && prev.Sealer == s.sealer.Name() {
-		blob, err = p.SealPinned(ctx, pt, prev.Blob)
+	if p, ok := s.sealer.(seal.KeyPinner); ok && pin != nil && pin.Sealer == s.sealer.Name() {
+		blob, err = p.SealPinned(ctx, pt, pin.Blob)
 	} else {
 		blob, err = s.sealer.Seal(ctx, pt)
 	}
 	if err != nil {
 		return nil, err
+	}
+	var prevHead *audit.Head
+	var revoked []Revocation
+	if from != nil {
+		prevHead, revoked = from.AuditHead, from.Revoked
+	}
+	for _, id := range revoke {
+		revoked = append(revoked, Revocation{ID: id, Generation: gen})
+	}
+	if len(revoked) > maxRevocations {
+		revoked = revoked[len(revoked)-maxRevocations:]
 	}
 	rec := &Record{
 		Format:      FormatVersion,
@@ -338,6 +367,7 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, prev 
 		Sealer:      s.sealer.Name(),
 		Blob:        blob,
 		AuditHead:   s.auditHead(prevHead),
+		Revoked:     revoked,
 	}
 	if err := s.save(rec); err != nil {
 		return nil, err

@@ -176,8 +176,8 @@ func TestCorruptRecord(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"truncated":      good[:len(good)/2],
 		"empty":          {},
-		"future format":  bytes.Replace(good, []byte(`"format": 2`), []byte(`"format": 7`), 1),
-		"unknown field":  bytes.Replace(good, []byte(`"format": 2`), []byte(`"format": 2, "plaintext": "x"`), 1),
+		"future format":  bytes.Replace(good, []byte(`"format": 3`), []byte(`"format": 7`), 1),
+		"unknown field":  bytes.Replace(good, []byte(`"format": 3`), []byte(`"format": 3, "plaintext": "x"`), 1),
 		"zero generaton": bytes.Replace(good, []byte(`"generation": 1`), []byte(`"generation": 0`), 1),
 		"oversized":      append(bytes.Clone(good), bytes.Repeat([]byte(" "), maxRecordSize)...),
 	} {
@@ -405,7 +405,7 @@ func TestResetAudit(t *testing.T) {
 }
 
 // TestFormat1RecordsAreRead: records written before audit_head existed
-// (format 1) are read, and written back as format 2.
+// (format 1) are read, and written back in the format of today.
 func TestFormat1RecordsAreRead(t *testing.T) {
 	ctx := context.Background()
 	s := newHostStore(t)
@@ -417,7 +417,7 @@ func TestFormat1RecordsAreRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := bytes.Replace(data, []byte(`"format": 2`), []byte(`"format": 1`), 1)
+	old := bytes.Replace(data, []byte(`"format": 3`), []byte(`"format": 1`), 1)
 	if bytes.Equal(old, data) || os.WriteFile(path, old, 0o600) != nil {
 		t.Fatal("could not write a format 1 record")
 	}

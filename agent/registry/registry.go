@@ -1,6 +1,9 @@
-// Package registry is the agent's side of the containers: it gives each
-// container the hook registers its own API socket, watches the container's
-// init process, and keeps the registrations across agent restarts.
+// Package registry is the agent's side of the containers: every container
+// the hook registers is kept here with what the agent gives it, its own
+// API socket (DESIGN.md §9) and the filesystem of its secret, which the
+// agent rewrites at every rotation (§12); the container's init process is
+// watched through a pidfd, and the registrations are kept across agent
+// restarts.
 package registry
 
 import (
@@ -20,23 +23,23 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/control"
-	"github.com/northstar-oci/northstar/agent/keys"
-	"github.com/northstar-oci/northstar/agent/replay"
-	"github.com/northstar-oci/northstar/agent/token"
-	"github.com/northstar-oci/northstar/audit"
+	"github.com/northstar-oci/northstar/agent/live"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/procstat"
+	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/secretfs/mount"
 	"github.com/northstar-oci/northstar/store"
 )
 
-// Containers gives each registered container its own API socket (DESIGN.md
-// §9): a directory <containers>/<name> holding api.sock, which the hook
-// bind-mounts read-only at /run/northstar/api in that container only. The
-// socket a request arrives on is the caller's identity. Each container's
-// init process is watched through the pidfd the hook sent; when it is
-// gone, so is its socket. Registrations are kept in
-// <containers>/registry.json, so a restarted agent serves the running
-// containers again.
+// Containers are the registered containers. A container with the API has
+// a directory <containers>/<name> holding api.sock, which the hook
+// bind-mounts read-only at /run/northstar/api in that container only: the
+// socket a request arrives on is the caller's identity. A container whose
+// secret the agent delivered has its filesystem kept here, rewritten at
+// every rotation. When the container's init process is gone, so is all of
+// it. Registrations are kept in <containers>/registry.json, so that a
+// restarted agent serves the running containers again, and northstarctl
+// status lists them.
 //
 // A registration's key is the container id, its init pid and that
 // process's start time: ids repeat across runc roots, podman and
@@ -44,22 +47,30 @@ import (
 // live id took the first one's directory (DESIGN.md §11). Each key has a
 // directory of its own, which nothing else ever reuses.
 type Containers struct {
-	root    *keys.Root
-	audit   *audit.Log
-	used    *replay.Memory
-	ttl     time.Duration
-	gen     func() uint64
-	dir     string // <agent socket dir>/containers
-	limits  api.Limits
-	watch   *pidWatch
-	tokenKs tokenKeys
-	log     io.Writer
+	dir   string // <agent socket dir>/containers
+	store *store.Store
+	gen   func() uint64
+	log   io.Writer
+	watch *pidWatch
 
-	verifier *token.Verifier
+	// api is the per-container API, nil when [api] enable is off.
+	api *apiState
+	// secret is the lifecycle secret the agent holds; grace how long the
+	// one before stays; nil secret when live rotation is off.
+	secret Secret
+	grace  time.Duration
 
-	mu    sync.Mutex // guards byKey, prev
-	byKey map[control.Registration]*registration
-	prev  uint64 // the generation before the current one (0: none known)
+	mu      sync.Mutex // guards byKey, revoked, dropAt, current, prev
+	byKey   map[control.Registration]*registration
+	revoked map[string]revokedSender // identity -> tokens of earlier generations are revoked
+	dropAt  time.Time                // when the containers' secret.previous goes (zero: nothing to drop)
+	current uint64                   // the generation delivered to every container that follows
+	prev    uint64                   // the generation before it (0: none known)
+
+	// liveMu orders deliveries: a registration's first delivery and a
+	// rotation's never interleave, so no container is left behind on a
+	// generation a rotation already passed.
+	liveMu sync.Mutex
 
 	saveMu sync.Mutex // serializes save: a later snapshot is never overwritten by an earlier one
 
@@ -67,79 +78,149 @@ type Containers struct {
 	done sync.WaitGroup
 }
 
-var _ api.Agent = (*Containers)(nil)
 var _ control.Registrar = (*Containers)(nil)
 
-// registration is one container's socket and server.
+// Secret is the lifecycle secret the agent holds, as the registry sees it.
+type Secret interface {
+	// Current returns a duplicate of the sealed memfd of the secret the
+	// store holds now, and its record: a stale agent catches up first (and
+	// runs the rotation), so that no container is given a secret the store
+	// has rotated out.
+	Current(ctx context.Context) (*os.File, control.RecordID, error)
+	// Held is Current without catching up.
+	Held() (*os.File, control.RecordID, error)
+}
+
+// Entry is a registration as registry.json keeps it (and northstarctl
+// status shows it).
+type Entry struct {
+	control.Registration
+	API bool `json:"api,omitempty"`
+	// Secret is the owner of the secret file, when the agent delivered it.
+	Secret *control.Owner `json:"secret,omitempty"`
+	// Since is the generation in force when the container registered.
+	Since uint64 `json:"since"`
+	// Generation is the generation the container holds (with Secret).
+	Generation uint64 `json:"generation,omitempty"`
+	MountID    uint64 `json:"mount_id,omitempty"`
+	// Follows says whether rotations reach the container; Why, if not.
+	Follows bool   `json:"follows"`
+	Why     string `json:"why,omitempty"`
+	Revoked bool   `json:"revoked,omitempty"`
+}
+
+// WhyHookMounts is why a container of plain rootless runc does not follow
+// rotations.
+const WhyHookMounts = "its secret is mounted from inside the container (plain rootless runc), where the agent cannot reach it"
+
+// registration is one container, as the agent holds it.
 type registration struct {
-	Reg   control.Registration `json:"registration"`
-	srv   *api.Server
+	Entry
+	srv   *api.Server // nil without the API (or revoked)
+	fs    *live.FS    // nil when the agent holds no handle
 	pidfd int
 }
 
-// Current implements api.Agent: the generation before the current one is
-// the one this agent served before the last rotation it saw, or, right
-// after it started, the generation number below (generations only skip
-// numbers when a state directory's record was lost).
-func (c *Containers) Current() (*keys.Root, uint64, uint64) {
-	gen := c.gen()
-	c.mu.Lock()
-	prev := c.prev
-	c.mu.Unlock()
-	if prev == 0 || prev >= gen {
-		prev = gen - 1
-	}
-	return c.root, gen, prev
+// revokedSender: tokens identity minted before Generation no longer verify,
+// until Until, when the last of them has expired.
+type revokedSender struct {
+	Generation uint64    `json:"generation"`
+	Until      time.Time `json:"until"`
 }
 
-// Verifier implements api.Agent.
-func (c *Containers) Verifier() *token.Verifier { return c.verifier }
+// saved is the file a restarted agent, and northstarctl status, read.
+const saved = "registry.json"
 
-// DefaultTTL implements api.Agent.
-func (c *Containers) DefaultTTL() time.Duration { return c.ttl }
-
-// Audit implements api.Agent.
-func (c *Containers) Audit(event string, fields map[string]string) error {
-	return c.audit.Append(event, fields)
+// Saved is the content of registry.json.
+type Saved struct {
+	Containers []Entry                  `json:"containers"`
+	Revoked    map[string]revokedSender `json:"revoked_senders,omitempty"`
 }
-
-// RootLocked reports whether the root key's page is locked in memory.
-func (c *Containers) RootLocked() bool { return c.root.Locked() }
 
 // Register implements control.Registrar.
-func (c *Containers) Register(r control.Registration, pidfd *os.File) (string, error) {
-	if err := r.Check(); err != nil {
-		return "", err
+func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Reply, error) {
+	if err := req.Check(); err != nil {
+		return control.Reply{}, err
 	}
-	if err := checkPidfd(int(pidfd.Fd()), r); err != nil {
-		return "", err
+	switch {
+	case req.API && c.api == nil:
+		return control.Reply{}, errors.New("this agent serves no API ([api] enable is off where it started)")
+	case req.Secret != nil && c.secret == nil:
+		return control.Reply{}, errors.New("live rotation is off where this agent started ([rotation] live)")
+	}
+	if err := checkPidfd(int(pidfd.Fd()), req.Registration); err != nil {
+		return control.Reply{}, err
 	}
 	c.mu.Lock()
-	s := c.byKey[r]
+	s := c.byKey[req.Registration]
 	c.mu.Unlock()
 	if s != nil {
-		// The same container again (a hook at two stages): the same
-		// directory.
-		return c.dirOf(r), nil
+		// The same container again (a hook at two stages): what it has.
+		return c.again(s, req)
 	}
 	fd, err := unix.FcntlInt(pidfd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return "", fmt.Errorf("dup pidfd: %w", err)
+		return control.Reply{}, fmt.Errorf("dup pidfd: %w", err)
 	}
-	if err := c.serve(&registration{Reg: r, pidfd: fd}, true); err != nil {
-		return "", err
+	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen()}, pidfd: fd}
+	if req.HookMounts {
+		s.Why = WhyHookMounts
+	}
+	var reply control.Reply
+	if req.Secret != nil {
+		// Under liveMu from the delivery until the container is listed,
+		// so that a rotation either sees it or comes after.
+		var unlock func()
+		if reply, unlock, err = c.deliver(s, *req.Secret, req.APIDir); err != nil {
+			unix.Close(fd)
+			return control.Reply{}, err
+		}
+		defer unlock()
+	}
+	if err := c.serve(s, true); err != nil {
+		reply.View.Close()
+		return control.Reply{}, err
 	}
 	if err := c.save(); err != nil {
-		c.gone(r, false)
-		return "", fmt.Errorf("save the registration: %w", err)
+		reply.View.Close()
+		c.gone(s.Registration, false)
+		return control.Reply{}, fmt.Errorf("save the registration: %w", err)
 	}
-	if err := c.Audit("container-registered", map[string]string{"id": r.ID, "identity": r.Identity, "pid": strconv.Itoa(r.Pid),
+	if err := c.Audit("container-registered", map[string]string{"id": s.ID, "identity": s.Identity, "pid": strconv.Itoa(s.Pid),
 		"generation": strconv.FormatUint(c.gen(), 10)}); err != nil {
 		// What the log cannot record does not happen.
-		c.gone(r, false)
-		return "", fmt.Errorf("audit log: %w", err)
+		reply.View.Close()
+		c.gone(s.Registration, false)
+		return control.Reply{}, fmt.Errorf("audit log: %w", err)
 	}
-	return c.dirOf(r), nil
+	if s.API {
+		reply.Dir = c.dirOf(s.Registration)
+	}
+	return reply, nil
+}
+
+// again answers a second registration of the same container.
+func (c *Containers) again(s *registration, req control.Request) (control.Reply, error) {
+	var reply control.Reply
+	if s.API {
+		reply.Dir = c.dirOf(s.Registration)
+	}
+	if req.Secret == nil {
+		return reply, nil
+	}
+	c.mu.Lock()
+	fs := s.fs
+	c.mu.Unlock()
+	if fs == nil {
+		return control.Reply{}, errors.New("the container registered before without a secret the agent delivers")
+	}
+	view, err := fs.View()
+	if err != nil {
+		return control.Reply{}, err
+	}
+	reply.View = view.File()
+	reply.Record.Generation = s.Generation
+	return reply, nil
 }
 
 // checkPidfd checks that pidfd is r's init process: the process it names
@@ -171,21 +252,44 @@ func (c *Containers) dirOf(r control.Registration) string {
 	return filepath.Join(c.dir, control.DirName(r))
 }
 
-// serve opens s's socket in the registration's directory (fresh: made new;
-// else the one an earlier agent made, which the container has mounted),
-// starts its server and watches its init process. On failure s.pidfd is
-// closed. The caller saves (restore once for all, not once a container:
-// 1,000 saves of 1,000 registrations were a second of a restart).
+// serve lists s and watches its init process; with the API it opens s's
+// socket in the registration's directory (fresh: made new; else the one
+// an earlier agent made, which the container has mounted) and starts its
+// server. On failure s.pidfd is closed. The caller saves (restore once
+// for all, not once a container: 1,000 saves of 1,000 registrations were
+// a second of a restart).
 func (c *Containers) serve(s *registration, fresh bool) (err error) {
-	dir := c.dirOf(s.Reg)
 	defer func() {
 		if err != nil {
 			unix.Close(s.pidfd)
-			if fresh {
-				os.RemoveAll(dir)
+			if s.fs != nil {
+				s.fs.Close()
 			}
 		}
 	}()
+	if s.API && !s.Revoked {
+		if err := c.openSocket(s, fresh); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	c.byKey[s.Registration] = s
+	c.mu.Unlock()
+	if err := c.watch.add(s.pidfd, s.Registration); err != nil {
+		c.mu.Lock()
+		delete(c.byKey, s.Registration)
+		c.mu.Unlock()
+		if s.srv != nil {
+			s.srv.Close()
+		}
+		return err
+	}
+	return nil
+}
+
+// openSocket makes s's directory and socket and starts its API server.
+func (c *Containers) openSocket(s *registration, fresh bool) error {
+	dir := c.dirOf(s.Registration)
 	if fresh {
 		// A directory of this name could only be left by an earlier
 		// agent for the same process; the container does not have it
@@ -197,6 +301,12 @@ func (c *Containers) serve(s *registration, fresh bool) (err error) {
 	} else if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("%s is not the directory an earlier agent made", dir)
 	}
+	ok := false
+	defer func() {
+		if !ok && fresh {
+			os.RemoveAll(dir)
+		}
+	}()
 	// The mode is set, not left to the umask: a unit's UMask=0077 would
 	// make it 0700 and shut out every container user but root.
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -216,18 +326,9 @@ func (c *Containers) serve(s *registration, fresh bool) (err error) {
 		ln.Close()
 		return err
 	}
-	s.srv = api.NewServer(s.Reg.Identity, c, c.limits)
-	c.mu.Lock()
-	c.byKey[s.Reg] = s
-	c.mu.Unlock()
+	s.srv = api.NewServer(s.Identity, c, c.api.limits)
 	go s.srv.Serve(ln)
-	if err := c.watch.add(s.pidfd, s.Reg); err != nil {
-		c.mu.Lock()
-		delete(c.byKey, s.Reg)
-		c.mu.Unlock()
-		s.srv.Close()
-		return err
-	}
+	ok = true
 	return nil
 }
 
@@ -269,57 +370,92 @@ func (c *Containers) gone(r control.Registration, audited bool) {
 	}
 	c.watch.remove(s.pidfd)
 	unix.Close(s.pidfd)
-	s.srv.Close()
-	_ = os.RemoveAll(c.dirOf(r))
+	if s.srv != nil {
+		s.srv.Close()
+	}
+	if s.fs != nil {
+		s.fs.Close()
+	}
+	if s.API {
+		_ = os.RemoveAll(c.dirOf(r))
+	}
 	_ = c.save()
 }
 
-// saved is the file a restarted agent reads.
-const saved = "registry.json"
-
-// save records the registrations for a restarted agent.
+// save records the registrations for a restarted agent and for status.
 func (c *Containers) save() error {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
-	list := make([]control.Registration, 0, len(c.byKey))
-	for k := range c.byKey {
-		list = append(list, k)
+	out := Saved{Containers: make([]Entry, 0, len(c.byKey)), Revoked: map[string]revokedSender{}}
+	for _, s := range c.byKey {
+		out.Containers = append(out.Containers, s.Entry)
+	}
+	for id, r := range c.revoked {
+		out.Revoked[id] = r
 	}
 	c.mu.Unlock()
-	data, err := json.Marshal(list)
+	data, err := json.Marshal(out)
 	if err != nil {
 		return err
 	}
 	return atomicfile.Replace(filepath.Join(c.dir, saved), data, 0o600)
 }
 
+// ReadSaved reads the registrations the agent at socketPath keeps
+// (northstarctl status).
+func ReadSaved(socketPath string) (*Saved, error) {
+	return readSaved(control.ContainersDir(socketPath))
+}
+
+func readSaved(dir string) (*Saved, error) {
+	data, err := os.ReadFile(filepath.Join(dir, saved))
+	if err != nil {
+		return nil, err
+	}
+	var s Saved
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", saved, err)
+	}
+	return &s, nil
+}
+
 // restore serves again the containers an earlier agent registered that
 // still run (the same pid and start time), each in the directory it has
-// mounted, and removes the directories of the others.
-func (c *Containers) restore() {
-	data, err := os.ReadFile(filepath.Join(c.dir, saved))
-	var list []control.Registration
-	if err == nil && json.Unmarshal(data, &list) != nil {
-		list = nil
+// mounted, takes back their secret filesystems, and removes the
+// directories of the others.
+func (c *Containers) restore(ctx context.Context) {
+	saved, err := readSaved(c.dir)
+	if err != nil {
+		saved = &Saved{}
 	}
-	keep := map[string]bool{saved: true}
-	for _, r := range list {
-		if r.Check() != nil {
+	c.mu.Lock()
+	for id, r := range saved.Revoked {
+		c.revoked[id] = r
+	}
+	c.mu.Unlock()
+	keep := map[string]bool{"registry.json": true}
+	for _, e := range saved.Containers {
+		if e.Check() != nil {
 			continue
 		}
-		pidfd, err := unix.PidfdOpen(r.Pid, unix.PIDFD_NONBLOCK)
+		pidfd, err := unix.PidfdOpen(e.Pid, unix.PIDFD_NONBLOCK)
 		if err != nil {
 			continue
 		}
-		// The pidfd names whatever has the pid now: it is r's process only
-		// if it started when r's did.
-		if checkPidfd(pidfd, r) != nil {
+		// The pidfd names whatever has the pid now: it is e's process only
+		// if it started when e's did.
+		if checkPidfd(pidfd, e.Registration) != nil {
 			unix.Close(pidfd)
 			continue
 		}
-		if c.serve(&registration{Reg: r, pidfd: pidfd}, false) == nil {
-			keep[control.DirName(r)] = true
+		s := &registration{Entry: e, pidfd: pidfd}
+		if s.API && c.api == nil {
+			s.API = false // the agent was started without [api] enable this time
+		}
+		c.takeBack(s)
+		if c.serve(s, false) == nil && s.API {
+			keep[control.DirName(e.Registration)] = true
 		}
 	}
 	// Directories of containers that are gone, and anything else there.
@@ -331,31 +467,32 @@ func (c *Containers) restore() {
 		}
 	}
 	_ = c.save()
+	// Those that missed rotations while the agent was down.
+	c.catchUp(ctx)
 }
 
-// Close stops every server; sockets and directories stay for the next
-// agent (the containers keep them mounted).
+// Close stops every server and lets every handle go; sockets and
+// directories stay for the next agent (the containers keep them mounted).
 func (c *Containers) Close() error {
 	close(c.stop)
 	c.done.Wait()
 	c.mu.Lock()
 	for _, s := range c.byKey {
-		s.srv.Close() // writes the last refusal counts
+		if s.srv != nil {
+			s.srv.Close() // writes the last refusal counts
+		}
+		if s.fs != nil {
+			s.fs.Close()
+		}
 		unix.Close(s.pidfd)
 	}
 	c.byKey = map[control.Registration]*registration{}
 	c.mu.Unlock()
 	c.watch.close()
-	c.tokenKs.zero()
-	return errors.Join(c.used.Close(), c.audit.Close())
-}
-
-// Rotated records a new lifecycle generation; prev is the one before.
-func (c *Containers) Rotated(generation, prev uint64) {
-	c.mu.Lock()
-	c.prev = prev
-	c.mu.Unlock()
-	_ = c.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(generation, 10)})
+	if c.api != nil {
+		return c.api.close()
+	}
+	return nil
 }
 
 // background runs fn every d until Close.
@@ -376,131 +513,31 @@ func (c *Containers) background(d time.Duration, fn func()) {
 	}()
 }
 
-// flushRefusals writes every socket's refusal count.
-func (c *Containers) flushRefusals() {
-	c.mu.Lock()
-	servers := make([]*api.Server, 0, len(c.byKey))
-	for _, s := range c.byKey {
-		servers = append(servers, s.srv)
-	}
-	c.mu.Unlock()
-	for _, s := range servers {
-		s.FlushRefusals()
-	}
-}
-
-// Key names in the store: kept sealed across rotations.
-const (
-	RootKeyName  = "root"
-	AuditKeyName = "audit"
-)
-
 // Options configure Open.
 type Options struct {
-	Store *store.Store // holds the agent's keys
-	// LoadKey, if set, fills dst with the store's key name; the agent sets
-	// it to unseal in a child (agent.KeyInChild). Nil: Store.Key here.
-	LoadKey   func(ctx context.Context, name string, dst []byte) error
-	TokenTTL  time.Duration // default token lifetime
-	AuditPath string        // the hash-chained audit log
-	Dir       string        // where the containers' directories go (0711, created)
-	// AuditLimits bound the audit log on disk (rotation by size); zero
-	// fields take audit's defaults.
-	AuditLimits audit.Limits
-	// UsedTokens is the journal of used tokens ("": replay.FileName
-	// beside the audit log, in the state directory); Replay bounds its
-	// memory.
-	UsedTokens string
-	Replay     replay.Limits
-	// API bounds what each container's socket takes of the agent.
-	API api.Limits
-	// Log takes warnings (never a secret): an audit history that no
-	// longer verifies.
+	Dir   string       // where the containers' directories go (0711, created)
+	Store *store.Store // the lifecycle secret's record (and the API's keys)
+	// Live turns on live rotation (DESIGN.md §12): the agent delivers the
+	// secret of every container the hook registers, from Secret, and
+	// rewrites it at every rotation. Grace is how long the one before
+	// stays as secret.previous.
+	Live   bool
+	Secret Secret
+	Grace  time.Duration
+	// API, when set, turns on the per-container API (DESIGN.md §9).
+	API *APIOptions
+	// Log takes warnings and notices (never a secret).
 	Log io.Writer
 }
 
-// Open unseals (or makes) the agent's root and audit keys, opens the
-// audit log and the memory of used tokens, and serves again the
-// containers an earlier agent registered. gen returns the lifecycle
-// generation in force.
+// Open opens the registry: with the API, its keys, audit log and memory of
+// used tokens; then it serves again the containers an earlier agent
+// registered, and catches them up to the generation in force. gen returns
+// the lifecycle generation in force.
 func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, error) {
-	load := opts.LoadKey
-	if load == nil {
-		load = func(ctx context.Context, name string, dst []byte) error {
-			k, err := opts.Store.Key(ctx, name, len(dst))
-			copy(dst, k)
-			clear(k)
-			return err
-		}
-	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	if opts.UsedTokens == "" {
-		opts.UsedTokens = filepath.Join(filepath.Dir(opts.AuditPath), replay.FileName)
-	}
-	root, err := keys.LoadRoot(func(dst []byte) error { return load(ctx, RootKeyName, dst) })
-	if err != nil {
-		return nil, fmt.Errorf("root key: %w", err)
-	}
-	auditKey := make([]byte, 32)
-	defer clear(auditKey)
-	if err := load(ctx, AuditKeyName, auditKey); err != nil {
-		root.Zero()
-		return nil, fmt.Errorf("audit key: %w", err)
-	}
-	// The head recorded at the last rotation: a log cut below it and
-	// written on by this agent would otherwise hide the cut for good.
-	var want *audit.Head
-	if opts.Store != nil {
-		if rec, err := opts.Store.Current(); err == nil {
-			want = rec.AuditHead
-		}
-	}
-	log, err := audit.Open(opts.AuditPath, auditKey, opts.AuditLimits, want)
-	if err != nil {
-		root.Zero()
-		// Not extended: keep the evidence, start a new log by hand.
-		return nil, fmt.Errorf("audit log does not verify: %w; keep %s* as evidence and run 'northstarctl audit reset' (agent stopped) to start a new log", err, opts.AuditPath)
-	}
-	log.SyncEvery(100 * time.Millisecond)
-	// The memory of used tokens is a journal of its own: relearnt from
-	// the audit log it was as good as the log, which a container flooding
-	// it with refused requests could prune (DESIGN.md §11).
-	used, err := replay.Open(opts.UsedTokens, opts.Replay)
-	if err != nil {
-		log.Close()
-		root.Zero()
-		return nil, err
-	}
-	c, err := newContainers(root, log, used, opts, gen)
-	if err != nil {
-		used.Close()
-		log.Close()
-		root.Zero()
-		return nil, err
-	}
-	if err := c.Audit("lifecycle-started", map[string]string{"generation": strconv.FormatUint(gen(), 10)}); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
-	// What the log's checkpoint let Open skip is verified now, beside the
-	// serving: a file edited or removed while the agent was stopped is
-	// reported without delaying the start.
-	histKey := append([]byte(nil), auditKey...)
-	c.done.Add(1)
-	go func() {
-		defer c.done.Done()
-		defer clear(histKey)
-		if _, err := log.VerifyHistory(histKey); err != nil {
-			fmt.Fprintf(opts.Log, "agent: warning: the audit history does not verify: %v; keep %s* as evidence ('northstarctl audit verify' names the line)\n", err, opts.AuditPath)
-			_ = c.Audit("audit-history-does-not-verify", map[string]string{"error": err.Error()})
-		}
-	}()
-	return c, nil
-}
-
-func newContainers(root *keys.Root, log *audit.Log, used *replay.Memory, opts Options, gen func() uint64) (*Containers, error) {
 	if err := os.Mkdir(opts.Dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create %s: %w", opts.Dir, err)
 	}
@@ -508,27 +545,40 @@ func newContainers(root *keys.Root, log *audit.Log, used *replay.Memory, opts Op
 	if err := os.Chmod(opts.Dir, 0o711); err != nil {
 		return nil, err
 	}
+	c := &Containers{dir: opts.Dir, store: opts.Store, gen: gen, log: opts.Log, grace: opts.Grace,
+		byKey: map[control.Registration]*registration{}, revoked: map[string]revokedSender{}, stop: make(chan struct{}), current: gen()}
+	if opts.Live {
+		c.secret = opts.Secret
+	}
+	if opts.API != nil {
+		a, err := openAPI(ctx, *opts.API, opts.Store, c)
+		if err != nil {
+			return nil, err
+		}
+		c.api = a
+	}
 	w, err := newPidWatch()
 	if err != nil {
+		if c.api != nil {
+			c.api.close()
+		}
 		return nil, err
 	}
-	c := &Containers{root: root, audit: log, used: used, ttl: opts.TokenTTL, gen: gen, dir: opts.Dir, limits: opts.API,
-		watch: w, log: opts.Log, byKey: map[control.Registration]*registration{}, stop: make(chan struct{})}
-	c.tokenKs.derive = root.TokenKey
-	c.verifier = &token.Verifier{Memory: used, Key: func(g uint64) []byte {
-		// Tokens of earlier generations verify until they expire (at most
-		// an hour); none of a generation still to come.
-		if g == 0 || g > c.gen() {
-			return nil
-		}
-		return c.tokenKs.get(g)
-	}}
+	c.watch = w
 	go w.run(func(r control.Registration) { c.gone(r, true) })
-	c.restore()
-	c.background(api.RefusalInterval, c.flushRefusals)
-	c.background(time.Minute, func() {
-		used.Sweep()
-		c.tokenKs.sweep(api.MaxTTL)
-	})
+	c.restore(ctx)
+	if c.api != nil {
+		c.api.start(c)
+	}
+	c.background(time.Second, c.dropPrevious)
 	return c, nil
+}
+
+// readSecret reads the sealed memfd of the secret in its in-container
+// form; the caller zeroes it.
+func readSecret(memfd *os.File) ([]byte, error) { return secretfs.ReadMemfd(memfd) }
+
+// ownerOf is a control.Owner as the mount package takes it.
+func ownerOf(o control.Owner) mount.Owner {
+	return mount.Owner{UID: o.UID, GID: o.GID, Mode: os.FileMode(o.Mode)}
 }

@@ -73,8 +73,8 @@ func TestChmodSocketRefusesSymlinks(t *testing.T) {
 // options are Open's options for a test: the store in dir/state, the
 // containers' directories in dir/containers.
 func options(st *store.Store, dir string) Options {
-	return Options{Store: st, TokenTTL: time.Minute, AuditPath: filepath.Join(dir, "state", audit.FileName),
-		UsedTokens: filepath.Join(dir, "state", replay.FileName), Dir: filepath.Join(dir, "containers")}
+	return Options{Store: st, Dir: filepath.Join(dir, "containers"), API: &APIOptions{TokenTTL: time.Minute,
+		AuditPath: filepath.Join(dir, "state", audit.FileName), UsedTokens: filepath.Join(dir, "state", replay.FileName)}}
 }
 
 func gen1() uint64 { return 1 }
@@ -114,12 +114,12 @@ func TestOpenChecksTheRecordedHead(t *testing.T) {
 	if _, err := st.Rotate(ctx); err != nil { // records the head: line 3
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(opts.AuditPath)
+	data, err := os.ReadFile(opts.API.AuditPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.SplitAfter(string(data), "\n")
-	if err := os.WriteFile(opts.AuditPath, []byte(strings.Join(lines[:2], "")), 0o600); err != nil {
+	if err := os.WriteFile(opts.API.AuditPath, []byte(strings.Join(lines[:2], "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	err = open()
@@ -193,8 +193,8 @@ func register(t *testing.T, c *Containers, id, identity string, p *os.Process) (
 		t.Fatal(err)
 	}
 	r := control.Registration{ID: id, Identity: identity, Pid: p.Pid, Start: start}
-	dir, err := c.Register(r, pidfd)
-	return r, dir, err
+	reply, err := c.Register(control.Request{Registration: r, API: true}, pidfd)
+	return r, reply.Dir, err
 }
 
 func identityAt(t *testing.T, dir string) string {
@@ -279,16 +279,16 @@ func TestRegistrationNeedsItsProcess(t *testing.T) {
 	fd, _ := unix.PidfdOpen(other.Pid, 0)
 	otherfd := os.NewFile(uintptr(fd), "pidfd")
 	defer otherfd.Close()
-	if _, err := c.Register(control.Registration{ID: "c1", Identity: "x", Pid: p.Pid, Start: start}, otherfd); err == nil || !strings.Contains(err.Error(), "pidfd is process") {
+	if _, err := c.Register(control.Request{Registration: control.Registration{ID: "c1", Identity: "x", Pid: p.Pid, Start: start}, API: true}, otherfd); err == nil || !strings.Contains(err.Error(), "pidfd is process") {
 		t.Errorf("another process's pidfd: %v", err)
 	}
 	fd, _ = unix.PidfdOpen(p.Pid, 0)
 	pidfd := os.NewFile(uintptr(fd), "pidfd")
 	defer pidfd.Close()
-	if _, err := c.Register(control.Registration{ID: "c1", Identity: "x", Pid: p.Pid, Start: start + 1}, pidfd); err == nil || !strings.Contains(err.Error(), "another process") {
+	if _, err := c.Register(control.Request{Registration: control.Registration{ID: "c1", Identity: "x", Pid: p.Pid, Start: start + 1}, API: true}, pidfd); err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Errorf("a start time that is not the process's: %v", err)
 	}
-	if _, err := c.Register(control.Registration{ID: "c1", Identity: "x", Pid: p.Pid, Start: start}, pidfd); err != nil {
+	if _, err := c.Register(control.Request{Registration: control.Registration{ID: "c1", Identity: "x", Pid: p.Pid, Start: start}, API: true}, pidfd); err != nil {
 		t.Errorf("the right pidfd and start: %v", err)
 	}
 }
@@ -344,10 +344,11 @@ func TestSaveKeepsTheLatest(t *testing.T) {
 	// Once the departures are handled (each saves after it has removed
 	// its registration), the file holds the 12 that run.
 	inFile := func() (int, error) {
-		data, _ := os.ReadFile(filepath.Join(c.dir, saved))
-		var list []control.Registration
-		err := json.Unmarshal(data, &list)
-		return len(list), err
+		s, err := readSaved(c.dir)
+		if err != nil {
+			return 0, err
+		}
+		return len(s.Containers), nil
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		c.mu.Lock()

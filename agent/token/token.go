@@ -58,6 +58,9 @@ const (
 	WrongAudience Reason = "wrong-audience"
 	WrongSender   Reason = "wrong-sender"
 	WrongApp      Reason = "wrong-app"
+	// RevokedSender: the container that minted it was cut off
+	// (northstarctl rotate --revoke) after it did.
+	RevokedSender Reason = "revoked"
 )
 
 // Claims are what a token says.
@@ -172,6 +175,10 @@ type Verifier struct {
 	Key func(generation uint64) []byte
 	// Memory remembers used tokens.
 	Memory Memory
+	// Revoked, if set, reports whether tokens sender minted in a
+	// generation were revoked (northstarctl rotate --revoke cut the
+	// container off).
+	Revoked func(sender string, generation uint64) bool
 	// Now is the clock (tests set it).
 	Now func() time.Time
 }
@@ -200,6 +207,8 @@ func (v *Verifier) Verify(tok, audience, sender, app string) (*Claims, Reason, e
 		return c, WrongSender, nil
 	case c.App != app:
 		return c, WrongApp, nil
+	case v.Revoked != nil && v.Revoked(c.Sender, c.Generation):
+		return c, RevokedSender, nil
 	}
 	switch err := v.Memory.Use(audience, sender, c.Nonce, c.Expiry); {
 	case errors.Is(err, ErrReplayed):

@@ -26,6 +26,19 @@ func InMountNamespace(pid int, fn func() error) error {
 		return fmt.Errorf("open mount namespace of pid %d: %w", pid, err)
 	}
 	defer ns.Close()
+	return inMountNamespace(int(ns.Fd()), fmt.Sprintf("pid %d", pid), fn)
+}
+
+// InMountNamespaceOf is InMountNamespace for the process of pidfd: a
+// pidfd names the process itself, where a pid may have been reused (the
+// agent, taking back a container's filesystem after it restarted, holds
+// the pidfd of the container's init process). setns accepts a pidfd
+// since kernel 5.8.
+func InMountNamespaceOf(pidfd int, fn func() error) error {
+	return inMountNamespace(pidfd, "the pidfd's process", fn)
+}
+
+func inMountNamespace(nsfd int, whose string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -33,8 +46,8 @@ func InMountNamespace(pid int, fn func() error) error {
 			errc <- fmt.Errorf("unshare CLONE_FS: %w", err)
 			return
 		}
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNS); err != nil {
-			errc <- fmt.Errorf("setns into mount namespace of pid %d: %w", pid, err)
+		if err := unix.Setns(nsfd, unix.CLONE_NEWNS); err != nil {
+			errc <- fmt.Errorf("setns into the mount namespace of %s: %w", whose, err)
 			return
 		}
 		errc <- fn()

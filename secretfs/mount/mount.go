@@ -56,7 +56,11 @@ func NewAPIOnly() (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := m.finish(true); err != nil {
+	if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("create %s directory: %w", APIDir, err)
+	}
+	if err := m.readOnly(); err != nil {
 		m.Close()
 		return nil, err
 	}
@@ -64,14 +68,33 @@ func NewAPIOnly() (*Mount, error) {
 }
 
 func newMount(src *os.File, o Owner, withAPI bool) (*Mount, error) {
-	if err := secretfs.CheckMode(o.Mode); err != nil {
-		return nil, fmt.Errorf("secret mode: %w", err)
-	}
 	content, err := secretfs.ReadMemfd(src) // checks the seals
 	if err != nil {
 		return nil, err
 	}
 	defer secretfs.Zero(content)
+	m, err := NewWritable(content, o, withAPI)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.readOnly(); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewWritable builds the detached filesystem with secretfs.File holding
+// content (the secret in its in-container form), owned and permissioned
+// as o says, and the API directory if asked, and leaves the mount
+// writable: the agent keeps it to rewrite the secret at every rotation,
+// and hands the container a read-only view of it (View). Mounts share
+// their filesystem: what is written through this one is what the view
+// shows.
+func NewWritable(content []byte, o Owner, withAPI bool) (*Mount, error) {
+	if err := secretfs.CheckMode(o.Mode); err != nil {
+		return nil, fmt.Errorf("secret mode: %w", err)
+	}
 	m, err := newDetachedFS()
 	if err != nil {
 		return nil, err
@@ -80,28 +103,73 @@ func newMount(src *os.File, o Owner, withAPI bool) (*Mount, error) {
 		m.Close()
 		return nil, err
 	}
-	if err := m.finish(withAPI); err != nil {
-		m.Close()
-		return nil, err
+	if withAPI {
+		if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("create %s directory: %w", APIDir, err)
+		}
 	}
 	return m, nil
 }
 
-// finish adds the API directory if asked and makes the filesystem
-// read-only, nosuid, nodev, noexec, nosymfollow: after this nothing in it
-// changes.
-func (m *Mount) finish(withAPI bool) error {
-	if withAPI {
-		if err := unix.Mkdirat(int(m.fd.Fd()), APIDir, 0o755); err != nil {
-			return fmt.Errorf("create %s directory: %w", APIDir, err)
-		}
+// View returns a new detached mount of m's filesystem, read-only, nosuid,
+// nodev, noexec, nosymfollow: what the container gets. m stays as it is.
+func (m *Mount) View() (*Mount, error) {
+	fd, err := unix.OpenTree(int(m.fd.Fd()), "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree: %w", err)
 	}
+	v := &Mount{fd: os.NewFile(uintptr(fd), "view"), FSType: m.FSType}
+	if err := v.readOnly(); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// FromFile is the mount whose detached mount fd f is (a View received
+// over the agent's socket). It takes f.
+func FromFile(f *os.File) *Mount { return &Mount{fd: f, FSType: "received"} }
+
+// File is the mount's file descriptor: the root of its filesystem.
+func (m *Mount) File() *os.File { return m.fd }
+
+// UniqueID returns the mount's unique id (statx STATX_MNT_ID_UNIQUE,
+// kernel 6.8+): never reused while the system runs, and kept when the
+// mount is moved into a container. The agent records a view's, so that
+// after a restart it takes back only the mount it handed out, not one a
+// container put in its place.
+func (m *Mount) UniqueID() (uint64, error) { return UniqueID(int(m.fd.Fd())) }
+
+// UniqueID is the unique id of the mount fd is on.
+func UniqueID(fd int) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID_UNIQUE, &stx); err != nil {
+		return 0, fmt.Errorf("statx: %w", err)
+	}
+	if stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
+		return 0, errors.New("statx gives no unique mount id (kernel 6.8+ needed)")
+	}
+	return stx.Mnt_id, nil
+}
+
+// readOnly makes the mount read-only, nosuid, nodev, noexec, nosymfollow:
+// after this nothing in it changes through it.
+func (m *Mount) readOnly() error {
 	attr := unix.MountAttr{Attr_set: mountAttrs}
 	if err := unix.MountSetattr(int(m.fd.Fd()), "", unix.AT_EMPTY_PATH, &attr); err != nil {
 		return fmt.Errorf("mount_setattr read-only: %w", err)
 	}
 	return nil
 }
+
+// The filesystem's bounds: room for the secret, the one before it (live
+// rotation), each while its replacement is written beside it, and the API
+// directory; a page each.
+const (
+	fsSize   = "32k"
+	fsInodes = "16"
+)
 
 // newDetachedFS makes a small filesystem that is never swapped: tmpfs with
 // noswap (6.4+, refused inside a user namespace), else ramfs, else a
@@ -112,9 +180,9 @@ func newDetachedFS() (*Mount, error) {
 		opts     [][2]string
 	}
 	attempts := []attempt{
-		{"tmpfs", "tmpfs", [][2]string{{"noswap", ""}, {"size", "16k"}, {"nr_inodes", "8"}, {"mode", "0755"}}},
+		{"tmpfs", "tmpfs", [][2]string{{"noswap", ""}, {"size", fsSize}, {"nr_inodes", fsInodes}, {"mode", "0755"}}},
 		{"ramfs", "ramfs", [][2]string{{"mode", "0755"}}},
-		{"tmpfs", "tmpfs-swappable", [][2]string{{"size", "16k"}, {"nr_inodes", "8"}, {"mode", "0755"}}},
+		{"tmpfs", "tmpfs-swappable", [][2]string{{"size", fsSize}, {"nr_inodes", fsInodes}, {"mode", "0755"}}},
 	}
 	var msgs []string
 	var last error
