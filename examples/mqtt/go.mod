@@ -11,6 +11,7 @@ require (
 require (
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/rs/xid v1.4.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 )
 
 // The client package comes from this repository.

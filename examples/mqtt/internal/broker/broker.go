@@ -1,9 +1,12 @@
 // Package broker is the example MQTT broker of examples/mqtt: a mochi-mqtt
 // server that lets a client in with a northstar token (--auth token, see
-// tokenAuthHook) or with the northstar lifecycle secret. With the secret, a client is
-// let in when its CONNECT password is the 64-character secret text the broker
-// read from its own /run/northstar/secret; containers of the same runtime
-// lifecycle hold the same text, so they get in and nobody else does.
+// tokenAuthHook) or with the northstar lifecycle secret. With the secret, a
+// client is let in when its CONNECT password is the 64-character secret
+// text of the broker's own /run/northstar/secret, read again at every
+// login, or, during the grace period after a live rotation, of the one
+// before it (secret.previous): containers of the same runtime lifecycle
+// hold the same text, so they get in and nobody else does, and a client
+// started before a rotation keeps getting in until the grace is over.
 //
 // Any username is accepted, the empty one included: the secret is the
 // credential and the username is only a label that shows up in the log. (MQTT
@@ -32,7 +35,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/northstar-oci/northstar/client"
-	"github.com/northstar-oci/northstar/examples/mqtt/internal/secretfile"
 )
 
 // ErrUsage marks a command-line error (exit code 2).
@@ -42,9 +44,10 @@ var ErrUsage = errors.New("usage")
 type Config struct {
 	// Listen is the TCP address to listen on, e.g. ":1883" or "127.0.0.1:0".
 	Listen string
-	// Secret is the password every client must present. The broker keeps
-	// the pointer; the caller zeroes it after Close. Nil with API set.
-	Secret *secretfile.Secret
+	// SecretFile holds the secret every client must present as its
+	// password (and, after a live rotation, SecretFile+".previous" the
+	// one before it), read at every login. "" with API set.
+	SecretFile string
 	// API, instead of Secret: clients log in with their identity as
 	// username and a northstar token for this broker as password, which
 	// the broker verifies on its own API socket.
@@ -66,7 +69,7 @@ type Broker struct {
 
 // Start listens on cfg.Listen and serves MQTT (3.1.1 and 5) until Close.
 func Start(cfg Config) (*Broker, error) {
-	if (cfg.Secret == nil) == (cfg.API == nil) {
+	if (cfg.SecretFile == "") == (cfg.API == nil) {
 		return nil, errors.New("start broker: give either a secret or the northstar API")
 	}
 	if cfg.Log == nil {
@@ -78,7 +81,7 @@ func Start(cfg Config) (*Broker, error) {
 		// WARN and every attribute that could carry packet contents.
 		Logger: slog.New(&mochiHandler{out: lw}),
 	})
-	var hook mqtt.Hook = &secretAuthHook{secret: cfg.Secret, log: lw}
+	var hook mqtt.Hook = &secretAuthHook{path: cfg.SecretFile, log: lw}
 	if cfg.API != nil {
 		hook = &tokenAuthHook{api: cfg.API, log: lw}
 	}
@@ -120,7 +123,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", ":1883", "TCP `address` to listen on")
 	auth := fs.String("auth", "token", "how clients log in: `token` (username = identity, password = a northstar token for this broker) or secret (password = the lifecycle secret)")
 	apiSocket := fs.String("api-socket", client.DefaultSocket, "the northstar API `socket` (--auth token)")
-	secretPath := fs.String("secret-file", secretfile.DefaultPath, "`file` holding the lifecycle secret (64 lowercase hex characters); read once at start (--auth secret)")
+	secretPath := fs.String("secret-file", client.DefaultSecretPath, "`file` holding the lifecycle secret (64 lowercase hex characters), read again at every login, with secret.previous beside it after a rotation (--auth secret)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--auth token|secret] [--api-socket SOCK] [--secret-file FILE]\n\n"+
 			"An MQTT broker that lets a client in with a northstar token from its identity, or with the lifecycle secret.\n\n")
@@ -141,12 +144,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "token":
 		cfg.API = client.New(*apiSocket)
 	case "secret":
-		secret, err := secretfile.Read(*secretPath)
+		// Read once now to fail at start, not at the first login.
+		secret, err := client.ReadSecret(*secretPath)
 		if err != nil {
 			return err
 		}
-		defer secret.Zero()
-		cfg.Secret = secret
+		secret.Zero()
+		cfg.SecretFile = *secretPath
 	default:
 		return fmt.Errorf("%w: --auth %q: want token or secret", ErrUsage, *auth)
 	}
@@ -173,12 +177,13 @@ func ExitCode(err error) int {
 	}
 }
 
-// secretAuthHook lets in the clients whose password is the secret and lets
-// them do everything.
+// secretAuthHook lets in the clients whose password is the secret (or,
+// after a live rotation, the one before it, during the grace period) and
+// lets them do everything.
 type secretAuthHook struct {
 	mqtt.HookBase
-	secret *secretfile.Secret
-	log    *lineWriter
+	path string
+	log  *lineWriter
 }
 
 var _ mqtt.Hook = (*secretAuthHook)(nil)
@@ -199,13 +204,21 @@ func (*secretAuthHook) Provides(b byte) bool {
 // the connection.
 func (h *secretAuthHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	verdict, ok := "accepted", false
+	// Read at every login: a live rotation replaces the file under us.
+	current, previous, err := client.ReadSecrets(h.path)
+	defer current.Zero()
+	defer previous.Zero()
 	switch pw := pk.Connect.Password; {
+	case err != nil:
+		verdict = "refused: " + err.Error()
 	case !pk.Connect.PasswordFlag || len(pw) == 0:
 		verdict = "refused: no password"
-	case !h.secret.Matches(pw): // constant time
-		verdict = "refused: bad password"
-	default:
+	case current.Matches(pw): // constant time
 		ok = true
+	case previous != nil && previous.Matches(pw):
+		verdict, ok = "accepted (the secret before the last rotation)", true
+	default:
+		verdict = "refused: bad password"
 	}
 	// Client id and username are chosen by the (possibly hostile) client:
 	// quoted and capped so they cannot forge or flood log lines.

@@ -19,9 +19,9 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 
+	northstar "github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/examples/mqtt/internal/broker"
 	"github.com/northstar-oci/northstar/examples/mqtt/internal/client"
-	"github.com/northstar-oci/northstar/examples/mqtt/internal/secretfile"
 )
 
 // syncBuffer is a log sink shared by the broker's goroutines and the test.
@@ -74,11 +74,8 @@ func startBroker(t *testing.T) *testBroker {
 	t.Helper()
 	tb := &testBroker{secret: newSecretHex(t), log: new(syncBuffer)}
 	tb.secretFile = writeSecretFile(t, tb.secret)
-	s, err := secretfile.Read(tb.secretFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb.Broker, err = broker.Start(broker.Config{Listen: "127.0.0.1:0", Secret: s, Log: tb.log})
+	var err error
+	tb.Broker, err = broker.Start(broker.Config{Listen: "127.0.0.1:0", SecretFile: tb.secretFile, Log: tb.log})
 	if err != nil {
 		t.Fatalf("broker.Start: %v", err)
 	}
@@ -315,11 +312,7 @@ func TestSecondConnectDoesNotLogThePassword(t *testing.T) {
 
 func TestStartFailsOnBusyPort(t *testing.T) {
 	b := startBroker(t)
-	s, err := secretfile.Parse([]byte(b.secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b2, err := broker.Start(broker.Config{Listen: b.Addr(), Secret: s}); err == nil {
+	if b2, err := broker.Start(broker.Config{Listen: b.Addr(), SecretFile: b.secretFile}); err == nil {
 		b2.Close()
 		t.Fatal("second broker on the same port started")
 	}
@@ -343,7 +336,7 @@ func TestRunRefusesMalformedSecret(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			err := broker.Run(ctx, []string{"--auth", "secret", "--listen", "127.0.0.1:0", "--secret-file", path}, &stdout, &stderr)
-			if err == nil || broker.ExitCode(err) != 1 || !errors.Is(err, secretfile.ErrMalformed) {
+			if err == nil || broker.ExitCode(err) != 1 || !errors.Is(err, northstar.ErrMalformed) {
 				t.Fatalf("Run: err = %v (exit %d), want a malformed-secret error, exit 1", err, broker.ExitCode(err))
 			}
 			if msg := err.Error(); strings.Contains(msg, "\n") || len(tc.content) > 8 && strings.Contains(msg, tc.content[:8]) {
@@ -425,5 +418,52 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	if got := strings.Join(rest, "\n"); !strings.Contains(got, "broker: accepted client_id=") || !strings.HasSuffix(got, "broker: shutting down\nbroker: stopped") {
 		t.Errorf("log after start:\n%s", got)
+	}
+}
+
+// TestRotationReachesTheBroker: after a live rotation (the new secret
+// renamed over the file, the old one beside it as secret.previous), the
+// broker, not restarted, lets in a client with the new secret and, during
+// the grace period, one still holding the old; once the grace is over
+// (secret.previous gone), only the new.
+func TestRotationReachesTheBroker(t *testing.T) {
+	b := startBroker(t)
+	dir := filepath.Dir(b.secretFile)
+	old, rotated := b.secret, newSecretHex(t)
+	put := func(name, content string) {
+		t.Helper()
+		tmp := filepath.Join(dir, name+".new")
+		if err := os.WriteFile(tmp, []byte(content), 0o400); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("secret.previous", old)
+	put("secret", rotated)
+	login := func(password string) int {
+		_, _, code := runClient(t, "--broker", b.Addr(), "--password", password, "--timeout", "3s")
+		return code
+	}
+	if code := login(rotated); code != 0 {
+		t.Errorf("a client with the rotated secret: exit %d, want accepted", code)
+	}
+	if code := login(old); code != 0 {
+		t.Errorf("a client with the secret before the rotation, during the grace: exit %d, want accepted", code)
+	}
+	if err := os.Remove(filepath.Join(dir, "secret.previous")); err != nil {
+		t.Fatal(err)
+	}
+	if code := login(old); code != 3 {
+		t.Errorf("a client with the old secret after the grace: exit %d, want refused (3)", code)
+	}
+	if log := b.log.String(); !strings.Contains(log, "accepted (the secret before the last rotation)") {
+		t.Errorf("the broker's log does not say it took the previous secret:\n%s", log)
+	}
+	// startBroker's cleanup checks the old secret is absent from the log;
+	// the new one must be too.
+	if strings.Contains(b.log.String(), rotated) {
+		t.Error("the broker's log holds the rotated secret")
 	}
 }

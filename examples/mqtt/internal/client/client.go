@@ -20,8 +20,8 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/northstar-oci/northstar/client"
 	northstar "github.com/northstar-oci/northstar/client"
-	"github.com/northstar-oci/northstar/examples/mqtt/internal/secretfile"
 )
 
 // ErrUsage marks a command-line error (exit code 2).
@@ -187,7 +187,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	apiSocket := fs.String("api-socket", northstar.DefaultSocket, "the northstar API `socket` (--auth token)")
 	replay := fs.Bool("replay", false, "log in a second time with the same token, as someone who captured it would; succeed only if the broker refuses it")
 	username := fs.String("username", "", "MQTT `username` (default: the identity with --auth token, \"northstar\" with --auth secret; \"\" sends none)")
-	secretPath := fs.String("secret-file", secretfile.DefaultPath, "`file` holding the lifecycle secret, sent as the password")
+	secretPath := fs.String("secret-file", client.DefaultSecretPath, "`file` holding the lifecycle secret, sent as the password")
 	password := fs.String("password", "", "send this `password` instead of the secret file's (tests of outsiders only: it shows in argv)")
 	noPassword := fs.Bool("no-password", false, "send no password at all (tests of outsiders)")
 	topic := fs.String("topic", "northstar/demo", "`topic` to subscribe and publish to (no wildcards)")
@@ -245,7 +245,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.Password, cfg.SendPassword = []byte(tok.Token), true
 	default:
-		secret, err := secretfile.Read(*secretPath)
+		secret, err := client.ReadSecret(*secretPath)
 		if err != nil {
 			return err
 		}

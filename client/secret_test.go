@@ -1,6 +1,7 @@
-package secretfile
+package client
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 const good = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -30,7 +32,7 @@ func TestParse(t *testing.T) {
 		{"32 raw bytes twice", strings.Repeat("\xff", 64), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := Parse([]byte(tc.text))
+			s, err := ParseSecret([]byte(tc.text))
 			if tc.ok {
 				if err != nil {
 					t.Fatalf("Parse: %v", err)
@@ -51,7 +53,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestMatches(t *testing.T) {
-	s, err := Parse([]byte(good))
+	s, err := ParseSecret([]byte(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func TestRead(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := Read(write("ok", good))
+	s, err := ReadSecret(write("ok", good))
 	if err != nil {
 		t.Fatalf("Read: %v", err)
 	}
@@ -115,7 +117,7 @@ func TestRead(t *testing.T) {
 		{"FIFO without a writer (must not hang)", fifo, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Read(tc.path)
+			_, err := ReadSecret(tc.path)
 			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("Read: err = %v, want %v", err, tc.want)
 			}
@@ -127,7 +129,7 @@ func TestRead(t *testing.T) {
 }
 
 func TestSecretNeverPrints(t *testing.T) {
-	s, err := Parse([]byte(good))
+	s, err := ParseSecret([]byte(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +154,10 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(strings.ToUpper(good)))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, text []byte) {
-		s, err := Parse(text)
-		valid := len(text) == Size && strings.Trim(string(text), "0123456789abcdef") == ""
+		s, err := ParseSecret(text)
+		valid := len(text) == SecretSize && strings.Trim(string(text), "0123456789abcdef") == ""
 		if (err == nil) != valid {
-			t.Fatalf("Parse(%q): err = %v, valid = %v", text, err, valid)
+			t.Fatalf("ParseSecret(%q): err = %v, valid = %v", text, err, valid)
 		}
 		if err != nil {
 			if len(text) >= 4 && strings.Contains(err.Error(), string(text)) {
@@ -167,4 +169,46 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("secret does not match its text")
 		}
 	})
+}
+
+// TestReadSecretsAndWatch: the secret and, after a rotation, the one
+// before it; a watch fires when the files change.
+func TestReadSecretsAndWatch(t *testing.T) {
+	dir := t.TempDir()
+	other := "f" + good[1:]
+	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte(good), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	cur, prev, err := ReadSecrets(filepath.Join(dir, "secret"))
+	if err != nil || !cur.Matches([]byte(good)) || prev != nil {
+		t.Fatalf("before a rotation: %v %v %v", cur, prev, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changed, err := WatchSecrets(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A rotation, as the agent makes it: the one before, then the new one
+	// renamed over the secret.
+	for name, content := range map[string]string{"secret.previous": good, "secret": other} {
+		if err := os.WriteFile(filepath.Join(dir, name+".new"), []byte(content), 0o400); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, name+".new"), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-changed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no change seen after a rotation")
+	}
+	cur, prev, err = ReadSecrets(filepath.Join(dir, "secret"))
+	if err != nil || !cur.Matches([]byte(other)) || prev == nil || !prev.Matches([]byte(good)) {
+		t.Fatalf("after a rotation: current matches the new %v, previous %v, %v", cur != nil && cur.Matches([]byte(other)), prev, err)
+	}
+	cancel()
+	for range changed {
+	}
 }
