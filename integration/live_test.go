@@ -160,6 +160,12 @@ func TestLiveRotationRevoke(t *testing.T) {
 	if got := readIn(t, bad, "secret.previous"); got != "" {
 		t.Errorf("the revoked container keeps the one before: %q", got)
 	}
+	// The others keep no secret before it either: the revoked container
+	// knew that one, and a server taking the one before during the grace
+	// would let its copy in.
+	if got := readIn(t, good, "secret.previous"); got != "" {
+		t.Errorf("after a revoking rotation another container keeps the secret before it")
+	}
 	if r := bad.exec(t, "nsapi", "identity"); r.err == nil {
 		t.Errorf("the revoked container's API still answers:\n%s", r)
 	}

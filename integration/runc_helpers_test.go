@@ -399,3 +399,14 @@ func (d *detached) waitOut(t *testing.T, want string, timeout time.Duration) str
 		}
 	}
 }
+
+// pid is the container's init process, as runc state says.
+func (d *detached) pid(t *testing.T) int {
+	t.Helper()
+	r := mustRun(t, exec.Command("runc", "--root", d.root, "state", d.id))
+	var st struct{ Pid int }
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Pid == 0 {
+		t.Fatalf("runc state %s: %v\n%s", d.id, err, r)
+	}
+	return st.Pid
+}

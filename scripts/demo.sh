@@ -115,12 +115,15 @@ pcrs = []
 socket = "$AGENT_SOCK"
 [api]
 enable = true
+[rotation]
+grace = "3s"
 EOF
 chmod 0644 "$CONFIG"
 CTL=("${AS_USER[@]}" "$W/bin/northstarctl")
 "${CTL[@]}" init --config "$CONFIG" >/dev/null || die "northstarctl init failed"
 status() { "${CTL[@]}" status --json --config "$CONFIG"; }
-gen() { status | tr ',{}' '\n' | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p'; }
+gen() { status | tr ',{}' '\n' | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p' | head -n 1; }
+
 lifecycle() { status | tr ',{}' '\n' | sed -n 's/^ *"lifecycle_id": *"\([^"]*\)".*/\1/p'; }
 G0=$(gen)
 [[ $G0 =~ ^[0-9]+$ ]] || die "northstarctl status shows no generation"
@@ -231,9 +234,9 @@ else
 fi
 
 # ------------------------------------------------------- the shared secret
-step "fallback: the shared lifecycle secret (--auth secret)"
+step "the shared lifecycle secret (--auth secret), rotated live"
 if stop_broker broker1 && start_broker broker2 secret; then
-	ok "MQTT broker broker2 lets in whoever presents the generation-$G2 secret"
+	ok "MQTT broker broker2 lets in whoever presents the generation-$G2 secret, read again at every login"
 else
 	bad "could not start the MQTT broker with --auth secret"
 fi
@@ -250,6 +253,50 @@ rc=0
 run_client nosecret --auth secret --no-password || rc=$?
 expect 3 "$rc" "outsider refused: container with io.northstar.secret.disable=true, no password"
 EXTRA=()
+# holder NAME: a running container that keeps a copy of the secret it got
+# (in its /dev/shm, not a file of northstar's) and logs in with it later.
+holder() {
+	"${X[@]}" ctr run -d "${CTR_FLAGS[@]}" --rootfs "$W/rootfs-client" "$1" /bin/sh -c 'cat /run/northstar/secret > /dev/shm/held; sleep 600' >/dev/null
+}
+held_login() { # held_login NAME: log in with the copy it kept
+	local rc=0
+	"${X[@]}" ctr task exec --exec-id "login-$SEQ" "$1" /bin/mqtt-client --auth secret --secret-file /dev/shm/held \
+		--broker "$BROKER" --client-id "$1" --timeout 5s >"$W/out" 2>&1 || rc=$?
+	SEQ=$((SEQ + 1))
+	sed 's/^/         | /' "$W/out"
+	return "$rc"
+}
+holder stale || bad "could not start container stale"
+OLDPID=$(<"$CTD/containerd.pid")
+scripts/rootless-containerd.sh restart-containerd "$CTD" >/dev/null 2>&1 || die "restart-containerd failed"
+rc=0
+run_client client5 --auth secret || rc=$?
+G3=$(gen)
+[[ $G3 -eq $((G2 + 1)) ]] || bad "generation $G3 after the second restart, want $((G2 + 1))"
+expect 0 "$rc" "containerd restarted (pid $OLDPID -> $(<"$CTD/containerd.pid")): client5, started after it with generation $G3, is accepted by broker2, started before it (live rotation: broker2's /run/northstar/secret is generation $G3 now)"
+rc=0
+held_login stale || rc=$?
+expect 0 "$rc" "container stale still presents its copy of generation $G2: accepted during the grace period (secret.previous)"
+sleep 4
+rc=0
+held_login stale || rc=$?
+expect 3 "$rc" "the grace period is over: stale's copy of generation $G2 is refused"
+holder rogue || bad "could not start container rogue"
+"${CTL[@]}" rotate --config "$CONFIG" --revoke rogue >/dev/null || bad "northstarctl rotate --revoke rogue failed"
+G4=$(gen)
+sleep 1
+if "${X[@]}" ctr task exec --exec-id revoked-ls rogue /bin/sh -c 'test -e /run/northstar/secret' >/dev/null 2>&1; then
+	bad "the revoked container rogue still has /run/northstar/secret"
+else
+	ok "northstarctl rotate --revoke rogue: generation $G4 reaches every running container but rogue, whose /run/northstar/secret is gone"
+fi
+rc=0
+held_login rogue || rc=$?
+expect 3 "$rc" "rogue's copy of generation $G3 is refused: a revoking rotation keeps no secret before it anywhere"
+rc=0
+run_client client6 --auth secret || rc=$?
+expect 0 "$rc" "the others carry on: client6 (generation $G4) accepted by broker2, never restarted"
+"${CTL[@]}" status --config "$CONFIG" | sed -n '/^containers:/,$p' | sed 's/^/         /' | sed '1s/^ */  [info] /'
 
 # ------------------------------------------------------------------ logs
 step "MQTT broker logs (no secrets, no passwords)"

@@ -153,6 +153,15 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 	if len(todo) == 0 {
 		return
 	}
+	// A rotation that revokes keeps no secret before it anywhere: the
+	// revoked container knew that one, and a server that takes the one
+	// before during the grace period would let its copy in.
+	keepPrevious := c.grace > 0
+	for _, r := range revs {
+		if r.Generation == id.Generation {
+			keepPrevious = false
+		}
+	}
 	// Each container on its own: one that fails (deleted meanwhile, a
 	// full filesystem) stops nobody else's. A few at a time: each is a
 	// handful of system calls on a tmpfs.
@@ -167,7 +176,7 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 					c.revoke(s, revs)
 					continue
 				}
-				c.rotateOne(s, id, current)
+				c.rotateOne(s, id, current, keepPrevious)
 			}
 		}()
 	}
@@ -176,7 +185,7 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 	}
 	close(work)
 	wg.Wait()
-	if c.grace > 0 {
+	if keepPrevious {
 		c.mu.Lock()
 		c.dropAt = time.Now().Add(c.grace)
 		c.mu.Unlock()
@@ -185,8 +194,8 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 }
 
 // rotateOne writes current (generation id) to s's filesystem, with what s
-// had as the one before.
-func (c *Containers) rotateOne(s *registration, id control.RecordID, current []byte) {
+// had as the one before if keepPrevious (else none: any there goes).
+func (c *Containers) rotateOne(s *registration, id control.RecordID, current []byte, keepPrevious bool) {
 	c.mu.Lock()
 	fs := s.fs
 	c.mu.Unlock()
@@ -194,7 +203,9 @@ func (c *Containers) rotateOne(s *registration, id control.RecordID, current []b
 		return
 	}
 	var prev []byte
-	if c.grace > 0 {
+	if !keepPrevious {
+		_ = fs.DropPrevious()
+	} else {
 		p, err := fs.Current()
 		if err == nil && p != nil && string(p) != string(current) {
 			prev = p
