@@ -20,6 +20,7 @@ import (
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/remedy"
 	"github.com/northstar-oci/northstar/secretfs"
+	"github.com/northstar-oci/northstar/secretfs/mount"
 )
 
 // finding is one line of `northstarctl doctor`.
@@ -197,6 +198,14 @@ func checkKernel(add func(level, what, fix string)) {
 	} else {
 		unix.Close(fd)
 		add("ok", "openat2 (RESOLVE_IN_ROOT)", "")
+	}
+	if root, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0); err == nil {
+		if _, err := mount.UniqueID(root); err != nil {
+			add("warn", "unique mount ids: "+err.Error()+"; a rotation reaches running containers only until the agent restarts", "kernel 6.8+ (statx STATX_MNT_ID_UNIQUE)")
+		} else {
+			add("ok", "unique mount ids (the agent finds its containers' mounts again after a restart)", "")
+		}
+		unix.Close(root)
 	}
 	fd, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	switch {

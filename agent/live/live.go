@@ -57,7 +57,14 @@ func Deliver(secret []byte, o mount.Owner, withAPI bool) (*FS, *mount.Mount, err
 		rw.Close()
 		return nil, nil, err
 	}
+	// Before kernel 6.8 there is no unique id: rotations still reach the
+	// container while this agent runs (it holds rw), but after a restart
+	// it cannot tell its mount from one the container put in its place,
+	// so Reacquire refuses (mountID 0).
 	id, err := view.UniqueID()
+	if errors.Is(err, mount.ErrNoUniqueID) {
+		id, err = 0, nil
+	}
 	if err != nil {
 		view.Close()
 		rw.Close()
@@ -180,6 +187,9 @@ var ErrNotOurs = errors.New("not northstar's mount")
 // own there) or stacked a mount on top of it gets ErrNotOurs, and nothing
 // is written.
 func Reacquire(pidfd int, mountID uint64, o mount.Owner) (*FS, error) {
+	if mountID == 0 {
+		return nil, errors.New("the kernel gives no unique mount ids (6.8+ needed), so the mount northstar gave cannot be told from one the container put there")
+	}
 	var rw *mount.Mount
 	err := nsenter.InMountNamespaceOf(pidfd, func() error {
 		dir, err := unix.Openat2(unix.AT_FDCWD, secretfs.Dir, &unix.OpenHow{

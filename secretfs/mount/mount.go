@@ -141,6 +141,9 @@ func (m *Mount) File() *os.File { return m.fd }
 // container put in its place.
 func (m *Mount) UniqueID() (uint64, error) { return UniqueID(int(m.fd.Fd())) }
 
+// ErrNoUniqueID: the kernel (before 6.8) gives mounts no unique id.
+var ErrNoUniqueID = errors.New("statx gives no unique mount id (kernel 6.8+ needed)")
+
 // UniqueID is the unique id of the mount fd is on.
 func UniqueID(fd int) (uint64, error) {
 	var stx unix.Statx_t
@@ -148,7 +151,7 @@ func UniqueID(fd int) (uint64, error) {
 		return 0, fmt.Errorf("statx: %w", err)
 	}
 	if stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
-		return 0, errors.New("statx gives no unique mount id (kernel 6.8+ needed)")
+		return 0, ErrNoUniqueID
 	}
 	return stx.Mnt_id, nil
 }
