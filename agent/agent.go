@@ -22,6 +22,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/internal/dirwatch"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -249,7 +250,9 @@ func (h *held) current() control.RecordID {
 // directory is watched with inotify (a rotation renames the record into
 // place), and polled every second for what that misses.
 func (h *held) watch(ctx context.Context) {
-	changed := watchDir(ctx, h.store.Dir())
+	// A new record is renamed into the state directory; nil (never
+	// receives) without inotify, and the poll below still sees it.
+	changed, _ := dirwatch.Watch(ctx, h.store.Dir(), unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE)
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
@@ -257,43 +260,13 @@ func (h *held) watch(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-changed:
+		case _, ok := <-changed:
+			if !ok { // closed as ctx ends
+				return
+			}
 		}
 		_ = h.catchUp(ctx)
 	}
-}
-
-// watchDir returns a channel that receives (coalesced) when a file is
-// renamed into dir or written and closed there; nil, which never
-// receives, when inotify is not to be had.
-func watchDir(ctx context.Context, dir string) <-chan struct{} {
-	// Non-blocking, through Go's poller: closing the file ends a Read
-	// that waits.
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
-		unix.Close(fd)
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "inotify")
-	ch := make(chan struct{}, 1)
-	stop := context.AfterFunc(ctx, func() { f.Close() })
-	go func() {
-		defer stop()
-		buf := make([]byte, 4096)
-		for {
-			if _, err := f.Read(buf); err != nil {
-				return
-			}
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return ch
 }
 
 func (h *held) close() {

@@ -21,6 +21,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/internal/dirwatch"
 )
 
 // SecretDir is where northstar materializes the secret inside a container.
@@ -167,35 +169,10 @@ func ReadSecrets(path string) (current, previous *Secret, err error) {
 // WatchSecrets returns a channel that receives (coalesced) after every
 // change of the secret files in dir ("" for SecretDir): a rotation renames
 // the new secret into place, and the grace period's end removes the one
-// before. It is closed when ctx ends. inotify, as in the agent.
+// before. It is closed when ctx ends.
 func WatchSecrets(ctx context.Context, dir string) (<-chan struct{}, error) {
 	if dir == "" {
 		dir = SecretDir
 	}
-	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("inotify: %w", err)
-	}
-	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MOVED_TO|unix.IN_CREATE|unix.IN_DELETE|unix.IN_CLOSE_WRITE); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("watch %s: %w", dir, err)
-	}
-	f := os.NewFile(uintptr(fd), "inotify")
-	ch := make(chan struct{}, 1)
-	stop := context.AfterFunc(ctx, func() { f.Close() })
-	go func() {
-		defer close(ch)
-		defer stop()
-		buf := make([]byte, 4096)
-		for {
-			if _, err := f.Read(buf); err != nil {
-				return
-			}
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return ch, nil
+	return dirwatch.Watch(ctx, dir, unix.IN_MOVED_TO|unix.IN_CREATE|unix.IN_DELETE|unix.IN_CLOSE_WRITE)
 }
