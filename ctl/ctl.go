@@ -286,6 +286,11 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if cfg.Agent.Socket == "" {
 		return fmt.Errorf("agent: [agent] socket is not set in %s", cfg.Path)
 	}
+	if cfg.SPIFFE.TrustDomain != "" {
+		// Fail closed: a container must not start believing it has an
+		// identity the agent does not serve.
+		return fmt.Errorf("agent: [spiffe] trust_domain is set in %s, and this agent does not serve the SPIFFE Workload API to containers yet; remove it", cfg.Path)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)

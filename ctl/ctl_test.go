@@ -201,6 +201,22 @@ func TestAgent(t *testing.T) {
 	}
 }
 
+// TestAgentRefusesSPIFFE: with [spiffe] trust_domain set the agent does
+// not start, rather than leave containers without the identity the config
+// promises them.
+func TestAgentRefusesSPIFFE(t *testing.T) {
+	cfgPath := newConfig(t)
+	f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "[agent]\nsocket = %q\n[api]\nenable = true\n[spiffe]\ntrust_domain = \"example.org\"\n", filepath.Join(filepath.Dir(cfgPath), "agent", "agent.sock"))
+	f.Close()
+	if _, _, err := ctl(t, "agent", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "[spiffe] trust_domain") {
+		t.Errorf("agent with [spiffe] trust_domain: %v", err)
+	}
+}
+
 func fetchGeneration(t *testing.T, sock string) uint64 {
 	t.Helper()
 	f, gen, err := control.Fetch(context.Background(), sock)
