@@ -164,3 +164,16 @@ func TestTokenSourceDropsAgedTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestSPIFFEPath(t *testing.T) {
+	p, err := SPIFFEPath("default/mqtt-0/broker")
+	if err != nil || p != "/default/mqtt-0/broker" {
+		t.Fatalf("SPIFFEPath = %q, %v", p, err)
+	}
+	if id, err := IdentityOfSPIFFEPath("/svc_40example.org_3A443"); err != nil || id != "svc@example.org:443" {
+		t.Errorf("IdentityOfSPIFFEPath = %q, %v", id, err)
+	}
+	if _, err := IdentityOfSPIFFEPath("/_3a"); err == nil {
+		t.Error("a path SPIFFEPath never writes decoded")
+	}
+}
