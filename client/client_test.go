@@ -14,6 +14,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/keys"
 	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/agent/token"
+	"github.com/northstar-oci/northstar/hook/entry"
 )
 
 type oneGeneration struct {
@@ -175,5 +176,13 @@ func TestSPIFFEPath(t *testing.T) {
 	}
 	if _, err := IdentityOfSPIFFEPath("/_3a"); err == nil {
 		t.Error("a path SPIFFEPath never writes decoded")
+	}
+}
+
+// TestDefaultSPIFFEEndpointIsTheShims: what applications default to is
+// what the shim puts in SPIFFE_ENDPOINT_SOCKET.
+func TestDefaultSPIFFEEndpointIsTheShims(t *testing.T) {
+	if DefaultSPIFFEEndpoint != entry.SPIFFEEndpoint {
+		t.Errorf("client says %s, the shim %s", DefaultSPIFFEEndpoint, entry.SPIFFEEndpoint)
 	}
 }

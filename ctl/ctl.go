@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/control"
@@ -286,11 +288,6 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if cfg.Agent.Socket == "" {
 		return fmt.Errorf("agent: [agent] socket is not set in %s", cfg.Path)
 	}
-	if cfg.SPIFFE.TrustDomain != "" {
-		// Fail closed: a container must not start believing it has an
-		// identity the agent does not serve.
-		return fmt.Errorf("agent: [spiffe] trust_domain is set in %s, and this agent does not serve the SPIFFE Workload API to containers yet; remove it", cfg.Path)
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -310,6 +307,13 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 			Replay:      replay.Limits{PerAudience: cfg.API.MaxUsedTokens, PerSender: cfg.API.MaxUsedTokensPerSender},
 			Limits: api.Limits{Conns: cfg.API.MaxConnections, Rate: cfg.API.Rate, Burst: cfg.API.Burst,
 				Timeout: cfg.RequestTimeout()}}
+		if td := cfg.SPIFFE.TrustDomain; td != "" {
+			id, err := spiffeid.TrustDomainFromString(td) // validated by config
+			if err != nil {
+				return fmt.Errorf("agent: [spiffe] trust_domain: %w", err)
+			}
+			opts.API.SPIFFE = &registry.SPIFFE{TrustDomain: id, X509TTL: cfg.X509SVIDTTL(), JWTTTL: cfg.JWTSVIDTTL()}
+		}
 	}
 	if cfg.NRI.Enable {
 		plugin, err := nriOptions(cfg, agent.RotateInChild([]string{exe, "agent", "--config", cfg.Path}), env.Stdout)

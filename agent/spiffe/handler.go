@@ -45,6 +45,13 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 			X509SvidKey: svid.Key(),
 			Bundle:      s.cfg.CA.Certificate().Raw,
 		}}}
+		// What the audit log cannot record is not handed out.
+		if err := s.cfg.Audit.Audit("spiffe-x509-issued", map[string]string{
+			"identity": s.identity, "spiffe_id": s.id.String(), "serial": svid.Serial,
+			"not_after": svid.NotAfter.UTC().Format(time.RFC3339), "generation": strconv.FormatUint(gen, 10)}); err != nil {
+			svid.Zero()
+			return errNoAudit
+		}
 		// Send marshals (into a buffer the codec zeroes once written) before
 		// it returns: the key is the container's alone from here on.
 		err = stream.Send(resp)
@@ -53,9 +60,6 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 		if err != nil {
 			return err
 		}
-		s.cfg.Audit.Audit("spiffe-x509-issued", map[string]string{
-			"identity": s.identity, "spiffe_id": s.id.String(), "serial": svid.Serial,
-			"not_after": svid.NotAfter.UTC().Format(time.RFC3339), "generation": strconv.FormatUint(gen, 10)})
 		renew := time.NewTimer(time.Until(svid.NotAfter.Add(-svid.Lifetime / 2)))
 		select {
 		case <-renew.C:
@@ -129,9 +133,11 @@ func (h *handler) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) 
 		return nil, status.Error(codes.Unavailable, "could not issue a jwt-svid")
 	}
 	gen, _ := s.cfg.Lifecycle.Generation()
-	s.cfg.Audit.Audit("spiffe-jwt-issued", map[string]string{
+	if err := s.cfg.Audit.Audit("spiffe-jwt-issued", map[string]string{
 		"identity": s.identity, "spiffe_id": s.id.String(), "audience": strings.Join(req.Audience, " "),
-		"expires": svid.Expiry.UTC().Format(time.RFC3339), "jwt_id": svid.JTI, "generation": strconv.FormatUint(gen, 10)})
+		"expires": svid.Expiry.UTC().Format(time.RFC3339), "jwt_id": svid.JTI, "generation": strconv.FormatUint(gen, 10)}); err != nil {
+		return nil, errNoAudit
+	}
 	return &workload.JWTSVIDResponse{Svids: []*workload.JWTSVID{{SpiffeId: s.id.String(), Svid: svid.Token}}}, nil
 }
 
@@ -176,7 +182,9 @@ func (h *handler) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSV
 	if err != nil {
 		fields["result"] = "invalid"
 		fields["reason"] = err.Error()
-		s.cfg.Audit.Audit("spiffe-jwt-validated", fields)
+		if err := s.cfg.Audit.Audit("spiffe-jwt-validated", fields); err != nil {
+			return nil, errNoAudit
+		}
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	fields["result"] = "valid"
@@ -193,6 +201,8 @@ func (h *handler) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSV
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "claims of the jwt-svid are not representable")
 	}
-	s.cfg.Audit.Audit("spiffe-jwt-validated", fields)
+	if err := s.cfg.Audit.Audit("spiffe-jwt-validated", fields); err != nil {
+		return nil, errNoAudit
+	}
 	return &workload.ValidateJWTSVIDResponse{SpiffeId: svid.ID.String(), Claims: claims}, nil
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -20,13 +22,19 @@ import (
 	"github.com/northstar-oci/northstar/agent/identity"
 )
 
+// SocketName is the Workload API socket's name in a container's API
+// directory: /run/northstar/api/spiffe.sock inside the container.
+const SocketName = "spiffe.sock"
+
 // Bounds of one container's socket (DESIGN.md §11: every bound is per
 // caller). An application holds one or two streams (go-spiffe's
 // X509Source one, its JWTSource one): these leave room for a few of them
 // in a container and no more.
 const (
-	// MaxConns is the most connections open at once on one socket; more
-	// are closed as they are accepted.
+	// MaxConns is the most connections open at once on one socket unless
+	// Config.Conns says otherwise (the HTTP API's [api] max_connections):
+	// more wait in the socket's backlog, costing the agent nothing, until
+	// one closes.
 	MaxConns = 16
 	// MaxStreams is the most streams (FetchX509SVID, FetchX509Bundles,
 	// FetchJWTBundles) open at once on one socket, over all its
@@ -45,18 +53,20 @@ const (
 )
 
 // Auditor records events in the agent's audit log; it never receives a
-// key or a token. agent/api's Agent has the same method.
+// key or a token. agent/api's Agent has the same method. What it cannot
+// record does not happen: an SVID whose line fails is not handed out.
 type Auditor interface {
-	Audit(event string, fields map[string]string)
+	Audit(event string, fields map[string]string) error
 }
 
-// Limiter bounds how often one container may call: the per-container
-// limit of the registry, shared with the HTTP API, so that a container
-// has one budget whichever API it uses.
+// Limiter bounds how often one container may call: the token bucket of
+// the container's HTTP API socket (api.Server.Take), shared, so that a
+// container has one budget whichever API it uses.
 type Limiter interface {
-	// Allow reports whether one more call may start now, and if not,
-	// after how long one may.
-	Allow() (ok bool, retryAfter time.Duration)
+	// Take reports whether one more call may start now, and if not,
+	// after how long one may; over the rate it may hold the caller a
+	// while first (until ctx ends at the latest), as the HTTP API does.
+	Take(ctx context.Context) (ok bool, retryAfter time.Duration)
 }
 
 // Config is what a Server needs.
@@ -68,10 +78,14 @@ type Config struct {
 	// X509TTL and JWTTTL are the SVIDs' lifetimes ([spiffe]
 	// x509_svid_ttl, jwt_svid_ttl).
 	X509TTL, JWTTTL time.Duration
-	// Refused, if set, is told of each refused call or connection (the
-	// registry counts them into aggregated audit lines, as for the HTTP
-	// API: a line per refusal would let a container fill the log).
-	Refused func(method, reason string)
+	// Refused, if set, is told of each refused call, with the HTTP
+	// equivalent of its gRPC code: the registry counts them into the
+	// container's aggregated refusal line (api.Server.CountRefusal), as
+	// the HTTP API's own; a line per refusal would let a container fill
+	// the log.
+	Refused func(method string, status int, reason string)
+	// Conns caps the socket's open connections (0: MaxConns).
+	Conns int
 
 	now func() time.Time // tests
 }
@@ -100,6 +114,9 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now
+	}
+	if cfg.Conns <= 0 {
+		cfg.Conns = MaxConns
 	}
 	path, err := identity.SPIFFEPath(ident)
 	if err != nil {
@@ -133,9 +150,9 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 // ID is the SPIFFE ID the server issues SVIDs for.
 func (s *Server) ID() spiffeid.ID { return s.id }
 
-// Serve serves ln (at most MaxConns connections at once) until Close.
+// Serve serves ln (at most Config.Conns connections at once) until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.grpc.Serve(&capListener{Listener: ln, slots: make(chan struct{}, MaxConns), refused: s.refused})
+	err := s.grpc.Serve(netutil.LimitListener(ln, s.cfg.Conns))
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
 	}
@@ -151,9 +168,30 @@ func (s *Server) Close() {
 	})
 }
 
-func (s *Server) refused(method, reason string) {
+func (s *Server) refused(method string, err error) error {
 	if s.cfg.Refused != nil {
-		s.cfg.Refused(method, reason)
+		st := status.Convert(err)
+		s.cfg.Refused(method, httpStatus(st.Code()), st.Message())
+	}
+	return err
+}
+
+// httpStatus is the HTTP equivalent of a refusal's code, as gRPC's
+// HTTP mapping has it, for the container's one refusal count.
+func httpStatus(c codes.Code) int {
+	switch c {
+	case codes.InvalidArgument:
+		return http.StatusBadRequest
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
 	}
 }
 
@@ -166,6 +204,7 @@ func (s *Server) refused(method, reason string) {
 var (
 	errNoHeader   = status.Error(codes.InvalidArgument, "security header missing from request")
 	errNoIdentity = status.Error(codes.PermissionDenied, "no identity issued")
+	errNoAudit    = status.Error(codes.Unavailable, "the agent cannot record this in its audit log; try again later")
 )
 
 // admit checks what every call must pass: the security header (Workload
@@ -174,14 +213,12 @@ var (
 func (s *Server) admit(ctx context.Context, method string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get("workload.spiffe.io"); len(v) != 1 || v[0] != "true" {
-		s.refused(method, "no security header")
-		return errNoHeader
+		return s.refused(method, errNoHeader)
 	}
-	if ok, after := s.cfg.Limiter.Allow(); !ok {
-		s.refused(method, "rate")
+	if ok, after := s.cfg.Limiter.Take(ctx); !ok {
 		secs := max(1, int64((after+time.Second-1)/time.Second))
 		_ = grpc.SetTrailer(ctx, metadata.Pairs("retry-after", strconv.FormatInt(secs, 10)))
-		return status.Errorf(codes.ResourceExhausted, "too many requests from this container; retry after %ds", secs)
+		return s.refused(method, status.Errorf(codes.ResourceExhausted, "too many requests from this container; retry after %ds", secs))
 	}
 	return nil
 }
@@ -190,7 +227,11 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	if err := s.admit(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
-	return next(ctx, req)
+	resp, err := next(ctx, req)
+	if c := status.Code(err); c == codes.InvalidArgument || c == codes.PermissionDenied {
+		s.refused(info.FullMethod, err)
+	}
+	return resp, err
 }
 
 func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
@@ -201,42 +242,7 @@ func (s *Server) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerIn
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()
 	default:
-		s.refused(info.FullMethod, "streams")
-		return status.Errorf(codes.ResourceExhausted, "too many open streams on this socket (at most %d)", MaxStreams)
+		return s.refused(info.FullMethod, status.Errorf(codes.ResourceExhausted, "too many open streams on this socket (at most %d)", MaxStreams))
 	}
 	return next(srv, ss)
-}
-
-// capListener closes the connections it accepts beyond len(slots) open
-// at once; a connection gives its slot back when it is closed.
-type capListener struct {
-	net.Listener
-	slots   chan struct{}
-	refused func(method, reason string)
-}
-
-func (l *capListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.slots <- struct{}{}:
-			return &capConn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
-		default:
-			c.Close()
-			l.refused("", "connections")
-		}
-	}
-}
-
-type capConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *capConn) Close() error {
-	defer c.release()
-	return c.Conn.Close()
 }

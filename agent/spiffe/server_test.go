@@ -53,10 +53,12 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// recorder is the audit log of a test server.
+// recorder is the audit log of a test server; with full set it fails
+// every append, as a log on a full disk does.
 type recorder struct {
 	mu    sync.Mutex
 	lines []entry
+	full  atomic.Bool
 }
 
 type entry struct {
@@ -64,10 +66,14 @@ type entry struct {
 	fields map[string]string
 }
 
-func (r *recorder) Audit(event string, fields map[string]string) {
+func (r *recorder) Audit(event string, fields map[string]string) error {
+	if r.full.Load() {
+		return errors.New("write audit.log: no space left on device")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lines = append(r.lines, entry{event, fields})
+	return nil
 }
 
 func (r *recorder) all() []entry {
@@ -96,23 +102,34 @@ type limiter struct {
 	after time.Duration
 }
 
-func (l *limiter) Allow() (bool, time.Duration) { return !l.deny.Load(), l.after }
+func (l *limiter) Take(context.Context) (bool, time.Duration) { return !l.deny.Load(), l.after }
 
 type refusals struct {
 	mu  sync.Mutex
-	why []string
+	why []string // "status method message"
 }
 
-func (r *refusals) add(method, reason string) {
+func (r *refusals) add(method string, status int, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.why = append(r.why, reason)
+	r.why = append(r.why, fmt.Sprintf("%d %s %s", status, method, reason))
 }
 
-func (r *refusals) has(reason string) bool {
+// has reports whether a refusal's "status method message" contains all of
+// parts.
+func (r *refusals) has(parts ...string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Contains(r.why, reason)
+	for _, w := range r.why {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(w, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
 }
 
 // testServer is one container's Workload API on a socket of its own.
@@ -430,8 +447,8 @@ func TestSecurityHeader(t *testing.T) {
 			}
 		}
 	}
-	if !ts.refused.has("no security header") {
-		t.Error("refusals not reported")
+	if !ts.refused.has("400 /SpiffeWorkloadAPI/FetchJWTSVID security header") || !ts.refused.has("400 /SpiffeWorkloadAPI/FetchX509SVID security header") {
+		t.Errorf("refusals not reported: %v", ts.refused.why)
 	}
 	if n := len(ts.audit.all()); n != 0 {
 		t.Errorf("%d audit lines for refused calls, want them counted by the registry instead", n)
@@ -580,8 +597,8 @@ func TestBounds(t *testing.T) {
 	for _, c := range cancels {
 		c()
 	}
-	if !ts.refused.has("streams") {
-		t.Error("the stream refusal was not reported")
+	if !ts.refused.has("429 /SpiffeWorkloadAPI/FetchJWTBundles too many open streams") {
+		t.Errorf("the stream refusal was not reported: %v", ts.refused.why)
 	}
 
 	// The container's rate.
@@ -595,10 +612,13 @@ func TestBounds(t *testing.T) {
 	if err := recvErr(conns[0].FetchX509SVID(ctx, &workload.X509SVIDRequest{})); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("a stream over the rate: %v", err)
 	}
+	if !ts.refused.has("429 /SpiffeWorkloadAPI/FetchX509SVID too many requests") {
+		t.Errorf("the rate refusal was not reported: %v", ts.refused.why)
+	}
 	ts.limit.deny.Store(false)
 
 	// Connections: MaxConns held without a word of HTTP/2, then a client
-	// gets nowhere until they go.
+	// waits in the backlog, getting nowhere until they go.
 	var held []net.Conn
 	for range MaxConns {
 		c, err := net.Dial("unix", ts.sock)
@@ -612,9 +632,6 @@ func TestBounds(t *testing.T) {
 	defer cancel()
 	if _, err := ts.client(t).FetchJWTSVID(short, &workload.JWTSVIDRequest{Audience: []string{"x"}}); err == nil {
 		t.Error("a call got through with every connection slot held")
-	}
-	if !ts.refused.has("connections") {
-		t.Error("the connection refusal was not reported")
 	}
 	// Three connections above are still open: release what this held.
 	for _, c := range held {
@@ -684,5 +701,35 @@ func TestNewServerRefuses(t *testing.T) {
 	}
 	if _, err := NewServer("not an identity", ok); err == nil {
 		t.Error("NewServer accepted an invalid identity")
+	}
+}
+
+// TestFailsClosedWithoutAudit: what the audit log cannot record is not
+// handed out: no X.509-SVID, no JWT-SVID, no validation.
+func TestFailsClosedWithoutAudit(t *testing.T) {
+	ts := serve(t, newCA(t, 1), "client", nil)
+	c := ts.client(t)
+	ctx := header(timeout(t))
+	tok, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"mqtt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.audit.full.Store(true)
+	s, err := c.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Recv(); status.Code(err) != codes.Unavailable || m != nil {
+		t.Errorf("X.509-SVID with a full audit log: %v, %v; want Unavailable and nothing", m, err)
+	}
+	if _, err := c.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"mqtt"}}); status.Code(err) != codes.Unavailable {
+		t.Errorf("JWT-SVID with a full audit log: %v, want Unavailable", err)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "mqtt", Svid: tok.Svids[0].Svid}); status.Code(err) != codes.Unavailable {
+		t.Errorf("validation with a full audit log: %v, want Unavailable", err)
+	}
+	ts.audit.full.Store(false)
+	if _, err := c.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "mqtt", Svid: tok.Svids[0].Svid}); err != nil {
+		t.Errorf("validation once the log takes lines again: %v", err)
 	}
 }

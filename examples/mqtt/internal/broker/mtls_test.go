@@ -29,11 +29,11 @@ type workloadAPI struct {
 
 type allow struct{}
 
-func (allow) Allow() (bool, time.Duration) { return true, 0 }
+func (allow) Take(context.Context) (bool, time.Duration) { return true, 0 }
 
 type discard struct{}
 
-func (discard) Audit(string, map[string]string) {}
+func (discard) Audit(string, map[string]string) error { return nil }
 
 func newWorkloadAPI(t *testing.T, seed byte) *workloadAPI {
 	t.Helper()
