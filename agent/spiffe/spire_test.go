@@ -19,7 +19,7 @@ import (
 // builds it (make test's set-up): in CI its absence fails the test.
 func spireAgent(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("NORTHSTAR_TOOLS_DIR")
+	dir := os.Getenv("TOOLS_DIR")
 	if dir == "" {
 		dir = "/opt/northstar-tools"
 	}
