@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -139,9 +138,9 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 	c.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 		defer cancel()
-		if c.err = c.HandshakeContext(ctx); c.err != nil {
-			c.log.printf("refused: TLS handshake: %s remote=%s", logQuote(c.err.Error()), c.RemoteAddr())
-			c.err = fmt.Errorf("tls handshake: %w", c.err)
+		if err := c.HandshakeContext(ctx); err != nil {
+			c.log.printf("refused: TLS handshake: %s remote=%s", logQuote(err.Error()), c.RemoteAddr())
+			c.err = &handshakeError{err}
 		}
 	})
 	if c.err != nil {
@@ -149,3 +148,10 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 	}
 	return c.Conn.Read(b)
 }
+
+// handshakeError is a failed handshake, already logged (mochi's own report
+// of the connection is dropped as redundant).
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }

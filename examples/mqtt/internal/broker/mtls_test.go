@@ -189,6 +189,9 @@ func TestMTLS(t *testing.T) {
 	if strings.Contains(log.String(), "accepted client_id=\"m1\"") {
 		t.Error("mallory was let in as the client")
 	}
+	if strings.Contains(log.String(), "mochi: WARN connection ended listener=tls") {
+		t.Error("mochi repeats the handshake refusals the broker logged")
+	}
 }
 
 // handshakeRefusals waits until the log has n handshake refusals (the
