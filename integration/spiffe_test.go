@@ -50,19 +50,7 @@ func spiffeEnv(t *testing.T, extra string) (*env, string) {
 // spiffeBundle is apiBundle with nsspiffe in /bin too.
 func spiffeBundle(t *testing.T, e *env, identity, script string) *bundle {
 	t.Helper()
-	b := apiBundle(t, e, identity, script)
-	bin, err := nsspiffeBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(b.rootfs, "bin", "nsspiffe"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return apiBundle(t, e, identity, script).withHelper(t, nsspiffeBinary)
 }
 
 // hostNetwork has the container share the host's network namespace, so
@@ -106,6 +94,21 @@ func startDetached(t *testing.T, e *env, b *bundle) string {
 	return id
 }
 
+// startWriting starts a detached container of identity that runs command
+// with its stdout in /tmp/out (stderr in /tmp/out.err), then then; it
+// returns the host's path of /tmp/out and the bundle.
+func startWriting(t *testing.T, e *env, identity, command, then string) (string, *bundle) {
+	t.Helper()
+	script := command + " >/tmp/out 2>/tmp/out.err"
+	if then != "" {
+		script += "; " + then
+	}
+	b := spiffeBundle(t, e, identity, script)
+	b.spec.Root.Readonly = false
+	startDetached(t, e, b)
+	return filepath.Join(b.rootfs, "tmp", "out"), b
+}
+
 // waitFile waits until the container file p (in a rootfs) holds at least
 // n lines, and returns them.
 func waitFile(t *testing.T, p string, n int, timeout time.Duration) []string {
@@ -130,14 +133,7 @@ var oidKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 15}
 // X.509-SVID spec's rules, and that it verifies against the bundle's CA.
 func checkSVIDCert(t *testing.T, leafB64, caB64, want string, lifetime time.Duration) *x509.Certificate {
 	t.Helper()
-	der, err := base64.StdEncoding.DecodeString(leafB64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf := parseCert(t, leafB64)
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
 		t.Errorf("URI SANs %v, want exactly %s", leaf.URIs, want)
 	}
@@ -157,20 +153,26 @@ func checkSVIDCert(t *testing.T, leafB64, caB64, want string, lifetime time.Dura
 	if got := leaf.NotAfter.Sub(leaf.NotBefore); got != lifetime {
 		t.Errorf("lifetime %s, want %s", got, lifetime)
 	}
-	caDER, err := base64.StdEncoding.DecodeString(caB64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
 	roots := x509.NewCertPool()
-	roots.AddCert(ca)
+	roots.AddCert(parseCert(t, caB64))
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		t.Errorf("the SVID does not verify against its bundle: %v", err)
 	}
 	return leaf
+}
+
+// parseCert parses a base64 DER certificate.
+func parseCert(t *testing.T, b64 string) *x509.Certificate {
+	t.Helper()
+	der, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // TestSPIFFEInContainers: go-spiffe's X509Source and JWTSource, and
@@ -317,10 +319,7 @@ func TestSPIFFEStreamAfterRotate(t *testing.T) {
 	requires(t, "runc")
 	e, sock := spiffeEnv(t, "")
 	a := startAgent(t, e, sock)
-	b := spiffeBundle(t, e, "watcher", "nsspiffe watch 2 >/tmp/watch 2>/tmp/watch.err")
-	b.spec.Root.Readonly = false
-	startDetached(t, e, b)
-	out := filepath.Join(b.rootfs, "tmp", "watch")
+	out, _ := startWriting(t, e, "watcher", "nsspiffe watch 2", "")
 	first := waitFile(t, out, 1, 10*time.Second)
 	if r := e.ctl(t, "rotate"); r.err != nil {
 		t.Fatalf("rotate:\n%s", r)
@@ -344,10 +343,8 @@ func TestSVIDKeyNeverLeaks(t *testing.T) {
 	requires(t, "runc")
 	e, sock := spiffeEnv(t, "")
 	a := startAgent(t, e, sock)
-	b := spiffeBundle(t, e, "client", "nsspiffe x509-key >/tmp/svid 2>/tmp/svid.err; sleep 600")
-	b.spec.Root.Readonly = false
-	startDetached(t, e, b)
-	f := waitFile(t, filepath.Join(b.rootfs, "tmp", "svid"), 4, 10*time.Second)
+	svidFile, b := startWriting(t, e, "client", "nsspiffe x509-key", "sleep 600")
+	f := waitFile(t, svidFile, 4, 10*time.Second)
 	key, err := base64.StdEncoding.DecodeString(f[3])
 	if err != nil || len(key) < 64 {
 		t.Fatalf("the key the container printed: %d bytes, %v", len(key), err)
@@ -370,7 +367,6 @@ func TestSVIDKeyNeverLeaks(t *testing.T) {
 			}
 		}
 	}
-	svidFile := filepath.Join(b.rootfs, "tmp", "svid")
 	scanned := 0
 	for _, dir := range []string{e.cfg.StateDir, filepath.Dir(sock), b.dir} {
 		_ = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {

@@ -34,24 +34,21 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// envTLSServer makes the test binary the mutual-TLS server of
-// TestSpiffeTLSBetweenProcesses: its value is the server's Workload API
-// socket, the client's SPIFFE ID the one it accepts.
-const (
-	envTLSServer    = "NORTHSTAR_TEST_SPIFFETLS_SOCKET"
-	envTLSAuthorize = "NORTHSTAR_TEST_SPIFFETLS_AUTHORIZE"
-)
-
-func TestMain(m *testing.M) {
-	if sock := os.Getenv(envTLSServer); sock != "" {
-		if err := tlsServer(sock, os.Getenv(envTLSAuthorize)); err != nil {
-			fmt.Fprintln(os.Stderr, "tls server:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+// nsspiffe builds the integration tests' in-container helper (go-spiffe
+// alone) once: the other process of TestSpiffeTLSBetweenProcesses.
+var nsspiffe = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "ns-nsspiffe-")
+	if err != nil {
+		return "", err
 	}
-	os.Exit(m.Run())
-}
+	out := filepath.Join(dir, "nsspiffe")
+	cmd := exec.Command("go", "build", "-o", out, "./integration/nsspiffe")
+	cmd.Dir = "../.."
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./integration/nsspiffe: %v\n%s", err, msg)
+	}
+	return out, nil
+})
 
 // recorder is the audit log of a test server; with full set it fails
 // every append, as a log on a full disk does.
@@ -323,16 +320,20 @@ func TestEachSocketItsOwnIdentity(t *testing.T) {
 }
 
 // TestSpiffeTLSBetweenProcesses: go-spiffe's spiffetls, unchanged, in two
-// processes: a server (this test binary again) whose SVID comes from the
+// processes: a server (integration/nsspiffe) whose SVID comes from the
 // "server" socket and which authorizes only spiffe://example.org/client,
 // and this process dialing with the SVID of the "client" socket; then
 // mallory, whose SVID is just as valid, is refused, and a client that
 // expects another server ID refuses the real one.
 func TestSpiffeTLSBetweenProcesses(t *testing.T) {
+	bin, err := nsspiffe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ca := newCA(t, 1)
 	server, client, mallory := serve(t, ca, "server", nil), serve(t, ca, "client", nil), serve(t, ca, "mallory", nil)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), envTLSServer+"="+server.sock, envTLSAuthorize+"=spiffe://example.org/client")
+	cmd := exec.Command(bin, "tls-server", "127.0.0.1:0", "spiffe://example.org/client")
+	cmd.Env = append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET="+server.addr())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -344,11 +345,15 @@ func TestSpiffeTLSBetweenProcesses(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	lines := bufio.NewScanner(stdout)
-	if !lines.Scan() {
-		cmd.Wait()
-		t.Fatalf("tls server printed no address: %s", stderr.String())
+	addr, ok := "", lines.Scan()
+	if ok {
+		addr, ok = strings.CutPrefix(lines.Text(), "listening on ")
 	}
-	addr := lines.Text()
+	if !ok {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the tls server printed no address: %s", stderr.String())
+	}
 	ctx := timeout(t)
 	serverID := spiffeid.RequireFromString("spiffe://example.org/server")
 
@@ -378,42 +383,6 @@ func TestSpiffeTLSBetweenProcesses(t *testing.T) {
 	// And the first still does, after the refusals.
 	if reply, err := dial(client, serverID); err != nil || reply != "hello spiffe://example.org/client" {
 		t.Fatalf("client again: %q, %v (server: %s)", reply, err, stderr.String())
-	}
-}
-
-// tlsServer is the other process of TestSpiffeTLSBetweenProcesses: it
-// prints its address, then answers "hello <peer ID>" to each line.
-func tlsServer(sock, authorize string) error {
-	ctx := context.Background()
-	id, err := spiffeid.FromString(authorize)
-	if err != nil {
-		return err
-	}
-	ln, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0", spiffetls.MTLSServerWithSourceOptions(tlsconfig.AuthorizeID(id),
-		workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+sock))))
-	if err != nil {
-		return err
-	}
-	fmt.Println(ln.Addr().String())
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			return err
-		}
-		go func() {
-			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
-				fmt.Fprintln(os.Stderr, "refused:", err)
-				return
-			}
-			peer, err := spiffetls.PeerIDFromConn(conn)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "peer:", err)
-				return
-			}
-			fmt.Fprintf(conn, "hello %s\n", peer)
-		}()
 	}
 }
 

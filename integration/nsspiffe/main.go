@@ -8,7 +8,8 @@
 //	nsspiffe jwt AUDIENCE          prints a JWT-SVID (JWTSource), after checking it against the JWT bundle
 //	nsspiffe validate TOKEN AUD    prints the SPIFFE ID the agent's ValidateJWTSVID answers
 //	nsspiffe watch N               prints "<serial hex>" for each of the first N X.509-SVIDs the stream sends
-//	nsspiffe tls-server ADDR ID    serves mutual TLS on ADDR to ID alone, answering "hello <peer ID>" to a line
+//	nsspiffe tls-server ADDR ID    serves mutual TLS on ADDR to ID alone, answering "hello <peer ID>" to a line;
+//	                               prints "listening on <address>" first
 //	nsspiffe tls-client ADDR ID    connects to ADDR, whose SVID must be ID, and prints the answer
 package main
 
@@ -148,7 +149,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Println("listening")
+		fmt.Println("listening on", ln.Addr())
 		for {
 			conn, err := ln.Accept()
 			if err != nil {
