@@ -350,7 +350,8 @@ func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer
 	if err != nil {
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
 	}
-	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable, Log: log}
+	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable,
+		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log}
 	if cfg.Rotation.On == config.RotateManual {
 		return opts, nil
 	}

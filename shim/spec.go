@@ -49,12 +49,7 @@ func injectIntoBundle(bundle string, want specs.Hook, apiEnv ...string) (changed
 // environment: with a SPIFFE trust domain, where the Workload API is
 // (SPIFFE_ENDPOINT_SOCKET), so that go-spiffe, SPIRE's and Envoy's clients
 // and spiffe-helper find it with no flag.
-func apiEnv(cfg *config.Config) []string {
-	if cfg.SPIFFE.TrustDomain == "" {
-		return nil
-	}
-	return []string{entry.EnvSPIFFEEndpoint + "=" + entry.SPIFFEEndpoint}
-}
+func apiEnv(cfg *config.Config) []string { return entry.APIEnv(cfg.SPIFFE.TrustDomain) }
 
 // configPath is the config the shim and its hook use: NORTHSTAR_CONFIG from
 // containerd's environment, else the rootful or rootless default. It must be

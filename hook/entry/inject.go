@@ -118,6 +118,16 @@ const (
 	SPIFFEEndpoint    = "unix:///run/northstar/api/spiffe.sock"
 )
 
+// APIEnv is what a container that gets the agent's API finds in its
+// environment, with the config's [spiffe] trust_domain: where its
+// Workload API is. The shim (Rewrite) and the NRI plugin set it.
+func APIEnv(trustDomain string) []string {
+	if trustDomain == "" {
+		return nil
+	}
+	return []string{EnvSPIFFEEndpoint + "=" + SPIFFEEndpoint}
+}
+
 // Rewrite returns config.json data with want injected by Inject and, for
 // a container that gets the agent's API (it does not opt out with
 // AnnotationAPIDisable), the variables apiEnv ("NAME=value") in its
