@@ -124,7 +124,8 @@ chmod 0644 "$CONFIG"
 CTL=("${AS_USER[@]}" "$W/bin/northstarctl")
 "${CTL[@]}" init --config "$CONFIG" >/dev/null || die "northstarctl init failed"
 status() { "${CTL[@]}" status --json --config "$CONFIG"; }
-gen() { status | tr ',{}' '\n' | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p'; }
+# The record's generation: the first one; the containers' follow it.
+gen() { status | tr ',{}' '\n' | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p' | head -n 1; }
 lifecycle() { status | tr ',{}' '\n' | sed -n 's/^ *"lifecycle_id": *"\([^"]*\)".*/\1/p'; }
 G0=$(gen)
 [[ $G0 =~ ^[0-9]+$ ]] || die "northstarctl status shows no generation"
