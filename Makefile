@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEntry$$' -fuzztime $(FUZZTIME) ./audit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./agent/api
 	$(GO) test -run '^$$' -fuzz '^FuzzValid$$' -fuzztime $(FUZZTIME) ./agent/identity
+	$(GO) test -run '^$$' -fuzz '^FuzzSPIFFEPath$$' -fuzztime $(FUZZTIME) ./agent/identity
 	$(GO) test -run '^$$' -fuzz '^FuzzMemory$$' -fuzztime $(FUZZTIME) ./agent/replay
 	$(GO) test -run '^$$' -fuzz '^FuzzRegistrationKey$$' -fuzztime $(FUZZTIME) ./agent/registry
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./store

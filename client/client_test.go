@@ -14,6 +14,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/keys"
 	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/agent/token"
+	"github.com/northstar-oci/northstar/hook/entry"
 )
 
 type oneGeneration struct {
@@ -162,5 +163,26 @@ func TestTokenSourceDropsAgedTokens(t *testing.T) {
 		if v, err := br.VerifyToken(ctx, tok, "client", "mqtt"); err != nil || !v.Valid {
 			t.Errorf("a concurrent caller's token: %+v, %v", v, err)
 		}
+	}
+}
+
+func TestSPIFFEPath(t *testing.T) {
+	p, err := SPIFFEPath("default/mqtt-0/broker")
+	if err != nil || p != "/default/mqtt-0/broker" {
+		t.Fatalf("SPIFFEPath = %q, %v", p, err)
+	}
+	if id, err := IdentityOfSPIFFEPath("/svc_40example.org_3A443"); err != nil || id != "svc@example.org:443" {
+		t.Errorf("IdentityOfSPIFFEPath = %q, %v", id, err)
+	}
+	if _, err := IdentityOfSPIFFEPath("/_3a"); err == nil {
+		t.Error("a path SPIFFEPath never writes decoded")
+	}
+}
+
+// TestDefaultSPIFFEEndpointIsTheShims: what applications default to is
+// what the shim puts in SPIFFE_ENDPOINT_SOCKET.
+func TestDefaultSPIFFEEndpointIsTheShims(t *testing.T) {
+	if DefaultSPIFFEEndpoint != entry.SPIFFEEndpoint {
+		t.Errorf("client says %s, the shim %s", DefaultSPIFFEEndpoint, entry.SPIFFEEndpoint)
 	}
 }

@@ -52,6 +52,7 @@ type Config struct {
 	Audit    Audit    `toml:"audit"`
 	Shim     Shim     `toml:"shim"`
 	NRI      NRI      `toml:"nri"`
+	SPIFFE   SPIFFE   `toml:"spiffe"`
 
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
@@ -224,6 +225,58 @@ const (
 	DefaultAuditKeep     = 4
 )
 
+// SPIFFE configures the SPIFFE Workload API the agent serves beside each
+// container's API socket (DESIGN.md §14): off until a trust domain is set.
+type SPIFFE struct {
+	// TrustDomain names the trust domain of every container's SPIFFE ID,
+	// spiffe://<trust_domain>/<identity>: 1-255 characters of
+	// [a-z0-9._-]; "" (the default) turns the Workload API off.
+	TrustDomain string `toml:"trust_domain"`
+	// X509SVIDTTL is the lifetime of an X.509-SVID, from "5m" to "24h";
+	// open streams get a new one at half of it.
+	X509SVIDTTL string `toml:"x509_svid_ttl"`
+	// JWTSVIDTTL is the lifetime of a JWT-SVID, from "30s" to "1h".
+	JWTSVIDTTL string `toml:"jwt_svid_ttl"`
+}
+
+// Bounds of the [spiffe] lifetimes. SPIRE's defaults are 1 h and 5 min.
+const (
+	minX509SVIDTTL = 5 * time.Minute
+	maxX509SVIDTTL = 24 * time.Hour
+	minJWTSVIDTTL  = 30 * time.Second
+	maxJWTSVIDTTL  = time.Hour
+)
+
+// X509SVIDTTL returns the validated [spiffe] x509_svid_ttl.
+func (c *Config) X509SVIDTTL() time.Duration {
+	d, _ := time.ParseDuration(c.SPIFFE.X509SVIDTTL) // validated by Load
+	return d
+}
+
+// JWTSVIDTTL returns the validated [spiffe] jwt_svid_ttl.
+func (c *Config) JWTSVIDTTL() time.Duration {
+	d, _ := time.ParseDuration(c.SPIFFE.JWTSVIDTTL) // validated by Load
+	return d
+}
+
+// ValidTrustDomain reports whether s is a SPIFFE trust domain name: 1-255
+// characters of [a-z0-9._-] (the SPIFFE ID spec, §2.1). A loop of our own,
+// not go-spiffe's parser: the hook reads the config and must not link the
+// SPIFFE libraries; TestValidTrustDomainMatchesGoSPIFFE keeps the two equal.
+func ValidTrustDomain(s string) bool {
+	if len(s) == 0 || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // Shim configures containerd-shim-northstar-v2.
 type Shim struct {
 	// Delegate is the runc-compatible shim the wrapper execs after it
@@ -263,9 +316,10 @@ func Default() *Config {
 		Rotation: Rotation{On: RotateOnRuntimeRestart, Live: true, Grace: "5m"},
 		API: API{TokenTTL: "60s", MaxConnections: DefaultAPIMaxConnections, Rate: DefaultAPIRate, Burst: DefaultAPIBurst,
 			RequestTimeout: DefaultAPIRequestTimeout, MaxUsedTokens: DefaultMaxUsedTokens, MaxUsedTokensPerSender: DefaultMaxUsedPerSender},
-		Audit: Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
-		Shim:  Shim{Delegate: DefaultShimDelegate},
-		NRI:   NRI{Socket: DefaultNRISocket},
+		Audit:  Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
+		Shim:   Shim{Delegate: DefaultShimDelegate},
+		NRI:    NRI{Socket: DefaultNRISocket},
+		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m"},
 	}
 }
 
@@ -378,6 +432,20 @@ func (c *Config) Validate() error {
 	}
 	if n := c.Audit.Keep; n < 1 || n > maxAuditKeep {
 		return fmt.Errorf("[audit] keep %d: want 1 to %d rotated files", n, maxAuditKeep)
+	}
+	if td := c.SPIFFE.TrustDomain; td != "" {
+		if !ValidTrustDomain(td) {
+			return fmt.Errorf("[spiffe] trust_domain %q: want 1-255 characters of [a-z0-9._-], like \"example.org\" (no spiffe:// and no path)", td)
+		}
+		if !c.API.Enable {
+			return errors.New("[spiffe] trust_domain needs the per-container API: set [api] enable = true")
+		}
+	}
+	if d, err := time.ParseDuration(c.SPIFFE.X509SVIDTTL); err != nil || d < minX509SVIDTTL || d > maxX509SVIDTTL {
+		return fmt.Errorf("[spiffe] x509_svid_ttl %q: want a duration from %s to %s, like \"1h\"", c.SPIFFE.X509SVIDTTL, minX509SVIDTTL, maxX509SVIDTTL)
+	}
+	if d, err := time.ParseDuration(c.SPIFFE.JWTSVIDTTL); err != nil || d < minJWTSVIDTTL || d > maxJWTSVIDTTL {
+		return fmt.Errorf("[spiffe] jwt_svid_ttl %q: want a duration from %s to %s, like \"5m\"", c.SPIFFE.JWTSVIDTTL, minJWTSVIDTTL, maxJWTSVIDTTL)
 	}
 	if c.API.Enable && c.Agent.Socket == "" {
 		return errors.New("[api] enable = true needs the agent: set [agent] socket")

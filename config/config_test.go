@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/audit"
@@ -69,6 +71,16 @@ func TestParseRejects(t *testing.T) {
 		"[audit]\nmax_byte = 100000":                                "unknown key",
 		"[shim]\ndelegate = \"bin/shim\"":                           "[shim] delegate",
 		"[shim]\ndelegate = \"/usr/bin/../bin/x\"":                  "[shim] delegate",
+		apiOn + "[spiffe]\ntrust_domain = \"Example.org\"":          "[spiffe] trust_domain",
+		apiOn + "[spiffe]\ntrust_domain = \"spiffe://example.org\"": "[spiffe] trust_domain",
+		apiOn + "[spiffe]\ntrust_domain = \"example.org/a\"":        "[spiffe] trust_domain",
+		"[spiffe]\ntrust_domain = \"example.org\"":                  "set [api] enable = true",
+		"[spiffe]\nx509_svid_ttl = \"4m\"":                          "[spiffe] x509_svid_ttl",
+		"[spiffe]\nx509_svid_ttl = \"25h\"":                         "[spiffe] x509_svid_ttl",
+		"[spiffe]\nx509_svid_ttl = \"soon\"":                        "[spiffe] x509_svid_ttl",
+		"[spiffe]\njwt_svid_ttl = \"10s\"":                          "[spiffe] jwt_svid_ttl",
+		"[spiffe]\njwt_svid_ttl = \"2h\"":                           "[spiffe] jwt_svid_ttl",
+		"[spiffe]\ntrustdomain = \"example.org\"":                   "unknown key",
 		"[nri]\nenable = true":                                      "needs the agent",
 		"[nri]\nsocket = \"nri.sock\"":                              "[nri] socket",
 	} {
@@ -185,5 +197,42 @@ func TestNRI(t *testing.T) {
 	c, err := Parse([]byte("[agent]\nsocket = \"/run/a/a.sock\"\n[nri]\nenable = true\nsocket = \"/run/x/nri.sock\"\n"))
 	if err != nil || !c.NRI.Enable || c.NRI.Socket != "/run/x/nri.sock" {
 		t.Errorf("parsed %+v, %v", c.NRI, err)
+	}
+}
+
+// apiOn is the config a [spiffe] trust domain needs.
+const apiOn = "[agent]\nsocket = \"/run/northstar-agent/agent.sock\"\n[api]\nenable = true\n"
+
+func TestSPIFFE(t *testing.T) {
+	d, err := Parse(nil)
+	if err != nil || d.SPIFFE.TrustDomain != "" || d.X509SVIDTTL() != time.Hour || d.JWTSVIDTTL() != 5*time.Minute {
+		t.Fatalf("default [spiffe]: %+v, %v; want off, 1h and 5m", d.SPIFFE, err)
+	}
+	c, err := Parse([]byte(apiOn + "[spiffe]\ntrust_domain = \"prod.example-1_a.org\"\nx509_svid_ttl = \"5m\"\njwt_svid_ttl = \"1h\"\n"))
+	if err != nil || c.SPIFFE.TrustDomain != "prod.example-1_a.org" || c.X509SVIDTTL() != 5*time.Minute || c.JWTSVIDTTL() != time.Hour {
+		t.Fatalf("[spiffe] at its bounds: %+v, %v", c.SPIFFE, err)
+	}
+}
+
+// TestValidTrustDomainMatchesGoSPIFFE: every byte, alone and around the
+// length bound, is judged as go-spiffe judges a bare trust domain name.
+func TestValidTrustDomainMatchesGoSPIFFE(t *testing.T) {
+	goSPIFFE := func(s string) bool {
+		// go-spiffe also takes "spiffe://td"; a config names the domain.
+		_, err := spiffeid.TrustDomainFromString(s)
+		return err == nil && !strings.Contains(s, ":")
+	}
+	for c := 0; c < 256; c++ {
+		for _, n := range []int{1, 2, 255} {
+			s := strings.Repeat("a", n-1) + string([]byte{byte(c)})
+			if got, want := ValidTrustDomain(s), goSPIFFE(s); got != want {
+				t.Errorf("ValidTrustDomain(%d bytes ending in %#x) = %v, go-spiffe says %v", n, c, got, want)
+			}
+		}
+	}
+	for _, s := range []string{"", strings.Repeat("a", 256)} {
+		if ValidTrustDomain(s) {
+			t.Errorf("ValidTrustDomain(%d bytes) = true", len(s))
+		}
 	}
 }

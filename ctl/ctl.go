@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/control"
@@ -305,6 +307,13 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 			Replay:      replay.Limits{PerAudience: cfg.API.MaxUsedTokens, PerSender: cfg.API.MaxUsedTokensPerSender},
 			Limits: api.Limits{Conns: cfg.API.MaxConnections, Rate: cfg.API.Rate, Burst: cfg.API.Burst,
 				Timeout: cfg.RequestTimeout()}}
+		if td := cfg.SPIFFE.TrustDomain; td != "" {
+			id, err := spiffeid.TrustDomainFromString(td) // validated by config
+			if err != nil {
+				return fmt.Errorf("agent: [spiffe] trust_domain: %w", err)
+			}
+			opts.API.SPIFFE = &registry.SPIFFE{TrustDomain: id, X509TTL: cfg.X509SVIDTTL(), JWTTTL: cfg.JWTSVIDTTL()}
+		}
 	}
 	if cfg.NRI.Enable {
 		plugin, err := nriOptions(cfg, agent.RotateInChild([]string{exe, "agent", "--config", cfg.Path}), env.Stdout)
@@ -341,7 +350,8 @@ func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer
 	if err != nil {
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
 	}
-	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable, Log: log}
+	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable,
+		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log}
 	if cfg.Rotation.On == config.RotateManual {
 		return opts, nil
 	}

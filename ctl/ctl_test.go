@@ -17,6 +17,7 @@ import (
 	"github.com/northstar-oci/northstar/agent"
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
@@ -198,6 +199,44 @@ func TestAgent(t *testing.T) {
 	}
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket left behind: %v", err)
+	}
+}
+
+// TestAgentWithSPIFFE: with [spiffe] trust_domain the agent starts, its
+// key child unseals (making it the first time) the CA's seed, which the
+// store keeps sealed, and a restarted agent unseals the same one.
+func TestAgentWithSPIFFE(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent", "agent.sock")
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n[spiffe]\ntrust_domain = \"example.org\"\n",
+		filepath.Join(dir, "state"), sock)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ctl(t, "init", "--config", cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	seed := filepath.Join(dir, "state", spiffe.KeyName+".key.json")
+	var first []byte
+	for i := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out testenv.SyncBuffer
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, &Env{Stdout: &out, Stderr: &out}, []string{"agent", "--config", cfgPath}) }()
+		waitFor(t, func() bool { return strings.Contains(out.String(), "serving generation 1 on "+sock) })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("agent: %v\n%s", err, out.String())
+		}
+		data, err := os.ReadFile(seed)
+		if err != nil {
+			t.Fatalf("after agent start %d: %v", i+1, err)
+		}
+		if i == 0 {
+			first = data
+		} else if !bytes.Equal(data, first) {
+			t.Error("a restarted agent made a new CA seed")
+		}
 	}
 }
 

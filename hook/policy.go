@@ -91,7 +91,7 @@ func parseID(s string) (uint32, error) {
 // Annotations of the agent's API (DESIGN.md §3).
 const (
 	AnnotationIdentity   = "io.northstar.identity"
-	AnnotationAPIDisable = "io.northstar.api.disable"
+	AnnotationAPIDisable = entry.AnnotationAPIDisable
 
 	criSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
 	criSandboxName      = "io.kubernetes.cri.sandbox-name"

@@ -42,22 +42,30 @@ func apiBundle(t *testing.T, e *env, identity, script string) *bundle {
 // the identity annotation on its spec.
 func (b *bundle) withNsapi(t *testing.T, identity string) *bundle {
 	t.Helper()
-	nsapi, err := nsapiBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(nsapi)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(b.rootfs, "bin", "nsapi"), data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	b.withHelper(t, nsapiBinary)
 	if identity != "" {
 		if b.spec.Annotations == nil {
 			b.spec.Annotations = map[string]string{}
 		}
 		b.spec.Annotations["io.northstar.identity"] = identity
+	}
+	return b
+}
+
+// withHelper copies the helper binary built (once) by build into the
+// bundle's /bin, under its own name.
+func (b *bundle) withHelper(t *testing.T, build func() (string, error)) *bundle {
+	t.Helper()
+	bin, err := build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.rootfs, "bin", filepath.Base(bin)), data, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	return b
 }

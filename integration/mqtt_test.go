@@ -53,7 +53,7 @@ func exitCode(r result) int {
 // on a swtpm owned by the test user, and a rootfs holding busybox, the
 // broker and the client.
 type mqttStack struct {
-	auth string // how clients log in: "secret" or "token"
+	auth string // how clients log in: "secret", "token" or "mtls"
 	a    *account
 	tpm  *swtpm
 	e    *env
@@ -65,7 +65,7 @@ func newMQTTStack(t *testing.T) *mqttStack { return newMQTTStackAuth(t, "secret"
 
 // newMQTTStackAuth is newMQTTStack whose MQTT broker and clients use auth;
 // with "token" the agent (with [api] enable) runs in rootlesskit's
-// namespaces.
+// namespaces, and with "mtls" it serves the SPIFFE Workload API too.
 func newMQTTStackAuth(t *testing.T, auth string) *mqttStack {
 	t.Helper()
 	a := requiresContainerd(t)
@@ -77,9 +77,12 @@ func newMQTTStackAuth(t *testing.T, auth string) *mqttStack {
 	s := &mqttStack{a: a, auth: auth}
 	s.tpm = newSWTPM(t, a)
 	pcrs, sock := "[]", ""
-	if auth == "token" {
+	if auth == "token" || auth == "mtls" {
 		sock = agentSocket(t, a)
 		pcrs += fmt.Sprintf("\n[agent]\nsocket = %q\n[api]\nenable = true", sock)
+	}
+	if auth == "mtls" {
+		pcrs += "\n[spiffe]\ntrust_domain = \"example.org\""
 	}
 	s.e = newTPMEnv(t, s.tpm, pcrs, a)
 	s.c = startContainerd(t, a, "NORTHSTAR_CONFIG="+s.e.config)
@@ -129,10 +132,15 @@ func (s *mqttStack) startBroker(t *testing.T) string {
 	id := s.c.newID("broker")
 	flags := []string{"--annotation", "io.northstar.identity=broker"}
 	mustCtr(t, s.c, s.runArgs(id, true, flags, "/bin/broker", "--auth", s.auth, "--listen", mqttBroker)...)
-	// An outsider without a password is refused (exit 3) once the broker listens.
+	// An outsider without a password is refused (exit 3) once the broker
+	// listens; with mutual TLS, one without a certificate.
+	probe, refusedBy := []string{"--no-password"}, func(r result) bool { return exitCode(r) == 3 }
+	if s.auth == "mtls" {
+		probe, refusedBy = []string{"--auth", "mtls", "--no-certificate"}, func(r result) bool { return strings.Contains(r.stderr, "certificate required") }
+	}
 	for i := 0; ; i++ {
-		r := s.hostClient(t, "--no-password", "--timeout", "1s")
-		if exitCode(r) == 3 {
+		r := s.hostClient(t, append(probe, "--timeout", "1s")...)
+		if refusedBy(r) {
 			break
 		}
 		if i > 100 {
@@ -411,5 +419,40 @@ func TestMQTTTokens(t *testing.T) {
 	s.a.apply(verify)
 	if r := run(t, verify); r.err != nil || !strings.Contains(r.stdout, "chain and MACs intact") {
 		t.Errorf("audit verify of the log this test produced:\n%s", r)
+	}
+}
+
+// TestMQTTMTLS: the MQTT example with --auth mtls under rootless
+// containerd through the northstar shim, which tells every API container
+// where its Workload API is (SPIFFE_ENDPOINT_SOCKET): the client logs in
+// with its X.509-SVID; mallory, with an SVID of its own, cannot log in as
+// the client; an outsider without a certificate is refused.
+func TestMQTTMTLS(t *testing.T) {
+	s := newMQTTStackAuth(t, "mtls")
+	as := func(identity string) []string { return []string{"--annotation", "io.northstar.identity=" + identity} }
+	broker := s.startBroker(t)
+
+	env := s.c.ctr(t, s.runArgs(s.c.newID("env"), false, as("client"), "/bin/sh", "-c", "echo $SPIFFE_ENDPOINT_SOCKET")...)
+	if strings.TrimSpace(env.stdout) != "unix:///run/northstar/api/spiffe.sock" {
+		t.Errorf("SPIFFE_ENDPOINT_SOCKET in a container through the shim:\n%s", env)
+	}
+	off := s.c.ctr(t, s.runArgs(s.c.newID("env"), false, append(as("client"), "--annotation", "io.northstar.api.disable=true"),
+		"/bin/sh", "-c", "echo \"[$SPIFFE_ENDPOINT_SOCKET]\"")...)
+	if strings.TrimSpace(off.stdout) != "[]" {
+		t.Errorf("SPIFFE_ENDPOINT_SOCKET in a container without the API:\n%s", off)
+	}
+
+	wantExit(t, "client with its SVID", s.clientContainer(t, as("client")), 0, roundTrip)
+	wantExit(t, "mallory logging in as the client", s.clientContainer(t, as("mallory"), "--username", "client"), 3, refused)
+	wantExit(t, "outsider without a certificate", s.hostClient(t, "--auth", "mtls", "--no-certificate"), 1, "certificate required")
+
+	blog, _ := os.ReadFile(filepath.Join(s.log, broker+".log"))
+	for _, want := range []string{"(mutual TLS as spiffe://example.org/broker)",
+		`accepted client_id=`, `username="client" spiffe_id="spiffe://example.org/client"`,
+		`refused: the certificate is not the username's`, `spiffe_id="spiffe://example.org/mallory"`,
+		`refused: TLS handshake: "tls: client didn't provide a certificate"`} {
+		if !bytes.Contains(blog, []byte(want)) {
+			t.Errorf("broker log lacks %q:\n%s", want, blog)
+		}
 	}
 }

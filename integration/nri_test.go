@@ -8,20 +8,23 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/northstar-oci/northstar/client"
 )
 
 // nriEnv is apiEnv with the agent's NRI plugin on, at a socket of the
-// test's (never the host's /var/run/nri/nri.sock).
-func nriEnv(t *testing.T) (e *env, agentSock, nriSock string) {
+// test's (never the host's /var/run/nri/nri.sock), and the extra config.
+func nriEnv(t *testing.T, extra ...string) (e *env, agentSock, nriSock string) {
 	t.Helper()
 	agentSock = agentSocket(t, nil)
 	nriSock = filepath.Join(filepath.Dir(filepath.Dir(agentSock)), "nri.sock")
-	e = newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n[nri]\nenable = true\nsocket = %q\n", agentSock, nriSock), nil)
+	e = newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n[nri]\nenable = true\nsocket = %q\n", agentSock, nriSock)+strings.Join(extra, ""), nil)
 	return e, agentSock, nriSock
 }
 
@@ -182,5 +185,39 @@ func TestNRIPodsGetTheSecret(t *testing.T) {
 	r := c.crictl(t, c.createArgs(t, p4, "app", nil)...)
 	if r.err == nil || !strings.Contains(r.stderr, `required plugin \"northstar\" not present`) {
 		t.Errorf("a container created with the plugin away:\n%s\nwant a failure naming the required plugin", r)
+	}
+}
+
+// TestNRISPIFFE: with [spiffe] on, the NRI plugin tells a Kubernetes
+// container where its Workload API is (SPIFFE_ENDPOINT_SOCKET in the spec
+// containerd made), and the container's spiffe.sock issues the SVID of
+// its CRI identity, three path segments: spiffe://example.org/default/web/app.
+func TestNRISPIFFE(t *testing.T) {
+	requiresFile(t, filepath.Join(containerd2Bin, "containerd"), "scripts/install-tools.sh builds it")
+	e, sock, _ := nriEnv(t, "[spiffe]\ntrust_domain = \"example.org\"\n")
+	a := startAgent(t, e, sock)
+	c := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI, SPIFFE)")
+	p := c.runPod(t, "web")
+	app := c.runContainer(t, p, "app")
+	var info struct {
+		Info struct {
+			RuntimeSpec struct {
+				Process struct {
+					Env []string `json:"env"`
+				} `json:"process"`
+			} `json:"runtimeSpec"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(c.mustCrictl(t, "inspect", "-o", "json", app)), &info); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(info.Info.RuntimeSpec.Process.Env, "SPIFFE_ENDPOINT_SOCKET=unix:///run/northstar/api/spiffe.sock") {
+		t.Errorf("the container's environment: %q", info.Info.RuntimeSpec.Process.Env)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+filepath.Join(registeredDir(t, sock, app), "spiffe.sock")))
+	if err != nil || svid.ID.String() != "spiffe://example.org/default/web/app" {
+		t.Errorf("the pod container's X.509-SVID: %v, %v; want spiffe://example.org/default/web/app", svid, err)
 	}
 }

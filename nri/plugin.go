@@ -26,6 +26,8 @@ package nri
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/containerd/nri/pkg/api"
 	nriplugin "github.com/containerd/nri/pkg/plugin"
@@ -57,6 +59,7 @@ const Index = "10"
 type plugin struct {
 	hook       specs.Hook // the hook entry to add (entry.New)
 	apiEnabled bool       // [api] enable: a container opted out of the secret may still want its API socket
+	apiEnv     []string   // for a container that gets the API: where its SPIFFE Workload API is
 }
 
 // adjust returns what the plugin changes in a container about to be
@@ -97,6 +100,16 @@ func (p *plugin) adjust(pod *api.PodSandbox, ctr *api.Container) (*api.Container
 	}
 	if apiOff && annotations[annotationAPIDisable] != "true" {
 		adj.AddAnnotation(annotationAPIDisable, "true")
+	}
+	// A container that gets the API learns where its Workload API is, as
+	// the shim tells it (entry.Rewrite): unless it set the variable itself.
+	if p.apiEnabled && !apiOff {
+		for _, kv := range p.apiEnv {
+			name, value, _ := strings.Cut(kv, "=")
+			if !slices.ContainsFunc(ctr.GetEnv(), func(e string) bool { return strings.HasPrefix(e, name+"=") }) {
+				adj.AddEnv(name, value)
+			}
+		}
 	}
 	// The identity from the names NRI gives, whatever annotations the
 	// runtime uses for them (containerd's io.kubernetes.cri.*, from

@@ -2,6 +2,7 @@ package nri
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -165,3 +166,39 @@ func BenchmarkAdjust(b *testing.B) {
 var _ interface {
 	CreateContainer(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error)
 } = (*plugin)(nil)
+
+// TestAdjustSetsTheAPIEnvironment: a container that gets the API learns
+// where its SPIFFE Workload API is, as the shim tells it; one that opted
+// out of the API, or set the variable itself, does not.
+func TestAdjustSetsTheAPIEnvironment(t *testing.T) {
+	env := entry.APIEnv("example.org")
+	for _, tc := range []struct {
+		description string
+		api         bool
+		ctr         map[string]string
+		ctrEnv      []string
+		want        []string
+	}{
+		{"the API: the variable", true, nil, []string{"PATH=/bin"}, env},
+		{"the API off: none", true, map[string]string{annotationAPIDisable: "true"}, nil, nil},
+		{"the API off by config: none", false, nil, nil, nil},
+		{"the container's own value stays", true, nil, []string{"SPIFFE_ENDPOINT_SOCKET=unix:///spire.sock"}, nil},
+	} {
+		t.Run(tc.description, func(t *testing.T) {
+			p := &plugin{hook: testHook, apiEnabled: tc.api, apiEnv: env}
+			ctr := testContainer("app", tc.ctr)
+			ctr.Env = tc.ctrEnv
+			adj, err := p.adjust(testPod(nil), ctr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, kv := range adj.GetEnv() {
+				got = append(got, kv.GetKey()+"="+kv.GetValue())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("environment added %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -20,6 +20,9 @@ type Options struct {
 	Socket     string     // the runtime's NRI socket ([nri] socket)
 	Hook       specs.Hook // the hook entry to add (entry.New)
 	APIEnabled bool       // [api] enable
+	// APIEnv ("NAME=value", entry.APIEnv) joins the environment of every
+	// container that gets the API, unless it sets the name itself.
+	APIEnv []string
 	// Rotate is called with the pid of the runtime at the other end of
 	// every new connection, before the plugin registers: it starts a new
 	// lifecycle if that runtime is not the one the secret was made for
@@ -43,7 +46,7 @@ const (
 // when the runtime closes the connection (it restarted, or dropped the
 // plugin) it connects again, until ctx ends. It returns nil then.
 func Run(ctx context.Context, opts Options) error {
-	p := &plugin{hook: opts.Hook, apiEnabled: opts.APIEnabled}
+	p := &plugin{hook: opts.Hook, apiEnabled: opts.APIEnabled, apiEnv: opts.APIEnv}
 	// NRI's packages log through a process-wide logger (logrus on stderr
 	// unless told otherwise); the agent's log is opts.Log.
 	nrilog.Set(quietLogger{opts.Log})

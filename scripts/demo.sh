@@ -2,8 +2,9 @@
 # demo.sh — northstar end to end: an MQTT broker container and a client
 # container under rootless containerd with the northstar shim authenticate
 # to each other with northstar tokens from the agent's API (identity by
-# socket), then, as the fallback, with the shared lifecycle secret (sealed by
-# a swtpm TPM): outsiders, other identities and replayed tokens are refused;
+# socket), then with mutual TLS on the X.509-SVIDs of their SPIFFE Workload
+# API, then, as the fallback, with the shared lifecycle secret (sealed by a
+# swtpm TPM): outsiders, other identities and replayed tokens are refused;
 # a containerd restart rotates the secret.
 #
 # Run as root from anywhere (`make demo`).  Everything lives in a fresh
@@ -28,6 +29,7 @@ NSTEST_USER=${NSTEST_USER:-nstest}
 RUNTIME=io.containerd.northstar.v2
 PORT=1883
 BROKER=127.0.0.1:$PORT
+BROKER_TLS=127.0.0.1:$((PORT + 1))
 T0=$(date +%s%N)
 
 FAILED=0
@@ -117,11 +119,14 @@ socket = "$AGENT_SOCK"
 enable = true
 [rotation]
 grace = "3s"
+[spiffe]
+trust_domain = "demo.northstar.example"
 EOF
 chmod 0644 "$CONFIG"
 CTL=("${AS_USER[@]}" "$W/bin/northstarctl")
 "${CTL[@]}" init --config "$CONFIG" >/dev/null || die "northstarctl init failed"
 status() { "${CTL[@]}" status --json --config "$CONFIG"; }
+# The record's generation: the first one; the containers' follow it.
 gen() { status | tr ',{}' '\n' | sed -n 's/^ *"generation": *\([0-9]*\).*/\1/p' | head -n 1; }
 
 lifecycle() { status | tr ',{}' '\n' | sed -n 's/^ *"lifecycle_id": *"\([^"]*\)".*/\1/p'; }
@@ -159,9 +164,9 @@ outsider() {
 	sed 's/^/         | /' "$W/out"
 	return "$rc"
 }
-start_broker() { # start_broker NAME token|secret
+start_broker() { # start_broker NAME token|mtls|secret [LISTEN]
 	"${X[@]}" ctr run -d --log-uri "file://$W/logs/$1.log" "${CTR_FLAGS[@]}" --annotation io.northstar.identity=broker \
-		--rootfs "$W/rootfs-broker" "$1" /bin/mqtt-broker --auth "$2" --listen "$BROKER" >/dev/null || return 1
+		--rootfs "$W/rootfs-broker" "$1" /bin/mqtt-broker --auth "$2" --listen "${3:-$BROKER}" >/dev/null || return 1
 	local i
 	for ((i = 0; i < 100; i++)); do
 		grep -q "broker: listening" "$W/logs/$1.log" 2>/dev/null && return 0
@@ -233,6 +238,30 @@ else
 	bad "northstarctl audit verify: $(sed '2,$s/^/         /' "$W/out")"
 fi
 
+# ------------------------------------------------------------ mutual TLS
+step "mutual TLS: the client presents the X.509-SVID of its identity (--auth mtls)"
+if start_broker broker3 mtls "$BROKER_TLS"; then
+	ok "MQTT broker broker3 listens for TLS only on $BROKER_TLS, as $(sed -n 's/.*(mutual TLS as \(.*\))$/\1/p' "$W/logs/broker3.log"): its SVID from its own /run/northstar/api/spiffe.sock (the shim set SPIFFE_ENDPOINT_SOCKET)"
+else
+	bad "could not start the MQTT broker with --auth mtls"
+fi
+as client
+rc=0
+run_client client-mtls --auth mtls --broker "$BROKER_TLS" || rc=$?
+expect 0 "$rc" "client accepted: its certificate is the SVID of spiffe://demo.northstar.example/client, its username client; no password crossed the network"
+as mallory
+rc=0
+run_client mallory3 --auth mtls --broker "$BROKER_TLS" --username client || rc=$?
+expect 3 "$rc" "refused: mallory's certificate is a valid SVID, of mallory: it cannot log in as client"
+rc=0
+outsider --auth mtls --no-certificate --broker "$BROKER_TLS" || rc=$?
+if [[ $rc -eq 1 ]] && grep -q "certificate required" "$W/out"; then
+	ok "outsider refused: no client certificate, the TLS handshake fails (exit $rc)"
+else
+	bad "outsider without a certificate: exit $rc, want 1 and the broker's 'certificate required'"
+fi
+EXTRA=()
+
 # ------------------------------------------------------- the shared secret
 step "the shared lifecycle secret (--auth secret), rotated live"
 if stop_broker broker1 && start_broker broker2 secret; then
@@ -300,7 +329,7 @@ expect 0 "$rc" "the others carry on: client6 (generation $G4) accepted by broker
 
 # ------------------------------------------------------------------ logs
 step "MQTT broker logs (no secrets, no passwords)"
-for b in broker1 broker2; do
+for b in broker1 broker3 broker2; do
 	sed "s/^/  $b | /" "$W/logs/$b.log" 2>/dev/null || true
 done
 

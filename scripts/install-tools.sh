@@ -5,15 +5,21 @@
 #   $TOOLS_DIR/containerd-v2.4.2/{containerd,containerd-shim-runc-v2,ctr}
 #   $TOOLS_DIR/crictl-v1.37.0/crictl
 #   $TOOLS_DIR/nfpm-v2.45.2/nfpm
+#   $TOOLS_DIR/spire-agent-v1.13.3/spire-agent
 #
 # containerd 2.x is tested next to Debian's 1.6 (DESIGN.md §6: about 110 s
-# to build); crictl drives containerd's Kubernetes CRI plugin (about 75 s).
+# to build); crictl drives containerd's Kubernetes CRI plugin (about 75 s);
+# SPIRE's agent CLI (`spire-agent api fetch x509|jwt`) is a Workload API
+# client none of us wrote (DESIGN.md §14: about 95 s). SPIRE is served as a
+# program only, so it is the tool of a module of its own,
+# integration/tools/spire-agent, which keeps its dependencies out of the
+# product's go.mod.
 # A directory is complete once its .done stamp exists, so an interrupted
 # build is redone. Static, cgo-free builds (no_btrfs: no btrfs headers).
 # nfpm builds the Debian package (`make deb`, about 20 s).
 #
 #   install-tools.sh [TOOL...]       build the tools (containerd, crictl,
-#                                    nfpm; default all), each once
+#                                    nfpm, spire-agent; default all), each once
 #   install-tools.sh --print TOOL    print where TOOL's binary is (or goes)
 #
 # Environment:
@@ -33,11 +39,18 @@ GO=${GO:-go}
 CONTAINERD_VERSION=v2.4.2
 CRICTL_VERSION=v1.37.0
 NFPM_VERSION=v2.45.2
+SPIRE_VERSION=v1.13.3 # integration/tools/spire-agent/go.mod requires it
+SPIRE_MODULE=$(cd "$(dirname "$0")/../integration/tools/spire-agent" && pwd)
 
-# build DIR PKG... : go install the packages into DIR unless DIR/.done exists.
+# build DIR [-C MODULE] PKG... : go install the packages (in MODULE's
+# directory: "tool" for its tools) into DIR unless DIR/.done exists.
 build() {
-	local dir=$1 start
+	local dir=$1 start module=.
 	shift
+	if [[ $1 == -C ]]; then
+		module=$2
+		shift 2
+	fi
 	if [[ -e $dir/.done ]]; then
 		log "cached: $dir"
 		return 0
@@ -46,7 +59,7 @@ build() {
 	mkdir -p "$dir"
 	start=$SECONDS
 	log "building $* into $dir (takes a minute or two, once)"
-	CGO_ENABLED=0 GOBIN=$dir "$GO" install -trimpath -tags no_btrfs "$@" ||
+	CGO_ENABLED=0 GOBIN=$dir "$GO" -C "$module" install -trimpath -tags no_btrfs "$@" ||
 		die "go install $* failed"
 	touch "$dir/.done"
 	log "built $dir in $((SECONDS - start)) s"
@@ -58,7 +71,8 @@ bin() {
 	containerd) echo "$TOOLS_DIR/containerd-$CONTAINERD_VERSION/containerd" ;;
 	crictl) echo "$TOOLS_DIR/crictl-$CRICTL_VERSION/crictl" ;;
 	nfpm) echo "$TOOLS_DIR/nfpm-$NFPM_VERSION/nfpm" ;;
-	*) die "unknown tool $1: want containerd, crictl or nfpm" ;;
+	spire-agent) echo "$TOOLS_DIR/spire-agent-$SPIRE_VERSION/spire-agent" ;;
+	*) die "unknown tool $1: want containerd, crictl, nfpm or spire-agent" ;;
 	esac
 }
 
@@ -68,7 +82,7 @@ if [[ ${1:-} == --print ]]; then
 	exit 0
 fi
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm)
+[[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm spire-agent)
 for tool in "${tools[@]}"; do
 	case $tool in
 	containerd)
@@ -79,6 +93,11 @@ for tool in "${tools[@]}"; do
 		;;
 	crictl) build "$TOOLS_DIR/crictl-$CRICTL_VERSION" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION" ;;
 	nfpm) build "$TOOLS_DIR/nfpm-$NFPM_VERSION" "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" ;;
+	spire-agent)
+		grep -q "^	github.com/spiffe/spire $SPIRE_VERSION " "$SPIRE_MODULE/go.mod" ||
+			die "$SPIRE_MODULE/go.mod does not require spire $SPIRE_VERSION"
+		build "$TOOLS_DIR/spire-agent-$SPIRE_VERSION" -C "$SPIRE_MODULE" tool
+		;;
 	*) bin "$tool" >/dev/null ;;
 	esac
 done

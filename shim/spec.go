@@ -14,7 +14,8 @@ import (
 	"github.com/northstar-oci/northstar/internal/capped"
 )
 
-// injectIntoBundle adds the northstar hook to bundle/config.json, replacing
+// injectIntoBundle adds the northstar hook (and, for a container that gets
+// the agent's API, the variables apiEnv) to bundle/config.json, replacing
 // the file atomically (temp file in the bundle, rename) so runc never reads
 // half a spec. It keeps the file's mode.
 //
@@ -24,7 +25,7 @@ import (
 // creates it afresh and the hook is injected again). A torn file could only
 // make runc refuse to parse it: fail closed. The fsyncs cost 0.4-0.8 ms per
 // start; docs/performance.md has the measurement.
-func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) {
+func injectIntoBundle(bundle string, want specs.Hook, apiEnv ...string) (changed bool, err error) {
 	path := filepath.Join(bundle, "config.json")
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -34,7 +35,7 @@ func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) 
 	if err != nil {
 		return false, err
 	}
-	out, changed, err := entry.Rewrite(data, want)
+	out, changed, err := entry.Rewrite(data, want, apiEnv...)
 	if err != nil || !changed {
 		return false, err
 	}
@@ -43,6 +44,12 @@ func injectIntoBundle(bundle string, want specs.Hook) (changed bool, err error) 
 	}
 	return true, nil
 }
+
+// apiEnv is what the containers that get the agent's API find in their
+// environment: with a SPIFFE trust domain, where the Workload API is
+// (SPIFFE_ENDPOINT_SOCKET), so that go-spiffe, SPIRE's and Envoy's clients
+// and spiffe-helper find it with no flag.
+func apiEnv(cfg *config.Config) []string { return entry.APIEnv(cfg.SPIFFE.TrustDomain) }
 
 // configPath is the config the shim and its hook use: NORTHSTAR_CONFIG from
 // containerd's environment, else the rootful or rootless default. It must be

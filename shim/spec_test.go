@@ -2,10 +2,14 @@ package shim
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
@@ -73,5 +77,38 @@ func TestConfigPath(t *testing.T) {
 	t.Setenv("NORTHSTAR_CONFIG", "config.toml")
 	if _, err := configPath(); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
 		t.Errorf("relative NORTHSTAR_CONFIG: err = %v", err)
+	}
+}
+
+// TestInjectSetsTheSPIFFEEndpoint: with a SPIFFE trust domain the shim
+// tells every container that gets the API where its Workload API is;
+// without one, nothing.
+func TestInjectSetsTheSPIFFEEndpoint(t *testing.T) {
+	if env := apiEnv(hostConfig(t, "")); env != nil {
+		t.Errorf("without [spiffe]: %q", env)
+	}
+	cfg := hostConfig(t, "[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n[spiffe]\ntrust_domain = \"example.org\"\n")
+	env := apiEnv(cfg)
+	if len(env) != 1 || env[0] != "SPIFFE_ENDPOINT_SOCKET=unix:///run/northstar/api/spiffe.sock" {
+		t.Fatalf("with [spiffe]: %q", env)
+	}
+	bundle := t.TempDir()
+	in, err := os.ReadFile("../hook/entry/testdata/containerd-1.6-image.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), in, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := injectIntoBundle(bundle, testHook, env...); err != nil || !changed {
+		t.Fatalf("injectIntoBundle = %v, %v", changed, err)
+	}
+	var spec specs.Spec
+	data, _ := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err := json.Unmarshal(data, &spec); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(spec.Process.Env, env[0]) || !slices.Contains(spec.Process.Env, "FOO=bar") {
+		t.Errorf("the container's environment: %q", spec.Process.Env)
 	}
 }

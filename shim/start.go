@@ -40,7 +40,7 @@ func prepareStart(ctx context.Context, cfg *config.Config, bundle string, runtim
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
-	if _, err := injectIntoBundle(bundle, entry.New(hookPath, cfg.Path)); err != nil {
+	if _, err := injectIntoBundle(bundle, entry.New(hookPath, cfg.Path), apiEnv(cfg)...); err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -110,23 +111,41 @@ func (s *Server) Close() error {
 	return err
 }
 
-// limited answers 429 to a request over the socket's rate, after holding
-// it for up to maxTarpit: a container that floods its socket then waits
-// on its own connections (at most Limits.Conns) instead of spending the
-// agent's CPU, and the other containers' CPU, on refusals at full speed
-// (measured: a neighbour flooding at full speed made another container's
-// p99 22 times its p99 alone).
+// Take takes one request from the socket's token bucket: ok, or, over
+// the rate, false and how long until one would be allowed, after holding
+// the caller for up to maxTarpit (or until ctx ends): a container that
+// floods its socket then waits on its own connections (at most
+// Limits.Conns) instead of spending the agent's CPU, and the other
+// containers' CPU, on refusals at full speed (measured: a neighbour
+// flooding at full speed made another container's p99 22 times its p99
+// alone). The container's other API, the SPIFFE Workload API on
+// spiffe.sock beside api.sock, takes from the same bucket (it is its
+// spiffe.Limiter), so a container has one rate whichever API it uses.
+func (s *Server) Take(ctx context.Context) (ok bool, retryAfter time.Duration) {
+	res := s.bucket.Reserve()
+	d := res.Delay()
+	if d <= 0 {
+		return true, 0
+	}
+	res.Cancel()
+	t := time.NewTimer(min(d, maxTarpit))
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	return false, d
+}
+
+// CountRefusal counts a refusal by the container's other API (the SPIFFE
+// Workload API: status is its gRPC code's HTTP equivalent, path its
+// method) into this socket's aggregated refusal line.
+func (s *Server) CountRefusal(status int, path, msg string) { s.refusals.add(status, path, msg) }
+
+// limited answers 429 to a request over the socket's rate (Take).
 func (s *Server) limited(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		res := s.bucket.Reserve()
-		if d := res.Delay(); d > 0 {
-			res.Cancel()
-			t := time.NewTimer(min(d, maxTarpit))
-			select {
-			case <-t.C:
-			case <-r.Context().Done():
-				t.Stop()
-			}
+		if ok, d := s.Take(r.Context()); !ok {
 			s.fail(w, r, &apiError{status: http.StatusTooManyRequests, retryAfter: d,
 				msg: fmt.Sprintf("more than %g requests a second on this socket; try again in %s", s.lim.Rate, d.Round(time.Millisecond))})
 			return

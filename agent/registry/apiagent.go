@@ -7,19 +7,30 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/keys"
 	"github.com/northstar-oci/northstar/agent/replay"
+	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/agent/token"
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/store"
 )
 
-// Key names in the store: kept sealed across rotations.
+// Key names in the store: kept sealed across rotations (and the SPIFFE
+// CA's seed, spiffe.KeyName).
 const (
 	RootKeyName  = "root"
 	AuditKeyName = "audit"
 )
+
+// SPIFFE turns on the SPIFFE Workload API ([spiffe] trust_domain).
+type SPIFFE struct {
+	TrustDomain spiffeid.TrustDomain
+	// X509TTL and JWTTTL are the SVIDs' lifetimes.
+	X509TTL, JWTTTL time.Duration
+}
 
 // APIOptions configure the per-container API.
 type APIOptions struct {
@@ -38,6 +49,10 @@ type APIOptions struct {
 	Replay     replay.Limits
 	// Limits bound what each container's socket takes of the agent.
 	Limits api.Limits
+	// SPIFFE, when set, serves every container the SPIFFE Workload API
+	// too, on spiffe.sock beside api.sock, under a per-host CA whose seed
+	// is the store's spiffe.KeyName.
+	SPIFFE *SPIFFE
 }
 
 // apiState is what the API needs beside the registrations: the keys, the
@@ -52,6 +67,11 @@ type apiState struct {
 	verifier *token.Verifier
 	// histKey verifies the audit history in the background; zeroed after.
 	histKey []byte
+	// ca, when set, is the SPIFFE CA (spiffe its options); gens tells the
+	// Workload API's streams of rotations.
+	ca     *spiffe.CA
+	spiffe *SPIFFE
+	gens   *spiffe.Generations
 }
 
 var _ api.Agent = (*Containers)(nil)
@@ -114,6 +134,14 @@ func openAPI(ctx context.Context, opts APIOptions, st *store.Store, c *Container
 		root.Zero()
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
+	var ca *spiffe.CA
+	if opts.SPIFFE != nil {
+		if ca, err = spiffe.LoadCA(opts.SPIFFE.TrustDomain, func(dst []byte) error { return load(ctx, spiffe.KeyName, dst) }); err != nil {
+			clear(auditKey)
+			root.Zero()
+			return nil, err
+		}
+	}
 	// The head recorded at the last rotation: a log cut below it and
 	// written on by this agent would otherwise hide the cut for good.
 	var want *audit.Head
@@ -141,6 +169,9 @@ func openAPI(ctx context.Context, opts APIOptions, st *store.Store, c *Container
 		return nil, err
 	}
 	a := &apiState{root: root, audit: log, used: used, ttl: opts.TokenTTL, limits: opts.Limits, histKey: auditKey}
+	if ca != nil {
+		a.ca, a.spiffe, a.gens = ca, opts.SPIFFE, spiffe.NewGenerations(c.gen())
+	}
 	a.tokenKs.derive = root.TokenKey
 	a.verifier = &token.Verifier{Memory: used, Revoked: c.RevokedSender, Key: func(g uint64) []byte {
 		// Tokens of earlier generations verify until they expire (at most

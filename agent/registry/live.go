@@ -12,6 +12,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/live"
+	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 	"golang.org/x/sys/unix"
@@ -71,6 +72,9 @@ func (c *Containers) Rotated(id, prev control.RecordID) {
 	c.prev = prev.Generation
 	c.mu.Unlock()
 	_ = c.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(id.Generation, 10)})
+	if c.api != nil && c.api.gens != nil {
+		c.api.gens.Set(id.Generation) // open X.509-SVID streams get a new SVID
+	}
 	if c.secret == nil {
 		return
 	}
@@ -244,8 +248,8 @@ func (c *Containers) revoke(s *registration, revs []store.Revocation) {
 		}
 	}
 	c.mu.Lock()
-	fs, srv := s.fs, s.srv
-	s.fs, s.srv = nil, nil
+	fs, srv, wl := s.fs, s.srv, s.wl
+	s.fs, s.srv, s.wl = nil, nil, nil
 	s.Revoked, s.Follows, s.Why = true, false, "revoked"
 	if prev, ok := c.revoked[s.Identity]; !ok || prev.Generation < gen {
 		c.revoked[s.Identity] = revokedSender{Generation: gen, Until: time.Now().Add(api.MaxTTL)}
@@ -259,15 +263,19 @@ func (c *Containers) revoke(s *registration, revs []store.Revocation) {
 	}
 	if srv != nil {
 		srv.Close()
-		_ = removeSocket(c.dirOf(s.Registration))
+		_ = removeSocket(c.dirOf(s.Registration), "api.sock")
+	}
+	if wl != nil {
+		wl.Close()
+		_ = removeSocket(c.dirOf(s.Registration), spiffe.SocketName)
 	}
 	_ = c.Audit("container-revoked", map[string]string{"id": s.ID, "identity": s.Identity, "pid": strconv.Itoa(s.Pid), "generation": strconv.FormatUint(gen, 10)})
 	fmt.Fprintf(c.log, "agent: container %s (%s) revoked: its secret removed, its API closed\n", s.ID, s.Identity)
 }
 
-// removeSocket removes the API socket in dir (a revoked container's).
-func removeSocket(dir string) error {
-	return unix.Unlink(filepath.Join(dir, "api.sock"))
+// removeSocket removes the socket name in dir (a revoked container's).
+func removeSocket(dir, name string) error {
+	return unix.Unlink(filepath.Join(dir, name))
 }
 
 // lost marks s as one rotations no longer reach, and says so once.

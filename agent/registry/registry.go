@@ -24,6 +24,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/live"
+	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -116,9 +117,20 @@ const WhyHookMounts = "its secret is mounted from inside the container (plain ro
 // registration is one container, as the agent holds it.
 type registration struct {
 	Entry
-	srv   *api.Server // nil without the API (or revoked)
-	fs    *live.FS    // nil when the agent holds no handle
+	srv   *api.Server    // nil without the API (or revoked)
+	wl    *spiffe.Server // the SPIFFE Workload API beside it; nil without a trust domain (or revoked)
+	fs    *live.FS       // nil when the agent holds no handle
 	pidfd int
+}
+
+// closeAPI stops the registration's API servers.
+func (s *registration) closeAPI() {
+	if s.srv != nil {
+		s.srv.Close()
+	}
+	if s.wl != nil {
+		s.wl.Close()
+	}
 }
 
 // revokedSender: tokens identity minted before Generation no longer verify,
@@ -279,9 +291,7 @@ func (c *Containers) serve(s *registration, fresh bool) (err error) {
 		c.mu.Lock()
 		delete(c.byKey, s.Registration)
 		c.mu.Unlock()
-		if s.srv != nil {
-			s.srv.Close()
-		}
+		s.closeAPI()
 		return err
 	}
 	return nil
@@ -327,9 +337,42 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 		return err
 	}
 	s.srv = api.NewServer(s.Identity, c, c.api.limits)
+	if c.api.ca != nil {
+		if s.wl, err = c.serveSPIFFE(dir, s); err != nil {
+			ln.Close()
+			s.srv = nil
+			return err
+		}
+	}
 	go s.srv.Serve(ln)
 	ok = true
 	return nil
+}
+
+// serveSPIFFE opens spiffe.sock in dir beside s's api.sock and serves it
+// the Workload API of s's identity, under the bounds of the container's
+// HTTP API: the same connection cap, and its token bucket (tarpit
+// included) and refusal count, shared.
+func (c *Containers) serveSPIFFE(dir string, s *registration) (*spiffe.Server, error) {
+	a := c.api
+	wl, err := spiffe.NewServer(s.Identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: s.srv,
+		Refused: func(method string, status int, reason string) { s.srv.CountRefusal(status, method, reason) },
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns})
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, spiffe.SocketName)
+	_ = unix.Unlink(sock) // left by an earlier agent
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if err := chmodSocket(sock, 0o666); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	go wl.Serve(ln)
+	return wl, nil
 }
 
 // chmodSocket sets the mode of the socket at path without following a
@@ -370,9 +413,7 @@ func (c *Containers) gone(r control.Registration, audited bool) {
 	}
 	c.watch.remove(s.pidfd)
 	unix.Close(s.pidfd)
-	if s.srv != nil {
-		s.srv.Close()
-	}
+	s.closeAPI()
 	if s.fs != nil {
 		s.fs.Close()
 	}
@@ -478,9 +519,7 @@ func (c *Containers) Close() error {
 	c.done.Wait()
 	c.mu.Lock()
 	for _, s := range c.byKey {
-		if s.srv != nil {
-			s.srv.Close() // writes the last refusal counts
-		}
+		s.closeAPI() // writes the last refusal counts
 		if s.fs != nil {
 			s.fs.Close()
 		}

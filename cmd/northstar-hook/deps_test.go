@@ -9,12 +9,13 @@ import (
 // TestHookLinksOnlyTheProtocol: the hook and the shim run at every
 // container start, as root, on input the container's creator controls;
 // they reach the agent through its control protocol (agent/control) and
-// link none of the daemon: not its API server, registry, tokens or keys,
-// and no HTTP stack.
+// link none of the daemon: not its API server, registry, tokens, keys or
+// SPIFFE Workload API, and no HTTP or gRPC stack.
 func TestHookLinksOnlyTheProtocol(t *testing.T) {
 	const module = "github.com/northstar-oci/northstar/"
-	forbidden := []string{"net/http", module + "agent", module + "agent/registry", module + "agent/api", module + "agent/token", module + "agent/keys", module + "client",
-		module + "nri", "github.com/containerd/nri/pkg/api", "github.com/containerd/ttrpc", "google.golang.org/grpc"}
+	forbidden := []string{"net/http", module + "agent", module + "agent/registry", module + "agent/api", module + "agent/token", module + "agent/keys", module + "agent/spiffe", module + "client",
+		module + "nri", "github.com/containerd/nri/pkg/api", "github.com/containerd/ttrpc", "google.golang.org/grpc",
+		"github.com/spiffe/go-spiffe/v2/spiffeid"}
 	for _, cmd := range []string{".", "../containerd-shim-northstar-v2"} {
 		out, err := exec.Command("go", "list", "-deps", cmd).CombinedOutput()
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -104,18 +105,47 @@ func IsPodSandbox(annotations map[string]string) bool {
 	return annotations[criContainerType] == "sandbox"
 }
 
-// Rewrite returns config.json data with want injected by Inject,
-// and whether anything changed (if not, data itself is returned).
+// AnnotationAPIDisable opts a container out of the agent's API (the
+// hook's policy, DESIGN.md §3): such a container gets no API directory,
+// so no API environment either.
+const AnnotationAPIDisable = "io.northstar.api.disable"
+
+// The SPIFFE Workload API's address in a container the agent serves it to
+// ([spiffe] trust_domain, DESIGN.md §14), in the variable go-spiffe, SPIRE,
+// Envoy's and ghostunnel's clients and spiffe-helper read.
+const (
+	EnvSPIFFEEndpoint = "SPIFFE_ENDPOINT_SOCKET"
+	SPIFFEEndpoint    = "unix:///run/northstar/api/spiffe.sock"
+)
+
+// APIEnv is what a container that gets the agent's API finds in its
+// environment, with the config's [spiffe] trust_domain: where its
+// Workload API is. The shim (Rewrite) and the NRI plugin set it.
+func APIEnv(trustDomain string) []string {
+	if trustDomain == "" {
+		return nil
+	}
+	return []string{EnvSPIFFEEndpoint + "=" + SPIFFEEndpoint}
+}
+
+// Rewrite returns config.json data with want injected by Inject and, for
+// a container that gets the agent's API (it does not opt out with
+// AnnotationAPIDisable), the variables apiEnv ("NAME=value") in its
+// process's environment, and whether anything changed (if not, data
+// itself is returned). A variable the spec already sets is left as it is:
+// whoever made the spec chose it (a container given another Workload API
+// keeps it).
 //
-// Only the "hooks" member is re-encoded. Decoding the whole document into
-// specs.Spec and encoding it back would silently drop every field this
-// version of runtime-spec does not know (a newer containerd may write
-// them), so the rest of the document is carried over as raw JSON.
+// Only the "hooks" member, and the "env" of "process", are re-encoded.
+// Decoding the whole document into specs.Spec and encoding it back would
+// silently drop every field this version of runtime-spec does not know (a
+// newer containerd may write them), so the rest of the document is carried
+// over as raw JSON.
 //
 // A Kubernetes pod sandbox (the pause container, marked by CRI's
 // container-type annotation) runs no workload and gets no hook: that saves
 // a hook run per pod, and the pod's containers get their own secret.
-func Rewrite(data []byte, want specs.Hook) ([]byte, bool, error) {
+func Rewrite(data []byte, want specs.Hook, apiEnv ...string) ([]byte, bool, error) {
 	var spec specs.Spec
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return nil, false, fmt.Errorf("config.json is not an OCI spec: %w", err)
@@ -123,18 +153,39 @@ func Rewrite(data []byte, want specs.Hook) ([]byte, bool, error) {
 	if IsPodSandbox(spec.Annotations) {
 		return data, false, nil
 	}
-	if !Inject(&spec, want) {
+	hooksChanged := Inject(&spec, want)
+	var env []string
+	envChanged := false
+	if len(apiEnv) > 0 && spec.Process != nil && spec.Annotations[AnnotationAPIDisable] != "true" {
+		env, envChanged = withEnv(spec.Process.Env, apiEnv)
+	}
+	if !hooksChanged && !envChanged {
 		return data, false, nil
 	}
 	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, false, fmt.Errorf("config.json is not an OCI spec: %w", err)
 	}
-	hooks, err := json.Marshal(spec.Hooks)
-	if err != nil {
-		return nil, false, fmt.Errorf("encode hooks: %w", err)
+	if hooksChanged {
+		hooks, err := json.Marshal(spec.Hooks)
+		if err != nil {
+			return nil, false, fmt.Errorf("encode hooks: %w", err)
+		}
+		doc["hooks"] = hooks
 	}
-	doc["hooks"] = hooks
+	if envChanged {
+		var process map[string]json.RawMessage
+		if err := json.Unmarshal(doc["process"], &process); err != nil {
+			return nil, false, fmt.Errorf("config.json process: %w", err)
+		}
+		var err error
+		if process["env"], err = marshalNoEscape(env); err != nil {
+			return nil, false, fmt.Errorf("encode process env: %w", err)
+		}
+		if doc["process"], err = marshalNoEscape(process); err != nil {
+			return nil, false, fmt.Errorf("encode process: %w", err)
+		}
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -142,4 +193,38 @@ func Rewrite(data []byte, want specs.Hook) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("encode config.json: %w", err)
 	}
 	return buf.Bytes(), true, nil
+}
+
+// withEnv returns env with each of add whose name env does not set yet
+// appended, and whether it added any.
+func withEnv(env, add []string) ([]string, bool) {
+	out := env
+	changed := false
+	for _, kv := range add {
+		name, _, _ := strings.Cut(kv, "=")
+		set := false
+		for _, e := range env {
+			if n, _, _ := strings.Cut(e, "="); n == name {
+				set = true
+				break
+			}
+		}
+		if !set {
+			out = append(out[:len(out):len(out)], kv)
+			changed = true
+		}
+	}
+	return out, changed
+}
+
+// marshalNoEscape encodes v as JSON without escaping <, > and &, as the
+// rest of the document is written.
+func marshalNoEscape(v any) (json.RawMessage, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }

@@ -3,9 +3,11 @@ package entry
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -363,7 +365,117 @@ func FuzzRewrite(f *testing.F) {
 		if again, changed, err := Rewrite(out, testHook); err != nil || changed || !bytes.Equal(again, out) {
 			t.Fatalf("second Rewrite: changed %v, %v", changed, err)
 		}
+		// With the API's variable: it is in the environment of a process
+		// that gets the API, once, and nothing but the env changed there.
+		withEnv, _, err := Rewrite(data, testHook, spiffeEnv)
+		if err != nil {
+			t.Fatalf("Rewrite with env failed where Rewrite did not: %v", err)
+		}
+		var envSpec specs.Spec
+		if err := json.Unmarshal(withEnv, &envSpec); err != nil {
+			t.Fatalf("output with env does not decode: %v", err)
+		}
+		if orig.Process != nil && orig.Annotations[AnnotationAPIDisable] != "true" {
+			n := 0
+			for _, e := range envSpec.Process.Env {
+				if strings.HasPrefix(e, EnvSPIFFEEndpoint+"=") {
+					n++
+				}
+			}
+			if set := slices.ContainsFunc(orig.Process.Env, func(e string) bool { return strings.HasPrefix(e, EnvSPIFFEEndpoint+"=") }); n != 1 || !set && !slices.Contains(envSpec.Process.Env, spiffeEnv) {
+				t.Fatalf("env %q: want %s once", envSpec.Process.Env, EnvSPIFFEEndpoint)
+			}
+		}
+		if again, changed, err := Rewrite(withEnv, testHook, spiffeEnv); err != nil || changed || !bytes.Equal(again, withEnv) {
+			t.Fatalf("second Rewrite with env: changed %v, %v", changed, err)
+		}
 	})
+}
+
+// spiffeEnv is what the shim adds with [spiffe] trust_domain set.
+var spiffeEnv = EnvSPIFFEEndpoint + "=" + SPIFFEEndpoint
+
+// TestRewriteAddsTheAPIEnvironment: the API's variables join the process
+// environment of a container that gets the API, once; a variable already
+// set stays; a container without the API, without a process or a pod
+// sandbox gets none; the rest of the process, fields unknown to
+// runtime-spec included, stays as it was.
+func TestRewriteAddsTheAPIEnvironment(t *testing.T) {
+	future, err := os.ReadFile(filepath.Join("testdata", "future-fields.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(future, &doc); err != nil {
+		t.Fatal(err)
+	}
+	withProcess := func(process string) []byte {
+		d := maps.Clone(doc)
+		d["process"] = json.RawMessage(process)
+		out, _ := json.Marshal(d)
+		return out
+	}
+	withAnnotation := func(v string) []byte {
+		d := maps.Clone(doc)
+		d["annotations"] = json.RawMessage(`{"` + AnnotationAPIDisable + `":"` + v + `"}`)
+		out, _ := json.Marshal(d)
+		return out
+	}
+	for _, tc := range []struct {
+		description string
+		in          []byte
+		wantEnv     []string // nil: no env member
+	}{
+		{"appended to the spec's environment", future, []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "FOO=bar", spiffeEnv}},
+		{"a process without env gets one", withProcess(`{"args":["sh"],"cwd":"/","futureProcessField":{"x":1}}`), []string{spiffeEnv}},
+		{"a value already set stays", withProcess(`{"args":["sh"],"cwd":"/","env":["SPIFFE_ENDPOINT_SOCKET=unix:///spire/agent.sock"]}`), []string{"SPIFFE_ENDPOINT_SOCKET=unix:///spire/agent.sock"}},
+		{"an empty value set stays", withProcess(`{"args":["sh"],"cwd":"/","env":["SPIFFE_ENDPOINT_SOCKET="]}`), []string{"SPIFFE_ENDPOINT_SOCKET="}},
+		{"no API, no variable", withAnnotation("true"), []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "FOO=bar"}},
+		{"the API kept explicitly", withAnnotation("false"), []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "FOO=bar", spiffeEnv}},
+	} {
+		t.Run(tc.description, func(t *testing.T) {
+			out, changed, err := Rewrite(tc.in, testHook, spiffeEnv)
+			if err != nil || !changed {
+				t.Fatalf("Rewrite: changed %v, %v", changed, err)
+			}
+			var spec specs.Spec
+			if err := json.Unmarshal(out, &spec); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(spec.Process.Env, tc.wantEnv) {
+				t.Errorf("env %q, want %q", spec.Process.Env, tc.wantEnv)
+			}
+			var before, after map[string]map[string]json.RawMessage
+			json.Unmarshal(tc.in, &before)
+			json.Unmarshal(out, &after)
+			for k, v := range before["process"] {
+				if k != "env" && !bytes.Equal(compact(t, v), compact(t, after["process"][k])) {
+					t.Errorf("process member %q changed", k)
+				}
+			}
+			if again, changed, err := Rewrite(out, testHook, spiffeEnv); err != nil || changed || !bytes.Equal(again, out) {
+				t.Errorf("second Rewrite: changed %v, %v", changed, err)
+			}
+		})
+	}
+	sandbox := []byte(`{"process":{"args":["/pause"]},"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`)
+	if out, changed, err := Rewrite(sandbox, testHook, spiffeEnv); err != nil || changed || !bytes.Equal(out, sandbox) {
+		t.Errorf("pod sandbox: changed %v, %v", changed, err)
+	}
+	noProcess := []byte(`{"ociVersion":"1.0.2"}`)
+	out, _, err := Rewrite(noProcess, testHook, spiffeEnv)
+	if err != nil || bytes.Contains(out, []byte("process")) {
+		t.Errorf("a spec without a process got one: %s, %v", out, err)
+	}
+}
+
+func compact(t *testing.T, v json.RawMessage) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := json.Compact(&b, v); err != nil {
+		t.Fatalf("%s: %v", v, err)
+	}
+	return b.Bytes()
 }
 
 func hooksOf(h *specs.Hooks, stage string) []specs.Hook {

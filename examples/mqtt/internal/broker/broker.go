@@ -1,6 +1,7 @@
 // Package broker is the example MQTT broker of examples/mqtt: a mochi-mqtt
 // server that lets a client in with a northstar token (--auth token, see
-// tokenAuthHook) or with the northstar lifecycle secret. With the secret, a
+// tokenAuthHook), with an X.509-SVID over mutual TLS (--auth mtls, see
+// mtlsAuthHook) or with the northstar lifecycle secret. With the secret, a
 // client is let in when its CONNECT password is the 64-character secret
 // text of the broker's own /run/northstar/secret, read again at every
 // login, or, during the grace period after a live rotation, of the one
@@ -28,11 +29,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/northstar-oci/northstar/client"
 )
@@ -46,12 +50,17 @@ type Config struct {
 	Listen string
 	// SecretFile holds the secret every client must present as its
 	// password (and, after a live rotation, SecretFile+".previous" the
-	// one before it), read at every login. "" with API set.
+	// one before it), read at every login. "" with API or SPIFFE set.
 	SecretFile string
-	// API, instead of Secret: clients log in with their identity as
+	// API, instead of SecretFile: clients log in with their identity as
 	// username and a northstar token for this broker as password, which
 	// the broker verifies on its own API socket.
 	API *client.Client
+	// SPIFFE, instead of SecretFile and API: the broker listens for TLS only,
+	// with its own X.509-SVID from this source, and lets a client in when
+	// the SVID the client presents is that of the identity it gives as
+	// its username. The caller closes the source after Close.
+	SPIFFE *workloadapi.X509Source
 	// Log receives one line per accepted or refused connection and the
 	// broker's own notices. Each line is written with a single Write call;
 	// os.Stdout is unbuffered, so lines leave the process as they happen.
@@ -69,8 +78,8 @@ type Broker struct {
 
 // Start listens on cfg.Listen and serves MQTT (3.1.1 and 5) until Close.
 func Start(cfg Config) (*Broker, error) {
-	if (cfg.SecretFile == "") == (cfg.API == nil) {
-		return nil, errors.New("start broker: give either a secret or the northstar API")
+	if n := btoi(cfg.SecretFile != "") + btoi(cfg.API != nil) + btoi(cfg.SPIFFE != nil); n != 1 {
+		return nil, errors.New("start broker: give one of a secret, the northstar API or a SPIFFE source")
 	}
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
@@ -82,22 +91,43 @@ func Start(cfg Config) (*Broker, error) {
 		Logger: slog.New(&mochiHandler{out: lw}),
 	})
 	var hook mqtt.Hook = &secretAuthHook{path: cfg.SecretFile, log: lw}
-	if cfg.API != nil {
+	var listener listeners.Listener
+	switch {
+	case cfg.API != nil:
 		hook = &tokenAuthHook{api: cfg.API, log: lw}
+	case cfg.SPIFFE != nil:
+		svid, err := cfg.SPIFFE.GetX509SVID()
+		if err != nil {
+			return nil, fmt.Errorf("start broker: own X.509-SVID: %w", err)
+		}
+		td := svid.ID.TrustDomain()
+		hook = &mtlsAuthHook{td: td, log: lw}
+		ln, err := mtlsListener(cfg.Listen, cfg.SPIFFE, td, lw)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		listener = listeners.NewNet("tls", ln)
 	}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, fmt.Errorf("add auth hook: %w", err)
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})
-	if err := srv.AddListener(tcp); err != nil { // binds the socket
+	if listener == nil {
+		listener = listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.Listen})
+	}
+	if err := srv.AddListener(listener); err != nil { // binds the socket
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	if err := srv.Serve(); err != nil { // does not block
 		_ = srv.Close()
 		return nil, fmt.Errorf("serve: %w", err)
 	}
-	b := &Broker{srv: srv, addr: tcp.Address(), log: lw}
-	lw.printf("listening on %s", b.addr)
+	b := &Broker{srv: srv, addr: listener.Address(), log: lw}
+	if cfg.SPIFFE != nil {
+		svid, _ := cfg.SPIFFE.GetX509SVID()
+		lw.printf("listening on %s (mutual TLS as %s)", b.addr, svid.ID)
+	} else {
+		lw.printf("listening on %s", b.addr)
+	}
 	return b, nil
 }
 
@@ -121,12 +151,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", ":1883", "TCP `address` to listen on")
-	auth := fs.String("auth", "token", "how clients log in: `token` (username = identity, password = a northstar token for this broker) or secret (password = the lifecycle secret)")
+	auth := fs.String("auth", "token", "how clients log in: `token` (username = identity, password = a northstar token for this broker), mtls (username = identity, its X.509-SVID as the TLS client certificate) or secret (password = the lifecycle secret)")
 	apiSocket := fs.String("api-socket", client.DefaultSocket, "the northstar API `socket` (--auth token)")
+	spiffeSocket := fs.String("spiffe-socket", "", "the SPIFFE Workload API `address` (--auth mtls; default $SPIFFE_ENDPOINT_SOCKET, else "+client.DefaultSPIFFEEndpoint+")")
 	secretPath := fs.String("secret-file", client.DefaultSecretPath, "`file` holding the lifecycle secret (64 lowercase hex characters), read again at every login, with secret.previous beside it after a rotation (--auth secret)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--auth token|secret] [--api-socket SOCK] [--secret-file FILE]\n\n"+
-			"An MQTT broker that lets a client in with a northstar token from its identity, or with the lifecycle secret.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--auth token|mtls|secret] [--api-socket SOCK] [--spiffe-socket ADDR] [--secret-file FILE]\n\n"+
+			"An MQTT broker that lets a client in with a northstar token or an X.509-SVID of its identity, or with the lifecycle secret.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +174,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch *auth {
 	case "token":
 		cfg.API = client.New(*apiSocket)
+	case "mtls":
+		src, err := X509Source(ctx, *spiffeSocket)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		cfg.SPIFFE = src
 	case "secret":
 		// Read once now to fail at start, not at the first login.
 		secret, err := client.ReadSecret(*secretPath)
@@ -152,7 +190,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		secret.Zero()
 		cfg.SecretFile = *secretPath
 	default:
-		return fmt.Errorf("%w: --auth %q: want token or secret", ErrUsage, *auth)
+		return fmt.Errorf("%w: --auth %q: want token, mtls or secret", ErrUsage, *auth)
 	}
 	b, err := Start(cfg)
 	if err != nil {
@@ -162,6 +200,39 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	b.log.printf("shutting down")
 	b.Close()
 	return nil
+}
+
+// SPIFFEEndpoint is the Workload API address to use: flag if set, else
+// $SPIFFE_ENDPOINT_SOCKET (where northstar, or whoever runs the container,
+// says it is), else northstar's.
+func SPIFFEEndpoint(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("SPIFFE_ENDPOINT_SOCKET"); env != "" {
+		return env
+	}
+	return client.DefaultSPIFFEEndpoint
+}
+
+// X509Source is go-spiffe's X509Source of the Workload API at
+// SPIFFEEndpoint(addr), with its first SVID: the source keeps it renewed.
+func X509Source(ctx context.Context, addr string) (*workloadapi.X509Source, error) {
+	addr = SPIFFEEndpoint(addr)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+	if err != nil {
+		return nil, fmt.Errorf("X.509-SVID from the SPIFFE Workload API at %s: %w", addr, err)
+	}
+	return src, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ExitCode maps Run's error to the process exit status: 0 ok, 2 usage,

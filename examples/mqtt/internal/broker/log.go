@@ -85,8 +85,8 @@ func (h *mochiHandler) Handle(_ context.Context, r slog.Record) error {
 
 // isRedundant reports whether r is one of the listener's reports of an
 // ended connection (empty message, an "error" attribute) that tells nothing
-// new: a refusal our auth hook already logged, or a connection the broker
-// itself closed (shutdown, session takeover).
+// new: a refusal our auth hook or TLS listener already logged, or a
+// connection the broker itself closed (shutdown, session takeover).
 func isRedundant(r slog.Record) bool {
 	if r.Message != "" {
 		return false
@@ -94,7 +94,8 @@ func isRedundant(r slog.Record) bool {
 	redundant := false
 	r.Attrs(func(a slog.Attr) bool {
 		err, ok := a.Value.Resolve().Any().(error)
-		redundant = ok && (errors.Is(err, packets.ErrBadUsernameOrPassword) || errors.Is(err, net.ErrClosed))
+		var handshake *handshakeError
+		redundant = ok && (errors.Is(err, packets.ErrBadUsernameOrPassword) || errors.Is(err, net.ErrClosed) || errors.As(err, &handshake))
 		return !redundant
 	})
 	return redundant

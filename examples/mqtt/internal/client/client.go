@@ -1,24 +1,31 @@
 // Package client is the example MQTT client of examples/mqtt: it connects
-// to the broker with the northstar lifecycle secret as its password (MQTT 5,
-// eclipse/paho.golang), subscribes to a topic, publishes a message to it and
-// waits for that message to come back.
+// to the broker (MQTT 5, eclipse/paho.golang) with a northstar token, with
+// its X.509-SVID over mutual TLS, or with the lifecycle secret as its
+// password, subscribes to a topic, publishes a message to it and waits for
+// that message to come back.
 package client
 
 import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/northstar-oci/northstar/client"
 	northstar "github.com/northstar-oci/northstar/client"
@@ -67,6 +74,9 @@ type Config struct {
 	Topic        string
 	Message      []byte
 	Timeout      time.Duration // for the whole exchange
+	// TLS, if set, is the TLS configuration of the connection (--auth
+	// mtls: the client's SVID and the broker's expected SPIFFE ID).
+	TLS *tls.Config
 }
 
 // Result is a successful round trip.
@@ -84,8 +94,13 @@ func RoundTrip(ctx context.Context, cfg Config) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", cfg.Broker)
+	var conn net.Conn
+	var err error
+	if cfg.TLS != nil {
+		conn, err = dialTLS(ctx, cfg.Broker, cfg.TLS)
+	} else {
+		conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", cfg.Broker)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("connect to %s: %w", cfg.Broker, err)
 	}
@@ -173,6 +188,68 @@ func RoundTrip(ctx context.Context, cfg Config) (Result, error) {
 	}
 }
 
+// dialTLS connects with conf and waits for the broker's verdict on the
+// client's certificate. In TLS 1.3 a client's handshake is over before the
+// server has checked the client's certificate: the server says no with an
+// alert afterwards, and a CONNECT sent meanwhile may meet a broken pipe,
+// the alert lost. So dialTLS reads until the broker's first session ticket
+// (which it sends only once it accepted the certificate) or its alert; a
+// server that sends no tickets costs a second's wait.
+func dialTLS(ctx context.Context, addr string, conf *tls.Config) (net.Conn, error) {
+	conf = conf.Clone()
+	ticket := &ticketWatch{got: make(chan struct{})}
+	conf.ClientSessionCache = ticket
+	c, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	if tc.ConnectionState().Version < tls.VersionTLS13 {
+		return tc, nil // the server's verdict was part of the handshake
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := tc.Read(make([]byte, 1)) // handles the ticket, waits for data that does not come
+		read <- err
+	}()
+	noTicket := time.NewTimer(time.Second)
+	defer noTicket.Stop()
+	select {
+	case <-ticket.got:
+	case <-noTicket.C:
+	case err := <-read:
+		tc.Close()
+		if err == nil {
+			err = errors.New("the broker spoke before the client")
+		}
+		return nil, err
+	case <-ctx.Done():
+		tc.Close()
+		<-read
+		return nil, ctx.Err()
+	}
+	_ = tc.SetReadDeadline(time.Now()) // the read ends with a timeout, which leaves the connection usable
+	if err := <-read; !errors.Is(err, os.ErrDeadlineExceeded) {
+		tc.Close()
+		if err == nil {
+			err = errors.New("the broker spoke before the client")
+		}
+		return nil, err
+	}
+	_ = tc.SetReadDeadline(time.Time{})
+	return tc, nil
+}
+
+// ticketWatch is a session cache that keeps nothing and notices the first
+// ticket.
+type ticketWatch struct {
+	once sync.Once
+	got  chan struct{}
+}
+
+func (*ticketWatch) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (w *ticketWatch) Put(string, *tls.ClientSessionState)      { w.once.Do(func() { close(w.got) }) }
+
 // Run is the client command. On success it prints one line to stdout,
 // "client: authenticated, round trip ok (topic T, N ms)", and returns nil;
 // otherwise it returns the error (main prints "client: <error>" to stderr
@@ -182,9 +259,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	broker := fs.String("broker", "127.0.0.1:1883", "broker `host:port`")
 	clientID := fs.String("client-id", "", "MQTT client `id` (default: \"client-\" and 8 random hex digits)")
-	auth := fs.String("auth", "token", "how to log in: `token` (username = this container's identity, password = a northstar token for the broker) or secret (password = the lifecycle secret)")
-	audience := fs.String("audience", "broker", "the broker's northstar `identity` (--auth token)")
+	auth := fs.String("auth", "token", "how to log in: `token` (username = this container's identity, password = a northstar token for the broker), mtls (username = this container's identity, its X.509-SVID as the TLS client certificate) or secret (password = the lifecycle secret)")
+	audience := fs.String("audience", "broker", "the broker's northstar `identity` (--auth token: the token's audience; --auth mtls: the only identity the broker's certificate may have)")
 	apiSocket := fs.String("api-socket", northstar.DefaultSocket, "the northstar API `socket` (--auth token)")
+	spiffeSocket := fs.String("spiffe-socket", "", "the SPIFFE Workload API `address` (--auth mtls; default $SPIFFE_ENDPOINT_SOCKET, else "+northstar.DefaultSPIFFEEndpoint+")")
+	noCert := fs.Bool("no-certificate", false, "--auth mtls without a client certificate, and without checking the broker's (tests of outsiders)")
 	replay := fs.Bool("replay", false, "log in a second time with the same token, as someone who captured it would; succeed only if the broker refuses it")
 	username := fs.String("username", "", "MQTT `username` (default: the identity with --auth token, \"northstar\" with --auth secret; \"\" sends none)")
 	secretPath := fs.String("secret-file", client.DefaultSecretPath, "`file` holding the lifecycle secret, sent as the password")
@@ -232,10 +311,23 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.ClientID = "client-" + randomHex(4)
 	}
 	api := northstar.New(*apiSocket)
+	if *noCert && *auth != "mtls" {
+		return fmt.Errorf("%w: --no-certificate is for --auth mtls", ErrUsage)
+	}
+	if *auth == "mtls" {
+		who, done, err := mtls(ctx, &cfg, *spiffeSocket, *audience, *noCert)
+		if err != nil {
+			return err
+		}
+		defer done()
+		if !usernameSet {
+			cfg.Username, usernameSet = who, true
+		}
+	}
 	switch {
-	case *auth != "token" && *auth != "secret":
-		return fmt.Errorf("%w: --auth %q: want token or secret", ErrUsage, *auth)
-	case *noPassword:
+	case *auth != "token" && *auth != "secret" && *auth != "mtls":
+		return fmt.Errorf("%w: --auth %q: want token, mtls or secret", ErrUsage, *auth)
+	case *noPassword, *auth == "mtls" && !passwordSet:
 	case passwordSet:
 		cfg.Password, cfg.SendPassword = []byte(*password), true
 	case *auth == "token":
@@ -296,6 +388,53 @@ func ExitCode(err error) int {
 	default:
 		return 1
 	}
+}
+
+// mtls sets up cfg.TLS for --auth mtls: go-spiffe's mutual TLS with this
+// container's X.509-SVID from the Workload API at addr, accepting only a
+// broker whose SVID is broker's SPIFFE ID. It returns this container's
+// identity, the username the broker expects, and done, which closes the
+// source once the connections are over. With noCert it is an outsider's
+// TLS: no certificate, the broker's not checked, and username "northstar".
+func mtls(ctx context.Context, cfg *Config, addr, broker string, noCert bool) (who string, done func(), err error) {
+	if noCert {
+		cfg.TLS = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} // an outsider has no bundle either
+		return "northstar", func() {}, nil
+	}
+	if addr == "" {
+		addr = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	}
+	if addr == "" {
+		addr = northstar.DefaultSPIFFEEndpoint
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	path, err := northstar.SPIFFEPath(broker)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: --audience %q is not a northstar identity", ErrUsage, broker)
+	}
+	src, err := workloadapi.NewX509Source(sctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+	if err != nil {
+		return "", nil, fmt.Errorf("X.509-SVID from the SPIFFE Workload API at %s: %w", addr, err)
+	}
+	done = func() { _ = src.Close() }
+	svid, err := src.GetX509SVID()
+	if err == nil {
+		if who, err = northstar.IdentityOfSPIFFEPath(svid.ID.Path()); err != nil {
+			err = fmt.Errorf("our SPIFFE ID %s is not a northstar identity's", svid.ID)
+		}
+	}
+	var brokerID spiffeid.ID
+	if err == nil {
+		brokerID, err = spiffeid.FromPath(svid.ID.TrustDomain(), path)
+	}
+	if err != nil {
+		done()
+		return "", nil, fmt.Errorf("X.509-SVID: %w", err)
+	}
+	cfg.TLS = tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(brokerID))
+	cfg.TLS.MinVersion = tls.VersionTLS12
+	return who, done, nil
 }
 
 func randomHex(n int) string {

@@ -37,6 +37,9 @@ func TestUsageErrors(t *testing.T) {
 		{"negative timeout", []string{"--timeout", "-1s"}},
 		{"wildcard topic", []string{"--topic", "a/#"}},
 		{"empty topic", []string{"--topic", ""}},
+		{"unknown way in", []string{"--auth", "bogus"}},
+		{"no-certificate without mtls", []string{"--no-certificate"}},
+		{"mtls to a broker that is no identity", []string{"--auth", "mtls", "--audience", "two words", "--spiffe-socket", "unix:///nonexistent.sock"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := run(t, tc.args...); !errors.Is(err, ErrUsage) || ExitCode(err) != 2 {
