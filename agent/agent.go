@@ -84,7 +84,7 @@ func Run(ctx context.Context, opts Options) error {
 			fmt.Fprintln(opts.Log, "agent: warning: cannot mlock the root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
 		}
 		reg = r
-		h.setOnLoad(r.Rotated)
+		h.setOnLoad(r)
 	}
 	ln, err := control.Listen(opts.Socket)
 	if err != nil {
@@ -120,13 +120,22 @@ type held struct {
 	memfd  *os.File
 	unlock func()
 	id     control.RecordID
-	onLoad func(id, prev control.RecordID) // after a rotation was loaded; may be nil
+	onLoad rotation // may be nil
 }
 
-func (h *held) setOnLoad(f func(id, prev control.RecordID)) {
+// rotation is what a rotation runs besides the load (the registry):
+// Revoke with the new record's revocations before its secret is loaded
+// (and even if it cannot be: what a revocation cuts off waits for
+// nothing), Rotated after.
+type rotation interface {
+	Revoke(revs []store.Revocation)
+	Rotated(id, prev control.RecordID)
+}
+
+func (h *held) setOnLoad(r rotation) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.onLoad = f
+	h.onLoad = r
 }
 
 // load unseals the current secret and swaps it in; it returns the id it
@@ -162,6 +171,12 @@ func (h *held) catchUp(ctx context.Context) error {
 	if control.IDOf(rec) == h.current() {
 		return nil
 	}
+	h.mu.Lock()
+	onLoad := h.onLoad
+	h.mu.Unlock()
+	if onLoad != nil {
+		onLoad.Revoke(rec.Revoked)
+	}
 	prev, err := h.load(ctx)
 	if err != nil {
 		return h.report(fmt.Errorf("unseal generation %d: %w", rec.Generation, err))
@@ -169,11 +184,8 @@ func (h *held) catchUp(ctx context.Context) error {
 	h.lastErr = ""
 	id := h.current()
 	fmt.Fprintf(h.log, "agent: serving generation %d\n", id.Generation)
-	h.mu.Lock()
-	onLoad := h.onLoad
-	h.mu.Unlock()
 	if onLoad != nil {
-		onLoad(id, prev)
+		onLoad.Rotated(id, prev)
 	}
 	if id != control.IDOf(rec) {
 		return fmt.Errorf("the store changed again while generation %d was unsealed", id.Generation)

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -38,10 +39,30 @@ import (
 
 // FS is one container's secret filesystem, as the agent holds it: the
 // writable mount of the filesystem whose read-only view the container has.
+//
+// Its methods may be called from several goroutines, Close included:
+// each runs with the mount's fd held, and after Close they fail with
+// ErrClosed instead of using an fd number the process may have reused.
 type FS struct {
-	rw      *mount.Mount
 	owner   mount.Owner
 	mountID uint64 // of the container's view
+
+	mu     sync.Mutex // guards rw, closed; held for each method's system calls
+	rw     *mount.Mount
+	closed bool
+}
+
+// ErrClosed: the FS was closed (the container is gone, lost or revoked).
+var ErrClosed = errors.New("the container's secret filesystem was let go")
+
+// with runs f on the writable mount's directory fd, held.
+func (fs *FS) with(f func(dir int) error) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.closed {
+		return ErrClosed
+	}
+	return f(int(fs.rw.File().Fd()))
 }
 
 // Deliver builds a container's filesystem holding secret (its in-container
@@ -75,7 +96,14 @@ func Deliver(secret []byte, o mount.Owner, withAPI bool) (*FS, *mount.Mount, err
 
 // View is another read-only view of the filesystem (a hook that runs at
 // two stages asks twice).
-func (fs *FS) View() (*mount.Mount, error) { return fs.rw.View() }
+func (fs *FS) View() (*mount.Mount, error) {
+	var view *mount.Mount
+	err := fs.with(func(int) (err error) {
+		view, err = fs.rw.View()
+		return err
+	})
+	return view, err
+}
 
 // MountID is the unique id of the container's view.
 func (fs *FS) MountID() uint64 { return fs.mountID }
@@ -87,52 +115,75 @@ func (fs *FS) Owner() mount.Owner { return fs.owner }
 // previous (not nil), the one before it as secretfs.PreviousFile; owner
 // and mode as delivered.
 func (fs *FS) Rotate(current, previous []byte) error {
-	if previous != nil {
-		if err := fs.put(secretfs.PreviousFile, previous); err != nil {
-			return err
+	return fs.with(func(dir int) error {
+		if previous != nil {
+			if err := fs.put(dir, secretfs.PreviousFile, previous); err != nil {
+				return err
+			}
 		}
-	}
-	return fs.put(secretfs.File, current)
+		return fs.put(dir, secretfs.File, current)
+	})
 }
 
 // DropPrevious removes secretfs.PreviousFile (the grace period is over).
-func (fs *FS) DropPrevious() error { return fs.remove(secretfs.PreviousFile) }
+func (fs *FS) DropPrevious() error {
+	return fs.with(func(dir int) error { return remove(dir, secretfs.PreviousFile) })
+}
 
 // Revoke removes the secret and the one before it: the container is cut
 // off (northstarctl rotate --revoke).
 func (fs *FS) Revoke() error {
-	return errors.Join(fs.remove(secretfs.File), fs.remove(secretfs.PreviousFile))
+	return fs.with(func(dir int) error {
+		return errors.Join(remove(dir, secretfs.File), remove(dir, secretfs.PreviousFile))
+	})
 }
 
 // Current returns the secret the container reads now (nil: none): what a
 // restarted agent keeps as the one before when it catches the container
 // up. The caller zeroes it.
-func (fs *FS) Current() ([]byte, error) {
-	fd, err := unix.Openat(int(fs.rw.File().Fd()), secretfs.File, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", secretfs.File, err)
-	}
-	f := os.NewFile(uintptr(fd), secretfs.File)
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, secretfs.HexSize+1))
-	if err != nil || len(b) != secretfs.HexSize {
-		secretfs.Zero(b)
-		return nil, fmt.Errorf("read %s: %d bytes, %v", secretfs.File, len(b), err)
-	}
-	return b, nil
+func (fs *FS) Current() (b []byte, err error) {
+	err = fs.with(func(dir int) error {
+		// Non-blocking and only a regular file: the agent made the file,
+		// but should anything else be there (a FIFO), it must not hang
+		// a rotation.
+		fd, err := unix.Openat(dir, secretfs.File, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("open %s: %w", secretfs.File, err)
+		}
+		f := os.NewFile(uintptr(fd), secretfs.File)
+		defer f.Close()
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", secretfs.File)
+		}
+		b, err = io.ReadAll(io.LimitReader(f, secretfs.HexSize+1))
+		if n := len(b); err != nil || n != secretfs.HexSize {
+			secretfs.Zero(b)
+			b = nil
+			return fmt.Errorf("read %s: %d bytes, %v", secretfs.File, n, err)
+		}
+		return nil
+	})
+	return b, err
 }
 
 // Close lets the filesystem go (the container keeps its view while it
-// runs).
-func (fs *FS) Close() error { return fs.rw.Close() }
+// runs). The methods called after it fail with ErrClosed.
+func (fs *FS) Close() error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.closed {
+		return nil
+	}
+	fs.closed = true
+	return fs.rw.Close()
+}
 
-// put writes content to name.new and renames it over name: readers of
-// name see the old file or the new one, never a part.
-func (fs *FS) put(name string, content []byte) error {
-	dir := int(fs.rw.File().Fd())
+// put writes content to name.new in dir and renames it over name: readers
+// of name see the old file or the new one, never a part.
+func (fs *FS) put(dir int, name string, content []byte) error {
 	tmp := name + ".new"
 	_ = unix.Unlinkat(dir, tmp, 0) // left by an agent killed mid-write
 	fd, err := unix.Openat(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o200)
@@ -163,8 +214,8 @@ func (fs *FS) put(name string, content []byte) error {
 	return nil
 }
 
-func (fs *FS) remove(name string) error {
-	if err := unix.Unlinkat(int(fs.rw.File().Fd()), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+func remove(dir int, name string) error {
+	if err := unix.Unlinkat(dir, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
@@ -201,6 +252,16 @@ func Reacquire(pidfd int, mountID uint64, o mount.Owner) (*FS, error) {
 		id, err := mount.UniqueID(dir)
 		if err != nil {
 			return err
+		}
+		// The root of the mount, not a directory inside it: a container
+		// that moved its view and pointed /run/northstar at view/api would
+		// have the agent write there.
+		var stx unix.Statx_t
+		if err := unix.Statx(dir, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, 0, &stx); err != nil {
+			return fmt.Errorf("statx %s: %w", secretfs.Dir, err)
+		}
+		if stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT == 0 || stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT == 0 {
+			return fmt.Errorf("%w: the container's %s is inside a mount, not the root of one", ErrNotOurs, secretfs.Dir)
 		}
 		if id != mountID {
 			return fmt.Errorf("%w: the container's %s is mount %d, northstar's was %d (unmounted or covered)", ErrNotOurs, secretfs.Dir, id, mountID)

@@ -30,7 +30,8 @@ var (
 // /run, moves the view it gets at fd 3 onto /run/northstar, and answers
 // commands on stdin: "read NAME" prints the file (or ENOENT), "write"
 // tries to create a file there, "replace" unmounts the view and mounts a
-// tmpfs of its own in its place with a file "mine".
+// tmpfs of its own in its place with a file "mine", "inside" moves the
+// view and points /run/northstar at its api directory.
 func TestMain(m *testing.M) {
 	if os.Getenv("LIVE_TEST_CONTAINER") != "" {
 		container()
@@ -84,6 +85,19 @@ func container() {
 				fail(err)
 			}
 			fmt.Println("replaced", os.WriteFile(secretfs.Dir+"/mine", []byte("mine"), 0o644))
+		case "inside":
+			// The view moves to /run/moved and /run/northstar becomes a
+			// symlink to a directory inside it.
+			if err := os.Mkdir("/run/moved", 0o755); err != nil {
+				fail(err)
+			}
+			if err := unix.Mount(secretfs.Dir, "/run/moved", "", unix.MS_MOVE, ""); err != nil {
+				fail(err)
+			}
+			if err := os.Remove(secretfs.Dir); err != nil {
+				fail(err)
+			}
+			fmt.Println("inside", os.Symlink("/run/moved/api", secretfs.Dir))
 		}
 	}
 }
@@ -225,5 +239,60 @@ func TestReacquire(t *testing.T) {
 	}
 	if got := c.ask(t, "read secret", "error"); !strings.Contains(got, "no such file") {
 		t.Errorf("something was written into the container's own tmpfs: %s", got)
+	}
+}
+
+// TestReacquireOnlyTheMountRoot: /run/northstar pointed at a directory
+// inside the agent's own mount is not taken back either: the agent would
+// write the secret where the container does not read it, and a revocation
+// would miss the one it does.
+func TestReacquireOnlyTheMountRoot(t *testing.T) {
+	testenv.RequireRoot(t, "mounts, setns")
+	o := mount.Owner{UID: 0, GID: 0, Mode: 0o400}
+	first, view, err := Deliver(gen1, o, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := first.MountID()
+	c := startContainer(t, view)
+	first.Close()
+	if got := c.ask(t, "inside x", "inside"); got != "inside <nil>" {
+		t.Fatal(got)
+	}
+	pidfd, err := unix.PidfdOpen(c.cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	if _, err := Reacquire(pidfd, id, o); !errors.Is(err, ErrNotOurs) {
+		t.Errorf("Reacquire of a directory inside the view: %v, want ErrNotOurs", err)
+	}
+}
+
+// TestClosedFSRefuses: after Close (the container is gone) a rotation that
+// still holds the FS fails instead of using an fd number the process may
+// have given to another file since.
+func TestClosedFSRefuses(t *testing.T) {
+	testenv.RequireRoot(t, "mounts")
+	fs, view, err := Deliver(gen1, mount.Owner{Mode: 0o400}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view.Close()
+	if err := fs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"Rotate": fs.Rotate(gen2, gen1), "DropPrevious": fs.DropPrevious(), "Revoke": fs.Revoke(),
+	} {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+	if _, err := fs.Current(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Current after Close: %v, want ErrClosed", err)
+	}
+	if err := fs.Close(); err != nil {
+		t.Errorf("a second Close: %v", err)
 	}
 }

@@ -26,8 +26,11 @@ import (
 // returns the reply with its view. It returns holding liveMu (unlock
 // releases it), so that s is listed before any rotation runs.
 func (c *Containers) deliver(s *registration, o control.Owner, withAPI bool) (control.Reply, func(), error) {
+	// The hook waits control.RegisterTimeout for the answer, no longer.
+	ctx, cancel := context.WithTimeout(context.Background(), control.RegisterTimeout)
+	defer cancel()
 	for {
-		memfd, id, err := c.secret.Current(context.Background())
+		memfd, id, err := c.secret.Current(ctx)
 		if err != nil {
 			return control.Reply{}, nil, fmt.Errorf("the agent's secret: %w", err)
 		}
@@ -36,6 +39,11 @@ func (c *Containers) deliver(s *registration, o control.Owner, withAPI bool) (co
 		current := c.current
 		c.mu.Unlock()
 		if id.Generation != current {
+			if ctx.Err() != nil {
+				c.liveMu.Unlock()
+				memfd.Close()
+				return control.Reply{}, nil, fmt.Errorf("the agent's secret: generation %d is still being rotated to", id.Generation)
+			}
 			// The agent loaded a newer secret whose rotation has not run
 			// yet (or this one is older than the last rotation's): ask
 			// again, after it.
@@ -58,32 +66,66 @@ func (c *Containers) deliver(s *registration, o control.Owner, withAPI bool) (co
 		}
 		s.fs = fs
 		s.Secret = &o
-		s.Generation, s.MountID, s.Follows, s.Why = id.Generation, fs.MountID(), true, ""
+		s.setHolds(id)
+		s.MountID, s.Follows, s.Why = fs.MountID(), true, ""
 		return control.Reply{Record: id, View: view.File()}, c.liveMu.Unlock, nil
 	}
 }
 
-// Rotated delivers the new lifecycle secret, memfd of record id, to every
-// container that follows, each keeping the one it had as secret.previous
-// for the grace period; the containers the record revokes lose both
-// instead (northstarctl rotate --revoke). prev is the generation before.
-func (c *Containers) Rotated(id, prev control.RecordID) {
-	c.mu.Lock()
-	c.prev = prev.Generation
-	c.mu.Unlock()
-	_ = c.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(id.Generation, 10)})
-	if c.api != nil && c.api.gens != nil {
-		c.api.gens.Set(id.Generation) // open X.509-SVID streams get a new SVID
-	}
-	if c.secret == nil {
+// Revoke cuts off, at once, the containers revs revokes that are not cut
+// off yet (northstarctl rotate --revoke): the agent calls it with the
+// revocations of a new record before it serves that record's generation,
+// so that a revoked container's API can neither mint a token nor fetch an
+// SVID of the new generation, and before the rotation's deliveries, which
+// a revocation must not wait behind.
+func (c *Containers) Revoke(revs []store.Revocation) {
+	if len(revs) == 0 {
 		return
 	}
 	c.liveMu.Lock()
 	defer c.liveMu.Unlock()
 	c.mu.Lock()
-	c.current = id.Generation
+	closed := c.closed
+	var todo []*registration
+	for _, s := range c.byKey {
+		if !s.Revoked && revokedBy(s, revs) {
+			todo = append(todo, s)
+		}
+	}
 	c.mu.Unlock()
-	c.rotateAll(id, c.revocations(id))
+	if closed || len(todo) == 0 {
+		return
+	}
+	for _, s := range todo {
+		c.revoke(s, revs)
+	}
+	_ = c.save()
+}
+
+// Rotated delivers the new lifecycle secret, memfd of record id, to every
+// container that follows, each keeping the one it had as secret.previous
+// for the grace period, unless a container revoked since could know it;
+// the containers a revocation names lose both instead (Revoke ran
+// before; this catches those registered meanwhile). prev is the record
+// before.
+func (c *Containers) Rotated(id, prev control.RecordID) {
+	c.mu.Lock()
+	c.prev = prev.Generation
+	c.mu.Unlock()
+	_ = c.Audit("lifecycle-rotated", map[string]string{"generation": strconv.FormatUint(id.Generation, 10)})
+	if c.secret != nil {
+		c.liveMu.Lock()
+		c.mu.Lock()
+		c.current = id.Generation
+		c.mu.Unlock()
+		c.rotateAll(id)
+		c.liveMu.Unlock()
+	}
+	// After the revocations: a revoked container's open X.509-SVID
+	// streams are closed by now, and get no SVID of the new generation.
+	if c.api != nil && c.api.gens != nil {
+		c.api.gens.Set(id.Generation)
+	}
 }
 
 // catchUp brings every container an earlier agent left behind to the
@@ -103,26 +145,32 @@ func (c *Containers) catchUp(ctx context.Context) {
 	c.mu.Lock()
 	c.current = id.Generation
 	c.mu.Unlock()
-	c.rotateAll(id, c.revocations(id))
-}
-
-// revocations returns the revocations of the record id (nil when the store
-// holds another record by now).
-func (c *Containers) revocations(id control.RecordID) []store.Revocation {
-	if c.store == nil {
-		return nil
-	}
-	rec, err := c.store.Current()
-	if err != nil || control.IDOf(rec) != id {
-		return nil
-	}
-	return rec.Revoked
+	c.rotateAll(id)
 }
 
 // rotateAll writes the secret of id to every container that follows and
-// does not have it yet, and revokes those revs names. The caller holds
-// liveMu.
-func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
+// does not have it yet, and revokes those the store's record revokes. The
+// caller holds liveMu.
+//
+// The revocations are the newest record's, whichever record id is: each
+// record carries those before it, so a rotation the store has already
+// passed (a plain rotate right after a revoking one) still cuts off whom
+// the revoking one named. When they cannot be read, nothing is delivered:
+// a revoked container must not get the new secret.
+func (c *Containers) rotateAll(id control.RecordID) {
+	if c.isClosed() {
+		return
+	}
+	fail := func(err error) { fmt.Fprintf(c.log, "agent: rotation to generation %d: %v\n", id.Generation, err) }
+	var revs []store.Revocation
+	if c.store != nil {
+		rec, err := c.store.Current()
+		if err != nil {
+			fail(fmt.Errorf("read the revocations: %w", err))
+			return
+		}
+		revs = rec.Revoked
+	}
 	// What the agent holds, without catching up (that would run a
 	// rotation of its own): a newer secret brings its own rotation.
 	memfd, got, err := c.secret.Held()
@@ -131,13 +179,13 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 			memfd.Close()
 			err = fmt.Errorf("the agent holds generation %d by now", got.Generation)
 		}
-		fmt.Fprintf(c.log, "agent: rotation to generation %d: %v\n", id.Generation, err)
+		fail(err)
 		return
 	}
 	current, err := readSecret(memfd)
 	memfd.Close()
 	if err != nil {
-		fmt.Fprintf(c.log, "agent: rotation to generation %d: %v\n", id.Generation, err)
+		fail(err)
 		return
 	}
 	defer secretfs.Zero(current)
@@ -149,7 +197,7 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 		case s.Revoked:
 		case revokedBy(s, revs):
 			todo = append(todo, s)
-		case s.fs != nil && s.Generation != id.Generation:
+		case s.fs != nil && s.holds() != id:
 			todo = append(todo, s)
 		}
 	}
@@ -157,20 +205,12 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 	if len(todo) == 0 {
 		return
 	}
-	// A rotation that revokes keeps no secret before it anywhere: the
-	// revoked container knew that one, and a server that takes the one
-	// before during the grace period would let its copy in.
-	keepPrevious := c.grace > 0
-	for _, r := range revs {
-		if r.Generation == id.Generation {
-			keepPrevious = false
-		}
-	}
 	// Each container on its own: one that fails (deleted meanwhile, a
 	// full filesystem) stops nobody else's. A few at a time: each is a
 	// handful of system calls on a tmpfs.
 	work := make(chan *registration)
 	var wg sync.WaitGroup
+	var kept sync.Once
 	for range min(8, len(todo)) {
 		wg.Add(1)
 		go func() {
@@ -180,7 +220,13 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 					c.revoke(s, revs)
 					continue
 				}
-				c.rotateOne(s, id, current, keepPrevious)
+				if c.rotateOne(s, id, current, revs) {
+					kept.Do(func() {
+						c.mu.Lock()
+						c.dropAt = time.Now().Add(c.grace)
+						c.mu.Unlock()
+					})
+				}
 			}
 		}()
 	}
@@ -189,25 +235,28 @@ func (c *Containers) rotateAll(id control.RecordID, revs []store.Revocation) {
 	}
 	close(work)
 	wg.Wait()
-	if keepPrevious {
-		c.mu.Lock()
-		c.dropAt = time.Now().Add(c.grace)
-		c.mu.Unlock()
-	}
 	_ = c.save()
 }
 
-// rotateOne writes current (generation id) to s's filesystem, with what s
-// had as the one before if keepPrevious (else none: any there goes).
-func (c *Containers) rotateOne(s *registration, id control.RecordID, current []byte, keepPrevious bool) {
+// rotateOne writes current (of record id) to s's filesystem, with what s
+// had as the one before for the grace period, unless a container revoked
+// since s got it could know it (a revocation after that generation): then
+// none, and any there goes. It reports whether it kept one.
+func (c *Containers) rotateOne(s *registration, id control.RecordID, current []byte, revs []store.Revocation) (kept bool) {
 	c.mu.Lock()
-	fs := s.fs
+	fs, had := s.fs, s.Generation
 	c.mu.Unlock()
 	if fs == nil {
-		return
+		return false
+	}
+	keep := c.grace > 0
+	for _, r := range revs {
+		if r.Generation > had {
+			keep = false
+		}
 	}
 	var prev []byte
-	if !keepPrevious {
+	if !keep {
 		_ = fs.DropPrevious()
 	} else {
 		p, err := fs.Current()
@@ -216,13 +265,18 @@ func (c *Containers) rotateOne(s *registration, id control.RecordID, current []b
 			defer secretfs.Zero(p)
 		}
 	}
-	if err := fs.Rotate(current, prev); err != nil {
+	err := fs.Rotate(current, prev)
+	if errors.Is(err, live.ErrClosed) {
+		return false // gone, lost or revoked meanwhile
+	}
+	if err != nil {
 		c.lost(s, fmt.Sprintf("the rotation to generation %d failed: %v", id.Generation, err))
-		return
+		return false
 	}
 	c.mu.Lock()
-	s.Generation = id.Generation
+	s.setHolds(id)
 	c.mu.Unlock()
+	return prev != nil
 }
 
 // revokedBy reports whether revs revokes s: its container id, registered
@@ -299,7 +353,7 @@ func (c *Containers) takeBack(s *registration) {
 		s.Follows, s.Why = false, "the agent runs without live rotation now ([rotation] live)"
 		return
 	}
-	fs, err := live.Reacquire(s.pidfd, s.MountID, ownerOf(*s.Secret))
+	fs, err := reacquire(s)
 	if err != nil {
 		why := "the agent lost its handle after a restart: " + err.Error()
 		if errors.Is(err, live.ErrNotOurs) {
@@ -312,9 +366,49 @@ func (c *Containers) takeBack(s *registration) {
 	s.fs = fs
 }
 
+// reacquireTimeout bounds taking one container's filesystem back: the
+// path is resolved in the container's mount namespace, where a container
+// may have put a FUSE mount that never answers.
+const reacquireTimeout = 2 * time.Second
+
+// reacquire is live.Reacquire for s, given up on after reacquireTimeout
+// (the thread that hangs stays in the container's namespace until the
+// call returns; the handle it may still get is let go).
+func reacquire(s *registration) (*live.FS, error) {
+	// Its own pidfd: s's may be closed while the call hangs.
+	pidfd, err := unix.FcntlInt(uintptr(s.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup pidfd: %w", err)
+	}
+	type result struct {
+		fs  *live.FS
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer unix.Close(pidfd)
+		fs, err := live.Reacquire(pidfd, s.MountID, ownerOf(*s.Secret))
+		done <- result{fs, err}
+	}()
+	select {
+	case r := <-done:
+		return r.fs, r.err
+	case <-time.After(reacquireTimeout):
+		go func() {
+			if r := <-done; r.fs != nil {
+				r.fs.Close()
+			}
+		}()
+		return nil, fmt.Errorf("opening %s in the container did not finish in %v", secretfs.Dir, reacquireTimeout)
+	}
+}
+
 // dropPrevious removes secret.previous from every container once the
-// grace period of the last rotation is over.
+// grace period of the last rotation is over. Under liveMu: a rotation
+// that runs meanwhile writes a secret.previous of its own, which must stay.
 func (c *Containers) dropPrevious() {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
 	c.mu.Lock()
 	due := !c.dropAt.IsZero() && !time.Now().Before(c.dropAt)
 	if due {

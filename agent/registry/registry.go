@@ -8,6 +8,7 @@ package registry
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,7 +62,8 @@ type Containers struct {
 	secret Secret
 	grace  time.Duration
 
-	mu      sync.Mutex // guards byKey, revoked, dropAt, current, prev
+	mu      sync.Mutex // guards byKey, revoked, dropAt, current, prev, closed
+	closed  bool       // by Close: nothing is saved or delivered after it
 	byKey   map[control.Registration]*registration
 	revoked map[string]revokedSender // identity -> tokens of earlier generations are revoked
 	dropAt  time.Time                // when the containers' secret.previous goes (zero: nothing to drop)
@@ -101,13 +103,29 @@ type Entry struct {
 	Secret *control.Owner `json:"secret,omitempty"`
 	// Since is the generation in force when the container registered.
 	Since uint64 `json:"since"`
-	// Generation is the generation the container holds (with Secret).
+	// Generation is the generation the container holds (with Secret),
+	// Digest the SHA-256 of that record's blob (hex): generations start
+	// again at 1 in a new state directory.
 	Generation uint64 `json:"generation,omitempty"`
+	Digest     string `json:"digest,omitempty"`
 	MountID    uint64 `json:"mount_id,omitempty"`
 	// Follows says whether rotations reach the container; Why, if not.
 	Follows bool   `json:"follows"`
 	Why     string `json:"why,omitempty"`
 	Revoked bool   `json:"revoked,omitempty"`
+}
+
+// holds is the record whose secret the container holds.
+func (e *Entry) holds() control.RecordID {
+	id := control.RecordID{Generation: e.Generation}
+	if d, err := hex.DecodeString(e.Digest); err == nil && len(d) == len(id.BlobDigest) {
+		copy(id.BlobDigest[:], d)
+	}
+	return id
+}
+
+func (e *Entry) setHolds(id control.RecordID) {
+	e.Generation, e.Digest = id.Generation, hex.EncodeToString(id.BlobDigest[:])
 }
 
 // WhyHookMounts is why a container of plain rootless runc does not follow
@@ -147,6 +165,9 @@ const saved = "registry.json"
 type Saved struct {
 	Containers []Entry                  `json:"containers"`
 	Revoked    map[string]revokedSender `json:"revoked_senders,omitempty"`
+	// DropPreviousAt is when the containers' secret.previous goes (the
+	// grace period of the last rotation ends).
+	DropPreviousAt time.Time `json:"drop_previous_at,omitzero"`
 }
 
 // Register implements control.Registrar.
@@ -217,12 +238,19 @@ func (c *Containers) again(s *registration, req control.Request) (control.Reply,
 	if s.API {
 		reply.Dir = c.dirOf(s.Registration)
 	}
+	c.mu.Lock()
+	fs, holds := s.fs, s.holds()
+	c.mu.Unlock()
 	if req.Secret == nil {
+		if fs != nil {
+			// The hook did not take the secret the agent delivered
+			// (the store had moved on as it checked): it built the
+			// filesystem itself, so this one follows nothing.
+			c.lost(s, "the hook built its secret's filesystem itself (the agent's delivery was not the store's current secret)")
+			_ = c.save()
+		}
 		return reply, nil
 	}
-	c.mu.Lock()
-	fs := s.fs
-	c.mu.Unlock()
 	if fs == nil {
 		return control.Reply{}, errors.New("the container registered before without a secret the agent delivers")
 	}
@@ -231,7 +259,7 @@ func (c *Containers) again(s *registration, req control.Request) (control.Reply,
 		return control.Reply{}, err
 	}
 	reply.View = view.File()
-	reply.Record.Generation = s.Generation
+	reply.Record = holds
 	return reply, nil
 }
 
@@ -428,7 +456,12 @@ func (c *Containers) save() error {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
-	out := Saved{Containers: make([]Entry, 0, len(c.byKey)), Revoked: map[string]revokedSender{}}
+	if c.closed {
+		// Close emptied byKey; the file is the next agent's.
+		c.mu.Unlock()
+		return errors.New("the registry is closed")
+	}
+	out := Saved{Containers: make([]Entry, 0, len(c.byKey)), Revoked: map[string]revokedSender{}, DropPreviousAt: c.dropAt}
 	for _, s := range c.byKey {
 		out.Containers = append(out.Containers, s.Entry)
 	}
@@ -474,6 +507,7 @@ func (c *Containers) restore(ctx context.Context) {
 	for id, r := range saved.Revoked {
 		c.revoked[id] = r
 	}
+	c.dropAt = saved.DropPreviousAt
 	c.mu.Unlock()
 	keep := map[string]bool{"registry.json": true}
 	for _, e := range saved.Containers {
@@ -517,7 +551,12 @@ func (c *Containers) restore(ctx context.Context) {
 func (c *Containers) Close() error {
 	close(c.stop)
 	c.done.Wait()
+	// After any rotation that runs (the agent's watch is not joined):
+	// none starts after, and none saves the emptied list.
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
 	c.mu.Lock()
+	c.closed = true
 	for _, s := range c.byKey {
 		s.closeAPI() // writes the last refusal counts
 		if s.fs != nil {
@@ -532,6 +571,12 @@ func (c *Containers) Close() error {
 		return c.api.close()
 	}
 	return nil
+}
+
+func (c *Containers) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // background runs fn every d until Close.

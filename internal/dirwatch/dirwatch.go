@@ -32,6 +32,7 @@ func Watch(ctx context.Context, dir string, mask uint32) (<-chan struct{}, error
 	go func() {
 		defer close(ch)
 		defer stop()
+		defer f.Close() // a Read that failed otherwise than by the close
 		buf := make([]byte, 4096)
 		for {
 			if _, err := f.Read(buf); err != nil {
