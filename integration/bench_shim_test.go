@@ -3,11 +3,15 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +19,8 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/northstar-oci/northstar/internal/benchstat"
 )
 
 // shimBench is rootless containerd with the northstar shim as the shipped
@@ -116,6 +122,142 @@ func TestBenchShimOverhead(t *testing.T) {
 		containerdVersion(), plainRuntime)
 	reportRatio(what, started, 1.10, served())
 	reportRatioOnly("the same pairs, timed from create until the exited container is deleted (the shim's `delete` included)", deleted)
+}
+
+// TestBenchShimPhases: where the time of a container started through the
+// shim goes, process by process, from the scheduler's tracepoints (see
+// procTrace) recorded system-wide while benchPairs containers of each
+// runtime run one after the other, with the agent (see shimBench):
+//
+//   - the wrapper's `start` and `delete`: from its exec to its exec of the
+//     runc shim, next to the floor of any Go program that execs another
+//     (integration/execfloor execing /bin/true);
+//   - the hook, served by the agent: exec to exit;
+//   - the runc shim's own `start` and `delete` processes (exec to exit),
+//     after the wrapper and when containerd runs them itself.
+//
+// Reported, no targets: the shim row's target is the ratio above. To
+// reproduce: go test -tags 'integration bench' -run 'TestBenchShimPhases|TestBenchZZReport' -v ./integration/
+func TestBenchShimPhases(t *testing.T) {
+	requires(t, "perf")
+	sb := newShimBench(t)
+	floor := filepath.Join(bins.dir, "execfloor")
+	if err := buildStatic("..", "./integration/execfloor", floor); err != nil {
+		t.Fatal(err)
+	}
+	for range benchWarmup {
+		sb.run(t, plainRuntime)
+		sb.run(t, northstarRuntime)
+	}
+	perf := startPerfSched(t)
+	for range benchPairs {
+		sb.run(t, plainRuntime)
+		sb.run(t, northstarRuntime)
+		mustRun(t, exec.Command(floor, "/bin/true"))
+	}
+	pt := perf.stop(t)
+
+	const wrapper, runcShim, hook = "containerd-shim-northstar-v2", "containerd-shim-runc-v2", "northstar-hook"
+	ctd, self := sb.c.pid(t), os.Getpid()
+	var ph struct{ wrapStart, wrapDelete, floor, hook, runcStartWrapped, runcStart, runcDeleteWrapped, runcDelete []float64 }
+	span := func(from, to float64) float64 { return (to - from) * 1000 } // ms
+	for pid, e := range pt.execs {
+		names := strings.Join(pt.execsOf(pid), " ")
+		end, exited := pt.exit[pid]
+		// A shim's `start` forks the shim daemon (an exec of the runc
+		// shim); its `delete` forks only runc.
+		isStart := false
+		for _, c := range pt.children(pid) {
+			if k := pt.execsOf(c); len(k) > 0 && k[0] == runcShim {
+				isStart = true
+			}
+		}
+		switch {
+		case names == wrapper+" "+runcShim && pt.descends(pid, ctd) && exited:
+			if isStart {
+				ph.wrapStart = append(ph.wrapStart, span(e[0].at, e[1].at))
+				ph.runcStartWrapped = append(ph.runcStartWrapped, span(e[1].at, end))
+			} else {
+				ph.wrapDelete = append(ph.wrapDelete, span(e[0].at, e[1].at))
+				ph.runcDeleteWrapped = append(ph.runcDeleteWrapped, span(e[1].at, end))
+			}
+		case names == runcShim && pt.parent[pid] == ctd && exited:
+			if isStart {
+				ph.runcStart = append(ph.runcStart, span(e[0].at, end))
+			} else {
+				ph.runcDelete = append(ph.runcDelete, span(e[0].at, end))
+			}
+		case names == hook && pt.descends(pid, ctd) && exited:
+			ph.hook = append(ph.hook, span(e[0].at, end))
+		case names == "execfloor true" && pt.descends(pid, self):
+			ph.floor = append(ph.floor, span(e[0].at, e[1].at))
+		}
+	}
+	for name, d := range map[string][]float64{"wrapper start": ph.wrapStart, "wrapper delete": ph.wrapDelete, "hook": ph.hook,
+		"runc shim start": ph.runcStart, "runc shim delete": ph.runcDelete, "floor": ph.floor} {
+		if len(d) < benchPairs {
+			t.Errorf("perf saw %d processes of the %s, want %d", len(d), name, benchPairs)
+		}
+	}
+	phase := func(d []float64) string {
+		s := benchstat.Summarize(d)
+		return fmt.Sprintf("**%s** (IQR %s–%s, %d processes)", ms(s.Median), ms(s.P25), ms(s.P75), s.N)
+	}
+	reportOnly("shim path, per phase (median): the northstar wrapper's `start`, from its exec to its exec of the runc shim", phase(ph.wrapStart))
+	reportOnly("shim path: the northstar wrapper's `delete`, from its exec to its exec of the runc shim", phase(ph.wrapDelete))
+	reportOnly("shim path: the floor of both, a static Go main that only execs (`integration/execfloor /bin/true`)", phase(ph.floor))
+	reportOnly("shim path: the hook, served by the agent, exec to exit", phase(ph.hook))
+	reportOnly("shim path: the runc shim's `start` process, after the wrapper / run by containerd", phase(ph.runcStartWrapped)+" / "+phase(ph.runcStart))
+	reportOnly("shim path: the runc shim's `delete` process, after the wrapper / run by containerd", phase(ph.runcDeleteWrapped)+" / "+phase(ph.runcDelete))
+}
+
+// perfSched is `perf record` of the sched_process_{fork,exec,exit}
+// tracepoints on every CPU.
+type perfSched struct {
+	cmd  *exec.Cmd
+	data string
+}
+
+func startPerfSched(t *testing.T) *perfSched {
+	t.Helper()
+	p := &perfSched{data: filepath.Join(t.TempDir(), "perf.data")}
+	p.cmd = exec.Command("perf", "record", "-q", "-a", "-o", p.data,
+		"-e", "sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit")
+	p.cmd.Stderr = os.Stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("perf record: %v", err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	// perf has no ready signal; it opens its events well within this.
+	time.Sleep(time.Second)
+	return p
+}
+
+// stop ends the recording and parses it.
+func (p *perfSched) stop(t *testing.T) *procTrace {
+	t.Helper()
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	// perf writes its data, then dies of the SIGINT it got.
+	if err := p.cmd.Wait(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGINT {
+			t.Fatalf("perf record: %v", err)
+		}
+	}
+	out, err := exec.Command("perf", "script", "-i", p.data, "-F", "pid,tid,time,event,trace").Output()
+	if err != nil {
+		t.Fatalf("perf script: %v", err)
+	}
+	pt, err := parsePerfSched(bytes.NewReader(out))
+	if err != nil {
+		t.Fatalf("perf script: %v", err)
+	}
+	return pt
 }
 
 // rootlessNoCgroup: on this cgroup v1 host an unprivileged containerd can
