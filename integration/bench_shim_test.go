@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/internal/benchstat"
 )
@@ -131,7 +132,7 @@ func TestBenchShimOverhead(t *testing.T) {
 //
 //   - the wrapper's `start` and `delete`: from its exec to its exec of the
 //     runc shim, next to the floor of any Go program that execs another
-//     (integration/execfloor execing /bin/true);
+//     (integration/execfloor execing the same runc shim, for -v);
 //   - the hook, served by the agent: exec to exit;
 //   - the runc shim's own `start` and `delete` processes (exec to exit),
 //     after the wrapper and when containerd runs them itself.
@@ -145,6 +146,10 @@ func TestBenchShimPhases(t *testing.T) {
 	if err := buildStatic("..", "./integration/execfloor", floor); err != nil {
 		t.Fatal(err)
 	}
+	runcShimPath, err := exec.LookPath("containerd-shim-runc-v2")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range benchWarmup {
 		sb.run(t, plainRuntime)
 		sb.run(t, northstarRuntime)
@@ -153,7 +158,7 @@ func TestBenchShimPhases(t *testing.T) {
 	for range benchPairs {
 		sb.run(t, plainRuntime)
 		sb.run(t, northstarRuntime)
-		mustRun(t, exec.Command(floor, "/bin/true"))
+		mustRun(t, exec.Command(floor, runcShimPath, "-v"))
 	}
 	pt := perf.stop(t)
 
@@ -189,7 +194,7 @@ func TestBenchShimPhases(t *testing.T) {
 			}
 		case names == hook && pt.descends(pid, ctd) && exited:
 			ph.hook = append(ph.hook, span(e[0].at, end))
-		case names == "execfloor true" && pt.descends(pid, self):
+		case names == "execfloor "+runcShim && pt.descends(pid, self):
 			ph.floor = append(ph.floor, span(e[0].at, e[1].at))
 		}
 	}
@@ -205,7 +210,7 @@ func TestBenchShimPhases(t *testing.T) {
 	}
 	reportOnly("shim path, per phase (median): the northstar wrapper's `start`, from its exec to its exec of the runc shim", phase(ph.wrapStart))
 	reportOnly("shim path: the northstar wrapper's `delete`, from its exec to its exec of the runc shim", phase(ph.wrapDelete))
-	reportOnly("shim path: the floor of both, a static Go main that only execs (`integration/execfloor /bin/true`)", phase(ph.floor))
+	reportOnly("shim path: the floor of both, a static Go main that only execs the runc shim (`integration/execfloor containerd-shim-runc-v2 -v`)", phase(ph.floor))
 	reportOnly("shim path: the hook, served by the agent, exec to exit", phase(ph.hook))
 	reportOnly("shim path: the runc shim's `start` process, after the wrapper / run by containerd", phase(ph.runcStartWrapped)+" / "+phase(ph.runcStart))
 	reportOnly("shim path: the runc shim's `delete` process, after the wrapper / run by containerd", phase(ph.runcDeleteWrapped)+" / "+phase(ph.runcDelete))
@@ -220,8 +225,17 @@ type perfSched struct {
 
 func startPerfSched(t *testing.T) *perfSched {
 	t.Helper()
-	p := &perfSched{data: filepath.Join(t.TempDir(), "perf.data")}
-	p.cmd = exec.Command("perf", "record", "-q", "-a", "-o", p.data,
+	dir := t.TempDir()
+	p := &perfSched{data: filepath.Join(dir, "perf.data")}
+	// Recording starts disabled and is enabled through perf's control
+	// fifo, which acknowledges once the events are on: no start-up race.
+	ctl, ack := filepath.Join(dir, "ctl"), filepath.Join(dir, "ack")
+	for _, f := range []string{ctl, ack} {
+		if err := unix.Mkfifo(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.cmd = exec.Command("perf", "record", "-q", "-a", "-o", p.data, "--delay=-1", "--control=fifo:"+ctl+","+ack,
 		"-e", "sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit")
 	p.cmd.Stderr = os.Stderr
 	if err := p.cmd.Start(); err != nil {
@@ -233,8 +247,26 @@ func startPerfSched(t *testing.T) *perfSched {
 			p.cmd.Wait()
 		}
 	})
-	// perf has no ready signal; it opens its events well within this.
-	time.Sleep(time.Second)
+	// O_RDWR: opening a fifo so never blocks, whether or not perf has
+	// opened its end yet.
+	c, err := os.OpenFile(ctl, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := os.OpenFile(ack, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := c.WriteString("enable\n"); err != nil {
+		t.Fatal(err)
+	}
+	a.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 16)
+	if n, err := a.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "ack") {
+		t.Fatalf("perf record did not acknowledge enabling its events: %q, %v", buf[:n], err)
+	}
 	return p
 }
 
