@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/seal"
+	"github.com/northstar-oci/northstar/seal/tpmconn"
 )
 
 // tpmDevice is what a config's [tpm] path can name in these tests: swtpm
@@ -108,7 +108,7 @@ func (p *tpmProxy) forward(client net.Conn) error {
 		}
 	}()
 	for {
-		cmd, err := readTPMMessage(client)
+		cmd, err := tpmconn.ReadMessage(client)
 		if err != nil {
 			return err
 		}
@@ -121,7 +121,7 @@ func (p *tpmProxy) forward(client net.Conn) error {
 		if _, err := up.Write(cmd); err != nil {
 			return err
 		}
-		rsp, err := readTPMMessage(up)
+		rsp, err := tpmconn.ReadMessage(up)
 		if err != nil {
 			return err
 		}
@@ -143,27 +143,6 @@ func dialSWTPM(sock string) (net.Conn, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// maxTPMMessage bounds a command or response (TPM 2.0 buffers are a few KiB).
-const maxTPMMessage = 64 << 10
-
-// readTPMMessage reads one command or response.
-func readTPMMessage(r io.Reader) ([]byte, error) {
-	var hdr [10]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	size := binary.BigEndian.Uint32(hdr[2:6])
-	if size < uint32(len(hdr)) || size > maxTPMMessage {
-		return nil, fmt.Errorf("tpm message size %d out of range", size)
-	}
-	msg := make([]byte, size)
-	copy(msg, hdr[:])
-	if _, err := io.ReadFull(r, msg[len(hdr):]); err != nil {
-		return nil, err
-	}
-	return msg, nil
 }
 
 // close stops listening, ends the conversations in flight and waits for
@@ -231,7 +210,7 @@ func TestTPMProxyRefusesOversizedMessage(t *testing.T) {
 	}
 	defer c.Close()
 	hdr := []byte{0x80, 0x01, 0, 0, 0, 0, 0, 0, 0x01, 0x7b} // TPM_ST_NO_SESSIONS, size, TPM2_GetRandom
-	binary.BigEndian.PutUint32(hdr[2:6], maxTPMMessage+1)
+	binary.BigEndian.PutUint32(hdr[2:6], tpmconn.MaxMessage+1)
 	if _, err := c.Write(hdr); err != nil {
 		t.Fatal(err)
 	}
