@@ -46,14 +46,15 @@ func TestBenchDiscreteTPMConcurrent(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	t.Run("per start", func(t *testing.T) {
 		e := newTPMEnv(t, newTPMProxy(t, newSWTPM(t, nil), discreteTPMDelay), "[]", nil)
-		reportOnly("32 containers started at once, TPM unseal per start, each TPM command delayed 30 ms (a discrete TPM)", startAtOnce(t, e).String())
+		reportOnly("32 containers started at once, TPM unseal per start, each TPM command delayed 30 ms (a discrete TPM)", startAtOnce(t, e, e.secretHex(t)).String())
 	})
 	t.Run("agent", func(t *testing.T) {
 		tpm := newTPMProxy(t, newSWTPM(t, nil), discreteTPMDelay)
 		e, sock := newAgentTPMEnv(t, tpm)
 		startAgent(t, e, sock)
+		want := e.secretHex(t)
 		served := tpm.servedByAgent()
-		c := startAtOnce(t, e)
+		c := startAtOnce(t, e, want)
 		report("32 containers started at once through the agent, each TPM command delayed 30 ms (a discrete TPM)", c.String()+served(), "32/32, one secret", c.ok())
 	})
 }
