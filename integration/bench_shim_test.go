@@ -24,11 +24,12 @@ import (
 	"github.com/northstar-oci/northstar/internal/benchstat"
 )
 
-// shimBench is rootless containerd with the northstar shim as the shipped
-// config and `make demo` run it: the TPM sealer (swtpm, owned by the test
-// user, behind a proxy that adds no delay and counts commands), [agent]
-// socket set and `northstarctl agent` running in containerd's namespaces,
-// so the hook takes the secret from the agent.
+// shimBench is rootless containerd with the northstar shim, the agent run
+// as the shipped config runs it (and `make demo`, which also turns the API
+// on): the TPM sealer (swtpm, owned by the test user, behind a proxy that
+// adds no delay and counts commands), [agent] socket set and `northstarctl
+// agent` running in containerd's namespaces, so the hook gets the secret
+// from the agent.
 type shimBench struct {
 	c      *rootlessContainerd
 	e      *env
@@ -63,8 +64,8 @@ const plainRuntime = "io.containerd.runc.v2"
 // containerd's Go client, no ctr process (whose 35-40 ms start would hide
 // what is measured), and returns how long until Start returned (shim
 // `start`, Create with the hook at createRuntime, Start) and until the
-// task and container were deleted after the process exited (the shim's
-// `delete` included: containerd waits for it).
+// task and container were deleted after the process exited (containerd
+// runs the shim's `delete` when the task is deleted).
 func (sb *shimBench) run(t *testing.T, runtime string) (started, deleted float64) {
 	t.Helper()
 	ctx := context.Background()
