@@ -58,8 +58,9 @@ type tpmProxy struct {
 func (p *tpmProxy) path() string { return "unix:" + p.sock }
 
 // newTPMProxy starts a proxy in front of s that holds each response for
-// delay; its socket is usable by any user (a rootless runtime's hook
-// reaches it as swtpm's owner would). Cleanup stops it.
+// delay. Its socket is owned, mode 0600, by the owner of swtpm's
+// directory, as swtpm's own socket is: a rootless runtime's hook reaches
+// it as it reaches swtpm. Cleanup stops it.
 func newTPMProxy(t *testing.T, s *swtpm, delay time.Duration) *tpmProxy {
 	t.Helper()
 	p := &tpmProxy{sock: filepath.Join(s.dir, "slow.sock"), upstream: s.sock, delay: delay, conns: map[net.Conn]bool{}}
@@ -67,7 +68,14 @@ func newTPMProxy(t *testing.T, s *swtpm, delay time.Duration) *tpmProxy {
 	if err != nil {
 		t.Fatalf("tpm proxy: %v", err)
 	}
-	if err := os.Chmod(p.sock, 0o666); err != nil {
+	var dir syscall.Stat_t
+	if err := syscall.Stat(s.dir, &dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p.sock, int(dir.Uid), int(dir.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p.sock, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p.ln = ln
