@@ -42,7 +42,7 @@ func agentSocket(t *testing.T, a *account) string {
 
 // newAgentTPMEnv is newTPMEnv (no PCRs) with [agent] socket set, and the
 // extra config tables appended.
-func newAgentTPMEnv(t *testing.T, tpm *swtpm, extra ...string) (*env, string) {
+func newAgentTPMEnv(t *testing.T, tpm tpmDevice, extra ...string) (*env, string) {
 	t.Helper()
 	sock := agentSocket(t, nil)
 	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n", tpm.path(), sock)+strings.Join(extra, ""), nil), sock

@@ -47,8 +47,6 @@ func TestBenchSPIFFE(t *testing.T) {
 		{"FetchX509SVID (go-spiffe: stream, new P-256 key and certificate, parsed)", x509},
 		{"FetchJWTSVID (go-spiffe: one ES256 token)", jwt},
 	} {
-		ratios, as, bs := interleave(t, rounds, identity, row.call)
-		report(fmt.Sprintf("%s / GET /v1/identity on the same container, %d pairs", row.what, rounds),
-			ratioResult(ratios, as, bs), "reported", true)
+		reportRatioOnly(row.what+" / GET /v1/identity on the same container", interleave(t, rounds, identity, row.call))
 	}
 }

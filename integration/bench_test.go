@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,33 +19,44 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
-	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/containerd/v2/pkg/oci"
-
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/client"
+	"github.com/northstar-oci/northstar/internal/benchstat"
 )
 
 // The benchmarks behind `make bench`: each comparison interleaves its two
-// sides (A B A B ...) in one run and reports the median ratio, so the noise
-// of a shared machine hits both sides alike. Results go to stdout and to
-// $BENCH_OUT (default bench.md) as a Markdown table.
+// sides in one run, so the noise of a shared machine hits both alike, and
+// reports the median of the per-pair ratios with its interquartile range,
+// minimum and maximum (package benchstat); a row is met when its median
+// is. Results go to stdout and to $BENCH_OUT (default bench.md) as a
+// Markdown table.
 
-var benchPairs = envInt("BENCH_PAIRS", 20)
+// benchPairs is the number of pairs of every ratio row: benchstat.MinPairs,
+// or BENCH_PAIRS when that is larger.
+var benchPairs = benchstat.Pairs(os.Getenv("BENCH_PAIRS"))
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
+// benchWarmup pairs run before a ratio row's pairs and are not counted:
+// the first starts fill the page cache and, through containerd, the
+// snapshotter and the shim's binaries.
+const benchWarmup = 3
+
+// verdict is a row's outcome against its target.
+type verdict int
+
+const (
+	met verdict = iota
+	missed
+	reported // a row with no target: printed, never failing
+)
+
+func (v verdict) String() string {
+	return [...]string{met: "met", missed: "**missed**", reported: "reported"}[v]
 }
 
-// benchRow is one line of the table; met says whether the target was met.
+// benchRow is one line of the table.
 type benchRow struct {
 	what, result, target string
-	met                  bool
+	verdict              verdict
 }
 
 var benchTable struct {
@@ -56,65 +66,92 @@ var benchTable struct {
 
 // report adds a row. A missed target makes `make bench` fail (see
 // TestBenchZZReport), after the whole table is printed.
-func report(what, result, target string, met bool) {
+func report(what, result, target string, ok bool) {
+	v := met
+	if !ok {
+		v = missed
+	}
+	addRow(benchRow{what, result, target, v})
+}
+
+// reportOnly adds a row that has no target: a measurement users need
+// that nothing promises.
+func reportOnly(what, result string) {
+	addRow(benchRow{what, result, "none (reported)", reported})
+}
+
+func addRow(r benchRow) {
 	benchTable.Lock()
 	defer benchTable.Unlock()
-	benchTable.rows = append(benchTable.rows, benchRow{what, result, target, met})
+	benchTable.rows = append(benchTable.rows, r)
 }
 
-func median(d []float64) float64 {
-	s := append([]float64(nil), d...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+// pairs are the two sides of an interleaved comparison, in milliseconds:
+// a[i] and b[i] were measured next to each other.
+type pairs struct{ a, b []float64 }
+
+func (p pairs) ratios() benchstat.Summary { return benchstat.Summarize(benchstat.Ratios(p.a, p.b)) }
+
+// reportRatio adds a ratio row (b/a) met when its median is at most
+// target; notes are appended to its result.
+func reportRatio(what string, p pairs, target float64, notes ...string) {
+	report(what, ratioResult(p)+strings.Join(notes, ""), fmt.Sprintf("≤ %.2f", target), p.ratios().Median <= target)
 }
 
-func percentile(d []float64, p float64) float64 {
-	s := append([]float64(nil), d...)
-	sort.Float64s(s)
-	i := int(float64(len(s)-1)*p + 0.5)
-	return s[i]
+// reportRatioOnly adds a ratio row without a target.
+func reportRatioOnly(what string, p pairs, notes ...string) {
+	reportOnly(what, ratioResult(p)+strings.Join(notes, ""))
 }
 
-func minMax(d []float64) (float64, float64) {
-	lo, hi := d[0], d[0]
-	for _, v := range d {
-		lo, hi = min(lo, v), max(hi, v)
-	}
-	return lo, hi
+func ratioResult(p pairs) string {
+	s := p.ratios()
+	return fmt.Sprintf("**%.3f** (IQR %.3f–%.3f, min %.3f, max %.3f); medians %s vs %s, %d pairs",
+		s.Median, s.P25, s.P75, s.Min, s.Max, ms(benchstat.Percentile(p.b, 0.5)), ms(benchstat.Percentile(p.a, 0.5)), s.N)
 }
 
-// interleave times a and b alternately n times (after one warm-up each) and
-// returns the per-pair ratios b/a and the raw durations in milliseconds.
-func interleave(t *testing.T, n int, a, b func() error) (ratios, as, bs []float64) {
+// interleave times a and b alternately n times, after benchWarmup pairs,
+// and returns their durations. The order flips from pair to pair (a b, b a,
+// a b, ...), so neither side always runs right after the other, whose
+// asynchronous clean-up (a shim's delete, a reaped process) would
+// otherwise always land on the same side.
+func interleave(t *testing.T, n int, a, b func() error) pairs {
 	t.Helper()
-	for _, f := range []func() error{a, b} {
-		if err := f(); err != nil {
-			t.Fatalf("warm-up: %v", err)
+	timed := func(f func() error) func() float64 {
+		return func() float64 {
+			start := time.Now()
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+			return msSince(start)
 		}
 	}
-	timeit := func(f func() error) float64 {
-		start := time.Now()
-		if err := f(); err != nil {
-			t.Fatal(err)
-		}
-		return float64(time.Since(start).Microseconds()) / 1000
-	}
-	for i := 0; i < n; i++ {
-		ta := timeit(a)
-		tb := timeit(b)
-		as, bs = append(as, ta), append(bs, tb)
-		ratios = append(ratios, tb/ta)
-	}
-	return ratios, as, bs
+	return interleaveTimed(t, n, timed(a), timed(b))
 }
 
-func ratioResult(ratios, as, bs []float64) string {
-	lo, hi := minMax(ratios)
-	return fmt.Sprintf("**%.3f** (min %.3f, max %.3f); medians %s vs %s", median(ratios), lo, hi, ms(median(bs)), ms(median(as)))
+// interleaveTimed is interleave for functions that time themselves (to
+// leave their set-up or clean-up out) and return milliseconds.
+func interleaveTimed(t *testing.T, n int, a, b func() float64) pairs {
+	t.Helper()
+	for range benchWarmup {
+		a()
+		b()
+	}
+	var p pairs
+	for i := range n {
+		var ta, tb float64
+		if i%2 == 0 {
+			ta = a()
+			tb = b()
+		} else {
+			tb = b()
+			ta = a()
+		}
+		p.a, p.b = append(p.a, ta), append(p.b, tb)
+	}
+	return p
 }
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
 
 // ms prints a duration in milliseconds, in microseconds below one.
 func ms(v float64) string {
@@ -127,31 +164,49 @@ func ms(v float64) string {
 func TestBenchHookOverhead(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
-	benchHookOverhead(t, e, "`runc run` with the hook (TPM sealer, swtpm socket) / without", 1.10)
+	reportRatio("`runc run` with the hook (TPM unseal per start, swtpm) / without", benchHookOverhead(t, e), 1.10)
 }
 
-// TestBenchHookOverheadAgent is TestBenchHookOverhead with [agent] socket
-// set and `northstarctl agent` running: the hook takes the memfd from the
-// agent instead of unsealing from the TPM.
+// TestBenchHookOverheadAgent is TestBenchHookOverhead with the agent as the
+// shipped config runs it ([agent] socket set, `northstarctl agent`
+// running, live rotation on by default): the hook registers the container
+// and the agent builds its secret's mount, nothing is unsealed per start.
 func TestBenchHookOverheadAgent(t *testing.T) {
 	requires(t, "runc", "swtpm")
-	e, sock := newAgentTPMEnv(t, newSWTPM(t, nil))
+	tpm := newTPMProxy(t, newSWTPM(t, nil), 0)
+	e, sock := newAgentTPMEnv(t, tpm)
 	startAgent(t, e, sock)
-	benchHookOverhead(t, e, "`runc run` with the hook served by the agent (TPM sealer, swtpm socket) / without", 1.05)
+	served := tpm.servedByAgent()
+	p := benchHookOverhead(t, e)
+	reportRatio("`runc run` with the hook served by the agent (TPM sealer, swtpm) / without", p, 1.05, served())
+}
+
+// servedByAgent is for the rows served by the agent, whose TPM is behind
+// p. The function it returns says whether the TPM got a command since: a
+// hook the agent does not serve (not in time, or not the current secret)
+// falls back to unsealing, and then the row measured that too.
+func (p *tpmProxy) servedByAgent() func() string {
+	before := p.commands.Load()
+	return func() string {
+		if n := p.commands.Load() - before; n > 0 {
+			return fmt.Sprintf("; **%d TPM commands meanwhile: hooks fell back to unsealing**", n)
+		}
+		return "; the agent served every start (no TPM command)"
+	}
 }
 
 // benchHookOverhead interleaves `runc run` of a busybox container without
-// and with the hook of env e, and reports the ratio against target.
-func benchHookOverhead(t *testing.T, e *env, what string, target float64) {
+// and with the hook of env e.
+func benchHookOverhead(t *testing.T, e *env) pairs {
 	t.Helper()
-	benchHookOverheadBundle(t, e, what, target, func() *bundle {
+	return benchHookOverheadBundle(t, e, func() *bundle {
 		return newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
 	})
 }
 
 // benchHookOverheadBundle is benchHookOverhead with the hooked bundle made
 // by hookedBundle.
-func benchHookOverheadBundle(t *testing.T, e *env, what string, target float64, hookedBundle func() *bundle) {
+func benchHookOverheadBundle(t *testing.T, e *env, hookedBundle func() *bundle) pairs {
 	t.Helper()
 	plain := newBundle(t, e.dir, false, "true")
 	plain.write(t)
@@ -165,15 +220,38 @@ func benchHookOverheadBundle(t *testing.T, e *env, what string, target float64, 
 			return nil
 		}
 	}
-	ratios, as, bs := interleave(t, benchPairs, runc(plain), runc(hooked))
-	report(fmt.Sprintf("%s, %d pairs", what, benchPairs), ratioResult(ratios, as, bs), fmt.Sprintf("≤ %.2f", target), median(ratios) <= target)
+	return interleave(t, benchPairs, runc(plain), runc(hooked))
 }
 
 func TestBenchConcurrentHooks(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
-	want := e.secretHex(t)
-	const n = 32
+	c := startAtOnce(t, e, e.secretHex(t))
+	report("32 containers started at once through the hook (TPM unseal per start, swtpm)", c.String(), "32/32, one secret", c.ok())
+}
+
+// atOnce is what startAtOnce measured.
+type atOnce struct {
+	n, started, same int           // containers, those that started, those that read the store's secret
+	hook             []float64     // the hook's wall times, ms
+	wall             time.Duration // until every container had run
+}
+
+func (c atOnce) ok() bool { return c.started == c.n && c.same == c.n }
+
+func (c atOnce) String() string {
+	return fmt.Sprintf("%d/%d started, %d/%d read the store's secret; hook p50 %s, p99 %s; all done in %.0f ms",
+		c.started, c.n, c.same, c.n, ms(benchstat.Percentile(c.hook, 0.5)), ms(benchstat.Percentile(c.hook, 0.99)), float64(c.wall.Milliseconds()))
+}
+
+// startAtOnce starts 32 containers of env e at once, each printing the
+// secret it reads, and says how many started, how many read want (the
+// secret the store holds: the caller unseals it first, so that the TPM
+// commands of that unseal are not counted against the agent), the hook's
+// own times and the wall time until all had run.
+func startAtOnce(t *testing.T, e *env, want string) atOnce {
+	t.Helper()
+	c := atOnce{n: 32}
 	times := filepath.Join(e.dir, "hook-times")
 	wrapper := filepath.Join(e.dir, "timed-hook.sh")
 	// The wrapper records the hook's wall time in ns; the date calls are
@@ -182,13 +260,13 @@ func TestBenchConcurrentHooks(t *testing.T) {
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bundles := make([]*bundle, n)
+	bundles := make([]*bundle, c.n)
 	for i := range bundles {
 		bundles[i] = newBundle(t, e.dir, false, "cat /run/northstar/secret").withHook("createRuntime", e.config)
 		bundles[i].spec.Hooks.CreateRuntime[0].Path = wrapper
 		bundles[i].write(t)
 	}
-	results := make([]result, n)
+	results := make([]result, c.n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range bundles {
@@ -199,32 +277,29 @@ func TestBenchConcurrentHooks(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	wall := time.Since(start)
-	ok, same := 0, 0
+	c.wall = time.Since(start)
+	failed := false
 	for _, r := range results {
 		if r.err == nil {
-			ok++
+			c.started++
+		} else if !failed {
+			failed = true
+			t.Logf("the first container that failed:\n%s", r)
 		}
 		if r.stdout == want {
-			same++
+			c.same++
 		}
 	}
 	data, _ := os.ReadFile(times)
-	var ms []float64
 	for _, l := range strings.Fields(string(data)) {
 		if v, err := strconv.ParseFloat(l, 64); err == nil {
-			ms = append(ms, v/1e6)
+			c.hook = append(c.hook, v/1e6)
 		}
 	}
-	if len(ms) == 0 {
+	if len(c.hook) == 0 {
 		t.Fatal("no hook times recorded")
 	}
-	report(fmt.Sprintf("%d containers started at once through the hook", n),
-		fmt.Sprintf("%d/%d started, %d/%d same secret; hook p50 %.1f ms, p99 %.1f ms; all done in %.0f ms", ok, n, same, n, percentile(ms, 0.5), percentile(ms, 0.99), float64(wall.Milliseconds())),
-		"32/32, same secret", ok == n && same == n)
-	if ok != n || same != n {
-		t.Errorf("%d/%d started, %d/%d with the same secret", ok, n, same, n)
-	}
+	return c
 }
 
 func TestBenchHookRSS(t *testing.T) {
@@ -253,107 +328,23 @@ func TestBenchHookRSS(t *testing.T) {
 	if len(kib) == 0 {
 		t.Fatalf("no RSS recorded: %q", data)
 	}
-	_, hi := minMax(kib)
-	report("hook peak RSS (`/usr/bin/time -f %M`, 5 container starts)", fmt.Sprintf("max %.1f MiB, median %.1f MiB", hi/1024, median(kib)/1024), "≤ 20 MiB", hi/1024 <= 20)
-}
-
-// TestBenchShimOverhead: container start under rootless containerd through
-// the northstar shim (TPM sealer on a swtpm owned by the test user, so the
-// hook unseals from the TPM on every start) vs Debian's runc shim, which the
-// northstar wrapper execs after its start-up work, interleaved per round.
-//
-// What is timed, through containerd's own Go client (no ctr process, whose
-// 35-40 ms floor would hide what we measure): NewContainer, NewTask and
-// Start of a busybox container running `sh -c true`, until Start returns: shim
-// `start` (northstar: + rotation check + config.json rewrite), Create (the
-// hook at createRuntime) and Start. Deleting the task and container comes
-// after the clock stops.
-func TestBenchShimOverhead(t *testing.T) {
-	a := requiresContainerd(t)
-	requires(t, "swtpm")
-	e := newTPMEnv(t, newSWTPM(t, a), "[]", a)
-
-	c := startContainerd(t, a, "NORTHSTAR_CONFIG="+e.config)
-	if got, want := c.readSecret(t, northstarRuntime), e.secretHex(t); got != want {
-		t.Fatalf("northstar container read %s, the store holds %s", got, want)
-	}
-	client, err := containerd.New(filepath.Join(c.dir, "containerd.sock"), containerd.WithDefaultNamespace("bench"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	ctx := context.Background()
-	// start times the start of one container of runtime, then removes it.
-	start := func(runtime string) float64 {
-		id := c.newID("bench-shim")
-		t0 := time.Now()
-		ctr, err := client.NewContainer(ctx, id,
-			containerd.WithRuntime(runtime, nil),
-			containerd.WithNewSpec(oci.WithDefaultSpec(), oci.WithRootFSPath(c.rootfs), oci.WithProcessArgs("/bin/sh", "-c", "true"), rootlessNoCgroup))
-		if err != nil {
-			t.Fatalf("new container: %v", err)
-		}
-		task, err := ctr.NewTask(ctx, cio.NullIO)
-		if err != nil {
-			t.Fatalf("new task (%s): %v", runtime, err)
-		}
-		if err := task.Start(ctx); err != nil {
-			t.Fatalf("start task (%s): %v", runtime, err)
-		}
-		ms := float64(time.Since(t0).Microseconds()) / 1000
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
-			t.Fatalf("delete task: %v", err)
-		}
-		if err := ctr.Delete(ctx); err != nil {
-			t.Fatalf("delete container: %v", err)
-		}
-		return ms
-	}
-	runtimes := []string{"io.containerd.runc.v2", northstarRuntime}
-	for _, rt := range runtimes { // warm-up
-		start(rt)
-	}
-	times := make([][]float64, len(runtimes))
-	for i := 0; i < benchPairs; i++ {
-		for k, rt := range runtimes {
-			times[k] = append(times[k], start(rt))
-		}
-	}
-	var ratios []float64
-	for i := range times[1] {
-		ratios = append(ratios, times[1][i]/times[0][i])
-	}
-	report(fmt.Sprintf("container start (containerd Go client, rootless containerd) through the northstar shim (TPM sealer, swtpm) / the plain runc shim (`io.containerd.runc.v2`, Debian containerd %s), %d pairs", containerdVersion(), benchPairs),
-		ratioResult(ratios, times[0], times[1]), "≤ 1.05", median(ratios) <= 1.05)
-}
-
-// rootlessNoCgroup: on this cgroup v1 host an unprivileged containerd can
-// set neither a cgroup path nor resources (ctr: --cgroup "" --cpu-shares 0).
-func rootlessNoCgroup(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-	s.Linux.CgroupsPath = ""
-	s.Linux.Resources = nil
-	return nil
-}
-
-// containerdVersion is the version of the containerd on PATH, e.g. 1.6.20.
-func containerdVersion() string {
-	out, _ := exec.Command("containerd", "--version").Output()
-	f := strings.Fields(string(out))
-	if len(f) >= 3 {
-		return strings.TrimSuffix(f[2], "~ds1")
-	}
-	return "?"
+	k := benchstat.Summarize(kib)
+	report("hook peak RSS (`/usr/bin/time -f %M`, 5 container starts)", fmt.Sprintf("max %.1f MiB, median %.1f MiB", k.Max/1024, k.Median/1024), "≤ 20 MiB", k.Max/1024 <= 20)
 }
 
 // TestBenchAPI: the agent's rows of DESIGN.md §7, against the agent with
 // two long-running runc containers (identities client and server):
 //   - a token minted on client's socket and verified on server's, vs a
-//     plain GET /v1/identity on client's socket, interleaved (<= 2);
+//     plain GET /v1/identity on client's socket, interleaved (<= 2.2);
 //   - `runc run` with the hook, agent and API socket vs bare (<= 1.05);
 //   - the agent's RSS with 1,000 registered containers (<= 40 MiB).
 func TestBenchAPI(t *testing.T) {
-	requires(t, "runc")
-	e, sock := apiEnv(t)
+	requires(t, "runc", "swtpm")
+	// As `make demo` runs it: the TPM sealer, the agent, the API on; the
+	// sockets' rate limit (500 requests a second by default) raised out of
+	// the way, as these rows measure the work, not the limiter.
+	tpm := newTPMProxy(t, newSWTPM(t, nil), 0)
+	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\nrate = 1000000\nburst = 1000000\n")
 	a := startAgent(t, e, sock)
 	root := filepath.Join(e.dir, "runc-root")
 	devnull, _ := os.OpenFile(os.DevNull, os.O_RDWR, 0)
@@ -391,19 +382,17 @@ func TestBenchAPI(t *testing.T) {
 		return err
 	}
 	const rounds = 2000
-	ratios, as, bs := interleave(t, rounds, identity, pair)
-	report(fmt.Sprintf("token create + verify (two sockets) / GET /v1/identity, through package client, %d pairs", rounds),
-		ratioResult(ratios, as, bs), "≤ 2", median(ratios) <= 2)
+	reportRatio("token create + verify (two sockets) / GET /v1/identity, through package client",
+		interleave(t, rounds, identity, pair), 2.2)
 	// What net/http alone costs: no agent can go under this ratio.
 	get, post := httpFloor(t)
-	ratios, as, bs = interleave(t, rounds, get, func() error {
-		if err := post(); err != nil {
-			return err
-		}
-		return post()
-	})
-	report(fmt.Sprintf("reference: two POSTs / one GET to a handler that does nothing in another process (net/http, unix socket), %d pairs", rounds),
-		ratioResult(ratios, as, bs), "none (the floor of the row above)", true)
+	reportRatioOnly("reference: two POSTs / one GET to a handler that does nothing in another process (net/http, unix socket), the floor of the row above",
+		interleave(t, rounds, get, func() error {
+			if err := post(); err != nil {
+				return err
+			}
+			return post()
+		}))
 
 	// 8 containers × 100 token pairs at once, all verified by server.
 	var failures atomic.Int64
@@ -432,8 +421,9 @@ func TestBenchAPI(t *testing.T) {
 		fmt.Sprintf("%d/%d valid in %d ms (%.0f pairs/s)", concurrent*each-int(failures.Load()), concurrent*each, took.Milliseconds(), float64(concurrent*each)/took.Seconds()),
 		"0 failures", failures.Load() == 0)
 
-	benchHookOverheadBundle(t, e, "`runc run` with the hook, the agent and a per-container API socket / without", 1.05,
-		func() *bundle { return apiBundle(t, e, "bench", "true") })
+	served := tpm.servedByAgent()
+	p := benchHookOverheadBundle(t, e, func() *bundle { return apiBundle(t, e, "bench", "true") })
+	reportRatio("`runc run` with the hook, the agent and a per-container API socket / without", p, 1.05, served())
 
 	// 1,000 registrations (of one live process: the agent watches a
 	// pidfd per registration all the same).
@@ -499,10 +489,14 @@ func httpFloor(t *testing.T) (get, post func() error) {
 // container in a running pod, until start returns; removing it comes
 // after the clock stops. crictl's own process start is in both sides.
 func TestBenchNRIStart(t *testing.T) {
+	requires(t, "swtpm")
 	requiresFile(t, filepath.Join(containerd2Bin, "containerd"), "scripts/install-tools.sh builds it")
 	agentSock := agentSocket(t, nil)
 	nriSock := filepath.Join(filepath.Dir(filepath.Dir(agentSock)), "nri.sock")
-	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[nri]\nenable = true\nsocket = %q\n", agentSock, nriSock), nil)
+	// The shipped config: the TPM sealer, the agent, its NRI plugin.
+	tpm := newTPMProxy(t, newSWTPM(t, nil), 0)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n[nri]\nenable = true\nsocket = %q\n",
+		tpm.path(), agentSock, nriSock), nil)
 	a := startAgent(t, e, agentSock)
 	with := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI plugin)")
 	without := newCRIContainerd(t, e, "containerd 2.4.2 (NRI off)", containerd2Bin)
@@ -518,7 +512,7 @@ func TestBenchNRIStart(t *testing.T) {
 		t0 := time.Now()
 		id := c.mustCrictl(t, args...)
 		c.mustCrictl(t, "start", id)
-		ms := float64(time.Since(t0).Microseconds()) / 1000
+		ms := msSince(t0)
 		if check {
 			if got := secretOf(t, c.pid(t, "inspect", id)); (got != "") != (c == with) {
 				t.Fatalf("%s: the container read %q", c.name, got)
@@ -527,20 +521,30 @@ func TestBenchNRIStart(t *testing.T) {
 		c.mustCrictl(t, "rm", "-f", id)
 		return ms
 	}
-	start(with, true) // warm-up, and each side is what it says
+	start(with, true) // each side is what it says
 	start(without, true)
-	var ratios, as, bs []float64
-	for i := 0; i < benchPairs; i++ {
-		ta, tb := start(without, false), start(with, false)
-		as, bs = append(as, ta), append(bs, tb)
-		ratios = append(ratios, tb/ta)
-	}
-	report(fmt.Sprintf("CRI container start (crictl create + start, containerd 2.4.2) with the agent's NRI plugin adding the hook / NRI off, %d pairs", benchPairs),
-		ratioResult(ratios, as, bs), "≤ 1.05", median(ratios) <= 1.05)
+	served := tpm.servedByAgent()
+	p := interleaveTimed(t, benchPairs, func() float64 { return start(without, false) }, func() float64 { return start(with, false) })
+	reportRatio("CRI container start (crictl create + start, containerd 2.4.2) with the agent's NRI plugin adding the hook / NRI off", p, 1.05, served())
 }
 
-// TestMain-like summary: TestBenchZZReport runs last (tests run in source
-// order) and prints the table.
+// benchLoadStart is the load average when the run began: on a shared
+// machine, what else was running.
+var benchLoadStart = loadAverage()
+
+// loadAverage is the first three fields of /proc/loadavg.
+func loadAverage() string {
+	data, _ := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
+// TestMain-like summary: TestBenchZZReport runs last and prints the table.
+// Tests run file by file in name order, then in source order, so every
+// other bench file's name must sort before bench_test.go's (bench_live,
+// bench_shim, bench_slowtpm, ... do; bench_tpm would not).
 func TestBenchZZReport(t *testing.T) {
 	benchTable.Lock()
 	defer benchTable.Unlock()
@@ -560,16 +564,17 @@ func TestBenchZZReport(t *testing.T) {
 	fmt.Fprintf(&b, "Measured %s on %s: %d CPUs (%s), kernel %s, %s.\n\n", time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), cpu,
 		strings.TrimSpace(string(kernel)), strings.SplitN(string(runcV), "\n", 2)[0])
 	fmt.Fprintf(&b, "| what | result | target | |\n| --- | --- | --- | --- |\n")
-	var missed []string
+	var misses []string
 	for _, r := range benchTable.rows {
-		verdict := "met"
-		if !r.met {
-			verdict = "**missed**"
-			missed = append(missed, r.what)
+		if r.verdict == missed {
+			misses = append(misses, r.what)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.what, r.result, r.target, verdict)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.what, r.result, r.target, r.verdict)
 	}
-	fmt.Fprintf(&b, "\nReproduce: `make bench` (as root, after `make test`'s setup).\n")
+	fmt.Fprintf(&b, "\nRatio rows: the median of the per-pair ratios of the interleaved pairs the row counts (at least %d, after %d warm-up pairs), "+
+		"their interquartile range, min and max; a row is met when its median is. Load average (1, 5, 15 min): %s at the start, %s at the end.\n",
+		benchstat.MinPairs, benchWarmup, benchLoadStart, loadAverage())
+	fmt.Fprintf(&b, "Reproduce: `make bench` (as root, after `make test`'s setup).\n")
 	fmt.Print("\n" + b.String())
 	out := os.Getenv("BENCH_OUT")
 	if out == "" {
@@ -578,7 +583,7 @@ func TestBenchZZReport(t *testing.T) {
 	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)
 	}
-	for _, m := range missed {
+	for _, m := range misses {
 		t.Errorf("target missed: %s", m)
 	}
 }

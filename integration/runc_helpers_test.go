@@ -85,9 +85,9 @@ func newEnv(t *testing.T, extraTOML string, owner *account) *env {
 	return newEnvWith(t, "sealer = \"host\"\n"+extraTOML, owner)
 }
 
-// newTPMEnv is newEnv with the TPM sealer on a test swtpm, bound to pcrs
-// (a TOML list such as "[16]").
-func newTPMEnv(t *testing.T, tpm *swtpm, pcrs string, owner *account) *env {
+// newTPMEnv is newEnv with the TPM sealer on tpm (a test swtpm or a proxy
+// in front of one), bound to pcrs (a TOML list such as "[16]").
+func newTPMEnv(t *testing.T, tpm tpmDevice, pcrs string, owner *account) *env {
 	t.Helper()
 	return newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = %s\n", tpm.path(), pcrs), owner)
 }

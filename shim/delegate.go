@@ -13,54 +13,58 @@ import (
 
 // findDelegate resolves the shim the wrapper hands over to ([shim]
 // delegate): an absolute path as it is; a name the way containerd finds
-// shims, next to the containerd binary (runtimePid's executable), else on
-// PATH. The wrapper must never exec itself.
-func findDelegate(cfg *config.Config, runtimePid int) (string, error) {
+// shims, next to the containerd binary (runtimeExe), else on PATH. The
+// wrapper must never exec itself.
+func findDelegate(cfg *config.Config, runtimeExe string) (string, error) {
 	name := config.DefaultShimDelegate
 	if cfg != nil {
 		name = cfg.Shim.Delegate
 	}
-	path, err := lookDelegate(name, runtimePid)
+	path, fi, err := lookDelegate(name, runtimeExe)
 	if err != nil {
 		return "", err
 	}
-	if self, err := os.Executable(); err == nil && sameFile(self, path) {
+	if self, err := os.Stat("/proc/self/exe"); err == nil && os.SameFile(self, fi) {
 		return "", fmt.Errorf("[shim] delegate %s is this wrapper itself; name the runc shim (containerd-shim-runc-v2)", path)
 	}
 	return path, nil
 }
 
-func lookDelegate(name string, runtimePid int) (string, error) {
+// lookDelegate returns the delegate's path and what stat says of it.
+func lookDelegate(name, runtimeExe string) (string, os.FileInfo, error) {
 	if filepath.IsAbs(name) {
-		if !isExecutable(name) {
-			return "", fmt.Errorf("[shim] delegate %s is not an executable file", name)
+		fi, ok := executable(name)
+		if !ok {
+			return "", nil, fmt.Errorf("[shim] delegate %s is not an executable file", name)
 		}
-		return name, nil
+		return name, fi, nil
 	}
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", runtimePid)); err == nil {
-		if p := filepath.Join(filepath.Dir(exe), name); isExecutable(p) {
-			return p, nil
+	if runtimeExe != "" {
+		p := filepath.Join(filepath.Dir(runtimeExe), name)
+		if fi, ok := executable(p); ok {
+			return p, fi, nil
 		}
 	}
+	missing := fmt.Errorf("[shim] delegate %s is neither next to containerd nor on PATH; install it (Debian: containerd) or set [shim] delegate", name)
 	p, err := exec.LookPath(name)
 	if err != nil {
-		return "", fmt.Errorf("[shim] delegate %s is neither next to containerd nor on PATH; install it (Debian: containerd) or set [shim] delegate", name)
+		return "", nil, missing
 	}
-	return filepath.Abs(p)
+	if p, err = filepath.Abs(p); err != nil {
+		return "", nil, err
+	}
+	fi, ok := executable(p)
+	if !ok {
+		return "", nil, missing
+	}
+	return p, fi, nil
 }
 
-func isExecutable(p string) bool {
+// executable stats p (following symlinks, as exec does) and reports
+// whether it is an executable regular file.
+func executable(p string) (os.FileInfo, bool) {
 	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
-
-func sameFile(a, b string) bool {
-	fa, err := os.Stat(a)
-	if err != nil {
-		return false
-	}
-	fb, err := os.Stat(b)
-	return err == nil && os.SameFile(fa, fb)
+	return fi, err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // execDelegate replaces this process with the delegate: same arguments

@@ -8,17 +8,28 @@ import (
 	"github.com/northstar-oci/northstar/internal/procstat"
 )
 
-// runtimePid finds the containerd that runs this shim: the nearest ancestor,
-// starting at the parent, whose executable is named containerd. containerd
-// runs `start` and `delete` itself, but a runtime_path wrapper that forks
-// (a script that calls us) would otherwise pass for a new containerd at
-// every start and rotate the secret each time. With no such ancestor (a
-// runtime we do not know, or /proc not readable) the parent it is.
-func runtimePid() int {
-	parent := os.Getppid()
-	for pid, hops := parent, 0; pid > 1 && hops < 8; hops++ {
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && isContainerd(exe) {
-			return pid
+// runtimeProc is the process that runs this shim's actions.
+type runtimeProc struct {
+	pid int
+	exe string // its /proc/PID/exe, "" when unreadable
+}
+
+// findRuntime finds the containerd that runs this shim: the nearest
+// ancestor, starting at the parent, whose executable is named containerd.
+// containerd runs `start` and `delete` itself, but a runtime_path wrapper
+// that forks (a script that calls us) would otherwise pass for a new
+// containerd at every start and rotate the secret each time. With no such
+// ancestor (a runtime we do not know, or /proc not readable) the parent
+// it is.
+func findRuntime() runtimeProc {
+	parent := runtimeProc{pid: os.Getppid()}
+	for pid, hops := parent.pid, 0; pid > 1 && hops < 8; hops++ {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if pid == parent.pid {
+			parent.exe = exe
+		}
+		if err == nil && isContainerd(exe) {
+			return runtimeProc{pid: pid, exe: exe}
 		}
 		ppid, err := procstat.Parent(pid)
 		if err != nil {

@@ -46,19 +46,19 @@ func Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return shimError(err)
 	}
-	runtimePid := runtimePid() // containerd, which runs these actions
+	runtime := findRuntime() // containerd, which runs these actions
 	cfg, cfgErr := loadConfig()
 	if inv.action == "start" && cfgErr != nil {
 		return shimError(cfgErr)
 	}
 	// Other actions (delete, -v, -info) need only the delegate, and must
 	// work even when the config is gone: containerd cleans up with them.
-	delegate, err := findDelegate(cfg, runtimePid)
+	delegate, err := findDelegate(cfg, runtime.exe)
 	if err != nil {
 		return shimError(err)
 	}
 	if inv.action == "start" {
-		if err := prepareStart(ctx, cfg, inv.bundle, runtimePid); err != nil {
+		if err := prepareStart(ctx, cfg, inv.bundle, runtime.pid); err != nil {
 			return shimError(err)
 		}
 	}

@@ -21,7 +21,7 @@ import (
 // containerd-shim-northstar-v2.
 func TestMain(m *testing.M) {
 	if os.Getenv("SHIM_TEST_RUNTIME_PID") == "1" {
-		fmt.Println(runtimePid())
+		fmt.Println(findRuntime().pid)
 		os.Exit(0)
 	}
 	if os.Getenv("SHIM_TEST_RUN") == "1" {
@@ -203,12 +203,12 @@ func TestFindDelegateRefusesItself(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.Shim.Delegate = self
-	if _, err := findDelegate(cfg, os.Getppid()); err == nil || !strings.Contains(err.Error(), "this wrapper itself") {
+	if _, err := findDelegate(cfg, findRuntime().exe); err == nil || !strings.Contains(err.Error(), "this wrapper itself") {
 		t.Errorf("findDelegate(self) = %v", err)
 	}
 	cfg.Shim.Delegate = "containerd-shim-none-such-v2"
 	t.Setenv("PATH", t.TempDir())
-	if _, err := findDelegate(cfg, os.Getppid()); err == nil || !strings.Contains(err.Error(), "neither next to containerd nor on PATH") {
+	if _, err := findDelegate(cfg, findRuntime().exe); err == nil || !strings.Contains(err.Error(), "neither next to containerd nor on PATH") {
 		t.Errorf("findDelegate(missing) = %v", err)
 	}
 }
@@ -253,12 +253,12 @@ func TestRuntimePidSkipsWrappers(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := strings.TrimSpace(string(out)); got != fmt.Sprint(cmd.Process.Pid) {
-		t.Errorf("runtimePid() = %s, want the containerd process %d, not the wrapper", got, cmd.Process.Pid)
+		t.Errorf("findRuntime() = %s, want the containerd process %d, not the wrapper", got, cmd.Process.Pid)
 	}
 	// Without a containerd among its ancestors, the parent is the runtime.
 	direct := exec.Command(exe)
 	direct.Env = append(os.Environ(), "SHIM_TEST_RUNTIME_PID=1")
 	if out, err := direct.Output(); err != nil || strings.TrimSpace(string(out)) != fmt.Sprint(os.Getpid()) {
-		t.Errorf("runtimePid() without containerd = %q, %v; want the parent %d", out, err, os.Getpid())
+		t.Errorf("findRuntime() without containerd = %q, %v; want the parent %d", out, err, os.Getpid())
 	}
 }

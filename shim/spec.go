@@ -27,11 +27,16 @@ import (
 // start; docs/performance.md has the measurement.
 func injectIntoBundle(bundle string, want specs.Hook, apiEnv ...string) (changed bool, err error) {
 	path := filepath.Join(bundle, "config.json")
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return false, fmt.Errorf("open bundle config: %w", err)
 	}
-	data, err := capped.ReadFile(path, entry.MaxBundleConfigSize, "bundle config.json")
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("open bundle config: %w", err)
+	}
+	data, err := capped.ReadAll(f, entry.MaxBundleConfigSize, "bundle config.json")
 	if err != nil {
 		return false, err
 	}

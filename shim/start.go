@@ -22,10 +22,14 @@ func loadConfig() (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("config %s does not exist: create it, or set %s in containerd's environment", path, config.EnvConfig)
+	cfg, err := config.Load(path)
+	if err != nil {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			return nil, fmt.Errorf("config %s does not exist: create it, or set %s in containerd's environment", path, config.EnvConfig)
+		}
+		return nil, err
 	}
-	return config.Load(path)
+	return cfg, nil
 }
 
 // prepareStart readies a new container's bundle before the delegate starts

@@ -15,7 +15,7 @@ import (
 )
 
 // hostConfig writes a host-sealer config and points NORTHSTAR_CONFIG at it.
-func hostConfig(t *testing.T, extra string) *config.Config {
+func hostConfig(t testing.TB, extra string) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "config.toml")
@@ -31,7 +31,7 @@ func hostConfig(t *testing.T, extra string) *config.Config {
 	return cfg
 }
 
-func generation(t *testing.T, cfg *config.Config) (uint64, string) {
+func generation(t testing.TB, cfg *config.Config) (uint64, string) {
 	t.Helper()
 	st, err := configured.Store(cfg)
 	if err != nil {

@@ -3,7 +3,9 @@ package entry
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 
@@ -136,19 +138,50 @@ func APIEnv(trustDomain string) []string {
 // whoever made the spec chose it (a container given another Workload API
 // keeps it).
 //
-// Only the "hooks" member, and the "env" of "process", are re-encoded.
-// Decoding the whole document into specs.Spec and encoding it back would
-// silently drop every field this version of runtime-spec does not know (a
-// newer containerd may write them), so the rest of the document is carried
-// over as raw JSON.
+// Only the hooks, and the process when its env changes, are re-encoded;
+// only they and the annotations are decoded. Every other member of the
+// document is carried over byte for byte, in its order. Decoding the whole
+// document into specs.Spec and encoding it back would silently drop every
+// field this version of runtime-spec does not know (a newer containerd may
+// write them); it also cost the shim a millisecond per start, most of it
+// building encoding/json's decoders for the whole specs.Spec type tree in a
+// fresh process (docs/performance.md). The members Rewrite does not read
+// are checked to be JSON, not to be a valid spec: runc checks them when it
+// reads the file.
+//
+// runc reads config.json with encoding/json, which matches member names
+// case-insensitively and decodes repeated members one after the other
+// into the same field. Rewrite reads the hooks, annotations and process
+// env the same way, replaces every member runc would take for the hooks by
+// one, last, and puts a changed env in the last process member.
 //
 // A Kubernetes pod sandbox (the pause container, marked by CRI's
 // container-type annotation) runs no workload and gets no hook: that saves
 // a hook run per pod, and the pod's containers get their own secret.
 func Rewrite(data []byte, want specs.Hook, apiEnv ...string) ([]byte, bool, error) {
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
+	members, err := splitObject(data)
+	if err != nil {
 		return nil, false, fmt.Errorf("config.json is not an OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	var process *struct {
+		Env []string `json:"env"`
+	}
+	lastProcess := -1
+	for i, m := range members {
+		var err error
+		switch {
+		case strings.EqualFold(m.key, "annotations"):
+			err = json.Unmarshal(m.value, &spec.Annotations)
+		case strings.EqualFold(m.key, "hooks"):
+			err = json.Unmarshal(m.value, &spec.Hooks)
+		case strings.EqualFold(m.key, "process"):
+			err = json.Unmarshal(m.value, &process)
+			lastProcess = i
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("config.json is not an OCI spec: %s: %w", m.key, err)
+		}
 	}
 	if IsPodSandbox(spec.Annotations) {
 		return data, false, nil
@@ -156,43 +189,107 @@ func Rewrite(data []byte, want specs.Hook, apiEnv ...string) ([]byte, bool, erro
 	hooksChanged := Inject(&spec, want)
 	var env []string
 	envChanged := false
-	if len(apiEnv) > 0 && spec.Process != nil && spec.Annotations[AnnotationAPIDisable] != "true" {
-		env, envChanged = withEnv(spec.Process.Env, apiEnv)
+	if len(apiEnv) > 0 && process != nil && spec.Annotations[AnnotationAPIDisable] != "true" {
+		env, envChanged = withEnv(process.Env, apiEnv)
 	}
 	if !hooksChanged && !envChanged {
 		return data, false, nil
 	}
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, false, fmt.Errorf("config.json is not an OCI spec: %w", err)
+	var parts [][]byte
+	for i, m := range members {
+		switch {
+		case hooksChanged && strings.EqualFold(m.key, "hooks"):
+			continue
+		case envChanged && i == lastProcess:
+			p, err := withProcessEnv(m, env)
+			if err != nil {
+				return nil, false, err
+			}
+			parts = append(parts, p)
+		default:
+			parts = append(parts, m.text)
+		}
 	}
 	if hooksChanged {
-		hooks, err := json.Marshal(spec.Hooks)
+		hooks, err := marshalNoEscape(spec.Hooks)
 		if err != nil {
 			return nil, false, fmt.Errorf("encode hooks: %w", err)
 		}
-		doc["hooks"] = hooks
+		parts = append(parts, append([]byte(`"hooks":`), hooks...))
 	}
-	if envChanged {
-		var process map[string]json.RawMessage
-		if err := json.Unmarshal(doc["process"], &process); err != nil {
-			return nil, false, fmt.Errorf("config.json process: %w", err)
-		}
-		var err error
-		if process["env"], err = marshalNoEscape(env); err != nil {
-			return nil, false, fmt.Errorf("encode process env: %w", err)
-		}
-		if doc["process"], err = marshalNoEscape(process); err != nil {
-			return nil, false, fmt.Errorf("encode process: %w", err)
+	out := make([]byte, 0, len(data)+512)
+	out = append(out, '{')
+	out = append(out, bytes.Join(parts, []byte(","))...)
+	return append(out, "}\n"...), true, nil
+}
+
+// withProcessEnv returns the process member m with its env set to env
+// (every member runc would take for the env replaced by one).
+func withProcessEnv(m member, env []string) ([]byte, error) {
+	var process map[string]json.RawMessage
+	if err := json.Unmarshal(m.value, &process); err != nil {
+		return nil, fmt.Errorf("config.json process: %w", err)
+	}
+	for k := range process {
+		if strings.EqualFold(k, "env") {
+			delete(process, k)
 		}
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(doc); err != nil {
-		return nil, false, fmt.Errorf("encode config.json: %w", err)
+	var err error
+	if process["env"], err = marshalNoEscape(env); err != nil {
+		return nil, fmt.Errorf("encode process env: %w", err)
 	}
-	return buf.Bytes(), true, nil
+	value, err := marshalNoEscape(process)
+	if err != nil {
+		return nil, fmt.Errorf("encode process: %w", err)
+	}
+	key, err := marshalNoEscape(m.key)
+	if err != nil {
+		return nil, fmt.Errorf("encode process: %w", err)
+	}
+	return append(append(key, ':'), value...), nil
+}
+
+// member is one member of a JSON object: its name, its value, and its text
+// as it appears in the document ("name": value).
+type member struct {
+	key         string
+	value, text []byte
+}
+
+// splitObject returns the members of the JSON object data, in order,
+// repeated names included. Anything but one object is an error.
+func splitObject(data []byte) ([]member, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil {
+		return nil, err
+	} else if tok != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	var members []member
+	for dec.More() {
+		// InputOffset is where the previous value (or the opening
+		// brace) ended: what follows is a comma, the name and the value.
+		start := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		key, _ := tok.(string) // in an object, a name comes first
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, err
+		}
+		text := bytes.TrimLeft(data[start:dec.InputOffset()], ", \t\r\n")
+		members = append(members, member{key: key, value: value, text: text})
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the object")
+	}
+	return members, nil
 }
 
 // withEnv returns env with each of add whose name env does not set yet

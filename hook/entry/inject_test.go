@@ -147,10 +147,95 @@ func TestRewriteSpec(t *testing.T) {
 }
 
 func TestRewriteSpecRejectsNonSpec(t *testing.T) {
-	for _, in := range []string{``, `[]`, `{"process": 7}`, `{"hooks": {"createRuntime": "x"}}`, `{`} {
+	for _, in := range []string{``, `[]`, `7`, `{"annotations": 7}`, `{"hooks": {"createRuntime": "x"}}`, `{"Hooks": []}`, `{`,
+		`{"process": }`, `{"a": 1} {"b": 2}`, `{"a": 1} x`} {
 		if _, _, err := Rewrite([]byte(in), testHook); err == nil {
 			t.Errorf("Rewrite(%q) accepted", in)
 		}
+	}
+}
+
+// TestRewriteReadsAsRunc: runc decodes config.json with encoding/json,
+// which matches member names case-insensitively and decodes repeated
+// members one after the other into the same field (a later hooks member
+// replaces the stages it names, a later annotations member adds to the
+// map). Whatever hooks runc would have run, it runs after Rewrite too,
+// with ours added, and no member runc would take for hooks is left beside
+// the new one.
+func TestRewriteReadsAsRunc(t *testing.T) {
+	other := `{"path":"/usr/libexec/oci/hooks.d/audit"}`
+	sandbox := `{"io.kubernetes.cri.container-type":"sandbox"}`
+	for _, in := range []string{
+		`{"ociVersion":"1.1.0","Hooks":{"createRuntime":[` + other + `]}}`,
+		`{"hooks":{"createRuntime":[` + other + `]},"hooks":{}}`,
+		`{"hooks":{"createRuntime":[` + other + `]},"hooks":{"createRuntime":[]}}`,
+		`{"hooks":{"prestart":[` + other + `]},"HOOKS":{"createRuntime":[` + other + `,` + other + `]}}`,
+		`{"hooks":{"prestart":[` + other + `]},"hooks":null}`,
+		`{"Annotations":` + sandbox + `}`,
+		`{"annotations":` + sandbox + `,"annotations":{}}`,
+		`{"annotations":` + sandbox + `,"annotations":null}`,
+		`{"annotations":{"a":"b"},"ANNOTATIONS":` + sandbox + `}`,
+		`{"process":{"env":["A=1"],"cwd":"/"},"process":{"cwd":"/x"}}`,
+		`{"process":{"env":["A=1"]},"Process":{"ENV":["B=2"],"cwd":"/"}}`,
+		`{"process":{"env":["A=1"]},"process":null}`,
+	} {
+		var want specs.Spec // as runc reads the input
+		if err := json.Unmarshal([]byte(in), &want); err != nil {
+			t.Fatal(err)
+		}
+		wantChanged := !IsPodSandbox(want.Annotations) && Inject(&want, testHook)
+		out, changed, err := Rewrite([]byte(in), testHook)
+		if err != nil || changed != wantChanged {
+			t.Errorf("%s: changed = %v, %v; want %v", in, changed, err, wantChanged)
+			continue
+		}
+		if !changed {
+			continue
+		}
+		var members map[string]json.RawMessage
+		if err := json.Unmarshal(out, &members); err != nil {
+			t.Fatal(err)
+		}
+		for k := range members {
+			if strings.EqualFold(k, "hooks") && k != "hooks" {
+				t.Errorf("%s: member %q left beside the new hooks: %s", in, k, out)
+			}
+		}
+		var got specs.Spec // as runc reads the output
+		if err := json.Unmarshal(out, &got); err != nil || !reflect.DeepEqual(got.Hooks, want.Hooks) {
+			t.Errorf("%s: runc reads hooks %s (%v), want %s", in, mustJSON(t, got.Hooks), err, mustJSON(t, want.Hooks))
+		}
+		if want.Process == nil {
+			continue
+		}
+		// The API's variable lands in the env runc reads.
+		out, _, err = Rewrite([]byte(in), testHook, spiffeEnv)
+		got = specs.Spec{}
+		if err := json.Unmarshal(out, &got); err != nil || got.Process == nil {
+			t.Fatalf("%s: %v: %s", in, err, out)
+		}
+		wantEnv, _ := withEnv(want.Process.Env, []string{spiffeEnv})
+		if !reflect.DeepEqual(got.Process.Env, wantEnv) || !reflect.DeepEqual(got.Process.Cwd, want.Process.Cwd) {
+			t.Errorf("%s: runc reads env %q cwd %q, want %q %q", in, got.Process.Env, got.Process.Cwd, wantEnv, want.Process.Cwd)
+		}
+	}
+}
+
+// TestRewriteKeepsMembersVerbatim: members other than the hooks keep their
+// bytes and their order (no re-encoding of a large seccomp profile).
+func TestRewriteKeepsMembersVerbatim(t *testing.T) {
+	in := `{ "ociVersion" : "1.1.0",
+  "process": {"args": ["sh", "-c", "echo \u0041 <&>"], "env": []},
+  "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}},
+  "zzz-future": [1, 2.50, {"b": true, "a": null}] }`
+	out, changed, err := Rewrite([]byte(in), testHook)
+	if err != nil || !changed {
+		t.Fatalf("changed = %v, %v", changed, err)
+	}
+	want := `{"ociVersion" : "1.1.0","process": {"args": ["sh", "-c", "echo \u0041 <&>"], "env": []},` +
+		`"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}},"zzz-future": [1, 2.50, {"b": true, "a": null}],"hooks":`
+	if !strings.HasPrefix(string(out), want) || !strings.HasSuffix(string(out), "}\n") {
+		t.Errorf("Rewrite =\n%s\nwant it to start\n%s", out, want)
 	}
 }
 
@@ -313,7 +398,7 @@ func FuzzRewrite(f *testing.F) {
 			t.Fatalf("output is not a JSON object: %v\n%s", err, out)
 		}
 		for k, v := range before {
-			if k == "hooks" {
+			if strings.EqualFold(k, "hooks") {
 				continue
 			}
 			var want, got bytes.Buffer
@@ -321,12 +406,15 @@ func FuzzRewrite(f *testing.F) {
 				t.Fatalf("member %q changed", k)
 			}
 		}
-		var spec specs.Spec
+		// What Rewrite reads, as runc's encoding/json reads it (Rewrite
+		// checks only the members it reads; runc checks the rest).
+		var spec, orig runcView
 		if err := json.Unmarshal(out, &spec); err != nil || spec.Hooks == nil {
 			t.Fatalf("output hooks do not decode: %v", err)
 		}
-		var orig specs.Spec
-		_ = json.Unmarshal(data, &orig)
+		if err := json.Unmarshal(data, &orig); err != nil {
+			t.Fatalf("accepted hooks that do not decode: %v", err)
+		}
 		n := 0
 		for _, stage := range []struct {
 			name        string
@@ -371,7 +459,7 @@ func FuzzRewrite(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Rewrite with env failed where Rewrite did not: %v", err)
 		}
-		var envSpec specs.Spec
+		var envSpec runcView
 		if err := json.Unmarshal(withEnv, &envSpec); err != nil {
 			t.Fatalf("output with env does not decode: %v", err)
 		}
@@ -390,6 +478,14 @@ func FuzzRewrite(f *testing.F) {
 			t.Fatalf("second Rewrite with env: changed %v, %v", changed, err)
 		}
 	})
+}
+
+// runcView is what Rewrite reads of a spec, decoded as runc decodes the
+// whole spec (encoding/json into specs.Spec).
+type runcView struct {
+	Annotations map[string]string
+	Hooks       *specs.Hooks
+	Process     *struct{ Env []string }
 }
 
 // spiffeEnv is what the shim adds with [spiffe] trust_domain set.

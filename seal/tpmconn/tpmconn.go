@@ -270,8 +270,8 @@ type streamTPM struct {
 	stop func() bool
 }
 
-// maxResponse bounds a response; TPMs answer with at most a few KiB.
-const maxResponse = 64 << 10
+// MaxMessage bounds a command or response; TPM 2.0 buffers are a few KiB.
+const MaxMessage = 64 << 10
 
 func newStreamTPM(ctx context.Context, conn net.Conn) *streamTPM {
 	// Cancelling ctx unblocks a pending read or write.
@@ -287,20 +287,28 @@ func (s *streamTPM) Send(cmd []byte) ([]byte, error) {
 	if _, err := s.conn.Write(cmd); err != nil {
 		return nil, err
 	}
-	var hdr [10]byte // tag u16, size u32, code u32
-	if _, err := io.ReadFull(s.conn, hdr[:]); err != nil {
+	return ReadMessage(s.conn)
+}
+
+// ReadMessage reads one TPM 2.0 command or response from r: a 10-byte
+// header (tag u16, size u32, code u32, big-endian) whose size counts the
+// whole message, then the rest. A size below the header's or above
+// MaxMessage is an error, so a peer cannot make it allocate more.
+func ReadMessage(r io.Reader) ([]byte, error) {
+	var hdr [10]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	size := binary.BigEndian.Uint32(hdr[2:6])
-	if size < uint32(len(hdr)) || size > maxResponse {
-		return nil, fmt.Errorf("tpm: response size %d out of range", size)
+	if size < uint32(len(hdr)) || size > MaxMessage {
+		return nil, fmt.Errorf("tpm: message size %d out of range", size)
 	}
-	rsp := make([]byte, size)
-	copy(rsp, hdr[:])
-	if _, err := io.ReadFull(s.conn, rsp[len(hdr):]); err != nil {
+	msg := make([]byte, size)
+	copy(msg, hdr[:])
+	if _, err := io.ReadFull(r, msg[len(hdr):]); err != nil {
 		return nil, err
 	}
-	return rsp, nil
+	return msg, nil
 }
 
 // Close implements transport.TPMCloser.

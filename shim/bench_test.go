@@ -1,0 +1,91 @@
+package shim
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/lifecycle"
+)
+
+// The wrapper's own work, step by step, in one warm process: what a
+// `start` or `delete` adds to the Go process start (TestBenchShimPhases
+// times the real processes under containerd). go test -run '^$' -bench . ./shim
+
+func BenchmarkParseArgs(b *testing.B) {
+	args := []string{"-namespace", "default", "-address", "/run/containerd/containerd.sock", "-publish-binary", "/usr/bin/containerd", "-id", "c1", "-bundle", "/run/b", "delete"}
+	for b.Loop() {
+		if _, err := parseArgs(args); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkFindRuntime(b *testing.B) {
+	for b.Loop() {
+		findRuntime()
+	}
+}
+
+func BenchmarkLoadConfig(b *testing.B) {
+	hostConfig(b, "")
+	for b.Loop() {
+		if _, err := loadConfig(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkFindDelegate(b *testing.B) {
+	cfg := hostConfig(b, "")
+	cfg.Shim.Delegate = "/bin/true"
+	for b.Loop() {
+		if _, err := findDelegate(cfg, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLifecycleCheck: the lifecycle id and the record, when the
+// runtime has not restarted (every start but the first).
+func BenchmarkLifecycleCheck(b *testing.B) {
+	ctx := context.Background()
+	cfg := hostConfig(b, "")
+	pid := os.Getpid()
+	if err := rotateIfRuntimeRestarted(ctx, cfg, pid); err != nil {
+		b.Fatal(err)
+	}
+	id, _ := lifecycle.ID(pid)
+	if gen, got := generation(b, cfg); gen == 0 || got != id {
+		b.Fatalf("generation %d lifecycle %q, want %q", gen, got, id)
+	}
+	for b.Loop() {
+		if err := rotateIfRuntimeRestarted(ctx, cfg, pid); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkInjectIntoBundle: the config.json rewrite, on containerd 1.6's
+// spec for a container of an image.
+func BenchmarkInjectIntoBundle(b *testing.B) {
+	data, err := os.ReadFile("../hook/entry/testdata/containerd-1.6-image.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bundle := b.TempDir()
+	path := filepath.Join(bundle, "config.json")
+	want := entry.New("/usr/bin/northstar-hook", "/etc/northstar/config.toml")
+	for b.Loop() {
+		b.StopTimer()
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if changed, err := injectIntoBundle(bundle, want); err != nil || !changed {
+			b.Fatalf("inject: %v, %v", changed, err)
+		}
+	}
+}
