@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/internal/benchstat"
@@ -165,6 +167,23 @@ func TestBenchHookOverhead(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
 	reportRatio("`runc run` with the hook (TPM unseal per start, swtpm) / without", benchHookOverhead(t, e), 1.10)
+}
+
+// TestBenchHookFloor is the floor of the hook rows: `runc run` with a
+// static Go hook that only reads its state (integration/hookfloor) / without.
+func TestBenchHookFloor(t *testing.T) {
+	requires(t, "runc")
+	floor := filepath.Join(bins.dir, "hookfloor")
+	if err := buildStatic("..", "./integration/hookfloor", floor); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, "", nil)
+	p := benchHookOverheadBundle(t, e, func() *bundle {
+		b := newBundle(t, e.dir, false, "true")
+		b.spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: floor, Args: []string{"hookfloor"}}}}
+		return b
+	})
+	reportRatioOnly("reference: `runc run` with a static Go hook that only reads its state / without, the floor of the hook rows", p)
 }
 
 // TestBenchHookOverheadAgent is TestBenchHookOverhead with the agent as the
