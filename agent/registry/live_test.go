@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/control"
-	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
@@ -80,18 +79,8 @@ func liveRegistry(t *testing.T, grace time.Duration) (*Containers, *storeSecret)
 // agent, as the hook does; it returns the view the container would mount.
 func deliver(t *testing.T, c *Containers, id string) (*os.File, control.Registration) {
 	t.Helper()
-	p := sleeper(t)
-	fd, err := unix.PidfdOpen(p.Pid, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	r, pidfd := registrationOf(t, id, id, sleeper(t))
 	defer pidfd.Close()
-	start, err := procstat.StartTime(p.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := control.Registration{ID: id, Identity: id, Pid: p.Pid, Start: start}
 	reply, err := c.Register(control.Request{Registration: r, Secret: &control.Owner{Mode: 0o400}}, pidfd)
 	if err != nil {
 		t.Fatal(err)
@@ -193,8 +182,7 @@ func TestRevokeBeforeTheLoad(t *testing.T) {
 func TestDeclinedDelivery(t *testing.T) {
 	c, _ := liveRegistry(t, 0)
 	_, r := deliver(t, c, "declined")
-	p, _ := os.FindProcess(r.Pid)
-	fd, err := unix.PidfdOpen(p.Pid, 0)
+	fd, err := unix.PidfdOpen(r.Pid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,19 +182,27 @@ func sleeper(t *testing.T) *os.Process {
 // register registers id for process p, speaking as identity.
 func register(t *testing.T, c *Containers, id, identity string, p *os.Process) (control.Registration, string, error) {
 	t.Helper()
+	r, pidfd := registrationOf(t, id, identity, p)
+	defer pidfd.Close()
+	reply, err := c.Register(control.Request{Registration: r, API: true}, pidfd)
+	return r, reply.Dir, err
+}
+
+// registrationOf is the registration of id for process p as identity, and
+// the pidfd the hook sends with it.
+func registrationOf(t *testing.T, id, identity string, p *os.Process) (control.Registration, *os.File) {
+	t.Helper()
 	fd, err := unix.PidfdOpen(p.Pid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pidfd := os.NewFile(uintptr(fd), "pidfd")
-	defer pidfd.Close()
 	start, err := procstat.StartTime(p.Pid)
 	if err != nil {
+		pidfd.Close()
 		t.Fatal(err)
 	}
-	r := control.Registration{ID: id, Identity: identity, Pid: p.Pid, Start: start}
-	reply, err := c.Register(control.Request{Registration: r, API: true}, pidfd)
-	return r, reply.Dir, err
+	return control.Registration{ID: id, Identity: identity, Pid: p.Pid, Start: start}, pidfd
 }
 
 func identityAt(t *testing.T, dir string) string {
