@@ -15,6 +15,7 @@ type pidWatch struct {
 	epfd, wake int
 	mu         sync.Mutex // guards regs
 	regs       map[int32]control.Registration
+	done       chan struct{} // closed when run returns
 }
 
 func newPidWatch() (*pidWatch, error) {
@@ -27,8 +28,10 @@ func newPidWatch() (*pidWatch, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
-	w := &pidWatch{epfd: epfd, wake: wake, regs: map[int32]control.Registration{}}
+	w := &pidWatch{epfd: epfd, wake: wake, regs: map[int32]control.Registration{}, done: make(chan struct{})}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
 		return nil, err
 	}
 	return w, nil
@@ -55,6 +58,7 @@ func (w *pidWatch) remove(pidfd int) {
 // run calls gone with the registration of each process that exits, until
 // close.
 func (w *pidWatch) run(gone func(control.Registration)) {
+	defer close(w.done)
 	events := make([]unix.EpollEvent, 64)
 	for {
 		n, err := unix.EpollWait(w.epfd, events, -1)
@@ -78,8 +82,13 @@ func (w *pidWatch) run(gone func(control.Registration)) {
 	}
 }
 
+// close stops run and waits until it has returned (a gone it was running
+// included), then lets the epoll and eventfd go.
 func (w *pidWatch) close() {
 	var one [8]byte
 	one[0] = 1
 	_, _ = unix.Write(w.wake, one[:])
+	<-w.done
+	unix.Close(w.epfd)
+	unix.Close(w.wake)
 }
