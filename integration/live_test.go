@@ -20,15 +20,18 @@ import (
 // already run, every way in that make test covers, and a compromised one
 // can be cut off alone.
 
-// followScript, run in a container, reads its secret, waits (at most
-// 20 s) until a rotation has put the one before beside it, and prints the
-// secret it had, the one it reads now, the one before, then what writing
-// there does: the container's view must stay read-only.
-const followScript = `cat /run/northstar/secret; echo
+// followScript, run in a container, reads its secret, leaves the file
+// /dev/shm/<marker> to say so, waits (at most 20 s) until a rotation has
+// put the one before beside it, and prints the secret it had, the one it
+// reads now, the one before, then what writing there does: the
+// container's view must stay read-only.
+func followScript(marker string) string {
+	return `cat /run/northstar/secret; echo; : > /dev/shm/` + marker + `
 i=0; while [ ! -e /run/northstar/secret.previous ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
 cat /run/northstar/secret; echo
 cat /run/northstar/secret.previous; echo
 touch /run/northstar/new 2>&1; echo x 2>&1 > /run/northstar/secret; true`
+}
 
 // checkFollowed checks the output of followScript: it had old, reads new
 // with old before it, and could write nothing.
@@ -52,9 +55,26 @@ func checkFollowed(t *testing.T, way string, r result, old, new string) {
 func throughRotation(t *testing.T, e *env, start func(script string) result, rotate func()) (r result, old, new string) {
 	t.Helper()
 	old = e.secretHex(t)
+	marker := fmt.Sprintf("northstar-read-%d", time.Now().UnixNano())
 	done := make(chan result, 1)
-	go func() { done <- start(followScript) }()
-	time.Sleep(time.Second) // the container reads its secret
+	go func() { done <- start(followScript(marker)) }()
+	// Rotate once the container has read its secret, which a slow start
+	// (the first rootful podman run of a CI machine) takes seconds to do:
+	// its marker shows in its /dev/shm, seen from the host through the
+	// /proc/PID/root of any of its processes, in whatever pid namespace.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m, _ := filepath.Glob("/proc/[0-9]*/root/dev/shm/" + marker); len(m) > 0 {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("the container ended before it read its secret:\n%s", r)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the container did not read its secret within 30 s")
+		}
+	}
 	rotate()
 	r = <-done
 	return r, old, e.secretHex(t)
