@@ -173,18 +173,7 @@ func TestAgentSecretsNeverLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := launchAgent(t, exec.Command(bins.ctl, "agent", "--config", e.config), sock)
-	var child string
-	for deadline := time.Now().Add(10 * time.Second); child == ""; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no unseal child showed up; agent output:\n%s", a.out)
-		}
-		procs, _ := filepath.Glob("/proc/[0-9]*")
-		for _, p := range procs {
-			if cmd, _ := os.ReadFile(p + "/cmdline"); bytes.Contains(cmd, []byte("--unseal-to-fd")) {
-				child = p
-			}
-		}
-	}
+	child := waitUnsealChild(t, a)
 	n := scanProcs(needles())
 	if _, err := os.Stat(child); err != nil {
 		t.Fatalf("the unseal child %s exited before the scan ended: the scan proves nothing", child)
@@ -259,18 +248,7 @@ func TestAgentChildrenNotDumpable(t *testing.T) {
 	cmd := exec.Command(bins.ctl, "agent", "--config", e.config)
 	u.apply(cmd)
 	a := launchAgent(t, cmd, sock)
-	var child string
-	for deadline := time.Now().Add(10 * time.Second); child == ""; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no unseal child showed up; agent output:\n%s", a.out)
-		}
-		procs, _ := filepath.Glob("/proc/[0-9]*")
-		for _, p := range procs {
-			if cmd, _ := os.ReadFile(p + "/cmdline"); bytes.Contains(cmd, []byte("--unseal-to-fd")) {
-				child = p
-			}
-		}
-	}
+	child := waitUnsealChild(t, a)
 	// Held at the lock, past the point where it hardens itself.
 	time.Sleep(200 * time.Millisecond)
 	var st unix.Stat_t
@@ -289,4 +267,21 @@ func TestAgentChildrenNotDumpable(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSocket(t, sock, 10*time.Second, func() string { return "the agent did not start after the lock was released:\n" + a.out.String() })
+}
+
+// waitUnsealChild waits (at most 10 s) for the unseal child of agent a
+// and returns its /proc directory.
+func waitUnsealChild(t *testing.T, a *agentProc) string {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		procs, _ := filepath.Glob("/proc/[0-9]*")
+		for _, p := range procs {
+			if cmd, _ := os.ReadFile(p + "/cmdline"); bytes.Contains(cmd, []byte("--unseal-to-fd")) {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no unseal child showed up; agent output:\n%s", a.out)
+		}
+	}
 }

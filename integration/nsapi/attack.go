@@ -48,40 +48,26 @@ func attack(ctx context.Context, c *client.Client, args []string) error {
 		if err != nil {
 			return err
 		}
-		var valid, busy, other int
+		var tally verdicts
 		for range n {
 			t, err := c.Token(ctx, self.Identity, "flood", time.Duration(ttl)*time.Second)
 			if err != nil {
-				other++
+				tally.other++
 				continue
 			}
-			switch v, err := c.VerifyToken(ctx, t.Token, self.Identity, "flood"); {
-			case isStatus(err, http.StatusServiceUnavailable):
-				busy++
-			case err != nil, !v.Valid:
-				other++
-			default:
-				valid++
-			}
+			tally.add(c.VerifyToken(ctx, t.Token, self.Identity, "flood"))
 		}
-		fmt.Printf("valid=%d busy=%d other=%d\n", valid, busy, other)
+		tally.print()
 	case "verify-each":
 		if len(args) != 3 {
 			return errors.New("verify-each SENDER APP")
 		}
-		var valid, busy, other int
+		var tally verdicts
 		sc := bufio.NewScanner(os.Stdin)
 		for sc.Scan() {
-			switch v, err := c.VerifyToken(ctx, sc.Text(), args[1], args[2]); {
-			case isStatus(err, http.StatusServiceUnavailable):
-				busy++
-			case err != nil, !v.Valid:
-				other++
-			default:
-				valid++
-			}
+			tally.add(c.VerifyToken(ctx, sc.Text(), args[1], args[2]))
 		}
-		fmt.Printf("valid=%d busy=%d other=%d\n", valid, busy, other)
+		tally.print()
 	case "hold":
 		n, err := num(1)
 		if err != nil {
@@ -214,3 +200,20 @@ func flood(path string, n int) error {
 	fmt.Println()
 	return nil
 }
+
+// verdicts counts token verifications: valid, refused for a full memory of
+// used tokens (503), anything else.
+type verdicts struct{ valid, busy, other int }
+
+func (t *verdicts) add(v *client.Verification, err error) {
+	switch {
+	case isStatus(err, http.StatusServiceUnavailable):
+		t.busy++
+	case err != nil, !v.Valid:
+		t.other++
+	default:
+		t.valid++
+	}
+}
+
+func (t *verdicts) print() { fmt.Printf("valid=%d busy=%d other=%d\n", t.valid, t.busy, t.other) }
