@@ -107,6 +107,24 @@ func (a *Attester) RootCertificate(ctx context.Context) (*x509.Certificate, erro
 	return cert, err
 }
 
+// RootCertification returns the root and the AK's TPMT_PUBLIC that
+// certified it, without a quote (no EK needed).
+func (a *Attester) RootCertification(ctx context.Context) (*Root, []byte, error) {
+	var (
+		r  *Root
+		ak []byte
+	)
+	err := a.converse(ctx, func(_ *goattest.TPM, k *goattest.AK, root *goattest.Key) error {
+		cert, err := a.readRootCert()
+		if err != nil {
+			return err
+		}
+		r, ak = rootOf(cert, root), k.AttestationParameters().Public
+		return nil
+	})
+	return r, ak, err
+}
+
 // RootSigner runs fn with a crypto.Signer whose key is the root: each Sign
 // is a TPM2_Sign in the TPM, within this one conversation.
 func (a *Attester) RootSigner(ctx context.Context, fn func(cert *x509.Certificate, s crypto.Signer) error) error {
@@ -159,22 +177,24 @@ func (a *Attester) evidence(tpm *goattest.TPM, ak *goattest.AK, root *goattest.K
 		return nil, err
 	}
 	ap := ak.AttestationParameters()
-	cp := root.CertificationParameters()
 	ev := &Evidence{
 		Version:       Version,
 		Nonce:         nonce,
 		EKCertificate: eks[0].Certificate.Raw,
 		AK:            Certified{ap.Public, ap.CreateData, ap.CreateAttestation, ap.CreateSignature},
 		Quote:         Quote{Attest: q.Quote, Signature: q.Signature},
-		Root: &Root{
-			Certificate:   cert.Raw,
-			Certification: Certified{cp.Public, cp.CreateData, cp.CreateAttestation, cp.CreateSignature},
-		},
+		Root:          rootOf(cert, root),
 	}
 	for _, p := range pcrs {
 		ev.PCRs = append(ev.PCRs, PCR{Index: p.Index, SHA256: p.Digest})
 	}
 	return ev, nil
+}
+
+// rootOf is the evidence of the root: its certificate and its certification.
+func rootOf(cert *x509.Certificate, root *goattest.Key) *Root {
+	cp := root.CertificationParameters()
+	return &Root{Certificate: cert.Raw, Certification: Certified{cp.Public, cp.CreateData, cp.CreateAttestation, cp.CreateSignature}}
 }
 
 // converse runs fn with the TPM, the AK and the root key loaded (made and

@@ -149,6 +149,21 @@ func Verify(ev *Evidence, p Policy) (*Proof, error) {
 	return proof, nil
 }
 
+// VerifyRoot checks r as Verify does, against the AK whose TPMT_PUBLIC is
+// akPublic, and returns the root certificate and the certified key's
+// attributes.
+func VerifyRoot(r *Root, akPublic []byte) (*x509.Certificate, string, error) {
+	ak, err := goattest.ParseAKPublic(akPublic)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrAK, err)
+	}
+	cert, attrs, err := verifyRoot(r, ak)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrRoot, err)
+	}
+	return cert, attrs, nil
+}
+
 // verifyRoot checks the AK certified the root's key as TPM-resident and
 // the root certificate is a self-signed CA certificate of that key.
 func verifyRoot(r *Root, ak *goattest.AKPublic) (*x509.Certificate, string, error) {

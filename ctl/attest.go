@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/northstar-oci/northstar/agent/spiffe"
+	"github.com/northstar-oci/northstar/agent/tpmca"
 	"github.com/northstar-oci/northstar/attest"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/seal"
@@ -298,4 +300,18 @@ func readEK(path string) ([]byte, error) {
 		return x509.MarshalPKIXPublicKey(c.PublicKey)
 	}
 	return nil, fmt.Errorf("a PEM %q, want CERTIFICATE or PUBLIC KEY", blk.Type)
+}
+
+// tpmRoot is the agent's [spiffe] root = "tpm": the CA's root is the
+// attester's TPM key, which signs an intermediate every ca_ttl, kept
+// fresh until ctx (the agent's life) ends.
+func tpmRoot(ctx context.Context, cfg *config.Config, log io.Writer) (func(context.Context, *spiffe.CA) error, error) {
+	a, err := attester(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func(_ context.Context, ca *spiffe.CA) error {
+		_, err := tpmca.Start(ctx, tpmca.Options{Root: a, CA: ca, TTL: cfg.CATTL(), Log: log})
+		return err
+	}, nil
 }

@@ -314,6 +314,11 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 				return fmt.Errorf("agent: [spiffe] trust_domain: %w", err)
 			}
 			opts.API.SPIFFE = &registry.SPIFFE{TrustDomain: id, X509TTL: cfg.X509SVIDTTL(), JWTTTL: cfg.JWTSVIDTTL()}
+			if cfg.SPIFFE.Root == config.SPIFFERootTPM {
+				if opts.API.SPIFFE.Root, err = tpmRoot(ctx, cfg, env.Stdout); err != nil {
+					return fmt.Errorf("agent: %w", err)
+				}
+			}
 		}
 	}
 	if cfg.NRI.Enable {

@@ -56,11 +56,18 @@ func newSWTPMWithEK(t *testing.T) (*swtpm, string) {
 	writeFile(t, caFile, string(pem))
 
 	s := &swtpm{dir: dir, sock: filepath.Join(dir, "swtpm.sock")}
-	ctrl := filepath.Join(dir, "swtpm.ctrl")
+	s.serveManufactured(t)
+	return s, caFile
+}
+
+// serveManufactured (re)starts swtpm on a state swtpm_setup made.
+func (s *swtpm) serveManufactured(t *testing.T) {
+	t.Helper()
+	ctrl := filepath.Join(s.dir, "swtpm.ctrl")
 	s.cmd = exec.Command("swtpm", "socket", "--tpm2",
 		"--server", "type=unixio,path="+s.sock,
 		"--ctrl", "type=unixio,path="+ctrl,
-		"--tpmstate", "dir="+filepath.Join(dir, "state"))
+		"--tpmstate", "dir="+filepath.Join(s.dir, "state"))
 	var log bytes.Buffer
 	s.cmd.Stdout, s.cmd.Stderr = &log, &log
 	if err := s.cmd.Start(); err != nil {
@@ -87,7 +94,6 @@ func newSWTPMWithEK(t *testing.T) (*swtpm, string) {
 	if _, err := (tpm2.Startup{StartupType: tpm2.TPMSUClear}).Execute(tpm); err != nil {
 		t.Fatalf("TPM2_Startup: %v", err)
 	}
-	return s, caFile
 }
 
 func writeFile(t *testing.T, path, s string) {
