@@ -103,15 +103,7 @@ func TestSPIFFERootInTPM(t *testing.T) {
 	// go-spiffe's mutual TLS checks the chain through the intermediate.
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	startDetached(t, e, spiffeBundle(t, e, "server", "nsspiffe tls-server "+addr+" spiffe://example.org/client").hostNetwork())
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the TLS server container does not listen")
-		}
-	}
+	waitListening(t, addr)
 	if r := spiffeBundle(t, e, "client", "nsspiffe tls-client "+addr+" spiffe://example.org/server").hostNetwork().runcRun(t); r.err != nil ||
 		strings.TrimSpace(r.stdout) != "hello spiffe://example.org/client" {
 		t.Fatalf("client to server under the TPM root:\n%s", r)
@@ -129,5 +121,19 @@ func TestSPIFFERootInTPM(t *testing.T) {
 	}
 	if chain2[1].Equal(chain[1]) {
 		t.Error("the restarted agent kept the old intermediate")
+	}
+}
+
+// waitListening waits until a container's TLS server listens on addr.
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the TLS server container does not listen")
+		}
 	}
 }
