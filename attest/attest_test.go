@@ -70,3 +70,22 @@ func TestCheckNonce(t *testing.T) {
 		}
 	}
 }
+
+// FuzzVerify: whatever evidence a peer sends, parsing and verifying it
+// refuses it with an error, never a panic.
+func FuzzVerify(f *testing.F) {
+	f.Add([]byte(`{"version": 1, "nonce": "00ff", "pcrs": [{"index": 7, "sha256": "ab"}]}`))
+	f.Add([]byte(`{"version": 1, "ek_certificate": "MAA=", "ak": {"public": "AAE="}, "quote": {"attest": "/1RDRw=="}, "root": {}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, err := ParseEvidence(b)
+		if err != nil {
+			return
+		}
+		if _, err := Verify(ev, Policy{Nonce: []byte("0123456789abcdef")}); err == nil {
+			t.Fatal("evidence without a trusted EK verified")
+		}
+		if ev.Root != nil {
+			_, _, _ = VerifyRoot(ev.Root, ev.AK.Public)
+		}
+	})
+}
