@@ -46,6 +46,8 @@ type Options struct {
 	// TrustDomain, when set, is put in the root certificate as its URI
 	// SAN (spiffe://TD), as a SPIFFE CA's certificate may carry.
 	TrustDomain string
+	// Timeout bounds one conversation with the TPM ([tpm] timeout; 0: none).
+	Timeout time.Duration
 }
 
 // Attester answers a verifier's nonce with Evidence.
@@ -203,6 +205,11 @@ func (a *Attester) converse(ctx context.Context, fn func(*goattest.TPM, *goattes
 	if err := os.MkdirAll(a.opts.Dir, 0o700); err != nil {
 		return fmt.Errorf("attest: %w", err)
 	}
+	if a.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.opts.Timeout)
+		defer cancel()
+	}
 	return tpmconn.Converse(ctx, a.opts.TPM, func(t transport.TPM) error {
 		// The AK and the root live under the SRK northstar seals under.
 		if _, err := seal.EnsureSRK(t); err != nil {
@@ -250,7 +257,9 @@ func (a *Attester) loadAK(tpm *goattest.TPM) (ak *goattest.AK, made bool, err er
 		return nil, false, fmt.Errorf("attest: %s has a root key but no AK to certify it; remove %s to make both anew (a new root)",
 			a.opts.Dir, filepath.Join(a.opts.Dir, rootFile))
 	}
-	ak, err = tpm.NewAK(&goattest.AKConfig{Parent: parent})
+	// ECC P-256: a discrete TPM makes an ECC key in well under a second,
+	// an RSA-2048 one in up to tens of seconds.
+	ak, err = tpm.NewAK(&goattest.AKConfig{Parent: parent, Algorithm: goattest.ECDSA})
 	if err != nil {
 		return nil, false, fmt.Errorf("attest: make an AK: %w", err)
 	}

@@ -33,6 +33,7 @@ func attester(cfg *config.Config) (*attest.Attester, error) {
 		TPM:         tpmconn.Options{Path: cfg.TPM.Path, LockPath: cfg.TPMLockPath()},
 		Dir:         filepath.Join(cfg.StateDir, "attest"),
 		TrustDomain: cfg.SPIFFE.TrustDomain,
+		Timeout:     cfg.TPMTimeout(),
 	})
 }
 
