@@ -38,7 +38,7 @@ func (c countingTPM) Send(cmd []byte) ([]byte, error) {
 }
 func (countingTPM) Close() error { return nil }
 
-func newAttester(t *testing.T, dir string) *attest.Attester {
+func newAttester(t testing.TB, dir string) *attest.Attester {
 	t.Helper()
 	sim.once.Do(func() { sim.tpm, sim.err = simulator.OpenSimulator() })
 	if sim.err != nil {
@@ -56,7 +56,7 @@ func newAttester(t *testing.T, dir string) *attest.Attester {
 	return a
 }
 
-func newCA(t *testing.T) *spiffe.CA {
+func newCA(t testing.TB) *spiffe.CA {
 	t.Helper()
 	ca, err := spiffe.LoadCA(spiffeid.RequireTrustDomainFromString("example.org"), func(dst []byte) error {
 		copy(dst, "a seed that the TPM root makes unused, 32 bytes")
@@ -212,5 +212,30 @@ func TestReprovisionedTPMSaysSo(t *testing.T) {
 	_, err = Start(context.Background(), Options{Root: newAttester(t, dir), CA: newCA(t), TTL: time.Hour})
 	if !errors.Is(err, attest.ErrReprovisioned) || !strings.Contains(err.Error(), "a new root") {
 		t.Fatalf("after TPM2_Clear: %v, want ErrReprovisioned naming a new root", err)
+	}
+}
+
+// BenchmarkIssueX509 compares issuing an X.509-SVID under the TPM root
+// (signed by the in-memory intermediate) with the seed's CA: the same
+// work, no TPM command.
+func BenchmarkIssueX509(b *testing.B) {
+	id := spiffeid.RequireFromString("spiffe://example.org/client")
+	seed, tpmRooted := newCA(b), newCA(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	done, err := Start(ctx, Options{Root: newAttester(b, filepath.Join(b.TempDir(), "attest")), CA: tpmRooted, TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cancel(); <-done }()
+	for name, ca := range map[string]*spiffe.CA{"seed": seed, "tpm-root": tpmRooted} {
+		b.Run(name, func(b *testing.B) {
+			before := sim.sends.Load()
+			for b.Loop() {
+				if _, err := ca.IssueX509(id, time.Now(), time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(sim.sends.Load()-before)/float64(b.N), "tpm-cmds/op")
+		})
 	}
 }
