@@ -137,3 +137,33 @@ func waitListening(t *testing.T, addr string) {
 		}
 	}
 }
+
+// TestSPIFFETPMRootOnSlowTPM: behind a TPM as slow as a discrete one (30 ms
+// a command), the agent with root = "tpm" signs its intermediate before it
+// serves, and containers' starts and X.509-SVIDs then send the TPM no
+// command at all.
+func TestSPIFFETPMRootOnSlowTPM(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	proxy := newTPMProxy(t, newSWTPM(t, nil), 30*time.Millisecond)
+	e, sock := newAgentTPMEnv(t, proxy, "[api]\nenable = true\n[spiffe]\ntrust_domain = \"example.org\"\nroot = \"tpm\"\n")
+	began := time.Now()
+	a := startAgent(t, e, sock)
+	atStart := proxy.commands.Load()
+	t.Logf("agent up in %s with root = \"tpm\" behind the 30 ms proxy (%d TPM commands so far, init's and the agent's)",
+		time.Since(began).Round(time.Millisecond), atStart)
+	if !strings.Contains(a.out.String(), "SPIFFE root \"northstar TPM root ") {
+		t.Fatalf("the agent does not say its root is in the TPM:\n%s", a.out)
+	}
+	for _, identity := range []string{"client", "server", "client"} {
+		b := spiffeBundle(t, e, identity, "nsspiffe x509") // builds nsspiffe the first time
+		began := time.Now()
+		r := b.runcRun(t)
+		if r.err != nil || !strings.HasPrefix(r.stdout, "spiffe://example.org/"+identity+" ") {
+			t.Fatalf("container %s:\n%s", identity, r)
+		}
+		t.Logf("container %s started and fetched its SVID in %s", identity, time.Since(began).Round(time.Millisecond))
+	}
+	if n := proxy.commands.Load() - atStart; n != 0 {
+		t.Errorf("three container starts with SVIDs sent the TPM %d commands, want none", n)
+	}
+}
