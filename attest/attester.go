@@ -284,7 +284,8 @@ func (a *Attester) loadRoot(tpm *goattest.TPM, ak *goattest.AK, akMade bool) (*g
 	case err == nil:
 		root, err := tpm.LoadKey(blob)
 		if err != nil {
-			return nil, fmt.Errorf("attest: load the root key kept in %s: %w: %v", path, ErrReprovisioned, err)
+			return nil, fmt.Errorf("attest: load the root key kept in %s: %w: %v; "+
+				"remove %s to make a new AK and a new root, and give peers the new bundle", path, ErrReprovisioned, err, a.opts.Dir)
 		}
 		return root, nil
 	case !errors.Is(err, fs.ErrNotExist):
