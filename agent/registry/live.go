@@ -309,19 +309,26 @@ func (c *Containers) revoke(s *registration, revs []store.Revocation) {
 		c.revoked[s.Identity] = revokedSender{Generation: gen, Until: time.Now().Add(api.MaxTTL)}
 	}
 	c.mu.Unlock()
+	// Recorded before anything is torn down: an agent that stops from
+	// here on (or is killed) comes back with the container revoked.
+	if err := c.save(); err != nil {
+		fmt.Fprintf(c.log, "agent: record the revocation of container %s: %v (the store's record still names it)\n", s.ID, err)
+	}
 	if fs != nil {
 		if err := fs.Revoke(); err != nil {
 			fmt.Fprintf(c.log, "agent: revoke container %s: %v\n", s.ID, err)
 		}
 		fs.Close()
 	}
-	if srv != nil {
-		srv.Close()
-		_ = removeSocket(c.dirOf(s.Registration), "api.sock")
-	}
+	// The Workload API first: its Close returns once its handlers have,
+	// and they count refusals into srv.
 	if wl != nil {
 		wl.Close()
 		_ = removeSocket(c.dirOf(s.Registration), spiffe.SocketName)
+	}
+	if srv != nil {
+		srv.Close()
+		_ = removeSocket(c.dirOf(s.Registration), "api.sock")
 	}
 	_ = c.Audit("container-revoked", map[string]string{"id": s.ID, "identity": s.Identity, "pid": strconv.Itoa(s.Pid), "generation": strconv.FormatUint(gen, 10)})
 	fmt.Fprintf(c.log, "agent: container %s (%s) revoked: its secret removed, its API closed\n", s.ID, s.Identity)

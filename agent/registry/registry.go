@@ -142,12 +142,15 @@ type registration struct {
 }
 
 // closeAPI stops the registration's API servers.
+//
+// The Workload API first: its Close waits for its handlers, which count
+// their refusals into the HTTP API's server.
 func (s *registration) closeAPI() {
-	if s.srv != nil {
-		s.srv.Close()
-	}
 	if s.wl != nil {
 		s.wl.Close()
+	}
+	if s.srv != nil {
+		s.srv.Close()
 	}
 }
 
@@ -364,28 +367,36 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 		ln.Close()
 		return err
 	}
-	s.srv = api.NewServer(s.Identity, c, c.api.limits)
+	srv := api.NewServer(s.Identity, c, c.api.limits)
+	srv.SetLog(c.log)
+	var wl *spiffe.Server
 	if c.api.ca != nil {
-		if s.wl, err = c.serveSPIFFE(dir, s); err != nil {
+		if wl, err = c.serveSPIFFE(dir, s.Identity, srv); err != nil {
 			ln.Close()
-			s.srv = nil
 			return err
 		}
 	}
-	go s.srv.Serve(ln)
+	c.mu.Lock()
+	s.srv, s.wl = srv, wl
+	c.mu.Unlock()
+	go srv.Serve(ln)
 	ok = true
 	return nil
 }
 
-// serveSPIFFE opens spiffe.sock in dir beside s's api.sock and serves it
-// the Workload API of s's identity, under the bounds of the container's
-// HTTP API: the same connection cap, and its token bucket (tarpit
-// included) and refusal count, shared.
-func (c *Containers) serveSPIFFE(dir string, s *registration) (*spiffe.Server, error) {
+// serveSPIFFE opens spiffe.sock in dir beside the container's api.sock,
+// served by srv, and serves it the Workload API of identity, under the
+// bounds of the container's HTTP API: the same connection cap, and its
+// token bucket (tarpit included) and refusal count, shared.
+//
+// The callbacks hold srv itself, never the registration: a revocation
+// clears the registration's servers while handlers may still be running
+// (they did, and one that found it nil crashed the agent, DESIGN.md §15).
+func (c *Containers) serveSPIFFE(dir, identity string, srv *api.Server) (*spiffe.Server, error) {
 	a := c.api
-	wl, err := spiffe.NewServer(s.Identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: s.srv,
-		Refused: func(method string, status int, reason string) { s.srv.CountRefusal(status, method, reason) },
-		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns})
+	wl, err := spiffe.NewServer(identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
+		Refused: func(method string, status int, reason string) { srv.CountRefusal(status, method, reason) },
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log})
 	if err != nil {
 		return nil, err
 	}

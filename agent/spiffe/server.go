@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -86,6 +87,8 @@ type Config struct {
 	Refused func(method string, status int, reason string)
 	// Conns caps the socket's open connections (0: MaxConns).
 	Conns int
+	// Log takes the one line of a handler that panicked (nil: dropped).
+	Log io.Writer
 
 	now func() time.Time // tests
 }
@@ -118,6 +121,9 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 	if cfg.Conns <= 0 {
 		cfg.Conns = MaxConns
 	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
 	path, err := identity.SPIFFEPath(ident)
 	if err != nil {
 		return nil, fmt.Errorf("spiffe server: %w", err)
@@ -140,8 +146,16 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 		grpc.ConnectionTimeout(5*time.Second),
 		// One without streams goes after a while: clients reconnect (§4.2).
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
-		grpc.ChainUnaryInterceptor(s.unary),
-		grpc.ChainStreamInterceptor(s.stream),
+		// Close waits for every handler to return: a handler then never
+		// runs on after what it uses is let go (a revocation dropped the
+		// container's HTTP server while the Workload API's refusal
+		// callback still called it, and the panic took the agent down).
+		grpc.WaitForHandlers(true),
+		// The recovery first, so that it covers the rest: gRPC does not
+		// recover a handler's panic, and one would end the agent for
+		// every container.
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.unary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.stream),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, &handler{s: s})
 	return s, nil
@@ -160,12 +174,38 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close ends every stream and connection and closes the listener: the
-// container is gone, or its socket is being replaced.
+// container is gone, or its socket is being replaced. It returns once
+// every handler has returned (streams and calls held in the rate's
+// tarpit end with their context), so that the caller may then let go of
+// what the handlers use.
 func (s *Server) Close() {
 	s.close.Do(func() {
 		close(s.closed)
 		s.grpc.Stop()
 	})
+}
+
+// errPanic answers a call whose handler panicked: it costs that call
+// alone.
+var errPanic = status.Error(codes.Internal, "internal error")
+
+// recovered turns a panic of a handler into errPanic and one line in the
+// agent's log.
+func (s *Server) recovered(method string, err *error) {
+	if v := recover(); v != nil {
+		fmt.Fprintf(s.cfg.Log, "agent: spiffe: %s for %s panicked (the call failed, the agent serves on): %v\n", method, s.identity, v)
+		*err = errPanic
+	}
+}
+
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (resp any, err error) {
+	defer s.recovered(info.FullMethod, &err)
+	return next(ctx, req)
+}
+
+func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) (err error) {
+	defer s.recovered(info.FullMethod, &err)
+	return next(srv, ss)
 }
 
 func (s *Server) refused(method string, err error) error {

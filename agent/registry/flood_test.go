@@ -1,0 +1,122 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/northstar-oci/northstar/agent/api"
+	"github.com/northstar-oci/northstar/agent/spiffe"
+	"github.com/northstar-oci/northstar/store"
+)
+
+// syncBuffer is the agent's log in a test: written by many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRevokeDuringAFlood: a container floods its spiffe.sock (calls
+// refused at once, and calls held in the rate's tarpit) while the admin
+// revokes it. Before, the revocation cleared the container's HTTP server
+// while the Workload API's handlers still counted their refusals into it:
+// a nil dereference in a gRPC handler, which gRPC does not recover, ended
+// the agent for every container, before registry.json recorded the
+// revocation. Run with -race: the handlers and the revocation share no
+// unguarded field either.
+func TestRevokeDuringAFlood(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	st := hostStore(t, dir)
+	opts := options(st, dir)
+	opts.API.SPIFFE = &SPIFFE{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), X509TTL: time.Hour, JWTTTL: time.Minute}
+	// A rate the flood is far over: most calls wait in the tarpit.
+	opts.API.Limits = api.Limits{Rate: 5, Burst: 5}
+	log := &syncBuffer{}
+	opts.Log = log
+	c, err := Open(ctx, opts, gen1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, dirV, err := register(t, c, "victim", "victim", sleeper(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dirM, err := register(t, c, "mallory", "mallory", sleeper(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	flood, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := grpc.NewClient("unix://"+filepath.Join(dirM, spiffe.SocketName), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			cl := workload.NewSpiffeWorkloadAPIClient(conn)
+			for flood.Err() == nil {
+				call := flood
+				if i%2 == 0 { // with the header: into the tarpit, then refused
+					call = metadata.AppendToOutgoingContext(flood, "workload.spiffe.io", "true")
+				}
+				_, _ = cl.ValidateJWTSVID(call, &workload.ValidateJWTSVIDRequest{Audience: "x", Svid: "junk"})
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // the flood is on
+	c.Revoke([]store.Revocation{{ID: "mallory", Generation: 2}})
+	time.Sleep(300 * time.Millisecond) // and stays on against the closed socket
+	stop()
+	wg.Wait()
+
+	saved, err := readSaved(opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := false
+	for _, e := range saved.Containers {
+		if e.ID == "mallory" {
+			revoked = e.Revoked
+		}
+	}
+	if !revoked {
+		t.Error("registry.json does not record the revocation")
+	}
+	// Everyone else is still served.
+	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+filepath.Join(dirV, spiffe.SocketName))); err != nil {
+		t.Errorf("the victim after the revocation: %v", err)
+	}
+	if got := identityAt(t, dirV); got != "victim" {
+		t.Errorf("the victim's API after the revocation answers %q", got)
+	}
+}
