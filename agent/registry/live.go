@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/identity"
 	"github.com/northstar-oci/northstar/agent/live"
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -79,6 +82,7 @@ func (c *Containers) deliver(s *registration, o control.Owner, withAPI bool) (co
 // SVID of the new generation, and before the rotation's deliveries, which
 // a revocation must not wait behind.
 func (c *Containers) Revoke(revs []store.Revocation) {
+	c.noteRevocations(revs)
 	if len(revs) == 0 {
 		return
 	}
@@ -306,7 +310,8 @@ func (c *Containers) revoke(s *registration, revs []store.Revocation) {
 	s.fs, s.srv, s.wl = nil, nil, nil
 	s.Revoked, s.Follows, s.Why = true, false, "revoked"
 	if prev, ok := c.revoked[s.Identity]; !ok || prev.Generation < gen {
-		c.revoked[s.Identity] = revokedSender{Generation: gen, Until: time.Now().Add(api.MaxTTL)}
+		now := time.Now()
+		c.revoked[s.Identity] = revokedSender{Generation: gen, Until: now.Add(c.revokedFor()), At: now}
 	}
 	c.mu.Unlock()
 	// Recorded before anything is torn down: an agent that stops from
@@ -428,7 +433,9 @@ func (c *Containers) dropPrevious() {
 		}
 	}
 	for id, r := range c.revoked {
-		if time.Now().After(r.Until) {
+		// Its tokens and JWT-SVIDs have expired, and its signatures (of
+		// the generation before the revoking one) are rotated out.
+		if time.Now().After(r.Until) && c.current > r.Generation {
 			delete(c.revoked, id)
 		}
 	}
@@ -436,6 +443,72 @@ func (c *Containers) dropPrevious() {
 	for _, fs := range fss {
 		_ = fs.DropPrevious()
 	}
+}
+
+// revokedFor is how long a revoked sender's tokens and JWT-SVIDs may
+// still be presented.
+func (c *Containers) revokedFor() time.Duration {
+	d := api.MaxTTL
+	if c.api != nil && c.api.spiffe != nil {
+		d = max(d, c.api.spiffe.JWTTTL)
+	}
+	return d
+}
+
+// noteRevocations takes the revocations of the store's record: an id the
+// agent saw revoked that the record no longer names was lifted
+// (northstarctl revoke --lift), and the audit log says so.
+func (c *Containers) noteRevocations(revs []store.Revocation) {
+	now := map[string]bool{}
+	for _, r := range revs {
+		now[r.ID] = true
+	}
+	c.mu.Lock()
+	var lifted []string
+	for id := range c.revokedIDs {
+		if !now[id] {
+			lifted = append(lifted, id)
+		}
+	}
+	changed := len(lifted) > 0 || len(now) != len(c.revokedIDs)
+	c.revokedIDs = now
+	c.mu.Unlock()
+	for _, id := range lifted {
+		_ = c.Audit("revocation-lifted", map[string]string{"id": id})
+		fmt.Fprintf(c.log, "agent: the revocation of container %s was lifted\n", id)
+	}
+	if changed {
+		_ = c.save()
+	}
+}
+
+// checkNotRevoked refuses a registration of a container id the store's
+// record revokes: the id stays revoked until the admin lifts it.
+func (c *Containers) checkNotRevoked(id string) error {
+	if c.store == nil {
+		return nil
+	}
+	rec, err := c.store.Current()
+	if err != nil {
+		return fmt.Errorf("read the revocations: %w", err)
+	}
+	return rec.CheckNotRevoked(id)
+}
+
+// RevokedJWT reports whether a JWT-SVID for id issued at issued is of a
+// revoked sender: one whose identity was revoked after it was issued.
+func (c *Containers) RevokedJWT(id spiffeid.ID, issued time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ident, r := range c.revoked {
+		if !issued.Before(r.At) {
+			continue
+		}
+		if p, err := identity.SPIFFEPath(ident); err == nil && p == id.Path() {
+			return true
+		}
+	}
+	return false
 }
 
 // RevokedSender reports whether tokens sender minted in generation are

@@ -62,13 +62,16 @@ type Containers struct {
 	secret Secret
 	grace  time.Duration
 
-	mu      sync.Mutex // guards byKey, revoked, dropAt, current, prev, closed
+	mu      sync.Mutex // guards byKey, revoked, revokedIDs, dropAt, current, prev, closed
 	closed  bool       // by Close: nothing is saved or delivered after it
 	byKey   map[control.Registration]*registration
 	revoked map[string]revokedSender // identity -> tokens of earlier generations are revoked
-	dropAt  time.Time                // when the containers' secret.previous goes (zero: nothing to drop)
-	current uint64                   // the generation delivered to every container that follows
-	prev    uint64                   // the generation before it (0: none known)
+	// revokedIDs are the container ids the store's record revokes, as the
+	// agent last saw them (to audit lifts).
+	revokedIDs map[string]bool
+	dropAt     time.Time // when the containers' secret.previous goes (zero: nothing to drop)
+	current    uint64    // the generation delivered to every container that follows
+	prev       uint64    // the generation before it (0: none known)
 
 	// liveMu orders deliveries: a registration's first delivery and a
 	// rotation's never interleave, so no container is left behind on a
@@ -156,9 +159,13 @@ func (s *registration) closeAPI() {
 
 // revokedSender: tokens identity minted before Generation no longer verify,
 // until Until, when the last of them has expired.
+//
+// At is when the revocation reached the agent: JWT-SVIDs, which carry no
+// generation, issued to the identity before then validate as revoked.
 type revokedSender struct {
 	Generation uint64    `json:"generation"`
 	Until      time.Time `json:"until"`
+	At         time.Time `json:"at,omitzero"`
 }
 
 // saved is the file a restarted agent, and northstarctl status, read.
@@ -168,6 +175,10 @@ const saved = "registry.json"
 type Saved struct {
 	Containers []Entry                  `json:"containers"`
 	Revoked    map[string]revokedSender `json:"revoked_senders,omitempty"`
+	// RevokedIDs are the container ids the store's record revoked when
+	// this was saved: one the record no longer names was lifted
+	// (northstarctl revoke --lift), which the agent audits.
+	RevokedIDs []string `json:"revoked_ids,omitempty"`
 	// DropPreviousAt is when the containers' secret.previous goes (the
 	// grace period of the last rotation ends).
 	DropPreviousAt time.Time `json:"drop_previous_at,omitzero"`
@@ -185,6 +196,9 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 		return control.Reply{}, errors.New("live rotation is off where this agent started ([rotation] live)")
 	}
 	if err := checkPidfd(int(pidfd.Fd()), req.Registration); err != nil {
+		return control.Reply{}, err
+	}
+	if err := c.checkNotRevoked(req.ID); err != nil {
 		return control.Reply{}, err
 	}
 	c.mu.Lock()
@@ -396,6 +410,7 @@ func (c *Containers) serveSPIFFE(dir, identity string, srv *api.Server) (*spiffe
 	a := c.api
 	wl, err := spiffe.NewServer(identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
 		Refused: func(method string, status int, reason string) { srv.CountRefusal(status, method, reason) },
+		Revoked: c.RevokedJWT,
 		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log})
 	if err != nil {
 		return nil, err
@@ -479,6 +494,9 @@ func (c *Containers) save() error {
 	for id, r := range c.revoked {
 		out.Revoked[id] = r
 	}
+	for id := range c.revokedIDs {
+		out.RevokedIDs = append(out.RevokedIDs, id)
+	}
 	c.mu.Unlock()
 	data, err := json.Marshal(out)
 	if err != nil {
@@ -518,8 +536,21 @@ func (c *Containers) restore(ctx context.Context) {
 	for id, r := range saved.Revoked {
 		c.revoked[id] = r
 	}
+	for _, id := range saved.RevokedIDs {
+		c.revokedIDs[id] = true
+	}
 	c.dropAt = saved.DropPreviousAt
 	c.mu.Unlock()
+	// The store's revocations apply before any socket is served: one made
+	// while the agent was stopped (with or without live rotation) would
+	// otherwise be served until the next rotation, or forever.
+	var revs []store.Revocation
+	if c.store != nil {
+		if rec, err := c.store.Current(); err == nil {
+			revs = rec.Revoked
+			c.noteRevocations(revs)
+		}
+	}
 	keep := map[string]bool{"registry.json": true}
 	for _, e := range saved.Containers {
 		if e.Check() != nil {
@@ -540,6 +571,9 @@ func (c *Containers) restore(ctx context.Context) {
 			s.API = false // the agent was started without [api] enable this time
 		}
 		c.takeBack(s)
+		if !s.Revoked && revokedBy(s, revs) {
+			c.revoke(s, revs)
+		}
 		if c.serve(s, false) == nil && s.API {
 			keep[control.DirName(e.Registration)] = true
 		}
@@ -641,7 +675,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, er
 		return nil, err
 	}
 	c := &Containers{dir: opts.Dir, store: opts.Store, gen: gen, log: opts.Log, grace: opts.Grace,
-		byKey: map[control.Registration]*registration{}, revoked: map[string]revokedSender{}, stop: make(chan struct{}), current: gen()}
+		byKey: map[control.Registration]*registration{}, revoked: map[string]revokedSender{}, revokedIDs: map[string]bool{}, stop: make(chan struct{}), current: gen()}
 	if opts.Live {
 		c.secret = opts.Secret
 	}

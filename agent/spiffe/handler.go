@@ -2,6 +2,7 @@ package spiffe
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -141,6 +142,19 @@ func (h *handler) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) 
 	return &workload.JWTSVIDResponse{Svids: []*workload.JWTSVID{{SpiffeId: s.id.String(), Svid: svid.Token}}}, nil
 }
 
+// errRevokedSender: the JWT-SVID's subject was revoked after it was
+// issued.
+var errRevokedSender = errors.New("revoked: its sender was revoked after it was issued")
+
+// issuedAt is a JWT-SVID's iat claim (zero when it has none: then any
+// revocation of its subject covers it).
+func issuedAt(claims map[string]any) time.Time {
+	if v, ok := claims["iat"].(float64); ok {
+		return time.Unix(int64(v), 0)
+	}
+	return time.Time{}
+}
+
 // checkAudiences bounds what goes into a token and the audit log: at most
 // MaxAudiences, each 1-MaxAudience printable ASCII characters without a
 // space (so that the audit line's space-separated list reads back).
@@ -179,6 +193,9 @@ func (h *handler) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSV
 	}
 	fields := map[string]string{"validator": s.identity, "audience": req.Audience}
 	svid, err := s.cfg.CA.ValidateJWT(req.Svid, req.Audience)
+	if err == nil && s.cfg.Revoked != nil && s.cfg.Revoked(svid.ID, issuedAt(svid.Claims)) {
+		err = errRevokedSender
+	}
 	if err != nil {
 		fields["result"] = "invalid"
 		fields["reason"] = err.Error()

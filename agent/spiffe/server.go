@@ -87,6 +87,10 @@ type Config struct {
 	Refused func(method string, status int, reason string)
 	// Conns caps the socket's open connections (0: MaxConns).
 	Conns int
+	// Revoked, if set, reports whether a JWT-SVID for id issued at
+	// issued is of a sender revoked since (northstarctl rotate
+	// --revoke): it validates as revoked, like the agent's tokens.
+	Revoked func(id spiffeid.ID, issued time.Time) bool
 	// Log takes the one line of a handler that panicked (nil: dropped).
 	Log io.Writer
 
