@@ -90,18 +90,13 @@ func (c *Containers) Revoke(revs []store.Revocation) {
 	defer c.liveMu.Unlock()
 	c.mu.Lock()
 	closed := c.closed
-	var todo []*registration
-	for _, s := range c.byKey {
-		if !s.Revoked && revokedBy(s, revs) {
-			todo = append(todo, s)
-		}
-	}
+	todo := revocations(c.byKey, revs)
 	c.mu.Unlock()
 	if closed || len(todo) == 0 {
 		return
 	}
-	for _, s := range todo {
-		c.revoke(s, revs)
+	for s, gen := range todo {
+		c.revoke(s, gen)
 	}
 	_ = c.save()
 }
@@ -195,11 +190,12 @@ func (c *Containers) rotateAll(id control.RecordID) {
 	defer secretfs.Zero(current)
 
 	c.mu.Lock()
+	revoking := revocations(c.byKey, revs)
 	var todo []*registration
 	for _, s := range c.byKey {
 		switch {
 		case s.Revoked:
-		case revokedBy(s, revs):
+		case revoking[s] != 0:
 			todo = append(todo, s)
 		case s.fs != nil && s.holds() != id:
 			todo = append(todo, s)
@@ -220,8 +216,8 @@ func (c *Containers) rotateAll(id control.RecordID) {
 		go func() {
 			defer wg.Done()
 			for s := range work {
-				if revokedBy(s, revs) {
-					c.revoke(s, revs)
+				if gen := revoking[s]; gen != 0 {
+					c.revoke(s, gen)
 					continue
 				}
 				if c.rotateOne(s, id, current, revs) {
@@ -295,16 +291,48 @@ func revokedBy(s *registration, revs []store.Revocation) bool {
 	return false
 }
 
-// revoke cuts s off: its secret and the one before it go at once, its API
-// socket closes, and the tokens its identity minted before the revoking
-// generation stop verifying.
-func (c *Containers) revoke(s *registration, revs []store.Revocation) {
-	var gen uint64
-	for _, r := range revs {
-		if r.ID == s.ID {
-			gen = max(gen, r.Generation)
+// revocations are the registrations of regs that revs revokes and that
+// are not cut off yet, each with the revoking generation: those revs
+// names (revokedBy), and with each every container that shares its PID
+// namespace. Those could reach a revoked container's /run/northstar
+// through /proc/<pid>/root, and it theirs (DESIGN.md §15): a group is
+// revoked together. The caller holds c.mu.
+func revocations(regs map[control.Registration]*registration, revs []store.Revocation) map[*registration]uint64 {
+	out := map[*registration]uint64{}
+	group := map[control.NS]uint64{}
+	for _, s := range regs {
+		if !revokedBy(s, revs) {
+			continue
+		}
+		var gen uint64
+		for _, r := range revs {
+			if r.ID == s.ID {
+				gen = max(gen, r.Generation)
+			}
+		}
+		if !s.Revoked {
+			out[s] = gen
+		}
+		if s.pidNS != (control.NS{}) && s.pidNS != hostPidNS {
+			group[s.pidNS] = max(group[s.pidNS], gen)
 		}
 	}
+	for _, s := range regs {
+		if gen, ok := group[s.pidNS]; ok && !s.Revoked && s.pidNS != (control.NS{}) {
+			out[s] = max(out[s], gen)
+		}
+	}
+	return out
+}
+
+// hostPidNS is the agent's PID namespace: processes in it (the host's,
+// hostPID containers') are no group of one another.
+var hostPidNS, _ = control.SelfNS("pid")
+
+// revoke cuts s off: its secret and the one before it go at once, its API
+// socket closes, and the tokens its identity minted before the revoking
+// generation gen stop verifying.
+func (c *Containers) revoke(s *registration, gen uint64) {
 	c.mu.Lock()
 	fs, srv, wl := s.fs, s.srv, s.wl
 	s.fs, s.srv, s.wl = nil, nil, nil

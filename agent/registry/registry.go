@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -142,6 +141,10 @@ type registration struct {
 	wl    *spiffe.Server // the SPIFFE Workload API beside it; nil without a trust domain (or revoked)
 	fs    *live.FS       // nil when the agent holds no handle
 	pidfd int
+	// mntNS and pidNS are the namespaces of the container's init: a
+	// connection to its sockets must come from mntNS, and containers
+	// sharing pidNS are one group (see checkPIDShare).
+	mntNS, pidNS control.NS
 }
 
 // closeAPI stops the registration's API servers.
@@ -208,11 +211,18 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 		// The same container again (a hook at two stages): what it has.
 		return c.again(s, req)
 	}
+	mntNS, pidNS, err := namespacesOf(int(pidfd.Fd()))
+	if err != nil {
+		return control.Reply{}, fmt.Errorf("the container's namespaces: %w", err)
+	}
+	if err := c.checkPIDShare(req.Registration, pidNS); err != nil {
+		return control.Reply{}, err
+	}
 	fd, err := unix.FcntlInt(pidfd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return control.Reply{}, fmt.Errorf("dup pidfd: %w", err)
 	}
-	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen()}, pidfd: fd}
+	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen()}, pidfd: fd, mntNS: mntNS, pidNS: pidNS}
 	if req.HookMounts {
 		s.Why = WhyHookMounts
 	}
@@ -370,9 +380,9 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	sock := filepath.Join(dir, "api.sock")
 	// A socket left by an earlier agent; unlink does not follow a symlink.
 	_ = unix.Unlink(sock)
-	ln, err := net.Listen("unix", sock)
+	ln, err := c.listen(sock, s.mntNS)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	// Connecting needs write permission on the socket; who can reach it is
 	// decided by the directory (only this container has it mounted; the
@@ -383,9 +393,10 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	}
 	srv := api.NewServer(s.Identity, c, c.api.limits)
 	srv.SetLog(c.log)
+	ln.srv = srv
 	var wl *spiffe.Server
 	if c.api.ca != nil {
-		if wl, err = c.serveSPIFFE(dir, s.Identity, srv); err != nil {
+		if wl, err = c.serveSPIFFE(dir, s.Identity, s.mntNS, srv); err != nil {
 			ln.Close()
 			return err
 		}
@@ -406,7 +417,7 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 // The callbacks hold srv itself, never the registration: a revocation
 // clears the registration's servers while handlers may still be running
 // (they did, and one that found it nil crashed the agent, DESIGN.md §15).
-func (c *Containers) serveSPIFFE(dir, identity string, srv *api.Server) (*spiffe.Server, error) {
+func (c *Containers) serveSPIFFE(dir, identity string, mntNS control.NS, srv *api.Server) (*spiffe.Server, error) {
 	a := c.api
 	wl, err := spiffe.NewServer(identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
 		Refused: func(method string, status int, reason string) { srv.CountRefusal(status, method, reason) },
@@ -417,10 +428,11 @@ func (c *Containers) serveSPIFFE(dir, identity string, srv *api.Server) (*spiffe
 	}
 	sock := filepath.Join(dir, spiffe.SocketName)
 	_ = unix.Unlink(sock) // left by an earlier agent
-	ln, err := net.Listen("unix", sock)
+	ln, err := c.listen(sock, mntNS)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
+	ln.srv = srv
 	if err := chmodSocket(sock, 0o666); err != nil {
 		ln.Close()
 		return nil, err
@@ -552,6 +564,7 @@ func (c *Containers) restore(ctx context.Context) {
 		}
 	}
 	keep := map[string]bool{"registry.json": true}
+	back := map[control.Registration]*registration{}
 	for _, e := range saved.Containers {
 		if e.Check() != nil {
 			continue
@@ -567,15 +580,23 @@ func (c *Containers) restore(ctx context.Context) {
 			continue
 		}
 		s := &registration{Entry: e, pidfd: pidfd}
+		if s.mntNS, s.pidNS, err = namespacesOf(pidfd); err != nil {
+			unix.Close(pidfd)
+			continue
+		}
 		if s.API && c.api == nil {
 			s.API = false // the agent was started without [api] enable this time
 		}
 		c.takeBack(s)
-		if !s.Revoked && revokedBy(s, revs) {
-			c.revoke(s, revs)
-		}
+		back[s.Registration] = s
+	}
+	// Every revocation, groups included, before the first socket.
+	for s, gen := range revocations(back, revs) {
+		c.revoke(s, gen)
+	}
+	for _, s := range back {
 		if c.serve(s, false) == nil && s.API {
-			keep[control.DirName(e.Registration)] = true
+			keep[control.DirName(s.Registration)] = true
 		}
 	}
 	// Directories of containers that are gone, and anything else there.
