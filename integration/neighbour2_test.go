@@ -4,9 +4,12 @@ package integration
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -88,5 +91,98 @@ echo "secret file: $(wc -c < /proc/1/root/run/northstar/secret 2>&1) bytes (not 
 	}
 	if got := victim.sh(t, "nsspiffe x509 | cut -d' ' -f1"); got != "spiffe://example.org/victim" {
 		t.Errorf("the victim's SVID: %q", got)
+	}
+}
+
+// TestNeighbourRestartsUnderItsID: mallory runs under podman's
+// --restart=always; the admin revokes her, her process exits (as a
+// compromised one would, to come back), and podman starts her again under
+// the same id. Before, the new instance got the new secret and its API
+// back. Now the id stays revoked: the restart fails closed naming the
+// revocation and the command that lifts it; after the lift she starts.
+func TestNeighbourRestartsUnderItsID(t *testing.T) {
+	requires(t, "podman", "runc")
+	sock := agentSocket(t, nil)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n", sock), nil)
+	p := newTestPodman(t, nil, e)
+	// Podman restarts a container from the cleanup process conmon runs,
+	// whose command line has no --hooks-dir: the hooks directory goes
+	// in a containers.conf that process reads too, as a host's would.
+	conf := filepath.Join(p.dir, "containers.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("[engine]\nhooks_dir = [%q]\n", p.hooks)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	podman := func(args ...string) *exec.Cmd {
+		cmd := p.cmd(args...)
+		cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+		return cmd
+	}
+	startAgent(t, e, sock)
+	(&bundle{rootfs: p.rootfs}).withNsapi(t, "")
+	name := fmt.Sprintf("mallory-%d", containerSeq.Add(1))
+	// Each start says what it got, then lives until its socket goes.
+	script := `echo "start: $(nsapi identity 2>&1) secret=$(wc -c < /run/northstar/secret 2>&1)"; while [ -e /run/northstar/api/api.sock ]; do sleep 0.2; done; exit 1`
+	r := run(t, podman("run", "-d", "--name", name, "--restart=always", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+		"--annotation", "io.northstar.identity=mallory", "--rootfs", p.rootfs, "/bin/sh", "-c", script))
+	if r.err != nil {
+		t.Fatalf("podman run:\n%s", r)
+	}
+	t.Cleanup(func() { _ = podman("rm", "-f", name).Run() })
+	id := strings.TrimSpace(r.stdout)
+	logs := func() string {
+		out, _ := podman("logs", name).CombinedOutput()
+		return string(out)
+	}
+	waitFor(t, 20*time.Second, func() bool { return strings.Contains(logs(), "start: mallory") }, func() string { return "mallory never started: " + logs() })
+
+	if r := e.ctl(t, "revoke", id); r.err != nil {
+		t.Fatalf("northstarctl revoke:\n%s", r)
+	}
+	state := func() string {
+		out, _ := podman("inspect", "--format", "{{.State.Status}} restarts={{.RestartCount}} error={{.State.Error}}", name).CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	// Podman restarts her once her socket is gone, and the start fails.
+	waitFor(t, 30*time.Second, func() bool {
+		s := state()
+		return !strings.HasPrefix(s, "running") && !strings.Contains(s, "restarts=0")
+	},
+		func() string { return "podman never restarted mallory: " + state() + "\n" + logs() })
+	time.Sleep(2 * time.Second) // any further restart would have run by now
+	st, lg := state(), logs()
+	t.Logf("mallory after her revocation and podman's restart: %s\nher starts printed:\n%s", st, lg)
+	if n := strings.Count(lg, "start: mallory"); n != 1 {
+		t.Errorf("mallory got her API back under her revoked id (%d starts spoke as mallory)", n)
+	}
+	if strings.HasPrefix(st, "running") {
+		t.Errorf("mallory runs again after her revocation: %s", st)
+	}
+	r = run(t, podman("start", name))
+	t.Logf("podman start of the revoked id: %v\n%s", r.err, r.stderr)
+	if r.err == nil || !strings.Contains(r.stderr, "revoked") || !strings.Contains(r.stderr, "northstarctl revoke --lift "+id) {
+		t.Errorf("a start of the revoked id did not fail naming the revocation and the lift:\n%s", r)
+	}
+
+	// Lifted: she starts again, audited.
+	if r := e.ctl(t, "revoke", "--lift", id); r.err != nil {
+		t.Fatalf("northstarctl revoke --lift:\n%s", r)
+	}
+	if r := run(t, podman("start", name)); r.err != nil {
+		t.Fatalf("a start after the lift:\n%s", r)
+	}
+	waitFor(t, 20*time.Second, func() bool { return strings.Count(logs(), "start: mallory") == 2 }, func() string { return "mallory did not start after the lift: " + logs() })
+	waitFor(t, 20*time.Second, func() bool {
+		data, _ := os.ReadFile(filepath.Join(e.dir, "state", "audit.log"))
+		return strings.Contains(string(data), `"revocation-lifted"`) && strings.Contains(string(data), id)
+	}, func() string { return "no audit line of the lift" })
+}
+
+// waitFor polls cond until it holds, failing with why() after timeout.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool, why func() string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(why())
+		}
 	}
 }
