@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -185,4 +188,65 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool, why func() s
 			t.Fatal(why())
 		}
 	}
+}
+
+// TestNeighbourRemountsItsAPIDir: mallory, rootful with CAP_SYS_ADMIN,
+// remounts /run/northstar/api read-write and writes a megabyte there.
+// Before, it landed in the agent's host directory (the mount was a bind
+// of it). Now the directory is a capped filesystem of the container's
+// own: the write stops at its cap, and nothing reaches the agent's
+// directories.
+func TestNeighbourRemountsItsAPIDir(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnvWith(t, "")
+	startAgent(t, e, sock)
+	b := apiBundle(t, e, "mallory", `{
+mount -o remount,rw /run/northstar/api || mount -o remount,bind,rw /run/northstar/api
+echo "remount: $?"
+busybox dd if=/dev/zero of=/run/northstar/api/planted bs=1k count=1024 2>&1 | tail -1
+echo "planted: $(wc -c < /run/northstar/api/planted) bytes"
+echo "mount: $(grep ' /run/northstar/api ' /proc/self/mountinfo | cut -d' ' -f6-)"
+echo end.
+} > /out 2>&1; sleep 600`)
+	caps := b.spec.Process.Capabilities
+	caps.Bounding = append(caps.Bounding, "CAP_SYS_ADMIN")
+	caps.Effective = append(caps.Effective, "CAP_SYS_ADMIN")
+	caps.Permitted = append(caps.Permitted, "CAP_SYS_ADMIN")
+	d := b.runDetached(t, filepath.Join(e.dir, "runc-remount"), fmt.Sprintf("mallory-%d", containerSeq.Add(1)))
+	out := d.waitOut(t, "end.", 30*time.Second)
+	t.Logf("mallory with CAP_SYS_ADMIN got:\n%s", out)
+	if !strings.Contains(out, "remount: 0") {
+		t.Fatalf("the remount failed: the test does not test:\n%s", out)
+	}
+	planted := field(strings.ReplaceAll(out, "planted: ", "planted="), "planted")
+	if n, _ := strconv.Atoi(strings.TrimSuffix(planted, " bytes")); n >= 1<<20 || n > 16<<10 {
+		t.Errorf("mallory planted %s in her API directory, want at most its 16 KiB cap", planted)
+	}
+	// Nothing of hers on the agent's filesystems: every regular file
+	// under the agent's directory and the state directory is the agent's.
+	agentDir := filepath.Dir(sock)
+	var st unix.Statfs_t
+	for _, root := range []string{agentDir, filepath.Join(e.dir, "state")} {
+		_ = filepath.Walk(root, func(path string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Name() == "planted" {
+				// Reached through the container's own mount on the host
+				// side is fine only if it is that capped tmpfs.
+				if unix.Statfs(path, &st) == nil && st.Type == unix.TMPFS_MAGIC && st.Blocks*uint64(st.Bsize) <= 16<<10 {
+					return nil
+				}
+				t.Errorf("mallory's file landed in the agent's directory: %s", path)
+			}
+			return nil
+		})
+	}
+	d.delete(t)
+	// Her filesystem goes with her.
+	waitFor(t, 10*time.Second, func() bool {
+		found := false
+		_ = filepath.Walk(agentDir, func(path string, fi os.FileInfo, err error) error {
+			found = found || err == nil && fi.Name() == "planted"
+			return nil
+		})
+		return !found
+	}, func() string { return "mallory's planted file stays after her container is gone" })
 }

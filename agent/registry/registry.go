@@ -359,9 +359,13 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 		// A directory of this name could only be left by an earlier
 		// agent for the same process; the container does not have it
 		// mounted (it is registering now).
-		_ = os.RemoveAll(dir)
+		_ = removeAPIDir(dir)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		if _, err := mountAPIDir(dir); err != nil {
+			_ = os.Remove(dir)
+			return err
 		}
 	} else if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("%s is not the directory an earlier agent made", dir)
@@ -369,7 +373,7 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	ok := false
 	defer func() {
 		if !ok && fresh {
-			os.RemoveAll(dir)
+			_ = removeAPIDir(dir)
 		}
 	}()
 	// The mode is set, not left to the umask: a unit's UMask=0077 would
@@ -484,7 +488,7 @@ func (c *Containers) gone(r control.Registration, audited bool) {
 		s.fs.Close()
 	}
 	if s.API {
-		_ = os.RemoveAll(c.dirOf(r))
+		_ = removeAPIDir(c.dirOf(r))
 	}
 	_ = c.save()
 }
@@ -603,7 +607,7 @@ func (c *Containers) restore(ctx context.Context) {
 	if ents, err := os.ReadDir(c.dir); err == nil {
 		for _, e := range ents {
 			if !keep[e.Name()] {
-				_ = os.RemoveAll(filepath.Join(c.dir, e.Name()))
+				_ = removeAPIDir(filepath.Join(c.dir, e.Name()))
 			}
 		}
 	}
