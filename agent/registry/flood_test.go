@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -118,5 +119,66 @@ func TestRevokeDuringAFlood(t *testing.T) {
 	}
 	if got := identityAt(t, dirV); got != "victim" {
 		t.Errorf("the victim's API after the revocation answers %q", got)
+	}
+}
+
+// TestJunkValidationsAreCounted: a container validating junk JWT-SVIDs
+// (and one valid one, again and again) as fast as it can writes O(1)
+// audit lines per refusal interval: one counted refusal line, one line
+// for the valid one. Before, each invalid validation was a line of its
+// own (6.4 MB in 10 s).
+func TestJunkValidationsAreCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	st := hostStore(t, dir)
+	opts := options(st, dir)
+	opts.API.SPIFFE = &SPIFFE{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), X509TTL: time.Hour, JWTTTL: time.Minute}
+	opts.API.Limits = api.Limits{Rate: 1e6, Burst: 1e6}
+	c, err := Open(ctx, opts, gen1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dirM, err := register(t, c, "mallory", "mallory", sleeper(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := workloadapi.WithAddr("unix://" + filepath.Join(dirM, spiffe.SocketName))
+	jwt, err := workloadapi.FetchJWTSVID(ctx, jwtParams("mallory"), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("unix://"+filepath.Join(dirM, spiffe.SocketName), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl := workload.NewSpiffeWorkloadAPIClient(conn)
+	call := metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+	const n = 2000
+	for i := range n {
+		svid := "junk"
+		if i%2 == 0 {
+			svid = jwt.Marshal()
+		}
+		_, _ = cl.ValidateJWTSVID(call, &workload.ValidateJWTSVIDRequest{Audience: "mallory", Svid: svid})
+	}
+	c.flushRefusals()
+	c.Close()
+	var validated, refused int
+	for _, e := range auditEntries(t, opts.API.AuditPath) {
+		switch {
+		case e.Event == "spiffe-jwt-validated":
+			validated++
+		case e.Event == "refused" && e.Fields["identity"] == "mallory":
+			refused++
+			if e.Fields["count"] != fmt.Sprint(n/2) {
+				t.Errorf("the refusal line counts %s, want %d", e.Fields["count"], n/2)
+			}
+		}
+	}
+	t.Logf("%d validations (half junk): %d validation lines, %d refusal lines", n, validated, refused)
+	if validated != 1 || refused != 1 {
+		t.Errorf("%d validation and %d refusal lines, want 1 and 1", validated, refused)
 	}
 }

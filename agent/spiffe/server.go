@@ -107,6 +107,37 @@ type Server struct {
 	streams  chan struct{} // a slot per open stream, MaxStreams
 	closed   chan struct{}
 	close    sync.Once
+
+	validMu   sync.Mutex      // guards validated
+	validated map[string]bool // jwt ids audited as valid on this socket
+}
+
+// maxValidated bounds the memory of audited validations: when full it
+// starts again (a JWT-SVID then gets a second line, no more often).
+const maxValidated = 1024
+
+// firstValidation reports whether JWT-SVID jti was not audited as valid
+// on this socket yet, and remembers it. An empty jti is always first.
+func (s *Server) firstValidation(jti string) bool {
+	if jti == "" {
+		return true
+	}
+	s.validMu.Lock()
+	defer s.validMu.Unlock()
+	if s.validated[jti] {
+		return false
+	}
+	if s.validated == nil || len(s.validated) >= maxValidated {
+		s.validated = map[string]bool{}
+	}
+	s.validated[jti] = true
+	return true
+}
+
+func (s *Server) forgetValidation(jti string) {
+	s.validMu.Lock()
+	defer s.validMu.Unlock()
+	delete(s.validated, jti)
 }
 
 // NewServer returns the Workload API server of the container whose
