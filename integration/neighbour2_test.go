@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent/registry"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -249,4 +251,64 @@ echo end.
 		})
 		return !found
 	}, func() string { return "mallory's planted file stays after her container is gone" })
+}
+
+// TestNeighbourFloodsSpiffeAndIsRevoked: mallory floods her spiffe.sock
+// from eight loops, her calls held in the rate's tarpit, and the admin
+// revokes her meanwhile. Before, the agent crashed for every container
+// (a nil dereference in a gRPC handler) before it recorded the
+// revocation. Now the agent serves on, the victim included, and
+// registry.json records her revoked.
+func TestNeighbourFloodsSpiffeAndIsRevoked(t *testing.T) {
+	requires(t, "runc")
+	e, sock := spiffeEnv(t, "")
+	// A rate the flood is far over (the [api] table is before [spiffe]).
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.config, []byte(strings.Replace(string(data), "[api]\nenable = true\n", "[api]\nenable = true\nrate = 2\nburst = 2\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ag := startAgent(t, e, sock)
+	root := filepath.Join(e.dir, "runc-flood")
+	victim := spiffeBundle(t, e, "victim", "sleep 600").runDetached(t, root, fmt.Sprintf("victim-%d", containerSeq.Add(1)))
+	mallory := spiffeBundle(t, e, "mallory", `for i in 1 2 3 4 5 6 7 8; do (while true; do nsspiffe jwt x >/dev/null 2>&1; done) & done; sleep 600`).
+		runDetached(t, root, fmt.Sprintf("mallory-%d", containerSeq.Add(1)))
+	time.Sleep(2 * time.Second) // the flood is on, calls wait in the tarpit
+	if r := e.ctl(t, "revoke", mallory.id); r.err != nil {
+		t.Fatalf("northstarctl revoke:\n%s", r)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		saved, err := registry.ReadSaved(sock)
+		if err != nil {
+			return false
+		}
+		for _, c := range saved.Containers {
+			if c.ID == mallory.id && c.Revoked {
+				return true
+			}
+		}
+		return false
+	}, func() string {
+		return "registry.json never recorded the revocation; the agent's output:\n" + ag.out.String()
+	})
+	time.Sleep(time.Second) // the flood goes on against the closed socket
+	select {
+	case err := <-ag.done:
+		ag.done <- err
+		t.Fatalf("the agent exited (%v) as mallory was revoked mid-flood; its output:\n%s", err, ag.out)
+	default:
+	}
+	got := mallory.exec(t, "sh", "-c", `echo "jwt-svid: $(busybox timeout 5 nsspiffe jwt x 2>&1 | head -c 160) (exit $?)"; echo "api dir: $(ls /run/northstar/api/ 2>&1)"`)
+	t.Logf("mallory, revoked mid-flood, then got:\n%s", got.stdout)
+	if strings.Contains(got.stdout, "eyJ") {
+		t.Errorf("mallory got a JWT-SVID after her revocation:\n%s", got.stdout)
+	}
+	if id := victim.sh(t, "nsspiffe x509 | cut -d' ' -f1"); id != "spiffe://example.org/victim" {
+		t.Errorf("the victim's SVID after the revocation: %q", id)
+	}
+	if got := victim.sh(t, "nsapi identity"); !strings.HasPrefix(got, "victim ") {
+		t.Errorf("the victim's identity after the revocation: %q", got)
+	}
 }
