@@ -384,27 +384,103 @@ func (c *Containers) lost(s *registration, why string) {
 	fmt.Fprintf(c.log, "agent: container %s (%s) no longer follows rotations: %s\n", s.ID, s.Identity, why)
 }
 
-// takeBack reacquires the filesystem of s, restored from registry.json.
-func (c *Containers) takeBack(s *registration) {
+// takeBackPending says whether s, restored from registry.json, has a
+// filesystem to take back; if it cannot follow any more, it says why.
+func (c *Containers) takeBackPending(s *registration) bool {
 	if s.Secret == nil || s.Revoked || !s.Follows {
-		return
+		return false
 	}
 	if c.secret == nil {
 		s.Follows, s.Why = false, "the agent runs without live rotation now ([rotation] live)"
-		return
+		return false
 	}
+	return true
+}
+
+// takeBackWorkers bound the take-backs that run at once, and
+// takeBackWait how long a restart waits for them before it serves: a
+// container whose mount tree hangs (a FUSE mount at /run that never
+// answers) costs a worker for reacquireTimeout and the agent's start
+// nothing beyond the wait.
+const (
+	takeBackWorkers = 4
+	takeBackWait    = 500 * time.Millisecond
+)
+
+// takeBackAll reacquires the filesystems of pending, a few at a time, off
+// the restart's path, then catches up the containers that missed
+// rotations while the agent was down. It returns when that is done, or
+// after takeBackWait, with the rest going on in the background (Close
+// waits for it).
+func (c *Containers) takeBackAll(ctx context.Context, pending []*registration) {
+	finished := make(chan struct{})
+	c.done.Add(1)
+	go func() {
+		defer c.done.Done()
+		defer close(finished)
+		work := make(chan *registration)
+		var wg sync.WaitGroup
+		for range min(takeBackWorkers, len(pending)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for s := range work {
+					c.takeBack(s)
+				}
+			}()
+		}
+		for _, s := range pending {
+			work <- s
+		}
+		close(work)
+		wg.Wait()
+		// Those that missed rotations while the agent was down.
+		c.catchUp(ctx)
+	}()
+	t := time.NewTimer(takeBackWait)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+	}
+}
+
+// takeBack reacquires the filesystem of s, restored from registry.json
+// and served already: s is revoked, or gone, meanwhile, or not.
+func (c *Containers) takeBack(s *registration) {
 	fs, err := reacquire(s)
-	if err != nil {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	c.mu.Lock()
+	listed := c.byKey[s.Registration] == s && !c.closed
+	revoked := s.Revoked
+	switch {
+	case err != nil:
 		why := "the agent lost its handle after a restart: " + err.Error()
 		if errors.Is(err, live.ErrNotOurs) {
 			why = "the container's " + secretfs.Dir + " is no longer the mount northstar gave it"
 		}
 		s.Follows, s.Why = false, why
+		c.mu.Unlock()
 		fmt.Fprintf(c.log, "agent: container %s (%s) no longer follows rotations: %s\n", s.ID, s.Identity, why)
 		return
+	case listed && !revoked:
+		s.fs = fs
+		c.mu.Unlock()
+		return
 	}
-	s.fs = fs
+	c.mu.Unlock()
+	if listed && revoked {
+		// Revoked while it was being taken back: its secret goes now.
+		if err := fs.Revoke(); err != nil {
+			fmt.Fprintf(c.log, "agent: revoke container %s: %v\n", s.ID, err)
+		}
+	}
+	fs.Close()
 }
+
+// reacquireFS is live.Reacquire (tests make it hang).
+var reacquireFS = live.Reacquire
 
 // reacquireTimeout bounds taking one container's filesystem back: the
 // path is resolved in the container's mount namespace, where a container
@@ -427,7 +503,7 @@ func reacquire(s *registration) (*live.FS, error) {
 	done := make(chan result, 1)
 	go func() {
 		defer unix.Close(pidfd)
-		fs, err := live.Reacquire(pidfd, s.MountID, ownerOf(*s.Secret))
+		fs, err := reacquireFS(pidfd, s.MountID, ownerOf(*s.Secret))
 		done <- result{fs, err}
 	}()
 	select {

@@ -569,6 +569,7 @@ func (c *Containers) restore(ctx context.Context) {
 	}
 	keep := map[string]bool{"registry.json": true}
 	back := map[control.Registration]*registration{}
+	var pending []*registration // whose secret filesystem to take back
 	for _, e := range saved.Containers {
 		if e.Check() != nil {
 			continue
@@ -591,7 +592,9 @@ func (c *Containers) restore(ctx context.Context) {
 		if s.API && c.api == nil {
 			s.API = false // the agent was started without [api] enable this time
 		}
-		c.takeBack(s)
+		if c.takeBackPending(s) {
+			pending = append(pending, s)
+		}
 		back[s.Registration] = s
 	}
 	// Every revocation, groups included, before the first socket.
@@ -612,8 +615,9 @@ func (c *Containers) restore(ctx context.Context) {
 		}
 	}
 	_ = c.save()
-	// Those that missed rotations while the agent was down.
-	c.catchUp(ctx)
+	// Their secret filesystems back, off the restart's path (a container's
+	// mount tree may hang), then the rotations they missed.
+	c.takeBackAll(ctx, pending)
 }
 
 // Close stops every server and lets every handle go; sockets and
