@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/registry"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -310,5 +312,46 @@ func TestNeighbourFloodsSpiffeAndIsRevoked(t *testing.T) {
 	}
 	if got := victim.sh(t, "nsapi identity"); !strings.HasPrefix(got, "victim ") {
 		t.Errorf("the victim's identity after the revocation: %q", got)
+	}
+}
+
+// TestNeighbourValidatesJunk: mallory calls ValidateJWTSVID with junk in
+// a loop. Before, each call was an audit line of its own (6.4 MB in
+// 10 s at full speed, the whole history rotated out in 80 s). Now they
+// are refusals, counted into her socket's one line per 10 s.
+func TestNeighbourValidatesJunk(t *testing.T) {
+	requires(t, "runc")
+	e, sock := spiffeEnv(t, "")
+	startAgent(t, e, sock)
+	const n = 200
+	start := time.Now()
+	in(t, e, "mallory", fmt.Sprintf(`nsspiffe jwt mallory >/dev/null; i=0; while [ $i -lt %d ]; do nsspiffe validate junk.junk.junk mallory 2>/dev/null; i=$((i+1)); done; echo done`, n))
+	took := time.Since(start)
+	auditLog := filepath.Join(e.dir, "state", "audit.log")
+	var validated, lines, counted int
+	waitFor(t, 2*api.RefusalInterval+5*time.Second, func() bool {
+		data, _ := os.ReadFile(auditLog)
+		validated, lines, counted = 0, 0, 0
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, `"spiffe-jwt-validated"`) {
+				validated++
+			}
+			if strings.Contains(l, `"refused"`) && strings.Contains(l, `"mallory"`) {
+				lines++
+				var entry struct{ Fields map[string]string }
+				if json.Unmarshal([]byte(l), &entry) == nil {
+					c, _ := strconv.Atoi(entry.Fields["count"])
+					counted += c
+				}
+			}
+		}
+		return counted >= n
+	}, func() string {
+		return fmt.Sprintf("mallory's junk validations: %d counted in %d refusal lines, want %d", counted, lines, n)
+	})
+	t.Logf("%d junk validations by mallory in %v: %d validation lines, %d refusal line(s) counting %d", n, took.Round(time.Millisecond), validated, lines, counted)
+	// One line per 10 s window the flood spanned (and the one it ended in).
+	if most := int(took/api.RefusalInterval) + 2; validated != 0 || lines > most || counted != n {
+		t.Errorf("want no validation line and at most %d refusal lines counting %d", most, n)
 	}
 }
