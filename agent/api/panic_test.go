@@ -1,13 +1,13 @@
 package api
 
 import (
-	"bytes"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/northstar-oci/northstar/agent/keys"
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // panicAgent panics in Current while armed.
@@ -27,28 +27,11 @@ func (p *panicAgent) Current() (*keys.Root, uint64, uint64) {
 	return p.testAgent.Current()
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestPanicCostsOneRequest: a handler that panics answers 500 with one
 // line in the agent's log, and the socket serves the next request.
 func TestPanicCostsOneRequest(t *testing.T) {
 	p := &panicAgent{testAgent: newTestAgent(t), armed: true}
-	log := &lockedBuf{}
+	log := &testenv.SyncBuffer{}
 	sock := t.TempDir() + "/api.sock"
 	srv := NewServer("client", p, Limits{})
 	srv.SetLog(log)

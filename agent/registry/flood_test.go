@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -18,25 +17,18 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/api"
 	"github.com/northstar-oci/northstar/agent/spiffe"
+	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/store"
 )
 
-// syncBuffer is the agent's log in a test: written by many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// spiffeOptions are options (a store in a temporary directory) with the
+// Workload API of trust domain example.org.
+func spiffeOptions(t *testing.T) Options {
+	t.Helper()
+	dir := t.TempDir()
+	opts := options(hostStore(t, dir), dir)
+	opts.API.SPIFFE = &SPIFFE{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), X509TTL: time.Hour, JWTTTL: time.Minute}
+	return opts
 }
 
 // TestRevokeDuringAFlood: a container floods its spiffe.sock (calls
@@ -50,13 +42,10 @@ func (s *syncBuffer) String() string {
 func TestRevokeDuringAFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	st := hostStore(t, dir)
-	opts := options(st, dir)
-	opts.API.SPIFFE = &SPIFFE{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), X509TTL: time.Hour, JWTTTL: time.Minute}
+	opts := spiffeOptions(t)
 	// A rate the flood is far over: most calls wait in the tarpit.
 	opts.API.Limits = api.Limits{Rate: 5, Burst: 5}
-	log := &syncBuffer{}
+	log := &testenv.SyncBuffer{}
 	opts.Log = log
 	c, err := Open(ctx, opts, gen1)
 	if err != nil {
@@ -130,10 +119,7 @@ func TestRevokeDuringAFlood(t *testing.T) {
 func TestJunkValidationsAreCounted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	st := hostStore(t, dir)
-	opts := options(st, dir)
-	opts.API.SPIFFE = &SPIFFE{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), X509TTL: time.Hour, JWTTTL: time.Minute}
+	opts := spiffeOptions(t)
 	opts.API.Limits = api.Limits{Rate: 1e6, Burst: 1e6}
 	c, err := Open(ctx, opts, gen1)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/northstar-oci/northstar/agent/spiffe"
@@ -25,8 +24,8 @@ import (
 func TestRevocationsStick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	st := hostStore(t, dir)
+	opts := spiffeOptions(t)
+	st := opts.Store
 	gen := func() uint64 {
 		rec, err := st.Current()
 		if err != nil {
@@ -34,8 +33,6 @@ func TestRevocationsStick(t *testing.T) {
 		}
 		return rec.Generation
 	}
-	opts := options(st, dir)
-	opts.API.SPIFFE = &SPIFFE{TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"), X509TTL: time.Hour, JWTTTL: time.Minute}
 	c, err := Open(ctx, opts, gen)
 	if err != nil {
 		t.Fatal(err)

@@ -3,13 +3,14 @@ package spiffe
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // panicky is a Limiter that panics while armed.
@@ -24,23 +25,6 @@ func (p *panicky) Take(context.Context) (bool, time.Duration) {
 	}
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestPanicCostsOneCall: a handler that panics (here in the rate limiter,
 // which every call passes) fails that call with Internal, unary or
 // stream, says so in one line of the agent's log, and the server serves
@@ -48,7 +32,7 @@ func (l *logBuf) String() string {
 func TestPanicCostsOneCall(t *testing.T) {
 	ca := newCA(t, 1)
 	p := &panicky{armed: make(chan struct{})}
-	log := &logBuf{}
+	log := &testenv.SyncBuffer{}
 	ts := serve(t, ca, "client", func(c *Config) { c.Limiter, c.Log = p, log })
 	cl := ts.client(t)
 	ctx := header(timeout(t))
