@@ -523,6 +523,7 @@ func reacquire(s *registration) (*live.FS, error) {
 // grace period of the last rotation is over. Under liveMu: a rotation
 // that runs meanwhile writes a secret.previous of its own, which must stay.
 func (c *Containers) dropPrevious() {
+	gen := c.gen()
 	c.liveMu.Lock()
 	defer c.liveMu.Unlock()
 	c.mu.Lock()
@@ -539,7 +540,7 @@ func (c *Containers) dropPrevious() {
 	for id, r := range c.revoked {
 		// Its tokens and JWT-SVIDs have expired, and its signatures (of
 		// the generation before the revoking one) are rotated out.
-		if time.Now().After(r.Until) && c.current > r.Generation {
+		if time.Now().After(r.Until) && gen > r.Generation {
 			delete(c.revoked, id)
 		}
 	}
