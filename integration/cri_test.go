@@ -343,7 +343,7 @@ func (c *criContainerd) podArgs(t *testing.T, name string, annotations map[strin
 	cfg := map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": fmt.Sprintf("uid-%s-%d", name, c.seq)},
 		"log_directory": filepath.Join(c.dir, "logs", name),
-		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2, "pid": 1}}},
 		"annotations":   annotations,
 	}
 	p := pod{config: c.writeJSON(t, fmt.Sprintf("pod-%s-%d.json", name, c.seq), cfg)}
