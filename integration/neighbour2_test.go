@@ -355,3 +355,77 @@ func TestNeighbourValidatesJunk(t *testing.T) {
 		t.Errorf("want no validation line and at most %d refusal lines counting %d", most, n)
 	}
 }
+
+// hangRun puts a FUSE mount at /run in the mount namespace of process
+// pid whose server never answers (nobody reads the device): every lookup
+// below /run there hangs, as with a FUSE server that stopped. It returns
+// the device, whose closing aborts the connection and frees the callers.
+func hangRun(t *testing.T, pid int) *os.File {
+	t.Helper()
+	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-m", "--", "mount", "-t", "fuse", "-o", "fd=3,rootmode=40000,user_id=0,group_id=0", "hung", "/run")
+	cmd.ExtraFiles = []*os.File{dev}
+	mustRun(t, cmd)
+	t.Cleanup(func() {
+		dev.Close()
+		_ = exec.Command("nsenter", "-t", strconv.Itoa(pid), "-m", "--", "umount", "-l", "/run").Run()
+	})
+	return dev
+}
+
+// threads counts the threads of process pid.
+func threads(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestNeighbourHangsItsMountTree: before each of three agent restarts,
+// two more containers hang their mount tree (a FUSE mount at /run whose
+// server never answers). Before, each restart waited 2 s for each hung
+// container before it served anyone, and each left a thread stuck in
+// the container's namespace. Now a restart serves within the take-back's
+// short wait, the others are caught up, and the agent's threads do not
+// grow from one restart to the next.
+func TestNeighbourHangsItsMountTree(t *testing.T) {
+	requires(t, "runc", "nsenter")
+	requiresFile(t, "/dev/fuse", "the fuse kernel module")
+	e, sock := liveEnv(t, "5m", "")
+	a := startAgent(t, e, sock)
+	root := filepath.Join(e.dir, "runc-hang")
+	kept := newBundle(t, e.dir, false, "sleep 600").withHook("createRuntime", e.config).runDetached(t, root, fmt.Sprintf("kept-%d", containerSeq.Add(1)))
+	var counts []int
+	for round := range 3 {
+		// Two more each round: a take-back that did not finish is not
+		// tried again, so each restart meets two fresh ones.
+		for range 2 {
+			d := newBundle(t, e.dir, false, "sleep 600").withHook("createRuntime", e.config).runDetached(t, root, fmt.Sprintf("hung-%d", containerSeq.Add(1)))
+			hangRun(t, d.pid(t))
+		}
+		a.stop(t)
+		mustRun(t, exec.Command(bins.ctl, "rotate", "--config", e.config))
+		start := time.Now()
+		a = startAgent(t, e, sock)
+		took := time.Since(start)
+		caught := waitFollows(t, e.secretHex(t), kept)
+		time.Sleep(3 * time.Second) // past the 2 s a hung take-back is given
+		n := threads(t, a.cmd.Process.Pid)
+		counts = append(counts, n)
+		t.Logf("restart %d with two hung containers: serving after %v, the others caught up %v after, %d threads", round, took.Round(time.Millisecond), caught.Round(time.Millisecond), n)
+		if took > 3*time.Second {
+			t.Errorf("restart %d: the agent served after %v, held up by the hung containers", round, took)
+		}
+	}
+	if counts[2] > counts[0]+2 {
+		t.Errorf("the agent's threads grow from restart to restart: %v", counts)
+	}
+	if st := e.ctl(t, "status"); !strings.Contains(st.stdout, "did not finish") {
+		t.Errorf("status does not say the hung containers cannot follow:\n%s", st)
+	}
+}

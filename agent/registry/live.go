@@ -442,6 +442,13 @@ func (c *Containers) takeBackAll(ctx context.Context, pending []*registration) {
 	select {
 	case <-finished:
 	case <-t.C:
+		// Some hang: the others taken back by now need not wait for
+		// them to catch up.
+		c.done.Add(1)
+		go func() {
+			defer c.done.Done()
+			c.catchUp(ctx)
+		}()
 	}
 }
 
