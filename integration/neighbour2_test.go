@@ -278,8 +278,8 @@ func TestNeighbourFloodsSpiffeAndIsRevoked(t *testing.T) {
 	mallory := spiffeBundle(t, e, "mallory", `for i in 1 2 3 4 5 6 7 8; do (while true; do nsspiffe jwt x >/dev/null 2>&1; done) & done; sleep 600`).
 		runDetached(t, root, fmt.Sprintf("mallory-%d", containerSeq.Add(1)))
 	time.Sleep(2 * time.Second) // the flood is on, calls wait in the tarpit
-	if r := e.ctl(t, "revoke", mallory.id); r.err != nil {
-		t.Fatalf("northstarctl revoke:\n%s", r)
+	if r := e.ctl(t, "rotate", "--revoke", mallory.id); r.err != nil {
+		t.Fatalf("northstarctl rotate --revoke:\n%s", r)
 	}
 	waitFor(t, 10*time.Second, func() bool {
 		saved, err := registry.ReadSaved(sock)
