@@ -343,7 +343,7 @@ func (c *criContainerd) podArgs(t *testing.T, name string, annotations map[strin
 	cfg := map[string]any{
 		"metadata":      map[string]any{"name": name, "namespace": "default", "uid": fmt.Sprintf("uid-%s-%d", name, c.seq)},
 		"log_directory": filepath.Join(c.dir, "logs", name),
-		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2, "pid": 1}}},
+		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 		"annotations":   annotations,
 	}
 	p := pod{config: c.writeJSON(t, fmt.Sprintf("pod-%s-%d.json", name, c.seq), cfg)}
@@ -372,6 +372,9 @@ func (c *criContainerd) createArgs(t *testing.T, p pod, name string, annotations
 		"image":       map[string]any{"image": criImage},
 		"log_path":    name + ".log",
 		"annotations": annotations,
+		// A PID namespace of its own, as the kubelet asks unless the pod
+		// sets shareProcessNamespace (CRI's default, POD, shares one).
+		"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 1}}},
 	}
 	return []string{"create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-%s-%d.json", name, c.seq), cfg), p.config}
 }
