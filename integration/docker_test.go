@@ -73,7 +73,9 @@ func TestDockerRuntime(t *testing.T) {
 // (its CLI has no --annotation; Docker 28's refuses it against a 1.41
 // API), so the per-container opt-out there is the runtime: `--runtime
 // runc`. The bundle Docker writes has no annotations, and the hook runs
-// for every northstar container.
+// for every northstar container. Without its config the runtime refuses
+// to create a container, one line in Docker's error, and still lets
+// Docker remove one.
 func TestDockerOptOut(t *testing.T) {
 	requiresDocker(t)
 	e := newEnv(t, "", nil)
@@ -108,6 +110,19 @@ func TestDockerOptOut(t *testing.T) {
 	}
 	if r := run(t, d.docker("exec", id, "cat", "/run/northstar/secret")); r.err != nil || r.stdout != e.secretHex(t) {
 		t.Errorf("docker exec into a northstar container:\n%s", r)
+	}
+
+	// Fail closed, and say so where Docker shows runc's errors; the
+	// commands that clean up need no config.
+	if err := os.Rename(e.config, e.config+".away"); err != nil {
+		t.Fatal(err)
+	}
+	r = d.run(t, "echo STARTED")
+	if r.err == nil || strings.Contains(r.stdout, "STARTED") || !strings.Contains(r.stderr, "OCI runtime create failed: northstar-runtime: config "+e.config+" does not exist") {
+		t.Errorf("a start without the northstar config:\n%s", r)
+	}
+	if r := run(t, d.docker("rm", "-f", id)); r.err != nil {
+		t.Errorf("docker rm -f without the northstar config:\n%s", r)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -279,5 +280,23 @@ func TestWrapperLogText(t *testing.T) {
 	}
 	if got := string(mustRead(t, log)); !strings.Contains(got, "level=error msg=\"northstar-runtime: inject hook: ") {
 		t.Errorf("text log: %q", got)
+	}
+}
+
+// TestWrapperSetsTheSPIFFEEndpoint: with [spiffe] trust_domain, a container
+// that gets the API finds its Workload API in its environment, as the
+// shim sets it.
+func TestWrapperSetsTheSPIFFEEndpoint(t *testing.T) {
+	w := newWrapperWorld(t, "")
+	toml := fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n[runtime]\ndelegate = %q\n[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n[spiffe]\ntrust_domain = \"example.org\"\n",
+		filepath.Join(w.dir, "state"), filepath.Join(w.dir, "bin", "runc"))
+	if err := os.WriteFile(w.config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := w.run(t, w.dir, nil, "create", "-b", w.bundle, "c1"); r.err != nil {
+		t.Fatalf("create: %v %s", r.err, r.stderr)
+	}
+	if env := w.spec(t).Process.Env; !slices.Contains(env, entry.EnvSPIFFEEndpoint+"="+entry.SPIFFEEndpoint) {
+		t.Errorf("the container's environment: %q", env)
 	}
 }
