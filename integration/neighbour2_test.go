@@ -325,7 +325,10 @@ func TestNeighbourValidatesJunk(t *testing.T) {
 	startAgent(t, e, sock)
 	const n = 200
 	start := time.Now()
-	in(t, e, "mallory", fmt.Sprintf(`nsspiffe jwt mallory >/dev/null; i=0; while [ $i -lt %d ]; do nsspiffe validate junk.junk.junk mallory 2>/dev/null; i=$((i+1)); done; echo done`, n))
+	r := spiffeBundle(t, e, "mallory", fmt.Sprintf(`nsspiffe jwt mallory >/dev/null || exit 1; i=0; while [ $i -lt %d ]; do nsspiffe validate junk.junk.junk mallory 2>/dev/null; i=$((i+1)); done; echo done`, n)).runcRun(t)
+	if r.err != nil || !strings.Contains(r.stdout, "done") {
+		t.Fatalf("mallory's container:\n%s", r)
+	}
 	took := time.Since(start)
 	auditLog := filepath.Join(e.dir, "state", "audit.log")
 	var validated, lines, counted int
@@ -347,7 +350,8 @@ func TestNeighbourValidatesJunk(t *testing.T) {
 		}
 		return counted >= n
 	}, func() string {
-		return fmt.Sprintf("mallory's junk validations: %d counted in %d refusal lines, want %d", counted, lines, n)
+		data, _ := os.ReadFile(auditLog)
+		return fmt.Sprintf("mallory's junk validations: %d counted in %d refusal lines, want %d; the audit log:\n%s", counted, lines, n, data)
 	})
 	t.Logf("%d junk validations by mallory in %v: %d validation lines, %d refusal line(s) counting %d", n, took.Round(time.Millisecond), validated, lines, counted)
 	// One line per 10 s window the flood spanned (and the one it ended in).
