@@ -69,6 +69,9 @@ type Containers struct {
 	dropAt  time.Time                // when the containers' secret.previous goes (zero: nothing to drop)
 	current uint64                   // the generation delivered to every container that follows
 	prev    uint64                   // the generation before it (0: none known)
+	// prepared are containers the agent built mounts for, not bound to
+	// a process yet (prepared.go), by container id.
+	prepared map[string]*prepared
 
 	// liveMu orders deliveries: a registration's first delivery and a
 	// rotation's never interleave, so no container is left behind on a
@@ -551,6 +554,7 @@ func (c *Containers) restore(ctx context.Context) {
 func (c *Containers) Close() error {
 	close(c.stop)
 	c.done.Wait()
+	c.forgetPrepared()
 	// After any rotation that runs (the agent's watch is not joined):
 	// none starts after, and none saves the emptied list.
 	c.liveMu.Lock()

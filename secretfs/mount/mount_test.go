@@ -326,7 +326,7 @@ func TestMountLookupsAgree(t *testing.T) {
 			if err := os.Mkdir(d, 0o755); err != nil {
 				return err
 			}
-			if err := unix.Mount("tmpfs", d, "tmpfs", 0, ""); err != nil {
+			if err := unix.Mount("tmpfs", d, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 				return err
 			}
 		}
@@ -360,6 +360,9 @@ func TestMountLookupsAgree(t *testing.T) {
 			}
 			if p == shared && !a.shared {
 				return fmt.Errorf("%s: not seen as shared", p)
+			}
+			if p == tmp && a.attr != attrBits {
+				return fmt.Errorf("%s: attributes %#x, want ro, nosuid, nodev, noexec", p, a.attr)
 			}
 		}
 		return nil

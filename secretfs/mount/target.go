@@ -165,7 +165,13 @@ func mkdirChain(parent *os.File, names []string, creator *IDs) error {
 type mountInfo struct {
 	mountPoint, fstype string
 	shared             bool
+	// attr holds the mount's MOUNT_ATTR_RDONLY, _NOSUID, _NODEV and
+	// _NOEXEC (no other bits).
+	attr uint64
 }
+
+// attrBits are the mount attributes mountInfo.attr reports.
+const attrBits = unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC
 
 // mountIDs is how a mount is named and looked up: by its unique id with
 // statmount(2) (kernel 6.8+: one system call), else by its reusable id in
@@ -275,7 +281,7 @@ func statmount(id uint64) (*mountInfo, error) {
 		}
 		return string(s)
 	}
-	return &mountInfo{mountPoint: str(h.mntPoint), fstype: str(h.fsType), shared: h.mntPropagation&unix.MS_SHARED != 0}, nil
+	return &mountInfo{mountPoint: str(h.mntPoint), fstype: str(h.fsType), shared: h.mntPropagation&unix.MS_SHARED != 0, attr: h.mntAttr & attrBits}, nil
 }
 
 // lookupMountinfo finds mount id in this thread's mount namespace.
@@ -296,6 +302,9 @@ func lookupMountinfo(id uint64) (*mountInfo, error) {
 			continue
 		}
 		info := &mountInfo{mountPoint: f[4]}
+		for _, o := range strings.Split(f[5], ",") {
+			info.attr |= map[string]uint64{"ro": unix.MOUNT_ATTR_RDONLY, "nosuid": unix.MOUNT_ATTR_NOSUID, "nodev": unix.MOUNT_ATTR_NODEV, "noexec": unix.MOUNT_ATTR_NOEXEC}[o]
+		}
 		for i := 6; i < len(f); i++ {
 			if f[i] == "-" {
 				if i+1 < len(f) {
