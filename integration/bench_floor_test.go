@@ -68,4 +68,3 @@ func benchAgainstFloor(t *testing.T, e *env, hooked func() *bundle) againstFloor
 	}
 	return r
 }
-
