@@ -100,6 +100,18 @@ func TestNRIMountsNoHook(t *testing.T) {
 		t.Error("the revoked container's API still answers")
 	}
 
+	// A restarted agent takes the container back (the runtime's mount of
+	// its filesystem, by unique mount id) and rotates it.
+	if err := a.stop(t); err != nil {
+		t.Fatalf("agent: %v\n%s", err, a.out)
+	}
+	a = startAgent(t, e, sock)
+	had = e.secretHex(t)
+	if r := e.ctl(t, "rotate"); r.err != nil {
+		t.Fatalf("rotate:\n%s", r)
+	}
+	followed(t, appPid, e.secretHex(t), had)
+
 	// Gone: nothing of it stays on the host, staging mounts included.
 	c.mustCrictl(t, "rm", "-f", app)
 	containers := filepath.Dir(badDir)

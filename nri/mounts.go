@@ -23,7 +23,8 @@ type Deliverer interface {
 	Prepare(id, identity string, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error)
 	// Bind checks the runtime's mounts in the created container and
 	// registers it with its init process; an error fails its start.
-	Bind(id string, pid int) error
+	// prepared is false when it prepared nothing for id.
+	Bind(id string, pid int) (prepared bool, err error)
 	// Forget drops a container prepared and never bound.
 	Forget(id string)
 }
@@ -139,8 +140,19 @@ func (p *plugin) StartContainer(_ context.Context, _ *api.PodSandbox, ctr *api.C
 	if p.deliver == nil {
 		return nil
 	}
-	if err := p.deliver.Bind(ctr.GetId(), int(ctr.GetPid())); err != nil {
+	prepared, err := p.deliver.Bind(ctr.GetId(), int(ctr.GetPid()))
+	if err != nil {
 		return fmt.Errorf("northstar: %w", err)
+	}
+	if !prepared {
+		// Mounts at /run/northstar that this agent did not prepare: an
+		// earlier agent's (it stopped between the container's creation
+		// and its start). Nothing would rotate, revoke or serve them.
+		for _, m := range ctr.GetMounts() {
+			if m.GetDestination() == secretfs.Dir || m.GetDestination() == secretfs.Dir+"/api" {
+				return fmt.Errorf("northstar: container %s mounts %s, which this agent did not prepare (the agent restarted after the container was created); create the container again", ctr.GetName(), m.GetDestination())
+			}
+		}
 	}
 	return nil
 }

@@ -45,12 +45,12 @@ func (p *preparer) Prepare(id, identity string, owner *control.Owner, withAPI bo
 	return secret, dir, nil
 }
 
-func (p *preparer) Bind(id string, pid int) error {
+func (p *preparer) Bind(id string, pid int) (bool, error) {
 	if p.bound == nil {
 		p.bound = map[string]int{}
 	}
 	p.bound[id] = pid
-	return p.err
+	return p.id == id, p.err
 }
 
 func (p *preparer) Forget(id string) { p.forgot = append(p.forgot, id) }
@@ -123,7 +123,7 @@ func TestAdjustWithMounts(t *testing.T) {
 		}
 	})
 	t.Run("start binds, remove forgets", func(t *testing.T) {
-		d := &preparer{}
+		d := &preparer{id: "ctr1"}
 		p := &plugin{deliver: d}
 		c := ctr(nil, false)
 		c.Pid = 4242
@@ -136,6 +136,12 @@ func TestAdjustWithMounts(t *testing.T) {
 		}
 		if p.RemoveContainer(t.Context(), testPod(nil), c); len(d.forgot) != 1 {
 			t.Errorf("forgot %v", d.forgot)
+		}
+		// Mounts an earlier agent prepared: this one cannot serve them.
+		d.err, d.id = nil, ""
+		c.Mounts = []*api.Mount{{Destination: "/run/northstar", Source: "/agent/containers/.prepared-y-secret"}}
+		if err := p.StartContainer(t.Context(), testPod(nil), c); err == nil {
+			t.Error("a container with another agent's mounts started")
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -27,6 +28,10 @@ import (
 // the agent checks what the runtime mounted and binds the registration to
 // the container's init process (Bind), as a hook's registration would be.
 // No process is started on the container's start path.
+
+// preparedPrefix starts the names of what Prepare makes in the
+// containers' directory.
+const preparedPrefix = ".prepared-"
 
 // prepared is a container the agent built mounts for, not yet bound to
 // its process. Its registration is listed under a key with no process
@@ -87,7 +92,7 @@ func (c *Containers) Prepare(id, identity string, owner *control.Owner, withAPI 
 		}
 	}()
 	if withAPI {
-		p.dir = filepath.Join(c.dir, ".prepared-"+name)
+		p.dir = filepath.Join(c.dir, preparedPrefix+name)
 		if err := os.Mkdir(p.dir, 0o755); err != nil {
 			return "", "", err
 		}
@@ -102,7 +107,7 @@ func (c *Containers) Prepare(id, identity string, owner *control.Owner, withAPI 
 			return "", "", err
 		}
 		unlock = u
-		err = p.mountStage(filepath.Join(c.dir, ".prepared-"+name+"-secret"), reply.View)
+		err = p.mountStage(filepath.Join(c.dir, preparedPrefix+name+"-secret"), reply.View)
 		reply.View.Close()
 		if err != nil {
 			unlock()
@@ -148,20 +153,20 @@ func (p *prepared) release() {
 // not shared, reached through no symlink of the image's), names the API
 // directory after the registration, serves its sockets and watches the
 // process. A container that was not prepared is none of the agent's:
-// nil. Any error leaves the container cut off (Forget); the caller fails
-// its start.
-func (c *Containers) Bind(id string, pid int) error {
+// false. Any error leaves the container cut off (Forget); the caller
+// fails its start.
+func (c *Containers) Bind(id string, pid int) (bool, error) {
 	c.mu.Lock()
 	p := c.prepared[id]
 	c.mu.Unlock()
 	if p == nil {
-		return nil
+		return false, nil
 	}
 	if err := c.bind(p, pid); err != nil {
 		c.Forget(id)
-		return fmt.Errorf("container %s: %w", id, err)
+		return true, fmt.Errorf("container %s: %w", id, err)
 	}
-	return nil
+	return true, nil
 }
 
 func (c *Containers) bind(p *prepared, pid int) error {
@@ -326,4 +331,23 @@ func randomName() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b[:]), nil
+}
+
+// removeStale removes what an earlier agent prepared for containers it
+// never bound (it stopped between their creation and their start, which
+// fails now: Bind knows nothing of them): its staging mounts, which
+// restore's removal of unknown names cannot take away, and directories.
+func (c *Containers) removeStale() {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), preparedPrefix) {
+			continue
+		}
+		p := filepath.Join(c.dir, e.Name())
+		_ = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		_ = os.RemoveAll(p)
+	}
 }

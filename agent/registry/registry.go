@@ -654,6 +654,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, er
 	}
 	c.watch = w
 	go w.run(func(r control.Registration) { c.gone(r, true) })
+	c.removeStale()
 	c.restore(ctx)
 	if c.api != nil {
 		c.api.start(c)
