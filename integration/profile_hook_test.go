@@ -71,3 +71,38 @@ func TestProfileHook(t *testing.T) {
 	agent.Wait()
 	t.Logf("profiles in %s (%d starts)", out, n)
 }
+
+// TestProfileHookAgainst interleaves `runc run` with the hook built from
+// this tree and with another build of it (PROFILE_OTHER_HOOK, e.g. the
+// commit before a change), both served by one agent (API on, live
+// rotation), benchPairs pairs: the before and after of a change to the
+// hook, side by side.
+func TestProfileHookAgainst(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	other := os.Getenv("PROFILE_OTHER_HOOK")
+	if other == "" {
+		t.Skip("PROFILE_OTHER_HOOK names no hook to compare with")
+	}
+	tpm := newTPMProxy(t, newSWTPM(t, nil), 0)
+	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
+	startAgent(t, e, sock)
+	bundleWith := func(hook string) *bundle {
+		b := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
+		b.spec.Hooks.CreateRuntime[0].Path = hook
+		b.write(t)
+		return b
+	}
+	then, now := bundleWith(other), bundleWith(bins.hook)
+	runc := func(b *bundle) func() error {
+		return func() error {
+			if r := b.runcRun(t); r.err != nil {
+				return fmt.Errorf("%s", r)
+			}
+			return nil
+		}
+	}
+	p := interleave(t, benchPairs, runc(then), runc(now))
+	// Printed here too: this file's tests run after TestBenchZZReport.
+	t.Logf("this tree's hook / %s: %s", other, ratioResult(p))
+	reportRatioOnly("`runc run`, the hook of this tree / "+other+" (served by the agent, API on)", p)
+}

@@ -219,7 +219,7 @@ func (c *Containers) bind(p *prepared, pid int) error {
 	}
 	// The runtime's mount is the container's now; the staging one goes.
 	p.release()
-	if err := c.save(); err != nil {
+	if err := c.record(s.Entry); err != nil {
 		c.gone(reg, false)
 		return fmt.Errorf("save the registration: %w", err)
 	}

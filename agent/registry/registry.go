@@ -217,7 +217,7 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 		reply.View.Close()
 		return control.Reply{}, err
 	}
-	if err := c.save(); err != nil {
+	if err := c.record(s.Entry); err != nil {
 		reply.View.Close()
 		c.gone(s.Registration, false)
 		return control.Reply{}, fmt.Errorf("save the registration: %w", err)
@@ -476,7 +476,10 @@ func (c *Containers) save() error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Replace(filepath.Join(c.dir, saved), data, 0o600)
+	if err := atomicfile.Replace(filepath.Join(c.dir, saved), data, 0o600); err != nil {
+		return err
+	}
+	return c.foldedJournal()
 }
 
 // ReadSaved reads the registrations the agent at socketPath keeps
@@ -493,6 +496,9 @@ func readSaved(dir string) (*Saved, error) {
 	var s Saved
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("%s: %w", saved, err)
+	}
+	if err := readJournal(dir, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", journal, err)
 	}
 	return &s, nil
 }
@@ -512,7 +518,7 @@ func (c *Containers) restore(ctx context.Context) {
 	}
 	c.dropAt = saved.DropPreviousAt
 	c.mu.Unlock()
-	keep := map[string]bool{"registry.json": true}
+	keep := map[string]bool{"registry.json": true, journal: true}
 	for _, e := range saved.Containers {
 		if e.Check() != nil {
 			continue
