@@ -1,7 +1,11 @@
 // Package nri is northstar's NRI plugin (github.com/containerd/nri): for
-// every CRI container that containerd 2.x (or CRI-O 1.30+) creates, it adds
-// the northstar hook at createRuntime, so Kubernetes pods get the lifecycle
-// secret with no RuntimeClass and no base runtime spec. It is the CRI
+// every CRI container that containerd 2.x (or CRI-O 1.30+) creates, it has
+// the agent build the container's secret filesystem and API directory and
+// hands the runtime bind mounts of them (mounts.go: no process on the
+// start path), or, where the agent cannot (a user namespace of the
+// container's own, live rotation off), adds the northstar hook at
+// createRuntime; so Kubernetes pods get the lifecycle secret with no
+// RuntimeClass and no base runtime spec. It is the CRI
 // counterpart of package shim: both add the hook, both rotate the secret
 // when the runtime restarts (here: when the plugin reconnects to a new
 // runtime process, Run).

@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -29,6 +30,9 @@ func CheckMounted(root *os.File, unsafeDir string, want, onto *os.File) (uint64,
 			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		})
+		if errors.Is(err, unix.ELOOP) {
+			return nil, refused("%s in the container is reached through a symlink, which the runtime followed; fix the image's symlinks", p)
+		}
 		if err != nil {
 			return nil, refused("%s in the container: %v%s", p, err, resolveHint(err))
 		}
