@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,13 +159,7 @@ func TestNRIHostileImages(t *testing.T) {
 			continue // a spec's /run tmpfs: CRI makes none (the hook's case)
 		}
 		t.Run(tt.name, func(t *testing.T) {
-			host := filepath.Join(worldDir(t), "host")
-			if err := os.MkdirAll(host, 0o777); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			host := victimDir(t)
 			before, mountsBefore := testtree.Snapshot(host), mountsUnder(t, host)
 			image := fmt.Sprintf("localhost/northstar-hostile-%d:latest", i)
 			rootfs := filepath.Join(c.dir, fmt.Sprintf("hostile-%d", i))
@@ -195,7 +190,7 @@ func TestNRIHostileImages(t *testing.T) {
 			id := c.mustCrictl(t, "create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-h%d.json", i), cfg), p.config)
 			defer c.crictl(t, "rm", "-f", id)
 			r := c.crictl(t, "start", id)
-			refuse := tt.refuse || symlinked(tt.image)
+			refuse := tt.refuse || replaces(tt.image, "symlink", "run", "run/northstar")
 			switch {
 			case refuse && r.err == nil:
 				t.Errorf("container started, want the start refused:\n%s", r)
@@ -231,12 +226,31 @@ func TestNRIHostileImages(t *testing.T) {
 	}
 }
 
-// symlinked reports whether an image (testtree lines) makes /run or
-// /run/northstar a symlink: the runtime follows it (inside the rootfs),
-// and the agent's check, which follows none, refuses the start.
-func symlinked(image []string) bool {
+// victimDir is a host directory, writable by anyone (the rootless
+// tests' user included), holding one file: what a hostile image aims at.
+func victimDir(t *testing.T) string {
+	t.Helper()
+	host := filepath.Join(worldDir(t), "host")
+	if err := os.MkdirAll(host, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(host, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return host
+}
+
+// replaces reports whether an image (testtree lines) puts one of kinds
+// (space-separated: "symlink", "file", "dir") at one of paths. Through
+// NRI a symlink at run or run/northstar refuses the start: the runtime
+// follows it (inside the rootfs), the agent's check, which follows none,
+// refuses.
+func replaces(image []string, kinds string, paths ...string) bool {
 	for _, l := range image {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "symlink" && (f[1] == "run" || f[1] == "run/northstar") {
+		if f := strings.Fields(l); len(f) >= 2 && slices.Contains(strings.Fields(kinds), f[0]) && slices.Contains(paths, f[1]) {
 			return true
 		}
 	}

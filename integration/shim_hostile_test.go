@@ -4,7 +4,6 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,19 +28,9 @@ func TestShimHostileImages(t *testing.T) {
 	want := e.secretHex(t)
 	for i, tt := range append(hostileImages, mountTargetImages...) {
 		t.Run(tt.name, func(t *testing.T) {
-			work := worldDir(t)
-			host := filepath.Join(work, "host")
-			if err := os.MkdirAll(host, 0o777); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(host, 0o777); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			host := victimDir(t)
 			before, mountsBefore := testtree.Snapshot(host), mountsUnder(t, host)
-			rootfs := filepath.Join(work, "rootfs")
+			rootfs := filepath.Join(filepath.Dir(host), "rootfs")
 			mkBusybox(t, rootfs)
 			if err := testtree.Build(rootfs, host, tt.image); err != nil {
 				t.Fatal(err)
@@ -57,7 +46,7 @@ func TestShimHostileImages(t *testing.T) {
 			}
 			args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, c.newID(fmt.Sprintf("hostile%d", i)), "/bin/cat", "/run/northstar/secret")
 			r := c.ctr(t, args...)
-			refuse := runReplaced(tt.image)
+			refuse := replaces(tt.image, "symlink file", "run")
 			byHook := strings.Contains(r.stderr, "northstar-hook: mount: ") &&
 				(strings.Contains(r.stderr, "/run/northstar in the container rootfs") || strings.Contains(r.stderr, "refused mount target"))
 			switch {
@@ -76,15 +65,4 @@ func TestShimHostileImages(t *testing.T) {
 			}
 		})
 	}
-}
-
-// runReplaced reports whether an image (testtree lines) makes /run itself
-// a symlink or a file.
-func runReplaced(image []string) bool {
-	for _, l := range image {
-		if f := strings.Fields(l); len(f) >= 2 && f[1] == "run" && (f[0] == "symlink" || f[0] == "file") {
-			return true
-		}
-	}
-	return false
 }
