@@ -117,7 +117,7 @@ func TestNRIMountsNoHook(t *testing.T) {
 	c.mustCrictl(t, "rm", "-f", app)
 	containers := filepath.Dir(badDir)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		left := mountsUnder(t, containers)
+		left := mountsUnder(containers)
 		if len(registeredDirs(t, sock, app)) == 0 && len(left) == 0 {
 			break
 		}
@@ -125,18 +125,6 @@ func TestNRIMountsNoHook(t *testing.T) {
 			t.Fatalf("after the container went: registered %v, mounts left under %s: %v", registeredDirs(t, sock, app), containers, left)
 		}
 	}
-}
-
-// mountsUnder lists the host's mount points below dir.
-func mountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	var out []string
-	for m := range hostMounts(t) {
-		if strings.HasPrefix(m, dir+"/") {
-			out = append(out, m)
-		}
-	}
-	return out
 }
 
 // TestNRIHostileImages runs the hook's attack table (hostile_test.go)
@@ -160,7 +148,7 @@ func TestNRIHostileImages(t *testing.T) {
 		}
 		t.Run(tt.name, func(t *testing.T) {
 			host := victimDir(t)
-			before, mountsBefore := testtree.Snapshot(host), mountsUnder(t, host)
+			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
 			image := fmt.Sprintf("localhost/northstar-hostile-%d:latest", i)
 			rootfs := filepath.Join(c.dir, fmt.Sprintf("hostile-%d", i))
 			mkBusybox(t, rootfs)
@@ -219,7 +207,7 @@ func TestNRIHostileImages(t *testing.T) {
 			if after := testtree.Snapshot(host); after != before {
 				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
 			}
-			if got := mountsUnder(t, host); len(got) != len(mountsBefore) {
+			if got := mountsUnder(host); len(got) != len(mountsBefore) {
 				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
 			}
 		})

@@ -29,7 +29,7 @@ func TestShimHostileImages(t *testing.T) {
 	for i, tt := range append(hostileImages, mountTargetImages...) {
 		t.Run(tt.name, func(t *testing.T) {
 			host := victimDir(t)
-			before, mountsBefore := testtree.Snapshot(host), mountsUnder(t, host)
+			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
 			rootfs := filepath.Join(filepath.Dir(host), "rootfs")
 			mkBusybox(t, rootfs)
 			if err := testtree.Build(rootfs, host, tt.image); err != nil {
@@ -60,7 +60,7 @@ func TestShimHostileImages(t *testing.T) {
 			if after := testtree.Snapshot(host); after != before {
 				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
 			}
-			if got := mountsUnder(t, host); len(got) != len(mountsBefore) {
+			if got := mountsUnder(host); len(got) != len(mountsBefore) {
 				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
 			}
 		})
