@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestJournalKeepsRegistrationsAcrossRestart: a registration is answered
@@ -57,5 +58,46 @@ func TestJournalKeepsRegistrationsAcrossRestart(t *testing.T) {
 	}
 	if s, err := readSaved(c.dir); err != nil || len(s.Containers) != 1 {
 		t.Errorf("after the fold: %+v, %v", s, err)
+	}
+}
+
+// TestSweepForgetsStalePreparations: a container prepared (NRI) and never
+// started is forgotten after preparedTTL, with its directory; a fresh one
+// stays.
+func TestSweepForgetsStalePreparations(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(context.Background(), options(hostStore(t, dir), dir), gen1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, _, err := c.Prepare("stale", "stale", nil, true); err != nil {
+		t.Fatal(err)
+	}
+	_, fresh, err := c.Prepare("fresh", "fresh", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.prepared["stale"].at = time.Now().Add(-preparedTTL - time.Second)
+	staleDir := c.prepared["stale"].dir
+	c.mu.Unlock()
+	c.sweepPrepared()
+	c.mu.Lock()
+	_, staleLeft := c.prepared["stale"]
+	_, freshLeft := c.prepared["fresh"]
+	n := len(c.byKey)
+	c.mu.Unlock()
+	if staleLeft || !freshLeft || n != 1 {
+		t.Errorf("after the sweep: stale %v, fresh %v, %d listed; want only the fresh one", staleLeft, freshLeft, n)
+	}
+	if _, err := os.Stat(staleDir); !os.IsNotExist(err) {
+		t.Errorf("the stale one's directory: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("the fresh one's directory: %v", err)
+	}
+	if bound, err := c.Bind("stale", os.Getpid()); bound || err != nil {
+		t.Errorf("Bind of a forgotten container: %v, %v; want not prepared", bound, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -39,6 +40,7 @@ const preparedPrefix = ".prepared-"
 // meanwhile; registry.json keeps no such entry across a restart (a
 // restarted agent cannot bind it, and the runtime's start fails).
 type prepared struct {
+	at    time.Time // when Prepare made it
 	s     *registration
 	key   control.Registration
 	stage string // where the secret's view is mounted for the runtime ("": none)
@@ -78,7 +80,7 @@ func (c *Containers) Prepare(id, identity string, owner *control.Owner, withAPI 
 	if err != nil {
 		return "", "", err
 	}
-	p := &prepared{key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen()}, pidfd: -1}}
+	p := &prepared{at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen()}, pidfd: -1}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -274,6 +276,29 @@ func (p *prepared) check(pidfd int) (uint64, error) {
 		return nil
 	})
 	return id, err
+}
+
+// preparedTTL is how long a prepared container may wait for its start:
+// the kubelet starts a container right after creating it, and a creation
+// that failed after the plugin answered (another plugin refused it, the
+// runtime failed) sends no RemoveContainer; a kubelet retrying such a
+// creation must not pile up filesystems. A container started later than
+// this fails its start, naming the agent's restart or its absence.
+const preparedTTL = 10 * time.Minute
+
+// sweepPrepared forgets the prepared containers older than preparedTTL.
+func (c *Containers) sweepPrepared() {
+	c.mu.Lock()
+	var old []string
+	for id, p := range c.prepared {
+		if time.Since(p.at) > preparedTTL {
+			old = append(old, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range old {
+		c.Forget(id)
+	}
 }
 
 // forgetPrepared forgets every container not bound yet (Close).

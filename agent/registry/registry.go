@@ -666,6 +666,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, er
 		c.api.start(c)
 	}
 	c.background(time.Second, c.dropPrevious)
+	c.background(time.Minute, c.sweepPrepared)
 	return c, nil
 }
 
