@@ -426,7 +426,10 @@ func TestNeighbourHangsItsMountTree(t *testing.T) {
 			t.Errorf("restart %d: the agent served after %v, held up by the hung containers", round, took)
 		}
 	}
-	if counts[2] > counts[0]+2 {
+	// The Go runtime's own threads vary by a few from one process to
+	// the next; a thread left per hung take-back and restart would add
+	// two a round.
+	if counts[2] > counts[0]+4 {
 		t.Errorf("the agent's threads grow from restart to restart: %v", counts)
 	}
 	if st := e.ctl(t, "status"); !strings.Contains(st.stdout, "did not finish") {

@@ -434,6 +434,8 @@ func (c *Containers) takeBackAll(ctx context.Context, pending []*registration) {
 		}
 		close(work)
 		wg.Wait()
+		// Which ones follow, for the next agent and status.
+		_ = c.save()
 		// Those that missed rotations while the agent was down.
 		c.catchUp(ctx)
 	}()
