@@ -53,6 +53,7 @@ type Config struct {
 	Shim     Shim     `toml:"shim"`
 	NRI      NRI      `toml:"nri"`
 	SPIFFE   SPIFFE   `toml:"spiffe"`
+	SPIRE    SPIRE    `toml:"spire"`
 
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
@@ -237,7 +238,29 @@ type SPIFFE struct {
 	X509SVIDTTL string `toml:"x509_svid_ttl"`
 	// JWTSVIDTTL is the lifetime of a JWT-SVID, from "30s" to "1h".
 	JWTSVIDTTL string `toml:"jwt_svid_ttl"`
+	// Issuer is where the SVIDs come from: IssuerLocal (the default), the
+	// agent's per-host CA of trust_domain, or IssuerSPIRE, the host's
+	// SPIRE agent ([spire]), whose server's trust domain trust_domain
+	// then names (DESIGN.md §16). The lifetimes above are the local CA's;
+	// SPIRE's entries set their own.
+	Issuer string `toml:"issuer"`
 }
+
+// Issuers: the values of [spiffe] issuer.
+const (
+	IssuerLocal = "local"
+	IssuerSPIRE = "spire"
+)
+
+// SPIRE is how the agent reaches the host's SPIRE agent, with [spiffe]
+// issuer = "spire": as a delegate, on its admin socket (docs/spiffe.md).
+type SPIRE struct {
+	// AdminSocket is the SPIRE agent's admin_socket_path.
+	AdminSocket string `toml:"admin_socket"`
+}
+
+// DefaultSPIREAdminSocket is [spire] admin_socket's default.
+const DefaultSPIREAdminSocket = "/run/spire/agent/admin.sock"
 
 // Bounds of the [spiffe] lifetimes. SPIRE's defaults are 1 h and 5 min.
 const (
@@ -319,7 +342,8 @@ func Default() *Config {
 		Audit:  Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		Shim:   Shim{Delegate: DefaultShimDelegate},
 		NRI:    NRI{Socket: DefaultNRISocket},
-		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m"},
+		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Issuer: IssuerLocal},
+		SPIRE:  SPIRE{AdminSocket: DefaultSPIREAdminSocket},
 	}
 }
 
@@ -446,6 +470,18 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.SPIFFE.JWTSVIDTTL); err != nil || d < minJWTSVIDTTL || d > maxJWTSVIDTTL {
 		return fmt.Errorf("[spiffe] jwt_svid_ttl %q: want a duration from %s to %s, like \"5m\"", c.SPIFFE.JWTSVIDTTL, minJWTSVIDTTL, maxJWTSVIDTTL)
+	}
+	switch c.SPIFFE.Issuer {
+	case IssuerLocal:
+	case IssuerSPIRE:
+		if c.SPIFFE.TrustDomain == "" {
+			return errors.New("[spiffe] issuer = \"spire\" needs trust_domain: the SPIRE server's trust domain")
+		}
+	default:
+		return fmt.Errorf("[spiffe] issuer %q: want %q or %q", c.SPIFFE.Issuer, IssuerLocal, IssuerSPIRE)
+	}
+	if s := c.SPIRE.AdminSocket; !filepath.IsAbs(s) || filepath.Clean(s) != s || len(s) > maxSocketPath {
+		return fmt.Errorf("[spire] admin_socket %q: want a clean absolute path of at most %d bytes", s, maxSocketPath)
 	}
 	if c.API.Enable && c.Agent.Socket == "" {
 		return errors.New("[api] enable = true needs the agent: set [agent] socket")
