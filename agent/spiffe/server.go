@@ -71,8 +71,9 @@ type Limiter interface {
 
 // Config is what a Server needs.
 type Config struct {
-	// Issuer is where the SVIDs come from; nil: the local CA, CA, with
-	// the lifetimes below.
+	// Issuer is where the SVIDs come from (the Server closes it, if it
+	// has a Close method); nil: the local CA, CA, with the lifetimes
+	// below.
 	Issuer    Issuer
 	CA        *CA
 	Lifecycle Lifecycle
@@ -178,11 +179,16 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close ends every stream and connection and closes the listener: the
-// container is gone, or its socket is being replaced.
+// container is gone, or its socket is being replaced. An Issuer with a
+// Close method (SPIRE's, whose stream is the container's) is closed too,
+// once no handler uses it.
 func (s *Server) Close() {
 	s.close.Do(func() {
 		close(s.closed)
 		s.grpc.Stop()
+		if c, ok := s.cfg.Issuer.(interface{ Close() }); ok {
+			c.Close()
+		}
 	})
 }
 

@@ -272,3 +272,21 @@ func Describe(err error) string {
 	}
 	return err.Error()
 }
+
+// Probe asks the SPIRE agent at adminSocket for the trust bundles, as the
+// agent does, within ctx: nil when it answered this process as an
+// authorized delegate; else the error, a gRPC status (PermissionDenied:
+// the admin socket answered and refused the caller).
+func Probe(ctx context.Context, adminSocket string) error {
+	conn, err := grpc.NewClient("unix://"+adminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s, err := delegatedidentityv1.NewDelegatedIdentityClient(conn).SubscribeToX509Bundles(ctx, &delegatedidentityv1.SubscribeToX509BundlesRequest{})
+	if err != nil {
+		return err
+	}
+	_, err = s.Recv()
+	return err
+}

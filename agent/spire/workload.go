@@ -131,7 +131,7 @@ func (w *Workload) Close() {
 	w.c.mu.Lock()
 	delete(w.c.workloads, w)
 	w.c.mu.Unlock()
-	w.set(nil, nil, Status{Why: "closed"}, false)
+	w.set(nil, nil, Status{Why: "its SPIRE stream is closed (the container is revoked or gone)"}, false)
 }
 
 // Status returns what the agent last learnt from SPIRE for the container.
