@@ -11,6 +11,8 @@
 //	nsspiffe tls-server ADDR ID    serves mutual TLS on ADDR to ID alone, answering "hello <peer ID>" to a line;
 //	                               prints "listening on <address>" first
 //	nsspiffe tls-client ADDR ID    connects to ADDR, whose SVID must be ID, and prints the answer
+//	nsspiffe stream                one raw FetchX509SVID stream (go-spiffe's generated client, no retries):
+//	                               prints "svid <ID>..." per message, then "end <code>: <message>" when it ends
 package main
 
 import (
@@ -27,11 +29,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func main() {
@@ -193,10 +200,43 @@ func run(args []string) error {
 			return err
 		}
 		fmt.Println(strings.TrimSpace(reply))
+	case "stream":
+		return stream()
 	default:
 		return fmt.Errorf("unknown command %q", args[0])
 	}
 	return nil
+}
+
+// stream prints what one FetchX509SVID stream sends until it ends.
+func stream() error {
+	a := os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	if a == "" {
+		a = "unix:///run/northstar/api/spiffe.sock"
+	}
+	conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "workload.spiffe.io", "true")
+	s, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			st := status.Convert(err)
+			fmt.Printf("end %s: %s\n", st.Code(), st.Message())
+			return nil
+		}
+		line := "svid"
+		for _, v := range resp.Svids {
+			line += " " + v.SpiffeId
+		}
+		fmt.Println(line)
+	}
 }
 
 // watcher prints the serial of each X.509-SVID a stream sends and ends
