@@ -435,6 +435,23 @@ func TestSPIREAcrossHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("JWTAcrossHosts", func(t *testing.T) {
+		// A JWT-SVID of the client on host a (checked there against SPIRE's
+		// JWT bundle), validated by the broker's ValidateJWTSVID on host b.
+		r := a.bundle(t, "client", "nsspiffe jwt broker").runcRun(t)
+		token := strings.TrimSpace(r.stdout)
+		if r.err != nil || strings.Count(token, ".") != 2 {
+			t.Fatalf("jwt on host a:\n%s", r)
+		}
+		if r := b.bundle(t, "broker", "nsspiffe validate "+token+" broker").runcRun(t); r.err != nil ||
+			strings.TrimSpace(r.stdout) != "spiffe://"+spireTD+"/client" {
+			t.Errorf("validate on host b:\n%s", r)
+		}
+		if r := b.bundle(t, "broker", "nsspiffe validate "+token+" other").runcRun(t); r.err == nil {
+			t.Errorf("validate for another audience:\n%s", r)
+		}
+	})
+
 	t.Run("NoMatchingEntry", func(t *testing.T) {
 		id, out := a.streaming(t, "stranger")
 		waitContains(t, out, "end PermissionDenied: no identity issued", 60*time.Second)
