@@ -64,6 +64,7 @@ type HostStatus struct {
 // the Workloads of the containers. Safe for concurrent use.
 type Client struct {
 	td      spiffeid.TrustDomain
+	socket  string // the admin socket
 	conn    *grpc.ClientConn
 	api     delegatedidentityv1.DelegatedIdentityClient
 	ctx     context.Context
@@ -111,7 +112,7 @@ func New(cfg Config) (*Client, error) {
 		cfg.Changed = func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Client{td: cfg.TrustDomain, conn: conn, api: delegatedidentityv1.NewDelegatedIdentityClient(conn), ctx: ctx, cancel: cancel,
+	c := &Client{td: cfg.TrustDomain, socket: cfg.AdminSocket, conn: conn, api: delegatedidentityv1.NewDelegatedIdentityClient(conn), ctx: ctx, cancel: cancel,
 		changed: cfg.Changed, bundles: make(chan struct{}), workloads: map[*Workload]struct{}{},
 		host: HostStatus{AdminSocket: cfg.AdminSocket, Why: "the SPIRE agent has not answered yet", Since: time.Now()}}
 	c.done.Add(2)
@@ -171,14 +172,14 @@ func (c *Client) failed(err error) {
 		h.Answers = true
 		h.Why = fmt.Sprintf("the SPIRE agent does not take this agent as a delegate (%s): register an entry for the northstar agent (e.g. -selector unix:uid:0) whose SPIFFE ID is in the SPIRE agent's authorized_delegates", st.Message())
 	default:
-		h.Why = fmt.Sprintf("the SPIRE agent's admin socket does not answer (%s): start the SPIRE agent with admin_socket_path = %q", Describe(err), c.host.AdminSocket)
+		h.Why = fmt.Sprintf("the SPIRE agent's admin socket does not answer (%s): start the SPIRE agent with admin_socket_path = %q", Describe(err), c.socket)
 	}
 	c.setHost(h)
 }
 
 func (c *Client) setHost(h HostStatus) {
+	h.AdminSocket = c.socket
 	c.mu.Lock()
-	h.AdminSocket = c.host.AdminSocket
 	same := h.Answers == c.host.Answers && h.Delegate == c.host.Delegate && h.Why == c.host.Why
 	if !same {
 		h.Since = time.Now()
