@@ -452,6 +452,35 @@ func TestSPIREAcrossHosts(t *testing.T) {
 		}
 	})
 
+	t.Run("BoundsHold", func(t *testing.T) {
+		// SPIRE agent a's log names every subscription with its selectors.
+		subscriptions := func() int {
+			n := 0
+			for _, l := range strings.Split(a.log.String(), "\n") {
+				if strings.Contains(l, "Subscribing to cache changes") && strings.Contains(l, "identity:mallory") {
+					n++
+				}
+			}
+			return n
+		}
+		before := subscriptions()
+		fb := a.bundle(t, "mallory", "nsspiffe x509 >/dev/null && nsspiffe streams 20 4 >/tmp/out 2>&1; sleep 600")
+		startDetached(t, a.e, fb)
+		// While mallory holds every stream its socket allows, the client's
+		// first SVID comes as ever.
+		if r := a.bundle(t, "client", "nsspiffe x509").runcRun(t); r.err != nil || !strings.HasPrefix(r.stdout, "spiffe://"+spireTD+"/client ") {
+			t.Errorf("the client next to mallory's flood:\n%s", r)
+		}
+		got := waitContains(t, filepath.Join(fb.rootfs, "tmp", "out"), "ok ", 60*time.Second)
+		if !strings.Contains(got, "ok 16") || !strings.Contains(got, "ResourceExhausted 4") {
+			t.Errorf("20 streams on one socket of the SPIRE issuer: %s (want 16 served, 4 ResourceExhausted)", got)
+		}
+		// 1 + 20 streams on the container's socket, one subscription to SPIRE.
+		if after := subscriptions(); after != before+1 {
+			t.Errorf("SPIRE subscriptions for mallory: %d before the flood container, %d after, want one more", before, after)
+		}
+	})
+
 	t.Run("NoMatchingEntry", func(t *testing.T) {
 		id, out := a.streaming(t, "stranger")
 		waitContains(t, out, "end PermissionDenied: no identity issued", 60*time.Second)
