@@ -60,7 +60,7 @@ type spireHost struct {
 	admin  string // its admin socket, the northstar agent's way in
 	conf   string
 	spire  *exec.Cmd
-	log    *bytes.Buffer
+	log    string // the SPIRE agent's log file
 	e      *env
 	ns     *agentProc
 	sock   string // the northstar agent's socket
@@ -119,19 +119,22 @@ plugins {
   }
 }
 `, spireServerIP, f.serverSock, spireTD, filepath.Join(sdir, "data"), filepath.Join(sdir, "data", "datastore.sqlite3")), 0o600))
-	slog := new(bytes.Buffer)
+	slog := filepath.Join(sdir, "spire-server.log")
+	logf, err := os.Create(slog)
+	noErr(t, err)
+	defer logf.Close()
 	srv := exec.Command("nsenter", "--net=/run/netns/"+srvNS, f.server, "run", "-config", conf)
-	srv.Stdout, srv.Stderr = slog, slog
+	srv.Stdout, srv.Stderr = logf, logf
 	noErr(t, srv.Start())
 	t.Cleanup(func() {
 		stopProc(srv)
 		if t.Failed() {
-			t.Logf("spire-server log:\n%s", fleetTail(slog.String(), 60))
+			t.Logf("spire-server log:\n%s", fleetTail(readLog(slog), 60))
 		}
 	})
 	fleetWait(t, 60*time.Second, "spire-server healthy", func() (bool, string) {
 		r := run(t, exec.Command(f.server, "healthcheck", "-socketPath", f.serverSock))
-		return r.err == nil, r.String() + "\n" + fleetTail(slog.String(), 20)
+		return r.err == nil, r.String() + "\n" + fleetTail(readLog(slog), 20)
 	})
 
 	// The northstar agent of each host is its SPIRE agent's delegate: an
@@ -192,7 +195,7 @@ plugins {
 		t.Cleanup(func() {
 			stopProc(h.spire)
 			if t.Failed() {
-				t.Logf("spire-agent %s log:\n%s", h.name, fleetTail(h.log.String(), 60))
+				t.Logf("spire-agent %s log:\n%s", h.name, fleetTail(readLog(h.log), 60))
 			}
 		})
 
@@ -216,15 +219,16 @@ plugins {
 // is healthy.
 func (f *spireFleet) startSPIREAgent(t *testing.T, h *spireHost) {
 	t.Helper()
-	if h.log == nil {
-		h.log = new(bytes.Buffer)
-	}
+	h.log = filepath.Join(h.dir, "spire-agent.log")
+	logf, err := os.OpenFile(h.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	noErr(t, err)
+	defer logf.Close()
 	h.spire = exec.Command("nsenter", "--net="+h.netns, f.agent, "run", "-config", h.conf)
-	h.spire.Stdout, h.spire.Stderr = h.log, h.log
+	h.spire.Stdout, h.spire.Stderr = logf, logf
 	noErr(t, h.spire.Start())
 	fleetWait(t, 60*time.Second, "spire-agent "+h.name+" healthy", func() (bool, string) {
 		r := run(t, exec.Command(f.agent, "healthcheck", "-socketPath", h.public))
-		return r.err == nil, r.String() + "\n" + fleetTail(h.log.String(), 20)
+		return r.err == nil, r.String() + "\n" + fleetTail(readLog(h.log), 20)
 	})
 }
 
@@ -365,6 +369,12 @@ func fleetTail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// readLog is the log file p as it is now.
+func readLog(p string) string {
+	data, _ := os.ReadFile(p)
+	return string(data)
+}
+
 func noErr(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -456,7 +466,7 @@ func TestSPIREAcrossHosts(t *testing.T) {
 		// SPIRE agent a's log names every subscription with its selectors.
 		subscriptions := func() int {
 			n := 0
-			for _, l := range strings.Split(a.log.String(), "\n") {
+			for _, l := range strings.Split(readLog(a.log), "\n") {
 				if strings.Contains(l, "Subscribing to cache changes") && strings.Contains(l, "identity:mallory") {
 					n++
 				}
