@@ -490,6 +490,7 @@ func (c *Containers) save() error {
 	out := Saved{Containers: make([]Entry, 0, len(c.byKey)), Revoked: map[string]revokedSender{}, DropPreviousAt: c.dropAt}
 	for _, s := range c.byKey {
 		e := s.Entry
+		e.SPIRE = nil // an earlier agent's word, if restored
 		if s.spire != nil {
 			st := s.spire.Status()
 			e.SPIRE = &st
