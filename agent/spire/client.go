@@ -41,6 +41,11 @@ import (
 // configured ([spire] admin_socket).
 const DefaultAdminSocket = "/run/spire/agent/admin.sock"
 
+// MaxMessage bounds a message from the SPIRE agent: a bundle message
+// carries every federated trust domain's CA certificates, which can pass
+// gRPC's default 4 MiB (Cilium, cilium#24297, raised its limit so too).
+const MaxMessage = 32 << 20
+
 // Backoff bounds between two attempts of a stream that ended.
 const (
 	minBackoff = 200 * time.Millisecond
@@ -104,7 +109,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	// gRPC's unix resolver: "unix:///abs/path" (a relative "unix://run/..."
 	// would be taken as an authority).
-	conn, err := grpc.NewClient("unix://"+cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessage)))
 	if err != nil {
 		return nil, fmt.Errorf("spire: admin socket %s: %w", cfg.AdminSocket, err)
 	}
