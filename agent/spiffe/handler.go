@@ -103,31 +103,30 @@ func unavailable(what string, err error) error {
 // FetchX509Bundles streams the X.509 bundles: the trust domain's and, from
 // SPIRE, those it federates with; a message at every change.
 func (h *handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
-	for {
-		b, changed, err := h.s.cfg.Issuer.X509Bundles()
-		if err != nil {
-			return unavailable("no x509 bundle", err)
-		}
-		if err := stream.Send(&workload.X509BundlesResponse{Bundles: b}); err != nil {
-			return err
-		}
-		if err := h.wait(stream.Context(), changed); err != nil || !h.open(stream.Context()) {
-			return err
-		}
-	}
+	return h.bundles(stream.Context(), "no x509 bundle", h.s.cfg.Issuer.X509Bundles, func(b map[string][]byte) error {
+		return stream.Send(&workload.X509BundlesResponse{Bundles: b})
+	})
 }
 
 // FetchJWTBundles streams the JWT bundles (JWK Sets), as FetchX509Bundles.
 func (h *handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+	return h.bundles(stream.Context(), "no jwt bundle", h.s.cfg.Issuer.JWTBundles, func(b map[string][]byte) error {
+		return stream.Send(&workload.JWTBundlesResponse{Bundles: b})
+	})
+}
+
+// bundles sends what get returns, again at every change, until the client
+// or the socket goes.
+func (h *handler) bundles(ctx context.Context, what string, get func() (map[string][]byte, <-chan struct{}, error), send func(map[string][]byte) error) error {
 	for {
-		b, changed, err := h.s.cfg.Issuer.JWTBundles()
+		b, changed, err := get()
 		if err != nil {
-			return unavailable("no jwt bundle", err)
+			return unavailable(what, err)
 		}
-		if err := stream.Send(&workload.JWTBundlesResponse{Bundles: b}); err != nil {
+		if err := send(b); err != nil {
 			return err
 		}
-		if err := h.wait(stream.Context(), changed); err != nil || !h.open(stream.Context()) {
+		if err := h.wait(ctx, changed); err != nil || !h.open(ctx) {
 			return err
 		}
 	}

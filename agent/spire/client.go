@@ -203,14 +203,9 @@ func (c *Client) x509Bundles(ctx context.Context, answered func()) error {
 	if err != nil {
 		return err
 	}
-	for {
-		resp, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		answered()
+	return recvAll(s, answered, func(resp *delegatedidentityv1.SubscribeToX509BundlesResponse) {
 		c.setBundles(resp.CaCertificates, nil)
-	}
+	})
 }
 
 // jwtBundles keeps the JWT bundles as SPIRE streams them.
@@ -219,25 +214,31 @@ func (c *Client) jwtBundles(ctx context.Context, answered func()) error {
 	if err != nil {
 		return err
 	}
-	for {
-		resp, err := s.Recv()
-		if err != nil {
-			return err
-		}
+	return recvAll(s, answered, func(resp *delegatedidentityv1.SubscribeToJWTBundlesResponse) {
 		set := jwtbundle.NewSet()
 		for id, jwks := range resp.Bundles {
 			td, err := spiffeid.TrustDomainFromString(id)
 			if err != nil {
 				continue // not a trust domain: nothing validates against it
 			}
-			b, err := jwtbundle.Parse(td, jwks)
-			if err != nil {
-				continue
+			if b, err := jwtbundle.Parse(td, jwks); err == nil {
+				set.Add(b)
 			}
-			set.Add(b)
+		}
+		c.setBundles(nil, &jwtState{raw: resp.Bundles, set: set})
+	})
+}
+
+// recvAll hands every message of s to handle, after answered, until s
+// ends.
+func recvAll[T any](s interface{ Recv() (T, error) }, answered func(), handle func(T)) error {
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return err
 		}
 		answered()
-		c.setBundles(nil, &jwtState{raw: resp.Bundles, set: set})
+		handle(resp)
 	}
 }
 

@@ -170,16 +170,10 @@ func (w *Workload) subscribe(ctx context.Context, answered func()) error {
 	if err != nil {
 		return err
 	}
-	for {
-		resp, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		answered()
-		w.c.answered()
+	return recvAll(s, func() { answered(); w.c.answered() }, func(resp *delegatedidentityv1.SubscribeToX509SVIDsResponse) {
 		svids, st := w.c.decode(resp)
 		w.set(svids, resp.FederatesWith, st, true)
-	}
+	})
 }
 
 // decode takes the SVIDs of resp that are of the trust domain, zeroing
