@@ -244,6 +244,47 @@ type SPIFFE struct {
 	// then names (DESIGN.md §16). The lifetimes above are the local CA's;
 	// SPIRE's entries set their own.
 	Issuer string `toml:"issuer"`
+	// Root is where the X.509 CA's root key lives: "seed" (the default),
+	// derived from a seed sealed in the state directory; or "tpm", a key
+	// made in the TPM that never leaves it (sealer = "tpm"), certified by
+	// the host's attestation key, which signs an intermediate every
+	// CATTL (docs/attestation.md).
+	Root string `toml:"root"`
+	// CATTL is the lifetime of the intermediate under a "tpm" root, from
+	// twice x509_svid_ttl to "720h"; a new one is made at half of it.
+	CATTL string `toml:"ca_ttl"`
+}
+
+// [spiffe] root values.
+const (
+	SPIFFERootSeed = "seed"
+	SPIFFERootTPM  = "tpm"
+)
+
+const maxCATTL = 720 * time.Hour
+
+// CATTL returns the validated [spiffe] ca_ttl.
+func (c *Config) CATTL() time.Duration {
+	d, _ := time.ParseDuration(c.SPIFFE.CATTL) // validated by Load
+	return d
+}
+
+// validateSPIFFERoot checks [spiffe] root and ca_ttl.
+func (c *Config) validateSPIFFERoot() error {
+	switch c.SPIFFE.Root {
+	case SPIFFERootSeed:
+	case SPIFFERootTPM:
+		if c.Sealer != "tpm" {
+			return fmt.Errorf("[spiffe] root = %q needs the TPM: set sealer = \"tpm\" (or root = %q)", SPIFFERootTPM, SPIFFERootSeed)
+		}
+	default:
+		return fmt.Errorf("[spiffe] root %q: want %q or %q", c.SPIFFE.Root, SPIFFERootSeed, SPIFFERootTPM)
+	}
+	x509TTL, _ := time.ParseDuration(c.SPIFFE.X509SVIDTTL)
+	if d, err := time.ParseDuration(c.SPIFFE.CATTL); err != nil || d < 2*x509TTL || d > maxCATTL {
+		return fmt.Errorf("[spiffe] ca_ttl %q: want a duration from twice x509_svid_ttl (%s) to %s, like \"24h\"", c.SPIFFE.CATTL, 2*x509TTL, maxCATTL)
+	}
+	return nil
 }
 
 // Issuers: the values of [spiffe] issuer.
@@ -342,7 +383,7 @@ func Default() *Config {
 		Audit:  Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		Shim:   Shim{Delegate: DefaultShimDelegate},
 		NRI:    NRI{Socket: DefaultNRISocket},
-		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Issuer: IssuerLocal},
+		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Issuer: IssuerLocal, Root: SPIFFERootSeed, CATTL: "24h"},
 		SPIRE:  SPIRE{AdminSocket: DefaultSPIREAdminSocket},
 	}
 }
@@ -477,11 +518,17 @@ func (c *Config) Validate() error {
 		if c.SPIFFE.TrustDomain == "" {
 			return errors.New("[spiffe] issuer = \"spire\" needs trust_domain: the SPIRE server's trust domain")
 		}
+		if c.SPIFFE.Root != SPIFFERootSeed {
+			return fmt.Errorf("[spiffe] root = %q is the local CA's: with issuer = \"spire\" the SPIRE server holds the roots; remove root", c.SPIFFE.Root)
+		}
 	default:
 		return fmt.Errorf("[spiffe] issuer %q: want %q or %q", c.SPIFFE.Issuer, IssuerLocal, IssuerSPIRE)
 	}
 	if s := c.SPIRE.AdminSocket; !filepath.IsAbs(s) || filepath.Clean(s) != s || len(s) > maxSocketPath {
 		return fmt.Errorf("[spire] admin_socket %q: want a clean absolute path of at most %d bytes", s, maxSocketPath)
+	}
+	if err := c.validateSPIFFERoot(); err != nil {
+		return err
 	}
 	if c.API.Enable && c.Agent.Socket == "" {
 		return errors.New("[api] enable = true needs the agent: set [agent] socket")

@@ -562,12 +562,3 @@ func TestSPIREAcrossHosts(t *testing.T) {
 		}
 	})
 }
-
-func mustRead(t *testing.T, p string) string {
-	t.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
-}

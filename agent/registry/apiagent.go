@@ -35,6 +35,9 @@ type SPIFFE struct {
 	// SPIREAdminSocket, if set, is the SPIRE agent's admin socket: the
 	// SVIDs are SPIRE's ([spiffe] issuer = "spire"), and no CA is loaded.
 	SPIREAdminSocket string
+	// Root, when set, puts the CA under an external root before it
+	// serves (agent/tpmca: a root in the TPM, which signs intermediates).
+	Root func(ctx context.Context, ca *spiffe.CA) error
 }
 
 // APIOptions configure the per-container API.
@@ -149,6 +152,13 @@ func openAPI(ctx context.Context, opts APIOptions, st *store.Store, c *Container
 			clear(auditKey)
 			root.Zero()
 			return nil, err
+		}
+		if opts.SPIFFE.Root != nil {
+			if err := opts.SPIFFE.Root(ctx, ca); err != nil {
+				clear(auditKey)
+				root.Zero()
+				return nil, err
+			}
 		}
 	}
 	// The head recorded at the last rotation: a log cut below it and
