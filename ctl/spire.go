@@ -53,7 +53,10 @@ func checkSPIRE(ctx context.Context, cfg *config.Config, add func(level, what, f
 			add("ok", fmt.Sprintf("container %s (%s): SPIRE issued %v", e.ID, e.Identity, e.SPIRE.SPIFFEIDs), "")
 			continue
 		}
-		add("warn", fmt.Sprintf("container %s (%s): no SVID from SPIRE: %s", e.ID, e.Identity, e.SPIRE.Why),
-			fmt.Sprintf("write an entry parented to this node whose selectors are among %v (docs/spiffe.md)", e.SPIRE.Selectors))
+		fix := fmt.Sprintf("write an entry parented to this node whose selectors are among %v (docs/spiffe.md)", e.SPIRE.Selectors)
+		if !e.SPIRE.Answered {
+			fix = "" // the SPIRE agent's line above says what to do
+		}
+		add("warn", fmt.Sprintf("container %s (%s): no SVID from SPIRE: %s", e.ID, e.Identity, e.SPIRE.Why), fix)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -556,6 +557,9 @@ func TestSPIREAcrossHosts(t *testing.T) {
 		f.startSPIREAgent(t, a)
 		waitContains(t, out, "svid spiffe://"+spireTD+"/client", 60*time.Second)
 		f.waitDelegate(t, a)
+		containerStatus(t, a.e, id, "status says SPIRE answered again", func(c ctl.Container) bool {
+			return c.SPIRE != nil && c.SPIRE.Answered && slices.Equal(c.SPIRE.SPIFFEIDs, []string{"spiffe://" + spireTD + "/client"})
+		})
 		if r := a.e.ctl(t, "doctor"); !strings.Contains(r.stdout, "takes this process as an authorized delegate") ||
 			!strings.Contains(r.stdout, "SPIRE issued [spiffe://"+spireTD+"/client]") {
 			t.Errorf("doctor with SPIRE back:\n%s", r)
