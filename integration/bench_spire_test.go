@@ -20,8 +20,10 @@ func TestBenchSPIRE(t *testing.T) {
 	f.entry(t, "a", "client", "northstar:identity:client")
 	f.startHosts(t)
 	h := f.hosts["a"]
+	// The same stack but the issuer: a swtpm and the agent of its own.
 	sock := agentSocket(t, nil)
-	local := newEnvWith(t, fmt.Sprintf("sealer = \"host\"\n[agent]\nsocket = %q\n[api]\nenable = true\n[spiffe]\ntrust_domain = %q\n", sock, spireTD), nil)
+	local := newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n[api]\nenable = true\n[spiffe]\ntrust_domain = %q\n",
+		newSWTPM(t, nil).path(), sock, spireTD), nil)
 	startAgent(t, local, sock)
 	fetch := func(e *env) func() error {
 		return func() error {
