@@ -56,8 +56,8 @@ func init() {
 		"rotate": {"seal a new lifecycle secret now (new generation), delivered to the running containers; --revoke ID cuts one off", runRotate},
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret), and the running containers the agent delivers to", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
-		"setup":  {"wire northstar into containerd, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
-		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
+		"setup":  {"wire northstar into containerd, docker, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
+		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O), runc or crio (a runtime_path drop-in)", runConfig},
 		"agent":  {"the agent: serve the unsealed secret to the hook from memory, and with [api] enable each container its own API socket ([agent] socket; foreground)", runAgent},
 		"attest": {"attest --nonce HEX: this host's TPM evidence (EK certificate, AK, PCR quote, certified root key) as JSON; attest verify checks it offline", runAttest},
 		"audit":  {"audit verify|reset: check the agent's audit log (exit 1 names the first bad line), or start a new one", runAudit},
@@ -334,6 +334,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 		pctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		started := false
+		// The agent builds the containers' mounts itself wherever it
+		// keeps a registry: no hook on their start path.
+		opts.OnRegistry = func(r *registry.Containers) { plugin.Deliver = r }
 		opts.Ready = func() {
 			started = true
 			go func() { defer close(done); nri.Run(pctx, plugin) }()
@@ -360,7 +363,7 @@ func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
 	}
 	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable,
-		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log}
+		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log, Live: cfg.Rotation.Live, SecretMode: cfg.SecretMode()}
 	if cfg.Rotation.On == config.RotateManual {
 		return opts, nil
 	}
