@@ -11,6 +11,9 @@
 #     directory and subordinate uid/gid ranges for rootless runs;
 #   - checks that unprivileged user namespaces are enabled.
 #
+# It builds nothing: `make test` runs scripts/install-tools.sh after it for
+# the tools only the tests need; `make demo` needs none of them.
+#
 # Environment:
 #   NSTEST_USER          user to create                  (default: nstest)
 #   NSTEST_SUBID_START   first subordinate uid/gid        (default: 200000)
@@ -173,7 +176,8 @@ install_packages
 disable_system_containerd
 ensure_user
 check_userns
-# containerd 2.x and crictl: built once from the Go module proxy, cached.
-"$(dirname "$0")/install-tools.sh"
+# The tools only the tests need (containerd 2.x, crictl, spire-agent, nfpm)
+# are built by scripts/install-tools.sh, which `make test` runs after this:
+# the demo needs none of them.
 log "ok: packages installed, user $NSTEST_USER ($(id -u "$NSTEST_USER")) ready," \
 	"subuid $(grep "^${NSTEST_USER}:" /etc/subuid | cut -d: -f2,3 || echo '?')"
