@@ -89,10 +89,10 @@ export CGO_ENABLED=0
 install -d -m 0755 "$W/bin" "$W/bin/mqtt"
 GOPROGRESS=scripts/go-progress.sh
 "$GOPROGRESS" "modules of northstar and examples/mqtt" 0 \
-	bash -c "go list -deps ./cmd/... >'$W/deps' && go -C examples/mqtt list -deps ./broker ./client >>'$W/deps'"
-"$GOPROGRESS" "northstar" "$(sort -u "$W/deps" | grep -cv '^github.com/northstar-oci/northstar/examples')" \
+	bash -c "go list -deps ./cmd/... >'$W/deps' && go -C examples/mqtt list -deps ./broker ./client >'$W/deps-mqtt'"
+"$GOPROGRESS" "northstar" "$(wc -l <"$W/deps")" \
 	go build -v -trimpath -o "$W/bin/" ./cmd/northstar-hook ./cmd/northstarctl ./cmd/containerd-shim-northstar-v2
-"$GOPROGRESS" "examples/mqtt" "$(grep -c '^github.com/northstar-oci/northstar/examples' "$W/deps")" \
+"$GOPROGRESS" "examples/mqtt" "$(wc -l <"$W/deps-mqtt")" \
 	go -C examples/mqtt build -v -trimpath -o "$W/bin/mqtt/" ./broker ./client
 for p in broker client; do
 	mv "$W/bin/mqtt/$p" "$W/bin/mqtt-$p"
