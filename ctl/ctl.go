@@ -191,13 +191,13 @@ func runInit(ctx context.Context, env *Env, args []string) error {
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
-	_, st, err := openStore(*cfgPath)
+	cfg, st, err := openStore(*cfgPath)
 	if err != nil {
 		return err
 	}
 	rec, created, err := st.Init(ctx, "")
 	if err != nil {
-		return fmt.Errorf("init: %w", err)
+		return fmt.Errorf("init: %w", noTPM(cfg, err))
 	}
 	if created {
 		fmt.Fprintf(env.Stdout, "initialized %s: generation %d, sealer %s\n", st.Dir(), rec.Generation, rec.Sealer)

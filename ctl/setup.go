@@ -73,12 +73,14 @@ func runSetup(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("setup %s: %w", pos[0], err)
 	}
-	return applySetup(ctx, env, pos[0], cfg, plan, f.dryRun)
+	return applySetup(ctx, env, pos[0], cfg, plan, f.dryRun, f.containerd)
 }
 
 // applySetup prints and (unless dryRun) writes the plan, initialises the
-// state and runs doctor.
-func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config, plan *setup.Plan, dryRun bool) error {
+// state, runs doctor (on the containerd binary named) and prints the steps
+// left to the user: starting the agent, restarting the runtime. It fails
+// only on what those steps do not fix.
+func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config, plan *setup.Plan, dryRun bool, containerd string) error {
 	_, st, err := openStore(cfg.Path)
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
@@ -122,11 +124,30 @@ func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config
 	for _, n := range plan.Notes {
 		fmt.Fprintln(env.Stdout, n)
 	}
-	if len(plan.Changes) > 0 && target == "containerd" {
-		fmt.Fprintln(env.Stdout, "restart containerd to load it (systemctl restart containerd); setup does not restart your runtime")
-	}
 	fmt.Fprintln(env.Stdout, "\nnorthstarctl doctor:")
-	return runDoctor(ctx, env, []string{"--config", cfg.Path})
+	findings := diagnose(ctx, cfg.Path, containerd)
+	failed := printFindings(env, findings, true)
+	// What is left is the user's to run: setup starts and restarts nothing.
+	var next []string
+	for _, f := range findings {
+		if f.next {
+			next = append(next, "start the agent: systemctl start northstar-agent (without systemd: northstarctl agent --config "+cfg.Path+", where the runtime runs)")
+			break
+		}
+	}
+	if len(plan.Changes) > 0 && target == "containerd" {
+		next = append(next, "restart containerd to load its new config: systemctl restart containerd")
+	}
+	if len(next) > 0 {
+		fmt.Fprintln(env.Stdout, "\nnext steps (setup starts and restarts nothing):")
+		for i, n := range next {
+			fmt.Fprintf(env.Stdout, "  %d. %s\n", i+1, n)
+		}
+	}
+	if failed {
+		return fmt.Errorf("setup %s: wired, but doctor found problems (see FAIL lines)", target)
+	}
+	return nil
 }
 
 // planContainerd plans containerd's wiring for the containerd binary
@@ -136,6 +157,7 @@ func planContainerd(cfg *config.Config, f *setupFlags) (*setup.Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s not found (install containerd, or name its binary with --containerd)", f.containerd)
 	}
+	f.containerd = bin // doctor reports this one, not the one on PATH
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s --version: %w", bin, err)
