@@ -3,6 +3,7 @@ package ctl
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,5 +62,31 @@ func TestSetupPrintsNextSteps(t *testing.T) {
 	}
 	if out, _, err := ctl(t, "doctor", "--config", cfgPath); err == nil || !strings.Contains(out, "FAIL  agent at "+sock) {
 		t.Errorf("doctor with the agent down: %v\n%s", err, out)
+	}
+}
+
+// TestSetupPodmanRefusesADirectoryPodmanDoesNotRead: with the real podman,
+// an explicit --hooks-dir that podman does not read is refused, naming
+// where it does read hooks, and nothing is written: containers would
+// otherwise start without the secret while setup said it was done.
+func TestSetupPodmanRefusesADirectoryPodmanDoesNotRead(t *testing.T) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("podman missing (scripts/setup.sh installs it)")
+		}
+		t.Skip("podman not installed")
+	}
+	dirs, err := podmanHooksDirs("podman")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("podman's hooks directories: %v, %v", dirs, err)
+	}
+	cfgPath := newConfig(t)
+	elsewhere := t.TempDir()
+	_, _, err = ctl(t, "setup", "podman", "--config", cfgPath, "--hooks-dir", elsewhere)
+	if err == nil || !strings.Contains(err.Error(), "podman reads hooks from "+strings.Join(dirs, ", ")+", not "+elsewhere) {
+		t.Fatalf("setup podman --hooks-dir %s: %v", elsewhere, err)
+	}
+	if _, err := os.Stat(filepath.Join(elsewhere, hooksFile)); err == nil {
+		t.Error("setup wrote the file anyway")
 	}
 }
