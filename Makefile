@@ -66,6 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRegistrationKey$$' -fuzztime $(FUZZTIME) ./agent/registry
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTPMBlob$$' -fuzztime $(FUZZTIME) ./seal
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./attest
 
 test-integration: build
 	$(GO) test $(GOFLAGS_TEST) -tags integration -timeout 15m -v ./integration/ 2>&1 | tee integration.out | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0

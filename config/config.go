@@ -237,6 +237,47 @@ type SPIFFE struct {
 	X509SVIDTTL string `toml:"x509_svid_ttl"`
 	// JWTSVIDTTL is the lifetime of a JWT-SVID, from "30s" to "1h".
 	JWTSVIDTTL string `toml:"jwt_svid_ttl"`
+	// Root is where the X.509 CA's root key lives: "seed" (the default),
+	// derived from a seed sealed in the state directory; or "tpm", a key
+	// made in the TPM that never leaves it (sealer = "tpm"), certified by
+	// the host's attestation key, which signs an intermediate every
+	// CATTL (docs/attestation.md).
+	Root string `toml:"root"`
+	// CATTL is the lifetime of the intermediate under a "tpm" root, from
+	// twice x509_svid_ttl to "720h"; a new one is made at half of it.
+	CATTL string `toml:"ca_ttl"`
+}
+
+// [spiffe] root values.
+const (
+	SPIFFERootSeed = "seed"
+	SPIFFERootTPM  = "tpm"
+)
+
+const maxCATTL = 720 * time.Hour
+
+// CATTL returns the validated [spiffe] ca_ttl.
+func (c *Config) CATTL() time.Duration {
+	d, _ := time.ParseDuration(c.SPIFFE.CATTL) // validated by Load
+	return d
+}
+
+// validateSPIFFERoot checks [spiffe] root and ca_ttl.
+func (c *Config) validateSPIFFERoot() error {
+	switch c.SPIFFE.Root {
+	case SPIFFERootSeed:
+	case SPIFFERootTPM:
+		if c.Sealer != "tpm" {
+			return fmt.Errorf("[spiffe] root = %q needs the TPM: set sealer = \"tpm\" (or root = %q)", SPIFFERootTPM, SPIFFERootSeed)
+		}
+	default:
+		return fmt.Errorf("[spiffe] root %q: want %q or %q", c.SPIFFE.Root, SPIFFERootSeed, SPIFFERootTPM)
+	}
+	x509TTL, _ := time.ParseDuration(c.SPIFFE.X509SVIDTTL)
+	if d, err := time.ParseDuration(c.SPIFFE.CATTL); err != nil || d < 2*x509TTL || d > maxCATTL {
+		return fmt.Errorf("[spiffe] ca_ttl %q: want a duration from twice x509_svid_ttl (%s) to %s, like \"24h\"", c.SPIFFE.CATTL, 2*x509TTL, maxCATTL)
+	}
+	return nil
 }
 
 // Bounds of the [spiffe] lifetimes. SPIRE's defaults are 1 h and 5 min.
@@ -319,7 +360,7 @@ func Default() *Config {
 		Audit:  Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
 		Shim:   Shim{Delegate: DefaultShimDelegate},
 		NRI:    NRI{Socket: DefaultNRISocket},
-		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m"},
+		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Root: SPIFFERootSeed, CATTL: "24h"},
 	}
 }
 
@@ -446,6 +487,9 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.SPIFFE.JWTSVIDTTL); err != nil || d < minJWTSVIDTTL || d > maxJWTSVIDTTL {
 		return fmt.Errorf("[spiffe] jwt_svid_ttl %q: want a duration from %s to %s, like \"5m\"", c.SPIFFE.JWTSVIDTTL, minJWTSVIDTTL, maxJWTSVIDTTL)
+	}
+	if err := c.validateSPIFFERoot(); err != nil {
+		return err
 	}
 	if c.API.Enable && c.Agent.Socket == "" {
 		return errors.New("[api] enable = true needs the agent: set [agent] socket")

@@ -81,6 +81,10 @@ func TestParseRejects(t *testing.T) {
 		"[spiffe]\njwt_svid_ttl = \"10s\"":                          "[spiffe] jwt_svid_ttl",
 		"[spiffe]\njwt_svid_ttl = \"2h\"":                           "[spiffe] jwt_svid_ttl",
 		"[spiffe]\ntrustdomain = \"example.org\"":                   "unknown key",
+		"[spiffe]\nroot = \"disk\"":                                 "[spiffe] root",
+		"sealer = \"host\"\n[spiffe]\nroot = \"tpm\"":               "needs the TPM: set sealer = \"tpm\"",
+		"[spiffe]\nca_ttl = \"90m\"":                                "[spiffe] ca_ttl \"90m\": want a duration from twice x509_svid_ttl (2h0m0s)",
+		"[spiffe]\nca_ttl = \"721h\"":                               "[spiffe] ca_ttl",
 		"[nri]\nenable = true":                                      "needs the agent",
 		"[nri]\nsocket = \"nri.sock\"":                              "[nri] socket",
 	} {

@@ -59,6 +59,7 @@ func init() {
 		"setup":  {"wire northstar into containerd, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
 		"config": {"print the snippet that wires northstar into containerd (and its CRI base-spec), hooks-d (podman, CRI-O) or runc", runConfig},
 		"agent":  {"the agent: serve the unsealed secret to the hook from memory, and with [api] enable each container its own API socket ([agent] socket; foreground)", runAgent},
+		"attest": {"attest --nonce HEX: this host's TPM evidence (EK certificate, AK, PCR quote, certified root key) as JSON; attest verify checks it offline", runAttest},
 		"audit":  {"audit verify|reset: check the agent's audit log (exit 1 names the first bad line), or start a new one", runAudit},
 	}
 }
@@ -313,6 +314,11 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 				return fmt.Errorf("agent: [spiffe] trust_domain: %w", err)
 			}
 			opts.API.SPIFFE = &registry.SPIFFE{TrustDomain: id, X509TTL: cfg.X509SVIDTTL(), JWTTTL: cfg.JWTSVIDTTL()}
+			if cfg.SPIFFE.Root == config.SPIFFERootTPM {
+				if opts.API.SPIFFE.Root, err = tpmRoot(ctx, cfg, env.Stdout); err != nil {
+					return fmt.Errorf("agent: %w", err)
+				}
+			}
 		}
 	}
 	if cfg.NRI.Enable {

@@ -286,15 +286,7 @@ func TestSPIFFETLSBetweenContainers(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	server := spiffeBundle(t, e, "server", "nsspiffe tls-server "+addr+" spiffe://example.org/client").hostNetwork()
 	startDetached(t, e, server)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the TLS server container does not listen")
-		}
-	}
+	waitListening(t, addr)
 	dial := func(identity, serverID string) result {
 		return spiffeBundle(t, e, identity, "nsspiffe tls-client "+addr+" "+serverID).hostNetwork().runcRun(t)
 	}

@@ -385,6 +385,18 @@ type srk struct {
 	pub    tpm2.TPMTPublic
 }
 
+// EnsureSRK makes sure the SRK northstar seals under is persisted at
+// SRKHandle (creating it if the handle is free) and returns its name. Other
+// TPM users of the agent (package attest) create their keys under it, so
+// that one storage root serves them all.
+func EnsureSRK(tpm transport.TPM) ([]byte, error) {
+	s, err := ensureSRK(tpm)
+	if err != nil {
+		return nil, err
+	}
+	return s.name.Buffer, nil
+}
+
 // ensureSRK returns the persistent SRK, creating and persisting it first if
 // the handle is free. When it exists (every call but the first), this is
 // one ReadPublic: no CreatePrimary on the hot path.

@@ -30,6 +30,9 @@ type SPIFFE struct {
 	TrustDomain spiffeid.TrustDomain
 	// X509TTL and JWTTTL are the SVIDs' lifetimes.
 	X509TTL, JWTTTL time.Duration
+	// Root, when set, puts the CA under an external root before it
+	// serves (agent/tpmca: a root in the TPM, which signs intermediates).
+	Root func(ctx context.Context, ca *spiffe.CA) error
 }
 
 // APIOptions configure the per-container API.
@@ -140,6 +143,13 @@ func openAPI(ctx context.Context, opts APIOptions, st *store.Store, c *Container
 			clear(auditKey)
 			root.Zero()
 			return nil, err
+		}
+		if opts.SPIFFE.Root != nil {
+			if err := opts.SPIFFE.Root(ctx, ca); err != nil {
+				clear(auditKey)
+				root.Zero()
+				return nil, err
+			}
 		}
 	}
 	// The head recorded at the last rotation: a log cut below it and

@@ -28,6 +28,7 @@ import (
 	"math/big"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -80,6 +81,9 @@ type CA struct {
 	signer  jose.Signer       // ES256 with kid, typ JWT
 	jwks    []byte            // the JWT bundle as a JWK Set
 	jwt     *jwtbundle.Bundle // the same, to validate with
+	// issuer, when set (UseRoot), holds the intermediate that signs
+	// X.509-SVIDs under cert, a root whose key is elsewhere.
+	issuer *atomic.Pointer[issuer]
 }
 
 // LoadCA makes the CA of td from the seed fill writes (SeedSize bytes; the

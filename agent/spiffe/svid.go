@@ -23,7 +23,7 @@ import (
 // agent keeps no copy. It will not print or marshal.
 type X509SVID struct {
 	ID       spiffeid.ID
-	Cert     []byte // the leaf, DER: the chain, since the CA is the bundle
+	Cert     []byte // the leaf's DER, then the intermediate's under an external root
 	Serial   string // hex
 	NotAfter time.Time
 	Lifetime time.Duration // NotAfter - NotBefore
@@ -59,6 +59,10 @@ func (ca *CA) IssueX509(id spiffeid.ID, now time.Time, ttl time.Duration) (*X509
 	if ttl <= 0 {
 		return nil, errors.New("issue x509-svid: no lifetime")
 	}
+	iss, err := ca.currentIssuer()
+	if err != nil {
+		return nil, fmt.Errorf("issue x509-svid: %w", err)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("issue x509-svid: generate key: %w", err)
@@ -81,7 +85,16 @@ func (ca *CA) IssueX509(id spiffeid.ID, now time.Time, ttl time.Duration) (*X509
 		IsCA:                  false,
 		URIs:                  []*url.URL{id.URL()},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.x509Key)
+	// No SVID outlives the intermediate that signs it.
+	if tmpl.NotAfter.After(iss.cert.NotAfter) {
+		tmpl.NotAfter = iss.cert.NotAfter
+		ttl = tmpl.NotAfter.Sub(notBefore)
+		if ttl <= 0 {
+			return nil, fmt.Errorf("issue x509-svid: the intermediate expired at %s and no new one was signed (is the TPM reachable?)",
+				iss.cert.NotAfter.UTC().Format(time.RFC3339))
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.cert, &key.PublicKey, iss.key)
 	if err != nil {
 		return nil, fmt.Errorf("issue x509-svid: create certificate: %w", err)
 	}
@@ -89,6 +102,7 @@ func (ca *CA) IssueX509(id spiffeid.ID, now time.Time, ttl time.Duration) (*X509
 	if err != nil {
 		return nil, fmt.Errorf("issue x509-svid: marshal key: %w", err)
 	}
+	der = append(der, iss.chain...) // the leaf, then its intermediate if any
 	return &X509SVID{ID: id, Cert: der, Serial: hex.EncodeToString(serial.Bytes()), NotAfter: tmpl.NotAfter, Lifetime: ttl, key: pkcs8}, nil
 }
 
