@@ -70,12 +70,18 @@ func TestDebPackage(t *testing.T) {
 	out := t.TempDir()
 	build := exec.Command("make", "-s", "-C", "..", "deb", "DEB_OUT="+out)
 	build.Env = append(os.Environ(), "TOOLS_DIR="+toolsDir())
-	lines := strings.Split(strings.TrimSpace(mustRun(t, build).stdout), "\n")
+	// Both take minutes when the machine is loaded (lintian took over a
+	// minute at load 18).
+	r := runWithin(t, 10*time.Minute, build)
+	if r.err != nil {
+		t.Fatalf("make deb:\n%s", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	deb := lines[len(lines)-1]
 	if !strings.HasPrefix(filepath.Base(deb), "northstar_") || !strings.HasSuffix(deb, ".deb") {
 		t.Fatalf("make deb made %q", deb)
 	}
-	if r := run(t, exec.Command("lintian", "--fail-on", "error,warning", deb)); r.err != nil {
+	if r := runWithin(t, 10*time.Minute, exec.Command("lintian", "--fail-on", "error,warning", deb)); r.err != nil {
 		t.Fatalf("lintian:\n%s", r)
 	}
 
@@ -137,7 +143,7 @@ func TestDebPackage(t *testing.T) {
 	}
 	setup := exec.Command(debCtl, "setup", "containerd", "--runtime-config", c.configPath(), "--containerd", filepath.Join(containerd2Bin, "containerd"))
 	setup.Env = c.env
-	r := run(t, setup)
+	r = run(t, setup)
 	if r.err != nil || !strings.Contains(r.stdout, "initialized "+debState) {
 		t.Fatalf("setup containerd after installing, before the agent (README order), failed:\n%s", r)
 	}
