@@ -58,8 +58,9 @@ build() {
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	start=$SECONDS
-	log "building $* into $dir (takes a minute or two, once)"
-	CGO_ENABLED=0 GOBIN=$dir "$GO" -C "$module" install -trimpath -tags no_btrfs "$@" ||
+	log "[$step/${#tools[@]}] building $* into $dir (a minute or two, once)"
+	CGO_ENABLED=0 GOBIN=$dir "$(dirname "$0")/go-progress.sh" "${dir##*/}" 0 \
+		"$GO" -C "$module" install -v -trimpath -tags no_btrfs "$@" ||
 		die "go install $* failed"
 	touch "$dir/.done"
 	log "built $dir in $((SECONDS - start)) s"
@@ -83,7 +84,9 @@ if [[ ${1:-} == --print ]]; then
 fi
 tools=("$@")
 [[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm spire-agent)
+step=0
 for tool in "${tools[@]}"; do
+	step=$((step + 1))
 	case $tool in
 	containerd)
 		build "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" \
