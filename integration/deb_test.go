@@ -163,6 +163,13 @@ func TestDebPackage(t *testing.T) {
 	if err := os.WriteFile(debConfig, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Docker: the package's runtime wrapper, in the daemon.json setup writes.
+	daemon := filepath.Join(t.TempDir(), "daemon.json")
+	if r := run(t, exec.Command(debCtl, "setup", "docker", "--daemon-json", daemon)); r.err != nil {
+		t.Errorf("setup docker after installing:\n%s", r)
+	} else if b, _ := os.ReadFile(daemon); !strings.Contains(string(b), `"path": "/usr/bin/northstar-runtime"`) {
+		t.Errorf("setup docker wrote:\n%s", b)
+	}
 
 	raw, err := os.ReadFile(debUnit)
 	if err != nil {
