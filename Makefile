@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # northstar — see README.md. `make test` is what CI runs (.ci/run).
 SHELL := /bin/bash
 GO ?= go

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ctl implements northstarctl, the administrator's command: create
 // and rotate the lifecycle secret, show its status, check the host, and print
 // the snippets that wire northstar into a runtime.

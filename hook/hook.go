@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hook is the northstar OCI hook: it reads the OCI state from stdin
 // and the bundle's config.json, takes the lifecycle secret out of the store,
 // and materializes it read-only at /run/northstar/secret inside the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # demo.sh — northstar end to end: an MQTT broker container and a client
 # container under rootless containerd with the northstar shim authenticate
 # to each other with northstar tokens from the agent's API (identity by

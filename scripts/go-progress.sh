@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # go-progress.sh LABEL TOTAL GO-COMMAND... — runs a `go build -v` or
 # `go install -v` and shows how far it is: "LABEL: 120/480 packages, 35 s",
 # rewritten in place on a terminal, else a line every 10 s. TOTAL is what

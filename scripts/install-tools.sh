@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # install-tools.sh — builds the tools Debian does not package, once, from the
 # Go module proxy, into a cache that later runs reuse:
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # mkrootfs.sh DIR [extra static binaries...]
 #
 # Builds (or refreshes) a tiny container root filesystem in DIR from the

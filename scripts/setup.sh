@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # setup.sh — prepare a Debian 12 machine for northstar's real-stack tests and
 # demo (runc, rootless containerd, swtpm).  Run as root.  Idempotent; returns
 # in well under 2 s when everything is already in place.

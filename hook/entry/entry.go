@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package entry is the northstar hook as runtimes are told to run it: its
 // binary name and where to find it, the hook entry (path, args, env,
 // timeout) that the shim injects into config.json and `northstarctl config`

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package client is the example MQTT client of examples/mqtt: it connects
 // to the broker (MQTT 5, eclipse/paho.golang) with a northstar token, with
 // its X.509-SVID over mutual TLS, or with the lifecycle secret as its
