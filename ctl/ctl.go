@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ctl implements northstarctl, the administrator's command: create
 // and rotate the lifecycle secret, show its status, check the host, and print
 // the snippets that wire northstar into a runtime.
@@ -193,13 +195,13 @@ func runInit(ctx context.Context, env *Env, args []string) error {
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
-	_, st, err := openStore(*cfgPath)
+	cfg, st, err := openStore(*cfgPath)
 	if err != nil {
 		return err
 	}
 	rec, created, err := st.Init(ctx, "")
 	if err != nil {
-		return fmt.Errorf("init: %w", err)
+		return fmt.Errorf("init: %w", noTPM(cfg, err))
 	}
 	if created {
 		fmt.Fprintf(env.Stdout, "initialized %s: generation %d, sealer %s\n", st.Dir(), rec.Generation, rec.Sealer)
@@ -315,6 +317,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 				return fmt.Errorf("agent: [spiffe] trust_domain: %w", err)
 			}
 			opts.API.SPIFFE = &registry.SPIFFE{TrustDomain: id, X509TTL: cfg.X509SVIDTTL(), JWTTTL: cfg.JWTSVIDTTL()}
+			if cfg.SPIFFE.Issuer == config.IssuerSPIRE {
+				opts.API.SPIFFE.SPIREAdminSocket = cfg.SPIRE.AdminSocket
+			}
 			if cfg.SPIFFE.Root == config.SPIFFERootTPM {
 				if opts.API.SPIFFE.Root, err = tpmRoot(ctx, cfg, env.Stdout); err != nil {
 					return fmt.Errorf("agent: %w", err)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -7,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/agent/spire"
 	"github.com/northstar-oci/northstar/seal"
 )
 
@@ -30,6 +34,9 @@ type Status struct {
 	Containers []Container `json:"containers,omitempty"`
 	// Agent says why the containers are not listed ("" when they are).
 	Agent string `json:"agent,omitempty"`
+	// SPIRE is what the agent last learnt of the host's SPIRE agent
+	// ([spiffe] issuer = "spire").
+	SPIRE *spire.HostStatus `json:"spire,omitempty"`
 }
 
 // Container is one running container the agent knows.
@@ -42,6 +49,9 @@ type Container struct {
 	Follows    bool   `json:"follows"`       // rotations reach it
 	Why        string `json:"why,omitempty"` // why they do not
 	Revoked    bool   `json:"revoked,omitempty"`
+	// SPIRE says whether SPIRE answered for the container and which
+	// SPIFFE IDs it issued, or why none.
+	SPIRE *spire.Status `json:"spire,omitempty"`
 }
 
 func runStatus(_ context.Context, env *Env, args []string) error {
@@ -83,8 +93,9 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 			s.Containers = []Container{}
 			for _, e := range saved.Containers {
 				s.Containers = append(s.Containers, Container{ID: e.ID, Identity: e.Identity, Pid: e.Pid, Generation: e.Generation,
-					API: e.API, Follows: e.Follows, Why: e.Why, Revoked: e.Revoked})
+					API: e.API, Follows: e.Follows, Why: e.Why, Revoked: e.Revoked, SPIRE: e.SPIRE})
 			}
+			s.SPIRE = saved.SPIRE
 			sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].ID < s.Containers[j].ID })
 		}
 	}
@@ -116,7 +127,35 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 				gen = fmt.Sprint(c.Generation)
 			}
 			fmt.Fprintf(env.Stdout, "  %-20s %-24s generation %-4s %s\n", c.ID, c.Identity, gen, state)
+			if c.SPIRE != nil {
+				fmt.Fprintf(env.Stdout, "  %-20s spire: %s\n", "", describeSPIRE(c.SPIRE))
+			}
 		}
 	}
+	if h := s.SPIRE; h != nil {
+		fmt.Fprintf(env.Stdout, "spire:        %s\n", describeHost(h))
+	}
 	return nil
+}
+
+// describeSPIRE is one container's SPIRE line of status.
+func describeSPIRE(st *spire.Status) string {
+	switch {
+	case len(st.SPIFFEIDs) > 0 && st.Answered:
+		return "answered: " + strings.Join(st.SPIFFEIDs, " ")
+	case len(st.SPIFFEIDs) > 0:
+		return "serving " + strings.Join(st.SPIFFEIDs, " ") + " until it expires; " + st.Why
+	case st.Answered:
+		return "answered, no SVID: " + st.Why + " (" + strings.Join(st.Selectors, " ") + ")"
+	default:
+		return "no SVID: " + st.Why
+	}
+}
+
+// describeHost is the host's SPIRE line of status.
+func describeHost(h *spire.HostStatus) string {
+	if h.Answers && h.Delegate {
+		return "the SPIRE agent at " + h.AdminSocket + " answers; this agent is an authorized delegate"
+	}
+	return h.Why
 }

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package nri
 
 import (
@@ -30,7 +32,7 @@ type preparer struct {
 	forgot       []string
 }
 
-func (p *preparer) Prepare(id, identity string, owner *control.Owner, withAPI bool) (string, string, error) {
+func (p *preparer) Prepare(id, identity string, _ *control.Pod, owner *control.Owner, withAPI bool) (string, string, error) {
 	p.id, p.identity, p.owner, p.api = id, identity, owner, withAPI
 	if p.err != nil {
 		return "", "", p.err

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package registry is the agent's side of the containers: every container
 // the hook registers is kept here with what the agent gives it, its own
 // API socket (DESIGN.md §9) and the filesystem of its secret, which the
@@ -25,6 +27,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/live"
 	"github.com/northstar-oci/northstar/agent/spiffe"
+	"github.com/northstar-oci/northstar/agent/spire"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -118,6 +121,11 @@ type Entry struct {
 	Follows bool   `json:"follows"`
 	Why     string `json:"why,omitempty"`
 	Revoked bool   `json:"revoked,omitempty"`
+	// Pod names a Kubernetes container's pod (SPIRE's k8s: selectors).
+	Pod *control.Pod `json:"pod,omitempty"`
+	// SPIRE is what SPIRE last answered for the container ([spiffe]
+	// issuer = "spire").
+	SPIRE *spire.Status `json:"spire,omitempty"`
 }
 
 // holds is the record whose secret the container holds.
@@ -140,9 +148,10 @@ const WhyHookMounts = "its secret is mounted from inside the container (plain ro
 // registration is one container, as the agent holds it.
 type registration struct {
 	Entry
-	srv   *api.Server    // nil without the API (or revoked)
-	wl    *spiffe.Server // the SPIFFE Workload API beside it; nil without a trust domain (or revoked)
-	fs    *live.FS       // nil when the agent holds no handle
+	srv   *api.Server     // nil without the API (or revoked)
+	wl    *spiffe.Server  // the SPIFFE Workload API beside it; nil without a trust domain (or revoked)
+	spire *spire.Workload // wl's issuer with [spiffe] issuer = "spire" (its status outlives wl)
+	fs    *live.FS        // nil when the agent holds no handle
 	pidfd int
 	// mntNS and pidNS are the namespaces of the container's init: a
 	// connection to its sockets must come from mntNS, and containers
@@ -188,12 +197,19 @@ type Saved struct {
 	// DropPreviousAt is when the containers' secret.previous goes (the
 	// grace period of the last rotation ends).
 	DropPreviousAt time.Time `json:"drop_previous_at,omitzero"`
+	// SPIRE is what the agent last learnt of the SPIRE agent.
+	SPIRE *spire.HostStatus `json:"spire,omitempty"`
 }
 
 // Register implements control.Registrar.
 func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Reply, error) {
 	if err := req.Check(); err != nil {
 		return control.Reply{}, err
+	}
+	if req.Pod != nil {
+		if err := req.Pod.Check(); err != nil {
+			return control.Reply{}, err
+		}
 	}
 	switch {
 	case req.API && c.api == nil:
@@ -225,7 +241,7 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 	if err != nil {
 		return control.Reply{}, fmt.Errorf("dup pidfd: %w", err)
 	}
-	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen()}, pidfd: fd, mntNS: mntNS, pidNS: pidNS}
+	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen(), Pod: req.Pod}, pidfd: fd, mntNS: mntNS, pidNS: pidNS}
 	if req.HookMounts {
 		s.Why = WhyHookMounts
 	}
@@ -402,8 +418,8 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	srv.SetLog(c.log)
 	ln.srv = srv
 	var wl *spiffe.Server
-	if c.api.ca != nil {
-		if wl, err = c.serveSPIFFE(dir, s.Identity, s.mntNS, srv); err != nil {
+	if c.api.spiffe != nil {
+		if wl, err = c.serveSPIFFE(dir, s, srv); err != nil {
 			ln.Close()
 			return err
 		}
@@ -416,32 +432,44 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	return nil
 }
 
-// serveSPIFFE opens spiffe.sock in dir beside the container's api.sock,
-// served by srv, and serves it the Workload API of identity, under the
+// serveSPIFFE opens spiffe.sock in dir beside s's api.sock, served by
+// srv, and serves it the Workload API of s's identity, under the
 // bounds of the container's HTTP API: the same connection cap, and its
 // token bucket (tarpit included) and refusal count, shared.
 //
 // The callbacks hold srv itself, never the registration: a revocation
 // clears the registration's servers while handlers may still be running
 // (they did, and one that found it nil crashed the agent, DESIGN.md §15).
-func (c *Containers) serveSPIFFE(dir, identity string, mntNS control.NS, srv *api.Server) (*spiffe.Server, error) {
+func (c *Containers) serveSPIFFE(dir string, s *registration, srv *api.Server) (*spiffe.Server, error) {
 	a := c.api
-	wl, err := spiffe.NewServer(identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
+	cfg := spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
 		Refused: func(method string, status int, reason string) { srv.CountRefusal(status, method, reason) },
 		Revoked: c.RevokedJWT,
-		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log})
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log}
+	if a.spire != nil {
+		// The container's SPIRE stream starts now, in the background;
+		// the server closes it with the socket.
+		s.spire = a.spire.Workload(s.Identity, s.Pod)
+		cfg.Issuer = s.spire
+	}
+	wl, err := spiffe.NewServer(s.Identity, cfg)
 	if err != nil {
+		if s.spire != nil {
+			s.spire.Close()
+		}
 		return nil, err
 	}
 	sock := filepath.Join(dir, spiffe.SocketName)
 	_ = unix.Unlink(sock) // left by an earlier agent
-	ln, err := c.listen(sock, mntNS)
+	ln, err := c.listen(sock, s.mntNS)
 	if err != nil {
+		wl.Close()
 		return nil, err
 	}
 	ln.srv = srv
 	if err := chmodSocket(sock, 0o666); err != nil {
 		ln.Close()
+		wl.Close()
 		return nil, err
 	}
 	go wl.Serve(ln)
@@ -508,7 +536,17 @@ func (c *Containers) save() error {
 	}
 	out := Saved{Containers: make([]Entry, 0, len(c.byKey)), Revoked: map[string]revokedSender{}, DropPreviousAt: c.dropAt}
 	for _, s := range c.byKey {
-		out.Containers = append(out.Containers, s.Entry)
+		e := s.Entry
+		e.SPIRE = nil // an earlier agent's word, if restored
+		if s.spire != nil {
+			st := s.spire.Status()
+			e.SPIRE = &st
+		}
+		out.Containers = append(out.Containers, e)
+	}
+	if c.api != nil && c.api.spire != nil {
+		h := c.api.spire.Host()
+		out.SPIRE = &h
 	}
 	for id, r := range c.revoked {
 		out.Revoked[id] = r
