@@ -54,6 +54,9 @@ type Config struct {
 	NRI      NRI      `toml:"nri"`
 	SPIFFE   SPIFFE   `toml:"spiffe"`
 
+	// Federation is trust between attested northstar hosts (federation.go).
+	Federation Federation `toml:"federation"`
+
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
 }
@@ -489,6 +492,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("[spiffe] jwt_svid_ttl %q: want a duration from %s to %s, like \"5m\"", c.SPIFFE.JWTSVIDTTL, minJWTSVIDTTL, maxJWTSVIDTTL)
 	}
 	if err := c.validateSPIFFERoot(); err != nil {
+		return err
+	}
+	if err := c.validateFederation(); err != nil {
 		return err
 	}
 	if c.API.Enable && c.Agent.Socket == "" {

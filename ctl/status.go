@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/northstar-oci/northstar/agent/federation"
 	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/seal"
 )
@@ -30,6 +31,8 @@ type Status struct {
 	Containers []Container `json:"containers,omitempty"`
 	// Agent says why the containers are not listed ("" when they are).
 	Agent string `json:"agent,omitempty"`
+	// Peers are the [[federation.peer]] hosts as the agent last checked them.
+	Peers []federation.PeerStatus `json:"federation_peers,omitempty"`
 }
 
 // Container is one running container the agent knows.
@@ -88,6 +91,9 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 			sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].ID < s.Containers[j].ID })
 		}
 	}
+	if len(cfg.Federation.Peers) > 0 {
+		s.Peers, _ = federation.ReadStatus(cfg.StateDir) // none until the agent checked them
+	}
 	if *asJSON {
 		return writeJSON(env.Stdout, s)
 	}
@@ -118,5 +124,6 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 			fmt.Fprintf(env.Stdout, "  %-20s %-24s generation %-4s %s\n", c.ID, c.Identity, gen, state)
 		}
 	}
+	printPeers(env, cfg.Federation.Peers, s.Peers)
 	return nil
 }

@@ -35,6 +35,7 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 	ctx := stream.Context()
 	for {
 		gen, rotated := s.cfg.Lifecycle.Generation()
+		federated, fedChanged := s.federated()
 		svid, err := s.cfg.CA.IssueX509(s.id, s.cfg.now(), s.cfg.X509TTL)
 		if err != nil {
 			return status.Error(codes.Unavailable, "could not issue an x509-svid")
@@ -44,7 +45,7 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 			X509Svid:    svid.Cert,
 			X509SvidKey: svid.Key(),
 			Bundle:      s.cfg.CA.Certificate().Raw,
-		}}}
+		}}, FederatedBundles: federated}
 		// What the audit log cannot record is not handed out.
 		if err := s.cfg.Audit.Audit("spiffe-x509-issued", map[string]string{
 			"identity": s.identity, "spiffe_id": s.id.String(), "serial": svid.Serial,
@@ -65,6 +66,8 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 		case <-renew.C:
 		case <-rotated:
 			renew.Stop()
+		case <-fedChanged:
+			renew.Stop()
 		case <-ctx.Done():
 			renew.Stop()
 			return nil
@@ -75,16 +78,31 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 	}
 }
 
-// FetchX509Bundles streams the trust domain's X.509 bundle: the CA
-// certificate. It does not change while the agent runs (see CA), so the
-// stream carries one message and then waits.
+// FetchX509Bundles streams the trust domain's X.509 bundle, the CA
+// certificate, which does not change while the agent runs (see CA), and
+// the federated trust domains' bundles, again at each of their changes.
 func (h *handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
 	s := h.s
 	td := s.cfg.CA.TrustDomain().IDString()
-	if err := stream.Send(&workload.X509BundlesResponse{Bundles: map[string][]byte{td: s.cfg.CA.Certificate().Raw}}); err != nil {
-		return err
+	for {
+		federated, changed := s.federated()
+		bundles := map[string][]byte{td: s.cfg.CA.Certificate().Raw}
+		for k, v := range federated {
+			if k != td {
+				bundles[k] = v
+			}
+		}
+		if err := stream.Send(&workload.X509BundlesResponse{Bundles: bundles}); err != nil {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-stream.Context().Done():
+			return nil
+		case <-s.closed:
+			return status.Error(codes.Unavailable, "the container's socket is closing")
+		}
 	}
-	return h.wait(stream.Context())
 }
 
 // FetchJWTBundles streams the trust domain's JWT bundle, a JWK Set of the

@@ -86,6 +86,8 @@ type Config struct {
 	Refused func(method string, status int, reason string)
 	// Conns caps the socket's open connections (0: MaxConns).
 	Conns int
+	// Federated, if set, are other trust domains' bundles to hand out.
+	Federated Federated
 
 	now func() time.Time // tests
 }
