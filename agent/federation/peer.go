@@ -163,7 +163,7 @@ func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error
 	q := u.Query()
 	q.Set("nonce", hex.EncodeToString(nonce))
 	u.RawQuery = q.Encode()
-	ev, err := evidence(ctx, opts, http.MethodGet, u.String(), nil)
+	ev, err := evidence(ctx, opts, http.MethodGet, p.EvidenceURL, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error
 	if err != nil {
 		return nil, err
 	}
-	ans, err := evidence(ctx, opts, http.MethodPost, p.EvidenceURL, body)
+	ans, err := evidence(ctx, opts, http.MethodPost, p.EvidenceURL, p.EvidenceURL, body)
 	if err != nil {
 		return nil, err
 	}
@@ -186,21 +186,21 @@ func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error
 	return attest.Verify(ans, policy)
 }
 
-// evidence makes one request to an evidence endpoint and parses the
-// answer, read up to attest.MaxEvidence.
+// evidence makes one request to u, the evidence endpoint name with its
+// query, and parses the answer, read up to attest.MaxEvidence.
 //
 // Its TLS is not authenticated: the evidence authenticates itself (a quote
 // by an AK the pinned EK's TPM holds, over our nonce), and the bundle is
 // then fetched over TLS authenticated by the root it certifies. A man in
 // the middle can only relay what the peer's TPM says.
-func evidence(ctx context.Context, opts Options, method, u string, body []byte) (*attest.Evidence, error) {
+func evidence(ctx context.Context, opts Options, method, name, u string, body []byte) (*attest.Evidence, error) {
 	tr := opts.transport
 	if tr == nil {
 		tr = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} //nolint:gosec // see above
 	}
 	b, err := request(ctx, tr, method, u, body, attest.MaxEvidence)
 	if err != nil {
-		return nil, fmt.Errorf("evidence from %s: %w", u, err)
+		return nil, fmt.Errorf("evidence from %s: %w", name, err)
 	}
 	return attest.ParseEvidence(b)
 }
