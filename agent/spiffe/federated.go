@@ -1,5 +1,7 @@
 package spiffe
 
+import "maps"
+
 // Federated is the X.509 bundles of other trust domains this host's
 // containers trust (package agent/federation: attested northstar peers),
 // sent as federated_bundles in every X509SVIDResponse and beside the
@@ -12,11 +14,18 @@ type Federated interface {
 	FederatedBundles() (bundles map[string][]byte, changed <-chan struct{})
 }
 
-// federated returns s's federated bundles and the channel of their next
-// change (nil without federation: never ready).
+// federated returns s's federated bundles, never one for its own trust
+// domain, and the channel of their next change (nil without federation:
+// never ready).
 func (s *Server) federated() (map[string][]byte, <-chan struct{}) {
 	if s.cfg.Federated == nil {
 		return nil, nil
 	}
-	return s.cfg.Federated.FederatedBundles()
+	m, changed := s.cfg.Federated.FederatedBundles()
+	own := s.cfg.CA.TrustDomain().IDString()
+	if _, ok := m[own]; ok {
+		m = maps.Clone(m)
+		delete(m, own)
+	}
+	return m, changed
 }

@@ -2,6 +2,7 @@ package spiffe
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -87,11 +88,7 @@ func (h *handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.S
 	for {
 		federated, changed := s.federated()
 		bundles := map[string][]byte{td: s.cfg.CA.Certificate().Raw}
-		for k, v := range federated {
-			if k != td {
-				bundles[k] = v
-			}
-		}
+		maps.Copy(bundles, federated)
 		if err := stream.Send(&workload.X509BundlesResponse{Bundles: bundles}); err != nil {
 			return err
 		}
