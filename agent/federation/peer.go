@@ -58,9 +58,6 @@ type Options struct {
 	MaxRefresh time.Duration
 	// Log gets one line per change of a peer's state.
 	Log io.Writer
-
-	// transport, if set, carries the evidence requests (tests).
-	transport *http.Transport
 }
 
 // Watch checks every peer now and then at 80 % of its refresh hint, until
@@ -125,7 +122,7 @@ func watch(ctx context.Context, set *Set, opts Options, p Peer) {
 func check(ctx context.Context, opts Options, p Peer) (time.Duration, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	proof, err := attestPeer(ctx, opts, p)
+	proof, err := attestPeer(ctx, p)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -148,7 +145,7 @@ func check(ctx context.Context, opts Options, p Peer) (time.Duration, []byte, er
 // attestPeer asks p for evidence over a nonce, challenges the AK it shows
 // (credential activation to the pinned EK: only that TPM can answer), and
 // verifies the answer against p's EK and PCR policy.
-func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error) {
+func attestPeer(ctx context.Context, p Peer) (*attest.Proof, error) {
 	nonce := make([]byte, attest.MaxNonce)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
@@ -163,7 +160,7 @@ func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error
 	q := u.Query()
 	q.Set("nonce", hex.EncodeToString(nonce))
 	u.RawQuery = q.Encode()
-	ev, err := evidence(ctx, opts, http.MethodGet, p.EvidenceURL, u.String(), nil)
+	ev, err := evidence(ctx, http.MethodGet, p.EvidenceURL, u.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +175,7 @@ func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error
 	if err != nil {
 		return nil, err
 	}
-	ans, err := evidence(ctx, opts, http.MethodPost, p.EvidenceURL, p.EvidenceURL, body)
+	ans, err := evidence(ctx, http.MethodPost, p.EvidenceURL, p.EvidenceURL, body)
 	if err != nil {
 		return nil, err
 	}
@@ -193,11 +190,8 @@ func attestPeer(ctx context.Context, opts Options, p Peer) (*attest.Proof, error
 // by an AK the pinned EK's TPM holds, over our nonce), and the bundle is
 // then fetched over TLS authenticated by the root it certifies. A man in
 // the middle can only relay what the peer's TPM says.
-func evidence(ctx context.Context, opts Options, method, name, u string, body []byte) (*attest.Evidence, error) {
-	tr := opts.transport
-	if tr == nil {
-		tr = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} //nolint:gosec // see above
-	}
+func evidence(ctx context.Context, method, name, u string, body []byte) (*attest.Evidence, error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} //nolint:gosec // see above
 	b, err := request(ctx, tr, method, u, body, attest.MaxEvidence)
 	if err != nil {
 		return nil, fmt.Errorf("evidence from %s: %w", name, err)
