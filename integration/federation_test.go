@@ -151,22 +151,36 @@ func (h *fedHost) waitPeer(t *testing.T, td string, trusted bool, timeout time.D
 	}
 }
 
-// container runs identity's container with nsspiffe in h's namespace.
-func (h *fedHost) container(t *testing.T, identity, args string) result {
+// mqttClient runs the example MQTT client (go-spiffe mutual TLS) in a
+// container of identity "client" on h, logging in to the broker on b as
+// its whole SPIFFE ID (a client of another trust domain).
+func (h *fedHost) mqttClient(t *testing.T, b *fedHost) result {
 	t.Helper()
-	b := spiffeBundle(t, h.e, identity, "nsspiffe "+args).hostNetwork()
-	b.write(t)
+	dir, err := mqttBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bd := spiffeBundle(t, h.e, "client", fmt.Sprintf("client --auth mtls --broker %s:1883 --audience spiffe://%s/broker --username spiffe://%s/client --timeout 5s",
+		b.addr, b.td, h.td)).withBinary(t, filepath.Join(dir, "mqtt-client"), "client").hostNetwork()
+	bd.write(t)
 	root := filepath.Join(h.e.dir, "runc-root")
 	id := fmt.Sprintf("ns-fed-%d-%d", os.Getpid(), containerSeq.Add(1))
 	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
-	return run(t, inNetns(h.ns, "runc", "--root", root, "run", "--bundle", b.dir, id))
+	return run(t, inNetns(h.ns, "runc", "--root", root, "run", "--bundle", bd.dir, id))
 }
 
-// serve starts identity's nsspiffe tls-server on port in h's namespace,
-// accepting the client of SPIFFE ID client only.
-func (h *fedHost) serve(t *testing.T, identity string, port int, client string) {
+// mqttBroker starts the example MQTT broker with mutual TLS in a container
+// of identity "broker" on h, letting in clients of the federated trust
+// domains too; it returns the path of the broker's log.
+func (h *fedHost) mqttBroker(t *testing.T, federated ...string) string {
 	t.Helper()
-	b := spiffeBundle(t, h.e, identity, fmt.Sprintf("nsspiffe tls-server 0.0.0.0:%d %s", port, client)).hostNetwork()
+	dir, err := mqttBinaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := spiffeBundle(t, h.e, "broker", "broker --auth mtls --listen 0.0.0.0:1883 --federated "+strings.Join(federated, ",")+" >/tmp/broker.log 2>&1").
+		withBinary(t, filepath.Join(dir, "mqtt-broker"), "broker").hostNetwork()
+	b.spec.Root.Readonly = false
 	b.write(t)
 	root := filepath.Join(h.e.dir, "runc-root")
 	id := fmt.Sprintf("ns-fed-%d-%d", os.Getpid(), containerSeq.Add(1))
@@ -178,12 +192,14 @@ func (h *fedHost) serve(t *testing.T, identity string, port int, client string) 
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("runc run --detach on %s: %v", h.name, err)
 	}
+	log := filepath.Join(b.rootfs, "tmp", "broker.log")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if inNetns(h.ns, "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d", port)).Run() == nil {
-			return
+		if inNetns(h.ns, "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/1883").Run() == nil {
+			return log
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the TLS server on %s does not listen", h.name)
+			out, _ := os.ReadFile(log)
+			t.Fatalf("the broker on %s does not listen:\n%s", h.name, out)
 		}
 	}
 }
@@ -192,8 +208,9 @@ func (h *fedHost) serve(t *testing.T, identity string, port int, client string) 
 // swtpm (EK certificate from a maker CA of its own), agent with its root
 // in the TPM, and trust domain, each naming the others as peers with
 // their EKs and, for C, PCR 16's value. Every agent takes the others'
-// bundles once their evidence verifies; a client container on A logs in
-// over mutual TLS to a server container on B, and C's client too. Then
+// bundles once their evidence verifies; the MQTT client container on A
+// logs in over mutual TLS (go-spiffe, federated bundles) to the broker
+// container on B, and C's client too. Then
 // C's PCR 16 changes: within one refresh A and B drop C's bundle (one
 // line in the log and in status naming the PCR), and C's client is
 // refused while A's still logs in. A peer whose EK is not the pinned one
@@ -220,15 +237,16 @@ func TestFederation(t *testing.T) {
 		t.Errorf("C's refusal of A's changed EK: %q", p.Reason)
 	}
 
-	b.serve(t, "server", 9443, "spiffe://a.test/client")
-	b.serve(t, "server", 9444, "spiffe://c.test/client")
-	if r := a.container(t, "client", "tls-client 10.27.0.2:9443 spiffe://b.test/server"); r.err != nil ||
-		strings.TrimSpace(r.stdout) != "hello spiffe://a.test/client" {
-		t.Fatalf("A's client to B's server through federation:\n%s", r)
+	blog := b.mqttBroker(t, "a.test", "c.test")
+	for _, h := range []*fedHost{a, c} {
+		if r := h.mqttClient(t, b); r.err != nil {
+			l, _ := os.ReadFile(blog)
+			t.Fatalf("%s's MQTT client to B's broker through federation:\n%s\n--- broker log\n%s", h.name, r, l)
+		}
 	}
-	if r := c.container(t, "client", "tls-client 10.27.0.2:9444 spiffe://b.test/server"); r.err != nil ||
-		strings.TrimSpace(r.stdout) != "hello spiffe://c.test/client" {
-		t.Fatalf("C's client to B's server before C's PCR changed:\n%s", r)
+	if l, _ := os.ReadFile(blog); !strings.Contains(string(l), `username="spiffe://a.test/client" spiffe_id="spiffe://a.test/client"`) ||
+		!strings.Contains(string(l), `username="spiffe://c.test/client" spiffe_id="spiffe://c.test/client"`) {
+		t.Errorf("the broker's log lacks A's and C's logins:\n%s", l)
 	}
 
 	c.tpm.extendPCR(t, 16)
@@ -252,12 +270,20 @@ func TestFederation(t *testing.T) {
 	if r := b.e.ctl(t, "status"); !strings.Contains(r.stdout, "c.test") || !strings.Contains(r.stdout, "refused since") {
 		t.Errorf("B's status does not show C refused:\n%s", r)
 	}
-	if r := c.container(t, "client", "tls-client 10.27.0.2:9444 spiffe://b.test/server"); r.err == nil {
-		t.Errorf("C's client logged in to B after C's PCR changed:\n%s", r)
+	if r := c.mqttClient(t, b); r.err == nil {
+		t.Errorf("C's MQTT client logged in to B after C's PCR changed:\n%s", r)
 	}
-	if r := a.container(t, "client", "tls-client 10.27.0.2:9443 spiffe://b.test/server"); r.err != nil ||
-		strings.TrimSpace(r.stdout) != "hello spiffe://a.test/client" {
-		t.Errorf("A's client to B's server after C was dropped:\n%s", r)
+	if r := a.mqttClient(t, b); r.err != nil {
+		t.Errorf("A's MQTT client to B's broker after C was dropped:\n%s", r)
+	}
+	l, _ := os.ReadFile(blog)
+	refusedC := false
+	for _, line := range strings.Split(string(l), "\n") {
+		refusedC = refusedC || strings.Contains(line, "refused: TLS handshake: ") && strings.Contains(line, `\"c.test\"`) &&
+			strings.Contains(line, "remote="+c.addr+":")
+	}
+	if !refusedC {
+		t.Errorf("the broker's log lacks the refusal of C's client for its trust domain:\n%s", l)
 	}
 	if p := a.peers(t)["b.test"]; !p.Trusted {
 		t.Errorf("A dropped B: %+v", p)
