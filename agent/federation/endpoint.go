@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/federation"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/netutil"
 
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/attest"
@@ -40,6 +41,9 @@ const (
 	// maxChallenge bounds a POSTed challenge: an AK's public area, an EK
 	// and a credential are about 1 KiB.
 	maxChallenge = 16 << 10
+	// maxConns bounds the endpoint's open connections; more wait in the
+	// listener's backlog.
+	maxConns = 64
 	// endpointSVIDTTL is the lifetime of the endpoint's X.509-SVID; a new
 	// one is issued at half of it.
 	endpointSVIDTTL = time.Hour
@@ -77,6 +81,9 @@ func Serve(ctx context.Context, ln net.Listener, opts EndpointOptions) error {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
+	if opts.Timeout <= 0 {
+		return errors.New("federation: the endpoint needs a timeout")
+	}
 	td := opts.CA.TrustDomain()
 	id, err := spiffeid.FromPath(td, EndpointPath)
 	if err != nil {
@@ -111,7 +118,7 @@ func Serve(ctx context.Context, ln net.Listener, opts EndpointOptions) error {
 		srv.Close()
 	}()
 	fmt.Fprintf(opts.Log, "northstar agent: federation: serving the bundle of %s and its evidence on https://%s (as %s)\n", td.Name(), ln.Addr(), id)
-	err = srv.ServeTLS(ln, "", "")
+	err = srv.ServeTLS(netutil.LimitListener(ln, maxConns), "", "")
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

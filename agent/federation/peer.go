@@ -67,6 +67,12 @@ func Watch(ctx context.Context, set *Set, opts Options) (done <-chan struct{}) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.MaxRefresh <= 0 {
+		opts.MaxRefresh = 5 * time.Minute
+	}
 	ch := make(chan struct{})
 	left := make(chan struct{}, len(opts.Peers))
 	for _, p := range opts.Peers {
@@ -238,6 +244,10 @@ func request(ctx context.Context, tr *http.Transport, method, u string, body []b
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err == nil {
+		// A body cut short by the deadline may read as a clean end.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return nil, timeoutError(ctx, err)
 	}
