@@ -51,6 +51,7 @@ type Config struct {
 	API      API      `toml:"api"`
 	Audit    Audit    `toml:"audit"`
 	Shim     Shim     `toml:"shim"`
+	Runtime  Runtime  `toml:"runtime"`
 	NRI      NRI      `toml:"nri"`
 	SPIFFE   SPIFFE   `toml:"spiffe"`
 
@@ -329,6 +330,18 @@ type Shim struct {
 	Delegate string `toml:"delegate"`
 }
 
+// Runtime configures northstar-runtime, the runc-compatible wrapper for
+// Docker, CRI-O and `podman --runtime`.
+type Runtime struct {
+	// Delegate is the runc-compatible runtime the wrapper execs with the
+	// engine's arguments: a name found on PATH (runc, crun) or an
+	// absolute path.
+	Delegate string `toml:"delegate"`
+}
+
+// DefaultRuntimeDelegate is the runtime northstar-runtime runs.
+const DefaultRuntimeDelegate = "runc"
+
 // NRI configures the agent's NRI plugin (package nri): the way into every
 // Kubernetes container on containerd 2.x (and CRI-O 1.30+) without a
 // RuntimeClass. The agent runs it; it needs [agent] socket.
@@ -360,10 +373,11 @@ func Default() *Config {
 		Rotation: Rotation{On: RotateOnRuntimeRestart, Live: true, Grace: "5m"},
 		API: API{TokenTTL: "60s", MaxConnections: DefaultAPIMaxConnections, Rate: DefaultAPIRate, Burst: DefaultAPIBurst,
 			RequestTimeout: DefaultAPIRequestTimeout, MaxUsedTokens: DefaultMaxUsedTokens, MaxUsedTokensPerSender: DefaultMaxUsedPerSender},
-		Audit:  Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
-		Shim:   Shim{Delegate: DefaultShimDelegate},
-		NRI:    NRI{Socket: DefaultNRISocket},
-		SPIFFE: SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Root: SPIFFERootSeed, CATTL: "24h"},
+		Audit:   Audit{MaxBytes: DefaultAuditMaxBytes, Keep: DefaultAuditKeep},
+		Shim:    Shim{Delegate: DefaultShimDelegate},
+		Runtime: Runtime{Delegate: DefaultRuntimeDelegate},
+		NRI:     NRI{Socket: DefaultNRISocket},
+		SPIFFE:  SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Root: SPIFFERootSeed, CATTL: "24h"},
 	}
 }
 
@@ -502,6 +516,9 @@ func (c *Config) Validate() error {
 	}
 	if d := c.Shim.Delegate; d == "" || strings.ContainsRune(d, '/') && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
 		return fmt.Errorf("[shim] delegate %q: want a binary name (containerd-shim-runc-v2) or a clean absolute path", d)
+	}
+	if d := c.Runtime.Delegate; d == "" || strings.ContainsRune(d, '/') && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
+		return fmt.Errorf("[runtime] delegate %q: want a binary name (runc, crun) or a clean absolute path", d)
 	}
 	if c.NRI.Enable && c.Agent.Socket == "" {
 		return errors.New("[nri] enable = true needs the agent, which runs the plugin: set [agent] socket")

@@ -71,6 +71,8 @@ func TestParseRejects(t *testing.T) {
 		"[audit]\nmax_byte = 100000":                                "unknown key",
 		"[shim]\ndelegate = \"bin/shim\"":                           "[shim] delegate",
 		"[shim]\ndelegate = \"/usr/bin/../bin/x\"":                  "[shim] delegate",
+		"[runtime]\ndelegate = \"\"":                                "[runtime] delegate",
+		"[runtime]\ndelegate = \"bin/runc\"":                        "[runtime] delegate",
 		apiOn + "[spiffe]\ntrust_domain = \"Example.org\"":          "[spiffe] trust_domain",
 		apiOn + "[spiffe]\ntrust_domain = \"spiffe://example.org\"": "[spiffe] trust_domain",
 		apiOn + "[spiffe]\ntrust_domain = \"example.org/a\"":        "[spiffe] trust_domain",
@@ -134,6 +136,19 @@ func TestShimDelegate(t *testing.T) {
 		c, err := Parse([]byte("[shim]\ndelegate = \"" + ok + "\"\n"))
 		if err != nil || c.Shim.Delegate != ok {
 			t.Errorf("delegate %q: %+v, %v", ok, c.Shim, err)
+		}
+	}
+}
+
+func TestRuntimeDelegate(t *testing.T) {
+	d, err := Parse(nil)
+	if err != nil || d.Runtime.Delegate != "runc" {
+		t.Fatalf("default delegate %q, %v", d.Runtime.Delegate, err)
+	}
+	for _, ok := range []string{"crun", "/usr/sbin/runc"} {
+		c, err := Parse([]byte("[runtime]\ndelegate = \"" + ok + "\"\n"))
+		if err != nil || c.Runtime.Delegate != ok {
+			t.Errorf("delegate %q: %+v, %v", ok, c.Runtime, err)
 		}
 	}
 }

@@ -26,12 +26,12 @@ const (
 
 // setupFlags are the flags of `northstarctl setup`.
 type setupFlags struct {
-	dryRun, failOpen                                bool
-	runtimeConfig, dropIns, containerd, cri, hooksD string
+	dryRun, failOpen, dockerDefault                             bool
+	runtimeConfig, dropIns, containerd, cri, hooksD, daemonJSON string
 }
 
 func runSetup(ctx context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "setup", "containerd|podman|runc [--config PATH] [--dry-run] [flags]")
+	fs, cfgPath := flags(env, "setup", "containerd|docker|podman|runc [--config PATH] [--dry-run] [flags]")
 	var f setupFlags
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print what would change and change nothing")
 	fs.StringVar(&f.runtimeConfig, "runtime-config", defaultContainerdConfig, "containerd: its config file")
@@ -40,12 +40,14 @@ func runSetup(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.cri, "cri", "", "containerd: how Kubernetes (CRI) containers get the hook: nri (the agent's NRI plugin; default on containerd 2.x) or runtime-class (a runtime handler \"northstar\"; default on 1.x)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "containerd 2.2+: leave the plugin out of required_plugins, so pods start without the secret while it is away")
 	fs.StringVar(&f.hooksD, "hooks-dir", defaultHooksDir, "podman: the hooks.d directory for "+hooksFile)
+	fs.StringVar(&f.daemonJSON, "daemon-json", defaultDaemonJSON, "docker: dockerd's config file")
+	fs.BoolVar(&f.dockerDefault, "default", false, "docker: make northstar dockerd's default runtime (docker run --runtime runc opts out)")
 	pos, err := parse(fs, env, args, 1)
 	if err != nil {
 		return helpOK(err)
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("%w: setup needs a runtime: containerd, podman or runc", ErrUsage)
+		return fmt.Errorf("%w: setup needs a runtime: containerd, docker, podman or runc", ErrUsage)
 	}
 	path, err := filepath.Abs(config.Discover(*cfgPath))
 	if err != nil {
@@ -59,16 +61,22 @@ func runSetup(ctx context.Context, env *Env, args []string) error {
 	switch pos[0] {
 	case "containerd":
 		plan, err = planContainerd(cfg, &f)
+	case "docker":
+		plan, err = planDocker(cfg, &f)
 	case "podman":
 		plan, err = planPodman(cfg, &f)
 	case "runc":
 		plan = &setup.Plan{Notes: []string{"runc and crun have no global hook configuration: add the hook to each bundle's config.json ('northstarctl config runc' prints it)"}}
 	default:
-		return fmt.Errorf("%w: setup: unknown runtime %q: want containerd, podman or runc", ErrUsage, pos[0])
+		return fmt.Errorf("%w: setup: unknown runtime %q: want containerd, docker, podman or runc", ErrUsage, pos[0])
 	}
 	var pe *setup.ParseError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("setup %s: %w; fix the file or pass --runtime-config", pos[0], err)
+		fix := "--runtime-config"
+		if pos[0] == "docker" {
+			fix = "--daemon-json"
+		}
+		return fmt.Errorf("setup %s: %w; fix the file or pass %s", pos[0], err, fix)
 	}
 	if err != nil {
 		return fmt.Errorf("setup %s: %w", pos[0], err)

@@ -92,7 +92,7 @@ func installedPath(name string) string {
 }
 
 func runConfig(_ context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc [--config PATH] [--config-version 2|3] [--rootless]")
+	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc|crio [--config PATH] [--config-version 2|3] [--rootless]")
 	cfgVersion := fs.Int("config-version", 0, "containerd config version for the CRI table: 2 (containerd 1.x) or 3 (2.x); default: that of the containerd on PATH")
 	rootless := fs.Bool("rootless", false, "runc: the hooks for plain rootless runc (runc spec --rootless)")
 	pos, err := parse(fs, env, args, 1)
@@ -175,10 +175,12 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 			fmt.Fprintln(env.Stderr, "# [api] enable: the createRuntime hook registers with the agent, the createContainer hook mounts.")
 		}
 		return writeJSON(env.Stdout, map[string]any{"hooks": hooks})
+	case "crio":
+		return printCRIO(env.Stdout, env.Stderr, path)
 	case "":
-		return fmt.Errorf("%w: config needs a target: containerd, base-spec, hooks-d or runc", ErrUsage)
+		return fmt.Errorf("%w: config needs a target: containerd, base-spec, hooks-d, runc or crio", ErrUsage)
 	default:
-		return fmt.Errorf("%w: unknown config target %q: want containerd, base-spec, hooks-d or runc", ErrUsage, target)
+		return fmt.Errorf("%w: unknown config target %q: want containerd, base-spec, hooks-d, runc or crio", ErrUsage, target)
 	}
 	return nil
 }

@@ -132,6 +132,13 @@ func TestDebPackage(t *testing.T) {
 	if r := run(t, setup); r.err != nil || !strings.Contains(r.stdout, "initialized "+debState) {
 		t.Fatalf("setup containerd after installing:\n%s", r)
 	}
+	// Docker: the package's runtime wrapper, in the daemon.json setup writes.
+	daemon := filepath.Join(t.TempDir(), "daemon.json")
+	if r := run(t, exec.Command(debCtl, "setup", "docker", "--daemon-json", daemon)); r.err != nil {
+		t.Errorf("setup docker after installing:\n%s", r)
+	} else if b, _ := os.ReadFile(daemon); !strings.Contains(string(b), `"path": "/usr/bin/northstar-runtime"`) {
+		t.Errorf("setup docker wrote:\n%s", b)
+	}
 
 	raw, err := os.ReadFile(debUnit)
 	if err != nil {

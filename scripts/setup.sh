@@ -29,7 +29,7 @@ PACKAGES=(
 	libssl-dev gcc iproute2 time
 	util-linux procps tar coreutils
 	shellcheck podman containernetworking-plugins curl systemd crun
-	lintian linux-perf
+	lintian linux-perf docker.io
 )
 if [[ -n ${SETUP_EXTRA_PACKAGES:-} ]]; then
 	read -r -a extra <<<"$SETUP_EXTRA_PACKAGES"

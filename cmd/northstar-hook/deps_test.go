@@ -6,17 +6,17 @@ import (
 	"testing"
 )
 
-// TestHookLinksOnlyTheProtocol: the hook and the shim run at every
-// container start, as root, on input the container's creator controls;
-// they reach the agent through its control protocol (agent/control) and
-// link none of the daemon: not its API server, registry, tokens, keys or
+// TestHookLinksOnlyTheProtocol: the hook, the shim and the runtime
+// wrapper run at every container start, as root, on input the container's
+// creator controls; they reach the agent through its control protocol
+// (agent/control) and link none of the daemon: not its API server, registry, tokens, keys or
 // SPIFFE Workload API, and no HTTP or gRPC stack.
 func TestHookLinksOnlyTheProtocol(t *testing.T) {
 	const module = "github.com/northstar-oci/northstar/"
 	forbidden := []string{"net/http", module + "agent", module + "agent/registry", module + "agent/api", module + "agent/token", module + "agent/keys", module + "agent/spiffe", module + "client",
 		module + "nri", "github.com/containerd/nri/pkg/api", "github.com/containerd/ttrpc", "google.golang.org/grpc",
 		"github.com/spiffe/go-spiffe/v2/spiffeid"}
-	for _, cmd := range []string{".", "../containerd-shim-northstar-v2"} {
+	for _, cmd := range []string{".", "../containerd-shim-northstar-v2", "../northstar-runtime"} {
 		out, err := exec.Command("go", "list", "-deps", cmd).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go list -deps %s: %v\n%s", cmd, err, out)
@@ -25,8 +25,8 @@ func TestHookLinksOnlyTheProtocol(t *testing.T) {
 		for _, p := range strings.Fields(string(out)) {
 			deps[p] = true
 		}
-		if !deps[module+"hook"] && !deps[module+"shim"] {
-			t.Fatalf("go list -deps %s lists neither the hook nor the shim: %s", cmd, out)
+		if !deps[module+"hook"] && !deps[module+"shim"] && !deps[module+"runcwrap"] {
+			t.Fatalf("go list -deps %s lists neither the hook, the shim nor the wrapper: %s", cmd, out)
 		}
 		for _, p := range forbidden {
 			if deps[p] {

@@ -1,0 +1,79 @@
+package runcwrap
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/lifecycle"
+)
+
+func hostConfig(t *testing.T, extra string) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(p, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extra)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestRotateIfEngineRestarted: the first start adopts (or makes) the
+// secret for the engine; starts under the same engine change nothing;
+// under another engine process, many starts at once rotate exactly once;
+// the record names that engine's lifecycle.
+func TestRotateIfEngineRestarted(t *testing.T) {
+	ctx := context.Background()
+	cfg := hostConfig(t, "")
+	st, err := configured.Store(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := func() (uint64, string) {
+		t.Helper()
+		rec, err := st.Current()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.Generation, rec.LifecycleID
+	}
+	a, b := engine{pid: os.Getpid(), how: "a"}, engine{pid: os.Getppid(), how: "b"}
+	for range 2 {
+		if err := rotateIfEngineRestarted(ctx, cfg, a, invocation{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idA, _ := lifecycle.ID(a.pid)
+	if g, id := gen(); g != 1 || id != idA {
+		t.Fatalf("after starts under engine a: generation %d lifecycle %q, want 1 %q", g, id, idA)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- rotateIfEngineRestarted(ctx, cfg, b, invocation{}) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	idB, _ := lifecycle.ID(b.pid)
+	if g, id := gen(); g != 2 || id != idB {
+		t.Errorf("after 8 starts under engine b: generation %d lifecycle %q, want exactly one rotation to %q", g, id, idB)
+	}
+	if err := rotateIfEngineRestarted(ctx, cfg, engine{pid: 1 << 30, how: "gone"}, invocation{}); err == nil {
+		t.Error("an engine that is gone: no error")
+	}
+}
