@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,7 @@ func TestCheckRefusesBadPeers(t *testing.T) {
 	// Evidence of a TPM whose EK is not the pinned one: refused before
 	// anything else in it is looked at.
 	replaced, _ := json.Marshal(attest.Evidence{Version: attest.Version, EKCertificate: ekCert})
+	var busy atomic.Int32
 	for _, tc := range []struct {
 		name    string
 		handler http.HandlerFunc
@@ -95,6 +97,15 @@ func TestCheckRefusesBadPeers(t *testing.T) {
 		}, ek, "evidence from https://127.0.0.1:PORT/evidence: no answer within the check's timeout ([federation] timeout)"},
 		{"silent", func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() }, ek,
 			"no answer within the check's timeout"},
+		{"busy", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "busy", http.StatusServiceUnavailable) }, ek,
+			"its TPM was busy with other verifiers until the check's timeout"},
+		{"busy once", func(w http.ResponseWriter, _ *http.Request) {
+			if busy.Add(1) == 1 {
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+				return
+			}
+			w.Write([]byte("junk"))
+		}, ek, "the evidence does not parse"},
 		{"error", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "the TPM is on fire", 500) }, ek,
 			`500 Internal Server Error: "the TPM is on fire"`},
 		{"changed EK", func(w http.ResponseWriter, _ *http.Request) { w.Write(replaced) }, otherEK,

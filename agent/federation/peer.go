@@ -3,7 +3,7 @@ package federation
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"time"
@@ -153,7 +154,7 @@ func check(ctx context.Context, opts Options, p Peer) (time.Duration, []byte, er
 // verifies the answer against p's EK and PCR policy.
 func attestPeer(ctx context.Context, p Peer) (*attest.Proof, error) {
 	nonce := make([]byte, attest.MaxNonce)
-	if _, err := rand.Read(nonce); err != nil {
+	if _, err := crand.Read(nonce); err != nil {
 		return nil, err
 	}
 	policy := attest.Policy{Nonce: nonce, EKRoots: p.EKRoots, EKIntermediates: p.EKIntermediates, EK: p.EK, PCRs: p.PCRs}
@@ -226,10 +227,31 @@ func fetchBundle(ctx context.Context, p Peer, root *x509.Certificate) (*spiffebu
 	return bundle, nil
 }
 
-// request sends one request over tr and returns the body of its 200
-// answer, refusing more than limit bytes.
+// request sends a request over tr and returns the body of its 200 answer,
+// refusing more than limit bytes. A 503 (the peer's TPM is answering
+// another verifier) is asked again after a short random pause, until ctx
+// ends.
 func request(ctx context.Context, tr *http.Transport, method, u string, body []byte, limit int64) ([]byte, error) {
 	defer tr.CloseIdleConnections()
+	for {
+		b, err := requestOnce(ctx, tr, method, u, body, limit)
+		if !errors.Is(err, errBusy) {
+			return b, err
+		}
+		t := time.NewTimer(100*time.Millisecond + rand.N(200*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, errors.New("its TPM was busy with other verifiers until the check's timeout ([federation] timeout)")
+		case <-t.C:
+		}
+	}
+}
+
+// errBusy is a peer's 503.
+var errBusy = errors.New("busy")
+
+func requestOnce(ctx context.Context, tr *http.Transport, method, u string, body []byte, limit int64) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -250,6 +272,9 @@ func request(ctx context.Context, tr *http.Transport, method, u string, body []b
 	}
 	if err != nil {
 		return nil, timeoutError(ctx, err)
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return nil, fmt.Errorf("%w: %s: %.200q", errBusy, resp.Status, bytes.TrimSpace(b))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: %.200q", resp.Status, bytes.TrimSpace(b))
