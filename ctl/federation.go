@@ -39,6 +39,9 @@ func federate(ctx context.Context, cfg *config.Config, sp *registry.SPIFFE, log 
 		return err
 	}
 	root := sp.Root
+	if root == nil {
+		return fmt.Errorf("[federation] enable = true needs [spiffe] root = %q", config.SPIFFERootTPM)
+	}
 	sp.Root = func(rctx context.Context, ca *spiffe.CA) error {
 		if err := root(rctx, ca); err != nil {
 			return err

@@ -165,6 +165,26 @@ func (h *fedHost) mqttClient(t *testing.T, b *fedHost) result {
 	return run(t, h.runc(t, bd, "run"))
 }
 
+// mqttLogin is mqttClient until a round trip succeeds, three tries at
+// most, each failure logged: the example broker (mochi) now and then
+// drops a connection it accepted, on a publish it finds malformed
+// ("offset bytes out of range"), a failure after the login this test is
+// about.
+func (h *fedHost) mqttLogin(t *testing.T, b *fedHost, blog string) {
+	t.Helper()
+	for try := 1; ; try++ {
+		r := h.mqttClient(t, b)
+		if r.err == nil {
+			return
+		}
+		l, _ := os.ReadFile(blog)
+		if try == 3 {
+			t.Fatalf("%s's MQTT client to %s's broker through federation:\n%s\n--- broker log\n%s", h.name, b.name, r, l)
+		}
+		t.Logf("%s's MQTT client, try %d: %s (the broker's log: %q)", h.name, try, strings.TrimSpace(r.stderr), l)
+	}
+}
+
 // runc is `runc run` of b in h's network namespace, the container
 // deleted at cleanup.
 func (h *fedHost) runc(t *testing.T, b *bundle, args ...string) *exec.Cmd {
@@ -242,10 +262,7 @@ func TestFederation(t *testing.T) {
 
 	blog := b.mqttBroker(t, "a.test", "c.test")
 	for _, h := range []*fedHost{a, c} {
-		if r := h.mqttClient(t, b); r.err != nil {
-			l, _ := os.ReadFile(blog)
-			t.Fatalf("%s's MQTT client to B's broker through federation:\n%s\n--- broker log\n%s", h.name, r, l)
-		}
+		h.mqttLogin(t, b, blog)
 	}
 	if l, _ := os.ReadFile(blog); !strings.Contains(string(l), `username="spiffe://a.test/client" spiffe_id="spiffe://a.test/client"`) ||
 		!strings.Contains(string(l), `username="spiffe://c.test/client" spiffe_id="spiffe://c.test/client"`) {
@@ -259,13 +276,20 @@ func TestFederation(t *testing.T) {
 		if !strings.Contains(p.Reason, "PCR mismatch: PCR 16 is ") {
 			t.Errorf("%s's refusal of C: %q", h.name, p.Reason)
 		}
-		if !strings.Contains(h.agent.out.String(), "federation: peer c.test refused, its bundle is not trusted: PCR mismatch: PCR 16 is ") {
-			t.Errorf("%s's agent log lacks the refusal of C:\n%s", h.name, h.agent.out)
+	}
+	took := time.Since(changed)
+	for _, h := range []*fedHost{a, b} {
+		// The line follows the status file by a moment.
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.agent.out.String(),
+			"federation: peer c.test refused, its bundle is not trusted: PCR mismatch: PCR 16 is "); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("%s's agent log lacks the refusal of C:\n%s", h.name, h.agent.out)
+				break
+			}
 		}
 	}
 	// One refresh: a check every 80 % of the hint, bounded by its
 	// timeout (5 s); status is polled every 100 ms.
-	took := time.Since(changed)
 	t.Logf("A and B dropped C's bundle %s after its PCR 16 changed (refresh hint %s; machine shared)", took.Round(time.Millisecond), fedRefresh)
 	if took > fedRefresh+5*time.Second {
 		t.Errorf("C's bundle dropped after %s, more than one refresh (%s) and a check's timeout", took, fedRefresh)
@@ -278,9 +302,7 @@ func TestFederation(t *testing.T) {
 	if r := c.mqttClient(t, b); r.err == nil {
 		t.Errorf("C's MQTT client logged in to B after C's PCR changed:\n%s", r)
 	}
-	if r := a.mqttClient(t, b); r.err != nil {
-		t.Errorf("A's MQTT client to B's broker after C was dropped:\n%s", r)
-	}
+	a.mqttLogin(t, b, blog)
 	l, _ := os.ReadFile(blog)
 	refusedC := false
 	for _, line := range strings.Split(string(l), "\n") {
@@ -294,8 +316,10 @@ func TestFederation(t *testing.T) {
 	// asked again) are never dropped while their TPMs answer.
 	for _, h := range []*fedHost{a, b} {
 		for _, other := range []*fedHost{a, b} {
-			if line := "peer " + other.td + " refused"; other != h && strings.Contains(h.agent.out.String(), line) {
-				t.Errorf("%s once dropped %s, whose TPM did not change:\n%s", h.name, other.name, h.agent.out)
+			out := h.agent.out.String()
+			trusted := strings.Index(out, "peer "+other.td+" attested")
+			if other != h && (trusted < 0 || strings.Contains(out[trusted:], "peer "+other.td+" refused")) {
+				t.Errorf("%s dropped %s once it trusted it, though its TPM did not change:\n%s", h.name, other.name, out)
 			}
 		}
 	}
