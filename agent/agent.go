@@ -51,6 +51,9 @@ type Options struct {
 	// sends containers the agent's way (the NRI plugin) starts then, not
 	// before the agent can serve their hooks.
 	Ready func()
+	// OnRegistry, when set, is given the registry before Ready is
+	// called (the NRI plugin delivers through it: registry.Prepare).
+	OnRegistry func(*registry.Containers)
 }
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
@@ -85,6 +88,9 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		reg = r
 		h.setOnLoad(r)
+		if opts.OnRegistry != nil {
+			opts.OnRegistry(r)
+		}
 	}
 	ln, err := control.Listen(opts.Socket)
 	if err != nil {

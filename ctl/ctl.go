@@ -334,6 +334,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 		pctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		started := false
+		// The agent builds the containers' mounts itself wherever it
+		// keeps a registry: no hook on their start path.
+		opts.OnRegistry = func(r *registry.Containers) { plugin.Deliver = r }
 		opts.Ready = func() {
 			started = true
 			go func() { defer close(done); nri.Run(pctx, plugin) }()
@@ -360,7 +363,7 @@ func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
 	}
 	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable,
-		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log}
+		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log, Live: cfg.Rotation.Live, SecretMode: cfg.SecretMode()}
 	if cfg.Rotation.On == config.RotateManual {
 		return opts, nil
 	}

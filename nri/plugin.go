@@ -1,7 +1,11 @@
 // Package nri is northstar's NRI plugin (github.com/containerd/nri): for
-// every CRI container that containerd 2.x (or CRI-O 1.30+) creates, it adds
-// the northstar hook at createRuntime, so Kubernetes pods get the lifecycle
-// secret with no RuntimeClass and no base runtime spec. It is the CRI
+// every CRI container that containerd 2.x (or CRI-O 1.30+) creates, it has
+// the agent build the container's secret filesystem and API directory and
+// hands the runtime bind mounts of them (mounts.go: no process on the
+// start path), or, where the agent cannot (a user namespace of the
+// container's own, live rotation off), adds the northstar hook at
+// createRuntime; so Kubernetes pods get the lifecycle secret with no
+// RuntimeClass and no base runtime spec. It is the CRI
 // counterpart of package shim: both add the hook, both rotate the secret
 // when the runtime restarts (here: when the plugin reconnects to a new
 // runtime process, Run).
@@ -26,6 +30,7 @@ package nri
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -60,6 +65,12 @@ type plugin struct {
 	hook       specs.Hook // the hook entry to add (entry.New)
 	apiEnabled bool       // [api] enable: a container opted out of the secret may still want its API socket
 	apiEnv     []string   // for a container that gets the API: where its SPIFFE Workload API is
+	// deliver, when set, builds the container's mounts (no hook: mounts.go);
+	// live says it delivers the secret too ([rotation] live), secretMode
+	// is the secret file's default mode.
+	deliver    Deliverer
+	live       bool
+	secretMode os.FileMode
 }
 
 // adjust returns what the plugin changes in a container about to be
@@ -91,7 +102,13 @@ func (p *plugin) adjust(pod *api.PodSandbox, ctr *api.Container) (*api.Container
 		return nil, nil
 	}
 	adj := &api.ContainerAdjustment{}
-	adj.AddHooks(&api.Hooks{CreateRuntime: api.FromOCIHookSlice([]specs.Hook{p.hook})})
+	mounted, err := p.withMounts(adj, pod, ctr, secretOff, apiOff)
+	if err != nil {
+		return nil, err
+	}
+	if !mounted {
+		adj.AddHooks(&api.Hooks{CreateRuntime: api.FromOCIHookSlice([]specs.Hook{p.hook})})
+	}
 	// The hook reads the spec's annotations only; a pod annotation or
 	// one containerd did not pass through reaches it so.
 	annotations := ctr.GetAnnotations()

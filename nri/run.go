@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -31,6 +32,14 @@ type Options struct {
 	// plugin unregistered until the next attempt. Nil: never rotate.
 	Rotate func(ctx context.Context, runtimePid int) error
 	Log    io.Writer // one line per connection, loss and error; never a secret
+	// Deliver, when set, has the agent build each container's mounts and
+	// the runtime mount them: no hook runs (DESIGN.md §19), except for a
+	// container with a user namespace of its own, or for the secret
+	// without Live ([rotation] live: the agent delivers it). SecretMode
+	// is the secret file's mode unless an annotation says otherwise.
+	Deliver    Deliverer
+	Live       bool
+	SecretMode os.FileMode
 }
 
 // Reconnection backoff: a runtime restart takes about a second, and every
@@ -46,7 +55,8 @@ const (
 // when the runtime closes the connection (it restarted, or dropped the
 // plugin) it connects again, until ctx ends. It returns nil then.
 func Run(ctx context.Context, opts Options) error {
-	p := &plugin{hook: opts.Hook, apiEnabled: opts.APIEnabled, apiEnv: opts.APIEnv}
+	p := &plugin{hook: opts.Hook, apiEnabled: opts.APIEnabled, apiEnv: opts.APIEnv,
+		deliver: opts.Deliver, live: opts.Live, secretMode: opts.SecretMode}
 	// NRI's packages log through a process-wide logger (logrus on stderr
 	// unless told otherwise); the agent's log is opts.Log.
 	nrilog.Set(quietLogger{opts.Log})

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,9 +43,12 @@ func TestMain(m *testing.M) {
 
 func container() {
 	fail := func(err error) { fmt.Println("error", err); os.Exit(1) }
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		fail(err)
-	}
+	// The mount namespace is the test's (startContainer) Unshareflags, made
+	// for the whole process before exec: unshare(2) here would move only
+	// the calling thread, and the agent's setns through the pidfd enters
+	// the thread-group leader's namespace, which the Go scheduler need not
+	// have run this on (Reacquire then found no /run/northstar, about one
+	// run in three under load).
 	if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
 		fail(err)
 	}
@@ -114,6 +118,7 @@ func startContainer(t *testing.T, view *mount.Mount) *ctr {
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), "LIVE_TEST_CONTAINER=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
 	cmd.ExtraFiles = []*os.File{view.File()}
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()

@@ -69,6 +69,9 @@ type Containers struct {
 	dropAt  time.Time                // when the containers' secret.previous goes (zero: nothing to drop)
 	current uint64                   // the generation delivered to every container that follows
 	prev    uint64                   // the generation before it (0: none known)
+	// prepared are containers the agent built mounts for, not bound to
+	// a process yet (prepared.go), by container id.
+	prepared map[string]*prepared
 
 	// liveMu orders deliveries: a registration's first delivery and a
 	// rotation's never interleave, so no container is left behind on a
@@ -214,7 +217,7 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 		reply.View.Close()
 		return control.Reply{}, err
 	}
-	if err := c.save(); err != nil {
+	if err := c.record(s.Entry); err != nil {
 		reply.View.Close()
 		c.gone(s.Registration, false)
 		return control.Reply{}, fmt.Errorf("save the registration: %w", err)
@@ -473,7 +476,10 @@ func (c *Containers) save() error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Replace(filepath.Join(c.dir, saved), data, 0o600)
+	if err := atomicfile.Replace(filepath.Join(c.dir, saved), data, 0o600); err != nil {
+		return err
+	}
+	return c.foldedJournal()
 }
 
 // ReadSaved reads the registrations the agent at socketPath keeps
@@ -490,6 +496,9 @@ func readSaved(dir string) (*Saved, error) {
 	var s Saved
 	if err := json.Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("%s: %w", saved, err)
+	}
+	if err := readJournal(dir, &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", journal, err)
 	}
 	return &s, nil
 }
@@ -509,7 +518,7 @@ func (c *Containers) restore(ctx context.Context) {
 	}
 	c.dropAt = saved.DropPreviousAt
 	c.mu.Unlock()
-	keep := map[string]bool{"registry.json": true}
+	keep := map[string]bool{"registry.json": true, journal: true}
 	for _, e := range saved.Containers {
 		if e.Check() != nil {
 			continue
@@ -551,6 +560,7 @@ func (c *Containers) restore(ctx context.Context) {
 func (c *Containers) Close() error {
 	close(c.stop)
 	c.done.Wait()
+	c.forgetPrepared()
 	// After any rotation that runs (the agent's watch is not joined):
 	// none starts after, and none saves the emptied list.
 	c.liveMu.Lock()
@@ -650,11 +660,13 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, er
 	}
 	c.watch = w
 	go w.run(func(r control.Registration) { c.gone(r, true) })
+	c.removeStale()
 	c.restore(ctx)
 	if c.api != nil {
 		c.api.start(c)
 	}
 	c.background(time.Second, c.dropPrevious)
+	c.background(time.Minute, c.sweepPrepared)
 	return c, nil
 }
 

@@ -294,9 +294,10 @@ var ErrTargetRefused = errors.New("refused mount target")
 // The naive version, mount(src, filepath.Join(rootfs, unsafeDir)), follows
 // symlinks the image planted in /run or /run/northstar out of the rootfs and
 // mounts over a host directory (runc CVE-2019-19921, CVE-2021-30465; NVIDIA
-// CVE-2024-0132). Instead every component is resolved inside rootfs by
-// pathrs-lite (openat2 RESOLVE_IN_ROOT, magic links refused), missing
-// directories are created the same way, and move_mount targets the
+// CVE-2024-0132). Instead the path is resolved inside rootfs by the kernel
+// (openat2 RESOLVE_IN_ROOT, magic links refused), missing directories are
+// created one by one below the deepest existing one, each opened without
+// following anything, and move_mount targets the
 // resolved directory's file descriptor, never a path string. Absolute and
 // relative symlinks thus stay inside the rootfs; magic links such as
 // /proc/self/root fail.
@@ -331,11 +332,12 @@ func (m *Mount) AttachInRoot(rootfs, unsafeDir string, creator *IDs) error {
 		return fmt.Errorf("resolve %s in the container rootfs: %w%s", unsafeDir, err, resolveHint(err))
 	}
 	err = t.check(existing, name)
-	existing.Close()
 	if err != nil {
+		existing.Close()
 		return err
 	}
-	dir, err := mkdirAllAs(root, unsafeDir, creator)
+	dir, err := mkdirAllAs(root, existing, name, unsafeDir, creator)
+	existing.Close()
 	if err != nil {
 		return fmt.Errorf("resolve %s in the container rootfs: %w%s", unsafeDir, err, resolveHint(err))
 	}

@@ -310,3 +310,64 @@ func TestNewAPIOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMountLookupsAgree holds statmount(2) and the mountinfo fallback to
+// the same answer for the mounts the target check meets: the root, a
+// tmpfs, procfs, and a shared mount.
+func TestMountLookupsAgree(t *testing.T) {
+	testenv.RequireRoot(t, "mount namespaces and real mounts")
+	if !statmountIDs() {
+		t.Skip("no statmount(2) on this kernel: only the fallback runs")
+	}
+	dir := t.TempDir()
+	err := inPrivateMountNS(func() error {
+		tmp, shared := filepath.Join(dir, "tmp"), filepath.Join(dir, "shared")
+		for _, d := range []string{tmp, shared} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return err
+			}
+			if err := unix.Mount("tmpfs", d, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+				return err
+			}
+		}
+		if err := unix.Mount("", shared, "", unix.MS_SHARED, ""); err != nil {
+			return err
+		}
+		for _, p := range []string{"/", "/proc", tmp, shared} {
+			f, err := os.OpenFile(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			uid, err := mountIDs(true).of(f)
+			if err != nil {
+				return err
+			}
+			oid, err := mountIDs(false).of(f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			a, err := mountIDs(true).lookup(uid)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			b, err := mountIDs(false).lookup(oid)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			if *a != *b {
+				return fmt.Errorf("%s: statmount says %+v, mountinfo %+v", p, *a, *b)
+			}
+			if p == shared && !a.shared {
+				return fmt.Errorf("%s: not seen as shared", p)
+			}
+			if p == tmp && a.attr != attrBits {
+				return fmt.Errorf("%s: attributes %#x, want ro, nosuid, nodev, noexec", p, a.attr)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,267 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/northstar-oci/northstar/client"
+	"github.com/northstar-oci/northstar/internal/testtree"
+)
+
+// runtimeMounts returns the mounts of the OCI spec containerd made for a
+// container (crictl inspect), by destination.
+func (c *criContainerd) runtimeMounts(t *testing.T, id string) map[string][]string {
+	t.Helper()
+	var info struct {
+		Info struct {
+			RuntimeSpec struct {
+				Mounts []struct {
+					Destination string   `json:"destination"`
+					Options     []string `json:"options"`
+				} `json:"mounts"`
+			} `json:"runtimeSpec"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(c.mustCrictl(t, "inspect", "-o", "json", id)), &info); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string][]string{}
+	for _, x := range info.Info.RuntimeSpec.Mounts {
+		m[x.Destination] = x.Options
+	}
+	return m
+}
+
+// TestNRIMountsNoHook: with the agent's NRI plugin, no process runs on a
+// Kubernetes container's start path: the spec containerd makes has no
+// northstar hook, and the secret and the API directory are bind mounts
+// the runtime made of what the agent built (read-only, nosuid, nodev,
+// noexec). The container still follows a rotation, is cut off by a
+// revocation (secret gone, API closed), and leaves nothing on the host
+// when it goes.
+func TestNRIMountsNoHook(t *testing.T) {
+	requiresFile(t, filepath.Join(containerd2Bin, "containerd"), "scripts/install-tools.sh builds it")
+	e, sock, _ := nriEnv(t)
+	a := startAgent(t, e, sock)
+	c := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI, no hook)")
+	p := c.runPod(t, "web")
+	app := c.runContainer(t, p, "app")
+	bad := c.runContainer(t, p, "bad")
+	if c.hasNorthstarHook(t, app) {
+		t.Fatal("the container's spec runs the northstar hook; want the agent's mounts and no hook")
+	}
+	mounts := c.runtimeMounts(t, app)
+	for _, dest := range []string{"/run/northstar", "/run/northstar/api"} {
+		opts := strings.Join(mounts[dest], ",")
+		for _, want := range []string{"ro", "nosuid", "nodev", "noexec"} {
+			if !strings.Contains(","+opts+",", ","+want+",") {
+				t.Errorf("the runtime mount at %s has options %q, want %s", dest, opts, want)
+			}
+		}
+	}
+	appPid, badPid := c.pid(t, "inspect", app), c.pid(t, "inspect", bad)
+	had := e.secretHex(t)
+	if got := secretOf(t, appPid); got != had {
+		t.Fatalf("the container read %q, want the store's %s", got, had)
+	}
+	if got, err := client.New(filepath.Join(registeredDir(t, sock, app), "api.sock")).Identity(context.Background()); err != nil || got.Identity != "default/web/app" {
+		t.Errorf("the API identity: %+v, %v; want default/web/app", got, err)
+	}
+	// In the container: the file is read-only to it.
+	if r := c.crictl(t, "exec", app, "sh", "-c", "echo x > /run/northstar/secret"); r.err == nil {
+		t.Errorf("the container wrote its secret:\n%s", r)
+	}
+	if r := c.crictl(t, "exec", app, "sh", "-c", "test -S /run/northstar/api/api.sock"); r.err != nil {
+		t.Errorf("no API socket in the container:\n%s", r)
+	}
+
+	// A rotation revoking one of them: the other follows, this one loses
+	// its secret and its API.
+	badDir := registeredDir(t, sock, bad)
+	if r := e.ctl(t, "rotate", "--revoke", bad); r.err != nil {
+		t.Fatalf("rotate --revoke:\n%s", r)
+	}
+	followed(t, appPid, e.secretHex(t), "")
+	for deadline := time.Now().Add(2 * time.Second); secretOf(t, badPid) != ""; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the revoked container still reads a secret 2 s after the rotation")
+		}
+	}
+	if _, err := client.New(filepath.Join(badDir, "api.sock")).Identity(context.Background()); err == nil {
+		t.Error("the revoked container's API still answers")
+	}
+
+	// A restarted agent takes the container back (the runtime's mount of
+	// its filesystem, by unique mount id) and rotates it.
+	if err := a.stop(t); err != nil {
+		t.Fatalf("agent: %v\n%s", err, a.out)
+	}
+	a = startAgent(t, e, sock)
+	had = e.secretHex(t)
+	if r := e.ctl(t, "rotate"); r.err != nil {
+		t.Fatalf("rotate:\n%s", r)
+	}
+	followed(t, appPid, e.secretHex(t), had)
+
+	// Gone: nothing of it stays on the host, staging mounts included.
+	c.mustCrictl(t, "rm", "-f", app)
+	containers := filepath.Dir(badDir)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		left := mountsUnder(containers)
+		if len(registeredDirs(t, sock, app)) == 0 && len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the container went: registered %v, mounts left under %s: %v", registeredDirs(t, sock, app), containers, left)
+		}
+	}
+}
+
+// TestNRIHostileImages runs the hook's attack table (hostile_test.go)
+// through NRI, where the runtime (runc's own mount code) mounts what the
+// agent built and the agent checks, before the container's process runs,
+// where the runtime mounted it (mount.CheckMounted). Every image either
+// reads its secret or does not start, and nothing of it reaches the host
+// but what the container could do itself: runc, following an image's
+// symlink into a writable volume, may leave an empty directory there
+// before the agent refuses the start (docs/security.md).
+func TestNRIHostileImages(t *testing.T) {
+	requiresFile(t, filepath.Join(containerd2Bin, "containerd"), "scripts/install-tools.sh builds it")
+	e, sock, _ := nriEnv(t)
+	a := startAgent(t, e, sock)
+	c := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI, hostile images)")
+	p := c.runPod(t, "hostile")
+	want := e.secretHex(t)
+	for i, tt := range append(hostileImages, mountTargetImages...) {
+		if tt.runTmpfs {
+			continue // a spec's /run tmpfs: CRI makes none (the hook's case)
+		}
+		t.Run(tt.name, func(t *testing.T) {
+			host := victimDir(t)
+			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
+			image := fmt.Sprintf("localhost/northstar-hostile-%d:latest", i)
+			rootfs := filepath.Join(c.dir, fmt.Sprintf("hostile-%d", i))
+			mkBusybox(t, rootfs)
+			if err := testtree.Build(rootfs, host, tt.image); err != nil {
+				t.Fatal(err)
+			}
+			tar := rootfs + ".tar"
+			mk := exec.Command("../scripts/mkimage.sh", rootfs, image, tar)
+			mk.Env = append(os.Environ(), `IMAGE_CMD=["/bin/sh","-c","trap 'exit 0' TERM; while :; do sleep 1; done"]`)
+			mustRun(t, mk)
+			mustRun(t, c.command("ctr", "--address", c.sock, "--namespace", "k8s.io", "images", "import", tar))
+			// CRI learns of an imported image from an event, a moment later.
+			for deadline := time.Now().Add(10 * time.Second); c.crictl(t, "inspecti", image).err != nil; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("CRI does not know the image %s 10 s after its import", image)
+				}
+			}
+			c.seq++
+			cfg := map[string]any{
+				"metadata": map[string]any{"name": fmt.Sprintf("h%d", i)},
+				"image":    map[string]any{"image": image},
+				"log_path": fmt.Sprintf("h%d.log", i),
+			}
+			if tt.volume {
+				cfg["mounts"] = []map[string]any{{"container_path": "/vol", "host_path": host}}
+			}
+			id := c.mustCrictl(t, "create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-h%d.json", i), cfg), p.config)
+			defer c.crictl(t, "rm", "-f", id)
+			r := c.crictl(t, "start", id)
+			refuse := tt.refuse || replaces(tt.image, "symlink", "run", "run/northstar")
+			switch {
+			case refuse && r.err == nil:
+				t.Errorf("container started, want the start refused:\n%s", r)
+			case refuse && !strings.Contains(r.stderr, "northstar: container") && !strings.Contains(r.stderr, "runc create failed"):
+				t.Errorf("the refusal names neither the agent's check nor the runtime:\n%s", r)
+			case !refuse && r.err != nil:
+				t.Errorf("container did not start:\n%s", r)
+			case !refuse:
+				if got := c.crictl(t, "exec", id, "cat", "/run/northstar/secret"); got.err != nil || got.stdout != want {
+					t.Errorf("container did not read its secret:\n%s", got)
+				}
+			}
+			if refuse {
+				t.Logf("refused: %s", refusal(r.stderr))
+				if dirs := registeredDirs(t, sock, id); len(dirs) != 0 {
+					t.Errorf("a refused container is registered with the agent: %v", dirs)
+				}
+			}
+			if tt.volume && emptyDir(filepath.Join(host, "northstar")) {
+				// The one trace allowed (see above); everything else
+				// must be as it was.
+				if err := os.Remove(filepath.Join(host, "northstar")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if after := testtree.Snapshot(host); after != before {
+				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
+			}
+			if got := mountsUnder(host); len(got) != len(mountsBefore) {
+				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
+			}
+		})
+	}
+}
+
+// victimDir is a host directory, writable by anyone (the rootless
+// tests' user included), holding one file: what a hostile image aims at.
+func victimDir(t *testing.T) string {
+	t.Helper()
+	host := filepath.Join(worldDir(t), "host")
+	if err := os.MkdirAll(host, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(host, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(host, "victim"), []byte("host file"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return host
+}
+
+// replaces reports whether an image (testtree lines) puts one of kinds
+// (space-separated: "symlink", "file", "dir") at one of paths. Through
+// NRI a symlink at run or run/northstar refuses the start: the runtime
+// follows it (inside the rootfs), the agent's check, which follows none,
+// refuses.
+func replaces(image []string, kinds string, paths ...string) bool {
+	for _, l := range image {
+		if f := strings.Fields(l); len(f) >= 2 && slices.Contains(strings.Fields(kinds), f[0]) && slices.Contains(paths, f[1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// emptyDir reports whether dir is an empty directory: what runc's mkdir
+// leaves in a volume an image's symlink sent it to.
+func emptyDir(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	return err == nil && len(ents) == 0
+}
+
+// refusal is the part of a failed start's error that says who refused it.
+func refusal(stderr string) string {
+	for _, who := range []string{"northstar: container", "runc create failed"} {
+		if i := strings.Index(stderr, who); i >= 0 {
+			s := stderr[i:]
+			if j := strings.IndexAny(s, "\n\""); j >= 0 {
+				s = s[:j]
+			}
+			return s
+		}
+	}
+	return stderr
+}
