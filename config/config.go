@@ -54,6 +54,7 @@ type Config struct {
 	Runtime  Runtime  `toml:"runtime"`
 	NRI      NRI      `toml:"nri"`
 	SPIFFE   SPIFFE   `toml:"spiffe"`
+	SPIRE    SPIRE    `toml:"spire"`
 
 	// Federation is trust between attested northstar hosts (federation.go).
 	Federation Federation `toml:"federation"`
@@ -241,6 +242,12 @@ type SPIFFE struct {
 	X509SVIDTTL string `toml:"x509_svid_ttl"`
 	// JWTSVIDTTL is the lifetime of a JWT-SVID, from "30s" to "1h".
 	JWTSVIDTTL string `toml:"jwt_svid_ttl"`
+	// Issuer is where the SVIDs come from: IssuerLocal (the default), the
+	// agent's per-host CA of trust_domain, or IssuerSPIRE, the host's
+	// SPIRE agent ([spire]), whose server's trust domain trust_domain
+	// then names (DESIGN.md §16). The lifetimes above are the local CA's;
+	// SPIRE's entries set their own.
+	Issuer string `toml:"issuer"`
 	// Root is where the X.509 CA's root key lives: "seed" (the default),
 	// derived from a seed sealed in the state directory; or "tpm", a key
 	// made in the TPM that never leaves it (sealer = "tpm"), certified by
@@ -283,6 +290,22 @@ func (c *Config) validateSPIFFERoot() error {
 	}
 	return nil
 }
+
+// Issuers: the values of [spiffe] issuer.
+const (
+	IssuerLocal = "local"
+	IssuerSPIRE = "spire"
+)
+
+// SPIRE is how the agent reaches the host's SPIRE agent, with [spiffe]
+// issuer = "spire": as a delegate, on its admin socket (docs/spiffe.md).
+type SPIRE struct {
+	// AdminSocket is the SPIRE agent's admin_socket_path.
+	AdminSocket string `toml:"admin_socket"`
+}
+
+// DefaultSPIREAdminSocket is [spire] admin_socket's default.
+const DefaultSPIREAdminSocket = "/run/spire/agent/admin.sock"
 
 // Bounds of the [spiffe] lifetimes. SPIRE's defaults are 1 h and 5 min.
 const (
@@ -377,7 +400,8 @@ func Default() *Config {
 		Shim:    Shim{Delegate: DefaultShimDelegate},
 		Runtime: Runtime{Delegate: DefaultRuntimeDelegate},
 		NRI:     NRI{Socket: DefaultNRISocket},
-		SPIFFE:  SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Root: SPIFFERootSeed, CATTL: "24h"},
+		SPIFFE:  SPIFFE{X509SVIDTTL: "1h", JWTSVIDTTL: "5m", Issuer: IssuerLocal, Root: SPIFFERootSeed, CATTL: "24h"},
+		SPIRE:   SPIRE{AdminSocket: DefaultSPIREAdminSocket},
 	}
 }
 
@@ -504,6 +528,21 @@ func (c *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(c.SPIFFE.JWTSVIDTTL); err != nil || d < minJWTSVIDTTL || d > maxJWTSVIDTTL {
 		return fmt.Errorf("[spiffe] jwt_svid_ttl %q: want a duration from %s to %s, like \"5m\"", c.SPIFFE.JWTSVIDTTL, minJWTSVIDTTL, maxJWTSVIDTTL)
+	}
+	switch c.SPIFFE.Issuer {
+	case IssuerLocal:
+	case IssuerSPIRE:
+		if c.SPIFFE.TrustDomain == "" {
+			return errors.New("[spiffe] issuer = \"spire\" needs trust_domain: the SPIRE server's trust domain")
+		}
+		if c.SPIFFE.Root != SPIFFERootSeed {
+			return fmt.Errorf("[spiffe] root = %q is the local CA's: with issuer = \"spire\" the SPIRE server holds the roots; remove root", c.SPIFFE.Root)
+		}
+	default:
+		return fmt.Errorf("[spiffe] issuer %q: want %q or %q", c.SPIFFE.Issuer, IssuerLocal, IssuerSPIRE)
+	}
+	if s := c.SPIRE.AdminSocket; !filepath.IsAbs(s) || filepath.Clean(s) != s || len(s) > maxSocketPath {
+		return fmt.Errorf("[spire] admin_socket %q: want a clean absolute path of at most %d bytes", s, maxSocketPath)
 	}
 	if err := c.validateSPIFFERoot(); err != nil {
 		return err

@@ -147,6 +147,9 @@ func (c *Config) validateFederation() error {
 	if (f.Enable || len(f.Peers) > 0) && (c.SPIFFE.TrustDomain == "" || !c.API.Enable) {
 		return errors.New("[federation] needs the SPIFFE Workload API: set [api] enable = true and [spiffe] trust_domain")
 	}
+	if (f.Enable || len(f.Peers) > 0) && c.SPIFFE.Issuer != IssuerLocal {
+		return fmt.Errorf("[federation] is the local CA's: with [spiffe] issuer = %q the SPIRE server federates; remove [federation]", c.SPIFFE.Issuer)
+	}
 	seen := map[string]bool{c.SPIFFE.TrustDomain: true}
 	for i, p := range f.Peers {
 		where := fmt.Sprintf("[[federation.peer]] %d", i+1)

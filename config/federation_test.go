@@ -29,6 +29,7 @@ func TestFederation(t *testing.T) {
 	for in, want := range map[string]string{
 		strings.Replace(base, "root = \"tpm\"", "", 1) + "[federation]\nenable = true\n": "set [spiffe] root = \"tpm\"",
 		strings.Replace(base, "trust_domain = \"a.test\"", "", 1) + peer:                 "needs the SPIFFE Workload API",
+		strings.Replace(base, "root = \"tpm\"", "issuer = \"spire\"", 1) + peer:          "the SPIRE server federates",
 		base + "[federation]\nrefresh_hint = \"10ms\"\n":                                 "[federation] refresh_hint \"10ms\"",
 		base + "[federation]\ntimeout = \"2m\"\n":                                        "[federation] timeout \"2m\"",
 		base + "[federation]\nenable = true\nlisten = \"8443\"\n":                        "[federation] listen",

@@ -314,6 +314,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 				return fmt.Errorf("agent: [spiffe] trust_domain: %w", err)
 			}
 			opts.API.SPIFFE = &registry.SPIFFE{TrustDomain: id, X509TTL: cfg.X509SVIDTTL(), JWTTTL: cfg.JWTSVIDTTL()}
+			if cfg.SPIFFE.Issuer == config.IssuerSPIRE {
+				opts.API.SPIFFE.SPIREAdminSocket = cfg.SPIRE.AdminSocket
+			}
 			if cfg.SPIFFE.Root == config.SPIFFERootTPM {
 				if opts.API.SPIFFE.Root, err = tpmRoot(ctx, cfg, env.Stdout); err != nil {
 					return fmt.Errorf("agent: %w", err)

@@ -55,6 +55,7 @@ func runDoctor(ctx context.Context, env *Env, args []string) error {
 		checkStore(ctx, cfg, add)
 		checkAgent(cfg, add)
 		checkNRI(cfg, add)
+		checkSPIRE(ctx, cfg, add)
 	}
 	for _, bin := range []string{"runc", "containerd"} {
 		out, err := exec.Command(bin, "--version").Output()

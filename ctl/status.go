@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/federation"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/agent/spire"
 	"github.com/northstar-oci/northstar/seal"
 )
 
@@ -33,6 +35,9 @@ type Status struct {
 	Agent string `json:"agent,omitempty"`
 	// Peers are the [[federation.peer]] hosts as the agent last checked them.
 	Peers []federation.PeerStatus `json:"federation_peers,omitempty"`
+	// SPIRE is what the agent last learnt of the host's SPIRE agent
+	// ([spiffe] issuer = "spire").
+	SPIRE *spire.HostStatus `json:"spire,omitempty"`
 }
 
 // Container is one running container the agent knows.
@@ -45,6 +50,9 @@ type Container struct {
 	Follows    bool   `json:"follows"`       // rotations reach it
 	Why        string `json:"why,omitempty"` // why they do not
 	Revoked    bool   `json:"revoked,omitempty"`
+	// SPIRE says whether SPIRE answered for the container and which
+	// SPIFFE IDs it issued, or why none.
+	SPIRE *spire.Status `json:"spire,omitempty"`
 }
 
 func runStatus(_ context.Context, env *Env, args []string) error {
@@ -86,8 +94,9 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 			s.Containers = []Container{}
 			for _, e := range saved.Containers {
 				s.Containers = append(s.Containers, Container{ID: e.ID, Identity: e.Identity, Pid: e.Pid, Generation: e.Generation,
-					API: e.API, Follows: e.Follows, Why: e.Why, Revoked: e.Revoked})
+					API: e.API, Follows: e.Follows, Why: e.Why, Revoked: e.Revoked, SPIRE: e.SPIRE})
 			}
+			s.SPIRE = saved.SPIRE
 			sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].ID < s.Containers[j].ID })
 		}
 	}
@@ -122,8 +131,36 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 				gen = fmt.Sprint(c.Generation)
 			}
 			fmt.Fprintf(env.Stdout, "  %-20s %-24s generation %-4s %s\n", c.ID, c.Identity, gen, state)
+			if c.SPIRE != nil {
+				fmt.Fprintf(env.Stdout, "  %-20s spire: %s\n", "", describeSPIRE(c.SPIRE))
+			}
 		}
+	}
+	if h := s.SPIRE; h != nil {
+		fmt.Fprintf(env.Stdout, "spire:        %s\n", describeHost(h))
 	}
 	printPeers(env, cfg.Federation.Peers, s.Peers)
 	return nil
+}
+
+// describeSPIRE is one container's SPIRE line of status.
+func describeSPIRE(st *spire.Status) string {
+	switch {
+	case len(st.SPIFFEIDs) > 0 && st.Answered:
+		return "answered: " + strings.Join(st.SPIFFEIDs, " ")
+	case len(st.SPIFFEIDs) > 0:
+		return "serving " + strings.Join(st.SPIFFEIDs, " ") + " until it expires; " + st.Why
+	case st.Answered:
+		return "answered, no SVID: " + st.Why + " (" + strings.Join(st.Selectors, " ") + ")"
+	default:
+		return "no SVID: " + st.Why
+	}
+}
+
+// describeHost is the host's SPIRE line of status.
+func describeHost(h *spire.HostStatus) string {
+	if h.Answers && h.Delegate {
+		return "the SPIRE agent at " + h.AdminSocket + " answers; this agent is an authorized delegate"
+	}
+	return h.Why
 }

@@ -200,7 +200,7 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 		return nil, "", fmt.Errorf("policy: %w", err)
 	}
 	withAPI := cfg.API.Enable && !apiOff
-	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}}
+	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}, Pod: PodFor(spec)}
 	reply, err := control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
 	// The hook trusts the agent only with the store's current secret, as
 	// with a fetched memfd. A rotation that ran between the agent's answer
@@ -339,6 +339,7 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 			return "", fmt.Errorf("policy: %w", err)
 		}
 	}
+	req.Pod = PodFor(spec)
 	reply, err := control.RegisterProcess(ctx, agentSocket, id, identity, pid, req)
 	if err != nil {
 		return "", agentError(agentSocket, err)

@@ -8,6 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/identity"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -96,7 +97,21 @@ const (
 	criSandboxNamespace = "io.kubernetes.cri.sandbox-namespace"
 	criSandboxName      = "io.kubernetes.cri.sandbox-name"
 	criContainerName    = "io.kubernetes.cri.container-name"
+	criSandboxUID       = "io.kubernetes.cri.sandbox-uid"
 )
+
+// PodFor names the Kubernetes pod of a CRI container from the runtime's
+// annotations (nil for another container, or one whose names do not
+// pass control.Pod.Check): the agent's SPIRE issuer asserts them as k8s:
+// selectors.
+func PodFor(spec *specs.Spec) *control.Pod {
+	a := spec.Annotations
+	p := &control.Pod{Namespace: a[criSandboxNamespace], Name: a[criSandboxName], UID: a[criSandboxUID], Container: a[criContainerName]}
+	if p.Check() != nil {
+		return nil
+	}
+	return p
+}
 
 // IdentityFor returns whom a container speaks as through the API:
 // io.northstar.identity when set (a malformed one is an error naming it);

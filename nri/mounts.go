@@ -20,7 +20,9 @@ import (
 type Deliverer interface {
 	// Prepare returns the host directories the runtime bind-mounts at
 	// /run/northstar and /run/northstar/api ("": none).
-	Prepare(id, identity string, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error)
+	// pod names a Kubernetes container's pod (the SPIRE issuer's k8s:
+	// selectors).
+	Prepare(id, identity string, pod *control.Pod, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error)
 	// Bind checks the runtime's mounts in the created container and
 	// registers it with its init process; an error fails its start.
 	// prepared is false when it prepared nothing for id.
@@ -61,7 +63,7 @@ func (p *plugin) withMounts(adj *api.ContainerAdjustment, pod *api.PodSandbox, c
 	if err != nil {
 		return false, fmt.Errorf("northstar: container %s: %w", ctr.GetName(), err)
 	}
-	secretDir, apiDir, err := p.deliver.Prepare(ctr.GetId(), who, owner, p.apiEnabled && !apiOff)
+	secretDir, apiDir, err := p.deliver.Prepare(ctr.GetId(), who, podOf(pod, ctr), owner, p.apiEnabled && !apiOff)
 	if err != nil {
 		return false, fmt.Errorf("northstar: container %s: %w", ctr.GetName(), err)
 	}
@@ -164,4 +166,14 @@ func (p *plugin) RemoveContainer(_ context.Context, _ *api.PodSandbox, ctr *api.
 		p.deliver.Forget(ctr.GetId())
 	}
 	return nil
+}
+
+// podOf names ctr's pod as the runtime gives it (nil if a name does not
+// pass control.Pod.Check).
+func podOf(pod *api.PodSandbox, ctr *api.Container) *control.Pod {
+	p := &control.Pod{Namespace: pod.GetNamespace(), Name: pod.GetName(), UID: pod.GetUid(), Container: ctr.GetName()}
+	if p.Check() != nil {
+		return nil
+	}
+	return p
 }

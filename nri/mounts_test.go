@@ -30,7 +30,7 @@ type preparer struct {
 	forgot       []string
 }
 
-func (p *preparer) Prepare(id, identity string, owner *control.Owner, withAPI bool) (string, string, error) {
+func (p *preparer) Prepare(id, identity string, _ *control.Pod, owner *control.Owner, withAPI bool) (string, string, error) {
 	p.id, p.identity, p.owner, p.api = id, identity, owner, withAPI
 	if p.err != nil {
 		return "", "", p.err

@@ -6,6 +6,7 @@
 #   $TOOLS_DIR/crictl-v1.37.0/crictl
 #   $TOOLS_DIR/nfpm-v2.45.2/nfpm
 #   $TOOLS_DIR/spire-agent-v1.13.3/spire-agent
+#   $TOOLS_DIR/spire-server-v1.13.3/spire-server
 #
 # containerd 2.x is tested next to Debian's 1.6 (DESIGN.md §6: about 110 s
 # to build); crictl drives containerd's Kubernetes CRI plugin (about 75 s);
@@ -17,9 +18,13 @@
 # A directory is complete once its .done stamp exists, so an interrupted
 # build is redone. Static, cgo-free builds (no_btrfs: no btrfs headers).
 # nfpm builds the Debian package (`make deb`, about 20 s).
+# SPIRE's server (DESIGN.md §16), for the two-host tests only: a module of
+# its own too, integration/tools/spire-server, built with cgo for its
+# SQLite datastore (about 10 min and 230 MB, once).
 #
 #   install-tools.sh [TOOL...]       build the tools (containerd, crictl,
-#                                    nfpm, spire-agent; default all), each once
+#                                    nfpm, spire-agent, spire-server;
+#                                    default all), each once
 #   install-tools.sh --print TOOL    print where TOOL's binary is (or goes)
 #
 # Environment:
@@ -41,11 +46,13 @@ CRICTL_VERSION=v1.37.0
 NFPM_VERSION=v2.45.2
 SPIRE_VERSION=v1.13.3 # integration/tools/spire-agent/go.mod requires it
 SPIRE_MODULE=$(cd "$(dirname "$0")/../integration/tools/spire-agent" && pwd)
+SPIRE_SERVER_MODULE=$(cd "$(dirname "$0")/../integration/tools/spire-server" && pwd)
 
 # build DIR [-C MODULE] PKG... : go install the packages (in MODULE's
 # directory: "tool" for its tools) into DIR unless DIR/.done exists.
+# Without cgo unless CGO_ENABLED=1 is set for the call.
 build() {
-	local dir=$1 start module=.
+	local dir=$1 start module=. cgo=${CGO_ENABLED:-0}
 	shift
 	if [[ $1 == -C ]]; then
 		module=$2
@@ -59,7 +66,7 @@ build() {
 	mkdir -p "$dir"
 	start=$SECONDS
 	log "building $* into $dir (takes a minute or two, once)"
-	CGO_ENABLED=0 GOBIN=$dir "$GO" -C "$module" install -trimpath -tags no_btrfs "$@" ||
+	CGO_ENABLED=$cgo GOBIN=$dir "$GO" -C "$module" install -trimpath -tags no_btrfs "$@" ||
 		die "go install $* failed"
 	touch "$dir/.done"
 	log "built $dir in $((SECONDS - start)) s"
@@ -72,7 +79,8 @@ bin() {
 	crictl) echo "$TOOLS_DIR/crictl-$CRICTL_VERSION/crictl" ;;
 	nfpm) echo "$TOOLS_DIR/nfpm-$NFPM_VERSION/nfpm" ;;
 	spire-agent) echo "$TOOLS_DIR/spire-agent-$SPIRE_VERSION/spire-agent" ;;
-	*) die "unknown tool $1: want containerd, crictl, nfpm or spire-agent" ;;
+	spire-server) echo "$TOOLS_DIR/spire-server-$SPIRE_VERSION/spire-server" ;;
+	*) die "unknown tool $1: want containerd, crictl, nfpm, spire-agent or spire-server" ;;
 	esac
 }
 
@@ -82,7 +90,7 @@ if [[ ${1:-} == --print ]]; then
 	exit 0
 fi
 tools=("$@")
-[[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm spire-agent)
+[[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm spire-agent spire-server)
 for tool in "${tools[@]}"; do
 	case $tool in
 	containerd)
@@ -97,6 +105,11 @@ for tool in "${tools[@]}"; do
 		grep -q "^	github.com/spiffe/spire $SPIRE_VERSION " "$SPIRE_MODULE/go.mod" ||
 			die "$SPIRE_MODULE/go.mod does not require spire $SPIRE_VERSION"
 		build "$TOOLS_DIR/spire-agent-$SPIRE_VERSION" -C "$SPIRE_MODULE" tool
+		;;
+	spire-server)
+		grep -q "^	github.com/spiffe/spire $SPIRE_VERSION " "$SPIRE_SERVER_MODULE/go.mod" ||
+			die "$SPIRE_SERVER_MODULE/go.mod does not require spire $SPIRE_VERSION"
+		CGO_ENABLED=1 build "$TOOLS_DIR/spire-server-$SPIRE_VERSION" -C "$SPIRE_SERVER_MODULE" tool
 		;;
 	*) bin "$tool" >/dev/null ;;
 	esac

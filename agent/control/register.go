@@ -45,6 +45,9 @@ type Request struct {
 	// container (plain rootless runc's createContainer stage): listed, it
 	// cannot follow rotations.
 	HookMounts bool `json:"hook_mounts,omitempty"`
+	// Pod, for a Kubernetes CRI container, names its pod (the SPIRE
+	// issuer's k8s: selectors).
+	Pod *Pod `json:"pod,omitempty"`
 }
 
 // Owner is who owns the secret file in the container, in the user

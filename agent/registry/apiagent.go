@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -13,6 +14,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/keys"
 	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/agent/spiffe"
+	"github.com/northstar-oci/northstar/agent/spire"
 	"github.com/northstar-oci/northstar/agent/token"
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/store"
@@ -28,8 +30,11 @@ const (
 // SPIFFE turns on the SPIFFE Workload API ([spiffe] trust_domain).
 type SPIFFE struct {
 	TrustDomain spiffeid.TrustDomain
-	// X509TTL and JWTTTL are the SVIDs' lifetimes.
+	// X509TTL and JWTTTL are the local CA's SVIDs' lifetimes.
 	X509TTL, JWTTTL time.Duration
+	// SPIREAdminSocket, if set, is the SPIRE agent's admin socket: the
+	// SVIDs are SPIRE's ([spiffe] issuer = "spire"), and no CA is loaded.
+	SPIREAdminSocket string
 	// Root, when set, puts the CA under an external root before it
 	// serves (agent/tpmca: a root in the TPM, which signs intermediates).
 	Root func(ctx context.Context, ca *spiffe.CA) error
@@ -78,6 +83,10 @@ type apiState struct {
 	ca     *spiffe.CA
 	spiffe *SPIFFE
 	gens   *spiffe.Generations
+	// spire, instead of ca, is the SPIRE agent the SVIDs come from;
+	// spireDirty says a status changed since registry.json was saved.
+	spire      *spire.Client
+	spireDirty atomic.Bool
 }
 
 var _ api.Agent = (*Containers)(nil)
@@ -141,7 +150,7 @@ func openAPI(ctx context.Context, opts APIOptions, st *store.Store, c *Container
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
 	var ca *spiffe.CA
-	if opts.SPIFFE != nil {
+	if opts.SPIFFE != nil && opts.SPIFFE.SPIREAdminSocket == "" {
 		if ca, err = spiffe.LoadCA(opts.SPIFFE.TrustDomain, func(dst []byte) error { return load(ctx, spiffe.KeyName, dst) }); err != nil {
 			clear(auditKey)
 			root.Zero()
@@ -182,8 +191,16 @@ func openAPI(ctx context.Context, opts APIOptions, st *store.Store, c *Container
 		return nil, err
 	}
 	a := &apiState{root: root, audit: log, used: used, ttl: opts.TokenTTL, limits: opts.Limits, histKey: auditKey}
-	if ca != nil {
+	if opts.SPIFFE != nil {
 		a.ca, a.spiffe, a.gens = ca, opts.SPIFFE, spiffe.NewGenerations(c.gen())
+	}
+	if opts.SPIFFE != nil && opts.SPIFFE.SPIREAdminSocket != "" {
+		// Connects in the background: the agent never waits for SPIRE.
+		if a.spire, err = spire.New(spire.Config{AdminSocket: opts.SPIFFE.SPIREAdminSocket, TrustDomain: opts.SPIFFE.TrustDomain,
+			Changed: func() { a.spireDirty.Store(true) }}); err != nil {
+			a.close()
+			return nil, err
+		}
 	}
 	a.tokenKs.derive = root.TokenKey
 	a.verifier = &token.Verifier{Memory: used, Revoked: c.RevokedSender, Key: func(g uint64) []byte {
@@ -209,6 +226,15 @@ func (a *apiState) start(c *Containers) {
 		a.used.Sweep()
 		a.tokenKs.sweep(api.MaxTTL)
 	})
+	if a.spire != nil {
+		// What SPIRE answers reaches registry.json (northstarctl status)
+		// within a second, in one write however many streams changed.
+		c.background(time.Second, func() {
+			if a.spireDirty.Swap(false) {
+				_ = c.save()
+			}
+		})
+	}
 	c.done.Add(1)
 	go func() {
 		defer c.done.Done()
@@ -236,7 +262,11 @@ func (c *Containers) flushRefusals() {
 }
 
 func (a *apiState) close() error {
+	var err error
+	if a.spire != nil {
+		err = a.spire.Close()
+	}
 	a.tokenKs.zero()
 	a.root.Zero()
-	return errors.Join(a.used.Close(), a.audit.Close())
+	return errors.Join(err, a.used.Close(), a.audit.Close())
 }

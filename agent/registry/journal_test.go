@@ -71,10 +71,10 @@ func TestSweepForgetsStalePreparations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, _, err := c.Prepare("stale", "stale", nil, true); err != nil {
+	if _, _, err := c.Prepare("stale", "stale", nil, nil, true); err != nil {
 		t.Fatal(err)
 	}
-	_, fresh, err := c.Prepare("fresh", "fresh", nil, true)
+	_, fresh, err := c.Prepare("fresh", "fresh", nil, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,11 +53,16 @@ type prepared struct {
 // runtime bind-mounts at /run/northstar and /run/northstar/api ("":
 // none). The container is cut off from the secret (and its API closed)
 // unless Bind follows before it runs.
-func (c *Containers) Prepare(id, identity string, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error) {
+func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error) {
 	// The names, checked as a registration's are (the process comes at Bind).
 	key := control.Registration{ID: id, Identity: identity}
 	if err := (control.Registration{ID: id, Identity: identity, Pid: 2, Start: 1}).Check(); err != nil {
 		return "", "", err
+	}
+	if pod != nil {
+		if err := pod.Check(); err != nil {
+			return "", "", err
+		}
 	}
 	switch {
 	case withAPI && c.api == nil:
@@ -80,7 +85,7 @@ func (c *Containers) Prepare(id, identity string, owner *control.Owner, withAPI 
 	if err != nil {
 		return "", "", err
 	}
-	p := &prepared{at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen()}, pidfd: -1}}
+	p := &prepared{at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen(), Pod: pod}, pidfd: -1}}
 	ok := false
 	defer func() {
 		if !ok {

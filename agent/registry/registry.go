@@ -26,6 +26,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/live"
 	"github.com/northstar-oci/northstar/agent/spiffe"
+	"github.com/northstar-oci/northstar/agent/spire"
 	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -116,6 +117,11 @@ type Entry struct {
 	Follows bool   `json:"follows"`
 	Why     string `json:"why,omitempty"`
 	Revoked bool   `json:"revoked,omitempty"`
+	// Pod names a Kubernetes container's pod (SPIRE's k8s: selectors).
+	Pod *control.Pod `json:"pod,omitempty"`
+	// SPIRE is what SPIRE last answered for the container ([spiffe]
+	// issuer = "spire").
+	SPIRE *spire.Status `json:"spire,omitempty"`
 }
 
 // holds is the record whose secret the container holds.
@@ -138,9 +144,10 @@ const WhyHookMounts = "its secret is mounted from inside the container (plain ro
 // registration is one container, as the agent holds it.
 type registration struct {
 	Entry
-	srv   *api.Server    // nil without the API (or revoked)
-	wl    *spiffe.Server // the SPIFFE Workload API beside it; nil without a trust domain (or revoked)
-	fs    *live.FS       // nil when the agent holds no handle
+	srv   *api.Server     // nil without the API (or revoked)
+	wl    *spiffe.Server  // the SPIFFE Workload API beside it; nil without a trust domain (or revoked)
+	spire *spire.Workload // wl's issuer with [spiffe] issuer = "spire" (its status outlives wl)
+	fs    *live.FS        // nil when the agent holds no handle
 	pidfd int
 }
 
@@ -171,12 +178,19 @@ type Saved struct {
 	// DropPreviousAt is when the containers' secret.previous goes (the
 	// grace period of the last rotation ends).
 	DropPreviousAt time.Time `json:"drop_previous_at,omitzero"`
+	// SPIRE is what the agent last learnt of the SPIRE agent.
+	SPIRE *spire.HostStatus `json:"spire,omitempty"`
 }
 
 // Register implements control.Registrar.
 func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Reply, error) {
 	if err := req.Check(); err != nil {
 		return control.Reply{}, err
+	}
+	if req.Pod != nil {
+		if err := req.Pod.Check(); err != nil {
+			return control.Reply{}, err
+		}
 	}
 	switch {
 	case req.API && c.api == nil:
@@ -198,7 +212,7 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 	if err != nil {
 		return control.Reply{}, fmt.Errorf("dup pidfd: %w", err)
 	}
-	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen()}, pidfd: fd}
+	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen(), Pod: req.Pod}, pidfd: fd}
 	if req.HookMounts {
 		s.Why = WhyHookMounts
 	}
@@ -368,7 +382,7 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 		return err
 	}
 	s.srv = api.NewServer(s.Identity, c, c.api.limits)
-	if c.api.ca != nil {
+	if c.api.spiffe != nil {
 		if s.wl, err = c.serveSPIFFE(dir, s); err != nil {
 			ln.Close()
 			s.srv = nil
@@ -386,20 +400,32 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 // included) and refusal count, shared.
 func (c *Containers) serveSPIFFE(dir string, s *registration) (*spiffe.Server, error) {
 	a := c.api
-	wl, err := spiffe.NewServer(s.Identity, spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: s.srv,
+	cfg := spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: s.srv,
 		Refused: func(method string, status int, reason string) { s.srv.CountRefusal(status, method, reason) },
-		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Federated: a.spiffe.Federated})
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Federated: a.spiffe.Federated}
+	if a.spire != nil {
+		// The container's SPIRE stream starts now, in the background;
+		// the server closes it with the socket.
+		s.spire = a.spire.Workload(s.Identity, s.Pod)
+		cfg.Issuer = s.spire
+	}
+	wl, err := spiffe.NewServer(s.Identity, cfg)
 	if err != nil {
+		if s.spire != nil {
+			s.spire.Close()
+		}
 		return nil, err
 	}
 	sock := filepath.Join(dir, spiffe.SocketName)
 	_ = unix.Unlink(sock) // left by an earlier agent
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
+		wl.Close()
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	if err := chmodSocket(sock, 0o666); err != nil {
 		ln.Close()
+		wl.Close()
 		return nil, err
 	}
 	go wl.Serve(ln)
@@ -466,7 +492,17 @@ func (c *Containers) save() error {
 	}
 	out := Saved{Containers: make([]Entry, 0, len(c.byKey)), Revoked: map[string]revokedSender{}, DropPreviousAt: c.dropAt}
 	for _, s := range c.byKey {
-		out.Containers = append(out.Containers, s.Entry)
+		e := s.Entry
+		e.SPIRE = nil // an earlier agent's word, if restored
+		if s.spire != nil {
+			st := s.spire.Status()
+			e.SPIRE = &st
+		}
+		out.Containers = append(out.Containers, e)
+	}
+	if c.api != nil && c.api.spire != nil {
+		h := c.api.spire.Host()
+		out.SPIRE = &h
 	}
 	for id, r := range c.revoked {
 		out.Revoked[id] = r

@@ -2,7 +2,7 @@ package spiffe
 
 import (
 	"context"
-	"maps"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -26,96 +26,123 @@ type handler struct {
 
 var _ workload.SpiffeWorkloadAPIServer = (*handler)(nil)
 
-// FetchX509SVID streams the container's X.509-SVID: one at once (§4.3:
-// the first message without delay), and a newly issued one, each with a
-// key of its own, at half of the last one's lifetime and at every rotation
-// of the lifecycle secret, until the client goes or the container does.
-// Every message is the full state: the one SVID and the bundle.
+// FetchX509SVID streams the container's X.509-SVIDs as its Issuer has
+// them: at once (§4.3: the first message without delay), and again when
+// they change (the local CA: a new one, with a key of its own, at half of
+// the last one's lifetime and at every rotation of the lifecycle secret;
+// SPIRE: when it rotates them or the entries change), until the client
+// goes or the container does. Every message is the full state.
 func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
 	s := h.s
 	ctx := stream.Context()
 	for {
-		gen, rotated := s.cfg.Lifecycle.Generation()
-		federated, fedChanged := s.federated()
-		svid, err := s.cfg.CA.IssueX509(s.id, s.cfg.now(), s.cfg.X509TTL)
+		gen, _ := s.cfg.Lifecycle.Generation()
+		fedChanged := s.federatedChanged() // before the bundles are read
+		u, err := s.cfg.Issuer.X509SVIDs()
 		if err != nil {
-			return status.Error(codes.Unavailable, "could not issue an x509-svid")
+			return unavailable("could not issue an x509-svid", err)
 		}
-		resp := &workload.X509SVIDResponse{Svids: []*workload.X509SVID{{
-			SpiffeId:    s.id.String(),
-			X509Svid:    svid.Cert,
-			X509SvidKey: svid.Key(),
-			Bundle:      s.cfg.CA.Certificate().Raw,
-		}}, FederatedBundles: federated}
-		// What the audit log cannot record is not handed out.
-		if err := s.cfg.Audit.Audit("spiffe-x509-issued", map[string]string{
-			"identity": s.identity, "spiffe_id": s.id.String(), "serial": svid.Serial,
-			"not_after": svid.NotAfter.UTC().Format(time.RFC3339), "generation": strconv.FormatUint(gen, 10)}); err != nil {
-			svid.Zero()
-			return errNoAudit
+		if len(u.SVIDs) == 0 {
+			return errNoIdentity
+		}
+		resp := &workload.X509SVIDResponse{FederatedBundles: u.FederatedBundles}
+		for _, svid := range u.SVIDs {
+			resp.Svids = append(resp.Svids, &workload.X509SVID{
+				SpiffeId:    svid.ID.String(),
+				X509Svid:    svid.Cert,
+				X509SvidKey: svid.Key(),
+				Bundle:      u.Bundle,
+				Hint:        svid.Hint,
+			})
+			// What the audit log cannot record is not handed out.
+			if err := s.cfg.Audit.Audit("spiffe-x509-issued", map[string]string{
+				"identity": s.identity, "spiffe_id": svid.ID.String(), "serial": svid.Serial,
+				"not_after": svid.NotAfter.UTC().Format(time.RFC3339), "generation": strconv.FormatUint(gen, 10)}); err != nil {
+				u.Zero()
+				return errNoAudit
+			}
 		}
 		// Send marshals (into a buffer the codec zeroes once written) before
-		// it returns: the key is the container's alone from here on.
+		// it returns: the keys are the container's alone from here on.
 		err = stream.Send(resp)
-		svid.Zero()
-		resp.Svids[0].X509SvidKey = nil
+		u.Zero()
+		for _, svid := range resp.Svids {
+			svid.X509SvidKey = nil
+		}
 		if err != nil {
 			return err
 		}
-		renew := time.NewTimer(time.Until(svid.NotAfter.Add(-svid.Lifetime / 2)))
+		var renew <-chan time.Time
+		t := time.NewTimer(time.Until(u.Renew))
+		if !u.Renew.IsZero() {
+			renew = t.C
+		}
 		select {
-		case <-renew.C:
-		case <-rotated:
-			renew.Stop()
+		case <-renew:
+		case <-u.Changed:
 		case <-fedChanged:
-			renew.Stop()
 		case <-ctx.Done():
-			renew.Stop()
+			t.Stop()
 			return nil
 		case <-s.closed:
-			renew.Stop()
+			t.Stop()
 			return status.Error(codes.Unavailable, "the container's socket is closing")
 		}
+		t.Stop()
 	}
 }
 
-// FetchX509Bundles streams the trust domain's X.509 bundle, the CA
-// certificate, which does not change while the agent runs (see CA), and
-// the federated trust domains' bundles, again at each of their changes.
+// unavailable is the Unavailable answer to an Issuer's error: the
+// Issuer's words when it says to retry (SPIRE does not answer), what
+// failed otherwise.
+func unavailable(what string, err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return status.Error(codes.Unavailable, what)
+}
+
+// FetchX509Bundles streams the X.509 bundles: the trust domain's and, from
+// SPIRE, those it federates with; a message at every change.
 func (h *handler) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) error {
-	s := h.s
-	td := s.cfg.CA.TrustDomain().IDString()
+	return h.bundles(stream.Context(), "no x509 bundle", h.s.cfg.Issuer.X509Bundles, func(b map[string][]byte) error {
+		return stream.Send(&workload.X509BundlesResponse{Bundles: b})
+	})
+}
+
+// FetchJWTBundles streams the JWT bundles (JWK Sets), as FetchX509Bundles.
+func (h *handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
+	return h.bundles(stream.Context(), "no jwt bundle", h.s.cfg.Issuer.JWTBundles, func(b map[string][]byte) error {
+		return stream.Send(&workload.JWTBundlesResponse{Bundles: b})
+	})
+}
+
+// bundles sends what get returns, again at every change, until the client
+// or the socket goes.
+func (h *handler) bundles(ctx context.Context, what string, get func() (map[string][]byte, <-chan struct{}, error), send func(map[string][]byte) error) error {
 	for {
-		federated, changed := s.federated()
-		bundles := map[string][]byte{td: s.cfg.CA.Certificate().Raw}
-		maps.Copy(bundles, federated)
-		if err := stream.Send(&workload.X509BundlesResponse{Bundles: bundles}); err != nil {
+		b, changed, err := get()
+		if err != nil {
+			return unavailable(what, err)
+		}
+		if err := send(b); err != nil {
 			return err
 		}
-		select {
-		case <-changed:
-		case <-stream.Context().Done():
-			return nil
-		case <-s.closed:
-			return status.Error(codes.Unavailable, "the container's socket is closing")
+		if err := h.wait(ctx, changed); err != nil || !h.open(ctx) {
+			return err
 		}
 	}
 }
 
-// FetchJWTBundles streams the trust domain's JWT bundle, a JWK Set of the
-// JWT-SVID signing key, which does not change while the agent runs.
-func (h *handler) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) error {
-	s := h.s
-	td := s.cfg.CA.TrustDomain().IDString()
-	if err := stream.Send(&workload.JWTBundlesResponse{Bundles: map[string][]byte{td: s.cfg.CA.JWKS()}}); err != nil {
-		return err
-	}
-	return h.wait(stream.Context())
-}
+// open reports whether the client is still there.
+func (h *handler) open(ctx context.Context) bool { return ctx.Err() == nil }
 
-// wait holds a bundle stream open until the client or the socket goes.
-func (h *handler) wait(ctx context.Context) error {
+// wait holds a bundle stream open until the bundles change (a nil
+// changed: never), or the client or the socket goes.
+func (h *handler) wait(ctx context.Context, changed <-chan struct{}) error {
 	select {
+	case <-changed:
+		return nil
 	case <-ctx.Done():
 		return nil
 	case <-h.s.closed:
@@ -123,10 +150,11 @@ func (h *handler) wait(ctx context.Context) error {
 	}
 }
 
-// FetchJWTSVID issues a JWT-SVID of the container's identity for the
-// audiences asked (§6.2.1). A request for another SPIFFE ID is refused:
-// the caller has one identity, the socket's.
-func (h *handler) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+// FetchJWTSVID issues JWT-SVIDs of the container's identity for the
+// audiences asked (§6.2.1): one per SPIFFE ID the issuer gives it, or the
+// one asked for. A request for another SPIFFE ID is refused: the caller
+// has the identities of its socket alone.
+func (h *handler) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
 	s := h.s
 	if len(req.Audience) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified")
@@ -134,26 +162,34 @@ func (h *handler) FetchJWTSVID(_ context.Context, req *workload.JWTSVIDRequest) 
 	if err := checkAudiences(req.Audience); err != nil {
 		return nil, err
 	}
+	var want spiffeid.ID
 	if req.SpiffeId != "" {
-		want, err := spiffeid.FromString(req.SpiffeId)
-		if err != nil {
+		var err error
+		if want, err = spiffeid.FromString(req.SpiffeId); err != nil {
 			return nil, status.Error(codes.InvalidArgument, "invalid requested SPIFFE ID")
 		}
-		if want != s.id {
-			return nil, errNoIdentity
-		}
 	}
-	svid, err := s.cfg.CA.SignJWT(s.id, req.Audience, s.cfg.now(), s.cfg.JWTTTL)
+	svids, err := s.cfg.Issuer.JWTSVIDs(ctx, req.Audience)
 	if err != nil {
-		return nil, status.Error(codes.Unavailable, "could not issue a jwt-svid")
+		return nil, unavailable("could not issue a jwt-svid", err)
 	}
 	gen, _ := s.cfg.Lifecycle.Generation()
-	if err := s.cfg.Audit.Audit("spiffe-jwt-issued", map[string]string{
-		"identity": s.identity, "spiffe_id": s.id.String(), "audience": strings.Join(req.Audience, " "),
-		"expires": svid.Expiry.UTC().Format(time.RFC3339), "jwt_id": svid.JTI, "generation": strconv.FormatUint(gen, 10)}); err != nil {
-		return nil, errNoAudit
+	resp := &workload.JWTSVIDResponse{}
+	for _, svid := range svids {
+		if !want.IsZero() && svid.ID != want {
+			continue
+		}
+		if err := s.cfg.Audit.Audit("spiffe-jwt-issued", map[string]string{
+			"identity": s.identity, "spiffe_id": svid.ID.String(), "audience": strings.Join(req.Audience, " "),
+			"expires": svid.Expiry.UTC().Format(time.RFC3339), "jwt_id": svid.JTI, "generation": strconv.FormatUint(gen, 10)}); err != nil {
+			return nil, errNoAudit
+		}
+		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: svid.ID.String(), Svid: svid.Token, Hint: svid.Hint})
 	}
-	return &workload.JWTSVIDResponse{Svids: []*workload.JWTSVID{{SpiffeId: s.id.String(), Svid: svid.Token}}}, nil
+	if len(resp.Svids) == 0 {
+		return nil, errNoIdentity
+	}
+	return resp, nil
 }
 
 // checkAudiences bounds what goes into a token and the audit log: at most
@@ -177,7 +213,7 @@ func checkAudiences(aud []string) error {
 }
 
 // ValidateJWTSVID validates a JWT-SVID for the caller (§6.2.3): against
-// this trust domain's bundle, for the audience the caller names. Unlike
+// the issuer's JWT bundles, for the audience the caller names. Unlike
 // the agent's own tokens, a JWT-SVID is a bearer token for its lifetime:
 // it validates as often as it is presented, and anyone with the JWT bundle
 // (FetchJWTBundles) can validate it offline.
@@ -193,7 +229,7 @@ func (h *handler) ValidateJWTSVID(_ context.Context, req *workload.ValidateJWTSV
 		return nil, err
 	}
 	fields := map[string]string{"validator": s.identity, "audience": req.Audience}
-	svid, err := s.cfg.CA.ValidateJWT(req.Svid, req.Audience)
+	svid, err := s.cfg.Issuer.ValidateJWT(req.Svid, req.Audience)
 	if err != nil {
 		fields["result"] = "invalid"
 		fields["reason"] = err.Error()

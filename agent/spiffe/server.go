@@ -71,11 +71,15 @@ type Limiter interface {
 
 // Config is what a Server needs.
 type Config struct {
+	// Issuer is where the SVIDs come from (the Server closes it, if it
+	// has a Close method); nil: the local CA, CA, with the lifetimes
+	// below.
+	Issuer    Issuer
 	CA        *CA
 	Lifecycle Lifecycle
 	Audit     Auditor
 	Limiter   Limiter
-	// X509TTL and JWTTTL are the SVIDs' lifetimes ([spiffe]
+	// X509TTL and JWTTTL are the local CA's SVIDs' lifetimes ([spiffe]
 	// x509_svid_ttl, jwt_svid_ttl).
 	X509TTL, JWTTTL time.Duration
 	// Refused, if set, is told of each refused call, with the HTTP
@@ -97,7 +101,7 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	identity string
-	id       spiffeid.ID
+	id       spiffeid.ID // the local CA's SPIFFE ID of identity (zero with another issuer)
 	grpc     *grpc.Server
 	streams  chan struct{} // a slot per open stream, MaxStreams
 	closed   chan struct{}
@@ -108,11 +112,8 @@ type Server struct {
 // identity is ident: its SPIFFE ID is spiffe://<trust domain><path>, the
 // path identity.SPIFFEPath maps ident to.
 func NewServer(ident string, cfg Config) (*Server, error) {
-	if cfg.CA == nil || cfg.Lifecycle == nil || cfg.Audit == nil || cfg.Limiter == nil {
-		return nil, errors.New("spiffe server: CA, lifecycle, audit and limiter are all required")
-	}
-	if cfg.X509TTL <= 0 || cfg.JWTTTL <= 0 {
-		return nil, errors.New("spiffe server: SVID lifetimes must be positive")
+	if cfg.Issuer == nil && cfg.CA == nil || cfg.Lifecycle == nil || cfg.Audit == nil || cfg.Limiter == nil {
+		return nil, errors.New("spiffe server: issuer (or CA), lifecycle, audit and limiter are all required")
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now
@@ -120,15 +121,18 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 	if cfg.Conns <= 0 {
 		cfg.Conns = MaxConns
 	}
-	path, err := identity.SPIFFEPath(ident)
-	if err != nil {
-		return nil, fmt.Errorf("spiffe server: %w", err)
+	s := &Server{cfg: cfg, identity: ident, streams: make(chan struct{}, MaxStreams), closed: make(chan struct{})}
+	if cfg.Issuer == nil {
+		if cfg.X509TTL <= 0 || cfg.JWTTTL <= 0 {
+			return nil, errors.New("spiffe server: SVID lifetimes must be positive")
+		}
+		local, err := NewLocal(cfg.CA, ident, cfg.Lifecycle, cfg.X509TTL, cfg.JWTTTL)
+		if err != nil {
+			return nil, err
+		}
+		local.now, local.federated = cfg.now, cfg.Federated
+		s.cfg.Issuer, s.id = local, local.ID()
 	}
-	id, err := spiffeid.FromPath(cfg.CA.TrustDomain(), path)
-	if err != nil {
-		return nil, fmt.Errorf("spiffe server: spiffe id of %q: %w", ident, err)
-	}
-	s := &Server{cfg: cfg, identity: ident, id: id, streams: make(chan struct{}, MaxStreams), closed: make(chan struct{})}
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(zeroingCodec{}),
 		// Frames go straight from the zeroing codec's buffer to the
@@ -149,8 +153,23 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ID is the SPIFFE ID the server issues SVIDs for.
+// ID is the SPIFFE ID the server issues SVIDs for under the local CA
+// (zero with another Issuer, whose entries name the IDs).
 func (s *Server) ID() spiffeid.ID { return s.id }
+
+// LocalID is the SPIFFE ID the local CA of td gives identity ident:
+// spiffe://<td><path>, the path identity.SPIFFEPath maps ident to.
+func LocalID(td spiffeid.TrustDomain, ident string) (spiffeid.ID, error) {
+	path, err := identity.SPIFFEPath(ident)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("spiffe server: %w", err)
+	}
+	id, err := spiffeid.FromPath(td, path)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("spiffe server: spiffe id of %q: %w", ident, err)
+	}
+	return id, nil
+}
 
 // Serve serves ln (at most Config.Conns connections at once) until Close.
 func (s *Server) Serve(ln net.Listener) error {
@@ -162,11 +181,16 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close ends every stream and connection and closes the listener: the
-// container is gone, or its socket is being replaced.
+// container is gone, or its socket is being replaced. An Issuer with a
+// Close method (SPIRE's, whose stream is the container's) is closed too,
+// once no handler uses it.
 func (s *Server) Close() {
 	s.close.Do(func() {
 		close(s.closed)
 		s.grpc.Stop()
+		if c, ok := s.cfg.Issuer.(interface{ Close() }); ok {
+			c.Close()
+		}
 	})
 }
 

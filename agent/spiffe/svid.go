@@ -23,11 +23,20 @@ import (
 // agent keeps no copy. It will not print or marshal.
 type X509SVID struct {
 	ID       spiffeid.ID
-	Cert     []byte // the leaf's DER, then the intermediate's under an external root
+	Cert     []byte // the chain, DER, leaf first: the local CA's leaf (then its intermediate under an external root), or SPIRE's chain
 	Serial   string // hex
 	NotAfter time.Time
 	Lifetime time.Duration // NotAfter - NotBefore
+	Hint     string        // the SPIRE entry's hint, if any
 	key      []byte        // PKCS #8, DER
+}
+
+// NewX509SVID is an X.509-SVID another issuer made: chain is its DER
+// certificates concatenated, leaf first, and key its PKCS #8 key, which
+// the X509SVID owns from here on (Zero clears it).
+func NewX509SVID(id spiffeid.ID, chain []byte, leaf *x509.Certificate, key []byte, hint string) *X509SVID {
+	return &X509SVID{ID: id, Cert: chain, Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()), NotAfter: leaf.NotAfter,
+		Lifetime: leaf.NotAfter.Sub(leaf.NotBefore), Hint: hint, key: key}
 }
 
 // Key is the SVID's private key, PKCS #8 DER, until Zero.
@@ -114,6 +123,7 @@ type JWTSVID struct {
 	JTI      string // the token's jti, which the audit log names
 	Expiry   time.Time
 	Audience []string
+	Hint     string // the SPIRE entry's hint, if any
 }
 
 func (JWTSVID) String() string               { return "spiffe.JWTSVID{[redacted]}" }

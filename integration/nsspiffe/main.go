@@ -11,6 +11,10 @@
 //	nsspiffe tls-server ADDR ID    serves mutual TLS on ADDR to ID alone, answering "hello <peer ID>" to a line;
 //	                               prints "listening on <address>" first
 //	nsspiffe tls-client ADDR ID    connects to ADDR, whose SVID must be ID, and prints the answer
+//	nsspiffe streams N C           N raw FetchX509SVID streams over C connections at once: prints
+//	                               "ok <streams that got an SVID>" and a count per refusal code, holding them 2 s
+//	nsspiffe stream                one raw FetchX509SVID stream (go-spiffe's generated client, no retries):
+//	                               prints "svid <ID>..." per message, then "end <code>: <message>" when it ends
 package main
 
 import (
@@ -25,13 +29,19 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 func main() {
@@ -193,10 +203,108 @@ func run(args []string) error {
 			return err
 		}
 		fmt.Println(strings.TrimSpace(reply))
+	case "stream":
+		return stream()
+	case "streams":
+		if err := need(2); err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		c, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		return streams(n, c)
 	default:
 		return fmt.Errorf("unknown command %q", args[0])
 	}
 	return nil
+}
+
+// rawConn is a gRPC connection to the Workload API, and the context its
+// calls need (the security header).
+func rawConn() (*grpc.ClientConn, context.Context, error) {
+	a := os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	if a == "" {
+		a = "unix:///run/northstar/api/spiffe.sock"
+	}
+	conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return conn, metadata.AppendToOutgoingContext(context.Background(), "workload.spiffe.io", "true"), err
+}
+
+// streams opens n FetchX509SVID streams over c connections at once and
+// counts how each began.
+func streams(n, c int) error {
+	var conns []*grpc.ClientConn
+	for range c {
+		conn, _, err := rawConn()
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conns = append(conns, conn)
+	}
+	_, ctx, _ := rawConn()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	counts := map[string]int{}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := workload.NewSpiffeWorkloadAPIClient(conns[i%c]).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+			if err == nil {
+				_, err = s.Recv()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				counts[status.Code(err).String()]++
+				return
+			}
+			counts["ok"]++
+		}()
+	}
+	wg.Wait()
+	fmt.Printf("ok %d", counts["ok"])
+	delete(counts, "ok")
+	for code, k := range counts {
+		fmt.Printf(" %s %d", code, k)
+	}
+	fmt.Println()
+	time.Sleep(2 * time.Second)
+	return nil
+}
+
+// stream prints what one FetchX509SVID stream sends until it ends.
+func stream() error {
+	conn, ctx, err := rawConn()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			st := status.Convert(err)
+			fmt.Printf("end %s: %s\n", st.Code(), st.Message())
+			return nil
+		}
+		line := "svid"
+		for _, v := range resp.Svids {
+			line += " " + v.SpiffeId
+		}
+		fmt.Println(line)
+	}
 }
 
 // watcher prints the serial of each X.509-SVID a stream sends and ends
