@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/attest"
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // ekCA makes a TPM maker's CA and an EK certificate it issued, as the TCG
@@ -146,7 +146,7 @@ func TestWatchDropsAndSays(t *testing.T) {
 	if len(bundles) != 1 {
 		t.Fatalf("%d bundles", len(bundles))
 	}
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := Watch(ctx, set, Options{Peers: []Peer{peerAt(ts, roots, ek)}, Timeout: time.Second, MaxRefresh: 100 * time.Millisecond, Log: &log})
 	select {
@@ -168,23 +168,6 @@ func TestWatchDropsAndSays(t *testing.T) {
 	if err != nil || len(st) != 1 || st[0].Trusted || !strings.HasPrefix(st[0].Reason, "the evidence does not parse") {
 		t.Errorf("status = %+v, %v", st, err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // fakeAttester answers after a while, or fails.
