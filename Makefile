@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # northstar — see README.md. `make test` is what CI runs (.ci/run).
 SHELL := /bin/bash
 GO ?= go
@@ -26,16 +27,22 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	@# Static, cgo-free binaries: LD_PRELOAD and friends do nothing to them.
-	for c in $(CMDS); do CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/$$c ./cmd/$$c || exit 1; done
+	@# One go command for all of them: it loads the packages once and links
+	@# the binaries in parallel.
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 # The Debian package, with nfpm (built once by scripts/install-tools.sh);
 # checked with lintian and installed by TestDebPackage.
 deb:
 	DEB_VERSION=$(DEB_VERSION) packaging/deb/build.sh $(DEB_OUT)
 
-# Installs the real stack (Debian packages, the test user) when run as root.
+# Installs the real stack (Debian packages, the test user) when run as root,
+# then builds the tools only the tests use (containerd 2.x, crictl,
+# spire-agent, spire-server, nfpm) into $(TOOLS_DIR), once. `make demo` needs none of them.
+TOOLS_DIR ?= /opt/northstar-tools
+export TOOLS_DIR
 setup:
-	@if [ "$$(id -u)" = 0 ]; then bash scripts/setup.sh; else echo "setup: not root, skipping package installation"; fi
+	@if [ "$$(id -u)" = 0 ]; then bash scripts/setup.sh && bash scripts/install-tools.sh; else echo "setup: not root, skipping package installation and the tools"; fi
 	$(GO) mod download
 	$(GO) -C $(EXAMPLE) mod download
 
@@ -89,6 +96,8 @@ lint:
 
 # End-to-end demo (root): MQTT broker and client containers under rootless
 # containerd with the northstar shim and a swtpm TPM; see scripts/demo.sh.
+# It installs the Debian packages if they are missing and builds only what
+# it runs (the three binaries and the example), none of make test's tools.
 demo:
 	bash scripts/demo.sh
 

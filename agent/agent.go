@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package agent is the per-host daemon (`northstarctl agent`, DESIGN.md §8,
 // §9): it holds the unsealed lifecycle secret in a sealed, mlocked memfd
 // and hands it to the hook over its control socket (package control), so

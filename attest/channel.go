@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package attest is a host's attestation (DESIGN.md §17): its TPM's
 // endorsement key (EK) and EK certificate, an attestation key (AK) made in
 // that TPM, a quote over the PCRs with a verifier's nonce, the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package audit keeps the agent's tamper-evident log (DESIGN.md §10): one
 // JSON object per line, each carrying the hex SHA-256 of the line before it
 // ("prev") and an HMAC-SHA256 of itself under an audit key ("mac"), which

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package client is what an application in a container imports to use the
 // northstar agent's API on its own socket, /run/northstar/api/api.sock
 // (DESIGN.md §9): who am I, tokens for a peer and their verification,

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package client
 
 // The lifecycle secret as a container sees it, /run/northstar/secret:

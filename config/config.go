@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package config loads northstar's one settings file (TOML). The key names are
 // part of the contract in DESIGN.md; unknown keys are rejected so a typo does
 // not silently fall back to a default.

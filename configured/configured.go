@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package configured is where the config file meets the library: it turns a
 // *config.Config into the sealer and the store it describes. The store and
 // the sealers never read the config themselves, so they stay usable (and

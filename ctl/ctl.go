@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package ctl implements northstarctl, the administrator's command: create
 // and rotate the lifecycle secret, show its status, check the host, and print
 // the snippets that wire northstar into a runtime.
@@ -192,13 +194,13 @@ func runInit(ctx context.Context, env *Env, args []string) error {
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
-	_, st, err := openStore(*cfgPath)
+	cfg, st, err := openStore(*cfgPath)
 	if err != nil {
 		return err
 	}
 	rec, created, err := st.Init(ctx, "")
 	if err != nil {
-		return fmt.Errorf("init: %w", err)
+		return fmt.Errorf("init: %w", noTPM(cfg, err))
 	}
 	if created {
 		fmt.Fprintf(env.Stdout, "initialized %s: generation %d, sealer %s\n", st.Dir(), rec.Generation, rec.Sealer)

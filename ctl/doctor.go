@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -28,6 +30,9 @@ type finding struct {
 	level string // "ok", "warn", "FAIL"
 	what  string
 	fix   string
+	// next is set on a FAIL that a step after `setup` clears (the agent
+	// not started yet): setup prints it as a next step, not a failure.
+	next bool
 }
 
 // prober is implemented by sealers that can check their key is usable
@@ -37,47 +42,68 @@ type prober interface {
 }
 
 func runDoctor(ctx context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "doctor", "[--config PATH]")
+	fs, cfgPath := flags(env, "doctor", "[--config PATH] [--containerd BIN]")
+	containerd := fs.String("containerd", "containerd", "the containerd binary to report (the one your runtime runs)")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
-	var fs2 []finding
-	add := func(level, what, fix string) { fs2 = append(fs2, finding{level, what, fix}) }
+	if printFindings(env, diagnose(ctx, *cfgPath, *containerd), false) {
+		return errors.New("doctor found problems (see FAIL lines)")
+	}
+	return nil
+}
+
+// diagnose checks the kernel, the config at cfgPath (its sealer, state,
+// agent and NRI socket) and the runtimes: runc and the containerd binary
+// named (setup passes the one it wired).
+func diagnose(ctx context.Context, cfgPath, containerd string) []finding {
+	var fs []finding
+	add := func(level, what, fix string) { fs = append(fs, finding{level: level, what: what, fix: fix}) }
 
 	checkKernel(add)
 
-	path := config.Discover(*cfgPath)
+	path := config.Discover(cfgPath)
 	cfg, err := config.Load(path)
 	if err != nil {
 		add("FAIL", "config: "+err.Error(), "write a config (see README, 'Config reference') or pass --config")
 	} else {
 		add("ok", "config "+path+" is valid", "")
 		checkStore(ctx, cfg, add)
+		n := len(fs)
 		checkAgent(cfg, add)
+		for i := n; i < len(fs); i++ {
+			fs[i].next = fs[i].level == "FAIL" && strings.HasPrefix(fs[i].what, "agent at ")
+		}
 		checkNRI(cfg, add)
 		checkSPIRE(ctx, cfg, add)
 	}
-	for _, bin := range []string{"runc", "containerd"} {
+	for _, bin := range []string{"runc", containerd} {
 		out, err := exec.Command(bin, "--version").Output()
 		if err != nil {
-			add("warn", bin+" not found", "install it (Debian: apt-get install "+bin+") if you use it")
+			add("warn", bin+" not found", "install it (Debian: apt-get install "+filepath.Base(bin)+") if you use it")
 			continue
 		}
 		add("ok", bin+": "+strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0], "")
 	}
+	return fs
+}
 
-	failed := false
-	for _, f := range fs2 {
-		fmt.Fprintf(env.Stdout, "%-4s  %s\n", f.level, f.what)
+// printFindings prints the findings, one a line with its fix under it,
+// and reports whether one failed. With setup, a failure a next step
+// clears is printed as "next" and does not count.
+func printFindings(env *Env, fs []finding, setup bool) (failed bool) {
+	for _, f := range fs {
+		level := f.level
+		if setup && f.next {
+			level = "next"
+		}
+		fmt.Fprintf(env.Stdout, "%-4s  %s\n", level, f.what)
 		if f.fix != "" {
 			fmt.Fprintf(env.Stdout, "      fix: %s\n", f.fix)
 		}
-		failed = failed || f.level == "FAIL"
+		failed = failed || level == "FAIL"
 	}
-	if failed {
-		return errors.New("doctor found problems (see FAIL lines)")
-	}
-	return nil
+	return failed
 }
 
 func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, fix string)) {
@@ -92,6 +118,10 @@ func checkStore(ctx context.Context, cfg *config.Config, add func(level, what, f
 	}
 	if p, ok := st.Sealer().(prober); ok {
 		if err := p.Probe(ctx); err != nil {
+			if nt := noTPM(cfg, err); nt != err {
+				add("FAIL", nt.Error(), "")
+				return
+			}
 			add("FAIL", "TPM "+cfg.TPM.Path+": "+err.Error(), "check [tpm] path and that the TPM (or swtpm) is running and accessible")
 			return // unsealing would only repeat the error
 		} else {

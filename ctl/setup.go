@@ -1,17 +1,21 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/atomicfile"
 	"github.com/northstar-oci/northstar/setup"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -19,8 +23,6 @@ import (
 // Where setup looks and writes by default.
 const (
 	defaultContainerdConfig = "/etc/containerd/config.toml"
-	defaultHooksDir         = "/etc/containers/oci/hooks.d"
-	packageHooksDir         = "/usr/share/containers/oci/hooks.d"
 	hooksFile               = "northstar.json"
 )
 
@@ -28,6 +30,7 @@ const (
 type setupFlags struct {
 	dryRun, failOpen, dockerDefault                             bool
 	runtimeConfig, dropIns, containerd, cri, hooksD, daemonJSON string
+	podman                                                      string
 }
 
 func runSetup(ctx context.Context, env *Env, args []string) error {
@@ -39,7 +42,8 @@ func runSetup(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.containerd, "containerd", "containerd", "containerd: the binary whose version decides how to wire it")
 	fs.StringVar(&f.cri, "cri", "", "containerd: how Kubernetes (CRI) containers get the hook: nri (the agent's NRI plugin; default on containerd 2.x) or runtime-class (a runtime handler \"northstar\"; default on 1.x)")
 	fs.BoolVar(&f.failOpen, "fail-open", false, "containerd 2.2+: leave the plugin out of required_plugins, so pods start without the secret while it is away")
-	fs.StringVar(&f.hooksD, "hooks-dir", defaultHooksDir, "podman: the hooks.d directory for "+hooksFile)
+	fs.StringVar(&f.hooksD, "hooks-dir", "", "podman: the hooks.d directory for "+hooksFile+" (default: the one podman reads, as 'podman --help' says)")
+	fs.StringVar(&f.podman, "podman", "podman", "podman: the binary to ask where it reads hooks")
 	fs.StringVar(&f.daemonJSON, "daemon-json", defaultDaemonJSON, "docker: dockerd's config file")
 	fs.BoolVar(&f.dockerDefault, "default", false, "docker: make northstar dockerd's default runtime (docker run --runtime runc opts out)")
 	pos, err := parse(fs, env, args, 1)
@@ -81,12 +85,14 @@ func runSetup(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("setup %s: %w", pos[0], err)
 	}
-	return applySetup(ctx, env, pos[0], cfg, plan, f.dryRun)
+	return applySetup(ctx, env, pos[0], cfg, plan, f.dryRun, f.containerd)
 }
 
 // applySetup prints and (unless dryRun) writes the plan, initialises the
-// state and runs doctor.
-func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config, plan *setup.Plan, dryRun bool) error {
+// state, runs doctor (on the containerd binary named) and prints the steps
+// left to the user: starting the agent, restarting the runtime. It fails
+// only on what those steps do not fix.
+func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config, plan *setup.Plan, dryRun bool, containerd string) error {
 	_, st, err := openStore(cfg.Path)
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
@@ -119,6 +125,11 @@ func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config
 	for _, c := range plan.Changes {
 		fmt.Fprintf(env.Stdout, "wrote %s (%s)\n", c.Path, c.Why)
 	}
+	if plan.Verify != nil {
+		if err := plan.Verify(); err != nil {
+			return fmt.Errorf("setup %s: %w", target, err)
+		}
+	}
 	if len(plan.Changes) == 0 {
 		fmt.Fprintf(env.Stdout, "%s: wired already, nothing changed\n", target)
 	}
@@ -127,14 +138,36 @@ func applySetup(ctx context.Context, env *Env, target string, cfg *config.Config
 			return fmt.Errorf("setup: %w", err)
 		}
 	}
+	if err := recordWired(st.Dir(), plan.Changes); err != nil {
+		return fmt.Errorf("setup: record what it wrote: %w", err)
+	}
 	for _, n := range plan.Notes {
 		fmt.Fprintln(env.Stdout, n)
 	}
-	if len(plan.Changes) > 0 && target == "containerd" {
-		fmt.Fprintln(env.Stdout, "restart containerd to load it (systemctl restart containerd); setup does not restart your runtime")
-	}
 	fmt.Fprintln(env.Stdout, "\nnorthstarctl doctor:")
-	return runDoctor(ctx, env, []string{"--config", cfg.Path})
+	findings := diagnose(ctx, cfg.Path, containerd)
+	failed := printFindings(env, findings, true)
+	// What is left is the user's to run: setup starts and restarts nothing.
+	var next []string
+	for _, f := range findings {
+		if f.next {
+			next = append(next, "start the agent: systemctl start northstar-agent (without systemd: northstarctl agent --config "+cfg.Path+", where the runtime runs)")
+			break
+		}
+	}
+	if len(plan.Changes) > 0 && target == "containerd" {
+		next = append(next, "restart containerd to load its new config: systemctl restart containerd")
+	}
+	if len(next) > 0 {
+		fmt.Fprintln(env.Stdout, "\nnext steps (setup starts and restarts nothing):")
+		for i, n := range next {
+			fmt.Fprintf(env.Stdout, "  %d. %s\n", i+1, n)
+		}
+	}
+	if failed {
+		return fmt.Errorf("setup %s: wired, but doctor found problems (see FAIL lines)", target)
+	}
+	return nil
 }
 
 // planContainerd plans containerd's wiring for the containerd binary
@@ -144,6 +177,7 @@ func planContainerd(cfg *config.Config, f *setupFlags) (*setup.Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s not found (install containerd, or name its binary with --containerd)", f.containerd)
 	}
+	f.containerd = bin // doctor reports this one, not the one on PATH
 	out, err := exec.Command(bin, "--version").Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s --version: %w", bin, err)
@@ -198,26 +232,28 @@ func planContainerd(cfg *config.Config, f *setupFlags) (*setup.Plan, error) {
 	return c.Plan()
 }
 
-// planPodman plans the hooks.d file: nothing when the package's file (or
-// one in f.hooksD) says the same already.
-func planPodman(cfg *config.Config, f *setupFlags) (*setup.Plan, error) {
-	data, err := json.MarshalIndent(hooksDoc(installedPath(entry.Name), cfg.Path), "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	want := append(data, '\n')
-	plan := &setup.Plan{Notes: []string{"podman runs the hook for every container it starts from now on (rootful; rootless podman: ~/.config/containers/oci/hooks.d)"}}
-	path := filepath.Join(f.hooksD, hooksFile)
+// wiredFiles is the list, in the state directory, of the files setup
+// wrote that name northstar's binaries (containerd's drop-in, a hooks.d
+// file), one path a line: the package's postrm removes them at `dpkg -r`
+// (wherever --runtime-config or --hooks-dir put them), since they would
+// point the runtime at a plugin or a hook that is gone.
+const wiredFiles = "setup-files"
+
+// recordWired adds the plan's drop-in and hooks.d files to wiredFiles.
+func recordWired(stateDir string, changes []setup.Change) error {
+	path := filepath.Join(stateDir, wiredFiles)
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return err
 	}
-	if err == nil && string(old) == string(want) {
-		return plan, nil
+	lines := strings.Fields(string(old))
+	for _, c := range changes {
+		if b := filepath.Base(c.Path); (b == setup.DropInName || b == hooksFile) && !slices.Contains(lines, c.Path) {
+			lines = append(lines, c.Path)
+		}
 	}
-	if pkg, perr := os.ReadFile(filepath.Join(packageHooksDir, hooksFile)); f.hooksD == defaultHooksDir && perr == nil && string(pkg) == string(want) && old == nil {
-		return plan, nil // the package's file, and nothing in /etc overrides it
+	if len(lines) == 0 {
+		return nil
 	}
-	plan.Changes = append(plan.Changes, setup.Change{Path: path, Old: old, New: want, Mode: 0o644, Why: "the hook for every podman container"})
-	return plan, nil
+	return atomicfile.Write(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
 }

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package ctl
 
 import (
@@ -72,10 +74,15 @@ func baseSpec(ctr, hookPath, cfgPath string) ([]byte, error) {
 }
 
 // hooksDoc is the hooks.d file of podman and CRI-O.
-func hooksDoc(hookPath, cfgPath string) map[string]any {
+func hooksDoc(hookPath, cfgPath string, hostWide bool) map[string]any {
+	h := entry.New(hookPath, cfgPath)
+	if hostWide {
+		// The host's file, read for rootless users too (entry.HostWideFlag).
+		h.Args = append(h.Args, entry.HostWideFlag)
+	}
 	return map[string]any{
 		"version": "1.0.0",
-		"hook":    entry.New(hookPath, cfgPath),
+		"hook":    h,
 		"when":    map[string]any{"always": true},
 		"stages":  []string{"createRuntime"},
 	}
@@ -92,9 +99,10 @@ func installedPath(name string) string {
 }
 
 func runConfig(_ context.Context, env *Env, args []string) error {
-	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc|crio [--config PATH] [--config-version 2|3] [--rootless]")
+	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc|crio [--config PATH] [--config-version 2|3] [--rootless] [--host-wide]")
 	cfgVersion := fs.Int("config-version", 0, "containerd config version for the CRI table: 2 (containerd 1.x) or 3 (2.x); default: that of the containerd on PATH")
 	rootless := fs.Bool("rootless", false, "runc: the hooks for plain rootless runc (runc spec --rootless)")
+	hostWide := fs.Bool("host-wide", false, "hooks-d: a file for the whole host (/usr/share/containers/oci/hooks.d, which rootless podman reads too): a rootless user without a config of their own is left alone")
 	pos, err := parse(fs, env, args, 1)
 	if err != nil {
 		return helpOK(err)
@@ -151,7 +159,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 		_, err = env.Stdout.Write(spec)
 		return err
 	case "hooks-d":
-		doc := hooksDoc(hookPath, path)
+		doc := hooksDoc(hookPath, path, *hostWide)
 		// Notes go to stderr so stdout can be redirected into the file.
 		fmt.Fprintln(env.Stderr, "# podman / CRI-O: save stdout as /usr/share/containers/oci/hooks.d/northstar.json")
 		fmt.Fprintln(env.Stderr, "# (rootless podman: ~/.config/containers/oci/hooks.d/); use \"prestart\" on runtimes without createRuntime.")

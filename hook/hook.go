@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package hook is the northstar OCI hook: it reads the OCI state from stdin
 // and the bundle's config.json, takes the lifecycle secret out of the store,
 // and materializes it read-only at /run/northstar/secret inside the
@@ -58,6 +60,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	fs := flag.NewFlagSet("northstar-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "config file (default $NORTHSTAR_CONFIG or "+config.DefaultPath+")")
+	hostWide := fs.Bool(entry.HostWideFlag[2:], false, "the hook file is the host's, not the caller's: a rootless caller with no config of its own and no access to the host's state is left alone (see hostwide.go)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v (northstar-hook [--config PATH] < state.json)", ErrUsage, err)
 	}
@@ -77,7 +80,14 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("read bundle: %w", err)
 	}
-	cfg, err := config.Load(config.Discover(*configPath))
+	cfgPath := config.Discover(*configPath)
+	if *hostWide {
+		var skip bool
+		if cfgPath, skip, err = hostWideConfig(cfgPath); err != nil || skip {
+			return err
+		}
+	}
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}

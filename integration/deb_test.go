@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 //go:build integration
 
 package integration
@@ -70,12 +72,18 @@ func TestDebPackage(t *testing.T) {
 	out := t.TempDir()
 	build := exec.Command("make", "-s", "-C", "..", "deb", "DEB_OUT="+out)
 	build.Env = append(os.Environ(), "TOOLS_DIR="+toolsDir())
-	lines := strings.Split(strings.TrimSpace(mustRun(t, build).stdout), "\n")
+	// Both take minutes when the machine is loaded (lintian took over a
+	// minute at load 18).
+	r := runWithin(t, 10*time.Minute, build)
+	if r.err != nil {
+		t.Fatalf("make deb:\n%s", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	deb := lines[len(lines)-1]
 	if !strings.HasPrefix(filepath.Base(deb), "northstar_") || !strings.HasSuffix(deb, ".deb") {
 		t.Fatalf("make deb made %q", deb)
 	}
-	if r := run(t, exec.Command("lintian", "--fail-on", "error,warning", deb)); r.err != nil {
+	if r := runWithin(t, 10*time.Minute, exec.Command("lintian", "--fail-on", "error,warning", deb)); r.err != nil {
 		t.Fatalf("lintian:\n%s", r)
 	}
 
@@ -95,7 +103,7 @@ func TestDebPackage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := mustRun(t, exec.Command(debCtl, "config", "hooks-d")).stdout; got != string(hooks) {
+	if got := mustRun(t, exec.Command(debCtl, "config", "hooks-d", "--host-wide")).stdout; got != string(hooks) {
 		t.Errorf("the package's hooks.d file:\n%s\nnorthstarctl config hooks-d:\n%s", hooks, got)
 	}
 
@@ -127,10 +135,35 @@ func TestDebPackage(t *testing.T) {
 	c.handler = ""
 	c.env[0] = "PATH=" + containerd2Bin + ":/usr/sbin:/usr/bin:/sbin:/bin"
 	c.writeConfig(t, 3, "")
+	// The README's order: setup, then start the agent, then restart
+	// containerd. Setup exits 0 and names those two steps; its doctor
+	// reports the containerd it wired (2.4.2), not Debian's 1.6 on PATH.
+	// A config with [api] enable makes the agent's absence a failure for
+	// doctor alone.
+	if err := os.WriteFile(debConfig, []byte(strings.Replace(edited, "[api]\nenable = false", "[api]\nenable = true", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	setup := exec.Command(debCtl, "setup", "containerd", "--runtime-config", c.configPath(), "--containerd", filepath.Join(containerd2Bin, "containerd"))
 	setup.Env = c.env
-	if r := run(t, setup); r.err != nil || !strings.Contains(r.stdout, "initialized "+debState) {
-		t.Fatalf("setup containerd after installing:\n%s", r)
+	r = run(t, setup)
+	if r.err != nil || !strings.Contains(r.stdout, "initialized "+debState) {
+		t.Fatalf("setup containerd after installing, before the agent (README order), failed:\n%s", r)
+	}
+	for _, want := range []string{
+		"next  agent at " + agentSock,
+		"ok    " + filepath.Join(containerd2Bin, "containerd") + ": containerd github.com/containerd/containerd/v2 2.4.2",
+		"next steps (setup starts and restarts nothing):\n  1. start the agent: systemctl start northstar-agent",
+		"  2. restart containerd to load its new config",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("setup's output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, "containerd github.com/containerd/containerd 1.") {
+		t.Errorf("setup's doctor reported the containerd on PATH:\n%s", r.stdout)
+	}
+	if err := os.WriteFile(debConfig, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	// Docker: the package's runtime wrapper, in the daemon.json setup writes.
 	daemon := filepath.Join(t.TempDir(), "daemon.json")
@@ -163,13 +196,56 @@ func TestDebPackage(t *testing.T) {
 		t.Fatalf("the pod's container read %q, the installed store holds %s", got, want)
 	}
 
-	// Remove: the conffile and the state stay, nothing else of the package.
+	// Rootless podman on a host with the package installed: podman reads
+	// the package's hooks.d file for the user too; a user with no config
+	// of their own, who cannot read the host's state, gets a container
+	// that starts untouched (no secret), not one that fails.
+	requires(t, "podman", "newuidmap", "newgidmap")
+	user := unprivileged(t)
+	rootless := newTestPodman(t, user, e)
+	rootless.systemHooks = true
+	if r := rootless.run(t, "test -e /run/northstar/secret && echo SECRET || echo NONE"); r.err != nil || strings.TrimSpace(r.stdout) != "NONE" {
+		t.Errorf("rootless podman with the package installed and no config of its own:\n%s\nwant a container that starts, without a secret", r)
+	}
+
+	// setup podman finds the package's file where podman reads hooks
+	// (Debian's 4.3: /usr/share/containers/oci/hooks.d only, it asks
+	// podman), writes nothing, and a rootful container reads the secret.
+	if r := run(t, exec.Command(debCtl, "setup", "podman")); r.err != nil || !strings.Contains(r.stdout, "podman: wired already, nothing changed") {
+		t.Errorf("setup podman:\n%s", r)
+	}
+	if _, err := os.Stat("/etc/containers/oci/hooks.d/northstar.json"); err == nil {
+		t.Error("setup podman wrote /etc/containers/oci/hooks.d, which this podman does not read")
+	}
+	rootful := newTestPodman(t, nil, e)
+	rootful.systemHooks = true
+	if r := rootful.run(t, "cat /run/northstar/secret"); r.err != nil || r.stdout != e.secretHex(t) {
+		t.Errorf("a rootful podman container after setup podman:\n%s\nwant the store's secret", r)
+	}
+
+	// Remove: the conffile and the state stay, nothing else of the
+	// package, and no runtime config that points at what is gone: the
+	// drop-in that requires the NRI plugin goes, so once containerd is
+	// restarted (as the package says) a pod starts.
 	c.mustCrictl(t, "rmp", "--all", "--force")
 	c.stop(t)
 	if err := a.stop(t); err != nil {
 		t.Errorf("agent: %v\n%s", err, a.out)
 	}
-	mustRun(t, exec.Command("dpkg", "-r", "northstar"))
+	dropIn := filepath.Join(c.dir, "conf.d", "99-northstar.toml")
+	if b, err := os.ReadFile(dropIn); err != nil || !strings.Contains(string(b), "required_plugins") {
+		t.Fatalf("before dpkg -r the drop-in %s does not require the plugin (%v):\n%s", dropIn, err, b)
+	}
+	if r := mustRun(t, exec.Command("dpkg", "-r", "northstar")); !strings.Contains(r.stdout, "northstar: removed "+dropIn+"; restart containerd") {
+		t.Errorf("dpkg -r did not say it removed the drop-in:\n%s", r)
+	}
+	if _, err := os.Stat(dropIn); err == nil {
+		t.Errorf("dpkg -r left %s, which requires a plugin that is gone", dropIn)
+	}
+	c.start(t)
+	after := c.runPod(t, "after-remove")
+	c.mustCrictl(t, "rmp", "--force", after.id)
+	c.stop(t)
 	for _, f := range files {
 		if _, err := os.Lstat(f); err == nil && f != debConfig {
 			t.Errorf("dpkg -r left %s", f)

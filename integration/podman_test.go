@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 //go:build integration
 
 package integration
@@ -26,8 +28,11 @@ import (
 // ones, since root here lacks CAP_SYS_RESOURCE and podman's rootful
 // defaults (nofile 1048576) are above them.
 type testPodman struct {
-	a              *account // nil: rootful
-	dir, hooks     string
+	a          *account // nil: rootful
+	dir, hooks string
+	// systemHooks: no --hooks-dir, podman reads the directories it reads
+	// for a user (the installed package's hooks.d file).
+	systemHooks    bool
 	rootfs         string
 	storage, runrt string
 }
@@ -60,8 +65,11 @@ func newTestPodman(t *testing.T, a *account, e *env) *testPodman {
 }
 
 func (p *testPodman) cmd(args ...string) *exec.Cmd {
-	all := append([]string{"--root", p.storage, "--runroot", p.runrt, "--cgroup-manager", "cgroupfs",
-		"--runtime", "runc", "--hooks-dir", p.hooks}, args...)
+	all := []string{"--root", p.storage, "--runroot", p.runrt, "--cgroup-manager", "cgroupfs", "--runtime", "runc"}
+	if !p.systemHooks {
+		all = append(all, "--hooks-dir", p.hooks)
+	}
+	all = append(all, args...)
 	cmd := exec.Command("podman", all...)
 	if p.a != nil {
 		p.a.apply(cmd)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 //go:build integration
 
 package integration
@@ -35,8 +37,15 @@ func (r result) String() string {
 	return fmt.Sprintf("$ %s\nerr: %v\n--- stdout\n%s--- stderr\n%s", r.cmd, r.err, r.stdout, r.stderr)
 }
 
-// run executes cmd with a timeout and captures its output.
+// run executes cmd with a timeout (a minute) and captures its output.
 func run(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	return runWithin(t, time.Minute, cmd)
+}
+
+// runWithin is run with the timeout d, for commands that take long on a
+// loaded machine (building the package, lintian).
+func runWithin(t *testing.T, d time.Duration, cmd *exec.Cmd) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	if cmd.Stdout == nil {
@@ -53,7 +62,7 @@ func run(t *testing.T, cmd *exec.Cmd) result {
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(60 * time.Second):
+	case <-time.After(d):
 		_ = cmd.Process.Kill()
 		err = fmt.Errorf("timed out: %w", <-done)
 	}

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package lifecycle names one run of the container runtime: the id a
 // lifecycle secret is made for (DESIGN.md §3, "Shim"). The shim computes it
 // for the containerd that runs it, the NRI plugin for the containerd at the

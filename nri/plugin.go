@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package nri is northstar's NRI plugin (github.com/containerd/nri): for
 // every CRI container that containerd 2.x (or CRI-O 1.30+) creates, it has
 // the agent build the container's secret filesystem and API directory and

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package remedy turns the errors a user can fix into the sentence that says
 // how. The library packages (seal, store) return sentinel errors and say
 // what went wrong; only the front ends (the hook, northstarctl, the shim)

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package runcwrap is northstar-runtime: a runc-compatible runtime for the
 // engines that run runtime binaries rather than containerd shims (Docker
 // 20.10's daemon.json "runtimes", CRI-O's runtime_path, `podman

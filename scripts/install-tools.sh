@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # install-tools.sh — builds the tools Debian does not package, once, from the
 # Go module proxy, into a cache that later runs reuse:
 #
@@ -65,8 +66,9 @@ build() {
 	rm -rf "$dir"
 	mkdir -p "$dir"
 	start=$SECONDS
-	log "building $* into $dir (takes a minute or two, once)"
-	CGO_ENABLED=$cgo GOBIN=$dir "$GO" -C "$module" install -trimpath -tags no_btrfs "$@" ||
+	log "[$step/${#tools[@]}] building $* into $dir (once, cached after)"
+	CGO_ENABLED=$cgo GOBIN=$dir "$(dirname "$0")/go-progress.sh" "${dir##*/}" 0 \
+		"$GO" -C "$module" install -v -trimpath -tags no_btrfs "$@" ||
 		die "go install $* failed"
 	touch "$dir/.done"
 	log "built $dir in $((SECONDS - start)) s"
@@ -91,7 +93,9 @@ if [[ ${1:-} == --print ]]; then
 fi
 tools=("$@")
 [[ ${#tools[@]} -gt 0 ]] || tools=(containerd crictl nfpm spire-agent spire-server)
+step=0
 for tool in "${tools[@]}"; do
+	step=$((step + 1))
 	case $tool in
 	containerd)
 		build "$TOOLS_DIR/containerd-$CONTAINERD_VERSION" \

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # mkimage.sh ROOTFS NAME OUT.tar
 #
 # Packs the directory ROOTFS (e.g. made by mkrootfs.sh) as a single-layer OCI

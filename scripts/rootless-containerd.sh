@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # rootless-containerd.sh start|agent|stop|restart-containerd|exec|status|config|purge DIR [command...]
 #
 # Runs a private containerd as the unprivileged user $NSTEST_USER (default

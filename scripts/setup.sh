@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # setup.sh — prepare a Debian 12 machine for northstar's real-stack tests and
 # demo (runc, rootless containerd, swtpm).  Run as root.  Idempotent; returns
 # in well under 2 s when everything is already in place.
@@ -10,6 +11,9 @@
 #   - creates the unprivileged user $NSTEST_USER (default nstest) with a home
 #     directory and subordinate uid/gid ranges for rootless runs;
 #   - checks that unprivileged user namespaces are enabled.
+#
+# It builds nothing: `make test` runs scripts/install-tools.sh after it for
+# the tools only the tests need; `make demo` needs none of them.
 #
 # Environment:
 #   NSTEST_USER          user to create                  (default: nstest)
@@ -173,7 +177,8 @@ install_packages
 disable_system_containerd
 ensure_user
 check_userns
-# containerd 2.x and crictl: built once from the Go module proxy, cached.
-"$(dirname "$0")/install-tools.sh"
+# The tools only the tests need (containerd 2.x, crictl, spire-agent, nfpm)
+# are built by scripts/install-tools.sh, which `make test` runs after this:
+# the demo needs none of them.
 log "ok: packages installed, user $NSTEST_USER ($(id -u "$NSTEST_USER")) ready," \
 	"subuid $(grep "^${NSTEST_USER}:" /etc/subuid | cut -d: -f2,3 || echo '?')"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # smoke-stack.sh — check that the real stack works on this machine, with the
 # exact commands the integration tests and the demo use.  Run as root after
 # scripts/setup.sh.  Everything happens in a fresh temp dir that is removed

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # swtpm.sh start|stop|status DIR
 #
 # Runs a software TPM 2.0 (swtpm) for tests and the demo:

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package seal protects the lifecycle secret at rest. A Sealer turns the raw
 // secret into an opaque blob that only this host (and, for the TPM sealer,
 // only this TPM in the configured measured-boot state) can turn back.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package secretfs is the lifecycle secret in memory: the Secret type that
 // refuses to be printed or marshaled, the sealed memfd that carries it on the
 // runtime side, and the rules of the file a container sees (Dir, File, the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package setup wires northstar into a runtime's configuration files the
 // way `nvidia-ctk runtime configure` does: it plans every change first
 // (a Change per file, whole new content), so that --dry-run can print

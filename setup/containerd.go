@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 package setup
 
 import (
@@ -78,6 +80,9 @@ type Containerd struct {
 type Plan struct {
 	Changes []Change
 	Notes   []string // what the user should know: one line each
+	// Verify, if set, checks after the changes are written that the
+	// runtime reads them (setup podman asks podman where it reads hooks).
+	Verify func() error
 }
 
 // dropIn reports whether containerd reads a drop-in without losing the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package shim is containerd-shim-northstar-v2 (runtime type
 // io.containerd.northstar.v2): a thin wrapper around the host's own runc
 // shim. It links no containerd shim library, so it works with whatever

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package store keeps the lifecycle secret at rest: one sealed record in the
 // state directory with its generation and the runtime lifecycle it belongs
 // to. Readers never lock (the record is replaced by an atomic rename);

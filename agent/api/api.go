@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package api is the agent's HTTP/1.1 + JSON API (DESIGN.md §9), served on
 // one unix socket per container. The socket a request arrives on is the
 // caller's identity: a Server is made for one identity and never asks the

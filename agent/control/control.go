@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package control is the protocol between the hook and the agent
 // (DESIGN.md §8, §9): the agent's control socket, what travels over it,
 // and the checks both ends make of each other. It is all the hook and the

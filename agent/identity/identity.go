@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package identity is the rule of what may name a container to the agent
 // (DESIGN.md §3): 1-253 bytes of [A-Za-z0-9._:@/-]. It is its own leaf
 // package so that the hook checks identities without linking the API's

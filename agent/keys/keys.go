@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package keys derives every key the agent hands out or uses from one
 // root key: per identity and generation an Ed25519 signing key and
 // an X25519 key, the HMAC key of a generation's tokens, and pairwise keys

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package live keeps the containers' secret filesystems for the agent, so
 // that a rotation reaches the containers that are already running
 // (DESIGN.md §12).

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package registry is the agent's side of the containers: every container
 // the hook registers is kept here with what the agent gives it, its own
 // API socket (DESIGN.md §9) and the filesystem of its secret, which the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package replay is the agent's memory of the tokens that were used
 // (DESIGN.md §9, §11): a token verifies once, so its nonce is remembered
 // until the token expires, across agent restarts, audit pruning and full

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package spiffe is the agent's SPIFFE Workload API (DESIGN.md §14): a
 // per-host certificate authority for one trust domain, the X.509-SVIDs and
 // JWT-SVIDs it issues, and a gRPC server of go-spiffe's generated

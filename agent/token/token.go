@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package token makes and checks the agent's sender-bound one-time tokens
 // (DESIGN.md §9, design note §4.2).
 //

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package tpmca keeps the agent's SPIFFE CA under a root whose key never
 // leaves the TPM (DESIGN.md §17): the root (package attest: an ECC P-256
 // key with fixedTPM, fixedParent and sensitiveDataOrigin, certified by the

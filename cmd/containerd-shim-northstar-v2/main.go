@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command containerd-shim-northstar-v2 is the containerd shim of runtime
 // io.containerd.northstar.v2: it prepares a container for the northstar
 // hook, then becomes the host's runc shim. See package shim.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command northstar-hook is the OCI hook that puts the lifecycle secret at
 // /run/northstar/secret in a container. See package hook.
 package main

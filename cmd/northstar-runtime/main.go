@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command northstar-runtime is a runc-compatible runtime for Docker, CRI-O
 // and `podman --runtime`: it prepares a container for the northstar hook,
 // then becomes the real runtime (runc). See package runcwrap.

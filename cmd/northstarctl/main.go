@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command northstarctl creates, rotates and inspects the northstar lifecycle
 // secret. See package ctl.
 package main

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package entry is the northstar hook as runtimes are told to run it: its
 // binary name and where to find it, the hook entry (path, args, env,
 // timeout) that the shim injects into config.json and `northstarctl config`
@@ -50,3 +52,13 @@ func IsNorthstar(h specs.Hook) bool {
 // Find returns the absolute path of the hook binary: next to the running
 // executable (the shim, northstarctl), else on PATH.
 func Find() (string, error) { return binpath.Find(Name) }
+
+// HostWideFlag marks a hook file installed for every user of the host (the
+// Debian package's /usr/share/containers/oci/hooks.d/northstar.json,
+// which podman reads for rootless users too), not one a user asked for:
+// the hook leaves a rootless user who has no config of their own alone.
+const HostWideFlag = "--host-wide"
+
+// UserConfig is where a rootless user's own config is looked for, under
+// their home, when the hook runs from a host-wide hook file.
+const UserConfig = ".config/northstar/config.toml"

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command execfloor execs its arguments and does nothing else: the floor of
 // a Go program that hands over to another, as the northstar shim hands
 // over to the runc shim. TestBenchShimPhases times it next to the shim.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command nsapi calls the northstar API from inside a container, for the
 // integration tests (and as a one-file example of package client):
 //

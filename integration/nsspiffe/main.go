@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command nsspiffe uses the SPIFFE Workload API from inside a container,
 // for the integration tests, through go-spiffe v2 alone (no northstar
 // code): it finds the API where every SPIFFE client does, in

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package atomicfile replaces files so that a reader sees either the old or
 // the new content, never a mix; Write also makes the result survive a crash.
 package atomicfile

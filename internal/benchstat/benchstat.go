@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package benchstat summarises the interleaved measurements of `make bench`
 // (DESIGN.md §7): every ratio row is at least MinPairs pairs, reported as
 // the median of the per-pair ratios with its interquartile range, minimum

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package binpath finds northstar's own binaries the way an install lays
 // them out: side by side in one directory, else on PATH.
 package binpath

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package capped reads input whose size an outsider controls (OCI state,
 // bundle config.json, the config file, the sealed record) with an upper
 // bound, so that a huge or endless input fails with a clear error instead

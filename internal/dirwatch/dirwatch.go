@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package dirwatch tells a goroutine that something changed in a
 // directory, through inotify: the agent watches its state directory for a
 // new sealed record, and applications watch /run/northstar for a rotated

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package flock takes the exclusive file locks that serialize northstar's
 // processes: store writers, and conversations with a socket TPM.
 package flock

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package idmap reads a process's uid_map and gid_map and translates ids
 // through them: the hook uses it to give the secret file to the container's
 // user when the container has its own user namespace.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package nsenter runs Go code inside another process's mount namespace, and
 // compares namespaces. It has no northstar meaning: the hook uses it to
 // attach the secret's mount from the runtime's side.

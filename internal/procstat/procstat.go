@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package procstat reads fields of /proc/<pid>/stat, where the command name
 // (field 2) is in parentheses and may itself hold spaces and parentheses.
 package procstat

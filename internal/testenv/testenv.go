@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testenv holds what unit tests share about their environment:
 // prerequisites that fail the run in CI (CI=true) and skip elsewhere, and
 // a log buffer safe for concurrent use.

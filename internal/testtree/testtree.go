@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testtree builds hostile container images for tests from a tiny
 // tree language, so attack cases read as one line each.
 package testtree

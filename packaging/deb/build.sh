@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # build.sh OUTDIR — builds northstar_<version>_<arch>.deb into OUTDIR with
 # nfpm (packaging/deb/nfpm.yaml), and prints its path. `make deb` runs it.
 # The binaries are built as `make build` builds them (static, cgo-free),

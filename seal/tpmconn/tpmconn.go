@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package tpmconn holds conversations with a TPM 2.0: which transport a
 // configured path names (/dev/tpmrm0, "unix:" or "tcp:" for swtpm's data
 // channel), swtpm's stream protocol, dial retries, resending commands the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package mount puts the secret inside a container: a small detached
 // filesystem (never swapped) holding one read-only file, built in the
 // runtime's namespaces and then moved onto /run/northstar inside the

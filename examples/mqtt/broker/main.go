@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command broker is the example MQTT broker: it lets a client in when the
 // client's password is the northstar lifecycle secret it reads from
 // --secret-file (default /run/northstar/secret). See

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Command client is the example MQTT client: it connects to the broker with
 // the northstar lifecycle secret from --secret-file (default
 // /run/northstar/secret) as its password, publishes a message and waits for

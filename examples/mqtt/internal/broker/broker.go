@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package broker is the example MQTT broker of examples/mqtt: a mochi-mqtt
 // server that lets a client in with a northstar token (--auth token, see
 // tokenAuthHook), with an X.509-SVID over mutual TLS (--auth mtls, see

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package client is the example MQTT client of examples/mqtt: it connects
 // to the broker (MQTT 5, eclipse/paho.golang) with a northstar token, with
 // its X.509-SVID over mutual TLS, or with the lifecycle secret as its
@@ -109,7 +111,15 @@ func RoundTrip(ctx context.Context, cfg Config) (Result, error) {
 	received := make(chan *paho.Publish, 8)
 	lost := make(chan error, 1)
 	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		// paho writes a packet as several buffers (net.Buffers) and writes
+		// from more than one goroutine: its pinger sends the first PINGREQ
+		// the moment the CONNACK is in, while we send the SUBSCRIBE. Over
+		// TCP a packet's buffers leave in one writev; over TLS each buffer
+		// is a Write, a record, of its own, so without a lock the PINGREQ
+		// lands inside the SUBSCRIBE or PUBLISH and the broker drops the
+		// connection ("malformed packet: topic"). The lock makes every
+		// packet's Writes one unit, as paho's ClientConfig.Conn asks.
+		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
 				select {
@@ -228,7 +238,11 @@ func dialTLS(ctx context.Context, addr string, conf *tls.Config) (net.Conn, erro
 		<-read
 		return nil, ctx.Err()
 	}
-	_ = tc.SetReadDeadline(time.Now()) // the read ends with a timeout, which leaves the connection usable
+	// The read ends with a timeout, which leaves the connection usable:
+	// crypto/tls records only errors that are not Temporary as the
+	// connection's permanent error, a deadline's is Temporary, and bytes of
+	// a record read so far stay buffered for the next Read.
+	_ = tc.SetReadDeadline(time.Now())
 	if err := <-read; !errors.Is(err, os.ErrDeadlineExceeded) {
 		tc.Close()
 		if err == nil {
