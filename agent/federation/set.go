@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package federation is trust between attested northstar hosts (DESIGN.md
 // §17), each its own trust domain, with no server in the middle: an agent
 // serves its trust domain's bundle (the SPIFFE Federation https_spiffe
