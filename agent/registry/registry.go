@@ -404,7 +404,7 @@ func (c *Containers) serveSPIFFE(dir string, s *registration) (*spiffe.Server, e
 	a := c.api
 	cfg := spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: s.srv,
 		Refused: func(method string, status int, reason string) { s.srv.CountRefusal(status, method, reason) },
-		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns}
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Federated: a.spiffe.Federated}
 	if a.spire != nil {
 		// The container's SPIRE stream starts now, in the background;
 		// the server closes it with the socket.

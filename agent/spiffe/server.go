@@ -92,6 +92,8 @@ type Config struct {
 	Refused func(method string, status int, reason string)
 	// Conns caps the socket's open connections (0: MaxConns).
 	Conns int
+	// Federated, if set, are other trust domains' bundles to hand out.
+	Federated Federated
 
 	now func() time.Time // tests
 }
@@ -130,7 +132,7 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		local.now = cfg.now
+		local.now, local.federated = cfg.now, cfg.Federated
 		s.cfg.Issuer, s.id = local, local.ID()
 	}
 	s.grpc = grpc.NewServer(
