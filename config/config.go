@@ -58,6 +58,9 @@ type Config struct {
 	SPIFFE   SPIFFE   `toml:"spiffe"`
 	SPIRE    SPIRE    `toml:"spire"`
 
+	// Federation is trust between attested northstar hosts (federation.go).
+	Federation Federation `toml:"federation"`
+
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
 }
@@ -548,6 +551,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("[spire] admin_socket %q: want a clean absolute path of at most %d bytes", s, maxSocketPath)
 	}
 	if err := c.validateSPIFFERoot(); err != nil {
+		return err
+	}
+	if err := c.validateFederation(); err != nil {
 		return err
 	}
 	if c.API.Enable && c.Agent.Socket == "" {

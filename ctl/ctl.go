@@ -325,6 +325,9 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 					return fmt.Errorf("agent: %w", err)
 				}
 			}
+			if err := federate(ctx, cfg, opts.API.SPIFFE, env.Stdout); err != nil {
+				return fmt.Errorf("agent: %w", err)
+			}
 		}
 	}
 	if cfg.NRI.Enable {

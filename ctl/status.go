@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/northstar-oci/northstar/agent/federation"
 	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/agent/spire"
 	"github.com/northstar-oci/northstar/seal"
@@ -34,6 +35,8 @@ type Status struct {
 	Containers []Container `json:"containers,omitempty"`
 	// Agent says why the containers are not listed ("" when they are).
 	Agent string `json:"agent,omitempty"`
+	// Peers are the [[federation.peer]] hosts as the agent last checked them.
+	Peers []federation.PeerStatus `json:"federation_peers,omitempty"`
 	// SPIRE is what the agent last learnt of the host's SPIRE agent
 	// ([spiffe] issuer = "spire").
 	SPIRE *spire.HostStatus `json:"spire,omitempty"`
@@ -99,6 +102,9 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 			sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].ID < s.Containers[j].ID })
 		}
 	}
+	if len(cfg.Federation.Peers) > 0 {
+		s.Peers, _ = federation.ReadStatus(cfg.StateDir) // none until the agent checked them
+	}
 	if *asJSON {
 		return writeJSON(env.Stdout, s)
 	}
@@ -135,6 +141,7 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 	if h := s.SPIRE; h != nil {
 		fmt.Fprintf(env.Stdout, "spire:        %s\n", describeHost(h))
 	}
+	printPeers(env, cfg.Federation.Peers, s.Peers)
 	return nil
 }
 

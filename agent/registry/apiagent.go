@@ -40,6 +40,9 @@ type SPIFFE struct {
 	// Root, when set, puts the CA under an external root before it
 	// serves (agent/tpmca: a root in the TPM, which signs intermediates).
 	Root func(ctx context.Context, ca *spiffe.CA) error
+	// Federated, when set, are the bundles of other trust domains every
+	// container receives (agent/federation).
+	Federated spiffe.Federated
 }
 
 // APIOptions configure the per-container API.

@@ -445,7 +445,7 @@ func (c *Containers) serveSPIFFE(dir string, s *registration, srv *api.Server) (
 	cfg := spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
 		Refused: func(method string, status int, reason string) { srv.CountRefusal(status, method, reason) },
 		Revoked: c.RevokedJWT,
-		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log}
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log, Federated: a.spiffe.Federated}
 	if a.spire != nil {
 		// The container's SPIRE stream starts now, in the background;
 		// the server closes it with the socket.

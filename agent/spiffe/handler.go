@@ -39,6 +39,7 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 	ctx := stream.Context()
 	for {
 		gen, _ := s.cfg.Lifecycle.Generation()
+		fedChanged := s.federatedChanged() // before the bundles are read
 		u, err := s.cfg.Issuer.X509SVIDs()
 		if err != nil {
 			return unavailable("could not issue an x509-svid", err)
@@ -81,6 +82,7 @@ func (h *handler) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerS
 		select {
 		case <-renew:
 		case <-u.Changed:
+		case <-fedChanged:
 		case <-ctx.Done():
 			t.Stop()
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -78,6 +79,7 @@ type Local struct {
 	life            Lifecycle
 	x509TTL, jwtTTL time.Duration
 	now             func() time.Time
+	federated       Federated // other trust domains' bundles (nil: none)
 }
 
 var _ Issuer = (*Local)(nil)
@@ -103,14 +105,18 @@ func (l *Local) X509SVIDs() (*X509Update, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	return &X509Update{SVIDs: []*X509SVID{svid}, Bundle: l.ca.Certificate().Raw,
+	fed, _ := federatedOf(l.federated, l.ca.TrustDomain()) // the Server watches their changes
+	return &X509Update{SVIDs: []*X509SVID{svid}, Bundle: l.ca.Certificate().Raw, FederatedBundles: fed,
 		Renew: svid.NotAfter.Add(-svid.Lifetime / 2), Changed: rotated}, nil
 }
 
 // X509Bundles implements Issuer: the CA certificate, which does not
-// change while the agent runs (see CA).
+// change while the agent runs (see CA), and the federated trust domains'.
 func (l *Local) X509Bundles() (map[string][]byte, <-chan struct{}, error) {
-	return map[string][]byte{l.ca.TrustDomain().IDString(): l.ca.Certificate().Raw}, nil, nil
+	fed, changed := federatedOf(l.federated, l.ca.TrustDomain())
+	b := map[string][]byte{l.ca.TrustDomain().IDString(): l.ca.Certificate().Raw}
+	maps.Copy(b, fed)
+	return b, changed, nil
 }
 
 // JWTBundles implements Issuer: a JWK Set of the CA's JWT signing key.

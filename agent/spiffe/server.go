@@ -99,6 +99,8 @@ type Config struct {
 	Revoked func(id spiffeid.ID, issued time.Time) bool
 	// Log takes the one line of a handler that panicked (nil: dropped).
 	Log io.Writer
+	// Federated, if set, are other trust domains' bundles to hand out.
+	Federated Federated
 
 	now func() time.Time // tests
 }
@@ -171,7 +173,7 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		local.now = cfg.now
+		local.now, local.federated = cfg.now, cfg.Federated
 		s.cfg.Issuer, s.id = local, local.ID()
 	}
 	s.grpc = grpc.NewServer(

@@ -32,12 +32,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/northstar-oci/northstar/client"
@@ -63,6 +65,10 @@ type Config struct {
 	// the SVID the client presents is that of the identity it gives as
 	// its username. The caller closes the source after Close.
 	SPIFFE *workloadapi.X509Source
+	// Federated are other trust domains whose clients SPIFFE lets in
+	// (their bundles come from the source: SPIFFE federation); each gives
+	// its whole SPIFFE ID as its username.
+	Federated []spiffeid.TrustDomain
 	// Log receives one line per accepted or refused connection and the
 	// broker's own notices. Each line is written with a single Write call;
 	// os.Stdout is unbuffered, so lines leave the process as they happen.
@@ -103,8 +109,12 @@ func Start(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("start broker: own X.509-SVID: %w", err)
 		}
 		td := svid.ID.TrustDomain()
-		hook = &mtlsAuthHook{td: td, log: lw}
-		ln, err := mtlsListener(cfg.Listen, cfg.SPIFFE, td, lw)
+		fed := map[spiffeid.TrustDomain]bool{}
+		for _, f := range cfg.Federated {
+			fed[f] = f != td
+		}
+		hook = &mtlsAuthHook{td: td, federated: fed, log: lw}
+		ln, err := mtlsListener(cfg.Listen, cfg.SPIFFE, td, fed, lw)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
@@ -156,9 +166,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	auth := fs.String("auth", "token", "how clients log in: `token` (username = identity, password = a northstar token for this broker), mtls (username = identity, its X.509-SVID as the TLS client certificate) or secret (password = the lifecycle secret)")
 	apiSocket := fs.String("api-socket", client.DefaultSocket, "the northstar API `socket` (--auth token)")
 	spiffeSocket := fs.String("spiffe-socket", "", "the SPIFFE Workload API `address` (--auth mtls; default $SPIFFE_ENDPOINT_SOCKET, else "+client.DefaultSPIFFEEndpoint+")")
+	federated := fs.String("federated", "", "comma-separated trust `domains` whose clients may log in too, with their whole SPIFFE ID as username (--auth mtls; their bundles come from the Workload API: SPIFFE federation)")
 	secretPath := fs.String("secret-file", client.DefaultSecretPath, "`file` holding the lifecycle secret (64 lowercase hex characters), read again at every login, with secret.previous beside it after a rotation (--auth secret)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--auth token|mtls|secret] [--api-socket SOCK] [--spiffe-socket ADDR] [--secret-file FILE]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: broker [--listen ADDR] [--auth token|mtls|secret] [--api-socket SOCK] [--spiffe-socket ADDR] [--federated TD,...] [--secret-file FILE]\n\n"+
 			"An MQTT broker that lets a client in with a northstar token or an X.509-SVID of its identity, or with the lifecycle secret.\n\n")
 		fs.PrintDefaults()
 	}
@@ -183,6 +194,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer src.Close()
 		cfg.SPIFFE = src
+		for f := range strings.SplitSeq(*federated, ",") {
+			if f == "" {
+				continue
+			}
+			td, err := spiffeid.TrustDomainFromString(f)
+			if err != nil {
+				return fmt.Errorf("%w: --federated %q: %w", ErrUsage, f, err)
+			}
+			cfg.Federated = append(cfg.Federated, td)
+		}
 	case "secret":
 		// Read once now to fail at start, not at the first login.
 		secret, err := client.ReadSecret(*secretPath)

@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,14 +27,20 @@ import (
 // domain's bundle) names the SPIFFE ID of the identity it gives as its
 // username: spiffe://<trust domain><client.SPIFFEPath(username)>.
 //
+// A client of a federated trust domain (another northstar host, whose
+// bundle the broker's SPIFFE source carries) gives its whole SPIFFE ID as
+// its username, spiffe://<its trust domain>/<path>, so that it never
+// passes for an identity of the broker's own trust domain.
+//
 // The certificate is the credential: nothing secret crosses the network,
 // a recorded connection cannot be replayed, and a container with the same
 // lifecycle secret file but another identity holds another certificate.
 // The password, if sent, is ignored.
 type mtlsAuthHook struct {
 	mqtt.HookBase
-	td  spiffeid.TrustDomain
-	log *lineWriter
+	td        spiffeid.TrustDomain
+	federated map[spiffeid.TrustDomain]bool
+	log       *lineWriter
 }
 
 var _ mqtt.Hook = (*mtlsAuthHook)(nil)
@@ -53,8 +61,8 @@ func (h *mtlsAuthHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet)
 	case user == "":
 		verdict = "refused: no username (the identity the certificate must name)"
 	default:
-		if want, err := idOf(h.td, user); err != nil {
-			verdict = "refused: the username is not a northstar identity"
+		if want, err := h.wantID(user); err != nil {
+			verdict = "refused: " + err.Error()
 		} else if peer != want {
 			verdict = "refused: the certificate is not the username's"
 		} else {
@@ -71,6 +79,22 @@ func (h *mtlsAuthHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet)
 }
 
 func (*mtlsAuthHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// wantID is the SPIFFE ID the client that gives username user must have.
+func (h *mtlsAuthHook) wantID(user string) (spiffeid.ID, error) {
+	if !strings.HasPrefix(user, "spiffe://") {
+		id, err := idOf(h.td, user)
+		if err != nil {
+			return spiffeid.ID{}, errors.New("the username is not a northstar identity")
+		}
+		return id, nil
+	}
+	id, err := spiffeid.FromString(user)
+	if err != nil || !h.federated[id.TrustDomain()] {
+		return spiffeid.ID{}, errors.New("the username is not a SPIFFE ID of a federated trust domain")
+	}
+	return id, nil
+}
 
 // idOf is the SPIFFE ID of identity ident in td.
 func idOf(td spiffeid.TrustDomain, ident string) (spiffeid.ID, error) {
@@ -96,14 +120,20 @@ func peerID(c net.Conn) (spiffeid.ID, error) {
 }
 
 // mtlsListener listens on addr for TLS connections that must present an
-// X.509-SVID of td (any member: which one may log in as whom is the hook's
-// call), with the broker's own SVID from source as its certificate.
-func mtlsListener(addr string, source *workloadapi.X509Source, td spiffeid.TrustDomain, log *lineWriter) (net.Listener, error) {
+// X.509-SVID of td or a federated trust domain (any member: which one may
+// log in as whom is the hook's call), with the broker's own SVID from
+// source as its certificate.
+func mtlsListener(addr string, source *workloadapi.X509Source, td spiffeid.TrustDomain, federated map[spiffeid.TrustDomain]bool, log *lineWriter) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	conf := tlsconfig.MTLSServerConfig(source, source, tlsconfig.AuthorizeMemberOf(td))
+	conf := tlsconfig.MTLSServerConfig(source, source, tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
+		if id.MemberOf(td) || federated[id.TrustDomain()] {
+			return nil
+		}
+		return fmt.Errorf("%s is not of trust domain %q nor of a federated one", id, td.Name())
+	}))
 	conf.MinVersion = tls.VersionTLS12
 	return &handshakeListener{Listener: tls.NewListener(ln, conf), log: log}, nil
 }

@@ -274,7 +274,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	broker := fs.String("broker", "127.0.0.1:1883", "broker `host:port`")
 	clientID := fs.String("client-id", "", "MQTT client `id` (default: \"client-\" and 8 random hex digits)")
 	auth := fs.String("auth", "token", "how to log in: `token` (username = this container's identity, password = a northstar token for the broker), mtls (username = this container's identity, its X.509-SVID as the TLS client certificate) or secret (password = the lifecycle secret)")
-	audience := fs.String("audience", "broker", "the broker's northstar `identity` (--auth token: the token's audience; --auth mtls: the only identity the broker's certificate may have)")
+	audience := fs.String("audience", "broker", "the broker's northstar `identity` (--auth token: the token's audience; --auth mtls: the only identity the broker's certificate may have, or its whole SPIFFE ID for a broker of another, federated, trust domain)")
 	apiSocket := fs.String("api-socket", northstar.DefaultSocket, "the northstar API `socket` (--auth token)")
 	spiffeSocket := fs.String("spiffe-socket", "", "the SPIFFE Workload API `address` (--auth mtls; default $SPIFFE_ENDPOINT_SOCKET, else "+northstar.DefaultSPIFFEEndpoint+")")
 	noCert := fs.Bool("no-certificate", false, "--auth mtls without a client certificate, and without checking the broker's (tests of outsiders)")
@@ -424,8 +424,8 @@ func mtls(ctx context.Context, cfg *Config, addr, broker string, noCert bool) (w
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	path, err := northstar.SPIFFEPath(broker)
-	if err != nil {
-		return "", nil, fmt.Errorf("%w: --audience %q is not a northstar identity", ErrUsage, broker)
+	if _, idErr := spiffeid.FromString(broker); err != nil && idErr != nil {
+		return "", nil, fmt.Errorf("%w: --audience %q is neither a northstar identity nor a SPIFFE ID", ErrUsage, broker)
 	}
 	src, err := workloadapi.NewX509Source(sctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
 	if err != nil {
@@ -439,7 +439,11 @@ func mtls(ctx context.Context, cfg *Config, addr, broker string, noCert bool) (w
 		}
 	}
 	var brokerID spiffeid.ID
-	if err == nil {
+	switch {
+	case err != nil:
+	case strings.HasPrefix(broker, "spiffe://"): // a broker of a federated trust domain
+		brokerID, err = spiffeid.FromString(broker)
+	default:
 		brokerID, err = spiffeid.FromPath(svid.ID.TrustDomain(), path)
 	}
 	if err != nil {
