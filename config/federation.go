@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Federation is trust between attested northstar hosts (docs/attestation.md):
@@ -155,14 +153,15 @@ func (c *Config) validateFederation() error {
 	seen := map[string]bool{c.SPIFFE.TrustDomain: true}
 	for i, p := range f.Peers {
 		where := fmt.Sprintf("[[federation.peer]] %d", i+1)
-		td, err := spiffeid.TrustDomainFromString(p.TrustDomain)
-		if err != nil {
-			return fmt.Errorf("%s: trust_domain %q: %v", where, p.TrustDomain, err)
+		// ValidTrustDomain, not go-spiffe's parser: the hook reads this
+		// config and must not link the SPIFFE libraries.
+		if !ValidTrustDomain(p.TrustDomain) {
+			return fmt.Errorf("%s: trust_domain %q: want a bare trust domain name of [a-z0-9._-]", where, p.TrustDomain)
 		}
-		if seen[td.Name()] {
+		if seen[p.TrustDomain] {
 			return fmt.Errorf("%s: trust_domain %q is this host's or another peer's", where, p.TrustDomain)
 		}
-		seen[td.Name()] = true
+		seen[p.TrustDomain] = true
 		for _, u := range []struct{ key, val string }{{"bundle_url", p.BundleURL}, {"evidence_url", p.EvidenceURL}} {
 			if u.val == "" && u.key == "evidence_url" {
 				continue

@@ -39,9 +39,7 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
-	"github.com/northstar-oci/northstar/lifecycle"
 	"github.com/northstar-oci/northstar/remedy"
-	"github.com/northstar-oci/northstar/store"
 )
 
 // Name is the wrapper's binary name, the prefix of its errors.
@@ -108,23 +106,12 @@ func prepare(ctx context.Context, cfg *config.Config, inv invocation) error {
 // process the stored secret was made for. Many wrappers starting at once
 // rotate exactly once: the store decides under its lock.
 func rotateIfEngineRestarted(ctx context.Context, cfg *config.Config, e engine, inv invocation) error {
-	id, err := lifecycle.ID(e.pid)
-	if err != nil {
-		return fmt.Errorf("lifecycle id of the %s: %w", e.how, err)
+	note, err := configured.RotateIfRuntimeRestarted(ctx, cfg, e.pid)
+	if note != "" {
+		inv.logInfo(note)
 	}
-	st, err := configured.Store(cfg)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	rec, change, err := st.RotateIfLifecycleChanged(ctx, id)
-	if err != nil {
-		return fmt.Errorf("rotate lifecycle secret: %w", err)
-	}
-	switch change {
-	case store.Rotated:
-		inv.logInfo(fmt.Sprintf("northstar: runtime restarted, new lifecycle secret generation=%d lifecycle_id=%q config=%q", rec.Generation, rec.LifecycleID, cfg.Path))
-	case store.Adopted:
-		inv.logInfo(fmt.Sprintf("northstar: secret generation=%d adopted for this runtime lifecycle lifecycle_id=%q config=%q", rec.Generation, rec.LifecycleID, cfg.Path))
+		return fmt.Errorf("the %s: %w", e.how, err)
 	}
 	return nil
 }

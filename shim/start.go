@@ -14,8 +14,6 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
-	"github.com/northstar-oci/northstar/lifecycle"
-	"github.com/northstar-oci/northstar/store"
 )
 
 // loadConfig loads the config the shim and its hook use (see configPath).
@@ -60,27 +58,11 @@ func rotateIfRuntimeRestarted(ctx context.Context, cfg *config.Config, runtimePi
 	if cfg.Rotation.On == config.RotateManual {
 		return nil
 	}
-	id, err := lifecycle.ID(runtimePid)
-	if err != nil {
-		return fmt.Errorf("lifecycle id: %w", err)
+	note, err := configured.RotateIfRuntimeRestarted(ctx, cfg, runtimePid)
+	if note != "" {
+		logToContainerd(note)
 	}
-	st, err := configured.Store(cfg)
-	if err != nil {
-		return fmt.Errorf("open store: %w", err)
-	}
-	rec, change, err := st.RotateIfLifecycleChanged(ctx, id)
-	if err != nil {
-		return fmt.Errorf("rotate lifecycle secret: %w", err)
-	}
-	switch change {
-	case store.Rotated:
-		logToContainerd(fmt.Sprintf("northstar: runtime restarted, new lifecycle secret generation=%d lifecycle_id=%q config=%q",
-			rec.Generation, rec.LifecycleID, cfg.Path))
-	case store.Adopted:
-		logToContainerd(fmt.Sprintf("northstar: secret generation=%d adopted for this runtime lifecycle lifecycle_id=%q config=%q",
-			rec.Generation, rec.LifecycleID, cfg.Path))
-	}
-	return nil
+	return err
 }
 
 // logToContainerd writes one info line to the shim log pipe containerd
