@@ -18,6 +18,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/audit"
+	"github.com/northstar-oci/northstar/internal/testmounts"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -147,6 +148,8 @@ func sleeper(t testing.TB) *exec.Cmd {
 func TestRegistrations(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
+	// The containers' API filesystems stay mounted for the next agent.
+	t.Cleanup(func() { testmounts.UnmountUnder(dir) })
 	st := initStore(t, dir)
 	sock := filepath.Join(dir, "agent", "agent.sock")
 	auditPath := filepath.Join(dir, "audit.log")

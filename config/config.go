@@ -174,6 +174,10 @@ type API struct {
 	// of them one sender's may take. A verification beyond them is 503.
 	MaxUsedTokens          int `toml:"max_used_tokens"`
 	MaxUsedTokensPerSender int `toml:"max_used_tokens_per_sender"`
+	// IdentityAnyNamespace lets an explicit io.northstar.identity on a
+	// Kubernetes container name an identity outside its pod's namespace
+	// (default false: it must be "<namespace>/...").
+	IdentityAnyNamespace bool `toml:"identity_any_namespace"`
 }
 
 // Defaults and bounds of [api]. The defaults are the agent's own

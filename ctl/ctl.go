@@ -56,6 +56,7 @@ func init() {
 	commands = map[string]command{
 		"init":   {"create the state directory and the first sealed secret (no-op if present)", runInit},
 		"rotate": {"seal a new lifecycle secret now (new generation), delivered to the running containers; --revoke ID cuts one off", runRotate},
+		"revoke": {"revoke container ids (rotate --revoke), --list them, or --lift a revocation: a revoked id cannot start until lifted", runRevoke},
 		"status": {"show sealer, generation, lifecycle id and creation time (never the secret), and the running containers the agent delivers to", runStatus},
 		"doctor": {"check kernel features, TPM, runtimes and config; say what to fix", runDoctor},
 		"setup":  {"wire northstar into containerd, docker, podman or runc (containerd: a drop-in on 2.1+, else a backed-up edit; --dry-run prints it), initialise the state, run doctor", runSetup},
@@ -214,7 +215,7 @@ func runRotate(ctx context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "rotate", "[--config PATH] [--new-srk] [--revoke ID...]")
 	newSRK := fs.Bool("new-srk", false, "seal under the TPM's storage root key as it is now, even if it is not the one the current secret was sealed under (a TPM cleared or replaced on purpose)")
 	var revoke []string
-	fs.Func("revoke", "cut off the running container with this id (repeat, or list them after the flags): it loses its secret, its API socket and its tokens, while every other container gets the new secret", func(id string) error {
+	fs.Func("revoke", "cut off the running container with this id (repeat, or list them after the flags): it loses its secret, its API socket and its tokens, while every other container gets the new secret; the id cannot start again until 'northstarctl revoke --lift ID'", func(id string) error {
 		revoke = append(revoke, id)
 		return nil
 	})

@@ -101,6 +101,12 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if policy.Skip || policy.Disabled && !cfg.API.Enable {
 		return nil
 	}
+	if err := checkRevoked(cfg, state.ID); err != nil {
+		return err
+	}
+	if err := CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
 	inContainer := os.Getppid() == state.Pid
 	// The agent delivers the secret itself, and rotates it in the running
 	// container, when live rotation is on (DESIGN.md §12). Not inside the

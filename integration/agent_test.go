@@ -21,6 +21,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/internal/testmounts"
 )
 
 // agentSocket returns an agent socket path in a short temporary directory
@@ -33,7 +34,12 @@ func agentSocket(t *testing.T, a *account) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(base) })
+	t.Cleanup(func() {
+		// The containers' API filesystems outlive the agent (for the
+		// next one); the test's are taken down with it.
+		testmounts.UnmountUnder(base)
+		os.RemoveAll(base)
+	})
 	if a != nil {
 		if err := os.Chown(base, int(a.uid), int(a.gid)); err != nil {
 			t.Fatal(err)

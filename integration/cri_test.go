@@ -374,6 +374,9 @@ func (c *criContainerd) createArgs(t *testing.T, p pod, name string, annotations
 		"image":       map[string]any{"image": criImage},
 		"log_path":    name + ".log",
 		"annotations": annotations,
+		// A PID namespace of its own, as the kubelet asks unless the pod
+		// sets shareProcessNamespace (CRI's default, POD, shares one).
+		"linux": map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"pid": 1}}},
 	}
 	return []string{"create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-%s-%d.json", name, c.seq), cfg), p.config}
 }

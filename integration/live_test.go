@@ -203,12 +203,23 @@ func TestLiveRotationRevoke(t *testing.T) {
 	if st := e.ctl(t, "status"); !strings.Contains(st.stdout, "revoked") {
 		t.Errorf("status does not say the container was revoked:\n%s", st)
 	}
-	// A container started with the same id after the revocation is
-	// another container: it gets the secret.
+	// The id stays revoked (DESIGN.md §15): a container started with it
+	// fails, naming the lift; once lifted, it gets the current secret.
 	bad.delete(t)
+	b := apiBundle(t, e, "mallory", "sleep 600")
+	b.write(t)
+	r = run(t, exec.Command("runc", "--root", root, "run", "--detach", "--bundle", b.dir, "bad"))
+	t.Cleanup(func() { _ = exec.Command("runc", "--root", root, "delete", "-f", "bad").Run() })
+	if r.err == nil || !strings.Contains(r.stderr, "northstarctl revoke --lift bad") {
+		t.Fatalf("a container with the revoked id started, or its refusal does not name the lift:\n%s", r)
+	}
+	_ = exec.Command("runc", "--root", root, "delete", "-f", "bad").Run()
+	if r := e.ctl(t, "revoke", "--lift", "bad"); r.err != nil {
+		t.Fatalf("northstarctl revoke --lift:\n%s", r)
+	}
 	again := apiBundle(t, e, "mallory", "sleep 600").runDetached(t, root, "bad")
 	if got := readIn(t, again, "secret"); got != e.secretHex(t) {
-		t.Errorf("a new container with the revoked id reads %q, want the current secret", got)
+		t.Errorf("a container with the id once lifted reads %q, want the current secret", got)
 	}
 }
 

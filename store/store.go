@@ -213,17 +213,52 @@ func (s *Store) Init(ctx context.Context, lifecycleID string) (rec *Record, crea
 // delivers the new secret to every running container but them, which lose
 // theirs instead (DESIGN.md §12).
 func (s *Store) Rotate(ctx context.Context, revoke ...string) (*Record, error) {
-	return s.rotate(ctx, true, revoke)
+	return s.rotate(ctx, true, revoke, nil)
+}
+
+// Lift is Rotate that lifts the revocations of the containers lift names
+// (northstarctl revoke --lift): a revoked id stays revoked, and a
+// container with it cannot start, until then. The record changes only by
+// a rotation, so that the agent sees the lift as it sees a revocation,
+// and audits it. It fails naming the first id no revocation names.
+func (s *Store) Lift(ctx context.Context, lift ...string) (*Record, error) {
+	return s.rotate(ctx, true, nil, lift)
+}
+
+// RevokedID returns the newest revocation of container id the record
+// carries, or nil.
+func (r *Record) RevokedID(id string) *Revocation {
+	var got *Revocation
+	for i := range r.Revoked {
+		if r.Revoked[i].ID == id && (got == nil || r.Revoked[i].Generation > got.Generation) {
+			got = &r.Revoked[i]
+		}
+	}
+	return got
+}
+
+// ErrRevoked is a start of a container whose id a rotation revoked.
+var ErrRevoked = errors.New("revoked")
+
+// CheckNotRevoked fails, naming the revocation and the command that lifts
+// it, when the record revokes container id: a revoked id stays revoked
+// (a container restarted under it, as podman's --restart=always does, is
+// the container that was cut off).
+func (r *Record) CheckNotRevoked(id string) error {
+	if rev := r.RevokedID(id); rev != nil {
+		return fmt.Errorf("container %s is %w (northstarctl rotate --revoke, generation %d); lift it with 'northstarctl revoke --lift %s'", id, ErrRevoked, rev.Generation, id)
+	}
+	return nil
 }
 
 // Reprovision is Rotate under whatever key the sealer finds now (a TPM
 // that was cleared or replaced on purpose): the one way to move the secret
 // to another key.
 func (s *Store) Reprovision(ctx context.Context) (*Record, error) {
-	return s.rotate(ctx, false, nil)
+	return s.rotate(ctx, false, nil, nil)
 }
 
-func (s *Store) rotate(ctx context.Context, pinned bool, revoke []string) (*Record, error) {
+func (s *Store) rotate(ctx context.Context, pinned bool, revoke, lift []string) (*Record, error) {
 	var rec *Record
 	err := s.locked(ctx, func() error {
 		gen, cur, err := s.next()
@@ -238,10 +273,37 @@ func (s *Store) rotate(ctx context.Context, pinned bool, revoke []string) (*Reco
 		if !pinned {
 			pin = nil
 		}
+		if len(lift) > 0 {
+			if cur, err = lifted(cur, lift); err != nil {
+				return err
+			}
+		}
 		rec, err = s.write(ctx, gen, lifecycleID, pin, cur, revoke)
 		return err
 	})
 	return rec, err
+}
+
+// lifted is a copy of cur without the revocations of the ids in lift.
+func lifted(cur *Record, lift []string) (*Record, error) {
+	if cur == nil {
+		return nil, fmt.Errorf("no revocation names %s", lift[0])
+	}
+	out := *cur
+	out.Revoked = nil
+	drop := map[string]bool{}
+	for _, id := range lift {
+		if cur.RevokedID(id) == nil {
+			return nil, fmt.Errorf("no revocation names %s", id)
+		}
+		drop[id] = true
+	}
+	for _, r := range cur.Revoked {
+		if !drop[r.ID] {
+			out.Revoked = append(out.Revoked, r)
+		}
+	}
+	return &out, nil
 }
 
 // Change is what RotateIfLifecycleChanged did.

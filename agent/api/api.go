@@ -384,6 +384,11 @@ func (s *Server) verifySignature(r *http.Request) (any, error) {
 		}
 		gen = req.Generation
 	}
+	// A signature of a sender revoked since is not one: what it signed
+	// may be what it was revoked for (DESIGN.md §15).
+	if v := s.a.Verifier(); v != nil && v.Revoked != nil && v.Revoked(req.Sender, gen) {
+		return map[string]any{"valid": false, "reason": string(token.RevokedSender)}, nil
+	}
 	priv := root.Ed25519(req.Sender, gen)
 	defer clear(priv)
 	ok := len(req.Signature) == ed25519.SignatureSize && ed25519.Verify(priv.Public().(ed25519.PublicKey), SignedMessage(req.App, gen, req.Data), req.Signature)

@@ -96,12 +96,16 @@ func serve(t *testing.T, b *testAgent, identity string) *client {
 // serveWith is serve under lim; it also returns the socket and server.
 func serveWith(t *testing.T, b *testAgent, identity string, lim Limits) (*client, *socket) {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "api.sock")
+	return serveOn(t, NewServer(identity, b, lim), filepath.Join(t.TempDir(), "api.sock"))
+}
+
+// serveOn serves srv on a socket at sock.
+func serveOn(t *testing.T, srv *Server, sock string) (*client, *socket) {
+	t.Helper()
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewServer(identity, b, lim)
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &client{t: t, c: &http.Client{Transport: &http.Transport{

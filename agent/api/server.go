@@ -5,6 +5,8 @@ package api
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"sort"
@@ -78,14 +80,15 @@ type Server struct {
 	bucket   *rate.Limiter
 	refusals refusals
 	http     *http.Server
+	log      io.Writer // the agent's log, for a handler's panic
 }
 
 // NewServer returns the server of the socket whose caller is identity.
 func NewServer(identity string, a Agent, lim Limits) *Server {
 	lim = lim.withDefaults()
-	s := &Server{identity: identity, a: a, lim: lim, bucket: rate.NewLimiter(rate.Limit(lim.Rate), lim.Burst)}
+	s := &Server{identity: identity, a: a, lim: lim, bucket: rate.NewLimiter(rate.Limit(lim.Rate), lim.Burst), log: io.Discard}
 	s.http = &http.Server{
-		Handler:           s.limited(s.routes()),
+		Handler:           s.recovering(s.limited(s.routes())),
 		ReadHeaderTimeout: min(lim.Timeout, 5*time.Second),
 		ReadTimeout:       lim.Timeout,
 		WriteTimeout:      lim.Timeout,
@@ -93,6 +96,36 @@ func NewServer(identity string, a Agent, lim Limits) *Server {
 		MaxHeaderBytes:    maxHeaderBytes,
 	}
 	return s
+}
+
+// SetLog sends the line of a handler that panicked to w (the agent's
+// log). Call it before Serve.
+func (s *Server) SetLog(w io.Writer) {
+	s.log = w
+	// What net/http itself reports (a failed TLS handshake cannot happen
+	// here; a hijacked write can).
+	s.http.ErrorLog = log.New(w, "agent: api: ", 0)
+}
+
+// recovering answers 500 to a request whose handler panicked and says so
+// in one line of the agent's log: the panic costs that request alone.
+// (net/http recovers a handler's panic too, but drops the connection and
+// the request without an answer, and logs a stack trace to stderr.)
+func (s *Server) recovering(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil || v == http.ErrAbortHandler {
+				if v != nil {
+					panic(v)
+				}
+				return
+			}
+			fmt.Fprintf(s.log, "agent: api: %s %s for %s panicked (the request failed, the agent serves on): %v\n", r.Method, r.URL.Path, s.identity, v)
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "internal error"})
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Handler is the server's HTTP handler, limits included (tests serve it

@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/identity"
 	"github.com/northstar-oci/northstar/agent/live"
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -81,6 +84,7 @@ func (c *Containers) deliver(s *registration, o control.Owner, withAPI bool) (co
 // SVID of the new generation, and before the rotation's deliveries, which
 // a revocation must not wait behind.
 func (c *Containers) Revoke(revs []store.Revocation) {
+	c.noteRevocations(revs)
 	if len(revs) == 0 {
 		return
 	}
@@ -88,18 +92,13 @@ func (c *Containers) Revoke(revs []store.Revocation) {
 	defer c.liveMu.Unlock()
 	c.mu.Lock()
 	closed := c.closed
-	var todo []*registration
-	for _, s := range c.byKey {
-		if !s.Revoked && revokedBy(s, revs) {
-			todo = append(todo, s)
-		}
-	}
+	todo := revocations(c.byKey, revs)
 	c.mu.Unlock()
 	if closed || len(todo) == 0 {
 		return
 	}
-	for _, s := range todo {
-		c.revoke(s, revs)
+	for s, gen := range todo {
+		c.revoke(s, gen)
 	}
 	_ = c.save()
 }
@@ -193,11 +192,12 @@ func (c *Containers) rotateAll(id control.RecordID) {
 	defer secretfs.Zero(current)
 
 	c.mu.Lock()
+	revoking := revocations(c.byKey, revs)
 	var todo []*registration
 	for _, s := range c.byKey {
 		switch {
 		case s.Revoked:
-		case revokedBy(s, revs):
+		case revoking[s] != 0:
 			todo = append(todo, s)
 		case s.fs != nil && s.holds() != id:
 			todo = append(todo, s)
@@ -218,8 +218,8 @@ func (c *Containers) rotateAll(id control.RecordID) {
 		go func() {
 			defer wg.Done()
 			for s := range work {
-				if revokedBy(s, revs) {
-					c.revoke(s, revs)
+				if gen := revoking[s]; gen != 0 {
+					c.revoke(s, gen)
 					continue
 				}
 				if c.rotateOne(s, id, current, revs) {
@@ -293,37 +293,77 @@ func revokedBy(s *registration, revs []store.Revocation) bool {
 	return false
 }
 
-// revoke cuts s off: its secret and the one before it go at once, its API
-// socket closes, and the tokens its identity minted before the revoking
-// generation stop verifying.
-func (c *Containers) revoke(s *registration, revs []store.Revocation) {
-	var gen uint64
-	for _, r := range revs {
-		if r.ID == s.ID {
-			gen = max(gen, r.Generation)
+// revocations are the registrations of regs that revs revokes and that
+// are not cut off yet, each with the revoking generation: those revs
+// names (revokedBy), and with each every container that shares its PID
+// namespace. Those could reach a revoked container's /run/northstar
+// through /proc/<pid>/root, and it theirs (DESIGN.md §15): a group is
+// revoked together. The caller holds c.mu.
+func revocations(regs map[control.Registration]*registration, revs []store.Revocation) map[*registration]uint64 {
+	out := map[*registration]uint64{}
+	group := map[control.NS]uint64{}
+	for _, s := range regs {
+		if !revokedBy(s, revs) {
+			continue
+		}
+		var gen uint64
+		for _, r := range revs {
+			if r.ID == s.ID {
+				gen = max(gen, r.Generation)
+			}
+		}
+		if !s.Revoked {
+			out[s] = gen
+		}
+		if s.pidNS != (control.NS{}) && s.pidNS != hostPidNS {
+			group[s.pidNS] = max(group[s.pidNS], gen)
 		}
 	}
+	for _, s := range regs {
+		if gen, ok := group[s.pidNS]; ok && !s.Revoked && s.pidNS != (control.NS{}) {
+			out[s] = max(out[s], gen)
+		}
+	}
+	return out
+}
+
+// hostPidNS is the agent's PID namespace: processes in it (the host's,
+// hostPID containers') are no group of one another.
+var hostPidNS, _ = control.SelfNS("pid")
+
+// revoke cuts s off: its secret and the one before it go at once, its API
+// socket closes, and the tokens its identity minted before the revoking
+// generation gen stop verifying.
+func (c *Containers) revoke(s *registration, gen uint64) {
 	c.mu.Lock()
 	fs, srv, wl := s.fs, s.srv, s.wl
 	s.fs, s.srv, s.wl = nil, nil, nil
 	s.Revoked, s.Follows, s.Why = true, false, "revoked"
 	if prev, ok := c.revoked[s.Identity]; !ok || prev.Generation < gen {
-		c.revoked[s.Identity] = revokedSender{Generation: gen, Until: time.Now().Add(api.MaxTTL)}
+		now := time.Now()
+		c.revoked[s.Identity] = revokedSender{Generation: gen, Until: now.Add(c.revokedFor()), At: now}
 	}
 	c.mu.Unlock()
+	// Recorded before anything is torn down: an agent that stops from
+	// here on (or is killed) comes back with the container revoked.
+	if err := c.save(); err != nil {
+		fmt.Fprintf(c.log, "agent: record the revocation of container %s: %v (the store's record still names it)\n", s.ID, err)
+	}
 	if fs != nil {
 		if err := fs.Revoke(); err != nil {
 			fmt.Fprintf(c.log, "agent: revoke container %s: %v\n", s.ID, err)
 		}
 		fs.Close()
 	}
-	if srv != nil {
-		srv.Close()
-		_ = removeSocket(c.dirOf(s.Registration), "api.sock")
-	}
+	// The Workload API first: its Close returns once its handlers have,
+	// and they count refusals into srv.
 	if wl != nil {
 		wl.Close()
 		_ = removeSocket(c.dirOf(s.Registration), spiffe.SocketName)
+	}
+	if srv != nil {
+		srv.Close()
+		_ = removeSocket(c.dirOf(s.Registration), "api.sock")
 	}
 	_ = c.Audit("container-revoked", map[string]string{"id": s.ID, "identity": s.Identity, "pid": strconv.Itoa(s.Pid), "generation": strconv.FormatUint(gen, 10)})
 	fmt.Fprintf(c.log, "agent: container %s (%s) revoked: its secret removed, its API closed\n", s.ID, s.Identity)
@@ -346,27 +386,112 @@ func (c *Containers) lost(s *registration, why string) {
 	fmt.Fprintf(c.log, "agent: container %s (%s) no longer follows rotations: %s\n", s.ID, s.Identity, why)
 }
 
-// takeBack reacquires the filesystem of s, restored from registry.json.
-func (c *Containers) takeBack(s *registration) {
+// takeBackPending says whether s, restored from registry.json, has a
+// filesystem to take back; if it cannot follow any more, it says why.
+func (c *Containers) takeBackPending(s *registration) bool {
 	if s.Secret == nil || s.Revoked || !s.Follows {
-		return
+		return false
 	}
 	if c.secret == nil {
 		s.Follows, s.Why = false, "the agent runs without live rotation now ([rotation] live)"
-		return
+		return false
 	}
+	return true
+}
+
+// takeBackWorkers bound the take-backs that run at once, and
+// takeBackWait how long a restart waits for them before it serves: a
+// container whose mount tree hangs (a FUSE mount at /run that never
+// answers) costs a worker for reacquireTimeout and the agent's start
+// nothing beyond the wait.
+const (
+	takeBackWorkers = 4
+	takeBackWait    = 500 * time.Millisecond
+)
+
+// takeBackAll reacquires the filesystems of pending, a few at a time, off
+// the restart's path, then catches up the containers that missed
+// rotations while the agent was down. It returns when that is done, or
+// after takeBackWait, with the rest going on in the background (Close
+// waits for it).
+func (c *Containers) takeBackAll(ctx context.Context, pending []*registration) {
+	finished := make(chan struct{})
+	c.done.Add(1)
+	go func() {
+		defer c.done.Done()
+		defer close(finished)
+		work := make(chan *registration)
+		var wg sync.WaitGroup
+		for range min(takeBackWorkers, len(pending)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for s := range work {
+					c.takeBack(s)
+				}
+			}()
+		}
+		for _, s := range pending {
+			work <- s
+		}
+		close(work)
+		wg.Wait()
+		// Which ones follow, for the next agent and status.
+		_ = c.save()
+		// Those that missed rotations while the agent was down.
+		c.catchUp(ctx)
+	}()
+	t := time.NewTimer(takeBackWait)
+	defer t.Stop()
+	select {
+	case <-finished:
+	case <-t.C:
+		// Some hang: the others taken back by now need not wait for
+		// them to catch up.
+		c.done.Add(1)
+		go func() {
+			defer c.done.Done()
+			c.catchUp(ctx)
+		}()
+	}
+}
+
+// takeBack reacquires the filesystem of s, restored from registry.json
+// and served already: s is revoked, or gone, meanwhile, or not.
+func (c *Containers) takeBack(s *registration) {
 	fs, err := reacquire(s)
-	if err != nil {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	c.mu.Lock()
+	listed := c.byKey[s.Registration] == s && !c.closed
+	revoked := s.Revoked
+	switch {
+	case err != nil:
 		why := "the agent lost its handle after a restart: " + err.Error()
 		if errors.Is(err, live.ErrNotOurs) {
 			why = "the container's " + secretfs.Dir + " is no longer the mount northstar gave it"
 		}
 		s.Follows, s.Why = false, why
+		c.mu.Unlock()
 		fmt.Fprintf(c.log, "agent: container %s (%s) no longer follows rotations: %s\n", s.ID, s.Identity, why)
 		return
+	case listed && !revoked:
+		s.fs = fs
+		c.mu.Unlock()
+		return
 	}
-	s.fs = fs
+	c.mu.Unlock()
+	if listed && revoked {
+		// Revoked while it was being taken back: its secret goes now.
+		if err := fs.Revoke(); err != nil {
+			fmt.Fprintf(c.log, "agent: revoke container %s: %v\n", s.ID, err)
+		}
+	}
+	fs.Close()
 }
+
+// reacquireFS is live.Reacquire (tests make it hang).
+var reacquireFS = live.Reacquire
 
 // reacquireTimeout bounds taking one container's filesystem back: the
 // path is resolved in the container's mount namespace, where a container
@@ -389,7 +514,7 @@ func reacquire(s *registration) (*live.FS, error) {
 	done := make(chan result, 1)
 	go func() {
 		defer unix.Close(pidfd)
-		fs, err := live.Reacquire(pidfd, s.MountID, ownerOf(*s.Secret))
+		fs, err := reacquireFS(pidfd, s.MountID, ownerOf(*s.Secret))
 		done <- result{fs, err}
 	}()
 	select {
@@ -409,6 +534,7 @@ func reacquire(s *registration) (*live.FS, error) {
 // grace period of the last rotation is over. Under liveMu: a rotation
 // that runs meanwhile writes a secret.previous of its own, which must stay.
 func (c *Containers) dropPrevious() {
+	gen := c.gen()
 	c.liveMu.Lock()
 	defer c.liveMu.Unlock()
 	c.mu.Lock()
@@ -423,7 +549,9 @@ func (c *Containers) dropPrevious() {
 		}
 	}
 	for id, r := range c.revoked {
-		if time.Now().After(r.Until) {
+		// Its tokens and JWT-SVIDs have expired, and its signatures (of
+		// the generation before the revoking one) are rotated out.
+		if time.Now().After(r.Until) && gen > r.Generation {
 			delete(c.revoked, id)
 		}
 	}
@@ -431,6 +559,72 @@ func (c *Containers) dropPrevious() {
 	for _, fs := range fss {
 		_ = fs.DropPrevious()
 	}
+}
+
+// revokedFor is how long a revoked sender's tokens and JWT-SVIDs may
+// still be presented.
+func (c *Containers) revokedFor() time.Duration {
+	d := api.MaxTTL
+	if c.api != nil && c.api.spiffe != nil {
+		d = max(d, c.api.spiffe.JWTTTL)
+	}
+	return d
+}
+
+// noteRevocations takes the revocations of the store's record: an id the
+// agent saw revoked that the record no longer names was lifted
+// (northstarctl revoke --lift), and the audit log says so.
+func (c *Containers) noteRevocations(revs []store.Revocation) {
+	now := map[string]bool{}
+	for _, r := range revs {
+		now[r.ID] = true
+	}
+	c.mu.Lock()
+	var lifted []string
+	for id := range c.revokedIDs {
+		if !now[id] {
+			lifted = append(lifted, id)
+		}
+	}
+	changed := len(lifted) > 0 || len(now) != len(c.revokedIDs)
+	c.revokedIDs = now
+	c.mu.Unlock()
+	for _, id := range lifted {
+		_ = c.Audit("revocation-lifted", map[string]string{"id": id})
+		fmt.Fprintf(c.log, "agent: the revocation of container %s was lifted\n", id)
+	}
+	if changed {
+		_ = c.save()
+	}
+}
+
+// checkNotRevoked refuses a registration of a container id the store's
+// record revokes: the id stays revoked until the admin lifts it.
+func (c *Containers) checkNotRevoked(id string) error {
+	if c.store == nil {
+		return nil
+	}
+	rec, err := c.store.Current()
+	if err != nil {
+		return fmt.Errorf("read the revocations: %w", err)
+	}
+	return rec.CheckNotRevoked(id)
+}
+
+// RevokedJWT reports whether a JWT-SVID for id issued at issued is of a
+// revoked sender: one whose identity was revoked after it was issued.
+func (c *Containers) RevokedJWT(id spiffeid.ID, issued time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ident, r := range c.revoked {
+		if !issued.Before(r.At) {
+			continue
+		}
+		if p, err := identity.SPIFFEPath(ident); err == nil && p == id.Path() {
+			return true
+		}
+	}
+	return false
 }
 
 // RevokedSender reports whether tokens sender minted in generation are

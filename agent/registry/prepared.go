@@ -61,6 +61,9 @@ func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *contr
 	if err := (control.Registration{ID: id, Identity: identity, Pid: 2, Start: 1}).Check(); err != nil {
 		return "", "", err
 	}
+	if err := c.checkNotRevoked(id); err != nil {
+		return "", "", err
+	}
 	if pod != nil {
 		if err := pod.Check(); err != nil {
 			return "", "", err
@@ -198,6 +201,16 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		unix.Close(pidfd)
 		return err
 	}
+	// Its sockets answer its own mount namespace only, and it may not
+	// share a PID namespace with another identity (peer.go).
+	mntNS, pidNS, err := namespacesOf(pidfd)
+	if err == nil {
+		err = c.checkPIDShare(reg, pidNS)
+	}
+	if err != nil {
+		unix.Close(pidfd)
+		return err
+	}
 	if p.dir != "" {
 		if err := os.Rename(p.dir, c.dirOf(reg)); err != nil {
 			unix.Close(pidfd)
@@ -213,6 +226,7 @@ func (c *Containers) bind(p *prepared, pid int) error {
 	delete(c.byKey, p.key)
 	delete(c.prepared, reg.ID)
 	s.Registration, s.pidfd = reg, pidfd
+	s.mntNS, s.pidNS = mntNS, pidNS
 	if s.fs != nil {
 		s.MountID = mountID
 	}

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,13 +64,16 @@ type Containers struct {
 	secret Secret
 	grace  time.Duration
 
-	mu      sync.Mutex // guards byKey, revoked, dropAt, current, prev, closed
+	mu      sync.Mutex // guards byKey, revoked, revokedIDs, dropAt, current, prev, closed
 	closed  bool       // by Close: nothing is saved or delivered after it
 	byKey   map[control.Registration]*registration
 	revoked map[string]revokedSender // identity -> tokens of earlier generations are revoked
-	dropAt  time.Time                // when the containers' secret.previous goes (zero: nothing to drop)
-	current uint64                   // the generation delivered to every container that follows
-	prev    uint64                   // the generation before it (0: none known)
+	// revokedIDs are the container ids the store's record revokes, as the
+	// agent last saw them (to audit lifts).
+	revokedIDs map[string]bool
+	dropAt     time.Time // when the containers' secret.previous goes (zero: nothing to drop)
+	current    uint64    // the generation delivered to every container that follows
+	prev       uint64    // the generation before it (0: none known)
 	// prepared are containers the agent built mounts for, not bound to
 	// a process yet (prepared.go), by container id.
 	prepared map[string]*prepared
@@ -151,23 +153,34 @@ type registration struct {
 	spire *spire.Workload // wl's issuer with [spiffe] issuer = "spire" (its status outlives wl)
 	fs    *live.FS        // nil when the agent holds no handle
 	pidfd int
+	// mntNS and pidNS are the namespaces of the container's init: a
+	// connection to its sockets must come from mntNS, and containers
+	// sharing pidNS are one group (see checkPIDShare).
+	mntNS, pidNS control.NS
 }
 
 // closeAPI stops the registration's API servers.
+//
+// The Workload API first: its Close waits for its handlers, which count
+// their refusals into the HTTP API's server.
 func (s *registration) closeAPI() {
-	if s.srv != nil {
-		s.srv.Close()
-	}
 	if s.wl != nil {
 		s.wl.Close()
+	}
+	if s.srv != nil {
+		s.srv.Close()
 	}
 }
 
 // revokedSender: tokens identity minted before Generation no longer verify,
 // until Until, when the last of them has expired.
+//
+// At is when the revocation reached the agent: JWT-SVIDs, which carry no
+// generation, issued to the identity before then validate as revoked.
 type revokedSender struct {
 	Generation uint64    `json:"generation"`
 	Until      time.Time `json:"until"`
+	At         time.Time `json:"at,omitzero"`
 }
 
 // saved is the file a restarted agent, and northstarctl status, read.
@@ -177,6 +190,10 @@ const saved = "registry.json"
 type Saved struct {
 	Containers []Entry                  `json:"containers"`
 	Revoked    map[string]revokedSender `json:"revoked_senders,omitempty"`
+	// RevokedIDs are the container ids the store's record revoked when
+	// this was saved: one the record no longer names was lifted
+	// (northstarctl revoke --lift), which the agent audits.
+	RevokedIDs []string `json:"revoked_ids,omitempty"`
 	// DropPreviousAt is when the containers' secret.previous goes (the
 	// grace period of the last rotation ends).
 	DropPreviousAt time.Time `json:"drop_previous_at,omitzero"`
@@ -203,6 +220,9 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 	if err := checkPidfd(int(pidfd.Fd()), req.Registration); err != nil {
 		return control.Reply{}, err
 	}
+	if err := c.checkNotRevoked(req.ID); err != nil {
+		return control.Reply{}, err
+	}
 	c.mu.Lock()
 	s := c.byKey[req.Registration]
 	c.mu.Unlock()
@@ -210,11 +230,18 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 		// The same container again (a hook at two stages): what it has.
 		return c.again(s, req)
 	}
+	mntNS, pidNS, err := namespacesOf(int(pidfd.Fd()))
+	if err != nil {
+		return control.Reply{}, fmt.Errorf("the container's namespaces: %w", err)
+	}
+	if err := c.checkPIDShare(req.Registration, pidNS); err != nil {
+		return control.Reply{}, err
+	}
 	fd, err := unix.FcntlInt(pidfd.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return control.Reply{}, fmt.Errorf("dup pidfd: %w", err)
 	}
-	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen(), Pod: req.Pod}, pidfd: fd}
+	s = &registration{Entry: Entry{Registration: req.Registration, API: req.API, Since: c.gen(), Pod: req.Pod}, pidfd: fd, mntNS: mntNS, pidNS: pidNS}
 	if req.HookMounts {
 		s.Why = WhyHookMounts
 	}
@@ -351,9 +378,13 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 		// A directory of this name could only be left by an earlier
 		// agent for the same process; the container does not have it
 		// mounted (it is registering now).
-		_ = os.RemoveAll(dir)
+		_ = removeAPIDir(dir)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		if _, err := mountAPIDir(dir); err != nil {
+			_ = os.Remove(dir)
+			return err
 		}
 	} else if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("%s is not the directory an earlier agent made", dir)
@@ -361,7 +392,7 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	ok := false
 	defer func() {
 		if !ok && fresh {
-			os.RemoveAll(dir)
+			_ = removeAPIDir(dir)
 		}
 	}()
 	// The mode is set, not left to the umask: a unit's UMask=0077 would
@@ -372,9 +403,9 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	sock := filepath.Join(dir, "api.sock")
 	// A socket left by an earlier agent; unlink does not follow a symlink.
 	_ = unix.Unlink(sock)
-	ln, err := net.Listen("unix", sock)
+	ln, err := c.listen(sock, s.mntNS)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	// Connecting needs write permission on the socket; who can reach it is
 	// decided by the directory (only this container has it mounted; the
@@ -383,28 +414,38 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 		ln.Close()
 		return err
 	}
-	s.srv = api.NewServer(s.Identity, c, c.api.limits)
+	srv := api.NewServer(s.Identity, c, c.api.limits)
+	srv.SetLog(c.log)
+	ln.srv = srv
+	var wl *spiffe.Server
 	if c.api.spiffe != nil {
-		if s.wl, err = c.serveSPIFFE(dir, s); err != nil {
+		if wl, err = c.serveSPIFFE(dir, s, srv); err != nil {
 			ln.Close()
-			s.srv = nil
 			return err
 		}
 	}
-	go s.srv.Serve(ln)
+	c.mu.Lock()
+	s.srv, s.wl = srv, wl
+	c.mu.Unlock()
+	go srv.Serve(ln)
 	ok = true
 	return nil
 }
 
-// serveSPIFFE opens spiffe.sock in dir beside s's api.sock and serves it
-// the Workload API of s's identity, under the bounds of the container's
-// HTTP API: the same connection cap, and its token bucket (tarpit
-// included) and refusal count, shared.
-func (c *Containers) serveSPIFFE(dir string, s *registration) (*spiffe.Server, error) {
+// serveSPIFFE opens spiffe.sock in dir beside s's api.sock, served by
+// srv, and serves it the Workload API of s's identity, under the
+// bounds of the container's HTTP API: the same connection cap, and its
+// token bucket (tarpit included) and refusal count, shared.
+//
+// The callbacks hold srv itself, never the registration: a revocation
+// clears the registration's servers while handlers may still be running
+// (they did, and one that found it nil crashed the agent, DESIGN.md §15).
+func (c *Containers) serveSPIFFE(dir string, s *registration, srv *api.Server) (*spiffe.Server, error) {
 	a := c.api
-	cfg := spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: s.srv,
-		Refused: func(method string, status int, reason string) { s.srv.CountRefusal(status, method, reason) },
-		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Federated: a.spiffe.Federated}
+	cfg := spiffe.Config{CA: a.ca, Lifecycle: a.gens, Audit: c, Limiter: srv,
+		Refused: func(method string, status int, reason string) { srv.CountRefusal(status, method, reason) },
+		Revoked: c.RevokedJWT,
+		X509TTL: a.spiffe.X509TTL, JWTTTL: a.spiffe.JWTTTL, Conns: a.limits.Conns, Log: c.log, Federated: a.spiffe.Federated}
 	if a.spire != nil {
 		// The container's SPIRE stream starts now, in the background;
 		// the server closes it with the socket.
@@ -420,11 +461,12 @@ func (c *Containers) serveSPIFFE(dir string, s *registration) (*spiffe.Server, e
 	}
 	sock := filepath.Join(dir, spiffe.SocketName)
 	_ = unix.Unlink(sock) // left by an earlier agent
-	ln, err := net.Listen("unix", sock)
+	ln, err := c.listen(sock, s.mntNS)
 	if err != nil {
 		wl.Close()
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, err
 	}
+	ln.srv = srv
 	if err := chmodSocket(sock, 0o666); err != nil {
 		ln.Close()
 		wl.Close()
@@ -477,7 +519,7 @@ func (c *Containers) gone(r control.Registration, audited bool) {
 		s.fs.Close()
 	}
 	if s.API {
-		_ = os.RemoveAll(c.dirOf(r))
+		_ = removeAPIDir(c.dirOf(r))
 	}
 	_ = c.save()
 }
@@ -508,6 +550,9 @@ func (c *Containers) save() error {
 	}
 	for id, r := range c.revoked {
 		out.Revoked[id] = r
+	}
+	for id := range c.revokedIDs {
+		out.RevokedIDs = append(out.RevokedIDs, id)
 	}
 	c.mu.Unlock()
 	data, err := json.Marshal(out)
@@ -554,9 +599,24 @@ func (c *Containers) restore(ctx context.Context) {
 	for id, r := range saved.Revoked {
 		c.revoked[id] = r
 	}
+	for _, id := range saved.RevokedIDs {
+		c.revokedIDs[id] = true
+	}
 	c.dropAt = saved.DropPreviousAt
 	c.mu.Unlock()
+	// The store's revocations apply before any socket is served: one made
+	// while the agent was stopped (with or without live rotation) would
+	// otherwise be served until the next rotation, or forever.
+	var revs []store.Revocation
+	if c.store != nil {
+		if rec, err := c.store.Current(); err == nil {
+			revs = rec.Revoked
+			c.noteRevocations(revs)
+		}
+	}
 	keep := map[string]bool{"registry.json": true, journal: true}
+	back := map[control.Registration]*registration{}
+	var pending []*registration // whose secret filesystem to take back
 	for _, e := range saved.Containers {
 		if e.Check() != nil {
 			continue
@@ -572,25 +632,39 @@ func (c *Containers) restore(ctx context.Context) {
 			continue
 		}
 		s := &registration{Entry: e, pidfd: pidfd}
+		if s.mntNS, s.pidNS, err = namespacesOf(pidfd); err != nil {
+			unix.Close(pidfd)
+			continue
+		}
 		if s.API && c.api == nil {
 			s.API = false // the agent was started without [api] enable this time
 		}
-		c.takeBack(s)
+		if c.takeBackPending(s) {
+			pending = append(pending, s)
+		}
+		back[s.Registration] = s
+	}
+	// Every revocation, groups included, before the first socket.
+	for s, gen := range revocations(back, revs) {
+		c.revoke(s, gen)
+	}
+	for _, s := range back {
 		if c.serve(s, false) == nil && s.API {
-			keep[control.DirName(e.Registration)] = true
+			keep[control.DirName(s.Registration)] = true
 		}
 	}
 	// Directories of containers that are gone, and anything else there.
 	if ents, err := os.ReadDir(c.dir); err == nil {
 		for _, e := range ents {
 			if !keep[e.Name()] {
-				_ = os.RemoveAll(filepath.Join(c.dir, e.Name()))
+				_ = removeAPIDir(filepath.Join(c.dir, e.Name()))
 			}
 		}
 	}
 	_ = c.save()
-	// Those that missed rotations while the agent was down.
-	c.catchUp(ctx)
+	// Their secret filesystems back, off the restart's path (a container's
+	// mount tree may hang), then the rotations they missed.
+	c.takeBackAll(ctx, pending)
 }
 
 // Close stops every server and lets every handle go; sockets and
@@ -678,7 +752,7 @@ func Open(ctx context.Context, opts Options, gen func() uint64) (*Containers, er
 		return nil, err
 	}
 	c := &Containers{dir: opts.Dir, store: opts.Store, gen: gen, log: opts.Log, grace: opts.Grace,
-		byKey: map[control.Registration]*registration{}, revoked: map[string]revokedSender{}, stop: make(chan struct{}), current: gen()}
+		byKey: map[control.Registration]*registration{}, revoked: map[string]revokedSender{}, revokedIDs: map[string]bool{}, stop: make(chan struct{}), current: gen()}
 	if opts.Live {
 		c.secret = opts.Secret
 	}

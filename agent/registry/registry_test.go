@@ -23,6 +23,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/replay"
 	"github.com/northstar-oci/northstar/audit"
 	"github.com/northstar-oci/northstar/internal/procstat"
+	"github.com/northstar-oci/northstar/internal/testmounts"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/store"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,9 @@ func hostStore(t testing.TB, dir string) *store.Store {
 	if _, _, err := st.Init(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
+	// The containers' API filesystems stay mounted after Close, for the
+	// next agent.
+	t.Cleanup(func() { testmounts.UnmountUnder(dir) })
 	return st
 }
 

@@ -27,7 +27,6 @@ import (
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/audit"
-	"github.com/northstar-oci/northstar/store"
 )
 
 // TestSPIFFEBesideTheAPI: with a trust domain, each registered container's
@@ -130,7 +129,7 @@ func TestSPIFFEBesideTheAPI(t *testing.T) {
 	c.mu.Lock()
 	sr := c.byKey[findKey(c, "r")]
 	c.mu.Unlock()
-	c.revoke(sr, []store.Revocation{{ID: "r", Generation: 3}})
+	c.revoke(sr, 3)
 	if _, err := os.Stat(filepath.Join(dirR, spiffe.SocketName)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a revoked container's spiffe.sock: %v", err)
 	}

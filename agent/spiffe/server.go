@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -92,6 +93,12 @@ type Config struct {
 	Refused func(method string, status int, reason string)
 	// Conns caps the socket's open connections (0: MaxConns).
 	Conns int
+	// Revoked, if set, reports whether a JWT-SVID for id issued at
+	// issued is of a sender revoked since (northstarctl rotate
+	// --revoke): it validates as revoked, like the agent's tokens.
+	Revoked func(id spiffeid.ID, issued time.Time) bool
+	// Log takes the one line of a handler that panicked (nil: dropped).
+	Log io.Writer
 	// Federated, if set, are other trust domains' bundles to hand out.
 	Federated Federated
 
@@ -108,6 +115,37 @@ type Server struct {
 	streams  chan struct{} // a slot per open stream, MaxStreams
 	closed   chan struct{}
 	close    sync.Once
+
+	validMu   sync.Mutex      // guards validated
+	validated map[string]bool // jwt ids audited as valid on this socket
+}
+
+// maxValidated bounds the memory of audited validations: when full it
+// starts again (a JWT-SVID then gets a second line, no more often).
+const maxValidated = 1024
+
+// firstValidation reports whether JWT-SVID jti was not audited as valid
+// on this socket yet, and remembers it. An empty jti is always first.
+func (s *Server) firstValidation(jti string) bool {
+	if jti == "" {
+		return true
+	}
+	s.validMu.Lock()
+	defer s.validMu.Unlock()
+	if s.validated[jti] {
+		return false
+	}
+	if s.validated == nil || len(s.validated) >= maxValidated {
+		s.validated = map[string]bool{}
+	}
+	s.validated[jti] = true
+	return true
+}
+
+func (s *Server) forgetValidation(jti string) {
+	s.validMu.Lock()
+	defer s.validMu.Unlock()
+	delete(s.validated, jti)
 }
 
 // NewServer returns the Workload API server of the container whose
@@ -122,6 +160,9 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 	}
 	if cfg.Conns <= 0 {
 		cfg.Conns = MaxConns
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
 	}
 	s := &Server{cfg: cfg, identity: ident, streams: make(chan struct{}, MaxStreams), closed: make(chan struct{})}
 	if cfg.Issuer == nil {
@@ -148,8 +189,16 @@ func NewServer(ident string, cfg Config) (*Server, error) {
 		grpc.ConnectionTimeout(5*time.Second),
 		// One without streams goes after a while: clients reconnect (§4.2).
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
-		grpc.ChainUnaryInterceptor(s.unary),
-		grpc.ChainStreamInterceptor(s.stream),
+		// Close waits for every handler to return: a handler then never
+		// runs on after what it uses is let go (a revocation dropped the
+		// container's HTTP server while the Workload API's refusal
+		// callback still called it, and the panic took the agent down).
+		grpc.WaitForHandlers(true),
+		// The recovery first, so that it covers the rest: gRPC does not
+		// recover a handler's panic, and one would end the agent for
+		// every container.
+		grpc.ChainUnaryInterceptor(s.recoverUnary, s.unary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.stream),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(s.grpc, &handler{s: s})
 	return s, nil
@@ -183,9 +232,11 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Close ends every stream and connection and closes the listener: the
-// container is gone, or its socket is being replaced. An Issuer with a
-// Close method (SPIRE's, whose stream is the container's) is closed too,
-// once no handler uses it.
+// container is gone, or its socket is being replaced. It returns once
+// every handler has returned (streams and calls held in the rate's
+// tarpit end with their context), so that the caller may then let go of
+// what the handlers use. An Issuer with a Close method (SPIRE's, whose
+// stream is the container's) is closed too, once no handler uses it.
 func (s *Server) Close() {
 	s.close.Do(func() {
 		close(s.closed)
@@ -194,6 +245,29 @@ func (s *Server) Close() {
 			c.Close()
 		}
 	})
+}
+
+// errPanic answers a call whose handler panicked: it costs that call
+// alone.
+var errPanic = status.Error(codes.Internal, "internal error")
+
+// recovered turns a panic of a handler into errPanic and one line in the
+// agent's log.
+func (s *Server) recovered(method string, err *error) {
+	if v := recover(); v != nil {
+		fmt.Fprintf(s.cfg.Log, "agent: spiffe: %s for %s panicked (the call failed, the agent serves on): %v\n", method, s.identity, v)
+		*err = errPanic
+	}
+}
+
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (resp any, err error) {
+	defer s.recovered(info.FullMethod, &err)
+	return next(ctx, req)
+}
+
+func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) (err error) {
+	defer s.recovered(info.FullMethod, &err)
+	return next(srv, ss)
 }
 
 func (s *Server) refused(method string, err error) error {

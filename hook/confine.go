@@ -1,0 +1,35 @@
+package hook
+
+import (
+	"fmt"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// criPodNamespace is CRI-O's annotation of the pod's namespace;
+// containerd's is criSandboxNamespace.
+const criPodNamespace = "io.kubernetes.pod.namespace"
+
+// CheckIdentityNamespace confines an explicit io.northstar.identity on a
+// Kubernetes container to its pod's namespace: it must be
+// "<namespace>/..." (DESIGN.md §15). Without it anyone who may create a
+// pod in one namespace could name a workload of another (say
+// "kube-system/...") and be given its identity, tokens and SVIDs. anyNS
+// ([api] identity_any_namespace) lifts the rule, for clusters whose
+// identities are cluster-wide by design. Containers that are not
+// Kubernetes' (no namespace annotation) are not concerned.
+func CheckIdentityNamespace(spec *specs.Spec, anyNS bool) error {
+	id, ok := spec.Annotations[AnnotationIdentity]
+	if !ok || anyNS {
+		return nil
+	}
+	ns := spec.Annotations[criSandboxNamespace]
+	if ns == "" {
+		ns = spec.Annotations[criPodNamespace]
+	}
+	if ns == "" || strings.HasPrefix(id, ns+"/") {
+		return nil
+	}
+	return fmt.Errorf("annotation %s=%q is outside the pod's namespace %q: name it %s/..., or set [api] identity_any_namespace = true", AnnotationIdentity, id, ns, ns)
+}
