@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package spire makes the agent a SPIRE delegate (DESIGN.md §16): it asks
 // the host's SPIRE agent, through the Delegated Identity API on its admin
 // socket (the way Cilium gets its pods' SVIDs), for each container's SVIDs

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: Apache-2.0
+
 // Package testmounts lets tests take down the mounts a test left under a
 // directory (the agent keeps each container's API filesystem mounted
 // across its own restarts), so that the directory can be removed.
