@@ -50,8 +50,9 @@ const FormatVersion = 3
 // oldestFormat is the oldest record format this code reads.
 const oldestFormat = 1
 
-// maxRecordSize caps the record file; a TPM blob is well under 1 KiB.
-const maxRecordSize = 64 << 10
+// maxRecordSize caps the record file; a TPM blob is well under 1 KiB, and
+// maxRevocations ids of 253 bytes take about 75 KiB.
+const maxRecordSize = 128 << 10
 
 // Errors a caller must tell apart; front ends add the remedy (package remedy).
 var (
@@ -77,7 +78,7 @@ type Record struct {
 	// New in format 2 (FormatVersion).
 	AuditHead *audit.Head `json:"audit_head,omitempty"`
 	// Revoked are the containers cut off by this rotation and the ones
-	// before it (the last maxRevocations): the agent delivers no new
+	// before it, until lifted (at most maxRevocations): the agent delivers no new
 	// secret to them (DESIGN.md §12). New in format 3.
 	Revoked []Revocation `json:"revoked,omitempty"`
 }
@@ -89,10 +90,15 @@ type Revocation struct {
 	Generation uint64 `json:"generation"`
 }
 
-// maxRevocations bounds the revocations a record carries: an agent that
-// was down across that many revoking rotations catches up only on the
-// last ones.
+// maxRevocations bounds the revocations a record carries (each names an
+// id of up to 253 bytes, so the record stays under maxRecordSize). A
+// revocation past it is refused (ErrTooManyRevocations), never made by
+// forgetting an older one.
 const maxRevocations = 256
+
+// ErrTooManyRevocations is a revocation refused because maxRevocations
+// are in force.
+var ErrTooManyRevocations = errors.New("too many revocations")
 
 // Store is the lifecycle secret in a state directory, sealed by a Sealer.
 type Store struct {
@@ -421,7 +427,9 @@ func (s *Store) write(ctx context.Context, gen uint64, lifecycleID string, pin, 
 		revoked = append(revoked, Revocation{ID: id, Generation: gen})
 	}
 	if len(revoked) > maxRevocations {
-		revoked = revoked[len(revoked)-maxRevocations:]
+		// Dropping the oldest would lift it silently: a revoked id
+		// stays revoked until the admin lifts it, so refuse instead.
+		return nil, fmt.Errorf("%w: %d revocations are in force, the most a record keeps; lift one first with 'northstarctl revoke --lift ID' (northstarctl revoke --list names them)", ErrTooManyRevocations, maxRevocations)
 	}
 	rec := &Record{
 		Format:      FormatVersion,

@@ -464,3 +464,38 @@ func TestAuditHeadFollowsPruning(t *testing.T) {
 		t.Fatalf("after pruning, rotation recorded %+v, want %+v", got, h2)
 	}
 }
+
+// TestRevocationsAreNeverForgotten: a full record of the longest ids
+// still loads, and a revocation past maxRevocations is refused rather than
+// made by forgetting the oldest (which would lift it without the admin).
+func TestRevocationsAreNeverForgotten(t *testing.T) {
+	ctx := context.Background()
+	s := newHostStore(t)
+	if _, _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	id := func(i int) string { return fmt.Sprintf("%03d-%s", i, strings.Repeat("x", 249)) }
+	var ids []string
+	for i := 0; i < maxRevocations; i++ {
+		ids = append(ids, id(i))
+	}
+	if _, err := s.Rotate(ctx, ids...); err != nil {
+		t.Fatalf("%d revocations of %d-byte ids: %v", maxRevocations, len(ids[0]), err)
+	}
+	if _, err := s.Rotate(ctx, "one-too-many"); !errors.Is(err, ErrTooManyRevocations) || !strings.Contains(err.Error(), "northstarctl revoke --lift") {
+		t.Fatalf("revocation %d: %v, want ErrTooManyRevocations naming the lift", maxRevocations+1, err)
+	}
+	rec, err := s.Current()
+	if err != nil {
+		t.Fatalf("the full record does not load: %v", err)
+	}
+	if rec.RevokedID(id(0)) == nil || rec.RevokedID("one-too-many") != nil {
+		t.Errorf("after the refused revocation: oldest revoked %v, refused one revoked %v", rec.RevokedID(id(0)) != nil, rec.RevokedID("one-too-many") != nil)
+	}
+	if _, err := s.Lift(ctx, id(0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rotate(ctx, "one-too-many"); err != nil {
+		t.Fatalf("after a lift: %v", err)
+	}
+}
