@@ -3,6 +3,8 @@
 package runcwrap
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestShimAddress(t *testing.T) {
@@ -69,6 +72,18 @@ func fakeProcess(t *testing.T, name string, args ...string) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	// Start returns once the child's close-on-exec pipe closed, which
+	// execve does before it lays out the new command line: until then
+	// /proc/PID/exe is already the new binary but /proc/PID/cmdline is
+	// empty. A real shim has run for long by the time a runtime asks.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid)); bytes.Contains(b, []byte("\x00fake\x00")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) never showed its command line", name, cmd.Process.Pid)
+		}
+	}
 	return cmd.Process.Pid
 }
 
