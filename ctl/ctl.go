@@ -369,7 +369,8 @@ func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
 	}
 	opts := nri.Options{Socket: cfg.NRI.Socket, Hook: entry.New(hookPath, cfg.Path), APIEnabled: cfg.API.Enable,
-		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log, Live: cfg.Rotation.Live, SecretMode: cfg.SecretMode()}
+		APIEnv: entry.APIEnv(cfg.SPIFFE.TrustDomain), Log: log, Live: cfg.Rotation.Live, SecretMode: cfg.SecretMode(),
+		IdentityAnyNamespace: cfg.API.IdentityAnyNamespace}
 	if cfg.Rotation.On == config.RotateManual {
 		return opts, nil
 	}

@@ -4,9 +4,10 @@ package hook
 
 import (
 	"fmt"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/northstar-oci/northstar/agent/identity"
 )
 
 // criPodNamespace is CRI-O's annotation of the pod's namespace;
@@ -30,8 +31,8 @@ func CheckIdentityNamespace(spec *specs.Spec, anyNS bool) error {
 	if ns == "" {
 		ns = spec.Annotations[criPodNamespace]
 	}
-	if ns == "" || strings.HasPrefix(id, ns+"/") {
-		return nil
+	if err := identity.CheckNamespace(id, ns); err != nil {
+		return fmt.Errorf("annotation %s=%w", AnnotationIdentity, err)
 	}
-	return fmt.Errorf("annotation %s=%q is outside the pod's namespace %q: name it %s/..., or set [api] identity_any_namespace = true", AnnotationIdentity, id, ns, ns)
+	return nil
 }

@@ -7,14 +7,18 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/internal/testtree"
@@ -86,6 +90,7 @@ func TestNRIMountsNoHook(t *testing.T) {
 	if r := c.crictl(t, "exec", app, "sh", "-c", "test -S /run/northstar/api/api.sock"); r.err != nil {
 		t.Errorf("no API socket in the container:\n%s", r)
 	}
+	checkNRIAPIFilesystem(t, e, c, p, sock, app)
 
 	// A rotation revoking one of them: the other follows, this one loses
 	// its secret and its API.
@@ -115,17 +120,84 @@ func TestNRIMountsNoHook(t *testing.T) {
 	}
 	followed(t, appPid, e.secretHex(t), had)
 
-	// Gone: nothing of it stays on the host, staging mounts included.
-	c.mustCrictl(t, "rm", "-f", app)
+	// Gone: nothing of them stays on the host, staging mounts and API
+	// filesystems included.
+	c.mustCrictl(t, "rm", "-f", app, bad)
 	containers := filepath.Dir(badDir)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		left := mountsUnder(containers)
-		if len(registeredDirs(t, sock, app)) == 0 && len(left) == 0 {
+		registered := append(registeredDirs(t, sock, app), registeredDirs(t, sock, bad)...)
+		if len(registered) == 0 && len(left) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the container went: registered %v, mounts left under %s: %v", registeredDirs(t, sock, app), containers, left)
+			t.Fatalf("after the containers went: registered %v, mounts left under %s: %v", registered, containers, left)
 		}
+	}
+}
+
+// checkNRIAPIFilesystem: the API directory handed to an NRI container is
+// a capped tmpfs of its own (DESIGN.md §15), on the host and in the
+// container, and mallory, in the same pod with CAP_SYS_ADMIN, who
+// remounts hers read-write and writes a megabyte there, fills her own
+// 16 KiB and nothing of the agent's.
+func checkNRIAPIFilesystem(t *testing.T, e *env, c *criContainerd, p pod, sock, app string) {
+	t.Helper()
+	dir := registeredDir(t, sock, app)
+	var st, parent unix.Statfs_t
+	var sd, pd unix.Stat_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(unix.Statfs(filepath.Dir(dir), &parent), unix.Stat(dir, &sd), unix.Stat(filepath.Dir(dir), &pd)); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type != unix.TMPFS_MAGIC || st.Blocks*uint64(st.Bsize) > 16<<10 || sd.Dev == pd.Dev {
+		t.Errorf("the API directory %s is not a filesystem of its own of at most 16 KiB (type %#x, %d bytes, device %d, its parent's %d)",
+			dir, st.Type, st.Blocks*uint64(st.Bsize), sd.Dev, pd.Dev)
+	}
+	if r := c.crictl(t, "exec", app, "grep", " /run/northstar/api ", "/proc/self/mountinfo"); r.err != nil || !strings.Contains(r.stdout, " - tmpfs northstar-api ") {
+		t.Errorf("/run/northstar/api in the container is not the API filesystem:\n%s", r)
+	}
+
+	c.seq++
+	cfg := map[string]any{
+		"metadata": map[string]any{"name": "mallory"},
+		"image":    map[string]any{"image": criImage},
+		"log_path": "mallory.log",
+		"linux": map[string]any{"security_context": map[string]any{
+			"namespace_options": map[string]any{"pid": 1},
+			"capabilities":      map[string]any{"add_capabilities": []string{"SYS_ADMIN"}},
+			"seccomp":           map[string]any{"profile_type": 1}, // unconfined
+			"apparmor":          map[string]any{"profile_type": 1},
+		}},
+	}
+	mallory := c.mustCrictl(t, "create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-mallory-%d.json", c.seq), cfg), p.config)
+	c.mustCrictl(t, "start", mallory)
+	defer c.crictl(t, "rm", "-f", mallory)
+	r := c.crictl(t, "exec", mallory, "sh", "-c", `mount -o remount,rw /run/northstar/api || mount -o remount,bind,rw /run/northstar/api
+echo "remount: $?"
+dd if=/dev/zero of=/run/northstar/api/planted bs=1k count=1024 2>/dev/null
+echo "planted: $(wc -c < /run/northstar/api/planted)"`)
+	t.Logf("mallory with CAP_SYS_ADMIN got:\n%s", r)
+	if !strings.Contains(r.stdout, "remount: 0") {
+		t.Fatalf("mallory's remount failed: the test does not test:\n%s", r)
+	}
+	if n, err := strconv.Atoi(field(strings.ReplaceAll(r.stdout, "planted: ", "planted="), "planted")); err != nil || n > 16<<10 {
+		t.Errorf("mallory planted %d bytes (%v) in her API directory, want at most its 16 KiB cap", n, err)
+	}
+	// Nothing of hers on the agent's filesystems: where her file shows on
+	// the host, it is on her capped tmpfs.
+	for _, root := range []string{filepath.Dir(sock), filepath.Join(e.dir, "state")} {
+		_ = filepath.Walk(root, func(path string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Name() == "planted" {
+				var st unix.Statfs_t
+				if unix.Statfs(path, &st) != nil || st.Type != unix.TMPFS_MAGIC || st.Blocks*uint64(st.Bsize) > 16<<10 {
+					t.Errorf("mallory's file landed on a filesystem of the agent's: %s", path)
+				}
+			}
+			return nil
+		})
 	}
 }
 

@@ -48,9 +48,16 @@ func setupContainerd(t *testing.T, e *env, c *criContainerd, args ...string) res
 // of its default runtime, and waits until agent a's plugin registered.
 func startNRIContainerd(t *testing.T, e *env, a *agentProc, name string) *criContainerd {
 	t.Helper()
+	return startNRIContainerdWith(t, e, a, name, "")
+}
+
+// startNRIContainerdWith is startNRIContainerd with extra keys in the
+// table of the default runtime (runc).
+func startNRIContainerdWith(t *testing.T, e *env, a *agentProc, name, runcExtra string) *criContainerd {
+	t.Helper()
 	c := newCRIContainerd(t, e, name, containerd2Bin)
 	c.handler = ""
-	c.writeConfig(t, 3, "")
+	c.writeConfig(t, 3, runcExtra)
 	if r := setupContainerd(t, e, c); r.err != nil || !strings.Contains(r.stdout, "required_plugins") {
 		t.Fatalf("setup containerd:\n%s", r)
 	}

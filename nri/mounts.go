@@ -61,7 +61,7 @@ func (p *plugin) withMounts(adj *api.ContainerAdjustment, pod *api.PodSandbox, c
 		}
 		owner = &o
 	}
-	who, err := identityOf(pod, ctr)
+	who, err := identityOf(pod, ctr, p.anyNamespace)
 	if err != nil {
 		return false, fmt.Errorf("northstar: container %s: %w", ctr.GetName(), err)
 	}
@@ -120,10 +120,18 @@ func ownerOf(ctr *api.Container, mode os.FileMode) (control.Owner, error) {
 
 // identityOf is whom the container speaks as: io.northstar.identity when
 // set, else <namespace>/<pod>/<container>, else its id (hook.IdentityFor).
-func identityOf(pod *api.PodSandbox, ctr *api.Container) (string, error) {
+// An explicit identity must be in the pod's namespace unless anyNS
+// ([api] identity_any_namespace), as the hook checks it
+// (hook.CheckIdentityNamespace): no hook runs here to check it.
+func identityOf(pod *api.PodSandbox, ctr *api.Container, anyNS bool) (string, error) {
 	if v, ok := ctr.GetAnnotations()[annotationIdentity]; ok {
 		if !identity.Valid(v) {
 			return "", fmt.Errorf("annotation %s=%q: want 1-253 characters of [A-Za-z0-9._:@/-]", annotationIdentity, v)
+		}
+		if !anyNS {
+			if err := identity.CheckNamespace(v, pod.GetNamespace()); err != nil {
+				return "", fmt.Errorf("annotation %s=%w", annotationIdentity, err)
+			}
 		}
 		return v, nil
 	}

@@ -5,6 +5,7 @@ package nri
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/nri/pkg/api"
@@ -155,4 +156,35 @@ func hasAll(have []string, want ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestExplicitIdentityConfinedToTheNamespace: with no hook to check it,
+// the plugin keeps an explicit identity inside the pod's namespace, as
+// the hook does (hook.TestIdentityConfinedToTheNamespace), unless
+// [api] identity_any_namespace.
+func TestExplicitIdentityConfinedToTheNamespace(t *testing.T) {
+	pod := &api.PodSandbox{Namespace: "team-a", Name: "web"}
+	for _, c := range []struct {
+		id    string
+		ns    string
+		anyNS bool
+		ok    bool
+	}{
+		{"team-a/broker", "team-a", false, true},
+		{"kube-system/dns", "team-a", false, false},
+		{"team-ab/broker", "team-a", false, false},
+		{"broker", "team-a", false, false},
+		{"kube-system/dns", "team-a", true, true},
+		{"kube-system/dns", "", false, true}, // not Kubernetes'
+	} {
+		pod.Namespace = c.ns
+		ctr := &api.Container{Id: "c1", Name: "app", Annotations: map[string]string{annotationIdentity: c.id}}
+		got, err := identityOf(pod, ctr, c.anyNS)
+		if c.ok != (err == nil) || (err == nil && got != c.id) {
+			t.Errorf("%q in namespace %q (any %v): %q, %v", c.id, c.ns, c.anyNS, got, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "identity_any_namespace = true") {
+			t.Errorf("%q: %v does not name the config key", c.id, err)
+		}
+	}
 }

@@ -73,6 +73,9 @@ type plugin struct {
 	deliver    Deliverer
 	live       bool
 	secretMode os.FileMode
+	// anyNamespace ([api] identity_any_namespace) lets an explicit
+	// io.northstar.identity name another namespace's workload.
+	anyNamespace bool
 }
 
 // adjust returns what the plugin changes in a container about to be

@@ -42,6 +42,9 @@ type Options struct {
 	Deliver    Deliverer
 	Live       bool
 	SecretMode os.FileMode
+	// IdentityAnyNamespace ([api] identity_any_namespace) honours an
+	// explicit io.northstar.identity outside the pod's namespace.
+	IdentityAnyNamespace bool
 }
 
 // Reconnection backoff: a runtime restart takes about a second, and every
@@ -58,7 +61,7 @@ const (
 // plugin) it connects again, until ctx ends. It returns nil then.
 func Run(ctx context.Context, opts Options) error {
 	p := &plugin{hook: opts.Hook, apiEnabled: opts.APIEnabled, apiEnv: opts.APIEnv,
-		deliver: opts.Deliver, live: opts.Live, secretMode: opts.SecretMode}
+		deliver: opts.Deliver, live: opts.Live, secretMode: opts.SecretMode, anyNamespace: opts.IdentityAnyNamespace}
 	// NRI's packages log through a process-wide logger (logrus on stderr
 	// unless told otherwise); the agent's log is opts.Log.
 	nrilog.Set(quietLogger{opts.Log})

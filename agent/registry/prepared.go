@@ -47,6 +47,7 @@ type prepared struct {
 	key   control.Registration
 	stage string // where the secret's view is mounted for the runtime ("": none)
 	dir   string // the API directory, under a name of its own until Bind ("": none)
+	onFS  bool   // dir is a mount of the API filesystem (apidir.go)
 }
 
 // Prepare builds what the runtime mounts into container id, which will
@@ -99,13 +100,16 @@ func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *contr
 			}
 			p.release()
 			if p.dir != "" {
-				_ = os.RemoveAll(p.dir)
+				_ = removeAPIDir(p.dir)
 			}
 		}
 	}()
 	if withAPI {
 		p.dir = filepath.Join(c.dir, preparedPrefix+name)
 		if err := os.Mkdir(p.dir, 0o755); err != nil {
+			return "", "", err
+		}
+		if p.onFS, err = mountAPIDir(p.dir); err != nil {
 			return "", "", err
 		}
 		if err := os.Chmod(p.dir, 0o755); err != nil { // not left to the umask
@@ -212,11 +216,10 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		return err
 	}
 	if p.dir != "" {
-		if err := os.Rename(p.dir, c.dirOf(reg)); err != nil {
+		if err := p.rename(c.dirOf(reg)); err != nil {
 			unix.Close(pidfd)
 			return err
 		}
-		p.dir = c.dirOf(reg)
 	}
 	// Under liveMu from the pending key's removal until the registration
 	// is listed: no rotation misses it.
@@ -235,7 +238,7 @@ func (c *Containers) bind(p *prepared, pid int) error {
 	c.liveMu.Unlock()
 	if err != nil { // serve closed pidfd and s.fs
 		if p.dir != "" {
-			_ = os.RemoveAll(p.dir)
+			_ = removeAPIDir(p.dir)
 		}
 		p.release()
 		return err
@@ -251,6 +254,30 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		c.gone(reg, false)
 		return fmt.Errorf("audit log: %w", err)
 	}
+	return nil
+}
+
+// rename names p's API directory dir, the registration's. A mount point
+// cannot be renamed: the API filesystem is bound at dir, the same
+// filesystem the runtime bound in the container, and its prepared name
+// goes.
+func (p *prepared) rename(dir string) error {
+	if !p.onFS {
+		if err := os.Rename(p.dir, dir); err != nil {
+			return err
+		}
+		p.dir = dir
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(p.dir, dir, "", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(dir)
+		return fmt.Errorf("bind the API filesystem at %s: %w", dir, err)
+	}
+	_ = removeAPIDir(p.dir)
+	p.dir = dir
 	return nil
 }
 
@@ -355,7 +382,7 @@ func (c *Containers) Forget(id string) {
 	}
 	p.release()
 	if p.dir != "" {
-		_ = os.RemoveAll(p.dir)
+		_ = removeAPIDir(p.dir)
 	}
 }
 
@@ -392,8 +419,6 @@ func (c *Containers) removeStale() {
 		if !strings.HasPrefix(e.Name(), preparedPrefix) {
 			continue
 		}
-		p := filepath.Join(c.dir, e.Name())
-		_ = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-		_ = os.RemoveAll(p)
+		_ = removeAPIDir(filepath.Join(c.dir, e.Name()))
 	}
 }
