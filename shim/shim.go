@@ -60,7 +60,7 @@ func Run(ctx context.Context, args []string) error {
 		return shimError(err)
 	}
 	if inv.action == "start" {
-		if err := prepareStart(ctx, cfg, inv.bundle, runtime.pid); err != nil {
+		if err := prepareStart(ctx, cfg, inv, delegate, runtime.pid); err != nil {
 			return shimError(err)
 		}
 	}
@@ -78,6 +78,7 @@ func shimError(err error) error {
 type invocation struct {
 	action string // "start", "delete", or "" (a flag-only call such as -v)
 	bundle string // -bundle, else (for start) the working directory
+	id     string // -id: the container's
 }
 
 // Flags containerd's shim protocol passes (runtime v2 shim.go, 1.6 to 2.x):
@@ -116,8 +117,11 @@ func parseArgs(args []string) (invocation, error) {
 		default:
 			return inv, fmt.Errorf("unknown flag %q (not part of containerd's shim protocol)", a)
 		}
-		if name == "bundle" {
+		switch name {
+		case "bundle":
 			inv.bundle = value
+		case "id":
+			inv.id = value
 		}
 	}
 	if inv.bundle == "" && inv.action == "start" {

@@ -42,6 +42,7 @@ const preparedPrefix = ".prepared-"
 // meanwhile; registry.json keeps no such entry across a restart (a
 // restarted agent cannot bind it, and the runtime's start fails).
 type prepared struct {
+	name  string    // its key in Containers.prepared: the NRI container id, or its bundle (shim.go)
 	at    time.Time // when Prepare made it
 	s     *registration
 	key   control.Registration
@@ -57,47 +58,59 @@ type prepared struct {
 // none). The container is cut off from the secret (and its API closed)
 // unless Bind follows before it runs.
 func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error) {
+	p, err := c.prepare(id, id, identity, pod, owner, withAPI, false)
+	if err != nil || p == nil {
+		return "", "", err
+	}
+	return p.stage, p.dir, nil
+}
+
+// prepare is Prepare of container id under name; with listen, the
+// container's API sockets listen from now on, their connections held
+// until Bind (shim.go). It returns nil when there is nothing to prepare.
+func (c *Containers) prepare(name, id, identity string, pod *control.Pod, owner *control.Owner, withAPI, listen bool) (*prepared, error) {
 	// The names, checked as a registration's are (the process comes at Bind).
 	key := control.Registration{ID: id, Identity: identity}
 	if err := (control.Registration{ID: id, Identity: identity, Pid: 2, Start: 1}).Check(); err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if err := c.checkNotRevoked(id); err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if pod != nil {
 		if err := pod.Check(); err != nil {
-			return "", "", err
+			return nil, err
 		}
 	}
 	switch {
 	case withAPI && c.api == nil:
-		return "", "", errors.New("this agent serves no API ([api] enable is off where it started)")
+		return nil, errors.New("this agent serves no API ([api] enable is off where it started)")
 	case owner != nil && c.secret == nil:
-		return "", "", errors.New("live rotation is off where this agent started ([rotation] live)")
+		return nil, errors.New("live rotation is off where this agent started ([rotation] live)")
 	case owner == nil && !withAPI:
-		return "", "", nil
+		return nil, nil
 	}
 	c.mu.Lock()
 	if c.prepared == nil {
 		c.prepared = map[string]*prepared{}
 	}
-	_, dup := c.prepared[id]
+	_, dup := c.prepared[name]
 	c.mu.Unlock()
 	if dup {
-		return "", "", fmt.Errorf("container %s is being prepared already", id)
+		return nil, fmt.Errorf("container %s is being prepared already", id)
 	}
-	name, err := randomName()
+	random, err := randomName()
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	p := &prepared{at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen(), Pod: pod}, pidfd: -1}}
+	p := &prepared{name: name, at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen(), Pod: pod}, pidfd: -1}}
 	ok := false
 	defer func() {
 		if !ok {
 			if p.s.fs != nil {
 				p.s.fs.Close()
 			}
+			p.s.closeAPI()
 			p.release()
 			if p.dir != "" {
 				_ = removeAPIDir(p.dir)
@@ -105,39 +118,45 @@ func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *contr
 		}
 	}()
 	if withAPI {
-		p.dir = filepath.Join(c.dir, preparedPrefix+name)
+		p.dir = filepath.Join(c.dir, preparedPrefix+random)
 		if err := os.Mkdir(p.dir, 0o755); err != nil {
-			return "", "", err
+			return nil, err
 		}
 		if p.onFS, err = mountAPIDir(p.dir); err != nil {
-			return "", "", err
+			return nil, err
 		}
 		if err := os.Chmod(p.dir, 0o755); err != nil { // not left to the umask
-			return "", "", err
+			return nil, err
+		}
+	}
+	if listen && withAPI {
+		p.s.gate = newBindGate()
+		if err := c.listenAPI(p.s, p.dir); err != nil {
+			return nil, err
 		}
 	}
 	unlock := func() {}
 	if owner != nil {
 		reply, u, err := c.deliver(p.s, *owner, withAPI)
 		if err != nil {
-			return "", "", err
+			return nil, err
 		}
 		unlock = u
-		err = p.mountStage(filepath.Join(c.dir, preparedPrefix+name+"-secret"), reply.View)
+		err = p.mountStage(filepath.Join(c.dir, preparedPrefix+random+"-secret"), reply.View)
 		reply.View.Close()
 		if err != nil {
 			unlock()
-			return "", "", err
+			return nil, err
 		}
 	}
 	// Listed before any rotation runs (deliver returned holding liveMu).
 	c.mu.Lock()
 	c.byKey[key] = p.s
-	c.prepared[id] = p
+	c.prepared[name] = p
 	c.mu.Unlock()
 	unlock()
 	ok = true
-	return p.stage, p.dir, nil
+	return p, nil
 }
 
 // mountStage mounts the read-only view at stage, a new directory, for the
@@ -180,7 +199,7 @@ func (c *Containers) Bind(id string, pid int) (bool, error) {
 	}
 	if err := c.bind(p, pid); err != nil {
 		c.Forget(id)
-		return true, fmt.Errorf("container %s: %w", id, err)
+		return true, fmt.Errorf("container %s: %w", p.key.ID, err)
 	}
 	return true, nil
 }
@@ -227,7 +246,7 @@ func (c *Containers) bind(p *prepared, pid int) error {
 	c.mu.Lock()
 	s := p.s
 	delete(c.byKey, p.key)
-	delete(c.prepared, reg.ID)
+	delete(c.prepared, p.name)
 	s.Registration, s.pidfd = reg, pidfd
 	s.mntNS, s.pidNS = mntNS, pidNS
 	if s.fs != nil {
@@ -243,6 +262,9 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		p.release()
 		return err
 	}
+	// Connections held until now are the container's if they come from
+	// its mount namespace (shim.go).
+	s.gate.open(mntNS)
 	// The runtime's mount is the container's now; the staging one goes.
 	p.release()
 	if err := c.record(s.Entry); err != nil {
@@ -380,6 +402,8 @@ func (c *Containers) Forget(id string) {
 	if fs != nil {
 		fs.Close()
 	}
+	p.s.gate.open(control.NS{}) // none: held connections are refused
+	p.s.closeAPI()
 	p.release()
 	if p.dir != "" {
 		_ = removeAPIDir(p.dir)
