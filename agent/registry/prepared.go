@@ -400,6 +400,10 @@ func (c *Containers) Forget(id string) {
 		return
 	}
 	if fs != nil {
+		// Emptied first: a container that runs although its start
+		// should have failed (the shim's, whose bind came too late)
+		// keeps no secret.
+		_ = fs.Revoke()
 		fs.Close()
 	}
 	p.s.gate.open(control.NS{}) // none: held connections are refused
@@ -411,7 +415,10 @@ func (c *Containers) Forget(id string) {
 }
 
 // takeFS takes p's filesystem handle (nil p: none). The caller holds c.mu.
-func (p *prepared) takeFS() interface{ Close() error } {
+func (p *prepared) takeFS() interface {
+	Revoke() error
+	Close() error
+} {
 	if p == nil || p.s.fs == nil {
 		return nil
 	}

@@ -179,24 +179,35 @@ func (c *Containers) bindShim(name string, pid int) {
 	if err == nil {
 		return
 	}
-	fmt.Fprintf(c.log, "agent: %v; killing its process %d\n", err, pid)
 	_ = c.Audit("container-refused", map[string]string{"bundle": strings.TrimPrefix(name, "bundle:"), "pid": strconv.Itoa(pid), "why": err.Error()})
-	if perr == nil && isShimChild(pid) {
-		_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+	if perr != nil || !isContainerInit(pid, pidfd) {
+		fmt.Fprintf(c.log, "agent: %v; its process %d is gone or not the container's\n", err, pid)
+		return
 	}
+	fmt.Fprintf(c.log, "agent: %v; killing its process %d\n", err, pid)
+	_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
 }
 
-// isShimChild reports whether pid's parent is a runc shim: the process
-// runc created for a container (its parent is the shim, the subreaper),
-// not whatever else a pid file could name.
-func isShimChild(pid int) bool {
+// isContainerInit reports whether pid is a process runc created for a
+// container, not whatever else a pid file could name: its parent is the
+// runc that created it (still exiting) or the runc shim (the subreaper it
+// is handed to), and it is not in the agent's mount namespace. The
+// parent is known by its name: runc makes itself non-dumpable, so its
+// /proc/PID/exe cannot be read from a user namespace.
+func isContainerInit(pid, pidfd int) bool {
 	ppid, err := procstat.Parent(pid)
 	if err != nil {
 		return false
 	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", ppid))
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ppid))
 	if err != nil {
 		return false
 	}
-	return strings.HasPrefix(filepath.Base(strings.TrimSuffix(exe, " (deleted)")), "containerd-shim-runc-v")
+	// comm is at most 15 bytes: "containerd-shim" of containerd-shim-runc-v2.
+	if name := strings.TrimSpace(string(comm)); name != "runc" && name != "containerd-shim" {
+		return false
+	}
+	ns, err := control.MountNSOf(pidfd)
+	self, serr := control.SelfNS("mnt")
+	return err == nil && serr == nil && ns != self
 }
