@@ -29,8 +29,8 @@ func (p *preparer) PrepareBundle(req PrepareRequest) (PrepareReply, error) {
 
 // TestPrepareRoundTrip: the shim's request reaches the agent's Preparer
 // as sent, and its answer (the directories, or its error) comes back;
-// no agent at all is
-// ErrNoAgent, which the shim falls back to the hook on.
+// no agent at all is ErrNoAgent, which the shim falls back to the hook
+// on.
 func TestPrepareRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "agent")
 	sock := filepath.Join(dir, "agent.sock")
