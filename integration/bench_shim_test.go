@@ -315,3 +315,27 @@ func containerdVersion() string {
 	}
 	return "?"
 }
+
+// TestBenchShimAgainst interleaves container starts through the shim of
+// this tree and through another build of it (SHIM_OTHER: its path, with
+// the northstar-hook of the same build beside it, e.g. the commit before
+// a change), both under one rootless containerd with one agent (see
+// shimBench), benchPairs pairs: the before and after of a change to the
+// shim, side by side. The other build runs as a runtime given by path.
+func TestBenchShimAgainst(t *testing.T) {
+	other := os.Getenv("SHIM_OTHER")
+	if other == "" {
+		t.Skip("SHIM_OTHER names no shim to compare with")
+	}
+	sb := newShimBench(t)
+	side := func(runtime string) func() float64 {
+		return func() float64 {
+			s, _ := sb.run(t, runtime)
+			return s
+		}
+	}
+	p := interleaveTimed(t, benchPairs, side(other), side(northstarRuntime))
+	// Printed here too: this file's tests run after TestBenchZZReport.
+	t.Logf("container start, the shim of this tree / %s: %s", other, ratioResult(p))
+	reportRatioOnly("container start (rootless containerd, agent running), the shim of this tree / "+other, p)
+}
