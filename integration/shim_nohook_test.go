@@ -5,7 +5,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/hook/entry"
-	"github.com/northstar-oci/northstar/internal/testtree"
 )
 
 // shimAgent is rootless containerd (Debian's 1.6) with the northstar
@@ -106,33 +104,6 @@ func (s *shimAgent) remove(t *testing.T, id string) {
 		}
 	}
 	mustCtr(t, s.c, "container", "delete", id)
-}
-
-// runtimeMountsUnder lists the mounts below dir in the runtime's (and
-// the agent's) mount namespace: rootlesskit's, as its child holding the
-// namespaces sees it. Not the agent's /proc/PID/mountinfo: that is its
-// main thread's view, and a check that ran on the main thread in a
-// container's mount namespace (internal/nsenter) leaves it there: Go
-// never ends the main thread, it parks it.
-func (s *shimAgent) runtimeMountsUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.c.dir, "rootlesskit", "child_pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open("/proc/" + strings.TrimSpace(string(b)) + "/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var ms []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fs := strings.Fields(sc.Text()); len(fs) > 4 && strings.HasPrefix(fs[4], dir+"/") {
-			ms = append(ms, fs[4])
-		}
-	}
-	return ms
 }
 
 // checkNoHook fails unless container id's config.json runs no northstar
@@ -224,7 +195,7 @@ func TestShimMountsNoHook(t *testing.T) {
 	s.remove(t, bad)
 	containers := filepath.Dir(badDir)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		left := s.runtimeMountsUnder(t, containers)
+		left := s.c.mountsUnder(t, containers)
 		registered := append(registeredDirs(t, s.sock, app), registeredDirs(t, s.sock, bad)...)
 		ents, _ := os.ReadDir(containers)
 		var names []string
@@ -259,63 +230,28 @@ func TestShimHostileImagesNoHook(t *testing.T) {
 	s := newShimAgent(t, "")
 	want := s.e.secretHex(t)
 	agentLog := filepath.Join(s.c.dir, "agent.log")
-	kills := func() int {
+	logAt := func() int {
 		b, _ := os.ReadFile(agentLog)
-		return strings.Count(string(b), "killing its process")
+		return len(b)
 	}
-	for i, tt := range append(hostileImages, mountTargetImages...) {
-		t.Run(tt.name, func(t *testing.T) {
-			host := victimDir(t)
-			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
-			rootfs := filepath.Join(filepath.Dir(host), "rootfs")
-			mkBusybox(t, rootfs)
-			if err := testtree.Build(rootfs, host, tt.image); err != nil {
-				t.Fatal(err)
-			}
-			s.a.chownR(t, rootfs)
-			args := []string{"run", "--rm"}
-			args = append(args, ctrRunFlags...)
-			if tt.volume {
-				args = append(args, "--mount", "type=bind,src="+host+",dst=/vol,options=rbind:rw")
-			}
-			if tt.runTmpfs {
-				args = append(args, "--mount", "type=tmpfs,src=tmpfs,dst=/run,options=nosuid:nodev:mode=755")
-			}
-			id := s.c.newID(fmt.Sprintf("hostile%d", i))
-			killed := kills()
-			b, _ := os.ReadFile(agentLog)
-			logAt := len(b)
-			args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, id, "/bin/sh", "-c", "sleep 2; cat /run/northstar/secret")
-			r := s.c.ctr(t, args...)
-			refuse := replaces(tt.image, "symlink file", "run")
-			byAgent := kills() > killed
-			switch {
-			case refuse && r.err == nil:
-				t.Errorf("container ran, want it refused:\n%s", r)
-			case refuse && !byAgent && !strings.Contains(r.stderr, "OCI runtime create failed"):
-				t.Errorf("the refusal is neither the agent's nor the runtime's:\n%s", r)
-			case !refuse && (r.err != nil || !strings.Contains(r.stdout, want)):
-				t.Errorf("container did not read its secret:\n%s", r)
-			}
-			if b, _ := os.ReadFile(agentLog); len(b) > logAt {
-				t.Logf("the agent's log:\n%s", b[logAt:])
-			}
-			if tt.volume && emptyDir(filepath.Join(host, "northstar")) {
-				if err := os.Remove(filepath.Join(host, "northstar")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if after := testtree.Snapshot(host); after != before {
-				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
-			}
-			if got := mountsUnder(host); len(got) != len(mountsBefore) {
-				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
-			}
-			if got := s.runtimeMountsUnder(t, host); len(got) != 0 {
-				t.Errorf("mounts on the host directory in the runtime's namespace: %v", got)
-			}
-		})
-	}
+	at := logAt()
+	shimHostile(t, s.a, s.c, "sleep 2; cat /run/northstar/secret", func(t *testing.T, tt hostileImage, r result) {
+		b, _ := os.ReadFile(agentLog)
+		said := string(b[min(at, len(b)):])
+		at = len(b)
+		if said != "" {
+			t.Logf("the agent's log:\n%s", said)
+		}
+		refuse := replaces(tt.image, "symlink file", "run")
+		switch {
+		case refuse && r.err == nil:
+			t.Errorf("container ran, want it refused:\n%s", r)
+		case refuse && !strings.Contains(said, "killing its process") && !strings.Contains(r.stderr, "OCI runtime create failed"):
+			t.Errorf("the refusal is neither the agent's nor the runtime's:\n%s", r)
+		case !refuse && (r.err != nil || !strings.Contains(r.stdout, want)):
+			t.Errorf("container did not read its secret:\n%s", r)
+		}
+	}, true)
 }
 
 // TestShimNoHookSharedPropagation: a container with a shared mount (or a
