@@ -41,6 +41,19 @@ type Evidence struct {
 	// Root is the host's signing root: its certificate and the AK's
 	// certification of its key (TPM2_Certify).
 	Root *Root `json:"root,omitempty"`
+	// Containers is the host's measured-container log and the AK's
+	// certification of the NV index it replays to (absent: the host
+	// measures no containers).
+	Containers *Containers `json:"containers,omitempty"`
+}
+
+// Containers is the measured-container log (package attest/containerlog)
+// up to the batch the NV index holds, the index's public area, and the
+// AK's TPM2_NV_Certify of the index over the verifier's nonce.
+type Containers struct {
+	Log           []byte `json:"log"`           // TCG CEL
+	NVPublic      []byte `json:"nv_public"`     // TPMS_NV_PUBLIC
+	Certification Quote  `json:"certification"` // TPMS_ATTEST, TPMT_SIGNATURE
 }
 
 // Certified is a TPM key's public area with the TPM's statement about it:

@@ -26,6 +26,9 @@ var (
 	ErrQuote      = errors.New("the quote is not signed by this AK over these PCRs")
 	ErrPCR        = errors.New("PCR mismatch")
 	ErrRoot       = errors.New("the root is not certified by this AK")
+	ErrNV         = errors.New("the NV index is not certified by this AK")
+	ErrNVAttrs    = errors.New("the NV index's attributes allow others to write it")
+	ErrLog        = errors.New("the container log does not replay")
 )
 
 // Policy is what the verifier expects of evidence.
@@ -55,6 +58,9 @@ type Proof struct {
 	Checked   []int  // the PCRs the policy named
 	Root      *x509.Certificate
 	RootAttrs string
+	// Containers is the measured-container log's proof (nil: the
+	// evidence has none).
+	Containers *ContainerProof
 }
 
 // Verify checks ev against p and returns what it proves, or the first
@@ -148,6 +154,11 @@ func Verify(ev *Evidence, p Policy) (*Proof, error) {
 		return nil, fmt.Errorf("%w: %v", ErrRoot, err)
 	}
 	proof.Root, proof.RootAttrs = root, attrs
+	if ev.Containers != nil {
+		if proof.Containers, err = verifyContainers(ev.Containers, akPub, p.Nonce); err != nil {
+			return nil, err
+		}
+	}
 	return proof, nil
 }
 

@@ -16,7 +16,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/northstar-oci/northstar/agent/measure"
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/agent/tpmca"
 	"github.com/northstar-oci/northstar/attest"
@@ -31,12 +33,16 @@ func attester(cfg *config.Config) (*attest.Attester, error) {
 	if cfg.Sealer != seal.KindTPM {
 		return nil, fmt.Errorf("attestation needs the TPM: sealer is %q; set sealer = %q and [tpm] path", cfg.Sealer, seal.KindTPM)
 	}
-	return attest.New(attest.Options{
+	opts := attest.Options{
 		TPM:         tpmconn.Options{Path: cfg.TPM.Path, LockPath: cfg.TPMLockPath()},
 		Dir:         filepath.Join(cfg.StateDir, "attest"),
 		TrustDomain: cfg.SPIFFE.TrustDomain,
 		Timeout:     cfg.TPMTimeout(),
-	})
+	}
+	if cfg.Measure.Enable {
+		opts.Containers = &attest.ContainerLog{Path: filepath.Join(cfg.StateDir, measure.FileName), Index: measureIndex(cfg)}
+	}
+	return attest.New(opts)
 }
 
 func runAttest(ctx context.Context, env *Env, args []string) error {
@@ -207,6 +213,17 @@ func printProof(w io.Writer, p *attest.Proof, nonce []byte) error {
 	spki, _ := x509.MarshalPKIXPublicKey(p.Root.PublicKey)
 	fmt.Fprintf(w, "ok    the root %q (key %s) is a P-256 key the TPM made and keeps %s, certified by the AK: its private part cannot leave the TPM\n",
 		p.Root.Subject.CommonName, short(spki), p.RootAttrs)
+	c := p.Containers
+	if c == nil {
+		fmt.Fprintln(w, "note  no container log: the host measures no containers ([measure] enable)")
+		return nil
+	}
+	fmt.Fprintf(w, "ok    NV index %#x %s, certified by the AK over the nonce: only the agent extends it\n", c.Index, c.Attrs)
+	fmt.Fprintf(w, "ok    the container log replays to its value %s: %d batches, %d containers\n", hex.EncodeToString(c.Value[:]), c.Batches, len(c.Events))
+	for _, e := range c.Events {
+		fmt.Fprintf(w, "      %s  %-4s %s  identity %s  config sha256:%s  rootfs %s\n",
+			e.Time.Format(time.RFC3339Nano), e.Via, e.ID, e.Identity, hex.EncodeToString(e.Config[:]), e.Rootfs)
+	}
 	return nil
 }
 

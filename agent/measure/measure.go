@@ -162,7 +162,7 @@ func (l *Log) recover(ctx context.Context) error {
 			if rp.Batches > 0 {
 				return l.mismatch(fmt.Sprintf("has %d batches, and NV index %#x is not defined (the TPM was cleared or the index removed)", rp.Batches, l.opts.Index))
 			}
-			return define(tpm, l.opts.Index, l.opts.Auth)
+			return l.begin(tpm)
 		}
 		if err := containerlog.CheckPublic(pub); err != nil {
 			return fmt.Errorf("measure: %w: it is not the agent's; undefine it (tpm2_nvundefine -C o %#x) or set [measure] nv_index", err, l.opts.Index)
@@ -181,6 +181,22 @@ func (l *Log) recover(ctx context.Context) error {
 		return l.mismatch(fmt.Sprintf("replays to %s, NV index %#x holds %s (the index was redefined or extended by someone else, or the log was replaced)",
 			hex.EncodeToString(rp.Value[:8]), l.opts.Index, hex.EncodeToString(v[:8])))
 	})
+}
+
+// begin defines the index and extends an empty first batch into it: an
+// index never written cannot be certified (TPM_RC_NV_UNINITIALIZED), and
+// a verifier can then tell a host that measured nothing yet from one
+// that measures nothing.
+func (l *Log) begin(tpm transport.TPM) error {
+	if err := define(tpm, l.opts.Index, l.opts.Auth); err != nil {
+		return fmt.Errorf("measure: %w", err)
+	}
+	r := containerlog.Batch(0, l.opts.Index, nil)
+	if err := l.writeRecord(r, true); err != nil {
+		return fmt.Errorf("measure: %w", err)
+	}
+	l.next, l.extended = 1, 1
+	return Extend(tpm, l.opts.Index, l.opts.Auth, r.Digest[:])
 }
 
 // mismatch is the one line of a log and an index that disagree.

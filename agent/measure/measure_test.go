@@ -209,6 +209,7 @@ func TestAppendDoesNotWaitForTheTPM(t *testing.T) {
 func TestOthersCannotExtend(t *testing.T) {
 	opts := testOptions(t)
 	open(t, opts).Close()
+	before := indexValue(t, opts)
 	err := tpmconn.Converse(context.Background(), opts.TPM, func(tpm transport.TPM) error {
 		return Extend(tpm, opts.Index, bytes.Repeat([]byte{1}, AuthSize), make([]byte, 32))
 	})
@@ -232,7 +233,7 @@ func TestOthersCannotExtend(t *testing.T) {
 	if !errors.Is(err, tpm2.TPMRCNVAuthorization) && !errors.Is(err, tpm2.TPMRCAttributes) {
 		t.Fatalf("a write with owner auth: %v, want TPM_RC_NV_AUTHORIZATION", err)
 	}
-	if v := indexValue(t, opts); v != ([sha256.Size]byte{}) {
+	if v := indexValue(t, opts); v != before {
 		t.Fatalf("the index moved: %x", v)
 	}
 }
@@ -286,13 +287,15 @@ func TestRestartChecksTheIndex(t *testing.T) {
 	t.Run("batch not extended", func(t *testing.T) {
 		opts := testOptions(t)
 		open(t, opts).Close()
-		recs := []containerlog.Record{containerlog.Container(0, opts.Index, event(1))}
-		recs = append(recs, containerlog.Batch(1, opts.Index, [][sha256.Size]byte{recs[0].Digest}))
+		// The first batch (empty, at the index's definition), then one
+		// container and its batch, never extended.
+		recs := []containerlog.Record{containerlog.Batch(0, opts.Index, nil), containerlog.Container(1, opts.Index, event(1))}
+		recs = append(recs, containerlog.Batch(2, opts.Index, [][sha256.Size]byte{recs[1].Digest}))
 		if err := os.WriteFile(opts.Path, containerlog.Encode(recs), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		open(t, opts).Close()
-		if rp := replayFile(t, opts); indexValue(t, opts) != rp.Value || rp.Batches != 1 {
+		if rp := replayFile(t, opts); indexValue(t, opts) != rp.Value || rp.Batches != 2 {
 			t.Fatal("the unextended batch was not extended at the restart")
 		}
 	})

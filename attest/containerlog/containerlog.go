@@ -337,3 +337,26 @@ func Encode(recs []Record) []byte {
 func Extend(old, digest [sha256.Size]byte) [sha256.Size]byte {
 	return sha256.Sum256(append(old[:], digest[:]...))
 }
+
+// Prefix returns how many of recs replay to value: the records up to and
+// including the batch after which the index held value. A log read while
+// its writer appends has records past that batch.
+func Prefix(recs []Record, index uint32, value [sha256.Size]byte) (int, error) {
+	rp, err := Replay(recs, index)
+	if err != nil {
+		return 0, err
+	}
+	var v [sha256.Size]byte
+	if v == value {
+		return 0, nil
+	}
+	for i, r := range recs[:rp.Extended] {
+		if r.Content.Type != ContentBatch {
+			continue
+		}
+		if v = Extend(v, r.Digest); v == value {
+			return i + 1, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: no batch of it leaves the index with the value it holds (the log was replaced, or the index extended by someone else)", ErrReplay)
+}
