@@ -225,3 +225,34 @@ func TestMeasuredContainers(t *testing.T) {
 		t.Errorf("the refusal takes %d lines, want one:\n%s", n+1, r.stderr)
 	}
 }
+
+// TestMeasuredContainersNRI: a Kubernetes container started through
+// containerd's NRI, with no hook, is measured too: logged as delivered by
+// "nri", with its image's overlay layers as its rootfs.
+func TestMeasuredContainersNRI(t *testing.T) {
+	requiresFile(t, filepath.Join(containerd2Bin, "containerd"), "scripts/install-tools.sh builds it")
+	requires(t, "swtpm")
+	tpm, ekCA := newSWTPMWithEK(t)
+	sock := agentSocket(t, nil)
+	nriSock := filepath.Join(filepath.Dir(filepath.Dir(sock)), "nri.sock")
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n[nri]\nenable = true\nsocket = %q\n"+
+		"[measure]\nenable = true\ninterval = \"20ms\"\n", tpm.path(), sock, nriSock), nil)
+	a := startAgent(t, e, sock)
+	c := startNRIContainerd(t, e, a, "containerd 2.4.2 (NRI, measured)")
+	p := c.runPod(t, "web")
+	app := c.runContainer(t, p, "app")
+	if c.hasNorthstarHook(t, app) {
+		t.Fatal("the container's spec runs the northstar hook; want the agent's mounts and no hook")
+	}
+	_, _, out := attestUntil(t, e, ekCA, "default/web/app")
+	t.Logf("attest verify:\n%s", out)
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "identity default/web/app ") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, " nri  "+app+" ") || !strings.Contains(line, "rootfs overlay lowerdir=") || strings.Contains(line, "config sha256:"+strings.Repeat("0", 64)) {
+		t.Errorf("verify lists the NRI container as %q, want delivered by nri, a config digest and its overlay layers:\n%s", line, out)
+	}
+}
