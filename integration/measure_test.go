@@ -8,10 +8,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -254,5 +257,51 @@ func TestMeasuredContainersNRI(t *testing.T) {
 	}
 	if !strings.Contains(line, " nri  "+app+" ") || !strings.Contains(line, "rootfs overlay lowerdir=") || strings.Contains(line, "config sha256:"+strings.Repeat("0", 64)) {
 		t.Errorf("verify lists the NRI container as %q, want delivered by nri, a config digest and its overlay layers:\n%s", line, out)
+	}
+}
+
+// TestMeasuredEvidenceToPeers: the evidence the agent serves federation
+// peers (GET /evidence) carries the container log too, and verifies.
+func TestMeasuredEvidenceToPeers(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	tpm, ekCA := newSWTPMWithEK(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	e, sock := newAgentTPMEnv(t, tpm, fmt.Sprintf("[api]\nenable = true\n[spiffe]\ntrust_domain = \"m.example\"\nroot = \"tpm\"\n"+
+		"[federation]\nenable = true\nlisten = %q\n[measure]\nenable = true\ninterval = \"20ms\"\n", addr))
+	startAgent(t, e, sock)
+	if r := measuredBundle(t, e, "peer-seen").runcRun(t); r.err != nil {
+		t.Fatalf("container:\n%s", r)
+	}
+	// The evidence authenticates itself: its TLS is not checked here.
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		nonce := randomHex(t, 32)
+		rsp, err := hc.Get("https://" + addr + "/evidence?nonce=" + nonce)
+		if err != nil {
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			continue
+		}
+		body, err := io.ReadAll(rsp.Body)
+		rsp.Body.Close()
+		if err != nil || rsp.StatusCode != http.StatusOK {
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /evidence: %d %v %s", rsp.StatusCode, err, body)
+			}
+			continue
+		}
+		file := filepath.Join(e.dir, "served.json")
+		writeFile(t, file, string(body))
+		v := e.ctl(t, "attest", "verify", file, "--nonce", nonce, "--ek-ca", ekCA)
+		if v.err != nil {
+			t.Fatalf("attest verify refused the served evidence:\n%s", v)
+		}
+		if strings.Contains(v.stdout, "identity peer-seen ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s on, the served evidence does not list the container:\n%s", v)
+		}
 	}
 }
