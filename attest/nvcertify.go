@@ -73,12 +73,20 @@ func (a *Attester) containers(t transport.TPM, nonce []byte) (*Containers, error
 	if err != nil {
 		return nil, fmt.Errorf("attest: the container log %s: %w (NV index %#x holds %s)", a.opts.Containers.Path, err, uint32(idx), hex.EncodeToString(value[:8]))
 	}
-	return &Containers{
-		Log:           containerlog.Encode(recs[:n]),
+	start, from := containerlog.Tail(recs, n, containerLogBudget)
+	c := &Containers{
+		Log:           containerlog.Encode(recs[start:n]),
 		NVPublic:      pubRsp.NVPublic.Bytes(),
 		Certification: Quote{Attest: rsp.CertifyInfo.Bytes(), Signature: tpm2.Marshal(rsp.Signature)},
-	}, nil
+	}
+	if start > 0 {
+		c.From = from[:]
+	}
+	return c, nil
 }
+
+// containerLogBudget is MaxContainerLog (tests lower it).
+var containerLogBudget = MaxContainerLog
 
 // loadAKHandle loads the AK go-attestation made from its blob.
 func (a *Attester) loadAKHandle(t transport.TPM) (*tpm2.NamedHandle, error) {

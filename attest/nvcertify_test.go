@@ -60,9 +60,9 @@ func certified(t *testing.T, index uint32, nonce []byte) (*Attester, *Containers
 		if err := l.Append(containerlog.Event{ID: fmt.Sprintf("c%d", i), Identity: "web", Via: "hook", Rootfs: "ext4 dev=8:1 ino=2"}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := l.Wait(ctx); err != nil {
-		t.Fatal(err)
+		if err := l.Wait(ctx); err != nil { // a batch each
+			t.Fatal(err)
+		}
 	}
 	l.Close()
 	a, err := New(Options{TPM: tpm, Dir: filepath.Join(dir, "attest"), Containers: &ContainerLog{Path: filepath.Join(dir, measure.FileName), Index: index}})
@@ -144,9 +144,9 @@ func TestContainerLogCertified(t *testing.T) {
 	}{
 		{"a dropped event", func(r []containerlog.Record) []containerlog.Record { return append(r[:1:1], r[2:]...) }, "record 1: numbered 2"},
 		{"an edited event", func(r []containerlog.Record) []containerlog.Record {
-			r[2].Content.Value = bytes.Replace(r[2].Content.Value, []byte("web"), []byte("db!"), 1)
+			r[3].Content.Value = bytes.Replace(r[3].Content.Value, []byte("web"), []byte("db!"), 1)
 			return r
-		}, "record 2: its digest is not its content's"},
+		}, "record 3: its digest is not its content's"},
 		{"reordered events", func(r []containerlog.Record) []containerlog.Record { r[1], r[2] = r[2], r[1]; return r }, "record 1: numbered 2"},
 		{"the last batch dropped", func(r []containerlog.Record) []containerlog.Record {
 			for i := len(r) - 1; i >= 0; i-- {
@@ -202,5 +202,30 @@ func TestIndexOthersMayWrite(t *testing.T) {
 	c, ak := certify(t, a, nonce)
 	if _, err := verifyWith(c, ak, nonce); !errors.Is(err, ErrNVAttrs) || !strings.Contains(err.Error(), "ownerwrite true") {
 		t.Fatalf("verify: %v", err)
+	}
+}
+
+// TestContainerLogTail: a log longer than evidence carries is sent from a
+// batch on, with the index's value before it, and verifies.
+func TestContainerLogTail(t *testing.T) {
+	defer func(b int) { containerLogBudget = b }(containerLogBudget)
+	containerLogBudget = 200 // about one container record and its batch
+	nonce := []byte("a verifier's nonce")
+	_, c, ak := certified(t, containerlog.DefaultIndex+0x220, nonce)
+	if len(c.From) == 0 {
+		t.Fatal("the evidence carries the whole log")
+	}
+	p, err := verifyWith(c, ak, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.First == 0 || len(p.Events) == 0 || len(p.Events) == 3 || p.Events[len(p.Events)-1].ID != "c2" {
+		t.Fatalf("a tail from record %d with %d events", p.First, len(p.Events))
+	}
+	bad := *c
+	bad.From = make([]byte, 32)
+	bad.From[0] = 1
+	if _, err := verifyWith(&bad, ak, nonce); !errors.Is(err, ErrLog) {
+		t.Fatalf("a tail from another value: %v", err)
 	}
 }

@@ -26,7 +26,10 @@ type ContainerProof struct {
 	Value   [sha256.Size]byte // the certified value the log replays to
 	Attrs   string            // the index's attributes, as certified
 	Batches int
-	Events  []containerlog.Event
+	// First is the number of the log's first record in the evidence: the
+	// evidence carries a tail of the log when it is long.
+	First  uint64
+	Events []containerlog.Event
 }
 
 // verifyContainers checks the AK certified the NV index over nonce, that
@@ -74,7 +77,15 @@ func verifyContainers(c *Containers, ak *goattest.AKPublic, nonce []byte) (*Cont
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrLog, err)
 	}
-	rp, err := containerlog.Replay(recs, p.Index)
+	var from [sha256.Size]byte
+	if len(c.From) > 0 {
+		if len(c.From) != sha256.Size || len(recs) == 0 {
+			return nil, fmt.Errorf("%w: the value before the log is not a SHA-256, or the log is empty", ErrLog)
+		}
+		copy(from[:], c.From)
+		p.First = recs[0].Num
+	}
+	rp, err := containerlog.ReplayFrom(recs, p.Index, p.First, from)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %s", ErrLog, strings.TrimPrefix(err.Error(), containerlog.ErrReplay.Error()+": "))

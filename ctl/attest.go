@@ -220,6 +220,9 @@ func printProof(w io.Writer, p *attest.Proof, nonce []byte) error {
 	}
 	fmt.Fprintf(w, "ok    NV index %#x %s, certified by the AK over the nonce: only the agent extends it\n", c.Index, c.Attrs)
 	fmt.Fprintf(w, "ok    the container log replays to its value %s: %d batches, %d containers\n", hex.EncodeToString(c.Value[:]), c.Batches, len(c.Events))
+	if c.First > 0 {
+		fmt.Fprintf(w, "note  the evidence carries the log from record %d on (the records before it are not shown)\n", c.First)
+	}
 	for _, e := range c.Events {
 		fmt.Fprintf(w, "      %s  %-4s %s  identity %s  config sha256:%s  rootfs %s\n",
 			e.Time.Format(time.RFC3339Nano), e.Via, e.ID, e.Identity, hex.EncodeToString(e.Config[:]), e.Rootfs)

@@ -280,17 +280,30 @@ var ErrReplay = errors.New("the log does not replay")
 // Replay checks recs against index (record numbers 0, 1, 2..., digests,
 // batches) and folds the batches into the value the NV index holds.
 func Replay(recs []Record, index uint32) (*Replayed, error) {
+	return ReplayFrom(recs, index, 0, [sha256.Size]byte{})
+}
+
+// ReplayFrom is Replay of a log's tail: recs start at record first, after
+// a batch, when the index held from (zero for first 0). A tail proves as
+// much as the whole log of what it shows: each extend folds the value
+// before it, so no other value and tail reach the same end (SHA-256 is
+// collision resistant); it shows nothing of the records before it.
+func ReplayFrom(recs []Record, index uint32, first uint64, from [sha256.Size]byte) (*Replayed, error) {
 	var (
-		out     Replayed
+		out     = Replayed{Value: from}
 		batch   [][sha256.Size]byte
 		pending []Event
 	)
+	if (first == 0) != (from == [sha256.Size]byte{}) {
+		return nil, fmt.Errorf("%w: the log starts at record %d, the index's value before it is %x", ErrReplay, first, from[:8])
+	}
 	for i, r := range recs {
+		num := first + uint64(i)
 		fail := func(format string, a ...any) (*Replayed, error) {
-			return nil, fmt.Errorf("%w: record %d: %s", ErrReplay, i, fmt.Sprintf(format, a...))
+			return nil, fmt.Errorf("%w: record %d: %s", ErrReplay, num, fmt.Sprintf(format, a...))
 		}
 		switch {
-		case r.Num != uint64(i):
+		case r.Num != num:
 			return fail("numbered %d (a record before it was dropped, or records were reordered)", r.Num)
 		case r.Index != index:
 			return fail("names NV index %#x, not %#x", r.Index, index)
@@ -359,4 +372,39 @@ func Prefix(recs []Record, index uint32, value [sha256.Size]byte) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: no batch of it leaves the index with the value it holds (the log was replaced, or the index extended by someone else)", ErrReplay)
+}
+
+// Tail returns the start of the shortest tail of recs[:n] (n from Prefix)
+// that begins after a batch (or at 0) and encodes in at most max bytes —
+// or, when no tail fits, of the last batch's records alone — with the
+// index's value before it: what evidence of a bounded size carries of a
+// log that grows with every container.
+func Tail(recs []Record, n, max int) (start int, from [sha256.Size]byte) {
+	start = -1
+	size := 0
+	for i := n - 1; i >= 0; i-- {
+		b, _ := recs[i].MarshalBinary()
+		size += len(b)
+		boundary := i == 0 || recs[i-1].Content.Type == ContentBatch
+		if boundary && (start < 0 || size <= max) {
+			start = i
+		}
+		if size > max && start >= 0 {
+			break
+		}
+	}
+	start = max0(start)
+	for _, r := range recs[:start] {
+		if r.Content.Type == ContentBatch {
+			from = Extend(from, r.Digest)
+		}
+	}
+	return start, from
+}
+
+func max0(i int) int {
+	if i < 0 {
+		return 0
+	}
+	return i
 }

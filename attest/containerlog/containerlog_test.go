@@ -119,3 +119,58 @@ func TestParseTruncated(t *testing.T) {
 		t.Fatalf("parse of a log cut short: %d records, %v", len(recs), err)
 	}
 }
+
+// TestTail: a tail of the log cut after a batch replays, from the value
+// before it, to the whole log's value; from another value it does not.
+func TestTail(t *testing.T) {
+	recs := testLog(t)
+	whole, err := Replay(recs, index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Prefix(recs, index, whole.Value)
+	if err != nil || n != 5 {
+		t.Fatalf("prefix: %d, %v", n, err)
+	}
+	last, _ := recs[3].MarshalBinary()
+	batch, _ := recs[4].MarshalBinary()
+	start, from := Tail(recs, n, len(last)+len(batch))
+	if start != 3 {
+		t.Fatalf("tail starts at %d, want 3 (after the batch at 2)", start)
+	}
+	rp, err := ReplayFrom(recs[start:n], index, uint64(start), from)
+	if err != nil || rp.Value != whole.Value || len(rp.Events) != 1 || rp.Events[0].ID != "c2" {
+		t.Fatalf("tail replay: %+v, %v", rp, err)
+	}
+	if rp, err := ReplayFrom(recs[start:n], index, uint64(start), sha256.Sum256([]byte("another"))); err != nil || rp.Value == whole.Value {
+		t.Fatalf("a tail from another value: %v", err)
+	}
+	if _, err := ReplayFrom(recs[start:n], index, uint64(start), [sha256.Size]byte{}); !errors.Is(err, ErrReplay) {
+		t.Fatalf("a tail without the value before it: %v", err)
+	}
+	if start, _ := Tail(recs, n, 1<<20); start != 0 {
+		t.Fatalf("a log that fits is sent whole; tail starts at %d", start)
+	}
+}
+
+// FuzzParse: any bytes a verifier is sent parse and replay without a
+// panic, and a log that parses encodes back to the same bytes.
+func FuzzParse(f *testing.F) {
+	recs := []Record{Batch(0, index, nil), Container(1, index, Event{ID: "c", Identity: "i", Via: "hook"})}
+	recs = append(recs, Batch(2, index, [][sha256.Size]byte{recs[1].Digest}))
+	f.Add(Encode(recs))
+	f.Add([]byte{0, 0, 0, 0, 8})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		recs, err := Parse(b)
+		if err != nil {
+			return
+		}
+		if got := Encode(recs); string(got) != string(b) {
+			t.Fatalf("a log that parses encodes as %x, was %x", got, b)
+		}
+		if rp, err := Replay(recs, index); err == nil {
+			_, _ = Prefix(recs, index, rp.Value)
+			_, _ = Tail(recs, rp.Extended, 100)
+		}
+	})
+}
