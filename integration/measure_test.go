@@ -305,3 +305,29 @@ func TestMeasuredEvidenceToPeers(t *testing.T) {
 		}
 	}
 }
+
+// TestMeasuredStartWithoutTPM: a start never waits for the TPM: with the
+// TPM stopped, a measured container starts; its batch is extended once
+// the TPM is back, and the agent says when extends fail and work again.
+func TestMeasuredStartWithoutTPM(t *testing.T) {
+	requires(t, "runc", "swtpm")
+	tpm, ekCA := newSWTPMWithEK(t)
+	e, sock := newAgentTPMEnv(t, tpm, "[measure]\nenable = true\ninterval = \"20ms\"\n")
+	a := startAgent(t, e, sock)
+	tpm.stop()
+	began := time.Now()
+	if r := measuredBundle(t, e, "no-tpm").runcRun(t); r.err != nil || !isSecretHex(strings.TrimSpace(r.stdout)) {
+		t.Fatalf("a measured container with the TPM stopped:\n%s", r)
+	}
+	t.Logf("started in %s with the TPM stopped", time.Since(began).Round(time.Millisecond))
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(a.out.String(), "measure: cannot extend NV index 0x14e5327, retrying"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent does not say its extends fail:\n%s", a.out)
+		}
+	}
+	tpm.serveManufactured(t)
+	attestUntil(t, e, ekCA, "no-tpm")
+	if !strings.Contains(a.out.String(), "measure: extending NV index 0x14e5327 works again") {
+		t.Errorf("the agent does not say extends work again:\n%s", a.out)
+	}
+}
