@@ -159,8 +159,11 @@ func (l *Log) recover(ctx context.Context) error {
 			return fmt.Errorf("measure: %w", err)
 		}
 		if pub == nil {
-			if rp.Batches > 0 {
-				return l.mismatch(fmt.Sprintf("has %d batches, and NV index %#x is not defined (the TPM was cleared or the index removed)", rp.Batches, l.opts.Index))
+			if len(recs) > 0 {
+				return l.mismatch(fmt.Sprintf("has %d records, and NV index %#x is not defined (the TPM was cleared or the index removed)", len(recs), l.opts.Index))
+			}
+			if err := define(tpm, l.opts.Index, l.opts.Auth); err != nil {
+				return fmt.Errorf("measure: %w", err)
 			}
 			return l.begin(tpm)
 		}
@@ -172,6 +175,9 @@ func (l *Log) recover(ctx context.Context) error {
 			return fmt.Errorf("measure: %w", err)
 		}
 		switch {
+		case v == rp.Value && len(recs) == 0:
+			// Defined, and the agent stopped before its first batch.
+			return l.begin(tpm)
 		case v == rp.Value:
 			return nil
 		case last != nil && v == before:
@@ -183,14 +189,11 @@ func (l *Log) recover(ctx context.Context) error {
 	})
 }
 
-// begin defines the index and extends an empty first batch into it: an
-// index never written cannot be certified (TPM_RC_NV_UNINITIALIZED), and
-// a verifier can then tell a host that measured nothing yet from one
-// that measures nothing.
+// begin extends an empty first batch into the index the agent just
+// defined: an index never written cannot be certified
+// (TPM_RC_NV_UNINITIALIZED), and a verifier can then tell a host that
+// measured nothing yet from one that measures nothing.
 func (l *Log) begin(tpm transport.TPM) error {
-	if err := define(tpm, l.opts.Index, l.opts.Auth); err != nil {
-		return fmt.Errorf("measure: %w", err)
-	}
 	r := containerlog.Batch(0, l.opts.Index, nil)
 	if err := l.writeRecord(r, true); err != nil {
 		return fmt.Errorf("measure: %w", err)

@@ -284,6 +284,28 @@ func TestRestartChecksTheIndex(t *testing.T) {
 			t.Fatalf("open: %v", err)
 		}
 	})
+	t.Run("defined, no first batch", func(t *testing.T) {
+		opts := testOptions(t)
+		if err := tpmconn.Converse(context.Background(), opts.TPM, func(tpm transport.TPM) error {
+			return define(tpm, opts.Index, opts.Auth)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		open(t, opts).Close()
+		if rp := replayFile(t, opts); indexValue(t, opts) != rp.Value || rp.Batches != 1 {
+			t.Fatal("the first batch was not written and extended")
+		}
+	})
+	t.Run("a log and no index", func(t *testing.T) {
+		opts := testOptions(t)
+		recs := []containerlog.Record{containerlog.Batch(0, opts.Index, nil)}
+		if err := os.WriteFile(opts.Path, containerlog.Encode(recs), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "is not defined (the TPM was cleared") {
+			t.Fatalf("open: %v", err)
+		}
+	})
 	t.Run("batch not extended", func(t *testing.T) {
 		opts := testOptions(t)
 		open(t, opts).Close()
