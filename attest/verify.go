@@ -47,6 +47,9 @@ type Policy struct {
 	Challenge *Challenge
 	// Now is the time the EK certificate is checked at (time.Now if zero).
 	Now time.Time
+	// Containers requires the measured-container log: evidence without
+	// one is refused (a host that measures cannot leave it out).
+	Containers bool
 }
 
 // Proof is what verified evidence shows.
@@ -154,10 +157,13 @@ func Verify(ev *Evidence, p Policy) (*Proof, error) {
 		return nil, fmt.Errorf("%w: %v", ErrRoot, err)
 	}
 	proof.Root, proof.RootAttrs = root, attrs
-	if ev.Containers != nil {
+	switch {
+	case ev.Containers != nil:
 		if proof.Containers, err = verifyContainers(ev.Containers, akPub, p.Nonce); err != nil {
 			return nil, err
 		}
+	case p.Containers:
+		return nil, fmt.Errorf("%w: the evidence carries none (is [measure] enable on at the host?)", ErrLog)
 	}
 	return proof, nil
 }

@@ -146,11 +146,12 @@ func (p pcrFlags) Set(s string) error {
 }
 
 func runAttestVerify(env *Env, args []string) error {
-	fs, _ := flags(env, "attest", "verify --nonce HEX --ek-ca FILE [--pcr N=HEX]... [--ek FILE] [--challenge FILE] [EVIDENCE|-]")
+	fs, _ := flags(env, "attest", "verify --nonce HEX --ek-ca FILE [--pcr N=HEX]... [--ek FILE] [--challenge FILE] [--containers] [EVIDENCE|-]")
 	nonceHex := fs.String("nonce", "", "the nonce the evidence must answer (given to 'attest', or printed by 'attest challenge')")
 	ekCA := fs.String("ek-ca", "", "PEM file of the TPM manufacturers' CA certificates the EK certificate must chain to")
 	ekPath := fs.String("ek", "", "PEM file of the one EK accepted (a certificate or a public key)")
 	chPath := fs.String("challenge", "", "the challenge the nonce was the secret of: shows the AK is in the EK's TPM")
+	containers := fs.Bool("containers", false, "the evidence must carry the measured-container log")
 	pcrs := pcrFlags{}
 	fs.Var(pcrs, "pcr", "N=HEX: PCR N (SHA-256) must hold HEX; repeatable")
 	pos, err := parse(fs, env, args, 1)
@@ -164,7 +165,7 @@ func runAttestVerify(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := attest.Policy{Nonce: nonce, PCRs: pcrs}
+	p := attest.Policy{Nonce: nonce, PCRs: pcrs, Containers: *containers}
 	if p.EKRoots, p.EKIntermediates, err = readCAs(*ekCA); err != nil {
 		return fmt.Errorf("attest verify: --ek-ca: %w", err)
 	}

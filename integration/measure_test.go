@@ -162,6 +162,13 @@ func TestMeasuredContainers(t *testing.T) {
 		refusedWith(t, "a log with a record "+tc.name, e.ctl(t, "attest", "verify", file, "--nonce", nonce, "--ek-ca", ekCA), tc.want)
 	}
 
+	// The log left out: a verifier that requires it refuses.
+	stripped := ev
+	stripped.Containers = nil
+	file := writeEvidence(t, e.dir, "stripped.json", &stripped)
+	refusedWith(t, "evidence without its log", e.ctl(t, "attest", "verify", file, "--nonce", nonce, "--ek-ca", ekCA, "--containers"),
+		"the container log does not replay: the evidence carries none")
+
 	// Another process, without the index's auth, cannot extend it: the
 	// TPM refuses, and the index does not move.
 	topts := tpmconn.Options{Path: tpm.path(), LockPath: strings.TrimPrefix(tpm.path(), "unix:") + ".lock"}
