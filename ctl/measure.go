@@ -4,8 +4,10 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/northstar-oci/northstar/agent"
@@ -41,4 +43,40 @@ func openMeasure(ctx context.Context, cfg *config.Config, loadKey agent.KeyLoade
 		Interval: cfg.MeasureInterval(),
 		Log:      log,
 	})
+}
+
+// MeasureStatus is the measured-container log as `status` reads it (the
+// log alone: what the TPM holds, `attest` shows).
+type MeasureStatus struct {
+	Log        string `json:"log"`
+	Index      uint32 `json:"nv_index"`
+	Containers int    `json:"containers"` // in a batch
+	Batches    int    `json:"batches"`
+	Pending    int    `json:"pending"` // not in a batch yet
+	Error      string `json:"error,omitempty"`
+}
+
+func measureStatus(cfg *config.Config) *MeasureStatus {
+	m := &MeasureStatus{Log: filepath.Join(cfg.StateDir, measure.FileName), Index: measureIndex(cfg)}
+	b, err := os.ReadFile(m.Log)
+	if errors.Is(err, os.ErrNotExist) {
+		m.Error = "no log yet at " + m.Log + " (is the agent running?)"
+		return m
+	}
+	if err != nil {
+		m.Error = err.Error()
+		return m
+	}
+	recs, err := containerlog.Parse(b)
+	if err != nil && !errors.Is(err, containerlog.ErrTruncated) { // a record being appended
+		m.Error = fmt.Sprintf("the log %s: %v", m.Log, err)
+		return m
+	}
+	rp, err := containerlog.Replay(recs, m.Index)
+	if err != nil {
+		m.Error = fmt.Sprintf("the log %s: %v", m.Log, err)
+		return m
+	}
+	m.Containers, m.Batches, m.Pending = len(rp.Events), rp.Batches, len(rp.Pending)
+	return m
 }

@@ -106,6 +106,9 @@ func TestMeasuredContainers(t *testing.T) {
 			t.Errorf("verify does not say %q:\n%s", want, out)
 		}
 	}
+	if r := e.ctl(t, "status"); r.err != nil || !strings.Contains(r.stdout, "measured:     3 containers in ") {
+		t.Errorf("status does not count the measured containers:\n%s", r)
+	}
 	for i, b := range bundles {
 		config, err := os.ReadFile(filepath.Join(b.dir, "config.json"))
 		if err != nil {
