@@ -39,6 +39,10 @@ func define(tpm transport.TPM, index uint32, auth []byte) error {
 		Auth:       tpm2.TPM2BAuth{Buffer: auth},
 		PublicInfo: tpm2.New2B(containerlog.Public(index)),
 	}.Execute(tpm)
+	if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
+		return fmt.Errorf("tpm2.NV_DefineSpace %#x: %w (the TPM's owner hierarchy has a password, and the log's index needs "+
+			"the owner's empty authorization: clear the owner password or turn [measure] enable off)", index, err)
+	}
 	if err != nil {
 		return fmt.Errorf("tpm2.NV_DefineSpace %#x: %w", index, err)
 	}
