@@ -17,6 +17,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/northstar-oci/northstar/agent/measure"
+	"github.com/northstar-oci/northstar/attest/containerlog"
 	"github.com/northstar-oci/northstar/client"
 	"github.com/northstar-oci/northstar/hook/entry"
 )
@@ -107,9 +109,9 @@ func (s *shimAgent) remove(t *testing.T, id string) {
 }
 
 // checkNoHook fails unless container id's config.json runs no northstar
-// hook and bind-mounts /run/northstar and /run/northstar/api read-only,
-// nosuid, nodev, noexec.
-func checkNoHook(t *testing.T, spec *specs.Spec) {
+// hook and bind-mounts /run/northstar and (with api) /run/northstar/api
+// read-only, nosuid, nodev, noexec.
+func checkNoHook(t *testing.T, spec *specs.Spec, api bool) {
 	t.Helper()
 	if h := spec.Hooks; h != nil {
 		for _, stage := range [][]specs.Hook{h.Prestart, h.CreateRuntime, h.CreateContainer, h.StartContainer, h.Poststart, h.Poststop} { //nolint:staticcheck
@@ -133,8 +135,8 @@ func checkNoHook(t *testing.T, spec *specs.Spec) {
 			}
 		}
 	}
-	if found != 2 {
-		t.Errorf("config.json has %d northstar mounts, want /run/northstar and /run/northstar/api", found)
+	if want := map[bool]int{false: 1, true: 2}[api]; found != want {
+		t.Errorf("config.json has %d northstar mounts, want %d", found, want)
 	}
 }
 
@@ -151,7 +153,7 @@ func TestShimMountsNoHook(t *testing.T) {
 	app, bad := c.newID("app"), c.newID("bad")
 	s.run(t, app, true, []string{"--annotation", "io.northstar.identity=app"}, "sleep 600")
 	s.run(t, bad, true, []string{"--annotation", "io.northstar.identity=bad"}, "sleep 600")
-	checkNoHook(t, c.bundleSpec(t, app))
+	checkNoHook(t, c.bundleSpec(t, app), true)
 	appPid, badPid := s.taskPid(t, app), s.taskPid(t, bad)
 	if got, want := secretOf(t, appPid), e.secretHex(t); got != want {
 		t.Fatalf("the container read %q, want the store's %s", got, want)
@@ -296,7 +298,7 @@ func TestShimNeighbourSharesPIDNamespace(t *testing.T) {
 	victim := s.c.newID("victim")
 	s.run(t, victim, true, []string{"--annotation", "io.northstar.identity=victim"}, "sleep 600")
 	defer s.remove(t, victim)
-	checkNoHook(t, s.c.bundleSpec(t, victim))
+	checkNoHook(t, s.c.bundleSpec(t, victim), true)
 	pid := s.taskPid(t, victim)
 	share := []string{"--with-ns", fmt.Sprintf("pid:/proc/%d/ns/pid", pid)}
 
@@ -320,4 +322,44 @@ echo "identity: $(NSAPI_SOCKET=$api/api.sock nsapi identity 2>&1)"`
 	if got := mustCtr(t, s.c, "task", "exec", "--exec-id", "v", victim, "/bin/nsapi", "identity").stdout; !strings.HasPrefix(got, "victim ") {
 		t.Errorf("the victim's identity: %q", got)
 	}
+}
+
+// TestShimMeasuredNoHook: with [measure] enable, a container the shim
+// hands the agent's mounts is logged in the measured-container log as
+// delivered by "shim", with the SHA-256 of the config.json containerd
+// wrote and its root filesystem as its init process sees it.
+func TestShimMeasuredNoHook(t *testing.T) {
+	a := requiresContainerd(t)
+	tpm := newSWTPM(t, a)
+	sock := agentSocket(t, a)
+	e := newEnvWith(t, fmt.Sprintf("sealer = \"tpm\"\n[tpm]\npath = %q\npcrs = []\n[agent]\nsocket = %q\n[measure]\nenable = true\ninterval = \"20ms\"\n", tpm.path(), sock), a)
+	c := startContainerd(t, a, "NORTHSTAR_CONFIG="+e.config)
+	startAgentIn(t, c, e, sock)
+	s := &shimAgent{a: a, e: e, c: c, sock: sock}
+	id := c.newID("measured")
+	s.run(t, id, true, nil, "sleep 600")
+	defer s.remove(t, id)
+	checkNoHook(t, c.bundleSpec(t, id), false)
+	var got []containerlog.Event
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got = nil
+		data, _ := os.ReadFile(filepath.Join(e.dir, "state", measure.FileName))
+		recs, _ := containerlog.Parse(data)
+		for _, r := range recs {
+			if ev, err := r.Event(); err == nil && ev.ID == id {
+				got = append(got, ev)
+			}
+		}
+		if len(got) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("the log has %d events of %s, want 1: %+v", len(got), id, got)
+	}
+	ev := got[0]
+	if ev.Via != "shim" || ev.Config == ([32]byte{}) || ev.Rootfs == "" || strings.HasPrefix(ev.Rootfs, "unknown") {
+		t.Errorf("logged %+v, want delivered by the shim, a config digest and the rootfs", ev)
+	}
+	t.Logf("logged: via %s, config %x, rootfs %s", ev.Via, ev.Config, ev.Rootfs)
 }

@@ -4,6 +4,8 @@ package shim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -119,13 +121,19 @@ func prepareRequest(cfg *config.Config, spec *specs.Spec, id, bundle string) (*c
 // withAgentMounts has the agent prepare the container of doc and returns
 // config.json with its mounts, or nil when the container needs the hook
 // (whyHook, prepareRequest, no agent listening).
-func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, doc *entry.Config, id, bundle string) ([]byte, error) {
+func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, data []byte, doc *entry.Config, id, bundle string) ([]byte, error) {
 	if why := whyHook(cfg, delegate, &doc.Spec); why != "" {
 		return nil, nil
 	}
 	req, err := prepareRequest(cfg, &doc.Spec, id, bundle)
 	if err != nil || req == nil {
 		return nil, err
+	}
+	if cfg.Measure.Enable && req.Secret != nil {
+		// The container's configuration as containerd wrote it (the
+		// hook measures what it reads: that plus the hook's entry).
+		sum := sha256.Sum256(data)
+		req.Measure = &control.Measurement{Config: hex.EncodeToString(sum[:])}
 	}
 	reply, err := control.Prepare(ctx, cfg.Agent.Socket, *req)
 	if errors.Is(err, control.ErrNoAgent) {

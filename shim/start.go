@@ -51,7 +51,7 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 		if err != nil {
 			return err
 		}
-		out, err := withAgentMounts(ctx, cfg, delegate, doc, inv.id, filepath.Clean(inv.bundle))
+		out, err := withAgentMounts(ctx, cfg, delegate, data, doc, inv.id, filepath.Clean(inv.bundle))
 		if err != nil {
 			return err
 		}

@@ -34,6 +34,10 @@ type PrepareRequest struct {
 	Secret *Owner `json:"secret,omitempty"`
 	API    bool   `json:"api,omitempty"`
 	Pod    *Pod   `json:"pod,omitempty"`
+	// Measure, with [measure] enable, carries the SHA-256 of the
+	// config.json the shim read (Config); the agent adds the root
+	// filesystem's identity when runc has created the container.
+	Measure *Measurement `json:"measure,omitempty"`
 }
 
 // Check refuses a request the agent cannot serve.

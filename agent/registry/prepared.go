@@ -49,8 +49,10 @@ type prepared struct {
 	stage string // where the secret's view is mounted for the runtime ("": none)
 	dir   string // the API directory, under a name of its own until Bind ("": none)
 	onFS  bool   // dir is a mount of the API filesystem (apidir.go)
-	// measured is what the NRI plugin measured of the container (Measured).
+	// measured is what the NRI plugin (Measured) or the shim measured of
+	// the container; via names which ("": NRI).
 	measured *control.Measurement
+	via      string
 }
 
 // Prepare builds what the runtime mounts into container id, which will
@@ -280,7 +282,11 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		return fmt.Errorf("audit log: %w", err)
 	}
 	if delivered {
-		if err := c.measure(reg, "nri", measured); err != nil {
+		via := "nri"
+		if p.via != "" {
+			via = p.via
+		}
+		if err := c.measure(reg, via, measured); err != nil {
 			c.gone(reg, false)
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/internal/procstat"
+	"github.com/northstar-oci/northstar/internal/rootfsid"
 )
 
 // Delivery with no hook through the shim (DESIGN.md §19). The shim
@@ -104,6 +105,11 @@ func (c *Containers) PrepareBundle(req control.PrepareRequest) (control.PrepareR
 		w.Close()
 		return control.PrepareReply{}, err
 	}
+	if req.Measure != nil {
+		c.mu.Lock()
+		p.measured, p.via = &control.Measurement{Config: req.Measure.Config}, "shim"
+		c.mu.Unlock()
+	}
 	c.done.Add(1)
 	go func() {
 		defer c.done.Done()
@@ -175,6 +181,7 @@ func (c *Containers) bindShim(name string, pid int) {
 	if perr == nil {
 		defer unix.Close(pidfd)
 	}
+	c.measureRootfs(name, pid)
 	_, err := c.Bind(name, pid)
 	if err == nil {
 		return
@@ -186,6 +193,27 @@ func (c *Containers) bindShim(name string, pid int) {
 	}
 	fmt.Fprintf(c.log, "agent: %v; killing its process %d\n", err, pid)
 	_ = unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0)
+}
+
+// measureRootfs adds to what the shim measured of the container prepared
+// as name the identity of its root filesystem, as its init process pid
+// sees it (internal/rootfsid). A rootfs that cannot be named is logged as
+// such, as the hook does.
+func (c *Containers) measureRootfs(name string, pid int) {
+	c.mu.Lock()
+	p := c.prepared[name]
+	want := p != nil && p.measured != nil
+	c.mu.Unlock()
+	if !want {
+		return
+	}
+	id, err := rootfsid.Of(fmt.Sprintf("/proc/%d/root", pid), fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		id = "unknown: " + err.Error()
+	}
+	c.mu.Lock()
+	p.measured.Rootfs = id
+	c.mu.Unlock()
 }
 
 // isContainerInit reports whether pid is a process runc created for a
