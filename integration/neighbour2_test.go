@@ -382,16 +382,6 @@ func hangRun(t *testing.T, pid int) *os.File {
 	return dev
 }
 
-// threads counts the threads of process pid.
-func threads(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestNeighbourHangsItsMountTree: before each of three agent restarts,
 // two more containers hang their mount tree (a FUSE mount at /run whose
 // server never answers). Before, each restart waited 2 s for each hung
@@ -421,7 +411,7 @@ func TestNeighbourHangsItsMountTree(t *testing.T) {
 		took := time.Since(start)
 		caught := waitFollows(t, e.secretHex(t), kept)
 		time.Sleep(3 * time.Second) // past the 2 s a hung take-back is given
-		n := threads(t, a.cmd.Process.Pid)
+		n := procEntries(t, a.cmd.Process.Pid, "task")
 		counts = append(counts, n)
 		t.Logf("restart %d with two hung containers: serving after %v, the others caught up %v after, %d threads", round, took.Round(time.Millisecond), caught.Round(time.Millisecond), n)
 		if took > 3*time.Second {

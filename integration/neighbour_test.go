@@ -64,10 +64,11 @@ func (v *victim) check(t *testing.T) string {
 	return rtt
 }
 
-// fds counts the open files of process pid.
-func fds(t *testing.T, pid int) int {
+// procEntries counts the entries of /proc/PID/DIR: "fd" for the open
+// files of process pid, "task" for its threads.
+func procEntries(t *testing.T, pid int, dir string) int {
 	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/%s", pid, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +137,12 @@ func TestNeighbourHoldsConnections(t *testing.T) {
 	e, sock := apiEnvWith(t, "max_connections = 8\nrequest_timeout = \"2s\"\n")
 	a := startAgent(t, e, sock)
 	v := newVictim(t, e)
-	before := fds(t, a.cmd.Process.Pid)
+	before := procEntries(t, a.cmd.Process.Pid, "fd")
 
 	mal := apiBundle(t, e, "mallory", "nsapi hold 300 5 > /out 2>&1; sleep 600").runDetached(t, filepath.Join(e.dir, "runc-mallory"), "mallory")
 	mal.waitOut(t, "holding=", 10*time.Second)
 	time.Sleep(500 * time.Millisecond)
-	during := fds(t, a.cmd.Process.Pid)
+	during := procEntries(t, a.cmd.Process.Pid, "fd")
 	// A container starting now registers, and its API works.
 	rtt := v.check(t)
 	t.Logf("agent fds: %d before, %d while mallory holds 300 connections; victim: token valid once, round trips %s", before, during, rtt)

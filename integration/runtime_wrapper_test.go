@@ -5,6 +5,7 @@
 package integration
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -72,9 +73,12 @@ func podmanWithWrapper(t *testing.T, p *testPodman, e *env) func(script string, 
 	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	seq := 0
 	return func(script string, extra ...string) result {
 		t.Helper()
-		args := []string{"--runtime", rt, "run", "--rm", "--network", "none"}
+		seq++
+		cidFile := filepath.Join(p.dir, fmt.Sprintf("cid-%d", seq))
+		args := []string{"--runtime", rt, "run", "--rm", "--cidfile", cidFile, "--network", "none"}
 		if p.a != nil {
 			args = append(args, "--ulimit", "host")
 		} else {
@@ -86,7 +90,33 @@ func podmanWithWrapper(t *testing.T, p *testPodman, e *env) func(script string, 
 			cmd.Env = os.Environ()
 		}
 		cmd.Env = append(cmd.Env, "CONTAINERS_CONF="+conf)
-		return run(t, cmd)
+		r := run(t, cmd)
+		p.checkNoRuncState(t, cidFile)
+		return r
+	}
+}
+
+// checkNoRuncState fails when runc still holds a state for the --rm
+// container whose id podman wrote to cidFile: podman deletes through the
+// wrapper with no PATH in its environment, and a wrapper that cannot find
+// runc then leaves one state directory per container behind.
+func (p *testPodman) checkNoRuncState(t *testing.T, cidFile string) {
+	t.Helper()
+	id, err := os.ReadFile(cidFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return // refused before podman made the container
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := "/run/runc" // runc's default for root, and podman passes no --root
+	if p.a != nil {
+		root = filepath.Join(p.dir, "xdg", "runc") // rootless: $XDG_RUNTIME_DIR/runc
+	}
+	state := filepath.Join(root, strings.TrimSpace(string(id)))
+	if _, err := os.Stat(state); err == nil {
+		_ = exec.Command("runc", "--root", root, "delete", "--force", filepath.Base(state)).Run()
+		t.Errorf("podman --rm through northstar-runtime left runc's state %s behind: the wrapper's delete did not reach runc", state)
 	}
 }
 

@@ -137,9 +137,23 @@ func loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
+// defaultPath is searched for the delegate when the engine gives the
+// wrapper no PATH, as execvp(3) and shells do: podman runs `delete` and
+// `kill` with an environment of one variable, and runc, run by name that
+// way, would have been found in /usr/sbin.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// searchPath is PATH, or defaultPath when PATH is unset or empty.
+func searchPath() string {
+	if p := os.Getenv("PATH"); p != "" {
+		return p
+	}
+	return defaultPath
+}
+
 // findDelegate resolves the runtime the wrapper hands over to ([runtime]
 // delegate, runc when the config cannot be read): an absolute path as it
-// is, a name on PATH. The wrapper must never exec itself.
+// is, a name on PATH (see searchPath). The wrapper must never exec itself.
 func findDelegate(cfg *config.Config) (string, error) {
 	name := config.DefaultRuntimeDelegate
 	if cfg != nil {
@@ -147,7 +161,7 @@ func findDelegate(cfg *config.Config) (string, error) {
 	}
 	path := name
 	if !filepath.IsAbs(name) {
-		for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		for _, dir := range filepath.SplitList(searchPath()) {
 			if p := filepath.Join(dir, name); filepath.IsAbs(p) && executable(p) {
 				path = p
 				break

@@ -302,3 +302,18 @@ func TestWrapperSetsTheSPIFFEEndpoint(t *testing.T) {
 		t.Errorf("the container's environment: %q", env)
 	}
 }
+
+// TestWrapperSearchesTheSystemPathWithoutPATH: podman runs `delete` with
+// no PATH at all; the wrapper must still find runc where execvp would,
+// or the container's state is left behind (TestPodmanRuntimeWrapper
+// checks that none is).
+func TestWrapperSearchesTheSystemPathWithoutPATH(t *testing.T) {
+	t.Setenv("PATH", "")
+	if got := searchPath(); got != defaultPath {
+		t.Errorf("empty PATH: searched %q, want %q", got, defaultPath)
+	}
+	t.Setenv("PATH", "/opt/x:/bin")
+	if got := searchPath(); got != "/opt/x:/bin" {
+		t.Errorf("PATH=/opt/x:/bin: searched %q", got)
+	}
+}
