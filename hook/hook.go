@@ -101,22 +101,17 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if policy.Skip || policy.Disabled && !cfg.API.Enable {
 		return nil
 	}
+	if err := checkRevoked(cfg, state.ID); err != nil {
+		return err
+	}
+	if err := CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
 	inContainer := os.Getppid() == state.Pid
 	// The agent delivers the secret itself, and rotates it in the running
 	// container, when live rotation is on (DESIGN.md §12). Not inside the
 	// container: the agent serves only its own mount namespace.
 	live := cfg.Agent.Socket != "" && cfg.Rotation.Live && !policy.Disabled
-	// Where the agent delivers, deliver checks the revocations on the
-	// record it reads after the agent answers: one read of the record a
-	// start (DESIGN.md §19). Every other path checks them here.
-	if !live || inContainer || splitStages(spec) {
-		if err := checkRevoked(cfg, state.ID); err != nil {
-			return err
-		}
-	}
-	if err := CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
-		return fmt.Errorf("policy: %w", err)
-	}
 	if !inContainer && splitStages(spec) {
 		// Plain rootless runc with northstar at createRuntime and at
 		// createContainer: this stage cannot enter the container, and the
@@ -229,16 +224,7 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 	// milliseconds (it is registered): ask again, which answers with what
 	// it holds then.
 	for try := 0; err == nil; try++ {
-		var rec *store.Record
-		if rec, err = currentRecord(cfg); err == nil {
-			// The revocations, on the same read (run skipped its own).
-			if rerr := rec.CheckNotRevoked(id); rerr != nil {
-				reply.View.Close()
-				return nil, "", rerr
-			}
-			err = sameRecord(rec, reply.Record)
-		}
-		if err == nil {
+		if err = current(cfg, reply.Record); err == nil {
 			return mount.FromFile(reply.View), reply.Dir, nil
 		}
 		reply.View.Close()
@@ -254,12 +240,6 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 		}
 		time.Sleep(deliverRetryPause)
 		reply, err = control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
-	}
-	// The agent refused (a revoked container among others) or is not
-	// there: the revocations from the store, as on every other path,
-	// before its own answer or the hook's fallback.
-	if rerr := checkRevoked(cfg, id); rerr != nil {
-		return nil, "", rerr
 	}
 	if !withAPI {
 		return nil, "", nil
@@ -279,17 +259,16 @@ const (
 	deliverRetryPause = 20 * time.Millisecond
 )
 
-// currentRecord reads the record the store holds now.
-func currentRecord(cfg *config.Config) (*store.Record, error) {
+// current checks that id names the record the store holds now.
+func current(cfg *config.Config, id control.RecordID) error {
 	st, err := configured.Store(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return st.Current()
-}
-
-// sameRecord checks that id names rec.
-func sameRecord(rec *store.Record, id control.RecordID) error {
+	rec, err := st.Current()
+	if err != nil {
+		return err
+	}
 	if want := control.IDOf(rec); want != id {
 		return fmt.Errorf("the agent delivered generation %d, the store holds %d", id.Generation, want.Generation)
 	}
