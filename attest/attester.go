@@ -50,6 +50,15 @@ type Options struct {
 	TrustDomain string
 	// Timeout bounds one conversation with the TPM ([tpm] timeout; 0: none).
 	Timeout time.Duration
+	// Containers, when set, puts the measured-container log and the AK's
+	// certification of its NV index in the evidence.
+	Containers *ContainerLog
+}
+
+// ContainerLog names the agent's measured-container log and its NV index.
+type ContainerLog struct {
+	Path  string
+	Index uint32
 }
 
 // Attester answers a verifier's nonce with Evidence.
@@ -71,12 +80,34 @@ func (a *Attester) Evidence(ctx context.Context, nonce []byte) (*Evidence, error
 		return nil, fmt.Errorf("attest: %w", err)
 	}
 	var ev *Evidence
-	err := a.converse(ctx, func(tpm *goattest.TPM, ak *goattest.AK, root *goattest.Key) error {
+	err := a.converse(ctx, func(t transport.TPM, tpm *goattest.TPM, ak *goattest.AK, root *goattest.Key) error {
 		var err error
-		ev, err = a.evidence(tpm, ak, root, nonce)
+		ev, err = a.evidence(t, tpm, ak, root, nonce)
 		return err
 	})
+	if err == nil {
+		err = a.withContainers(ctx, ev)
+	}
 	return ev, err
+}
+
+// withContainers adds the container log and its certification to ev, in
+// a conversation of its own: the TPM holds three loaded objects at the
+// least (swtpm: three), and the AK is loaded again to certify.
+func (a *Attester) withContainers(ctx context.Context, ev *Evidence) error {
+	if a.opts.Containers == nil {
+		return nil
+	}
+	if a.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.opts.Timeout)
+		defer cancel()
+	}
+	return tpmconn.Converse(ctx, a.opts.TPM, func(t transport.TPM) error {
+		var err error
+		ev.Containers, err = a.containers(t, ev.Nonce)
+		return err
+	})
 }
 
 // Answer activates a verifier's challenge (proving the AK is in the TPM of
@@ -84,7 +115,7 @@ func (a *Attester) Evidence(ctx context.Context, nonce []byte) (*Evidence, error
 // secret it holds as the nonce.
 func (a *Attester) Answer(ctx context.Context, ch *Challenge) (*Evidence, error) {
 	var ev *Evidence
-	err := a.converse(ctx, func(tpm *goattest.TPM, ak *goattest.AK, root *goattest.Key) error {
+	err := a.converse(ctx, func(t transport.TPM, tpm *goattest.TPM, ak *goattest.AK, root *goattest.Key) error {
 		pub := ak.AttestationParameters().Public
 		if !bytes.Equal(pub, ch.AK) {
 			return fmt.Errorf("attest: the challenge is for another AK (%s), this host's is %s", fingerprint(ch.AK), fingerprint(pub))
@@ -93,9 +124,12 @@ func (a *Attester) Answer(ctx context.Context, ch *Challenge) (*Evidence, error)
 		if err != nil {
 			return fmt.Errorf("attest: activate the challenge: %w (was it made for this host's EK?)", err)
 		}
-		ev, err = a.evidence(tpm, ak, root, nonce)
+		ev, err = a.evidence(t, tpm, ak, root, nonce)
 		return err
 	})
+	if err == nil {
+		err = a.withContainers(ctx, ev)
+	}
 	return ev, err
 }
 
@@ -103,7 +137,7 @@ func (a *Attester) Answer(ctx context.Context, ch *Challenge) (*Evidence, error)
 // root first if they do not exist.
 func (a *Attester) RootCertificate(ctx context.Context) (*x509.Certificate, error) {
 	var cert *x509.Certificate
-	err := a.converse(ctx, func(_ *goattest.TPM, _ *goattest.AK, _ *goattest.Key) error {
+	err := a.converse(ctx, func(_ transport.TPM, _ *goattest.TPM, _ *goattest.AK, _ *goattest.Key) error {
 		var err error
 		cert, err = a.readRootCert()
 		return err
@@ -118,7 +152,7 @@ func (a *Attester) RootCertification(ctx context.Context) (*Root, []byte, error)
 		r  *Root
 		ak []byte
 	)
-	err := a.converse(ctx, func(_ *goattest.TPM, k *goattest.AK, root *goattest.Key) error {
+	err := a.converse(ctx, func(_ transport.TPM, _ *goattest.TPM, k *goattest.AK, root *goattest.Key) error {
 		cert, err := a.readRootCert()
 		if err != nil {
 			return err
@@ -132,7 +166,7 @@ func (a *Attester) RootCertification(ctx context.Context) (*Root, []byte, error)
 // RootSigner runs fn with a crypto.Signer whose key is the root: each Sign
 // is a TPM2_Sign in the TPM, within this one conversation.
 func (a *Attester) RootSigner(ctx context.Context, fn func(cert *x509.Certificate, s crypto.Signer) error) error {
-	return a.converse(ctx, func(_ *goattest.TPM, _ *goattest.AK, root *goattest.Key) error {
+	return a.converse(ctx, func(_ transport.TPM, _ *goattest.TPM, _ *goattest.AK, root *goattest.Key) error {
 		cert, err := a.readRootCert()
 		if err != nil {
 			return err
@@ -145,7 +179,7 @@ func (a *Attester) RootSigner(ctx context.Context, fn func(cert *x509.Certificat
 	})
 }
 
-func (a *Attester) evidence(tpm *goattest.TPM, ak *goattest.AK, root *goattest.Key, nonce []byte) (*Evidence, error) {
+func (a *Attester) evidence(t transport.TPM, tpm *goattest.TPM, ak *goattest.AK, root *goattest.Key, nonce []byte) (*Evidence, error) {
 	eks, err := tpm.EKs()
 	if err != nil {
 		return nil, fmt.Errorf("attest: read the EK: %w", err)
@@ -189,6 +223,7 @@ func (a *Attester) evidence(tpm *goattest.TPM, ak *goattest.AK, root *goattest.K
 		Quote:         Quote{Attest: q.Quote, Signature: q.Signature},
 		Root:          rootOf(cert, root),
 	}
+
 	for _, p := range pcrs {
 		ev.PCRs = append(ev.PCRs, PCR{Index: p.Index, SHA256: p.Digest})
 	}
@@ -203,7 +238,7 @@ func rootOf(cert *x509.Certificate, root *goattest.Key) *Root {
 
 // converse runs fn with the TPM, the AK and the root key loaded (made and
 // kept in a.opts.Dir the first time), and unloads them afterwards.
-func (a *Attester) converse(ctx context.Context, fn func(*goattest.TPM, *goattest.AK, *goattest.Key) error) error {
+func (a *Attester) converse(ctx context.Context, fn func(transport.TPM, *goattest.TPM, *goattest.AK, *goattest.Key) error) error {
 	if err := os.MkdirAll(a.opts.Dir, 0o700); err != nil {
 		return fmt.Errorf("attest: %w", err)
 	}
@@ -231,7 +266,7 @@ func (a *Attester) converse(ctx context.Context, fn func(*goattest.TPM, *goattes
 			return err
 		}
 		defer root.Close()
-		return fn(tpm, ak, root)
+		return fn(t, tpm, ak, root)
 	})
 }
 

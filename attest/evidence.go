@@ -41,6 +41,22 @@ type Evidence struct {
 	// Root is the host's signing root: its certificate and the AK's
 	// certification of its key (TPM2_Certify).
 	Root *Root `json:"root,omitempty"`
+	// Containers is the host's measured-container log and the AK's
+	// certification of the NV index it replays to (absent: the host
+	// measures no containers).
+	Containers *Containers `json:"containers,omitempty"`
+}
+
+// Containers is the measured-container log (package attest/containerlog)
+// up to the batch the NV index holds, the index's public area, and the
+// AK's TPM2_NV_Certify of the index over the verifier's nonce.
+type Containers struct {
+	Log []byte `json:"log"` // TCG CEL
+	// From is the index's value before the log's first record, when the
+	// log is a tail (evidence carries at most MaxContainerLog bytes of it).
+	From          HexBytes `json:"from,omitempty"`
+	NVPublic      []byte   `json:"nv_public"`     // TPMS_NV_PUBLIC
+	Certification Quote    `json:"certification"` // TPMS_ATTEST, TPMT_SIGNATURE
 }
 
 // Certified is a TPM key's public area with the TPM's statement about it:
@@ -99,6 +115,11 @@ func CheckNonce(nonce []byte) error {
 	}
 	return nil
 }
+
+// MaxContainerLog bounds the container log evidence carries: the log
+// grows with every container, so evidence carries its tail (from a batch
+// on), which proves what it shows as the whole log would.
+const MaxContainerLog = 512 << 10
 
 // MaxEvidence bounds the evidence ParseEvidence reads: an EK certificate,
 // two public areas, a quote and a root certificate are a few KiB.

@@ -26,6 +26,9 @@ var (
 	ErrQuote      = errors.New("the quote is not signed by this AK over these PCRs")
 	ErrPCR        = errors.New("PCR mismatch")
 	ErrRoot       = errors.New("the root is not certified by this AK")
+	ErrNV         = errors.New("the NV index is not certified by this AK")
+	ErrNVAttrs    = errors.New("the NV index's attributes allow others to write it")
+	ErrLog        = errors.New("the container log does not replay")
 )
 
 // Policy is what the verifier expects of evidence.
@@ -44,6 +47,9 @@ type Policy struct {
 	Challenge *Challenge
 	// Now is the time the EK certificate is checked at (time.Now if zero).
 	Now time.Time
+	// Containers requires the measured-container log: evidence without
+	// one is refused (a host that measures cannot leave it out).
+	Containers bool
 }
 
 // Proof is what verified evidence shows.
@@ -55,6 +61,9 @@ type Proof struct {
 	Checked   []int  // the PCRs the policy named
 	Root      *x509.Certificate
 	RootAttrs string
+	// Containers is the measured-container log's proof (nil: the
+	// evidence has none).
+	Containers *ContainerProof
 }
 
 // Verify checks ev against p and returns what it proves, or the first
@@ -148,6 +157,14 @@ func Verify(ev *Evidence, p Policy) (*Proof, error) {
 		return nil, fmt.Errorf("%w: %v", ErrRoot, err)
 	}
 	proof.Root, proof.RootAttrs = root, attrs
+	switch {
+	case ev.Containers != nil:
+		if proof.Containers, err = verifyContainers(ev.Containers, akPub, p.Nonce); err != nil {
+			return nil, err
+		}
+	case p.Containers:
+		return nil, fmt.Errorf("%w: the evidence carries none (is [measure] enable on at the host?)", ErrLog)
+	}
 	return proof, nil
 }
 

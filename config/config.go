@@ -60,6 +60,8 @@ type Config struct {
 
 	// Federation is trust between attested northstar hosts (federation.go).
 	Federation Federation `toml:"federation"`
+	// Measure is the measured-container log (measure.go).
+	Measure Measure `toml:"measure"`
 
 	// Path is where the config was read from ("" for defaults).
 	Path string `toml:"-"`
@@ -551,6 +553,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("[spire] admin_socket %q: want a clean absolute path of at most %d bytes", s, maxSocketPath)
 	}
 	if err := c.validateSPIFFERoot(); err != nil {
+		return err
+	}
+	if err := c.validateMeasure(); err != nil {
 		return err
 	}
 	if err := c.validateFederation(); err != nil {

@@ -16,7 +16,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/northstar-oci/northstar/agent/measure"
 	"github.com/northstar-oci/northstar/agent/spiffe"
 	"github.com/northstar-oci/northstar/agent/tpmca"
 	"github.com/northstar-oci/northstar/attest"
@@ -31,12 +33,16 @@ func attester(cfg *config.Config) (*attest.Attester, error) {
 	if cfg.Sealer != seal.KindTPM {
 		return nil, fmt.Errorf("attestation needs the TPM: sealer is %q; set sealer = %q and [tpm] path", cfg.Sealer, seal.KindTPM)
 	}
-	return attest.New(attest.Options{
+	opts := attest.Options{
 		TPM:         tpmconn.Options{Path: cfg.TPM.Path, LockPath: cfg.TPMLockPath()},
 		Dir:         filepath.Join(cfg.StateDir, "attest"),
 		TrustDomain: cfg.SPIFFE.TrustDomain,
 		Timeout:     cfg.TPMTimeout(),
-	})
+	}
+	if cfg.Measure.Enable {
+		opts.Containers = &attest.ContainerLog{Path: filepath.Join(cfg.StateDir, measure.FileName), Index: measureIndex(cfg)}
+	}
+	return attest.New(opts)
 }
 
 func runAttest(ctx context.Context, env *Env, args []string) error {
@@ -140,11 +146,12 @@ func (p pcrFlags) Set(s string) error {
 }
 
 func runAttestVerify(env *Env, args []string) error {
-	fs, _ := flags(env, "attest", "verify --nonce HEX --ek-ca FILE [--pcr N=HEX]... [--ek FILE] [--challenge FILE] [EVIDENCE|-]")
+	fs, _ := flags(env, "attest", "verify --nonce HEX --ek-ca FILE [--pcr N=HEX]... [--ek FILE] [--challenge FILE] [--containers] [EVIDENCE|-]")
 	nonceHex := fs.String("nonce", "", "the nonce the evidence must answer (given to 'attest', or printed by 'attest challenge')")
 	ekCA := fs.String("ek-ca", "", "PEM file of the TPM manufacturers' CA certificates the EK certificate must chain to")
 	ekPath := fs.String("ek", "", "PEM file of the one EK accepted (a certificate or a public key)")
 	chPath := fs.String("challenge", "", "the challenge the nonce was the secret of: shows the AK is in the EK's TPM")
+	containers := fs.Bool("containers", false, "the evidence must carry the measured-container log")
 	pcrs := pcrFlags{}
 	fs.Var(pcrs, "pcr", "N=HEX: PCR N (SHA-256) must hold HEX; repeatable")
 	pos, err := parse(fs, env, args, 1)
@@ -158,7 +165,7 @@ func runAttestVerify(env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p := attest.Policy{Nonce: nonce, PCRs: pcrs}
+	p := attest.Policy{Nonce: nonce, PCRs: pcrs, Containers: *containers}
 	if p.EKRoots, p.EKIntermediates, err = readCAs(*ekCA); err != nil {
 		return fmt.Errorf("attest verify: --ek-ca: %w", err)
 	}
@@ -207,6 +214,20 @@ func printProof(w io.Writer, p *attest.Proof, nonce []byte) error {
 	spki, _ := x509.MarshalPKIXPublicKey(p.Root.PublicKey)
 	fmt.Fprintf(w, "ok    the root %q (key %s) is a P-256 key the TPM made and keeps %s, certified by the AK: its private part cannot leave the TPM\n",
 		p.Root.Subject.CommonName, short(spki), p.RootAttrs)
+	c := p.Containers
+	if c == nil {
+		fmt.Fprintln(w, "note  no container log: the host measures no containers ([measure] enable)")
+		return nil
+	}
+	fmt.Fprintf(w, "ok    NV index %#x %s, certified by the AK over the nonce: only the agent extends it\n", c.Index, c.Attrs)
+	fmt.Fprintf(w, "ok    the container log replays to its value %s: %d batches, %d containers\n", hex.EncodeToString(c.Value[:]), c.Batches, len(c.Events))
+	if c.First > 0 {
+		fmt.Fprintf(w, "note  the evidence carries the log from record %d on (the records before it are not shown)\n", c.First)
+	}
+	for _, e := range c.Events {
+		fmt.Fprintf(w, "      %s  %-4s %s  identity %s  config sha256:%s  rootfs %s\n",
+			e.Time.Format(time.RFC3339Nano), e.Via, e.ID, e.Identity, hex.EncodeToString(e.Config[:]), e.Rootfs)
+	}
 	return nil
 }
 

@@ -354,6 +354,22 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 			}
 		}()
 	}
+	if cfg.Measure.Enable {
+		// Every delivery of the secret is logged, and extended into the
+		// TPM in the background (docs/attestation.md).
+		mlog, err := openMeasure(ctx, cfg, agent.KeyInChild(child), env.Stdout)
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		defer mlog.Close()
+		onRegistry := opts.OnRegistry
+		opts.OnRegistry = func(r *registry.Containers) {
+			r.Measure(mlog)
+			if onRegistry != nil {
+				onRegistry(r)
+			}
+		}
+	}
 	if err := agent.Run(ctx, opts); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}

@@ -40,6 +40,8 @@ type Status struct {
 	// SPIRE is what the agent last learnt of the host's SPIRE agent
 	// ([spiffe] issuer = "spire").
 	SPIRE *spire.HostStatus `json:"spire,omitempty"`
+	// Measured is the measured-container log ([measure] enable).
+	Measured *MeasureStatus `json:"measured,omitempty"`
 }
 
 // Container is one running container the agent knows.
@@ -105,6 +107,9 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 	if len(cfg.Federation.Peers) > 0 {
 		s.Peers, _ = federation.ReadStatus(cfg.StateDir) // none until the agent checked them
 	}
+	if cfg.Measure.Enable {
+		s.Measured = measureStatus(cfg)
+	}
 	if *asJSON {
 		return writeJSON(env.Stdout, s)
 	}
@@ -142,6 +147,14 @@ func runStatus(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "spire:        %s\n", describeHost(h))
 	}
 	printPeers(env, cfg.Federation.Peers, s.Peers)
+	if m := s.Measured; m != nil {
+		if m.Error != "" {
+			fmt.Fprintf(env.Stdout, "measured:     %s\n", m.Error)
+		} else {
+			fmt.Fprintf(env.Stdout, "measured:     %d containers in %d batches, %d not in a batch yet (log %s, NV index %#x)\n",
+				m.Containers, m.Batches, m.Pending, m.Log, m.Index)
+		}
+	}
 	return nil
 }
 

@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	spec, rootfs, err := LoadSpec(state.Bundle)
+	spec, rootfs, specBytes, err := loadSpec(state.Bundle)
 	if err != nil {
 		return fmt.Errorf("read bundle: %w", err)
 	}
@@ -146,7 +146,11 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 			return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
 		}
 	case live && !inContainer:
-		mnt, apiDir, err = deliver(ctx, cfg, spec, state.ID, state.Pid, owner)
+		var m *control.Measurement
+		if cfg.Measure.Enable {
+			m = measurement(specBytes, rootfs)
+		}
+		mnt, apiDir, err = deliver(ctx, cfg, spec, state.ID, state.Pid, owner, m)
 		if err != nil {
 			return err
 		}
@@ -206,7 +210,7 @@ func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, in
 // the hook to build the filesystem itself, and the container will not
 // follow rotations; an API container still needs the agent for its
 // socket, and fails to start without it.
-func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id string, pid int, owner mount.Owner) (*mount.Mount, string, error) {
+func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id string, pid int, owner mount.Owner, m *control.Measurement) (*mount.Mount, string, error) {
 	identity, err := IdentityFor(spec, id)
 	if err != nil {
 		return nil, "", fmt.Errorf("policy: %w", err)
@@ -216,7 +220,7 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 		return nil, "", fmt.Errorf("policy: %w", err)
 	}
 	withAPI := cfg.API.Enable && !apiOff
-	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}, Pod: PodFor(spec)}
+	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}, Pod: PodFor(spec), Measure: m}
 	reply, err := control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
 	// The hook trusts the agent only with the store's current secret, as
 	// with a fetched memfd. A rotation that ran between the agent's answer

@@ -45,13 +45,25 @@ func ParseState(data []byte) (*specs.State, error) {
 // only those fields skips building the seccomp profile and mount list that
 // make up most of a containerd spec: this runs on every container start.
 func LoadSpec(bundle string) (*specs.Spec, string, error) {
+	spec, rootfs, _, err := loadSpec(bundle)
+	return spec, rootfs, err
+}
+
+// loadSpec is LoadSpec, and the config.json bytes it parsed.
+func loadSpec(bundle string) (*specs.Spec, string, []byte, error) {
 	data, err := capped.ReadFile(filepath.Join(bundle, "config.json"), entry.MaxBundleConfigSize, "bundle config.json")
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return nil, "", fmt.Errorf("open bundle config: %w", err)
+			return nil, "", nil, fmt.Errorf("open bundle config: %w", err)
 		}
-		return nil, "", err
+		return nil, "", nil, err
 	}
+	spec, rootfs, err := parseSpec(bundle, data)
+	return spec, rootfs, data, err
+}
+
+// parseSpec decodes the parts of config.json the hook uses.
+func parseSpec(bundle string, data []byte) (*specs.Spec, string, error) {
 	var doc struct {
 		Root    *specs.Root `json:"root"`
 		Process *struct {

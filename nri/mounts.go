@@ -152,6 +152,9 @@ func (p *plugin) StartContainer(_ context.Context, _ *api.PodSandbox, ctr *api.C
 	if p.deliver == nil {
 		return nil
 	}
+	if err := p.measure(ctr, int(ctr.GetPid())); err != nil {
+		return fmt.Errorf("northstar: container %s: %w", ctr.GetName(), err)
+	}
 	prepared, err := p.deliver.Bind(ctr.GetId(), int(ctr.GetPid()))
 	if err != nil {
 		return fmt.Errorf("northstar: %w", err)

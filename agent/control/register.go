@@ -50,6 +50,19 @@ type Request struct {
 	// Pod, for a Kubernetes CRI container, names its pod (the SPIRE
 	// issuer's k8s: selectors).
 	Pod *Pod `json:"pod,omitempty"`
+	// Measure is what the hook read of the container for the agent's
+	// measured-container log ([measure] enable), with Secret.
+	Measure *Measurement `json:"measure,omitempty"`
+}
+
+// Measurement is what identifies a container's configuration and root
+// filesystem in the measured-container log (docs/attestation.md).
+type Measurement struct {
+	// Config is the SHA-256 of the bundle's config.json bytes the hook
+	// read (hex).
+	Config string `json:"config"`
+	// Rootfs is the root filesystem's identity (internal/rootfsid).
+	Rootfs string `json:"rootfs"`
 }
 
 // Owner is who owns the secret file in the container, in the user

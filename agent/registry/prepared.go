@@ -48,6 +48,8 @@ type prepared struct {
 	stage string // where the secret's view is mounted for the runtime ("": none)
 	dir   string // the API directory, under a name of its own until Bind ("": none)
 	onFS  bool   // dir is a mount of the API filesystem (apidir.go)
+	// measured is what the NRI plugin measured of the container (Measured).
+	measured *control.Measurement
 }
 
 // Prepare builds what the runtime mounts into container id, which will
@@ -230,7 +232,8 @@ func (c *Containers) bind(p *prepared, pid int) error {
 	delete(c.prepared, reg.ID)
 	s.Registration, s.pidfd = reg, pidfd
 	s.mntNS, s.pidNS = mntNS, pidNS
-	if s.fs != nil {
+	delivered, measured := s.fs != nil, p.measured
+	if delivered {
 		s.MountID = mountID
 	}
 	c.mu.Unlock()
@@ -253,6 +256,12 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		"generation": strconv.FormatUint(c.gen(), 10)}); err != nil {
 		c.gone(reg, false)
 		return fmt.Errorf("audit log: %w", err)
+	}
+	if delivered {
+		if err := c.measure(reg, "nri", measured); err != nil {
+			c.gone(reg, false)
+			return err
+		}
 	}
 	return nil
 }

@@ -77,6 +77,8 @@ type Containers struct {
 	// prepared are containers the agent built mounts for, not bound to
 	// a process yet (prepared.go), by container id.
 	prepared map[string]*prepared
+	// measurer records deliveries of the secret (measure.go); nil: none.
+	measurer Measurer
 
 	// liveMu orders deliveries: a registration's first delivery and a
 	// rotation's never interleave, so no container is left behind on a
@@ -272,6 +274,13 @@ func (c *Containers) Register(req control.Request, pidfd *os.File) (control.Repl
 		reply.View.Close()
 		c.gone(s.Registration, false)
 		return control.Reply{}, fmt.Errorf("audit log: %w", err)
+	}
+	if req.Secret != nil {
+		if err := c.measure(s.Registration, "hook", req.Measure); err != nil {
+			reply.View.Close()
+			c.gone(s.Registration, false)
+			return control.Reply{}, err
+		}
 	}
 	if s.API {
 		reply.Dir = c.dirOf(s.Registration)

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package measure
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/northstar-oci/northstar/attest/containerlog"
+)
+
+// readPublic returns the index's public area and name, or nil when it is
+// not defined.
+func readPublic(tpm transport.TPM, index uint32) (*tpm2.TPMSNVPublic, *tpm2.TPM2BName, error) {
+	rsp, err := tpm2.NVReadPublic{NVIndex: tpm2.TPMHandle(index)}.Execute(tpm)
+	if errors.Is(err, tpm2.TPMRCHandle) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("tpm2.NV_ReadPublic %#x: %w", index, err)
+	}
+	pub, err := rsp.NVPublic.Contents()
+	if err != nil {
+		return nil, nil, fmt.Errorf("tpm2.NV_ReadPublic %#x: %w", index, err)
+	}
+	return pub, &rsp.NVName, nil
+}
+
+// define defines the index with auth as its authValue.
+func define(tpm transport.TPM, index uint32, auth []byte) error {
+	_, err := tpm2.NVDefineSpace{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		Auth:       tpm2.TPM2BAuth{Buffer: auth},
+		PublicInfo: tpm2.New2B(containerlog.Public(index)),
+	}.Execute(tpm)
+	if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
+		return fmt.Errorf("tpm2.NV_DefineSpace %#x: %w (the TPM's owner hierarchy has a password, and the log's index needs "+
+			"the owner's empty authorization: clear the owner password or turn [measure] enable off)", index, err)
+	}
+	if err != nil {
+		return fmt.Errorf("tpm2.NV_DefineSpace %#x: %w", index, err)
+	}
+	return nil
+}
+
+// read returns the index's value; a defined index never extended reads
+// as zeros (what an extend starts from).
+func read(tpm transport.TPM, index uint32, name *tpm2.TPM2BName) ([sha256.Size]byte, error) {
+	var v [sha256.Size]byte
+	rsp, err := tpm2.NVRead{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		NVIndex:    tpm2.NamedHandle{Handle: tpm2.TPMHandle(index), Name: *name},
+		Size:       sha256.Size,
+	}.Execute(tpm)
+	if errors.Is(err, tpm2.TPMRCNVUninitialized) {
+		return v, nil
+	}
+	if err != nil {
+		return v, fmt.Errorf("tpm2.NV_Read %#x: %w", index, err)
+	}
+	if len(rsp.Data.Buffer) != sha256.Size {
+		return v, fmt.Errorf("tpm2.NV_Read %#x: %d bytes, not a SHA-256", index, len(rsp.Data.Buffer))
+	}
+	copy(v[:], rsp.Data.Buffer)
+	return v, nil
+}
+
+// Extend runs TPM2_NV_Extend of index with data, authorized by auth (a
+// password session: the value never leaves this host's TPM connection).
+// go-tpm v0.9.8 has no NV_Extend command, so the command is built here
+// (TPM 2.0 Part 3, 31.10).
+func Extend(tpm transport.TPM, index uint32, auth, data []byte) error {
+	var cmd bytes.Buffer
+	be := func(v any) { _ = binary.Write(&cmd, binary.BigEndian, v) }
+	be(uint16(tpm2.TPMSTSessions))
+	be(uint32(0)) // size, below
+	be(uint32(tpm2.TPMCCNVExtend))
+	be(index) // authHandle: the index itself (AUTHWRITE)
+	be(index) // nvIndex
+	// One password session: TPM_RS_PW, no nonce, no attributes, the auth.
+	be(uint32(4 + 2 + 1 + 2 + len(auth)))
+	be(uint32(tpm2.TPMRSPW))
+	be(uint16(0))
+	be(uint8(0))
+	be(uint16(len(auth)))
+	cmd.Write(auth)
+	be(uint16(len(data)))
+	cmd.Write(data)
+	b := cmd.Bytes()
+	binary.BigEndian.PutUint32(b[2:6], uint32(len(b)))
+	rsp, err := tpm.Send(b)
+	if err != nil {
+		return fmt.Errorf("tpm2.NV_Extend %#x: %w", index, err)
+	}
+	if len(rsp) < 10 {
+		return fmt.Errorf("tpm2.NV_Extend %#x: a response of %d bytes", index, len(rsp))
+	}
+	if rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:10])); rc != tpm2.TPMRCSuccess {
+		return fmt.Errorf("tpm2.NV_Extend %#x: %w", index, rc)
+	}
+	return nil
+}
