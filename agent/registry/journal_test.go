@@ -3,6 +3,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -60,6 +61,20 @@ func TestJournalKeepsRegistrationsAcrossRestart(t *testing.T) {
 	}
 	if s, err := readSaved(c.dir); err != nil || len(s.Containers) != 1 {
 		t.Errorf("after the fold: %+v, %v", s, err)
+	}
+	// The journal stays open across folds: the next registration is its
+	// one line, from the start of the emptied file.
+	r2, _, err := register(t, c, "db", "db", sleeper(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err = os.ReadFile(filepath.Join(c.dir, journal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e Entry
+	if bytes.Count(data, []byte("\n")) != 1 || json.Unmarshal(data, &e) != nil || e.Registration != r2 {
+		t.Errorf("the journal after the fold and one registration: %q; want its one line", data)
 	}
 }
 

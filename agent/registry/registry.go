@@ -85,7 +85,8 @@ type Containers struct {
 	// generation a rotation already passed.
 	liveMu sync.Mutex
 
-	saveMu sync.Mutex // serializes save: a later snapshot is never overwritten by an earlier one
+	saveMu  sync.Mutex // serializes save: a later snapshot is never overwritten by an earlier one
+	journal *os.File   // registry.journal, open for appending (under saveMu)
 
 	stop chan struct{} // ends the background work
 	done sync.WaitGroup
@@ -702,6 +703,7 @@ func (c *Containers) Close() error {
 	}
 	c.byKey = map[control.Registration]*registration{}
 	c.mu.Unlock()
+	c.closeJournal()
 	c.watch.close()
 	if c.api != nil {
 		return c.api.close()

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrTooLarge: the input holds more than the caller's bound.
@@ -29,15 +31,51 @@ func ReadAll(r io.Reader, max int64, what string) ([]byte, error) {
 	return data, nil
 }
 
-// ReadFile is ReadAll of the file at path. Open errors are returned as they
-// are (an *fs.PathError), so callers can tell a missing file apart.
+// ReadFile reads the file at path like ReadAll. It reads on a descriptor
+// of its own (open(2), fstat(2) for the size, read(2)), not through an
+// os.File: os.Open offers every file to the runtime's poller (an epoll_ctl
+// that fails for a regular file, four fcntl), which a short-lived process
+// such as the hook paid at each of its reads, and ReadAll grows its buffer
+// from 512 bytes, a read(2) a step (DESIGN.md §19). Errors are those of
+// os.ReadFile: an *fs.PathError for the open.
 func ReadFile(path string, max int64, what string) ([]byte, error) {
-	f, err := os.Open(path)
+	fd, err := ignoringEINTR(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
 	if err != nil {
-		return nil, err
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	defer f.Close()
-	return ReadAll(f, max, what)
+	defer unix.Close(fd)
+	// One read more than the size, to see the end; /proc files say 0.
+	size := int64(512)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil && st.Size > 0 {
+		size = min(st.Size, max) + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := ignoringEINTR(func() (int, error) { return unix.Read(fd, buf[len(buf):cap(buf)]) })
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", what, &fs.PathError{Op: "read", Path: path, Err: err})
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		if buf = buf[:len(buf)+n]; int64(len(buf)) > max {
+			return nil, &tooLarge{what, max}
+		}
+	}
+}
+
+// ignoringEINTR retries fn while it is interrupted by a signal.
+func ignoringEINTR(fn func() (int, error)) (int, error) {
+	for {
+		n, err := fn()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
 }
 
 // tooLarge says which input was too large, and is ErrTooLarge.

@@ -54,4 +54,28 @@ func TestReadFile(t *testing.T) {
 	if got, err := ReadFile(p, 5, "f"); err != nil || string(got) != "12345" {
 		t.Errorf("ReadFile = %q, %v", got, err)
 	}
+	// Larger than the first buffer, and at the bound exactly.
+	big := strings.Repeat("0123456789", 1000)
+	if err := os.WriteFile(p, []byte(big), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadFile(p, int64(len(big)), "f"); err != nil || string(got) != big {
+		t.Errorf("ReadFile of %d bytes: %d bytes, %v", len(big), len(got), err)
+	}
+	if _, err := ReadFile(p, int64(len(big))-1, "f"); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReadFile of %d bytes, max one less: %v, want ErrTooLarge", len(big), err)
+	}
+	// A file whose size says 0 (procfs) is read to its end all the same.
+	want, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadFile("/proc/self/status", 1<<20, "status")
+	if err != nil || !strings.HasPrefix(string(got), "Name:") || len(got) < len(want)/2 {
+		t.Errorf("ReadFile(/proc/self/status) = %d bytes, %v; want about %d", len(got), err, len(want))
+	}
+	// A directory fails on the read, naming the input.
+	if _, err := ReadFile(t.TempDir(), 4, "dir"); err == nil || !strings.HasPrefix(err.Error(), "read dir: ") {
+		t.Errorf("ReadFile of a directory: %v", err)
+	}
 }

@@ -23,12 +23,14 @@ import (
 // thread when the goroutine returns instead of reusing it (the pattern of
 // containerd's mount helpers).
 func InMountNamespace(pid int, fn func() error) error {
-	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	// A descriptor of its own, not an os.File (which the runtime's
+	// poller would be offered): this runs on every hooked start.
+	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open mount namespace of pid %d: %w", pid, err)
+		return fmt.Errorf("open mount namespace of pid %d: %w", pid, &os.PathError{Op: "open", Path: fmt.Sprintf("/proc/%d/ns/mnt", pid), Err: err})
 	}
-	defer ns.Close()
-	return inMountNamespace(int(ns.Fd()), fmt.Sprintf("pid %d", pid), fn)
+	defer unix.Close(ns)
+	return inMountNamespace(ns, fmt.Sprintf("pid %d", pid), fn)
 }
 
 // InMountNamespaceOf is InMountNamespace for the process of pidfd: a

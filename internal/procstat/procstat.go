@@ -8,9 +8,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/northstar-oci/northstar/internal/capped"
 )
 
 // Field returns field n (1-based, n >= 3) of a stat line as a number.
@@ -36,7 +37,7 @@ func Field(stat []byte, n int) (uint64, error) {
 // StartTime returns pid's start time (field 22, clock ticks since boot),
 // which tells a process from a later one that reuses its pid.
 func StartTime(pid int) (uint64, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	stat, err := readProc(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -45,7 +46,7 @@ func StartTime(pid int) (uint64, error) {
 
 // Parent returns pid's parent (field 4).
 func Parent(pid int) (int, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	stat, err := readProc(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
@@ -59,7 +60,7 @@ func Parent(pid int) (int, error) {
 // createContainer hook sees its parent, the container's init, as pid 1,
 // and the host's /proc still mounted).
 func SelfParent() (int, error) {
-	stat, err := os.ReadFile("/proc/self/stat")
+	stat, err := readProc("/proc/self/stat")
 	if err != nil {
 		return 0, err
 	}
@@ -71,7 +72,7 @@ func SelfParent() (int, error) {
 // process's pid namespace, from /proc/self/fdinfo: -1 once it has exited
 // (kernel 5.x and later), 0 when it is not in our pid namespace.
 func PidfdPid(pidfd int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	data, err := readProc(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
 	if err != nil {
 		return 0, err
 	}
@@ -81,4 +82,10 @@ func PidfdPid(pidfd int) (int, error) {
 		}
 	}
 	return 0, errors.New("not a pidfd (no Pid: in its fdinfo)")
+}
+
+// readProc reads a small file of /proc (a few hundred bytes) without an
+// os.File (capped.ReadFile): the hook reads these on a container's start.
+func readProc(path string) ([]byte, error) {
+	return capped.ReadFile(path, 64<<10, path)
 }
