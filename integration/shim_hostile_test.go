@@ -5,7 +5,9 @@
 package integration
 
 import (
+	"bufio"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +30,28 @@ func TestShimHostileImages(t *testing.T) {
 	e := newEnv(t, "", a)
 	c := startContainerd(t, a, "NORTHSTAR_CONFIG="+e.config)
 	want := e.secretHex(t)
+	shimHostile(t, a, c, "/bin/cat /run/northstar/secret", func(t *testing.T, tt hostileImage, r result) {
+		refuse := replaces(tt.image, "symlink file", "run")
+		byHook := strings.Contains(r.stderr, "northstar-hook: mount: ") &&
+			(strings.Contains(r.stderr, "/run/northstar in the container rootfs") || strings.Contains(r.stderr, "refused mount target"))
+		switch {
+		case refuse && r.err == nil:
+			t.Errorf("container started, want the start refused:\n%s", r)
+		case refuse && !byHook && !strings.Contains(r.stderr, "OCI runtime create failed"):
+			t.Errorf("refusal names neither the hook nor the runtime:\n%s", r)
+		case !refuse && (r.err != nil || !strings.Contains(r.stdout, want)):
+			t.Errorf("container did not read its secret:\n%s", r)
+		}
+	}, false)
+}
+
+// shimHostile starts a container of each image of the attack table
+// through the shim under c (`ctr run --rm` running script), hands the
+// result to check, and checks that the host directory and the host's
+// mounts below it stayed as they were; with trace, but for the empty
+// northstar directory runc may make in a writable volume an image
+// symlinks to.
+func shimHostile(t *testing.T, a *account, c *rootlessContainerd, script string, check func(t *testing.T, tt hostileImage, r result), trace bool) {
 	for i, tt := range append(hostileImages, mountTargetImages...) {
 		t.Run(tt.name, func(t *testing.T) {
 			host := victimDir(t)
@@ -46,18 +70,12 @@ func TestShimHostileImages(t *testing.T) {
 			if tt.runTmpfs {
 				args = append(args, "--mount", "type=tmpfs,src=tmpfs,dst=/run,options=nosuid:nodev:mode=755")
 			}
-			args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, c.newID(fmt.Sprintf("hostile%d", i)), "/bin/cat", "/run/northstar/secret")
-			r := c.ctr(t, args...)
-			refuse := replaces(tt.image, "symlink file", "run")
-			byHook := strings.Contains(r.stderr, "northstar-hook: mount: ") &&
-				(strings.Contains(r.stderr, "/run/northstar in the container rootfs") || strings.Contains(r.stderr, "refused mount target"))
-			switch {
-			case refuse && r.err == nil:
-				t.Errorf("container started, want the start refused:\n%s", r)
-			case refuse && !byHook && !strings.Contains(r.stderr, "OCI runtime create failed"):
-				t.Errorf("refusal names neither the hook nor the runtime:\n%s", r)
-			case !refuse && (r.err != nil || !strings.Contains(r.stdout, want)):
-				t.Errorf("container did not read its secret:\n%s", r)
+			args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, c.newID(fmt.Sprintf("hostile%d", i)), "/bin/sh", "-c", script)
+			check(t, tt, c.ctr(t, args...))
+			if trace && tt.volume && emptyDir(filepath.Join(host, "northstar")) {
+				if err := os.Remove(filepath.Join(host, "northstar")); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if after := testtree.Snapshot(host); after != before {
 				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
@@ -65,6 +83,36 @@ func TestShimHostileImages(t *testing.T) {
 			if got := mountsUnder(host); len(got) != len(mountsBefore) {
 				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
 			}
+			if got := c.mountsUnder(t, host); len(got) != 0 {
+				t.Errorf("mounts on the host directory in the runtime's namespace: %v", got)
+			}
 		})
 	}
+}
+
+// mountsUnder lists the mounts below dir in the runtime's (and the
+// agent's) mount namespace: rootlesskit's, as its child holding the
+// namespaces sees it. Not the agent's /proc/PID/mountinfo: that is its
+// main thread's view, and a check that ran on the main thread in a
+// container's mount namespace (internal/nsenter) leaves it there: Go
+// never ends the main thread, it parks it.
+func (c *rootlessContainerd) mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.dir, "rootlesskit", "child_pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/proc/" + strings.TrimSpace(string(b)) + "/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ms []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) > 4 && strings.HasPrefix(fs[4], dir+"/") {
+			ms = append(ms, fs[4])
+		}
+	}
+	return ms
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/lifecycle"
 )
@@ -90,4 +92,49 @@ func BenchmarkInjectIntoBundle(b *testing.B) {
 			b.Fatalf("inject: %v, %v", changed, err)
 		}
 	}
+}
+
+// BenchmarkMountsRewrite: the same spec given the agent's mounts instead
+// of the hook (read, decide, rewrite), the agent's round trip left out.
+func BenchmarkMountsRewrite(b *testing.B) {
+	data, err := os.ReadFile("../hook/entry/testdata/containerd-1.6-image.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := hostConfig(b, "[agent]\nsocket = \"/run/a/agent.sock\"\n")
+	bundle := b.TempDir()
+	path := filepath.Join(bundle, "config.json")
+	for b.Loop() {
+		b.StopTimer()
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		in, perm, err := entry.ReadBundleConfig(bundle)
+		if err != nil {
+			b.Fatal(err)
+		}
+		doc, err := entry.ParseConfig(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if why := whyHook(cfg, "/usr/bin/"+runcShim, &doc.Spec); why != "" {
+			b.Fatal(why)
+		}
+		if _, err := prepareRequest(cfg, &doc.Spec, "c1", bundle); err != nil {
+			b.Fatal(err)
+		}
+		out, err := doc.WithMounts(testMounts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := entry.WriteBundleConfig(bundle, out, perm); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+var testMounts = []specs.Mount{
+	{Destination: "/run/northstar", Type: "bind", Source: "/run/a/containers/.prepared-1-secret", Options: mountOptions},
+	{Destination: "/run/northstar/api", Type: "bind", Source: "/run/a/containers/.prepared-1", Options: mountOptions},
 }

@@ -13,8 +13,12 @@
 //     stored secret was made for (a restarted containerd starts a new
 //     secret lifecycle; see lifecycle.ID), exactly once however many shims
 //     start at the same moment;
-//   - adds the northstar createRuntime hook to the bundle's config.json
-//     (see injectHook), except for a Kubernetes pod sandbox;
+//   - with the agent running, has it prepare the container's secret
+//     filesystem and API directory and adds bind mounts of them to the
+//     bundle's config.json, which runc mounts: no hook runs (mounts.go);
+//     else, or where that is not safe (whyHook), adds the northstar
+//     createRuntime hook (entry.Rewrite), except for a Kubernetes pod
+//     sandbox;
 //
 // and then, for every action, execs the delegate (by default
 // containerd-shim-runc-v2) with the same arguments, environment and stdin.
@@ -23,7 +27,7 @@
 //
 // Both steps fail closed: the delegate is not run, and containerd shows the
 // one-line "northstar shim: ..." cause the wrapper printed. The wrapper
-// never touches the secret itself; the hook does.
+// never touches the secret itself; the agent or the hook does.
 package shim
 
 import (
@@ -60,7 +64,7 @@ func Run(ctx context.Context, args []string) error {
 		return shimError(err)
 	}
 	if inv.action == "start" {
-		if err := prepareStart(ctx, cfg, inv.bundle, runtime.pid); err != nil {
+		if err := prepareStart(ctx, cfg, inv, delegate, runtime.pid); err != nil {
 			return shimError(err)
 		}
 	}
@@ -78,6 +82,7 @@ func shimError(err error) error {
 type invocation struct {
 	action string // "start", "delete", or "" (a flag-only call such as -v)
 	bundle string // -bundle, else (for start) the working directory
+	id     string // -id: the container's
 }
 
 // Flags containerd's shim protocol passes (runtime v2 shim.go, 1.6 to 2.x):
@@ -116,8 +121,11 @@ func parseArgs(args []string) (invocation, error) {
 		default:
 			return inv, fmt.Errorf("unknown flag %q (not part of containerd's shim protocol)", a)
 		}
-		if name == "bundle" {
+		switch name {
+		case "bundle":
 			inv.bundle = value
+		case "id":
+			inv.id = value
 		}
 	}
 	if inv.bundle == "" && inv.action == "start" {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -33,18 +34,40 @@ func loadConfig() (*config.Config, error) {
 }
 
 // prepareStart readies a new container's bundle before the delegate starts
-// its shim: a new secret lifecycle if containerd restarted, and the hook in
-// config.json. A failed rotation fails the start: no container of this
-// lifecycle runs with the previous lifecycle's secret.
-func prepareStart(ctx context.Context, cfg *config.Config, bundle string, runtimePid int) error {
+// its shim: a new secret lifecycle if containerd restarted, and in
+// config.json the agent's mounts (mounts.go) or else the hook. A failed
+// rotation fails the start: no container of this lifecycle runs with the
+// previous lifecycle's secret.
+func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, delegate string, runtimePid int) error {
 	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimePid); err != nil {
 		return err
+	}
+	data, perm, err := entry.ReadBundleConfig(inv.bundle)
+	if err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	if inv.id != "" && filepath.IsAbs(inv.bundle) {
+		doc, err := entry.ParseConfig(data)
+		if err != nil {
+			return err
+		}
+		out, err := withAgentMounts(ctx, cfg, delegate, data, doc, inv.id, filepath.Clean(inv.bundle))
+		if err != nil {
+			return err
+		}
+		if out != nil {
+			return entry.WriteBundleConfig(inv.bundle, out, perm)
+		}
 	}
 	hookPath, err := entry.Find()
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
-	if _, err := injectIntoBundle(bundle, entry.New(hookPath, cfg.Path), apiEnv(cfg)...); err != nil {
+	out, changed, err := entry.Rewrite(data, entry.New(hookPath, cfg.Path), apiEnv(cfg)...)
+	if err == nil && changed {
+		err = entry.WriteBundleConfig(inv.bundle, out, perm)
+	}
+	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
 	return nil

@@ -134,6 +134,7 @@ func checkDir(dir string) error {
 const (
 	opSecret   = 'S'
 	opRegister = 'R'
+	// opPrepare: prepare.go.
 )
 
 // maxRequest bounds a request message.
@@ -191,6 +192,8 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
 	case n == 1 && req[0] == opSecret && len(files) == 0:
 	case n > 1 && n <= maxRequest && req[0] == opRegister:
 		return serveRegister(c, req[1:n], files, reg)
+	case n > 1 && n <= maxRequest && req[0] == opPrepare && len(files) == 0:
+		return servePrepare(c, req[1:n], reg)
 	default:
 		return errors.New("unknown request")
 	}

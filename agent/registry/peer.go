@@ -37,12 +37,14 @@ import (
 type peerListener struct {
 	net.Listener
 	want, self control.NS
+	gate       *bindGate   // nil, or where want comes from once the container is bound
 	srv        *api.Server // set before Serve; counts refusals
 }
 
 // listen listens on the unix socket at path for the container whose
-// init's mount namespace is mntNS.
-func (c *Containers) listen(path string, mntNS control.NS) (*peerListener, error) {
+// init's mount namespace is mntNS, or, with gate, the one gate opens
+// with (shim.go).
+func (c *Containers) listen(path string, mntNS control.NS, gate *bindGate) (*peerListener, error) {
 	self, err := control.SelfNS("mnt")
 	if err != nil {
 		return nil, fmt.Errorf("the agent's mount namespace: %w", err)
@@ -51,7 +53,7 @@ func (c *Containers) listen(path string, mntNS control.NS) (*peerListener, error
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	return &peerListener{Listener: ln, want: mntNS, self: self}, nil
+	return &peerListener{Listener: ln, want: mntNS, self: self, gate: gate}, nil
 }
 
 // errOtherNamespace is why a connection is refused.
@@ -68,8 +70,12 @@ func (l *peerListener) Accept() (net.Conn, error) {
 			conn.Close()
 			continue
 		}
+		want := l.want
+		if l.gate != nil {
+			want = l.gate.wait()
+		}
 		ns, err := control.PeerMountNS(uc)
-		if err == nil && (ns == l.want || ns == l.self) && l.want != (control.NS{}) {
+		if err == nil && (ns == want || ns == l.self) && want != (control.NS{}) {
 			return conn, nil
 		}
 		if err == nil {

@@ -42,14 +42,17 @@ const preparedPrefix = ".prepared-"
 // meanwhile; registry.json keeps no such entry across a restart (a
 // restarted agent cannot bind it, and the runtime's start fails).
 type prepared struct {
+	name  string    // its key in Containers.prepared: the NRI container id, or its bundle (shim.go)
 	at    time.Time // when Prepare made it
 	s     *registration
 	key   control.Registration
 	stage string // where the secret's view is mounted for the runtime ("": none)
 	dir   string // the API directory, under a name of its own until Bind ("": none)
 	onFS  bool   // dir is a mount of the API filesystem (apidir.go)
-	// measured is what the NRI plugin measured of the container (Measured).
+	// measured is what the NRI plugin (Measured) or the shim measured of
+	// the container; via names which ("": NRI).
 	measured *control.Measurement
+	via      string
 }
 
 // Prepare builds what the runtime mounts into container id, which will
@@ -59,47 +62,59 @@ type prepared struct {
 // none). The container is cut off from the secret (and its API closed)
 // unless Bind follows before it runs.
 func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *control.Owner, withAPI bool) (secretDir, apiDir string, err error) {
+	p, err := c.prepare(id, id, identity, pod, owner, withAPI, false)
+	if err != nil || p == nil {
+		return "", "", err
+	}
+	return p.stage, p.dir, nil
+}
+
+// prepare is Prepare of container id under name; with listen, the
+// container's API sockets listen from now on, their connections held
+// until Bind (shim.go). It returns nil when there is nothing to prepare.
+func (c *Containers) prepare(name, id, identity string, pod *control.Pod, owner *control.Owner, withAPI, listen bool) (*prepared, error) {
 	// The names, checked as a registration's are (the process comes at Bind).
 	key := control.Registration{ID: id, Identity: identity}
 	if err := (control.Registration{ID: id, Identity: identity, Pid: 2, Start: 1}).Check(); err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if err := c.checkNotRevoked(id); err != nil {
-		return "", "", err
+		return nil, err
 	}
 	if pod != nil {
 		if err := pod.Check(); err != nil {
-			return "", "", err
+			return nil, err
 		}
 	}
 	switch {
 	case withAPI && c.api == nil:
-		return "", "", errors.New("this agent serves no API ([api] enable is off where it started)")
+		return nil, errors.New("this agent serves no API ([api] enable is off where it started)")
 	case owner != nil && c.secret == nil:
-		return "", "", errors.New("live rotation is off where this agent started ([rotation] live)")
+		return nil, errors.New("live rotation is off where this agent started ([rotation] live)")
 	case owner == nil && !withAPI:
-		return "", "", nil
+		return nil, nil
 	}
 	c.mu.Lock()
 	if c.prepared == nil {
 		c.prepared = map[string]*prepared{}
 	}
-	_, dup := c.prepared[id]
+	_, dup := c.prepared[name]
 	c.mu.Unlock()
 	if dup {
-		return "", "", fmt.Errorf("container %s is being prepared already", id)
+		return nil, fmt.Errorf("container %s is being prepared already", id)
 	}
-	name, err := randomName()
+	random, err := randomName()
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	p := &prepared{at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen(), Pod: pod}, pidfd: -1}}
+	p := &prepared{name: name, at: time.Now(), key: key, s: &registration{Entry: Entry{Registration: key, API: withAPI, Since: c.gen(), Pod: pod}, pidfd: -1}}
 	ok := false
 	defer func() {
 		if !ok {
 			if p.s.fs != nil {
 				p.s.fs.Close()
 			}
+			p.s.closeAPI()
 			p.release()
 			if p.dir != "" {
 				_ = removeAPIDir(p.dir)
@@ -107,39 +122,45 @@ func (c *Containers) Prepare(id, identity string, pod *control.Pod, owner *contr
 		}
 	}()
 	if withAPI {
-		p.dir = filepath.Join(c.dir, preparedPrefix+name)
+		p.dir = filepath.Join(c.dir, preparedPrefix+random)
 		if err := os.Mkdir(p.dir, 0o755); err != nil {
-			return "", "", err
+			return nil, err
 		}
 		if p.onFS, err = mountAPIDir(p.dir); err != nil {
-			return "", "", err
+			return nil, err
 		}
 		if err := os.Chmod(p.dir, 0o755); err != nil { // not left to the umask
-			return "", "", err
+			return nil, err
+		}
+	}
+	if listen && withAPI {
+		p.s.gate = newBindGate()
+		if err := c.listenAPI(p.s, p.dir); err != nil {
+			return nil, err
 		}
 	}
 	unlock := func() {}
 	if owner != nil {
 		reply, u, err := c.deliver(p.s, *owner, withAPI)
 		if err != nil {
-			return "", "", err
+			return nil, err
 		}
 		unlock = u
-		err = p.mountStage(filepath.Join(c.dir, preparedPrefix+name+"-secret"), reply.View)
+		err = p.mountStage(filepath.Join(c.dir, preparedPrefix+random+"-secret"), reply.View)
 		reply.View.Close()
 		if err != nil {
 			unlock()
-			return "", "", err
+			return nil, err
 		}
 	}
 	// Listed before any rotation runs (deliver returned holding liveMu).
 	c.mu.Lock()
 	c.byKey[key] = p.s
-	c.prepared[id] = p
+	c.prepared[name] = p
 	c.mu.Unlock()
 	unlock()
 	ok = true
-	return p.stage, p.dir, nil
+	return p, nil
 }
 
 // mountStage mounts the read-only view at stage, a new directory, for the
@@ -182,7 +203,7 @@ func (c *Containers) Bind(id string, pid int) (bool, error) {
 	}
 	if err := c.bind(p, pid); err != nil {
 		c.Forget(id)
-		return true, fmt.Errorf("container %s: %w", id, err)
+		return true, fmt.Errorf("container %s: %w", p.key.ID, err)
 	}
 	return true, nil
 }
@@ -229,7 +250,7 @@ func (c *Containers) bind(p *prepared, pid int) error {
 	c.mu.Lock()
 	s := p.s
 	delete(c.byKey, p.key)
-	delete(c.prepared, reg.ID)
+	delete(c.prepared, p.name)
 	s.Registration, s.pidfd = reg, pidfd
 	s.mntNS, s.pidNS = mntNS, pidNS
 	delivered, measured := s.fs != nil, p.measured
@@ -246,6 +267,9 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		p.release()
 		return err
 	}
+	// Connections held until now are the container's if they come from
+	// its mount namespace (shim.go).
+	s.gate.open(mntNS)
 	// The runtime's mount is the container's now; the staging one goes.
 	p.release()
 	if err := c.record(s.Entry); err != nil {
@@ -258,7 +282,11 @@ func (c *Containers) bind(p *prepared, pid int) error {
 		return fmt.Errorf("audit log: %w", err)
 	}
 	if delivered {
-		if err := c.measure(reg, "nri", measured); err != nil {
+		via := "nri"
+		if p.via != "" {
+			via = p.via
+		}
+		if err := c.measure(reg, via, measured); err != nil {
 			c.gone(reg, false)
 			return err
 		}
@@ -387,8 +415,14 @@ func (c *Containers) Forget(id string) {
 		return
 	}
 	if fs != nil {
+		// Emptied first: a container that runs although its start
+		// should have failed (the shim's, whose bind came too late)
+		// keeps no secret.
+		_ = fs.Revoke()
 		fs.Close()
 	}
+	p.s.gate.open(control.NS{}) // none: held connections are refused
+	p.s.closeAPI()
 	p.release()
 	if p.dir != "" {
 		_ = removeAPIDir(p.dir)
@@ -396,7 +430,10 @@ func (c *Containers) Forget(id string) {
 }
 
 // takeFS takes p's filesystem handle (nil p: none). The caller holds c.mu.
-func (p *prepared) takeFS() interface{ Close() error } {
+func (p *prepared) takeFS() interface {
+	Revoke() error
+	Close() error
+} {
 	if p == nil || p.s.fs == nil {
 		return nil
 	}

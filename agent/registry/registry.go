@@ -160,6 +160,9 @@ type registration struct {
 	// connection to its sockets must come from mntNS, and containers
 	// sharing pidNS are one group (see checkPIDShare).
 	mntNS, pidNS control.NS
+	// gate, for a container prepared for the shim, holds the
+	// connections to its sockets until it is bound (shim.go).
+	gate *bindGate
 }
 
 // closeAPI stops the registration's API servers.
@@ -363,7 +366,7 @@ func (c *Containers) serve(s *registration, fresh bool) (err error) {
 			}
 		}
 	}()
-	if s.API && !s.Revoked {
+	if s.API && !s.Revoked && s.srv == nil {
 		if err := c.openSocket(s, fresh); err != nil {
 			return err
 		}
@@ -399,12 +402,15 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	} else if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return fmt.Errorf("%s is not the directory an earlier agent made", dir)
 	}
-	ok := false
-	defer func() {
-		if !ok && fresh {
-			_ = removeAPIDir(dir)
-		}
-	}()
+	err := c.listenAPI(s, dir)
+	if err != nil && fresh {
+		_ = removeAPIDir(dir)
+	}
+	return err
+}
+
+// listenAPI opens s's sockets in dir and starts their servers.
+func (c *Containers) listenAPI(s *registration, dir string) error {
 	// The mode is set, not left to the umask: a unit's UMask=0077 would
 	// make it 0700 and shut out every container user but root.
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -413,7 +419,7 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	sock := filepath.Join(dir, "api.sock")
 	// A socket left by an earlier agent; unlink does not follow a symlink.
 	_ = unix.Unlink(sock)
-	ln, err := c.listen(sock, s.mntNS)
+	ln, err := c.listen(sock, s.mntNS, s.gate)
 	if err != nil {
 		return err
 	}
@@ -438,7 +444,6 @@ func (c *Containers) openSocket(s *registration, fresh bool) error {
 	s.srv, s.wl = srv, wl
 	c.mu.Unlock()
 	go srv.Serve(ln)
-	ok = true
 	return nil
 }
 
@@ -471,7 +476,7 @@ func (c *Containers) serveSPIFFE(dir string, s *registration, srv *api.Server) (
 	}
 	sock := filepath.Join(dir, spiffe.SocketName)
 	_ = unix.Unlink(sock) // left by an earlier agent
-	ln, err := c.listen(sock, s.mntNS)
+	ln, err := c.listen(sock, s.mntNS, s.gate)
 	if err != nil {
 		wl.Close()
 		return nil, err

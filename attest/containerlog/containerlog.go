@@ -9,7 +9,7 @@
 //
 //   - ContentContainer (0xE0): one delivery of the secret to a container.
 //     Its value is a list of TLVs: 1 the container id, 2 its identity,
-//     3 how it was delivered ("hook" or "nri"), 4 the SHA-256 of its OCI
+//     3 how it was delivered ("hook", "nri" or "shim"), 4 the SHA-256 of its OCI
 //     configuration (see docs: what is hashed depends on the path), 5 its
 //     rootfs identity, 6 the time (Unix nanoseconds, big-endian uint64).
 //   - ContentBatch (0xE1): the end of a batch: its value is the
@@ -71,7 +71,7 @@ const (
 type Event struct {
 	ID       string // the OCI container id
 	Identity string // who it speaks as
-	Via      string // "hook" (the OCI hook's registration) or "nri"
+	Via      string // "hook" (the OCI hook's registration), "nri" or "shim"
 	// Config is the SHA-256 of the container's OCI configuration: of the
 	// bundle's config.json bytes (hook), of the NRI container's canonical
 	// fields (nri; docs/attestation.md).

@@ -27,20 +27,7 @@ import (
 // make runc refuse to parse it: fail closed. The fsyncs cost 0.4-0.8 ms per
 // start; docs/performance.md has the measurement.
 func InjectIntoBundle(bundle string, want specs.Hook, apiEnv ...string) (changed bool, err error) {
-	path := filepath.Join(bundle, "config.json")
-	f, err := os.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("open bundle config: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return false, fmt.Errorf("open bundle config: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("bundle config %s is not a regular file", path)
-	}
-	data, err := capped.ReadAll(f, MaxBundleConfigSize, "bundle config.json")
+	data, perm, err := ReadBundleConfig(bundle)
 	if err != nil {
 		return false, err
 	}
@@ -48,8 +35,34 @@ func InjectIntoBundle(bundle string, want specs.Hook, apiEnv ...string) (changed
 	if err != nil || !changed {
 		return false, err
 	}
-	if err := atomicfile.Replace(path, out, fi.Mode().Perm()); err != nil {
-		return false, fmt.Errorf("rewrite bundle config: %w", err)
+	return true, WriteBundleConfig(bundle, out, perm)
+}
+
+// ReadBundleConfig reads bundle/config.json (a regular file, at most
+// MaxBundleConfigSize bytes) and returns it with its permissions.
+func ReadBundleConfig(bundle string) ([]byte, os.FileMode, error) {
+	path := filepath.Join(bundle, "config.json")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open bundle config: %w", err)
 	}
-	return true, nil
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("open bundle config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("bundle config %s is not a regular file", path)
+	}
+	data, err := capped.ReadAll(f, MaxBundleConfigSize, "bundle config.json")
+	return data, fi.Mode().Perm(), err
+}
+
+// WriteBundleConfig replaces bundle/config.json with data, atomically and
+// without fsync (see InjectIntoBundle).
+func WriteBundleConfig(bundle string, data []byte, perm os.FileMode) error {
+	if err := atomicfile.Replace(filepath.Join(bundle, "config.json"), data, perm); err != nil {
+		return fmt.Errorf("rewrite bundle config: %w", err)
+	}
+	return nil
 }
