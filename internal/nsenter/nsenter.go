@@ -46,6 +46,17 @@ func inMountNamespace(nsfd int, whose string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		// The thread's own namespace, to go back to after fn. The runtime
+		// cannot end the process's main thread: when this goroutine ran
+		// there, the thread is parked instead, and would stay in the
+		// other namespace (keeping it alive, showing its mounts in
+		// /proc/PID/mountinfo) for the rest of the process's life.
+		home, err := unix.Open("/proc/thread-self/ns/mnt", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open own mount namespace: %w", err)
+			return
+		}
+		defer unix.Close(home)
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			errc <- fmt.Errorf("unshare CLONE_FS: %w", err)
 			return
@@ -54,7 +65,11 @@ func inMountNamespace(nsfd int, whose string, fn func() error) error {
 			errc <- fmt.Errorf("setns into the mount namespace of %s: %w", whose, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		// Best effort: a thread that cannot go back still dies, unless
+		// it is the main thread.
+		_ = unix.Setns(home, unix.CLONE_NEWNS)
+		errc <- err
 	}()
 	return <-errc
 }

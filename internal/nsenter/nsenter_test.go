@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
@@ -61,8 +63,14 @@ func TestInMountNamespace(t *testing.T) {
 	if same, err := SameNamespace(os.Getpid(), "mnt"); err != nil || !same {
 		t.Fatalf("SameNamespace(self, mnt) = %v, %v; want true", same, err)
 	}
+	var home unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/mnt", &home); err != nil {
+		t.Fatal(err)
+	}
 	// Many calls: each tainted thread must die with its goroutine and
-	// never run another goroutine of this process in the child's namespace.
+	// never run another goroutine of this process in the child's namespace,
+	// and no thread may stay there (the main thread, which the runtime
+	// parks instead of ending, would for the rest of the process's life).
 	for i := 0; i < 20; i++ {
 		err := InMountNamespace(pid, func() error {
 			_, err := os.Stat(inside)
@@ -73,6 +81,19 @@ func TestInMountNamespace(t *testing.T) {
 		}
 		if _, err := os.Stat(inside); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("call %d: after InMountNamespace the caller sees the child's mount: %v", i, err)
+		}
+		tasks, err := filepath.Glob("/proc/self/task/*/ns/mnt")
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("threads: %v %v", tasks, err)
+		}
+		for _, ns := range tasks {
+			var st unix.Stat_t
+			if err := unix.Stat(ns, &st); err != nil {
+				continue // the thread has gone
+			}
+			if st.Dev != home.Dev || st.Ino != home.Ino {
+				t.Fatalf("call %d: thread %s is still in the child's mount namespace after InMountNamespace returned", i, ns)
+			}
 		}
 	}
 	want := errors.New("from fn")
