@@ -31,12 +31,21 @@ import (
 // (DESIGN.md §12: the start rows unchanged).
 func TestBenchLiveDeliveryStart(t *testing.T) {
 	requires(t, "runc", "swtpm")
-	tpm := newSWTPM(t, nil)
-	on, sockOn := newAgentTPMEnv(t, tpm)
-	startAgent(t, on, sockOn)
-	off, sockOff := newAgentTPMEnv(t, tpm, "[rotation]\nlive = false\n")
-	startAgent(t, off, sockOff)
-	bundleOf := func(e *env) func() error {
+	reportRatio("`runc run` with the hook served by the agent, live delivery ([rotation] live, the default) / live off",
+		agentStartPairs(t, newSWTPM(t, nil), "[rotation]\nlive = false\n", ""), 1.05)
+}
+
+// agentStartPairs times `runc run` of a container with the hook, served
+// by one of two agents on tpm whose configs add aConfig and bConfig, in
+// three times the pairs of the other rows: the differences these rows
+// seek are about a millisecond of a 35 ms start whose per-pair ratios
+// spread over ±0.3, and with 41 pairs the median moved by ±0.08 from run
+// to run.
+func agentStartPairs(t *testing.T, tpm tpmDevice, aConfig, bConfig string) pairs {
+	t.Helper()
+	side := func(extra string) func() error {
+		e, sock := newAgentTPMEnv(t, tpm, extra)
+		startAgent(t, e, sock)
 		b := newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config)
 		b.write(t)
 		return func() error {
@@ -46,11 +55,8 @@ func TestBenchLiveDeliveryStart(t *testing.T) {
 			return nil
 		}
 	}
-	// Three times the pairs of the other rows: the difference is about a
-	// millisecond of a 35 ms start whose per-pair ratios spread over
-	// ±0.3, and with 41 pairs the median moved by ±0.08 from run to run.
-	reportRatio("`runc run` with the hook served by the agent, live delivery ([rotation] live, the default) / live off",
-		interleave(t, max(benchPairs, 3*benchstat.MinPairs), bundleOf(off), bundleOf(on)), 1.05)
+	a, b := side(aConfig), side(bConfig)
+	return interleave(t, max(benchPairs, 3*benchstat.MinPairs), a, b)
 }
 
 // TestBenchLiveRotation100: 100 running runc containers. Target: 1 s.
