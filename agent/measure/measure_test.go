@@ -322,3 +322,44 @@ func TestRestartChecksTheIndex(t *testing.T) {
 		}
 	})
 }
+
+// recordingTPM keeps every command sent through it.
+type recordingTPM struct {
+	transport.TPM
+	sent [][]byte
+}
+
+func (r *recordingTPM) Send(cmd []byte) ([]byte, error) {
+	r.sent = append(r.sent, bytes.Clone(cmd))
+	return r.TPM.Send(cmd)
+}
+
+// TestExtendKeepsTheAuthOffTheBus: the index's authValue never crosses
+// the TPM's bus (an HMAC session proves it), and the extend still moves
+// the index as an extend does.
+func TestExtendKeepsTheAuthOffTheBus(t *testing.T) {
+	opts := testOptions(t)
+	opts.Auth = bytes.Repeat([]byte{0xa7}, AuthSize) // no run of it appears in a command by chance
+	open(t, opts).Close()
+	before := indexValue(t, opts)
+	data := bytes.Repeat([]byte{0x42}, 32)
+	var rec *recordingTPM
+	err := tpmconn.Converse(context.Background(), opts.TPM, func(tpm transport.TPM) error {
+		rec = &recordingTPM{TPM: tpm}
+		return Extend(rec, opts.Index, opts.Auth, data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.sent) == 0 {
+		t.Fatal("no command recorded")
+	}
+	for i, cmd := range rec.sent {
+		if bytes.Contains(cmd, opts.Auth) {
+			t.Fatalf("command %d (%#x) carries the authValue in clear", i, cmd[6:10])
+		}
+	}
+	if got, want := indexValue(t, opts), containerlog.Extend(before, [32]byte(data)); got != want {
+		t.Fatalf("index %x after the extend, want %x", got, want)
+	}
+}

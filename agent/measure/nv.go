@@ -71,27 +71,51 @@ func read(tpm transport.TPM, index uint32, name *tpm2.TPM2BName) ([sha256.Size]b
 	return v, nil
 }
 
-// Extend runs TPM2_NV_Extend of index with data, authorized by auth (a
-// password session: the value never leaves this host's TPM connection).
-// go-tpm v0.9.8 has no NV_Extend command, so the command is built here
-// (TPM 2.0 Part 3, 31.10).
+// Extend runs TPM2_NV_Extend of index with data, authorized by auth in
+// an HMAC session: what crosses the TPM's bus is an HMAC keyed with the
+// authValue over the command and both nonces, never the value itself (a
+// probe on a discrete TPM's LPC or SPI lines would learn it from a
+// password session, and could extend the index from then on). The
+// session is unsalted: the authValue is 32 random bytes, so the HMAC
+// gives nothing to guess. go-tpm v0.9.8 has no NV_Extend command, so the
+// command is built here (TPM 2.0 Part 3, 31.10) around go-tpm's session,
+// which computes the command's HMAC and checks the response's.
 func Extend(tpm transport.TPM, index uint32, auth, data []byte) error {
+	_, name, err := readPublic(tpm, index)
+	if err != nil {
+		return err
+	}
+	if name == nil {
+		return fmt.Errorf("tpm2.NV_Extend %#x: the index is not defined", index)
+	}
+	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(auth))
+	if err := sess.Init(tpm); err != nil {
+		return fmt.Errorf("tpm2.NV_Extend %#x: start an HMAC session: %w", index, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = sess.CleanupFailure(tpm)
+		}
+	}()
+	// authHandle and nvIndex are both the index (AUTHWRITE).
+	names := []tpm2.TPM2BName{*name, *name}
+	parms := tpm2.Marshal(tpm2.TPM2BMaxNVBuffer{Buffer: data})
+	ac, err := sess.Authorize(tpm2.TPMCCNVExtend, parms, nil, names, 0)
+	if err != nil {
+		return fmt.Errorf("tpm2.NV_Extend %#x: authorize: %w", index, err)
+	}
+	authArea := tpm2.Marshal(*ac)
 	var cmd bytes.Buffer
 	be := func(v any) { _ = binary.Write(&cmd, binary.BigEndian, v) }
 	be(uint16(tpm2.TPMSTSessions))
 	be(uint32(0)) // size, below
 	be(uint32(tpm2.TPMCCNVExtend))
-	be(index) // authHandle: the index itself (AUTHWRITE)
+	be(index) // authHandle
 	be(index) // nvIndex
-	// One password session: TPM_RS_PW, no nonce, no attributes, the auth.
-	be(uint32(4 + 2 + 1 + 2 + len(auth)))
-	be(uint32(tpm2.TPMRSPW))
-	be(uint16(0))
-	be(uint8(0))
-	be(uint16(len(auth)))
-	cmd.Write(auth)
-	be(uint16(len(data)))
-	cmd.Write(data)
+	be(uint32(len(authArea)))
+	cmd.Write(authArea)
+	cmd.Write(parms)
 	b := cmd.Bytes()
 	binary.BigEndian.PutUint32(b[2:6], uint32(len(b)))
 	rsp, err := tpm.Send(b)
@@ -104,5 +128,18 @@ func Extend(tpm transport.TPM, index uint32, auth, data []byte) error {
 	if rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:10])); rc != tpm2.TPMRCSuccess {
 		return fmt.Errorf("tpm2.NV_Extend %#x: %w", index, rc)
 	}
+	// Success with sessions: parameterSize (0: NV_Extend returns no
+	// parameters), then the session's response, whose HMAC go-tpm checks.
+	if len(rsp) < 14 || binary.BigEndian.Uint32(rsp[10:14]) != 0 {
+		return fmt.Errorf("tpm2.NV_Extend %#x: a malformed response", index)
+	}
+	ar, err := tpm2.Unmarshal[tpm2.TPMSAuthResponse](rsp[14:])
+	if err != nil {
+		return fmt.Errorf("tpm2.NV_Extend %#x: the session's response: %w", index, err)
+	}
+	if err := sess.Validate(tpm2.TPMRCSuccess, tpm2.TPMCCNVExtend, nil, names, 0, ar); err != nil {
+		return fmt.Errorf("tpm2.NV_Extend %#x: the TPM's response does not verify: %w", index, err)
+	}
+	ok = true // a one-use session: the TPM flushed it
 	return nil
 }
