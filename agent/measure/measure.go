@@ -50,7 +50,8 @@ type Options struct {
 	Timeout time.Duration
 	// Index is the NV index (containerlog.DefaultIndex if 0).
 	Index uint32
-	// Auth is the index's authValue, AuthSize bytes; Open copies it.
+	// Auth is the key the index's authValue is made from (indexAuth),
+	// AuthSize bytes; Open copies it.
 	Auth []byte
 	// Path is the log file.
 	Path string

@@ -32,11 +32,26 @@ func readPublic(tpm transport.TPM, index uint32) (*tpm2.TPMSNVPublic, *tpm2.TPM2
 	return pub, &rsp.NVName, nil
 }
 
-// define defines the index with auth as its authValue.
-func define(tpm transport.TPM, index uint32, auth []byte) error {
+// indexAuth is the authValue the index is defined and extended with,
+// made from the agent's key: each byte with its low bit set, so that no
+// byte is zero. go-tpm v0.9.8's HMAC session cuts an authValue at its
+// first zero byte, not only its trailing ones (hmacKeyFromAuthValue does
+// not stop at the first non-zero byte from the end): with a random key,
+// one start in eight would have its HMAC refused (TPM_RC_BAD_AUTH). 224
+// bits are left, against which an HMAC gives nothing to guess.
+func indexAuth(key []byte) []byte {
+	auth := make([]byte, len(key))
+	for i, b := range key {
+		auth[i] = b | 1
+	}
+	return auth
+}
+
+// define defines the index with the authValue made from key.
+func define(tpm transport.TPM, index uint32, key []byte) error {
 	_, err := tpm2.NVDefineSpace{
 		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		Auth:       tpm2.TPM2BAuth{Buffer: auth},
+		Auth:       tpm2.TPM2BAuth{Buffer: indexAuth(key)},
 		PublicInfo: tpm2.New2B(containerlog.Public(index)),
 	}.Execute(tpm)
 	if errors.Is(err, tpm2.TPMRCBadAuth) || errors.Is(err, tpm2.TPMRCAuthFail) {
@@ -71,8 +86,8 @@ func read(tpm transport.TPM, index uint32, name *tpm2.TPM2BName) ([sha256.Size]b
 	return v, nil
 }
 
-// Extend runs TPM2_NV_Extend of index with data, authorized by auth in
-// an HMAC session: what crosses the TPM's bus is an HMAC keyed with the
+// Extend runs TPM2_NV_Extend of index with data, authorized by the
+// authValue made from key (indexAuth) in an HMAC session: what crosses the TPM's bus is an HMAC keyed with the
 // authValue over the command and both nonces, never the value itself (a
 // probe on a discrete TPM's LPC or SPI lines would learn it from a
 // password session, and could extend the index from then on). The
@@ -80,7 +95,7 @@ func read(tpm transport.TPM, index uint32, name *tpm2.TPM2BName) ([sha256.Size]b
 // gives nothing to guess. go-tpm v0.9.8 has no NV_Extend command, so the
 // command is built here (TPM 2.0 Part 3, 31.10) around go-tpm's session,
 // which computes the command's HMAC and checks the response's.
-func Extend(tpm transport.TPM, index uint32, auth, data []byte) error {
+func Extend(tpm transport.TPM, index uint32, key, data []byte) error {
 	_, name, err := readPublic(tpm, index)
 	if err != nil {
 		return err
@@ -88,7 +103,7 @@ func Extend(tpm transport.TPM, index uint32, auth, data []byte) error {
 	if name == nil {
 		return fmt.Errorf("tpm2.NV_Extend %#x: the index is not defined", index)
 	}
-	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(auth))
+	sess := tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(indexAuth(key)))
 	if err := sess.Init(tpm); err != nil {
 		return fmt.Errorf("tpm2.NV_Extend %#x: start an HMAC session: %w", index, err)
 	}
