@@ -214,8 +214,8 @@ func TestOthersCannotExtend(t *testing.T) {
 		return Extend(tpm, opts.Index, bytes.Repeat([]byte{1}, AuthSize), make([]byte, 32))
 	})
 	// TPM_RC_BAD_AUTH: NO_DA, so no lockout either.
-	if !errors.Is(err, tpm2.TPMRCBadAuth) {
-		t.Fatalf("an extend with another auth: %v, want TPM_RC_BAD_AUTH", err)
+	if !errors.Is(err, tpm2.TPMRCBadAuth) || !strings.Contains(err.Error(), "tpm2_nvundefine") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("an extend with another auth: %v, want TPM_RC_BAD_AUTH naming the fix in one line", err)
 	}
 	// The owner (empty owner auth, as on most hosts) may not write it either.
 	err = tpmconn.Converse(context.Background(), opts.TPM, func(tpm transport.TPM) error {

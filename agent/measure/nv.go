@@ -141,6 +141,10 @@ func Extend(tpm transport.TPM, index uint32, key, data []byte) error {
 		return fmt.Errorf("tpm2.NV_Extend %#x: a response of %d bytes", index, len(rsp))
 	}
 	if rc := tpm2.TPMRC(binary.BigEndian.Uint32(rsp[6:10])); rc != tpm2.TPMRCSuccess {
+		if errors.Is(rc, tpm2.TPMRCBadAuth) {
+			return fmt.Errorf("tpm2.NV_Extend %#x: %w: the index does not take this agent's key (another agent, or a build before its authValue had no zero byte, defined it); "+
+				"move the container log aside and undefine the index (tpm2_nvundefine -C o %#x) to begin a new log", index, rc, index)
+		}
 		return fmt.Errorf("tpm2.NV_Extend %#x: %w", index, rc)
 	}
 	// Success with sessions: parameterSize (0: NV_Extend returns no
