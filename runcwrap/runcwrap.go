@@ -39,6 +39,7 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/binpath"
 	"github.com/northstar-oci/northstar/remedy"
 )
 
@@ -162,7 +163,7 @@ func findDelegate(cfg *config.Config) (string, error) {
 	path := name
 	if !filepath.IsAbs(name) {
 		for _, dir := range filepath.SplitList(searchPath()) {
-			if p := filepath.Join(dir, name); filepath.IsAbs(p) && executable(p) {
+			if p := filepath.Join(dir, name); filepath.IsAbs(p) && isExecutable(p) {
 				path = p
 				break
 			}
@@ -170,7 +171,7 @@ func findDelegate(cfg *config.Config) (string, error) {
 		if !filepath.IsAbs(path) {
 			return "", fmt.Errorf("[runtime] delegate %s is not on PATH; install it (Debian: runc) or set [runtime] delegate", name)
 		}
-	} else if !executable(path) {
+	} else if !isExecutable(path) {
 		return "", fmt.Errorf("[runtime] delegate %s is not an executable file", path)
 	}
 	self, err1 := os.Stat("/proc/self/exe")
@@ -179,13 +180,6 @@ func findDelegate(cfg *config.Config) (string, error) {
 		return "", fmt.Errorf("[runtime] delegate %s is this wrapper itself; name the real runtime (runc, crun)", path)
 	}
 	return path, nil
-}
-
-// executable reports whether p (followed, as exec does) is an executable
-// regular file.
-func executable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // execDelegate replaces this process with the delegate: the same
@@ -211,4 +205,11 @@ func fail(inv invocation, err error) error {
 	line := Name + ": " + msg
 	inv.logError(line)
 	return errors.New(line)
+}
+
+// isExecutable reports whether p (followed, as exec does) is an executable
+// regular file.
+func isExecutable(p string) bool {
+	_, ok := binpath.Executable(p)
+	return ok
 }

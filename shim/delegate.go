@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/internal/binpath"
 )
 
 // findDelegate resolves the shim the wrapper hands over to ([shim]
@@ -35,7 +36,7 @@ func findDelegate(cfg *config.Config, runtimeExe string) (string, error) {
 // lookDelegate returns the delegate's path and what stat says of it.
 func lookDelegate(name, runtimeExe string) (string, os.FileInfo, error) {
 	if filepath.IsAbs(name) {
-		fi, ok := executable(name)
+		fi, ok := binpath.Executable(name)
 		if !ok {
 			return "", nil, fmt.Errorf("[shim] delegate %s is not an executable file", name)
 		}
@@ -43,7 +44,7 @@ func lookDelegate(name, runtimeExe string) (string, os.FileInfo, error) {
 	}
 	if runtimeExe != "" {
 		p := filepath.Join(filepath.Dir(runtimeExe), name)
-		if fi, ok := executable(p); ok {
+		if fi, ok := binpath.Executable(p); ok {
 			return p, fi, nil
 		}
 	}
@@ -55,18 +56,11 @@ func lookDelegate(name, runtimeExe string) (string, os.FileInfo, error) {
 	if p, err = filepath.Abs(p); err != nil {
 		return "", nil, err
 	}
-	fi, ok := executable(p)
+	fi, ok := binpath.Executable(p)
 	if !ok {
 		return "", nil, missing
 	}
 	return p, fi, nil
-}
-
-// executable stats p (following symlinks, as exec does) and reports
-// whether it is an executable regular file.
-func executable(p string) (os.FileInfo, bool) {
-	fi, err := os.Stat(p)
-	return fi, err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // execDelegate replaces this process with the delegate: same arguments

@@ -18,7 +18,7 @@ import (
 func Find(name string) (string, error) {
 	if exe, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(exe), name)
-		if isExecutable(p) {
+		if _, ok := Executable(p); ok {
 			return p, nil
 		}
 	}
@@ -33,7 +33,9 @@ func Find(name string) (string, error) {
 	return abs, nil
 }
 
-func isExecutable(p string) bool {
+// Executable stats p (following symlinks, as exec does) and reports
+// whether it is an executable regular file.
+func Executable(p string) (os.FileInfo, bool) {
 	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+	return fi, err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
