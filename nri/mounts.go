@@ -41,11 +41,6 @@ const (
 	annotationMode = "io.northstar.secret.mode"
 )
 
-// The runtime's mounts: read-only, nosuid, nodev, noexec, never
-// propagating (DESIGN.md §19). runc resolves the destination inside the
-// container's rootfs itself; Bind checks where it landed.
-var mountOptions = []string{"bind", "ro", "nosuid", "nodev", "noexec", "rprivate"}
-
 // withMounts is the adjustment of adjust with no hook: the agent builds
 // the container's mounts now and the runtime mounts them. ok is false
 // when this container needs the hook instead (see usesHook).
@@ -70,10 +65,10 @@ func (p *plugin) withMounts(adj *api.ContainerAdjustment, pod *api.PodSandbox, c
 		return false, fmt.Errorf("northstar: container %s: %w", ctr.GetName(), err)
 	}
 	if secretDir != "" {
-		adj.AddMount(&api.Mount{Destination: secretfs.Dir, Type: "bind", Source: secretDir, Options: mountOptions})
+		adj.AddMount(&api.Mount{Destination: secretfs.Dir, Type: "bind", Source: secretDir, Options: secretfs.BindOptions()})
 	}
 	if apiDir != "" {
-		adj.AddMount(&api.Mount{Destination: secretfs.Dir + "/api", Type: "bind", Source: apiDir, Options: mountOptions})
+		adj.AddMount(&api.Mount{Destination: secretfs.APIDir, Type: "bind", Source: apiDir, Options: secretfs.BindOptions()})
 	}
 	return true, nil
 }
@@ -164,7 +159,7 @@ func (p *plugin) StartContainer(_ context.Context, _ *api.PodSandbox, ctr *api.C
 		// earlier agent's (it stopped between the container's creation
 		// and its start). Nothing would rotate, revoke or serve them.
 		for _, m := range ctr.GetMounts() {
-			if m.GetDestination() == secretfs.Dir || m.GetDestination() == secretfs.Dir+"/api" {
+			if m.GetDestination() == secretfs.Dir || m.GetDestination() == secretfs.APIDir {
 				return fmt.Errorf("northstar: container %s mounts %s, which this agent did not prepare (the agent restarted after the container was created); create the container again", ctr.GetName(), m.GetDestination())
 			}
 		}

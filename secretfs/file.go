@@ -13,6 +13,18 @@ import (
 // in-container target would also be a configurable attack surface.
 const Dir = "/run/northstar"
 
+// APIDir is where the agent's API directory appears inside a container
+// (package mount's APIDir, inside Dir).
+const APIDir = Dir + "/api"
+
+// BindOptions are the options of the bind mounts of Dir and APIDir a
+// runtime is handed instead of the hook (NRI, the shim; DESIGN.md §19):
+// read-only, nosuid, nodev, noexec, never propagating. A new slice each
+// call: the runtimes' mount structures keep it.
+func BindOptions() []string {
+	return []string{"bind", "ro", "nosuid", "nodev", "noexec", "rprivate"}
+}
+
 // File is the name of the secret inside Dir.
 const File = "secret"
 

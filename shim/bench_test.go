@@ -12,6 +12,7 @@ import (
 
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/lifecycle"
+	"github.com/northstar-oci/northstar/secretfs"
 )
 
 // The wrapper's own work, step by step, in one warm process: what a
@@ -135,6 +136,6 @@ func BenchmarkMountsRewrite(b *testing.B) {
 }
 
 var testMounts = []specs.Mount{
-	{Destination: "/run/northstar", Type: "bind", Source: "/run/a/containers/.prepared-1-secret", Options: mountOptions},
-	{Destination: "/run/northstar/api", Type: "bind", Source: "/run/a/containers/.prepared-1", Options: mountOptions},
+	{Destination: "/run/northstar", Type: "bind", Source: "/run/a/containers/.prepared-1-secret", Options: secretfs.BindOptions()},
+	{Destination: "/run/northstar/api", Type: "bind", Source: "/run/a/containers/.prepared-1", Options: secretfs.BindOptions()},
 }

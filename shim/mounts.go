@@ -32,10 +32,6 @@ import (
 // the bundle (init.pid), which the agent binds the registration to.
 const runcShim = "containerd-shim-runc-v2"
 
-// mountOptions are the runtime's mounts' options, as NRI's: read-only,
-// nosuid, nodev, noexec, never propagating.
-var mountOptions = []string{"bind", "ro", "nosuid", "nodev", "noexec", "rprivate"}
-
 // whyHook says why a container needs the hook rather than the agent's
 // mounts ("": it does not).
 func whyHook(cfg *config.Config, delegate string, spec *specs.Spec) string {
@@ -147,10 +143,10 @@ func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, d
 	}
 	var mounts []specs.Mount
 	if reply.SecretDir != "" {
-		mounts = append(mounts, specs.Mount{Destination: secretfs.Dir, Type: "bind", Source: reply.SecretDir, Options: mountOptions})
+		mounts = append(mounts, specs.Mount{Destination: secretfs.Dir, Type: "bind", Source: reply.SecretDir, Options: secretfs.BindOptions()})
 	}
 	if reply.APIDir != "" {
-		mounts = append(mounts, specs.Mount{Destination: secretfs.Dir + "/api", Type: "bind", Source: reply.APIDir, Options: mountOptions})
+		mounts = append(mounts, specs.Mount{Destination: secretfs.APIDir, Type: "bind", Source: reply.APIDir, Options: secretfs.BindOptions()})
 	}
 	var env []string
 	if req.API {
