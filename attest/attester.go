@@ -23,8 +23,8 @@ import (
 	goattest "github.com/google/go-attestation/attest"
 	"github.com/google/go-tpm/tpm2/transport"
 
-	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/seal/tpmconn"
+	"github.com/northstar-oci/northstar/seal/tpmseal"
 )
 
 // Files in Options.Dir. The blobs are the TPM's own wrapping of the keys
@@ -249,7 +249,7 @@ func (a *Attester) converse(ctx context.Context, fn func(transport.TPM, *goattes
 	}
 	return tpmconn.Converse(ctx, a.opts.TPM, func(t transport.TPM) error {
 		// The AK and the root live under the SRK northstar seals under.
-		if _, err := seal.EnsureSRK(t); err != nil {
+		if _, err := tpmseal.EnsureSRK(t); err != nil {
 			return fmt.Errorf("attest: %w", err)
 		}
 		tpm, err := goattest.OpenTPM(&goattest.OpenConfig{CommandChannel: &channel{tpm: t}})
@@ -272,7 +272,7 @@ func (a *Attester) converse(ctx context.Context, fn func(transport.TPM, *goattes
 
 // parent is the SRK seal provisions (go-attestation's own default is an
 // RSA SRK at the same handle, which it would create if the handle were
-// empty; seal.EnsureSRK has filled it first).
+// empty; tpmseal.EnsureSRK has filled it first).
 var parent = &goattest.ParentKeyConfig{Algorithm: goattest.ECDSA, Handle: 0x81000001}
 
 func (a *Attester) loadAK(tpm *goattest.TPM) (ak *goattest.AK, made bool, err error) {

@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/northstar-oci/northstar/attest/containerlog"
-	"github.com/northstar-oci/northstar/seal"
+	"github.com/northstar-oci/northstar/seal/tpmseal"
 )
 
 // containers certifies the container log's NV index with the AK over
@@ -103,7 +103,7 @@ func (a *Attester) loadAKHandle(t transport.TPM) (*tpm2.NamedHandle, error) {
 	if err := json.Unmarshal(b, &blob); err != nil || len(blob.Public) == 0 || len(blob.Blob) == 0 {
 		return nil, fmt.Errorf("attest: %s is not an AK blob go-attestation wrote: %v", path, err)
 	}
-	srkName, err := seal.EnsureSRK(t)
+	srkName, err := tpmseal.EnsureSRK(t)
 	if err != nil {
 		return nil, fmt.Errorf("attest: %w", err)
 	}

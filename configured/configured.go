@@ -14,6 +14,7 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/lifecycle"
 	"github.com/northstar-oci/northstar/seal"
+	"github.com/northstar-oci/northstar/seal/tpmseal"
 	"github.com/northstar-oci/northstar/store"
 )
 
@@ -32,7 +33,7 @@ func Sealer(cfg *config.Config) (seal.Sealer, error) {
 	case seal.KindHost:
 		return seal.NewHost(filepath.Join(cfg.StateDir, seal.HostKeyFile)), nil
 	case seal.KindTPM:
-		return seal.NewTPM(seal.TPMOptions{
+		return tpmseal.New(tpmseal.Options{
 			Path:     cfg.TPM.Path,
 			PCRs:     cfg.TPM.PCRs,
 			LockPath: cfg.TPMLockPath(),

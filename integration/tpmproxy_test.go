@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/seal/tpmconn"
+	"github.com/northstar-oci/northstar/seal/tpmseal"
 )
 
 // tpmDevice is what a config's [tpm] path can name in these tests: swtpm
@@ -177,11 +177,11 @@ func TestTPMProxy(t *testing.T) {
 	p := newTPMProxy(t, s, 5*time.Millisecond)
 	ctx := context.Background()
 	lock := filepath.Join(t.TempDir(), "tpm.lock")
-	viaProxy, err := seal.NewTPM(seal.TPMOptions{Path: p.path(), PCRs: []int{16}, LockPath: lock, Timeout: 30 * time.Second})
+	viaProxy, err := tpmseal.New(tpmseal.Options{Path: p.path(), PCRs: []int{16}, LockPath: lock, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	direct, err := seal.NewTPM(seal.TPMOptions{Path: s.path(), PCRs: []int{16}, LockPath: lock, Timeout: 30 * time.Second})
+	direct, err := tpmseal.New(tpmseal.Options{Path: s.path(), PCRs: []int{16}, LockPath: lock, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,7 @@ func TestTPMProxy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("seal through the proxy: %v", err)
 	}
-	for name, sealer := range map[string]*seal.TPM{"through the proxy": viaProxy, "from swtpm directly": direct} {
+	for name, sealer := range map[string]*tpmseal.TPM{"through the proxy": viaProxy, "from swtpm directly": direct} {
 		got, err := sealer.Unseal(ctx, blob)
 		if err != nil || !bytes.Equal(got, secret) {
 			t.Errorf("unseal %s: %q, %v; want the sealed secret", name, got, err)

@@ -4,10 +4,12 @@
 // secret into an opaque blob that only this host (and, for the TPM sealer,
 // only this TPM in the configured measured-boot state) can turn back.
 //
-// Two sealers: TPM (a policy-bound object under the TPM's storage root key;
-// how the TPM is reached is package tpmconn's job) and Host (AES-GCM under a
-// key file, for hosts without a TPM). Blobs are self-describing: Describe
-// tells which sealer made one and what protects it, without unsealing.
+// Two sealers: the TPM's (package tpmseal: a policy-bound object under the
+// TPM's storage root key; how the TPM is reached is package tpmconn's job)
+// and Host (AES-GCM under a key file, for hosts without a TPM). Blobs are
+// self-describing: Describe tells which sealer made one and what protects
+// it, without unsealing. This package does not link go-tpm, so that what
+// only reads records (the hook that the agent serves) does not pay for it.
 // Errors are sentinels (ErrPCRChanged, ErrWrongKey, ...) that say what went
 // wrong; what the user should run is added by package remedy.
 package seal

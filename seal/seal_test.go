@@ -42,10 +42,11 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("Describe(host blob) = %+v, %v", d, err)
 	}
 
-	tpm := newSimSealer(t, 16, 7)
-	tpmBlob := mustSeal(t, tpm, randomSecret(t))
+	// A real TPM blob is described in tpmseal's tests; the shape is all
+	// Describe reads.
+	tpmBlob := syntheticBlob(7, 16).Encode()
 	d, err = Describe(tpmBlob)
-	if err != nil || d.Kind != KindTPM || FormatPCRs(d.PCRs) != "7,16" || len(d.SRKName) != srkNameSize {
+	if err != nil || d.Kind != KindTPM || FormatPCRs(d.PCRs) != "7,16" || len(d.SRKName) != SRKNameSize {
 		t.Fatalf("Describe(TPM blob) = %+v, %v", d, err)
 	}
 	if !strings.Contains(d.Protection, "TPM 2.0 sealed") || !strings.Contains(d.Protection, "PCRs 7,16") {

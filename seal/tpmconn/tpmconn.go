@@ -6,7 +6,7 @@
 // TPM answers with "not now", the lock file that makes processes sharing a
 // socket TPM take turns, and flushing what killed processes left loaded.
 //
-// The sealer (package seal) says what to ask the TPM; this package only
+// The sealer (package tpmseal) says what to ask the TPM; this package only
 // makes sure it is asked over one connection, by one process at a time.
 package tpmconn
 

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package seal
+package tpmseal
 
 import (
 	"bytes"
@@ -13,11 +13,12 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/seal/tpmconn"
 )
 
-// TPMOptions configures the TPM sealer.
-type TPMOptions struct {
+// Options configures the TPM sealer.
+type Options struct {
 	// Path is "/dev/tpmrm0" (any device path), "unix:/path" (swtpm unixio)
 	// or "tcp:host:port" (swtpm data port).
 	Path string
@@ -51,10 +52,10 @@ type TPMOptions struct {
 // throughout, flushes what it loaded and closes the TPM. A TPM is safe for
 // concurrent use.
 type TPM struct {
-	opts TPMOptions // PCRs sorted and deduplicated
+	opts Options // PCRs sorted and deduplicated
 }
 
-var _ Sealer = (*TPM)(nil)
+var _ seal.Sealer = (*TPM)(nil)
 
 // SRKHandle is the persistent handle of the storage root key (TCG
 // provisioning guidance's SRK handle).
@@ -63,23 +64,23 @@ const SRKHandle = tpm2.TPMHandle(0x81000001)
 // maxSealSize is MAX_SYM_DATA, the most a TPM will seal in one object.
 const maxSealSize = 128
 
-// NewTPM returns a TPM sealer. It checks the options but does not touch the TPM.
-func NewTPM(opts TPMOptions) (*TPM, error) {
+// New returns a TPM sealer. It checks the options but does not touch the TPM.
+func New(opts Options) (*TPM, error) {
 	if opts.Path == "" && opts.Open == nil {
 		return nil, errors.New("tpm: no path configured; set [tpm] path in the config")
 	}
 	pcrs := slices.Clone(opts.PCRs)
 	slices.Sort(pcrs)
 	pcrs = slices.Compact(pcrs)
-	if err := CheckPCRs(pcrs); err != nil {
+	if err := seal.CheckPCRs(pcrs); err != nil {
 		return nil, fmt.Errorf("tpm: %w; check [tpm] pcrs in the config", err)
 	}
 	opts.PCRs = pcrs
 	return &TPM{opts: opts}, nil
 }
 
-// Name implements Sealer.
-func (*TPM) Name() string { return KindTPM }
+// Name implements seal.Sealer.
+func (*TPM) Name() string { return seal.KindTPM }
 
 // conversation runs fn in one conversation with the configured TPM, within
 // opts.Timeout.
@@ -98,13 +99,13 @@ func (t *TPM) conversation(ctx context.Context, fn func(transport.TPM) error) er
 	return err
 }
 
-// Seal implements Sealer. It trusts the SRK the TPM reports (or creates):
+// Seal implements seal.Sealer. It trusts the SRK the TPM reports (or creates):
 // use it to provision, and SealPinned for every later seal.
 func (t *TPM) Seal(ctx context.Context, plaintext []byte) ([]byte, error) {
 	return t.sealUnder(ctx, plaintext, nil)
 }
 
-// SealPinned implements KeyPinner: it seals only if the TPM's SRK is the
+// SealPinned implements seal.KeyPinner: it seals only if the TPM's SRK is the
 // one prev was sealed under.
 //
 // The naive way, Seal, encrypts the session salt (and so the new secret on
@@ -118,14 +119,14 @@ func (t *TPM) Seal(ctx context.Context, plaintext []byte) ([]byte, error) {
 // (init, or a rotation over an unreadable record), which has nothing to
 // pin to; `northstarctl rotate --new-srk` re-provisions on purpose.
 func (t *TPM) SealPinned(ctx context.Context, plaintext, prev []byte) ([]byte, error) {
-	b, err := DecodeTPMBlob(prev)
+	b, err := decode(prev)
 	if err != nil {
 		return nil, fmt.Errorf("tpm seal: the previous blob names no SRK to pin: %w", err)
 	}
 	return t.sealUnder(ctx, plaintext, b.SRKName)
 }
 
-var _ KeyPinner = (*TPM)(nil)
+var _ seal.KeyPinner = (*TPM)(nil)
 
 // sealUnder seals plaintext under the SRK, which must have the name
 // pinnedSRK unless that is nil.
@@ -149,7 +150,7 @@ func (t *TPM) seal(tpm transport.TPM, plaintext, pinnedSRK []byte) ([]byte, erro
 	}
 	if pinnedSRK != nil && !bytes.Equal(srk.name.Buffer, pinnedSRK) {
 		return nil, fmt.Errorf("tpm seal: %w (the secret was sealed under SRK %s, the TPM now reports %s)",
-			ErrSRKChanged, shortName(pinnedSRK), shortName(srk.name.Buffer))
+			seal.ErrSRKChanged, shortName(pinnedSRK), shortName(srk.name.Buffer))
 	}
 	policy, err := pcrPolicy(tpm, t.opts.PCRs)
 	if err != nil {
@@ -173,13 +174,13 @@ func (t *TPM) seal(tpm transport.TPM, plaintext, pinnedSRK []byte) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("tpm2.Create: %w", err)
 	}
-	b := &TPMBlob{
+	b := &seal.TPMBlob{
 		Public:  rsp.OutPublic.Bytes(),
 		Private: rsp.OutPrivate.Buffer,
 		SRKName: srk.name.Buffer,
 		PCRs:    t.opts.PCRs,
 	}
-	return b.encode(), nil
+	return b.Encode(), nil
 }
 
 // sealedTemplate is the public area of the sealed object.
@@ -231,7 +232,7 @@ func pcrPolicy(tpm transport.TPM, pcrs []int) ([]byte, error) {
 	}
 	defer flush()
 	if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: pcrSelection(pcrs)}).Execute(tpm); err != nil {
-		return nil, fmt.Errorf("tpm2.PolicyPCR (trial, sha256 PCR %s): %w", FormatPCRs(pcrs), err)
+		return nil, fmt.Errorf("tpm2.PolicyPCR (trial, sha256 PCR %s): %w", seal.FormatPCRs(pcrs), err)
 	}
 	rsp, err := tpm2.PolicyGetDigest{PolicySession: sess.Handle()}.Execute(tpm)
 	if err != nil {
@@ -240,19 +241,19 @@ func pcrPolicy(tpm transport.TPM, pcrs []int) ([]byte, error) {
 	return rsp.PolicyDigest.Buffer, nil
 }
 
-// Unseal implements Sealer.
+// Unseal implements seal.Sealer.
 func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
-	b, err := DecodeTPMBlob(blob)
+	b, err := decode(blob)
 	if err != nil {
 		return nil, fmt.Errorf("tpm unseal: %w", err)
 	}
 	// The configured PCRs are a policy, not a hint: a blob sealed before the
 	// admin bound the secret to PCR 7 must not keep unsealing without it
-	// until the next rotation. (NewTPM sorted and deduplicated opts.PCRs;
+	// until the next rotation. (New sorted and deduplicated opts.PCRs;
 	// DecodeTPMBlob checked that b.PCRs ascend.)
 	if !slices.Equal(b.PCRs, t.opts.PCRs) {
 		return nil, fmt.Errorf("tpm unseal: %w (sealed to sha256 PCR %s, the config says %s)",
-			ErrPCRSelection, FormatPCRs(b.PCRs), FormatPCRs(t.opts.PCRs))
+			seal.ErrPCRSelection, seal.FormatPCRs(b.PCRs), seal.FormatPCRs(t.opts.PCRs))
 	}
 	var plaintext []byte
 	err = t.conversation(ctx, func(tpm transport.TPM) error {
@@ -263,7 +264,7 @@ func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
 	return plaintext, err
 }
 
-func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
+func unseal(tpm transport.TPM, b *seal.TPMBlob) ([]byte, error) {
 	srk, err := ensureSRK(tpm)
 	if err != nil {
 		return nil, err
@@ -272,7 +273,7 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 	// SRK the secret was sealed under, never to a key someone put in its place.
 	if !bytes.Equal(srk.name.Buffer, b.SRKName) {
 		return nil, fmt.Errorf("tpm unseal: %w (sealed under SRK %s, this TPM's SRK is %s)",
-			ErrWrongKey, shortName(b.SRKName), shortName(srk.name.Buffer))
+			seal.ErrWrongKey, shortName(b.SRKName), shortName(srk.name.Buffer))
 	}
 	pub := tpm2.BytesAs2B[tpm2.TPMTPublic](b.Public)
 	// The sealed object's name, computed here from the public area the
@@ -281,11 +282,11 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 	// something else cannot get an Unseal through.
 	objPub, err := pub.Contents()
 	if err != nil {
-		return nil, fmt.Errorf("tpm unseal: %w: %w", ErrCorrupt, err)
+		return nil, fmt.Errorf("tpm unseal: %w: %w", seal.ErrCorrupt, err)
 	}
 	objName, err := tpm2.ObjectName(objPub)
 	if err != nil {
-		return nil, fmt.Errorf("tpm unseal: %w: %w", ErrCorrupt, err)
+		return nil, fmt.Errorf("tpm unseal: %w: %w", seal.ErrCorrupt, err)
 	}
 	// The SRK's authValue is empty by the TCG template: a password session
 	// is enough, and nothing secret crosses the bus on Load.
@@ -298,7 +299,7 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 		var fmt1 tpm2.TPMFmt1Error
 		if errors.As(err, &fmt1) {
 			if isParam, _ := fmt1.Parameter(); isParam {
-				return nil, fmt.Errorf("tpm2.Load: %w: %w", ErrCorrupt, err)
+				return nil, fmt.Errorf("tpm2.Load: %w: %w", seal.ErrCorrupt, err)
 			}
 		}
 		return nil, fmt.Errorf("tpm2.Load: %w", err)
@@ -317,7 +318,7 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 	}
 	defer flush()
 	if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: pcrSelection(b.PCRs)}).Execute(tpm); err != nil {
-		return nil, fmt.Errorf("tpm2.PolicyPCR (sha256 PCR %s): %w", FormatPCRs(b.PCRs), err)
+		return nil, fmt.Errorf("tpm2.PolicyPCR (sha256 PCR %s): %w", seal.FormatPCRs(b.PCRs), err)
 	}
 	rsp, err := tpm2.Unseal{
 		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: *objName, Auth: sess},
@@ -326,7 +327,7 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 		// The policy is PolicyPCR alone and the TPM accepted the blob on
 		// Load, so a failed policy means the PCR values differ.
 		return nil, fmt.Errorf("tpm2.Unseal: %w (sha256 PCR %s; TPM_RC_POLICY_FAIL)",
-			ErrPCRChanged, FormatPCRs(b.PCRs))
+			seal.ErrPCRChanged, seal.FormatPCRs(b.PCRs))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tpm2.Unseal: %w", err)
@@ -336,7 +337,7 @@ func unseal(tpm transport.TPM, b *TPMBlob) ([]byte, error) {
 
 // SRKName returns the TPM name (alg id + SHA-256 of the public area) of the
 // SRK at SRKHandle, which every blob records and Unseal compares. It only
-// reads: when no SRK is persisted yet, the error wraps ErrNoKey (the first
+// reads: when no SRK is persisted yet, the error wraps seal.ErrNoKey (the first
 // Seal creates it).
 func (t *TPM) SRKName(ctx context.Context) ([]byte, error) {
 	var name []byte
@@ -346,7 +347,7 @@ func (t *TPM) SRKName(ctx context.Context) ([]byte, error) {
 			return err
 		}
 		if srk == nil {
-			return fmt.Errorf("tpm: %w: no SRK at persistent handle %#x yet (the first seal creates it)", ErrNoKey, uint32(SRKHandle))
+			return fmt.Errorf("tpm: %w: no SRK at persistent handle %#x yet (the first seal creates it)", seal.ErrNoKey, uint32(SRKHandle))
 		}
 		name = srk.name.Buffer
 		return nil
@@ -494,7 +495,7 @@ func flushContext(tpm transport.TPM, h tpm2.TPMHandle) {
 // shortName abbreviates a TPM name for messages: the start of its digest
 // (the alg id is always SHA-256), enough to tell two SRKs apart.
 func shortName(name []byte) string {
-	if len(name) == srkNameSize {
+	if len(name) == seal.SRKNameSize {
 		return fmt.Sprintf("%x…", name[2:10])
 	}
 	return fmt.Sprintf("%x", name)

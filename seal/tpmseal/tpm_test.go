@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package seal
+package tpmseal
 
 import (
 	"bytes"
@@ -23,6 +23,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/seal/tpmconn"
+
+	"github.com/northstar-oci/northstar/seal"
 )
 
 // The in-process reference TPM exists once per process: every test shares
@@ -59,16 +61,16 @@ func (nopCloser) Close() error { return nil }
 func newSimSealer(tb testing.TB, pcrs ...int) *TPM {
 	tb.Helper()
 	tpm := simTPM(tb)
-	return newSealer(tb, TPMOptions{
+	return newSealer(tb, Options{
 		PCRs: pcrs,
 		Open: func() (transport.TPMCloser, error) { return nopCloser{tpm}, nil },
 	})
 }
 
-func newSealer(tb testing.TB, opts TPMOptions) *TPM {
+func newSealer(tb testing.TB, opts Options) *TPM {
 	tb.Helper()
 	opts.LockPath = filepath.Join(tb.TempDir(), "tpm.lock")
-	s, err := NewTPM(opts)
+	s, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -115,7 +117,7 @@ func testRoundTrip(t *testing.T, s *TPM) {
 	wantUnseal(t, s, blob, pt)
 	wantUnseal(t, s, blob, pt) // and again: nothing left loaded that breaks a second call
 
-	b, err := DecodeTPMBlob(blob)
+	b, err := decode(blob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +152,7 @@ func assertNothingLoaded(t *testing.T, s *TPM) {
 
 func TestTPMRoundTrip(t *testing.T) {
 	for _, pcrs := range [][]int{nil, {16}, {0, 7, 16, 23}} {
-		t.Run("pcrs="+FormatPCRs(pcrs), func(t *testing.T) {
+		t.Run("pcrs="+seal.FormatPCRs(pcrs), func(t *testing.T) {
 			testRoundTrip(t, newSimSealer(t, pcrs...))
 		})
 	}
@@ -200,8 +202,8 @@ func TestTPMPCRChanged(t *testing.T) {
 
 	extendPCR(t, 16)
 	_, err := s.Unseal(context.Background(), blob)
-	if !errors.Is(err, ErrPCRChanged) {
-		t.Fatalf("Unseal after PCRExtend = %v, want ErrPCRChanged", err)
+	if !errors.Is(err, seal.ErrPCRChanged) {
+		t.Fatalf("Unseal after PCRExtend = %v, want seal.ErrPCRChanged", err)
 	}
 	// The remedy ("run 'northstarctl rotate'") is added by the front ends
 	// (package remedy), not here.
@@ -236,8 +238,8 @@ func TestTPMPCRSelectionEnforced(t *testing.T) {
 		{"sealed to PCR 7, config binds 7 and 16", newSimSealer(t, 16, 7), bound, "the config says 7,16"},
 	} {
 		_, err := tt.s.Unseal(context.Background(), tt.blob)
-		if !errors.Is(err, ErrPCRSelection) || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: Unseal = %v; want ErrPCRSelection and %q", tt.name, err, tt.want)
+		if !errors.Is(err, seal.ErrPCRSelection) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Unseal = %v; want seal.ErrPCRSelection and %q", tt.name, err, tt.want)
 		}
 	}
 	// Same selection, given in another order: fine.
@@ -266,21 +268,21 @@ func TestTPMWrongSRK(t *testing.T) {
 	}
 
 	clearTPM(t)
-	if _, err := s.SRKName(ctx); !errors.Is(err, ErrNoKey) {
-		t.Errorf("SRKName after clear = %v, want ErrNoKey", err)
+	if _, err := s.SRKName(ctx); !errors.Is(err, seal.ErrNoKey) {
+		t.Errorf("SRKName after clear = %v, want seal.ErrNoKey", err)
 	}
 	if err := s.Probe(ctx); err != nil {
 		t.Errorf("Probe without SRK: %v", err)
 	}
-	if _, err := s.SRKName(ctx); !errors.Is(err, ErrNoKey) {
+	if _, err := s.SRKName(ctx); !errors.Is(err, seal.ErrNoKey) {
 		t.Errorf("Probe persisted an SRK: SRKName = %v", err)
 	}
 
 	// Unseal recreates the SRK (same template, new seed) and finds it is
 	// not the one the blob was sealed under.
 	_, err = s.Unseal(ctx, blob)
-	if !errors.Is(err, ErrWrongKey) {
-		t.Fatalf("Unseal after TPM2_Clear = %v, want ErrWrongKey", err)
+	if !errors.Is(err, seal.ErrWrongKey) {
+		t.Fatalf("Unseal after TPM2_Clear = %v, want seal.ErrWrongKey", err)
 	}
 	t.Logf("error: %v", err)
 	after, err := s.SRKName(ctx)
@@ -360,11 +362,11 @@ func TestTPMForeignKeyAtSRKHandle(t *testing.T) {
 func TestTPMRefusesTamperedBlobs(t *testing.T) {
 	s := newSimSealer(t, 16)
 	blob := mustSeal(t, s, randomSecret(t))
-	b, err := DecodeTPMBlob(blob)
+	b, err := decode(blob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubAt := len(tpmMagic) + 2
+	pubAt := len("NST\x01") + 2
 	privAt := pubAt + len(b.Public) + 2
 	nameAt := privAt + len(b.Private) + 2
 	pcrAt := nameAt + len(b.SRKName) + 1
@@ -378,23 +380,23 @@ func TestTPMRefusesTamperedBlobs(t *testing.T) {
 		blob []byte
 		want error
 	}{
-		{"empty", nil, ErrCorrupt},
-		{"garbage", []byte("this is not a sealed blob, not at all"), ErrCorrupt},
-		{"host blob", append([]byte("NSH\x01"), make([]byte, 40)...), ErrCorrupt},
-		{"truncated by one", blob[:len(blob)-1], ErrCorrupt},
-		{"truncated in private", blob[:privAt+10], ErrCorrupt},
-		{"trailing byte", append(bytes.Clone(blob), 0), ErrCorrupt},
-		{"future version", append([]byte("NST\x02"), blob[4:]...), ErrUnknownVersion},
-		{"public: attribute byte", flip(pubAt + 7), ErrCorrupt},
-		{"public: policy digest", flip(pubAt + 12), ErrCorrupt},
-		{"public: last byte", flip(privAt - 3), ErrCorrupt},
-		{"private: integrity HMAC", flip(privAt + 4), ErrCorrupt},
-		{"private: middle", flip(privAt + len(b.Private)/2), ErrCorrupt},
-		{"private: last byte", flip(nameAt - 3), ErrCorrupt},
-		{"SRK name", flip(nameAt + 10), ErrWrongKey},
+		{"empty", nil, seal.ErrCorrupt},
+		{"garbage", []byte("this is not a sealed blob, not at all"), seal.ErrCorrupt},
+		{"host blob", append([]byte("NSH\x01"), make([]byte, 40)...), seal.ErrCorrupt},
+		{"truncated by one", blob[:len(blob)-1], seal.ErrCorrupt},
+		{"truncated in private", blob[:privAt+10], seal.ErrCorrupt},
+		{"trailing byte", append(bytes.Clone(blob), 0), seal.ErrCorrupt},
+		{"future version", append([]byte("NST\x02"), blob[4:]...), seal.ErrUnknownVersion},
+		{"public: attribute byte", flip(pubAt + 7), seal.ErrCorrupt},
+		{"public: policy digest", flip(pubAt + 12), seal.ErrCorrupt},
+		{"public: last byte", flip(privAt - 3), seal.ErrCorrupt},
+		{"private: integrity HMAC", flip(privAt + 4), seal.ErrCorrupt},
+		{"private: middle", flip(privAt + len(b.Private)/2), seal.ErrCorrupt},
+		{"private: last byte", flip(nameAt - 3), seal.ErrCorrupt},
+		{"SRK name", flip(nameAt + 10), seal.ErrWrongKey},
 		// The PCR list is not integrity-protected: a forged list differs
 		// from the configured PCRs (and see below).
-		{"PCR list", flip(pcrAt), ErrPCRSelection},
+		{"PCR list", flip(pcrAt), seal.ErrPCRSelection},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -407,8 +409,8 @@ func TestTPMRefusesTamperedBlobs(t *testing.T) {
 	}
 	// Forged to match a config that binds PCR 17: only the policy, which
 	// the TPM computed over PCR 16, can tell, and it fails.
-	if _, err := newSimSealer(t, 17).Unseal(context.Background(), flip(pcrAt)); !errors.Is(err, ErrPCRChanged) {
-		t.Errorf("PCR list forged to match the config: %v, want ErrPCRChanged", err)
+	if _, err := newSimSealer(t, 17).Unseal(context.Background(), flip(pcrAt)); !errors.Is(err, seal.ErrPCRChanged) {
+		t.Errorf("PCR list forged to match the config: %v, want seal.ErrPCRChanged", err)
 	}
 	assertNothingLoaded(t, s)
 }
@@ -417,9 +419,9 @@ func TestTPMRefusesTamperedBlobs(t *testing.T) {
 // UserWithAuth is off, whatever the PCR list.
 func TestTPMNoPasswordBypass(t *testing.T) {
 	for _, pcrs := range [][]int{nil, {16}} {
-		t.Run("pcrs="+FormatPCRs(pcrs), func(t *testing.T) {
+		t.Run("pcrs="+seal.FormatPCRs(pcrs), func(t *testing.T) {
 			s := newSimSealer(t, pcrs...)
-			b, err := DecodeTPMBlob(mustSeal(t, s, randomSecret(t)))
+			b, err := decode(mustSeal(t, s, randomSecret(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -486,7 +488,7 @@ func (flakyTPM) Close() error { return nil }
 
 func newFlakySealer(t *testing.T, rc func(n int) tpm2.TPMRC) *TPM {
 	var n int
-	return newSealer(t, TPMOptions{PCRs: []int{16}, Open: func() (transport.TPMCloser, error) {
+	return newSealer(t, Options{PCRs: []int{16}, Open: func() (transport.TPMCloser, error) {
 		return flakyTPM{TPM: simTPM(t), n: &n, rc: rc}, nil
 	}})
 }
@@ -593,7 +595,7 @@ func TestTPMUnreachable(t *testing.T) {
 		{regular, "not a device"},
 	}
 	for _, tt := range tests {
-		s, err := NewTPM(TPMOptions{Path: tt.path})
+		s, err := New(Options{Path: tt.path})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -608,17 +610,17 @@ func TestTPMUnreachable(t *testing.T) {
 }
 
 func TestNewTPMOptions(t *testing.T) {
-	if _, err := NewTPM(TPMOptions{}); err == nil {
-		t.Error("NewTPM without a path succeeded")
+	if _, err := New(Options{}); err == nil {
+		t.Error("New without a path succeeded")
 	}
 	for _, pcr := range []int{-1, 24} {
-		if _, err := NewTPM(TPMOptions{Path: "/dev/tpmrm0", PCRs: []int{pcr}}); err == nil {
-			t.Errorf("NewTPM with PCR %d succeeded", pcr)
+		if _, err := New(Options{Path: "/dev/tpmrm0", PCRs: []int{pcr}}); err == nil {
+			t.Errorf("New with PCR %d succeeded", pcr)
 		}
 	}
-	s, err := NewTPM(TPMOptions{Path: "/dev/tpmrm0", PCRs: []int{16, 7, 16}})
-	if err != nil || FormatPCRs(s.opts.PCRs) != "7,16" {
-		t.Errorf("NewTPM PCRs = %v, %v; want 7,16", s.opts.PCRs, err)
+	s, err := New(Options{Path: "/dev/tpmrm0", PCRs: []int{16, 7, 16}})
+	if err != nil || seal.FormatPCRs(s.opts.PCRs) != "7,16" {
+		t.Errorf("New PCRs = %v, %v; want 7,16", s.opts.PCRs, err)
 	}
 	if s.Name() != "tpm" {
 		t.Errorf("Name = %q", s.Name())
@@ -679,7 +681,7 @@ func (r *recorder) Send(cmd []byte) ([]byte, error) {
 // TestTPMSealPinnedRefusesAnotherSRK: once a secret exists, a new one is
 // sealed only under the SRK the current one was sealed under. An
 // interposer that substitutes its own key for the SRK's public area gets
-// an ErrSRKChanged before TPM2_Create, so the new secret never travels
+// an seal.ErrSRKChanged before TPM2_Create, so the new secret never travels
 // encrypted to its key (issue 9, point 2).
 func TestTPMSealPinnedRefusesAnotherSRK(t *testing.T) {
 	tpm := simTPM(t)
@@ -708,10 +710,10 @@ func TestTPMSealPinnedRefusesAnotherSRK(t *testing.T) {
 	}
 
 	i := &interposer{TPM: tpm, fake: rec.last}
-	mitm := newSealer(t, TPMOptions{Open: func() (transport.TPMCloser, error) { return i, nil }})
+	mitm := newSealer(t, Options{Open: func() (transport.TPMCloser, error) { return i, nil }})
 	_, err = mitm.SealPinned(context.Background(), randomSecret(t), prev)
-	if !errors.Is(err, ErrSRKChanged) {
-		t.Fatalf("SealPinned through an interposer = %v, want ErrSRKChanged", err)
+	if !errors.Is(err, seal.ErrSRKChanged) {
+		t.Fatalf("SealPinned through an interposer = %v, want seal.ErrSRKChanged", err)
 	}
 	if slices.Contains(i.sent, tpm2.TPMCCCreate) {
 		t.Errorf("TPM2_Create was sent under the substituted key: %v", i.sent)

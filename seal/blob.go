@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-
-	"github.com/google/go-tpm/tpm2"
 )
 
 // TPM blob format, version 1. Every field is big-endian and length-prefixed,
@@ -23,12 +21,22 @@ import (
 // public/private pair against the SRK on TPM2_Load (a flipped bit is
 // TPM_RC_INTEGRITY), and a forged PCR list can only make the policy fail.
 // The SRK name lets Unseal say "another TPM" instead of "corrupt".
+//
+// The format lives here, without go-tpm, so that what only reads a record
+// (Describe, the hook's agent path) does not link the TPM's code; package
+// tpmseal, which seals and unseals, also checks the public area.
 var tpmMagic = []byte{'N', 'S', 'T', 1}
 
-const srkNameSize = 2 + 32
+// SRKNameSize is the size of a SHA-256 TPM name: the algorithm id and the
+// digest.
+const SRKNameSize = 2 + 32
 
-// TPMBlob is a decoded TPM sealed blob. DecodeTPMBlob only checks its shape;
-// the TPM checks the rest.
+// algSHA256 is TPM_ALG_SHA256, the algorithm id a name starts with.
+const algSHA256 = 0x000B
+
+// TPMBlob is a decoded TPM sealed blob. DecodeTPMBlob only checks its shape
+// (tpmseal also checks that the public area is a policy-bound sealed
+// object); the TPM checks the rest.
 type TPMBlob struct {
 	Public  []byte // TPMT_PUBLIC of the sealed object
 	Private []byte // TPM2B_PRIVATE contents, opaque outside the TPM
@@ -65,9 +73,11 @@ func DecodeTPMBlob(blob []byte) (*TPMBlob, error) {
 // check validates the fields; it returns what is wrong, or "".
 func (b *TPMBlob) check() string {
 	switch {
+	case len(b.Public) == 0:
+		return "empty public area"
 	case len(b.Private) == 0:
 		return "empty private area"
-	case len(b.SRKName) != srkNameSize || binary.BigEndian.Uint16(b.SRKName) != uint16(tpm2.TPMAlgSHA256):
+	case len(b.SRKName) != SRKNameSize || binary.BigEndian.Uint16(b.SRKName) != algSHA256:
 		return "SRK name is not a SHA-256 name"
 	}
 	for i, p := range b.PCRs {
@@ -75,42 +85,13 @@ func (b *TPMBlob) check() string {
 			return fmt.Sprintf("PCR list is not ascending PCR indices 0-%d", MaxPCR)
 		}
 	}
-	pub, err := b.public()
-	if err != nil {
-		return "public area: " + err.Error()
-	}
-	// A sealed object of ours is a policy-only KeyedHash. Anything else was
-	// not written by Seal (and the TPM would refuse it anyway).
-	if pub.Type != tpm2.TPMAlgKeyedHash || pub.ObjectAttributes.UserWithAuth || len(pub.AuthPolicy.Buffer) != 32 {
-		return "public area is not a policy-bound sealed object"
-	}
 	return ""
 }
 
-// public unmarshals the public area, refusing trailing or non-canonical bytes
-// so that a decoded blob re-encodes to the same bytes.
-func (b *TPMBlob) public() (pub *tpm2.TPMTPublic, err error) {
-	// go-tpm's reflection-based unmarshaling is not written for hostile input;
-	// a panic on garbage is a corrupt blob, not a crash of the hook.
-	defer func() {
-		if r := recover(); r != nil {
-			pub, err = nil, fmt.Errorf("unparsable: %v", r)
-		}
-	}()
-	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b.Public)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(tpm2.Marshal(pub), b.Public) {
-		return nil, fmt.Errorf("non-canonical encoding")
-	}
-	return pub, nil
-}
-
-// encode returns the wire form of b. b's fields must fit their length
-// prefixes; Seal's always do (a TPMT_PUBLIC and TPM2B_PRIVATE are well
-// under 64 KiB, and NewTPM allows at most 24 PCRs).
-func (b *TPMBlob) encode() []byte {
+// Encode returns the wire form of b. b's fields must fit their length
+// prefixes; tpmseal's always do (a TPMT_PUBLIC and TPM2B_PRIVATE are well
+// under 64 KiB, and at most 24 PCRs).
+func (b *TPMBlob) Encode() []byte {
 	out := bytes.Clone(tpmMagic)
 	for _, f := range [][]byte{b.Public, b.Private, b.SRKName} {
 		out = binary.BigEndian.AppendUint16(out, uint16(len(f)))

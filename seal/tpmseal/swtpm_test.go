@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package seal
+package tpmseal
 
 import (
 	"bytes"
@@ -105,7 +105,7 @@ func freePort(tb testing.TB) int {
 }
 
 func newSWTPMSealer(tb testing.TB, network string, pcrs ...int) *TPM {
-	return newSealer(tb, TPMOptions{Path: newSWTPM(tb, network), PCRs: pcrs})
+	return newSealer(tb, Options{Path: newSWTPM(tb, network), PCRs: pcrs})
 }
 
 func TestSWTPMRoundTrip(t *testing.T) {
@@ -122,7 +122,7 @@ func TestSWTPMConcurrentHooks(t *testing.T) {
 	path := newSWTPM(t, "unix")
 	lock := filepath.Join(t.TempDir(), "tpm.lock")
 	pt := randomSecret(t)
-	blob := mustSeal(t, newSealer(t, TPMOptions{Path: path, PCRs: []int{7}}), pt)
+	blob := mustSeal(t, newSealer(t, Options{Path: path, PCRs: []int{7}}), pt)
 
 	const hooks = 32
 	var wg sync.WaitGroup
@@ -131,7 +131,7 @@ func TestSWTPMConcurrentHooks(t *testing.T) {
 	for range hooks {
 		wg.Go(func() {
 			// Each its own sealer and lock descriptor, like separate processes.
-			s, err := NewTPM(TPMOptions{Path: path, PCRs: []int{7}, LockPath: lock})
+			s, err := New(Options{Path: path, PCRs: []int{7}, LockPath: lock})
 			if err != nil {
 				errs <- err
 				return
@@ -160,12 +160,12 @@ func TestSWTPMConcurrentHooks(t *testing.T) {
 func TestSWTPMLeftoversOfKilledHooks(t *testing.T) {
 	path := newSWTPM(t, "unix")
 	pt := randomSecret(t)
-	unlocked, err := NewTPM(TPMOptions{Path: path})
+	unlocked, err := New(Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	blob := mustSeal(t, unlocked, pt)
-	b, err := DecodeTPMBlob(blob)
+	b, err := decode(blob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestSWTPMLeftoversOfKilledHooks(t *testing.T) {
 	}
 	t.Logf("without the lock file: %v", err)
 
-	locked := newSealer(t, TPMOptions{Path: path})
+	locked := newSealer(t, Options{Path: path})
 	wantUnseal(t, locked, blob, pt)
 	assertNothingLoaded(t, locked)
 }
