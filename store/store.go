@@ -170,6 +170,9 @@ func DecodeRecord(data []byte) (*Record, error) {
 
 // Secret unseals the current lifecycle secret. The caller zeroes it.
 func (s *Store) Secret(ctx context.Context) (*secretfs.Secret, *Record, error) {
+	if s.sealer == (readOnly{}) {
+		return nil, nil, ErrReadOnly
+	}
 	rec, err := s.Current()
 	if err != nil {
 		return nil, nil, err
