@@ -15,7 +15,7 @@ func TestForReadingReadsAndNeverUnseals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := ForReading(s.Dir())
+	r := ForReading(s.Dir(), s.Sealer().Name())
 	got, err := r.Current()
 	if err != nil || got.Generation != rec.Generation || got.LifecycleID != "lifecycle-1" {
 		t.Fatalf("Current = %+v, %v; want generation %d", got, err, rec.Generation)

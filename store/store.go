@@ -170,7 +170,7 @@ func DecodeRecord(data []byte) (*Record, error) {
 
 // Secret unseals the current lifecycle secret. The caller zeroes it.
 func (s *Store) Secret(ctx context.Context) (*secretfs.Secret, *Record, error) {
-	if s.sealer == (readOnly{}) {
+	if _, ok := s.sealer.(readOnly); ok {
 		return nil, nil, ErrReadOnly
 	}
 	rec, err := s.Current()
