@@ -132,17 +132,7 @@ func TestDockerHostileImagesNoHook(t *testing.T) {
 			if refuse {
 				t.Logf("refused: %s%s", refusal(r.stderr), strings.TrimSpace(said))
 			}
-			if tt.volume && emptyDir(filepath.Join(host, "northstar")) {
-				if err := os.Remove(filepath.Join(host, "northstar")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if after := testtree.Snapshot(host); after != before {
-				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
-			}
-			if got := mountsUnder(host); len(got) != len(mountsBefore) {
-				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
-			}
+			hostUntouched(t, host, before, mountsBefore, tt.volume)
 		})
 	}
 }
