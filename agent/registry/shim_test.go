@@ -72,8 +72,16 @@ func TestPrepareBundleForgetsWhenTheBundleGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPrepared(t, c, 0)
-	if _, err := os.Lstat(r.APIDir); !os.IsNotExist(err) {
-		t.Errorf("the forgotten container's directory: %v", err)
+	// Forget lists the container as gone before it removes its directory
+	// (outside the registry's lock): wait for that too.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := os.Lstat(r.APIDir)
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the forgotten container's directory, 5 s after: %v", err)
+		}
 	}
 }
 
