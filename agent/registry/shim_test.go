@@ -49,6 +49,22 @@ func waitPrepared(t *testing.T, c *Containers, n int) {
 	}
 }
 
+// waitGone waits until path (what) does not exist: Forget lists a
+// container as gone before it removes its directory, outside the
+// registry's lock.
+func waitGone(t *testing.T, path, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, err := os.Lstat(path)
+		if os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s, 5 s after: %v", what, err)
+		}
+	}
+}
+
 // TestPrepareBundleForgetsWhenTheBundleGoes: the shim's container gets
 // its API socket at once (listening, its connections held until the
 // bind); if its bundle goes before runc created it (a failed creation),
@@ -72,17 +88,7 @@ func TestPrepareBundleForgetsWhenTheBundleGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPrepared(t, c, 0)
-	// Forget lists the container as gone before it removes its directory
-	// (outside the registry's lock): wait for that too.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		_, err := os.Lstat(r.APIDir)
-		if os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the forgotten container's directory, 5 s after: %v", err)
-		}
-	}
+	waitGone(t, r.APIDir, "the forgotten container's directory")
 }
 
 // TestPrepareBundleRefusesAnEarlierPid: a bundle that names an init
@@ -117,9 +123,7 @@ func TestPrepareBundleBindsAtInitPid(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPrepared(t, c, 0)
-	if _, err := os.Lstat(r.APIDir); !os.IsNotExist(err) {
-		t.Errorf("the refused container's directory: %v", err)
-	}
+	waitGone(t, r.APIDir, "the refused container's directory")
 	if err := p.Signal(syscall.Signal(0)); err != nil {
 		t.Errorf("a process runc did not create was killed: %v", err)
 	}
