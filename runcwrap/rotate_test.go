@@ -12,8 +12,14 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/internal/ctltest"
 	"github.com/northstar-oci/northstar/lifecycle"
 )
+
+func TestMain(m *testing.M) {
+	ctltest.Main() // the wrapper's rotation child
+	os.Exit(m.Run())
+}
 
 func hostConfig(t *testing.T, extra string) *config.Config {
 	t.Helper()
@@ -32,10 +38,12 @@ func hostConfig(t *testing.T, extra string) *config.Config {
 // TestRotateIfEngineRestarted: the first start adopts (or makes) the
 // secret for the engine; starts under the same engine change nothing;
 // under another engine process, many starts at once rotate exactly once;
-// the record names that engine's lifecycle.
+// the record names that engine's lifecycle. northstarctl (the real code,
+// in this test binary) rotates.
 func TestRotateIfEngineRestarted(t *testing.T) {
 	ctx := context.Background()
 	cfg := hostConfig(t, "")
+	ctltest.Install(t)
 	st, err := configured.Store(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package testenv
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// tpmLinked are the packages linking the TPM sealer brings into a binary:
+// go-tpm (any package under these prefixes), the public-key crypto it
+// pulls, northstar's TPM sealer, and configured, which builds it.
+var tpmLinked = []string{
+	"github.com/google/go-tpm/",
+	"crypto/rsa", "crypto/ecdsa", "crypto/elliptic",
+	"github.com/northstar-oci/northstar/seal/tpmseal",
+	"github.com/northstar-oci/northstar/seal/tpmconn",
+	"github.com/northstar-oci/northstar/configured",
+}
+
+// CheckLinksNoTPM fails tb if the command pkg (a package path or a
+// directory, as go list takes it) links any of tpmLinked, or does not
+// link each of mustLink (so that the check looks at the right binary): a
+// binary run on every container start must not pay their package
+// initialisation and page faults when it does not seal
+// (docs/performance.md).
+func CheckLinksNoTPM(tb testing.TB, pkg string, mustLink ...string) {
+	tb.Helper()
+	out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+	}
+	deps := map[string]bool{}
+	for _, p := range strings.Fields(string(out)) {
+		deps[p] = true
+		for _, bad := range tpmLinked {
+			if p == bad || (strings.HasSuffix(bad, "/") && strings.HasPrefix(p, bad)) {
+				tb.Errorf("%s links %s", pkg, p)
+			}
+		}
+	}
+	for _, p := range mustLink {
+		if !deps[p] {
+			tb.Errorf("go list -deps %s does not list %s: not the binary this check is about", pkg, p)
+		}
+	}
+}
