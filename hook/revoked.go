@@ -4,7 +4,6 @@ package hook
 
 import (
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/configured"
 )
 
 // checkRevoked fails the start of a container whose id a rotation revoked
@@ -18,11 +17,7 @@ import (
 // takes the secret reads it again and fails; an API-only start is
 // checked by the agent.
 func checkRevoked(cfg *config.Config, id string) error {
-	st, err := configured.Store(cfg)
-	if err != nil {
-		return nil
-	}
-	rec, err := st.Current()
+	rec, err := records(cfg).Current()
 	if err != nil {
 		return nil
 	}

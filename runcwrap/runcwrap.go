@@ -94,7 +94,7 @@ func prepare(ctx context.Context, cfg *config.Config, inv invocation) error {
 			}
 		}
 	}
-	hookPath, err := entry.Find()
+	hookPath, err := entry.FindFor(cfg.AgentDelivers())
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}

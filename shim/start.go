@@ -59,7 +59,7 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 			return entry.WriteBundleConfig(inv.bundle, out, perm)
 		}
 	}
-	hookPath, err := entry.Find()
+	hookPath, err := entry.FindFor(cfg.AgentDelivers())
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
