@@ -13,7 +13,7 @@ import (
 // pulls, northstar's TPM sealer, and configured, which builds it.
 var tpmLinked = []string{
 	"github.com/google/go-tpm/",
-	"crypto/rsa", "crypto/ecdsa", "crypto/elliptic",
+	"crypto/rsa", "crypto/ecdsa", "crypto/elliptic", "crypto/x509",
 	"github.com/northstar-oci/northstar/seal/tpmseal",
 	"github.com/northstar-oci/northstar/seal/tpmconn",
 	"github.com/northstar-oci/northstar/configured",
