@@ -590,13 +590,6 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// AgentDelivers reports whether the agent delivers the secret to the
-// containers' hooks (an agent socket and live rotation): then the hook
-// that links no TPM code (northstar-agent-hook) serves them.
-func (c *Config) AgentDelivers() bool {
-	return c.Agent.Socket != "" && c.Rotation.Live
-}
-
 // SecretMode returns the validated [secret] mode.
 func (c *Config) SecretMode() os.FileMode {
 	m, _ := secretfs.ParseMode(c.Secret.Mode) // validated by Load

@@ -381,7 +381,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 // hook found next to northstarctl (or on PATH), and rotation on a runtime
 // restart, in a child, unless [rotation] on = "manual".
 func nriOptions(cfg *config.Config, rotateFor rotate.Func, log io.Writer) (nri.Options, error) {
-	hookPath, err := entry.FindFor(cfg.AgentDelivers())
+	hookPath, err := entry.Find()
 	if err != nil {
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
 	}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/idmap"
@@ -49,14 +50,13 @@ import (
 var ErrUsage = errors.New("usage")
 
 // Run is the hook's main: args without the program name, the state on stdin.
-// unseal gives the secret for the starts the agent does not serve.
 // Errors are one line, "<what>: <why>[; <remedy>]", and never contain secret
 // material.
-func Run(ctx context.Context, args []string, stdin io.Reader, unseal Unsealer) error {
-	return remedy.Explain(run(ctx, args, stdin, unseal))
+func Run(ctx context.Context, args []string, stdin io.Reader) error {
+	return remedy.Explain(run(ctx, args, stdin))
 }
 
-func run(ctx context.Context, args []string, stdin io.Reader, unseal Unsealer) error {
+func run(ctx context.Context, args []string, stdin io.Reader) error {
 	fs := flag.NewFlagSet("northstar-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "config file (default $NORTHSTAR_CONFIG or "+config.DefaultPath+")")
@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, unseal Unsealer) e
 		}
 		if apiTree != nil {
 			defer apiTree.Close()
-			return mountIn(ctx, cfg, unseal, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
+			return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
 		}
 	case live && !inContainer:
 		var m *control.Measurement
@@ -170,13 +170,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, unseal Unsealer) e
 		defer mnt.Close()
 		return attachMount(mnt, rootfs, state.Pid, inContainer, apiTree)
 	}
-	return mountIn(ctx, cfg, unseal, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
+	return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
 }
 
 // mountIn builds the secret's filesystem here (the secret from the agent's
 // memfd or unsealed from the TPM; none for an API-only container) and
 // attaches it, with apiTree (nil: none), in the container.
-func mountIn(ctx context.Context, cfg *config.Config, unseal Unsealer, rootfs string, pid int, inContainer, noSecret bool, owner mount.Owner, apiTree *os.File) error {
+func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, inContainer, noSecret bool, owner mount.Owner, apiTree *os.File) error {
 	var mnt *mount.Mount
 	var err error
 	switch {
@@ -187,13 +187,16 @@ func mountIn(ctx context.Context, cfg *config.Config, unseal Unsealer, rootfs st
 			return fmt.Errorf("mount: %w", err)
 		}
 	default:
+		st, err := configured.Store(cfg)
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
 		agentSocket := cfg.Agent.Socket
 		if inContainer {
 			// The agent refuses peers in other mount namespaces: do not ask.
 			agentSocket = ""
 		}
-		fromStore := func(ctx context.Context) (*os.File, error) { return unseal(ctx, cfg) }
-		if mnt, err = buildMount(ctx, records(cfg), agentSocket, owner, apiTree != nil, fromStore); err != nil {
+		if mnt, err = buildMount(ctx, st, agentSocket, owner, apiTree != nil); err != nil {
 			return err
 		}
 	}
@@ -262,7 +265,11 @@ const (
 
 // current checks that id names the record the store holds now.
 func current(cfg *config.Config, id control.RecordID) error {
-	rec, err := records(cfg).Current()
+	st, err := configured.Store(cfg)
+	if err != nil {
+		return err
+	}
+	rec, err := st.Current()
 	if err != nil {
 		return err
 	}
@@ -299,22 +306,26 @@ func attachMount(mnt *mount.Mount, rootfs string, pid int, inContainer bool, api
 	return nil
 }
 
-// buildMount builds the detached filesystem from the secret's sealed
-// memfd: the agent's, or unseal's.
+// buildMount unseals the secret into a sealed memfd and builds the detached
+// filesystem from it. Plaintext copies live only in this function and are
+// zeroed before it returns.
 //
 // With an agent socket configured it first asks the agent for the memfd
-// (control.FetchCurrent: only the secret that records holds now is
-// taken); an absent, stale or refused agent silently falls back to
-// unsealing, so the agent can never make a start fail.
-func buildMount(ctx context.Context, records *store.Store, agentSocket string, owner mount.Owner, withAPI bool, unseal func(context.Context) (*os.File, error)) (*mount.Mount, error) {
+// (control.FetchCurrent: only the current secret is taken); an absent, stale
+// or refused agent silently falls back to unsealing, so the agent can never
+// make a start fail.
+func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner mount.Owner, withAPI bool) (*mount.Mount, error) {
 	var memfd *os.File
 	if agentSocket != "" {
-		memfd, _ = control.FetchCurrent(ctx, agentSocket, records)
+		memfd, _ = control.FetchCurrent(ctx, agentSocket, st)
 	}
 	if memfd == nil {
-		var err error
-		if memfd, err = unseal(ctx); err != nil {
+		sec, _, err := st.Secret(ctx)
+		if err != nil {
 			return nil, fmt.Errorf("unseal: %w", err)
+		}
+		if memfd, err = secretfs.NewSecretMemfd("northstar-secret", sec); err != nil {
+			return nil, fmt.Errorf("memfd: %w", err)
 		}
 	}
 	defer memfd.Close()

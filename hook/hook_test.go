@@ -16,7 +16,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/agent/control"
-	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal"
@@ -39,14 +38,7 @@ func TestBuildMount(t *testing.T) {
 	ctx := context.Background()
 	st := hostStore(t)
 	owner := mount.Owner{UID: 1000, GID: 1000, Mode: 0o400}
-	unseal := func(ctx context.Context) (*os.File, error) {
-		sec, _, err := st.Secret(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return secretfs.NewSecretMemfd("northstar-secret", sec)
-	}
-	if _, err := buildMount(ctx, st, "", owner, false, unseal); err == nil || !strings.HasPrefix(err.Error(), "unseal: ") {
+	if _, err := buildMount(ctx, st, "", owner, false); err == nil || !strings.HasPrefix(err.Error(), "unseal: ") {
 		t.Fatalf("buildMount before init = %v, want an unseal error", err)
 	}
 	if _, _, err := st.Init(ctx, ""); err != nil {
@@ -57,7 +49,7 @@ func TestBuildMount(t *testing.T) {
 		"agent configured, absent":     filepath.Join(t.TempDir(), "agent", "agent.sock"),
 		"agent serving another secret": staleAgent(t),
 	} {
-		m, err := buildMount(ctx, st, sock, owner, false, unseal)
+		m, err := buildMount(ctx, st, sock, owner, false)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -220,14 +212,6 @@ func TestRegisteredAPI(t *testing.T) {
 // nothing (it does not even ask the agent), while a container out of the
 // secret alone still needs the agent for its API: with none running, its
 // start fails naming the agent.
-// noUnseal is the Unsealer of a test whose starts must not unseal.
-func noUnseal(t *testing.T) Unsealer {
-	return func(context.Context, *config.Config) (*os.File, error) {
-		t.Error("unexpected unseal")
-		return nil, fmt.Errorf("unexpected unseal")
-	}
-}
-
 func TestOptOutsWithTheAPI(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "config.toml")
@@ -243,7 +227,7 @@ func TestOptOutsWithTheAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		state := fmt.Sprintf(`{"ociVersion":"1.2.0","id":"c1","status":"creating","pid":%d,"bundle":%q}`, os.Getpid(), bundle)
-		return Run(context.Background(), []string{"--config", cfgPath}, strings.NewReader(state), noUnseal(t))
+		return Run(context.Background(), []string{"--config", cfgPath}, strings.NewReader(state))
 	}
 	if err := hookWith(`{"io.kubernetes.cri.container-type":"sandbox"}`); err != nil {
 		t.Errorf("a pod sandbox with the API on: %v, want nothing done", err)

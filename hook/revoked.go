@@ -4,6 +4,7 @@ package hook
 
 import (
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/configured"
 )
 
 // checkRevoked fails the start of a container whose id a rotation revoked
@@ -17,7 +18,11 @@ import (
 // takes the secret reads it again and fails; an API-only start is
 // checked by the agent.
 func checkRevoked(cfg *config.Config, id string) error {
-	rec, err := records(cfg).Current()
+	st, err := configured.Store(cfg)
+	if err != nil {
+		return nil
+	}
+	rec, err := st.Current()
 	if err != nil {
 		return nil
 	}

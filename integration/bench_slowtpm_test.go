@@ -12,9 +12,10 @@ import (
 // The rows of DESIGN.md §7 for a TPM as slow as a discrete one: swtpm
 // answers a command in about 1 ms, a discrete TPM in 20-200 ms, so these
 // rows put a proxy in front of swtpm that holds every response for
-// discreteTPMDelay (the fast end of that range). An unseal is seven
-// commands (ReadPublic, Load, StartAuthSession, PolicyPCR, Unseal, two
-// FlushContext): about 210 ms per start on such a TPM.
+// discreteTPMDelay (the fast end of that range). An unseal is five
+// commands (Load, StartAuthSession, PolicyPCR, Unseal, FlushContext of
+// the object; the blob carries the SRK's public area, and the Unseal ends
+// the policy session): about 150 ms per start on such a TPM.
 
 // discreteTPMDelay is what the proxy adds to each TPM command.
 const discreteTPMDelay = 30 * time.Millisecond

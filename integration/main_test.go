@@ -23,9 +23,6 @@ import (
 // any user can read (the rootless tests exec them as an unprivileged user).
 var bins struct {
 	dir, hook, ctl string
-	// agentHook is northstar-agent-hook, next to the hook: the shim and
-	// the runtime wrapper inject it where the agent delivers.
-	agentHook string
 }
 
 func TestMain(m *testing.M) {
@@ -69,8 +66,7 @@ func testMain(m *testing.M) int {
 	bins.dir = dir
 	bins.hook = filepath.Join(dir, "northstar-hook")
 	bins.ctl = filepath.Join(dir, "northstarctl")
-	bins.agentHook = filepath.Join(dir, "northstar-agent-hook")
-	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl", bins.agentHook: "./cmd/northstar-agent-hook"} {
+	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl"} {
 		if err := buildStatic("..", pkg, out); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

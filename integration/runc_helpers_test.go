@@ -238,13 +238,7 @@ func mkBusybox(t *testing.T, rootfs string) {
 
 // withHook adds the northstar hook at stage ("createRuntime", ...).
 func (b *bundle) withHook(stage, configPath string) *bundle {
-	return b.withHookBinary(stage, configPath, bins.hook)
-}
-
-// withHookBinary is withHook with the hook binary bin (bins.hook,
-// bins.agentHook).
-func (b *bundle) withHookBinary(stage, configPath, bin string) *bundle {
-	h := specs.Hook{Path: bin, Args: []string{filepath.Base(bin), "--config", configPath}}
+	h := specs.Hook{Path: bins.hook, Args: []string{"northstar-hook", "--config", configPath}}
 	if b.spec.Hooks == nil {
 		b.spec.Hooks = &specs.Hooks{}
 	}

@@ -94,7 +94,7 @@ func prepare(ctx context.Context, cfg *config.Config, inv invocation) error {
 			}
 		}
 	}
-	hookPath, err := entry.FindFor(cfg.AgentDelivers())
+	hookPath, err := entry.Find()
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}

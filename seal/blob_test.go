@@ -12,10 +12,11 @@ import (
 // public area is opaque here: tpmseal checks it).
 func syntheticBlob(pcrs ...int) *TPMBlob {
 	return &TPMBlob{
-		Public:  bytes.Repeat([]byte{0x11}, 50),
-		Private: bytes.Repeat([]byte{0x22}, 48),
-		SRKName: append([]byte{0x00, 0x0b}, bytes.Repeat([]byte{0x33}, 32)...),
-		PCRs:    pcrs,
+		Public:    bytes.Repeat([]byte{0x11}, 50),
+		Private:   bytes.Repeat([]byte{0x22}, 48),
+		SRKName:   append([]byte{0x00, 0x0b}, bytes.Repeat([]byte{0x33}, 32)...),
+		PCRs:      pcrs,
+		SRKPublic: bytes.Repeat([]byte{0x44}, 40),
 	}
 }
 
@@ -25,8 +26,16 @@ func TestDecodeTPMBlob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if FormatPCRs(b.PCRs) != "7,16" || !bytes.Equal(b.Encode(), good) {
+	if FormatPCRs(b.PCRs) != "7,16" || !bytes.Equal(b.Encode(), good) || len(b.SRKPublic) != 40 {
 		t.Fatalf("decoded %+v", b)
+	}
+	// Version 1, without the SRK's public area, still decodes, and
+	// re-encodes as version 1.
+	v1 := syntheticBlob(7, 16)
+	v1.SRKPublic = nil
+	goodV1 := v1.Encode()
+	if b, err := DecodeTPMBlob(goodV1); err != nil || goodV1[3] != 1 || b.SRKPublic != nil || !bytes.Equal(b.Encode(), goodV1) {
+		t.Fatalf("version 1: decoded %+v, %v", b, err)
 	}
 
 	with := func(f func(b *TPMBlob)) []byte {
@@ -46,7 +55,11 @@ func TestDecodeTPMBlob(t *testing.T) {
 		{"version 255", []byte("NST\xff"), ErrUnknownVersion},
 		{"wrong magic", append([]byte("NSH\x01"), good[4:]...), ErrCorrupt},
 		{"length past the end", append([]byte("NST\x01\xff\xff"), good[6:]...), ErrCorrupt},
-		{"PCR count past the end", append(bytes.Clone(good[:len(good)-3]), 5, 7), ErrCorrupt},
+		{"PCR count past the end", append(bytes.Clone(goodV1[:len(goodV1)-3]), 5, 7), ErrCorrupt},
+		{"version 1 with an SRK public area", append([]byte("NST\x01"), good[4:]...), ErrCorrupt},
+		{"version 2 without one", append([]byte("NST\x02"), goodV1[4:]...), ErrCorrupt},
+		{"empty SRK public area", with(func(b *TPMBlob) { b.SRKPublic = []byte{} }), ErrCorrupt},
+		{"SRK public area cut short", good[:len(good)-1], ErrCorrupt},
 		{"trailing bytes", append(bytes.Clone(good), 0, 0), ErrCorrupt},
 		{"empty public", with(func(b *TPMBlob) { b.Public = nil }), ErrCorrupt},
 		{"empty private", with(func(b *TPMBlob) { b.Private = nil }), ErrCorrupt},

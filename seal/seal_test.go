@@ -60,7 +60,7 @@ func TestDescribe(t *testing.T) {
 		"empty":             {nil, ErrCorrupt},
 		"unknown magic":     {[]byte("XYZ\x01abc"), ErrCorrupt},
 		"future host blob":  {append([]byte("NSH\x02"), hostBlob[4:]...), ErrUnknownVersion},
-		"future TPM blob":   {append([]byte("NST\x02"), tpmBlob[4:]...), ErrUnknownVersion},
+		"future TPM blob":   {append([]byte("NST\x03"), tpmBlob[4:]...), ErrUnknownVersion},
 		"truncated TPM":     {tpmBlob[:len(tpmBlob)/2], ErrCorrupt},
 		"magic only (host)": {[]byte("NSH"), ErrCorrupt},
 	} {

@@ -59,7 +59,7 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 			return entry.WriteBundleConfig(inv.bundle, out, perm)
 		}
 	}
-	hookPath, err := entry.FindFor(cfg.AgentDelivers())
+	hookPath, err := entry.Find()
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}

@@ -17,14 +17,8 @@ import (
 )
 
 // Name is the file name of the northstar hook binary. A hook whose path has
-// this base name or AgentName, at any stage, is ours.
+// this base name, at any stage, is ours.
 const Name = "northstar-hook"
-
-// AgentName is the file name of the hook for hosts where the agent
-// delivers the secret (cmd/northstar-agent-hook): the same hook without
-// the TPM's code, which it leaves to Name for the starts the agent does
-// not serve. Its process starts faster; see docs/performance.md.
-const AgentName = "northstar-agent-hook"
 
 // Timeout is the timeout (seconds) runtimes give the hook: generous for a
 // slow hardware TPM shared by many starting containers.
@@ -44,32 +38,20 @@ func New(hookPath, configPath string) specs.Hook {
 	timeout := Timeout
 	return specs.Hook{
 		Path:    hookPath,
-		Args:    []string{filepath.Base(hookPath), "--config", configPath},
+		Args:    []string{Name, "--config", configPath},
 		Env:     append([]string(nil), env...),
 		Timeout: &timeout,
 	}
 }
 
-// IsNorthstar reports whether h runs a northstar hook binary.
+// IsNorthstar reports whether h runs the northstar hook binary.
 func IsNorthstar(h specs.Hook) bool {
-	base := filepath.Base(h.Path)
-	return base == Name || base == AgentName
+	return filepath.Base(h.Path) == Name
 }
 
 // Find returns the absolute path of the hook binary: next to the running
 // executable (the shim, northstarctl), else on PATH.
 func Find() (string, error) { return binpath.Find(Name) }
-
-// FindFor is Find for a host whose config has the agent deliver the secret
-// (config.AgentDelivers): AgentName where it is installed, else Name.
-func FindFor(agentDelivers bool) (string, error) {
-	if agentDelivers {
-		if p, err := binpath.Find(AgentName); err == nil {
-			return p, nil
-		}
-	}
-	return Find()
-}
 
 // HostWideFlag marks a hook file installed for every user of the host (the
 // Debian package's /usr/share/containers/oci/hooks.d/northstar.json,

@@ -36,7 +36,7 @@ nfpm=$("$top/scripts/install-tools.sh" --print nfpm)
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-for b in northstar-hook northstar-agent-hook northstarctl containerd-shim-northstar-v2 northstar-runtime; do
+for b in northstar-hook northstarctl containerd-shim-northstar-v2 northstar-runtime; do
 	(cd "$top" && CGO_ENABLED=0 "${GO:-go}" build -trimpath -ldflags '-s -w' -o "$stage/$b" "./cmd/$b") ||
 		die "go build ./cmd/$b failed"
 done

@@ -12,28 +12,43 @@ import (
 )
 
 // decode is seal.DecodeTPMBlob and the part of the check that needs
-// go-tpm: the public area must be a policy-bound sealed object, encoded
-// canonically, so that a decoded blob re-encodes to the same bytes.
-func decode(blob []byte) (*seal.TPMBlob, error) {
+// go-tpm: the public area must be a policy-bound sealed object and the
+// SRK's (version 2) the TCG ECC SRK named by the blob's SRK name, both
+// encoded canonically, so that a decoded blob re-encodes to the same bytes.
+// It returns the SRK's public area, nil for a version 1 blob.
+func decode(blob []byte) (*seal.TPMBlob, *tpm2.TPMTPublic, error) {
 	b, err := seal.DecodeTPMBlob(blob)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	pub, err := public(b)
+	pub, err := public(b.Public)
 	if err != nil {
-		return nil, fmt.Errorf("%w (public area: %v)", seal.ErrCorrupt, err)
+		return nil, nil, fmt.Errorf("%w (public area: %v)", seal.ErrCorrupt, err)
 	}
 	// A sealed object of ours is a policy-only KeyedHash. Anything else was
 	// not written by Seal (and the TPM would refuse it anyway).
 	if pub.Type != tpm2.TPMAlgKeyedHash || pub.ObjectAttributes.UserWithAuth || len(pub.AuthPolicy.Buffer) != 32 {
-		return nil, fmt.Errorf("%w (public area is not a policy-bound sealed object)", seal.ErrCorrupt)
+		return nil, nil, fmt.Errorf("%w (public area is not a policy-bound sealed object)", seal.ErrCorrupt)
 	}
-	return b, nil
+	if b.SRKPublic == nil {
+		return b, nil, nil
+	}
+	srkPub, err := public(b.SRKPublic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (SRK public area: %v)", seal.ErrCorrupt, err)
+	}
+	if !isStandardSRK(srkPub) {
+		return nil, nil, fmt.Errorf("%w (SRK public area is not the TCG ECC P-256 SRK)", seal.ErrCorrupt)
+	}
+	if name, err := tpm2.ObjectName(srkPub); err != nil || !bytes.Equal(name.Buffer, b.SRKName) {
+		return nil, nil, fmt.Errorf("%w (SRK public area does not hash to the SRK name)", seal.ErrCorrupt)
+	}
+	return b, srkPub, nil
 }
 
-// public unmarshals the public area, refusing trailing or non-canonical
+// public unmarshals a public area, refusing trailing or non-canonical
 // bytes.
-func public(b *seal.TPMBlob) (pub *tpm2.TPMTPublic, err error) {
+func public(data []byte) (pub *tpm2.TPMTPublic, err error) {
 	// go-tpm's reflection-based unmarshaling is not written for hostile input;
 	// a panic on garbage is a corrupt blob, not a crash of the hook.
 	defer func() {
@@ -41,11 +56,11 @@ func public(b *seal.TPMBlob) (pub *tpm2.TPMTPublic, err error) {
 			pub, err = nil, fmt.Errorf("unparsable: %v", r)
 		}
 	}()
-	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](b.Public)
+	pub, err = tpm2.Unmarshal[tpm2.TPMTPublic](data)
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(tpm2.Marshal(pub), b.Public) {
+	if !bytes.Equal(tpm2.Marshal(pub), data) {
 		return nil, fmt.Errorf("non-canonical encoding")
 	}
 	return pub, nil

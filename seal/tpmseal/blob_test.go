@@ -26,7 +26,7 @@ func syntheticBlob(pcrs ...int) *seal.TPMBlob {
 // seal's TestDecodeTPMBlob covers.
 func TestDecode(t *testing.T) {
 	good := syntheticBlob(7, 16).Encode()
-	b, err := decode(good)
+	b, _, err := decode(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestDecode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := decode(tt.blob)
+			b, _, err := decode(tt.blob)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("decode = %+v, %v; want %v", b, err, tt.want)
 			}
@@ -70,7 +70,7 @@ func FuzzDecodeTPMBlob(f *testing.F) {
 	f.Add(syntheticBlob().Encode())
 	f.Add(syntheticBlob(0, 7, 23).Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		b, err := decode(data)
+		b, _, err := decode(data)
 		if err != nil {
 			if !errors.Is(err, seal.ErrCorrupt) && !errors.Is(err, seal.ErrUnknownVersion) {
 				t.Fatalf("error is neither seal.ErrCorrupt nor seal.ErrUnknownVersion: %v", err)

@@ -165,7 +165,7 @@ func TestSWTPMLeftoversOfKilledHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	blob := mustSeal(t, unlocked, pt)
-	b, err := decode(blob)
+	b, _, err := decode(blob)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,7 @@ func (t *TPM) Seal(ctx context.Context, plaintext []byte) ([]byte, error) {
 // (init, or a rotation over an unreadable record), which has nothing to
 // pin to; `northstarctl rotate --new-srk` re-provisions on purpose.
 func (t *TPM) SealPinned(ctx context.Context, plaintext, prev []byte) ([]byte, error) {
-	b, err := decode(prev)
+	b, _, err := decode(prev)
 	if err != nil {
 		return nil, fmt.Errorf("tpm seal: the previous blob names no SRK to pin: %w", err)
 	}
@@ -175,10 +175,11 @@ func (t *TPM) seal(tpm transport.TPM, plaintext, pinnedSRK []byte) ([]byte, erro
 		return nil, fmt.Errorf("tpm2.Create: %w", err)
 	}
 	b := &seal.TPMBlob{
-		Public:  rsp.OutPublic.Bytes(),
-		Private: rsp.OutPrivate.Buffer,
-		SRKName: srk.name.Buffer,
-		PCRs:    t.opts.PCRs,
+		Public:    rsp.OutPublic.Bytes(),
+		Private:   rsp.OutPrivate.Buffer,
+		SRKName:   srk.name.Buffer,
+		PCRs:      t.opts.PCRs,
+		SRKPublic: tpm2.Marshal(srk.pub),
 	}
 	return b.Encode(), nil
 }
@@ -243,7 +244,7 @@ func pcrPolicy(tpm transport.TPM, pcrs []int) ([]byte, error) {
 
 // Unseal implements seal.Sealer.
 func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
-	b, err := decode(blob)
+	b, srkPub, err := decode(blob)
 	if err != nil {
 		return nil, fmt.Errorf("tpm unseal: %w", err)
 	}
@@ -258,12 +259,27 @@ func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
 	var plaintext []byte
 	err = t.conversation(ctx, func(tpm transport.TPM) error {
 		var err error
+		if srkPub != nil {
+			// The blob carries the SRK's public area: no ReadPublic. A
+			// TPM whose SRK is not that key (or none: evicted) refuses the
+			// Load, its private area being wrapped by the SRK's seed, or
+			// the session, whose salt it cannot decrypt. Anything but the
+			// PCRs is tried again the long way, which names the cause.
+			sealedUnder := &srk{handle: SRKHandle, name: tpm2.TPM2BName{Buffer: b.SRKName}, pub: *srkPub}
+			plaintext, err = unsealUnder(tpm, sealedUnder, b)
+			if err == nil || errors.Is(err, seal.ErrPCRChanged) || errors.Is(err, tpm2.TPMRCPCRChanged) {
+				return err
+			}
+		}
 		plaintext, err = unseal(tpm, b)
 		return err
 	})
 	return plaintext, err
 }
 
+// unseal asks the TPM for its SRK (creating it where it was evicted: the
+// template makes the same key from the same seed), checks it is the one
+// the secret was sealed under, and unseals.
 func unseal(tpm transport.TPM, b *seal.TPMBlob) ([]byte, error) {
 	srk, err := ensureSRK(tpm)
 	if err != nil {
@@ -275,6 +291,14 @@ func unseal(tpm transport.TPM, b *seal.TPMBlob) ([]byte, error) {
 		return nil, fmt.Errorf("tpm unseal: %w (sealed under SRK %s, this TPM's SRK is %s)",
 			seal.ErrWrongKey, shortName(b.SRKName), shortName(srk.name.Buffer))
 	}
+	return unsealUnder(tpm, srk, b)
+}
+
+// unsealUnder loads b under srk and unseals it: Load, StartAuthSession,
+// PolicyPCR, Unseal (which ends the session) and the object's flush.
+// srk is the SRK the secret was sealed under: the session's salt is
+// encrypted to it.
+func unsealUnder(tpm transport.TPM, srk *srk, b *seal.TPMBlob) ([]byte, error) {
 	pub := tpm2.BytesAs2B[tpm2.TPMTPublic](b.Public)
 	// The sealed object's name, computed here from the public area the
 	// blob carries, not taken from Load's unauthenticated answer: the
@@ -310,16 +334,21 @@ func unseal(tpm transport.TPM, b *seal.TPMBlob) ([]byte, error) {
 	}
 
 	// EncryptOut: the TPM encrypts the unsealed secret under the salted
-	// session key before it leaves the chip.
-	sess, flush, err := tpm2.PolicySession(tpm, tpm2.TPMAlgSHA256, 16,
+	// session key before it leaves the chip. A one-off session: started
+	// and its policy run as Unseal is sent, ended by the TPM when Unseal
+	// has used it (continueSession clear), flushed by go-tpm if a step
+	// fails: no FlushContext of its own.
+	policy := func(tpm transport.TPM, handle tpm2.TPMISHPolicy, _ tpm2.TPM2BNonce) error {
+		if _, err := (tpm2.PolicyPCR{PolicySession: handle, Pcrs: pcrSelection(b.PCRs)}).Execute(tpm); err != nil {
+			// go-tpm flushes a session whose command failed, not one
+			// whose policy did.
+			flushContext(tpm, handle)
+			return fmt.Errorf("tpm2.PolicyPCR (sha256 PCR %s): %w", seal.FormatPCRs(b.PCRs), err)
+		}
+		return nil
+	}
+	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16, policy,
 		tpm2.Salted(srk.handle, srk.pub), tpm2.AESEncryption(128, tpm2.EncryptOut))
-	if err != nil {
-		return nil, fmt.Errorf("tpm2.StartAuthSession: %w", err)
-	}
-	defer flush()
-	if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: pcrSelection(b.PCRs)}).Execute(tpm); err != nil {
-		return nil, fmt.Errorf("tpm2.PolicyPCR (sha256 PCR %s): %w", seal.FormatPCRs(b.PCRs), err)
-	}
 	rsp, err := tpm2.Unseal{
 		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: *objName, Auth: sess},
 	}.Execute(tpm)

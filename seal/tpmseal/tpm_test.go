@@ -117,7 +117,7 @@ func testRoundTrip(t *testing.T, s *TPM) {
 	wantUnseal(t, s, blob, pt)
 	wantUnseal(t, s, blob, pt) // and again: nothing left loaded that breaks a second call
 
-	b, err := decode(blob)
+	b, _, err := decode(blob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,10 +359,28 @@ func TestTPMForeignKeyAtSRKHandle(t *testing.T) {
 	}
 }
 
+// otherSRK is b claiming to be sealed under another key made from the SRK
+// template: its name and public area, consistent with each other.
+func otherSRK(t *testing.T, b *seal.TPMBlob) []byte {
+	t.Helper()
+	pub := tpm2.ECCSRKTemplate
+	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+		X: tpm2.TPM2BECCParameter{Buffer: bytes.Repeat([]byte{7}, 32)},
+		Y: tpm2.TPM2BECCParameter{Buffer: bytes.Repeat([]byte{7}, 32)},
+	})
+	name, err := tpm2.ObjectName(&pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *b
+	c.SRKName, c.SRKPublic = name.Buffer, tpm2.Marshal(pub)
+	return c.Encode()
+}
+
 func TestTPMRefusesTamperedBlobs(t *testing.T) {
 	s := newSimSealer(t, 16)
 	blob := mustSeal(t, s, randomSecret(t))
-	b, err := decode(blob)
+	b, _, err := decode(blob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,14 +404,18 @@ func TestTPMRefusesTamperedBlobs(t *testing.T) {
 		{"truncated by one", blob[:len(blob)-1], seal.ErrCorrupt},
 		{"truncated in private", blob[:privAt+10], seal.ErrCorrupt},
 		{"trailing byte", append(bytes.Clone(blob), 0), seal.ErrCorrupt},
-		{"future version", append([]byte("NST\x02"), blob[4:]...), seal.ErrUnknownVersion},
+		{"future version", append([]byte("NST\x03"), blob[4:]...), seal.ErrUnknownVersion},
 		{"public: attribute byte", flip(pubAt + 7), seal.ErrCorrupt},
 		{"public: policy digest", flip(pubAt + 12), seal.ErrCorrupt},
 		{"public: last byte", flip(privAt - 3), seal.ErrCorrupt},
 		{"private: integrity HMAC", flip(privAt + 4), seal.ErrCorrupt},
 		{"private: middle", flip(privAt + len(b.Private)/2), seal.ErrCorrupt},
 		{"private: last byte", flip(nameAt - 3), seal.ErrCorrupt},
-		{"SRK name", flip(nameAt + 10), seal.ErrWrongKey},
+		// The SRK's name must be its public area's (version 2).
+		{"SRK name", flip(nameAt + 10), seal.ErrCorrupt},
+		{"SRK public area", flip(pcrAt + len(b.PCRs) + 2 + 20), seal.ErrCorrupt},
+		// Both of another SRK: asked, the TPM names its own.
+		{"another SRK", otherSRK(t, b), seal.ErrWrongKey},
 		// The PCR list is not integrity-protected: a forged list differs
 		// from the configured PCRs (and see below).
 		{"PCR list", flip(pcrAt), seal.ErrPCRSelection},
@@ -421,7 +443,7 @@ func TestTPMNoPasswordBypass(t *testing.T) {
 	for _, pcrs := range [][]int{nil, {16}} {
 		t.Run("pcrs="+seal.FormatPCRs(pcrs), func(t *testing.T) {
 			s := newSimSealer(t, pcrs...)
-			b, err := decode(mustSeal(t, s, randomSecret(t)))
+			b, _, err := decode(mustSeal(t, s, randomSecret(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -512,9 +534,11 @@ func TestTPMRetries(t *testing.T) {
 	}
 	assertNothingLoaded(t, newSimSealer(t))
 
-	// TPM_RC_PCR_CHANGED on Unseal (the fifth command) redoes the exchange.
+	// TPM_RC_PCR_CHANGED on Unseal redoes the exchange: the fourth command
+	// (Load, StartAuthSession, PolicyPCR, Unseal), then the session's and
+	// the object's flushes, then the tenth.
 	s := newFlakySealer(t, func(n int) tpm2.TPMRC {
-		if n == 5 || n == 12 {
+		if n == 4 || n == 10 {
 			return tpm2.TPMRCPCRChanged
 		}
 		return 0
@@ -734,4 +758,47 @@ func mustSealPinned(tb testing.TB, s *TPM, pt, prev []byte) []byte {
 		tb.Fatalf("SealPinned: %v", err)
 	}
 	return blob
+}
+
+// commandLog forwards commands to a TPM and records their codes.
+type commandLog struct {
+	transport.TPM
+	sent []tpm2.TPMCC
+}
+
+func (c *commandLog) Send(cmd []byte) ([]byte, error) {
+	c.sent = append(c.sent, tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])))
+	return c.TPM.Send(cmd)
+}
+
+func (*commandLog) Close() error { return nil }
+
+// TestTPMUnsealCommands: a blob that carries its SRK's public area unseals
+// in five commands, each a round trip of 20-200 ms on a discrete TPM: no
+// ReadPublic (the salt is encrypted to the key from the blob), and the
+// policy session ends with the Unseal that uses it (no flush of its own).
+// A blob of the format before (version 1) still unseals, asking the TPM
+// for its SRK first.
+func TestTPMUnsealCommands(t *testing.T) {
+	pt := randomSecret(t)
+	blob := mustSeal(t, newSimSealer(t, 16), pt)
+	log := &commandLog{TPM: simTPM(t)}
+	s := newSealer(t, Options{PCRs: []int{16}, Open: func() (transport.TPMCloser, error) { return log, nil }})
+	wantUnseal(t, s, blob, pt)
+	want := []tpm2.TPMCC{tpm2.TPMCCLoad, tpm2.TPMCCStartAuthSession, tpm2.TPMCCPolicyPCR, tpm2.TPMCCUnseal, tpm2.TPMCCFlushContext}
+	if !slices.Equal(log.sent, want) {
+		t.Errorf("unseal sent %v, want %v", log.sent, want)
+	}
+
+	b, _, err := decode(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SRKPublic = nil
+	log.sent = nil
+	wantUnseal(t, s, b.Encode(), pt)
+	if len(log.sent) == 0 || log.sent[0] != tpm2.TPMCCReadPublic || len(log.sent) != len(want)+1 {
+		t.Errorf("a version 1 blob: unseal sent %v, want ReadPublic and then %v", log.sent, want)
+	}
+	assertNothingLoaded(t, s)
 }
