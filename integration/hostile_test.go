@@ -112,3 +112,23 @@ func TestRuncHostileImages(t *testing.T) {
 		},
 		func(t *testing.T, b *bundle) result { return b.runcRun(t) })
 }
+
+// hostUntouched checks, after a hostile image ran, that the host
+// directory and the host's mounts below it are as before was taken
+// (testtree.Snapshot, mountsUnder), but for the one trace allowed with
+// volumeTrace: the empty northstar directory runc may make in a writable
+// volume an image symlinks to, before the start is refused.
+func hostUntouched(t *testing.T, host, before string, mountsBefore []string, volumeTrace bool) {
+	t.Helper()
+	if volumeTrace && emptyDir(filepath.Join(host, "northstar")) {
+		if err := os.Remove(filepath.Join(host, "northstar")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := testtree.Snapshot(host); after != before {
+		t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
+	}
+	if got := mountsUnder(host); len(got) != len(mountsBefore) {
+		t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
+	}
+}

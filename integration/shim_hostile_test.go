@@ -72,17 +72,7 @@ func shimHostile(t *testing.T, a *account, c *rootlessContainerd, script string,
 			}
 			args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, c.newID(fmt.Sprintf("hostile%d", i)), "/bin/sh", "-c", script)
 			check(t, tt, c.ctr(t, args...))
-			if trace && tt.volume && emptyDir(filepath.Join(host, "northstar")) {
-				if err := os.Remove(filepath.Join(host, "northstar")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if after := testtree.Snapshot(host); after != before {
-				t.Errorf("host directory changed:\nbefore:\n%safter:\n%s", before, after)
-			}
-			if got := mountsUnder(host); len(got) != len(mountsBefore) {
-				t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
-			}
+			hostUntouched(t, host, before, mountsBefore, trace && tt.volume)
 			if got := c.mountsUnder(t, host); len(got) != 0 {
 				t.Errorf("mounts on the host directory in the runtime's namespace: %v", got)
 			}

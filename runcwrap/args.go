@@ -13,6 +13,8 @@ import (
 type invocation struct {
 	command   string // the subcommand ("create", "state", ...); "" for a flag-only call (--version)
 	bundle    string // create and run: the bundle directory ("" = the working directory)
+	id        string // create and run: the container id
+	pidFile   string // create and run: --pid-file, where the runtime writes the init pid
 	help      bool   // create or run --help: nothing is created
 	log       string // --log: runc's log file, where the engine looks for runc's errors
 	logFormat string // --log-format: "text" (runc's default) or "json"
@@ -120,7 +122,10 @@ func parseArgs(args []string) (invocation, error) {
 			break // the rest are arguments, never flags
 		}
 		if !isFlag(a) {
-			continue // the container id
+			if inv.id == "" {
+				inv.id = a // the container id
+			}
+			continue
 		}
 		name, v, hasValue := splitFlag(a)
 		switch {
@@ -139,8 +144,11 @@ func parseArgs(args []string) (invocation, error) {
 				i++
 				v = args[i]
 			}
-			if name == "bundle" || name == "b" {
+			switch name {
+			case "bundle", "b":
 				inv.bundle = v
+			case "pid-file":
+				inv.pidFile = v
 			}
 		default:
 			return inv, fmt.Errorf("%s: unknown flag %q: northstar-runtime knows runc's and crun's; without knowing it, it cannot tell which bundle the runtime reads", inv.command, a)

@@ -13,9 +13,12 @@
 //     once however many containers start at the same moment, as the shim
 //     does: the record says whether, northstarctl rotates (package
 //     lifecycle/rotate);
-//   - adds the northstar createRuntime hook to the bundle's config.json
-//     (entry.InjectIntoBundle, the shim's own code), except for a
-//     Kubernetes pod sandbox;
+//   - where Docker's containerd runs runc through the runc shim and the
+//     agent serves, has the agent prepare the container and adds its
+//     bind mounts to the bundle's config.json, with no hook (package
+//     agentmounts, the shim's own code); else adds the northstar
+//     createRuntime hook (entry.Rewrite), except for a Kubernetes pod
+//     sandbox;
 //
 // and then, for every command, execs the real runtime ([runtime] delegate,
 // runc by default) with the same arguments, environment, stdio and working
@@ -37,7 +40,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/hook/agentmounts"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/binpath"
 	"github.com/northstar-oci/northstar/lifecycle/rotate"
@@ -67,7 +72,7 @@ func Run(ctx context.Context, args []string) error {
 		return fail(inv, err)
 	}
 	if inv.prepares() {
-		if err := prepare(ctx, cfg, inv); err != nil {
+		if err := prepare(ctx, cfg, delegate, inv); err != nil {
 			return fail(inv, err)
 		}
 	}
@@ -78,7 +83,7 @@ func Run(ctx context.Context, args []string) error {
 // new secret lifecycle if the engine's containerd restarted, and the hook
 // in config.json. A failed rotation fails the start: no container of this
 // lifecycle runs with the previous lifecycle's secret.
-func prepare(ctx context.Context, cfg *config.Config, inv invocation) error {
+func prepare(ctx context.Context, cfg *config.Config, delegate string, inv invocation) error {
 	bundle, err := inv.bundleDir()
 	if err != nil {
 		return err
@@ -94,14 +99,46 @@ func prepare(ctx context.Context, cfg *config.Config, inv invocation) error {
 			}
 		}
 	}
+	data, perm, err := entry.ReadBundleConfig(bundle)
+	if err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	if out, err := withAgentMounts(ctx, cfg, delegate, inv, bundle, data); err != nil || out != nil {
+		if err != nil {
+			return err
+		}
+		return entry.WriteBundleConfig(bundle, out, perm)
+	}
 	hookPath, err := entry.Find()
 	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
-	if _, err := entry.InjectIntoBundle(bundle, entry.New(hookPath, cfg.Path), entry.APIEnv(cfg.SPIFFE.TrustDomain)...); err != nil {
+	out, changed, err := entry.Rewrite(data, entry.New(hookPath, cfg.Path), entry.APIEnv(cfg.SPIFFE.TrustDomain)...)
+	if err == nil && changed {
+		err = entry.WriteBundleConfig(bundle, out, perm)
+	}
+	if err != nil {
 		return fmt.Errorf("inject hook: %w", err)
 	}
 	return nil
+}
+
+// withAgentMounts is the way in without the hook (package agentmounts)
+// where runc is created by the runc shim, which has it write the init pid
+// to the bundle (Docker, through containerd): config.json with the
+// agent's mounts, or nil for the hook. Other engines' runtimes (podman's
+// conmon, CRI-O's) write the pid elsewhere, and keep the hook.
+func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, inv invocation, bundle string, data []byte) ([]byte, error) {
+	bundle = filepath.Clean(bundle)
+	if inv.command != "create" || inv.id == "" || !filepath.IsAbs(bundle) ||
+		filepath.Base(delegate) != "runc" || inv.pidFile != filepath.Join(bundle, control.InitPidFile) {
+		return nil, nil
+	}
+	doc, err := entry.ParseConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	return agentmounts.Config(ctx, cfg, data, doc, inv.id, bundle, inv.logInfo)
 }
 
 // rotateIfEngineRestarted starts a new secret lifecycle when e is not the

@@ -10,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/northstar-oci/northstar/hook/agentmounts"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/lifecycle"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -119,10 +120,10 @@ func BenchmarkMountsRewrite(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if why := whyHook(cfg, "/usr/bin/"+runcShim, &doc.Spec); why != "" {
+		if why := agentmounts.WhyHook(cfg, &doc.Spec); why != "" {
 			b.Fatal(why)
 		}
-		if _, err := prepareRequest(cfg, &doc.Spec, "c1", bundle); err != nil {
+		if _, err := agentmounts.PrepareRequest(cfg, &doc.Spec, "c1", bundle); err != nil {
 			b.Fatal(err)
 		}
 		out, err := doc.WithMounts(testMounts)

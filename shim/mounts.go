@@ -4,153 +4,24 @@ package shim
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"path/filepath"
-	"slices"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook"
+	"github.com/northstar-oci/northstar/hook/agentmounts"
 	"github.com/northstar-oci/northstar/hook/entry"
-	"github.com/northstar-oci/northstar/secretfs"
 )
 
-// No hook where it is safe (DESIGN.md §19, docs/security.md): the agent
-// builds the container's secret filesystem and API directory now, and
-// the runtime bind-mounts them (runc's own mount code: the destination
-// resolved inside the rootfs, /proc refused); the agent binds the
-// registration when runc has created the container (agent/registry,
-// shim.go). The hook stays where that is not safe or not possible; see
-// whyHook.
-
 // runcShim is the delegate whose runc writes the container's init pid to
-// the bundle (init.pid), which the agent binds the registration to.
+// the bundle (control.InitPidFile), which the agent binds the
+// registration to.
 const runcShim = "containerd-shim-runc-v2"
 
-// whyHook says why a container needs the hook rather than the agent's
-// mounts ("": it does not).
-func whyHook(cfg *config.Config, delegate string, spec *specs.Spec) string {
-	switch {
-	case cfg.Agent.Socket == "":
-		return "no agent ([agent] socket)"
-	case filepath.Base(delegate) != runcShim:
-		return "the delegate is not " + runcShim
-	}
-	if spec.Linux != nil {
-		if p := spec.Linux.RootfsPropagation; p == "shared" || p == "rshared" {
-			// A mount below a shared root propagates to the host.
-			return "the root filesystem's propagation is " + p
-		}
-	}
-	mntNS := false
-	if spec.Linux != nil {
-		for _, ns := range spec.Linux.Namespaces {
-			switch {
-			case ns.Type == specs.UserNamespace:
-				// The secret's owner is mapped through the container's
-				// uid_map, which exists once it is created.
-				return "a user namespace"
-			case ns.Type == specs.MountNamespace && ns.Path != "":
-				return "it joins an existing mount namespace"
-			case ns.Type == specs.MountNamespace:
-				mntNS = true
-			case ns.Type == specs.PIDNamespace && ns.Path != "":
-				// Who else is in it is checked against the process
-				// (checkPIDShare) before the container starts.
-				return "it joins an existing PID namespace"
-			}
-		}
-	}
-	if !mntNS {
-		return "no mount namespace of its own"
-	}
-	for _, m := range spec.Mounts {
-		if slices.Contains(m.Options, "shared") || slices.Contains(m.Options, "rshared") {
-			// A mount of ours below it would propagate to its peers, the
-			// host's.
-			return "mount " + m.Destination + " propagates (shared)"
-		}
-	}
-	return ""
-}
-
-// prepareRequest is what the agent is asked to build for container id of
-// spec, decided as the hook decides it (package hook's policy); nil when
-// the agent has nothing to build (the container opted out of the secret
-// and the API, or live rotation is off): the hook decides then.
-func prepareRequest(cfg *config.Config, spec *specs.Spec, id, bundle string) (*control.PrepareRequest, error) {
-	policy, err := hook.PolicyFor(spec, cfg.SecretMode())
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	if policy.Skip {
-		return nil, nil
-	}
-	if err := hook.CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	apiOff, err := hook.APIDisabled(spec)
-	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	req := &control.PrepareRequest{ID: id, Bundle: bundle, API: cfg.API.Enable && !apiOff, Pod: hook.PodFor(spec)}
-	if !policy.Disabled {
-		if !cfg.Rotation.Live {
-			return nil, nil
-		}
-		req.Secret = &control.Owner{UID: policy.UID, GID: policy.GID, Mode: uint32(policy.Mode)}
-	}
-	if req.Secret == nil && !req.API {
-		return nil, nil
-	}
-	if req.Identity, err = hook.IdentityFor(spec, id); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
-	}
-	return req, nil
-}
-
 // withAgentMounts has the agent prepare the container of doc and returns
-// config.json with its mounts, or nil when the container needs the hook
-// (whyHook, prepareRequest, no agent listening).
+// config.json with its mounts, or nil when the container needs the hook:
+// a delegate other than the runc shim, or agentmounts says so.
 func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, data []byte, doc *entry.Config, id, bundle string) ([]byte, error) {
-	if why := whyHook(cfg, delegate, &doc.Spec); why != "" {
+	if filepath.Base(delegate) != runcShim {
 		return nil, nil
 	}
-	req, err := prepareRequest(cfg, &doc.Spec, id, bundle)
-	if err != nil || req == nil {
-		return nil, err
-	}
-	if cfg.Measure.Enable && req.Secret != nil {
-		// The container's configuration as containerd wrote it (the
-		// hook measures what it reads: that plus the hook's entry).
-		sum := sha256.Sum256(data)
-		req.Measure = &control.Measurement{Config: hex.EncodeToString(sum[:])}
-	}
-	reply, err := control.Prepare(ctx, cfg.Agent.Socket, *req)
-	if errors.Is(err, control.ErrNoAgent) {
-		// The hook copes without the agent as it always has (the TPM,
-		// or a refusal naming the agent for an API container).
-		logToContainerd(fmt.Sprintf("northstar: %v; the hook delivers the secret", err))
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent at %s: %w", cfg.Agent.Socket, err)
-	}
-	var mounts []specs.Mount
-	if reply.SecretDir != "" {
-		mounts = append(mounts, specs.Mount{Destination: secretfs.Dir, Type: "bind", Source: reply.SecretDir, Options: secretfs.BindOptions()})
-	}
-	if reply.APIDir != "" {
-		mounts = append(mounts, specs.Mount{Destination: secretfs.APIDir, Type: "bind", Source: reply.APIDir, Options: secretfs.BindOptions()})
-	}
-	var env []string
-	if req.API {
-		env = apiEnv(cfg)
-	}
-	return doc.WithMounts(mounts, env...)
+	return agentmounts.Config(ctx, cfg, data, doc, id, bundle, logToContainerd)
 }

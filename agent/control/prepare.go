@@ -22,6 +22,12 @@ import (
 // the runtime has created it (it writes Bundle/init.pid).
 const opPrepare = 'P'
 
+// InitPidFile is the file in a container's bundle where the runc shim
+// (containerd-shim-runc-v2, containerd 1.6 to 2.x: Docker's too) has runc
+// write the container's init pid at `runc create` (--pid-file): what the
+// agent binds a prepared container to.
+const InitPidFile = "init.pid"
+
 // PrepareRequest asks the agent to prepare a container's mounts.
 type PrepareRequest struct {
 	ID       string `json:"id"`       // the OCI container id

@@ -42,10 +42,9 @@ import (
 //     before the bind (its registration is listed, with no process).
 // A container that never gets created (its bundle goes) is forgotten.
 
-// InitPidFile is the file in a container's bundle where the runc shim
-// (containerd-shim-runc-v2, containerd 1.6 to 2.x) has runc write the
-// container's init pid at `runc create`.
-const InitPidFile = "init.pid"
+// InitPidFile is where runc writes a prepared container's init pid in
+// its bundle (the protocol's).
+const InitPidFile = control.InitPidFile
 
 // bindWait bounds how long a connection to a prepared container's socket
 // waits for the bind: the process that connects runs after `runc start`,
