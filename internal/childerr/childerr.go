@@ -12,13 +12,22 @@ import (
 	"strings"
 )
 
-// From is the error of a child that failed: its stderr, trimmed, without
-// its program's "name: " prefix; else, when it said nothing, how it
-// exited (waitErr).
+// From is the error of a child that failed: the last line of its stderr
+// that has a program's "name: " prefix, without it (a usage text before
+// it is left out; a Go panic's line, "panic: ...", is kept whole); else
+// its stderr, trimmed; else, when it said nothing, how it exited
+// (waitErr).
 func From(stderr string, waitErr error) error {
 	msg := strings.TrimSpace(stderr)
-	if i := strings.Index(msg, ": "); i >= 0 && !strings.Contains(msg[:i], " ") {
-		msg = msg[i+2:]
+	lines := strings.Split(msg, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if j := strings.Index(l, ": "); j > 0 && !strings.ContainsAny(l[:j], " \t") {
+			if l[:j] == "panic" {
+				return errors.New(l)
+			}
+			return errors.New(l[j+2:])
+		}
 	}
 	if msg == "" {
 		msg = waitErr.Error()
