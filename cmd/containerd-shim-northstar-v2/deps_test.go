@@ -11,13 +11,10 @@ import (
 // TestShimLinksNoTPM: containerd runs the shim's start and delete for
 // every container. It decides whether containerd restarted from the
 // store's record and leaves the rare rotation to northstarctl (package
-// lifecycle/rotate), so it links no go-tpm and none of the crypto go-tpm
-// pulls, but through one package: hook, whose spec policy (PolicyFor,
-// IdentityFor, PodFor, APIDisabled, CheckIdentityNamespace) the shim's
-// prepare request shares with the hook (through hook/agentmounts), and
-// which links the hook's own unseal through configured. With that policy
-// in a package of its own, the bypass goes.
+// lifecycle/rotate), and shares the hook's spec policy through
+// hook/delivery, not the hook, so it links no go-tpm and none of the
+// crypto go-tpm pulls.
 func TestShimLinksNoTPM(t *testing.T) {
 	const module = "github.com/northstar-oci/northstar/"
-	testenv.CheckLinksNoTPM(t, ".", []string{module + "hook"}, module+"shim", module+"lifecycle/rotate")
+	testenv.CheckLinksNoTPM(t, ".", nil, module+"shim", module+"lifecycle/rotate", module+"hook/delivery")
 }
