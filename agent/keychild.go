@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/northstar-oci/northstar/internal/childerr"
 	"github.com/northstar-oci/northstar/store"
 )
 
@@ -50,7 +51,7 @@ func KeyInChild(argv []string) KeyLoader {
 		}
 		if werr := cmd.Wait(); werr != nil {
 			clear(dst)
-			return childError(stderr.String(), werr)
+			return childerr.From(stderr.String(), werr)
 		}
 		if rerr != nil {
 			clear(dst)

@@ -6,42 +6,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 
+	"github.com/northstar-oci/northstar/lifecycle/rotate"
 	"github.com/northstar-oci/northstar/store"
 )
 
-// Rotation is what a lifecycle rotation did, as RotateInChild reports it.
-type Rotation struct {
-	Change     store.Change
-	Generation uint64
-}
-
-// LifecycleRotator starts a new secret lifecycle for lifecycleID unless
-// the stored secret already belongs to it (store.RotateIfLifecycleChanged).
-type LifecycleRotator func(ctx context.Context, lifecycleID string) (Rotation, error)
-
-// RotateInChild rotates the way InChild unseals, and for the same reason:
-// sealing a new secret passes its plaintext through go-tpm's buffers,
-// which are garbage, not zeroed, in whoever seals; the agent lives for the
-// whole lifecycle. argv plus "--rotate-lifecycle ID" must run RotateFor.
-func RotateInChild(argv []string) LifecycleRotator {
-	return func(ctx context.Context, lifecycleID string) (Rotation, error) {
-		var stdout, stderr strings.Builder
-		args := append(append([]string(nil), argv...), "--rotate-lifecycle", lifecycleID)
-		cmd := childCommand(ctx, args, nil, &stderr)
-		cmd.ExtraFiles = nil
-		cmd.Stdout = &stdout
-		if err := cmd.Run(); err != nil {
-			return Rotation{}, childError(stderr.String(), err)
-		}
-		return parseRotation(stdout.String())
-	}
-}
-
-// RotateFor is the child's side of RotateInChild: it rotates st for
-// lifecycleID and writes what it did to w ("rotated 8").
+// RotateFor is the child's side of rotate.InChild (northstarctl agent
+// --rotate-lifecycle, run by the agent's NRI plugin and by the runtime
+// wrappers, which link no sealer): it rotates st for lifecycleID and
+// reports what it did to w. It seals in a child for the reason InChild
+// unseals in one: a new secret passes through go-tpm's buffers, garbage,
+// not zeroed, in whoever seals, and the agent lives for the whole
+// lifecycle.
 func RotateFor(ctx context.Context, st *store.Store, lifecycleID string, w io.Writer) error {
 	if err := harden(); err != nil { // a new secret passes through this heap, as in UnsealTo
 		return err
@@ -50,20 +26,5 @@ func RotateFor(ctx context.Context, st *store.Store, lifecycleID string, w io.Wr
 	if err != nil {
 		return fmt.Errorf("rotate lifecycle secret: %w", err)
 	}
-	_, err = fmt.Fprintf(w, "%s %d\n", changeNames[change], rec.Generation)
-	return err
-}
-
-var changeNames = map[store.Change]string{store.Unchanged: "unchanged", store.Adopted: "adopted", store.Rotated: "rotated"}
-
-func parseRotation(out string) (Rotation, error) {
-	f := strings.Fields(out)
-	if len(f) == 2 {
-		for c, name := range changeNames {
-			if gen, err := strconv.ParseUint(f[1], 10, 64); err == nil && f[0] == name {
-				return Rotation{Change: c, Generation: gen}, nil
-			}
-		}
-	}
-	return Rotation{}, fmt.Errorf("rotation child said %q", strings.TrimSpace(out))
+	return rotate.Report(w, rec, change)
 }

@@ -4,7 +4,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/control"
-
+	"github.com/northstar-oci/northstar/internal/childerr"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
 )
@@ -79,7 +78,7 @@ func InChild(argv []string) Unsealer {
 			if memfd != nil {
 				memfd.Close()
 			}
-			return nil, control.RecordID{}, childError(stderr.String(), werr)
+			return nil, control.RecordID{}, childerr.From(stderr.String(), werr)
 		}
 		if rerr != nil {
 			return nil, control.RecordID{}, fmt.Errorf("unseal child: %w", rerr)
@@ -109,22 +108,9 @@ func UnsealTo(ctx context.Context, st *store.Store, conn *os.File) error {
 	return control.SendSecret(fc.(*net.UnixConn), memfd, id)
 }
 
-// childError is the error of a failed unseal child: its one-line error,
-// without its program prefix, else how it exited.
-func childError(stderr string, waitErr error) error {
-	msg := strings.TrimSpace(stderr)
-	if i := strings.Index(msg, ": "); i >= 0 && !strings.Contains(msg[:i], " ") {
-		msg = msg[i+2:]
-	}
-	if msg == "" {
-		msg = waitErr.Error()
-	}
-	return errors.New(msg)
-}
-
 // childCommand is the command of an unseal child: argv with fd3 as its fd 3,
 // ChildEnv set (so it never serves, and never starts children of its
-// own), and its stderr kept for childError.
+// own), and its stderr kept for childerr.From.
 func childCommand(ctx context.Context, argv []string, fd3 *os.File, stderr *strings.Builder) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.ExtraFiles = []*os.File{fd3}

@@ -32,6 +32,7 @@ import (
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/lifecycle"
+	"github.com/northstar-oci/northstar/lifecycle/rotate"
 	"github.com/northstar-oci/northstar/nri"
 	"github.com/northstar-oci/northstar/remedy"
 	"github.com/northstar-oci/northstar/store"
@@ -269,7 +270,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	unsealFD := fs.Int("unseal-to-fd", 0, "internal: unseal and send the secret over this socket fd, then exit")
 	keyName := fs.String("unseal-key", "", "internal: with --unseal-to-fd, write this key of the agent's to the fd instead")
 	keySize := fs.Int("key-size", 0, "internal: the size of --unseal-key")
-	rotateFor := fs.String("rotate-lifecycle", "", "internal: rotate the secret unless it belongs to this runtime lifecycle id, say what was done, then exit")
+	lifecycleID := fs.String(strings.TrimPrefix(rotate.Flag, "--"), "", "internal: rotate the secret unless it belongs to this runtime lifecycle id, say what was done, then exit")
 	if _, err := parse(fs, env, args, 0); err != nil {
 		return helpOK(err)
 	}
@@ -283,8 +284,8 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	if *unsealFD != 0 {
 		return agent.UnsealTo(ctx, st, os.NewFile(uintptr(*unsealFD), "unseal"))
 	}
-	if *rotateFor != "" {
-		return agent.RotateFor(ctx, st, *rotateFor, env.Stdout)
+	if *lifecycleID != "" {
+		return agent.RotateFor(ctx, st, *lifecycleID, env.Stdout)
 	}
 	if os.Getenv(agent.ChildEnv) != "" {
 		return fmt.Errorf("agent: %s is set: this process is an unseal child and serves nothing", agent.ChildEnv)
@@ -331,7 +332,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	if cfg.NRI.Enable {
-		plugin, err := nriOptions(cfg, agent.RotateInChild([]string{exe, "agent", "--config", cfg.Path}), env.Stdout)
+		plugin, err := nriOptions(cfg, rotate.InChild([]string{exe, "agent", "--config", cfg.Path}, agent.ChildEnv+"=1"), env.Stdout)
 		if err != nil {
 			return fmt.Errorf("agent: %w", err)
 		}
@@ -379,7 +380,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 // nriOptions are the agent's NRI plugin's options ([nri] enable): the
 // hook found next to northstarctl (or on PATH), and rotation on a runtime
 // restart, in a child, unless [rotation] on = "manual".
-func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer) (nri.Options, error) {
+func nriOptions(cfg *config.Config, rotateFor rotate.Func, log io.Writer) (nri.Options, error) {
 	hookPath, err := entry.Find()
 	if err != nil {
 		return nri.Options{}, fmt.Errorf("[nri] enable: %w", err)
@@ -395,7 +396,7 @@ func nriOptions(cfg *config.Config, rotate agent.LifecycleRotator, log io.Writer
 		if err != nil {
 			return fmt.Errorf("lifecycle id: %w", err)
 		}
-		r, err := rotate(ctx, id)
+		r, err := rotateFor(ctx, id)
 		if err != nil {
 			return err
 		}

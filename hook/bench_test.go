@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func BenchmarkParseState(b *testing.B) {
@@ -31,16 +29,6 @@ func BenchmarkLoadSpec(b *testing.B) {
 	}
 	for b.Loop() {
 		if _, _, err := LoadSpec(dir); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkPolicyFor(b *testing.B) {
-	spec := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000}},
-		Annotations: map[string]string{AnnotationMode: "0440", AnnotationUID: "0"}}
-	for b.Loop() {
-		if _, err := PolicyFor(spec, 0o400); err != nil {
 			b.Fatal(err)
 		}
 	}

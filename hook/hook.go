@@ -35,6 +35,7 @@ import (
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/hook/delivery"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/idmap"
@@ -91,7 +92,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
-	policy, err := PolicyFor(spec, cfg.SecretMode())
+	policy, err := delivery.PolicyFor(spec, cfg.SecretMode())
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -104,7 +105,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err := checkRevoked(cfg, state.ID); err != nil {
 		return err
 	}
-	if err := CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
+	if err := delivery.CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
 	inContainer := os.Getppid() == state.Pid
@@ -211,16 +212,16 @@ func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, in
 // follow rotations; an API container still needs the agent for its
 // socket, and fails to start without it.
 func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id string, pid int, owner mount.Owner, m *control.Measurement) (*mount.Mount, string, error) {
-	identity, err := IdentityFor(spec, id)
+	identity, err := delivery.IdentityFor(spec, id)
 	if err != nil {
 		return nil, "", fmt.Errorf("policy: %w", err)
 	}
-	apiOff, err := APIDisabled(spec)
+	apiOff, err := delivery.APIDisabled(spec)
 	if err != nil {
 		return nil, "", fmt.Errorf("policy: %w", err)
 	}
 	withAPI := cfg.API.Enable && !apiOff
-	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}, Pod: PodFor(spec), Measure: m}
+	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}, Pod: delivery.PodFor(spec), Measure: m}
 	reply, err := control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
 	// The hook trusts the agent only with the store's current secret, as
 	// with a fetched memfd. A rotation that ran between the agent's answer
@@ -355,11 +356,11 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 			return "", nil
 		}
 		// Listed for live rotation only: the identity names it.
-		if identity, err = IdentityFor(spec, id); err != nil {
+		if identity, err = delivery.IdentityFor(spec, id); err != nil {
 			return "", fmt.Errorf("policy: %w", err)
 		}
 	}
-	req.Pod = PodFor(spec)
+	req.Pod = delivery.PodFor(spec)
 	reply, err := control.RegisterProcess(ctx, agentSocket, id, identity, pid, req)
 	if err != nil {
 		return "", agentError(agentSocket, err)
@@ -384,14 +385,14 @@ func agentError(agentSocket string, err error) error {
 // apiIdentity is the identity the container's API speaks as, "" when it
 // opted out (io.northstar.api.disable); a malformed annotation is an error.
 func apiIdentity(spec *specs.Spec, id string) (string, error) {
-	off, err := APIDisabled(spec)
+	off, err := delivery.APIDisabled(spec)
 	if err != nil {
 		return "", fmt.Errorf("policy: %w", err)
 	}
 	if off {
 		return "", nil
 	}
-	identity, err := IdentityFor(spec, id)
+	identity, err := delivery.IdentityFor(spec, id)
 	if err != nil {
 		return "", fmt.Errorf("policy: %w", err)
 	}
@@ -559,7 +560,7 @@ func translate(pid int, uid, gid uint32) ([]uint32, error) {
 		}
 		v, ok := idmap.ToOutside(maps, out[i])
 		if !ok {
-			return nil, fmt.Errorf("%s %d is not mapped in the container's user namespace; set %s to a mapped id", which, out[i], map[string]string{"uid": AnnotationUID, "gid": AnnotationGID}[which])
+			return nil, fmt.Errorf("%s %d is not mapped in the container's user namespace; set %s to a mapped id", which, out[i], map[string]string{"uid": delivery.AnnotationUID, "gid": delivery.AnnotationGID}[which])
 		}
 		out[i] = v
 	}
@@ -570,7 +571,7 @@ func translate(pid int, uid, gid uint32) ([]uint32, error) {
 // that builds the mount. Inside the container (createContainer) they are
 // used as they are; from the runtime they go through the container's
 // uid_map/gid_map when it has its own user namespace.
-func ownerFor(pid int, p *Policy, inContainer bool) (mount.Owner, error) {
+func ownerFor(pid int, p *delivery.Policy, inContainer bool) (mount.Owner, error) {
 	o := mount.Owner{UID: p.UID, GID: p.GID, Mode: p.Mode}
 	if inContainer {
 		return o, nil

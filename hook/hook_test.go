@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/hook/delivery"
 	"github.com/northstar-oci/northstar/internal/procstat"
 	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal"
@@ -112,7 +113,7 @@ func TestOwnerAndCreator(t *testing.T) {
 			t.Fatal("uid_map never written")
 		}
 	}
-	p := &Policy{UID: 1000, GID: 1001, Mode: 0o400}
+	p := &delivery.Policy{UID: 1000, GID: 1001, Mode: 0o400}
 	o, err := ownerFor(pid, p, false)
 	if err != nil || o.UID != 301000 || o.GID != 301001 {
 		t.Errorf("ownerFor in a user namespace = %+v, %v; want 301000:301001", o, err)
@@ -123,8 +124,8 @@ func TestOwnerAndCreator(t *testing.T) {
 	if o, err := ownerFor(os.Getpid(), p, false); err != nil || o.UID != 1000 {
 		t.Errorf("ownerFor without a user namespace = %+v, %v", o, err)
 	}
-	if _, err := ownerFor(pid, &Policy{UID: 70000, GID: 0, Mode: 0o400}, false); err == nil || !strings.Contains(err.Error(), AnnotationUID) {
-		t.Errorf("ownerFor of an unmapped uid = %v, want an error naming %s", err, AnnotationUID)
+	if _, err := ownerFor(pid, &delivery.Policy{UID: 70000, GID: 0, Mode: 0o400}, false); err == nil || !strings.Contains(err.Error(), delivery.AnnotationUID) {
+		t.Errorf("ownerFor of an unmapped uid = %v, want an error naming %s", err, delivery.AnnotationUID)
 	}
 	if c, err := containerRoot(pid, false); err != nil || c == nil || *c != (mount.IDs{UID: 300000, GID: 300000}) {
 		t.Errorf("containerRoot = %+v, %v; want 300000:300000", c, err)

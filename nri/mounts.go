@@ -88,7 +88,7 @@ func usesHook(ctr *api.Container) bool {
 
 // ownerOf is who owns the secret file in the container and its mode: the
 // annotations' when set (malformed ones are errors), else the process's
-// user and the configured mode, as the hook decides (hook.PolicyFor).
+// user and the configured mode, as the hook decides (delivery.PolicyFor).
 func ownerOf(ctr *api.Container, mode os.FileMode) (control.Owner, error) {
 	o := control.Owner{UID: ctr.GetUser().GetUid(), GID: ctr.GetUser().GetGid(), Mode: uint32(mode)}
 	a := ctr.GetAnnotations()
@@ -114,10 +114,10 @@ func ownerOf(ctr *api.Container, mode os.FileMode) (control.Owner, error) {
 }
 
 // identityOf is whom the container speaks as: io.northstar.identity when
-// set, else <namespace>/<pod>/<container>, else its id (hook.IdentityFor).
+// set, else <namespace>/<pod>/<container>, else its id (delivery.IdentityFor).
 // An explicit identity must be in the pod's namespace unless anyNS
 // ([api] identity_any_namespace), as the hook checks it
-// (hook.CheckIdentityNamespace): no hook runs here to check it.
+// (delivery.CheckIdentityNamespace): no hook runs here to check it.
 func identityOf(pod *api.PodSandbox, ctr *api.Container, anyNS bool) (string, error) {
 	if v, ok := ctr.GetAnnotations()[annotationIdentity]; ok {
 		if !identity.Valid(v) {

@@ -11,12 +11,12 @@ import (
 	"github.com/containerd/nri/pkg/api"
 
 	"github.com/northstar-oci/northstar/agent/control"
-	"github.com/northstar-oci/northstar/hook"
+	"github.com/northstar-oci/northstar/hook/delivery"
 )
 
 // TestOwnerAnnotationsAreTheHooks: the owner annotations are the hook's.
 func TestOwnerAnnotationsAreTheHooks(t *testing.T) {
-	for got, want := range map[string]string{annotationUID: hook.AnnotationUID, annotationGID: hook.AnnotationGID, annotationMode: hook.AnnotationMode} {
+	for got, want := range map[string]string{annotationUID: delivery.AnnotationUID, annotationGID: delivery.AnnotationGID, annotationMode: delivery.AnnotationMode} {
 		if got != want {
 			t.Errorf("plugin reads %q, the hook %q", got, want)
 		}

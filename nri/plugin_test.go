@@ -10,7 +10,7 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 
-	"github.com/northstar-oci/northstar/hook"
+	"github.com/northstar-oci/northstar/hook/delivery"
 	"github.com/northstar-oci/northstar/hook/entry"
 )
 
@@ -18,9 +18,9 @@ import (
 // annotation names; a rename in one place must not go unnoticed.
 func TestAnnotationsAreTheHooks(t *testing.T) {
 	for got, want := range map[string]string{
-		annotationSecretDisable: hook.AnnotationDisable,
-		annotationAPIDisable:    hook.AnnotationAPIDisable,
-		annotationIdentity:      hook.AnnotationIdentity,
+		annotationSecretDisable: delivery.AnnotationDisable,
+		annotationAPIDisable:    delivery.AnnotationAPIDisable,
+		annotationIdentity:      delivery.AnnotationIdentity,
 	} {
 		if got != want {
 			t.Errorf("plugin reads %q, the hook %q", got, want)

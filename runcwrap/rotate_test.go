@@ -7,13 +7,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/internal/ctltest"
 	"github.com/northstar-oci/northstar/lifecycle"
 )
+
+func TestMain(m *testing.M) {
+	ctltest.Main() // the wrapper's rotation child
+	os.Exit(m.Run())
+}
 
 func hostConfig(t *testing.T, extra string) *config.Config {
 	t.Helper()
@@ -32,10 +39,12 @@ func hostConfig(t *testing.T, extra string) *config.Config {
 // TestRotateIfEngineRestarted: the first start adopts (or makes) the
 // secret for the engine; starts under the same engine change nothing;
 // under another engine process, many starts at once rotate exactly once;
-// the record names that engine's lifecycle.
+// the record names that engine's lifecycle. northstarctl (the real code,
+// in this test binary) rotates.
 func TestRotateIfEngineRestarted(t *testing.T) {
 	ctx := context.Background()
 	cfg := hostConfig(t, "")
+	ctltest.Install(t)
 	st, err := configured.Store(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -77,5 +86,27 @@ func TestRotateIfEngineRestarted(t *testing.T) {
 	}
 	if err := rotateIfEngineRestarted(ctx, cfg, engine{pid: 1 << 30, how: "gone"}, invocation{}); err == nil {
 		t.Error("an engine that is gone: no error")
+	}
+}
+
+// TestRotateFailsClosedWithoutNorthstarctl: a rotation that is due and no
+// northstarctl to seal it fails the start, in one line naming what to
+// install; a start whose record is the engine's needs none.
+func TestRotateFailsClosedWithoutNorthstarctl(t *testing.T) {
+	ctx := context.Background()
+	cfg := hostConfig(t, "")
+	ctltest.Install(t)
+	e := engine{pid: os.Getpid(), how: "parent process containerd"}
+	if err := rotateIfEngineRestarted(ctx, cfg, e, invocation{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if err := rotateIfEngineRestarted(ctx, cfg, e, invocation{}); err != nil {
+		t.Errorf("the engine's own record, no northstarctl: %v", err)
+	}
+	err := rotateIfEngineRestarted(ctx, cfg, engine{pid: os.Getppid(), how: "parent process containerd"}, invocation{})
+	want := "the parent process containerd: rotate lifecycle secret: northstarctl is neither next to"
+	if err == nil || !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("a rotation without northstarctl: %v, want one line starting %q", err, want)
 	}
 }

@@ -11,7 +11,8 @@
 //   - starts a new secret lifecycle when the engine's containerd is not the
 //     process the stored secret was made for (see findEngine), exactly
 //     once however many containers start at the same moment, as the shim
-//     does;
+//     does: the record says whether, northstarctl rotates (package
+//     lifecycle/rotate);
 //   - where Docker's containerd runs runc through the runc shim and the
 //     agent serves, has the agent prepare the container and adds its
 //     bind mounts to the bundle's config.json, with no hook (package
@@ -41,10 +42,10 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/agentmounts"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/binpath"
+	"github.com/northstar-oci/northstar/lifecycle/rotate"
 	"github.com/northstar-oci/northstar/remedy"
 )
 
@@ -141,10 +142,12 @@ func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, i
 }
 
 // rotateIfEngineRestarted starts a new secret lifecycle when e is not the
-// process the stored secret was made for. Many wrappers starting at once
-// rotate exactly once: the store decides under its lock.
+// process the stored secret was made for. The record says so without the
+// sealer; the rotation runs in northstarctl, so the wrapper, run for every
+// runtime call, links no TPM code. Many wrappers starting at once rotate
+// exactly once: the store decides under its lock.
 func rotateIfEngineRestarted(ctx context.Context, cfg *config.Config, e engine, inv invocation) error {
-	note, err := configured.RotateIfRuntimeRestarted(ctx, cfg, e.pid)
+	note, err := rotate.IfRuntimeRestarted(ctx, cfg, e.pid, rotate.ByCtl(cfg.Path))
 	if note != "" {
 		inv.logInfo(note)
 	}

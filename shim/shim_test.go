@@ -16,12 +16,14 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/ctltest"
 )
 
 // TestMain doubles as the shim binary: with SHIM_TEST_RUN set, the test
 // binary runs the wrapper on its arguments, as containerd would run
 // containerd-shim-northstar-v2.
 func TestMain(m *testing.M) {
+	ctltest.Main() // the shim's rotation child
 	if os.Getenv("SHIM_TEST_RUNTIME_PID") == "1" {
 		fmt.Println(findRuntime().pid)
 		os.Exit(0)
@@ -103,6 +105,7 @@ func runWrapper(t *testing.T, dir, stdin string, env []string, args ...string) (
 
 func TestStartInjectsHookAndExecsDelegate(t *testing.T) {
 	cfg := hostConfig(t, "")
+	ctlDir := ctltest.Install(t)
 	tmp := t.TempDir()
 	delegate, record := fakeDelegate(t, tmp)
 	appendConfig(t, cfg.Path, fmt.Sprintf("[shim]\ndelegate = %q\n", delegate))
@@ -123,7 +126,7 @@ func TestStartInjectsHookAndExecsDelegate(t *testing.T) {
 	}
 
 	args := []string{"-namespace", "default", "-address", "/run/containerd/containerd.sock", "-publish-binary", "/usr/bin/containerd", "-id", "c1", "start"}
-	out, err := runWrapper(t, bundle, "opts-from-containerd", []string{"PATH=" + hookDir + ":/usr/bin:/bin"}, args...)
+	out, err := runWrapper(t, bundle, "opts-from-containerd", []string{"PATH=" + hookDir + ":" + ctlDir + ":/usr/bin:/bin"}, args...)
 	if err != nil {
 		t.Fatalf("start: %v\n%s", err, out)
 	}
@@ -172,12 +175,15 @@ func TestDeleteDelegatesWithoutConfig(t *testing.T) {
 func TestStartFailsClosed(t *testing.T) {
 	tmp := t.TempDir()
 	delegate, record := fakeDelegate(t, tmp)
+	ctlDir := ctltest.Install(t)
 	tests := []struct {
 		name, config, want string
+		noCtl              bool
 	}{
-		{"no config", "", "northstar shim: config " + filepath.Join(tmp, "missing.toml") + " does not exist"},
-		{"delegate missing", fmt.Sprintf("[shim]\ndelegate = %q\n", filepath.Join(tmp, "nope")), "northstar shim: [shim] delegate " + filepath.Join(tmp, "nope") + " is not an executable file"},
-		{"hook missing", fmt.Sprintf("[shim]\ndelegate = %q\n", delegate), "northstar shim: inject hook: northstar-hook is neither next to"},
+		{"no config", "", "northstar shim: config " + filepath.Join(tmp, "missing.toml") + " does not exist", false},
+		{"delegate missing", fmt.Sprintf("[shim]\ndelegate = %q\n", filepath.Join(tmp, "nope")), "northstar shim: [shim] delegate " + filepath.Join(tmp, "nope") + " is not an executable file", false},
+		{"northstarctl missing", fmt.Sprintf("[shim]\ndelegate = %q\n", delegate), "northstar shim: rotate lifecycle secret: northstarctl is neither next to", true},
+		{"hook missing", fmt.Sprintf("[shim]\ndelegate = %q\n", delegate), "northstar shim: inject hook: northstar-hook is neither next to", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,7 +193,11 @@ func TestStartFailsClosed(t *testing.T) {
 			}
 			bundle := t.TempDir()
 			os.WriteFile(filepath.Join(bundle, "config.json"), []byte(`{"ociVersion":"1.0.2","root":{"path":"rootfs"}}`), 0o644)
-			out, err := runWrapper(t, bundle, "", []string{config.EnvConfig + "=" + cfgPath, "PATH=/usr/bin:/bin"}, "-namespace", "default", "-id", "c1", "start")
+			path := ctlDir + ":/usr/bin:/bin"
+			if tt.noCtl {
+				path = "/usr/bin:/bin"
+			}
+			out, err := runWrapper(t, bundle, "", []string{config.EnvConfig + "=" + cfgPath, "PATH=" + path}, "-namespace", "default", "-id", "c1", "start")
 			if err == nil || !strings.HasPrefix(out, tt.want) || strings.Count(out, "\n") != 1 {
 				t.Errorf("start = %v, output %q; want one line starting %q", err, out, tt.want)
 			}

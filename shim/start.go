@@ -13,8 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/lifecycle/rotate"
 )
 
 // loadConfig loads the config the shim and its hook use (see configPath).
@@ -74,14 +74,15 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 }
 
 // rotateIfRuntimeRestarted starts a new secret lifecycle when the runtime
-// process runtimePid is not the one the stored secret was made for. Many
-// shims starting at once rotate exactly once: the store decides under its
-// lock.
+// process runtimePid is not the one the stored secret was made for. The
+// record says so without the sealer; the rotation runs in northstarctl,
+// so the shim, run for every container, links no TPM code. Many shims
+// starting at once rotate exactly once: the store decides under its lock.
 func rotateIfRuntimeRestarted(ctx context.Context, cfg *config.Config, runtimePid int) error {
 	if cfg.Rotation.On == config.RotateManual {
 		return nil
 	}
-	note, err := configured.RotateIfRuntimeRestarted(ctx, cfg, runtimePid)
+	note, err := rotate.IfRuntimeRestarted(ctx, cfg, runtimePid, rotate.ByCtl(cfg.Path))
 	if note != "" {
 		logToContainerd(note)
 	}

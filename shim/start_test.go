@@ -13,6 +13,7 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
+	"github.com/northstar-oci/northstar/internal/ctltest"
 	"github.com/northstar-oci/northstar/lifecycle"
 )
 
@@ -46,9 +47,13 @@ func generation(t testing.TB, cfg *config.Config) (uint64, string) {
 	return rec.Generation, rec.LifecycleID
 }
 
+// TestRotateIfRuntimeRestarted: the first start makes the secret, starts
+// under the same runtime change nothing, a start under another runtime
+// rotates; each by the real northstarctl code in a child.
 func TestRotateIfRuntimeRestarted(t *testing.T) {
 	ctx := context.Background()
 	cfg := hostConfig(t, "")
+	ctltest.Install(t)
 	runtimeA, runtimeB := os.Getpid(), os.Getppid()
 
 	// No secret yet: the first shim makes generation 1.

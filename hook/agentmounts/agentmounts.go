@@ -25,7 +25,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook"
+	"github.com/northstar-oci/northstar/hook/delivery"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/secretfs"
 )
@@ -81,21 +81,21 @@ func WhyHook(cfg *config.Config, spec *specs.Spec) string {
 // the agent has nothing to build (the container opted out of the secret
 // and the API, or live rotation is off): the hook decides then.
 func PrepareRequest(cfg *config.Config, spec *specs.Spec, id, bundle string) (*control.PrepareRequest, error) {
-	policy, err := hook.PolicyFor(spec, cfg.SecretMode())
+	policy, err := delivery.PolicyFor(spec, cfg.SecretMode())
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	if policy.Skip {
 		return nil, nil
 	}
-	if err := hook.CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
+	if err := delivery.CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	apiOff, err := hook.APIDisabled(spec)
+	apiOff, err := delivery.APIDisabled(spec)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	req := &control.PrepareRequest{ID: id, Bundle: bundle, API: cfg.API.Enable && !apiOff, Pod: hook.PodFor(spec)}
+	req := &control.PrepareRequest{ID: id, Bundle: bundle, API: cfg.API.Enable && !apiOff, Pod: delivery.PodFor(spec)}
 	if !policy.Disabled {
 		if !cfg.Rotation.Live {
 			return nil, nil
@@ -105,7 +105,7 @@ func PrepareRequest(cfg *config.Config, spec *specs.Spec, id, bundle string) (*c
 	if req.Secret == nil && !req.API {
 		return nil, nil
 	}
-	if req.Identity, err = hook.IdentityFor(spec, id); err != nil {
+	if req.Identity, err = delivery.IdentityFor(spec, id); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	return req, nil

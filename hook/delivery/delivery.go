@@ -1,6 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package hook
+// Package delivery decides, from a container's OCI spec, how it gets the
+// lifecycle secret and whom it speaks as through the agent's API: the
+// secret's owner and mode (PolicyFor), its identity (IdentityFor,
+// CheckIdentityNamespace), its pod (PodFor), an opt-out of the API
+// (APIDisabled). The hook, the agent's mounts (the shim, the runtime
+// wrapper) and the NRI plugin decide alike by sharing it; it links no
+// sealer, so neither do the wrappers, which the runtimes run for every
+// container.
+package delivery
 
 import (
 	"fmt"
