@@ -15,8 +15,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/ctl/ctltest"
 	"github.com/northstar-oci/northstar/hook/entry"
-	"github.com/northstar-oci/northstar/internal/ctltest"
 )
 
 // TestMain doubles as the shim binary: with SHIM_TEST_RUN set, the test

@@ -13,7 +13,7 @@ import (
 
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
-	"github.com/northstar-oci/northstar/internal/ctltest"
+	"github.com/northstar-oci/northstar/ctl/ctltest"
 	"github.com/northstar-oci/northstar/lifecycle"
 )
 
