@@ -16,5 +16,5 @@ import (
 // crypto go-tpm pulls.
 func TestShimLinksNoTPM(t *testing.T) {
 	const module = "github.com/northstar-oci/northstar/"
-	testenv.CheckLinksNoTPM(t, ".", nil, module+"shim", module+"lifecycle/rotate", module+"hook/delivery")
+	testenv.CheckLinksNoTPM(t, ".", module+"shim", module+"lifecycle/rotate", module+"hook/delivery")
 }

@@ -3,9 +3,9 @@
 package main
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // TestHookLinksOnlyTheProtocol: the hook, the shim and the runtime
@@ -19,16 +19,9 @@ func TestHookLinksOnlyTheProtocol(t *testing.T) {
 		module + "nri", "github.com/containerd/nri/pkg/api", "github.com/containerd/ttrpc", "google.golang.org/grpc",
 		"github.com/spiffe/go-spiffe/v2/spiffeid"}
 	for _, cmd := range []string{".", "../containerd-shim-northstar-v2", "../northstar-runtime"} {
-		out, err := exec.Command("go", "list", "-deps", cmd).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go list -deps %s: %v\n%s", cmd, err, out)
-		}
-		deps := map[string]bool{}
-		for _, p := range strings.Fields(string(out)) {
-			deps[p] = true
-		}
+		deps := testenv.Deps(t, cmd)
 		if !deps[module+"hook"] && !deps[module+"shim"] && !deps[module+"runcwrap"] {
-			t.Fatalf("go list -deps %s lists neither the hook, the shim nor the wrapper: %s", cmd, out)
+			t.Fatalf("go list -deps %s lists neither the hook, the shim nor the wrapper", cmd)
 		}
 		for _, p := range forbidden {
 			if deps[p] {

@@ -16,5 +16,5 @@ import (
 // none of the crypto go-tpm pulls.
 func TestRuntimeLinksNoTPM(t *testing.T) {
 	const module = "github.com/northstar-oci/northstar/"
-	testenv.CheckLinksNoTPM(t, ".", nil, module+"runcwrap", module+"lifecycle/rotate", module+"hook/delivery")
+	testenv.CheckLinksNoTPM(t, ".", module+"runcwrap", module+"lifecycle/rotate", module+"hook/delivery")
 }

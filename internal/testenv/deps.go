@@ -4,10 +4,24 @@ package testenv
 
 import (
 	"os/exec"
-	"slices"
 	"strings"
 	"testing"
 )
+
+// Deps is the set of packages the command pkg (a package path or a
+// directory, as go list takes it) links: `go list -deps`.
+func Deps(tb testing.TB, pkg string) map[string]bool {
+	tb.Helper()
+	out, err := exec.Command("go", "list", "-deps", pkg).CombinedOutput()
+	if err != nil {
+		tb.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+	}
+	deps := map[string]bool{}
+	for _, p := range strings.Fields(string(out)) {
+		deps[p] = true
+	}
+	return deps
+}
 
 // tpmLinked are the packages linking the TPM sealer brings into a binary:
 // go-tpm (any package under these prefixes), the public-key crypto it
@@ -20,48 +34,24 @@ var tpmLinked = []string{
 	"github.com/northstar-oci/northstar/configured",
 }
 
-// CheckLinksNoTPM fails tb if the command pkg (a package path or a
-// directory, as go list takes it) links any of tpmLinked, or does not
-// link each of mustLink (so that the check looks at the right binary): a
-// binary run on every container start must not pay their package
-// initialisation and page faults when it does not seal
-// (docs/performance.md). What pkg reaches only through a package in
-// bypass is not looked at: a known path the caller names, which the
-// check holds to that one path.
-func CheckLinksNoTPM(tb testing.TB, pkg string, bypass []string, mustLink ...string) {
+// CheckLinksNoTPM fails tb if the command pkg links any of tpmLinked, or
+// does not link each of mustLink (so that the check looks at the right
+// binary): a binary run on every container start must not pay their
+// package initialisation and page faults when it does not seal
+// (docs/performance.md).
+func CheckLinksNoTPM(tb testing.TB, pkg string, mustLink ...string) {
 	tb.Helper()
-	out, err := exec.Command("go", "list", "-deps", "-f", `{{.ImportPath}} {{join .Imports " "}}`, pkg).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	imports := map[string][]string{}
-	for _, l := range lines {
-		f := strings.Fields(l)
-		imports[f[0]] = f[1:]
-	}
-	root := strings.Fields(lines[len(lines)-1])[0] // -deps lists the package itself last
-	reached := map[string]bool{root: true}
-	for todo := []string{root}; len(todo) > 0; {
-		p := todo[len(todo)-1]
-		todo = todo[:len(todo)-1]
-		for _, q := range imports[p] {
-			if !reached[q] && !slices.Contains(bypass, q) {
-				reached[q] = true
-				todo = append(todo, q)
-			}
-		}
-	}
-	for p := range reached {
+	deps := Deps(tb, pkg)
+	for p := range deps {
 		for _, bad := range tpmLinked {
 			if p == bad || (strings.HasSuffix(bad, "/") && strings.HasPrefix(p, bad)) {
-				tb.Errorf("%s links %s", root, p)
+				tb.Errorf("%s links %s", pkg, p)
 			}
 		}
 	}
 	for _, p := range mustLink {
-		if !reached[p] {
-			tb.Errorf("%s does not link %s: not the binary this check is about", root, p)
+		if !deps[p] {
+			tb.Errorf("%s does not link %s: not the binary this check is about", pkg, p)
 		}
 	}
 }
