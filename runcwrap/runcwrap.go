@@ -43,7 +43,6 @@ import (
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/hook/agentmounts"
-	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/binpath"
 	"github.com/northstar-oci/northstar/lifecycle/rotate"
 	"github.com/northstar-oci/northstar/remedy"
@@ -80,8 +79,8 @@ func Run(ctx context.Context, args []string) error {
 }
 
 // prepare readies a new container's bundle before the runtime reads it: a
-// new secret lifecycle if the engine's containerd restarted, and the hook
-// in config.json. A failed rotation fails the start: no container of this
+// new secret lifecycle if the engine's containerd restarted, and in
+// config.json the agent's mounts or else the hook. A failed rotation fails the start: no container of this
 // lifecycle runs with the previous lifecycle's secret.
 func prepare(ctx context.Context, cfg *config.Config, delegate string, inv invocation) error {
 	bundle, err := inv.bundleDir()
@@ -99,46 +98,18 @@ func prepare(ctx context.Context, cfg *config.Config, delegate string, inv invoc
 			}
 		}
 	}
-	data, perm, err := entry.ReadBundleConfig(bundle)
-	if err != nil {
-		return fmt.Errorf("inject hook: %w", err)
-	}
-	if out, err := withAgentMounts(ctx, cfg, delegate, inv, bundle, data); err != nil || out != nil {
-		if err != nil {
-			return err
-		}
-		return entry.WriteBundleConfig(bundle, out, perm)
-	}
-	hookPath, err := entry.Find()
-	if err != nil {
-		return fmt.Errorf("inject hook: %w", err)
-	}
-	out, changed, err := entry.Rewrite(data, entry.New(hookPath, cfg.Path), entry.APIEnv(cfg.SPIFFE.TrustDomain)...)
-	if err == nil && changed {
-		err = entry.WriteBundleConfig(bundle, out, perm)
-	}
-	if err != nil {
-		return fmt.Errorf("inject hook: %w", err)
-	}
-	return nil
+	return agentmounts.IntoBundle(ctx, cfg, bundle, inv.id, initPidInBundle(inv, delegate, bundle), inv.logInfo)
 }
 
-// withAgentMounts is the way in without the hook (package agentmounts)
-// where runc is created by the runc shim, which has it write the init pid
-// to the bundle (Docker, through containerd): config.json with the
-// agent's mounts, or nil for the hook. Other engines' runtimes (podman's
-// conmon, CRI-O's) write the pid elsewhere, and keep the hook.
-func withAgentMounts(ctx context.Context, cfg *config.Config, delegate string, inv invocation, bundle string, data []byte) ([]byte, error) {
-	bundle = filepath.Clean(bundle)
-	if inv.command != "create" || inv.id == "" || !filepath.IsAbs(bundle) ||
-		filepath.Base(delegate) != "runc" || inv.pidFile != filepath.Join(bundle, control.InitPidFile) {
-		return nil, nil
-	}
-	doc, err := entry.ParseConfig(data)
-	if err != nil {
-		return nil, err
-	}
-	return agentmounts.Config(ctx, cfg, data, doc, inv.id, bundle, inv.logInfo)
+// initPidInBundle reports whether runc is created as the runc shim
+// creates it (Docker, through containerd), writing the init pid to the
+// bundle, where the agent waits for it: then the container gets the
+// agent's mounts and no hook (package agentmounts). Other engines'
+// runtimes (podman's conmon, CRI-O's) write the pid elsewhere, and keep
+// the hook.
+func initPidInBundle(inv invocation, delegate, bundle string) bool {
+	return inv.command == "create" && filepath.Base(delegate) == "runc" &&
+		inv.pidFile == filepath.Join(filepath.Clean(bundle), control.InitPidFile)
 }
 
 // rotateIfEngineRestarted starts a new secret lifecycle when e is not the

@@ -90,7 +90,7 @@ func BenchmarkInjectIntoBundle(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if changed, err := injectIntoBundle(bundle, want); err != nil || !changed {
+		if changed, err := entry.InjectIntoBundle(bundle, want); err != nil || !changed {
 			b.Fatalf("inject: %v, %v", changed, err)
 		}
 	}

@@ -31,7 +31,7 @@ func TestInjectIntoBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	fi0, _ := os.Stat(path)
-	changed, err := injectIntoBundle(bundle, testHook)
+	changed, err := entry.InjectIntoBundle(bundle, testHook)
 	if err != nil || !changed {
 		t.Fatalf("injectIntoBundle = %v, %v", changed, err)
 	}
@@ -51,7 +51,7 @@ func TestInjectIntoBundle(t *testing.T) {
 			t.Errorf("temporary file %s left in the bundle", e.Name())
 		}
 	}
-	changed, err = injectIntoBundle(bundle, testHook)
+	changed, err = entry.InjectIntoBundle(bundle, testHook)
 	if err != nil || changed {
 		t.Errorf("second injectIntoBundle = %v, %v; want no change", changed, err)
 	}
@@ -59,14 +59,14 @@ func TestInjectIntoBundle(t *testing.T) {
 		t.Error("unchanged config.json was rewritten")
 	}
 
-	if _, err := injectIntoBundle(filepath.Join(bundle, "missing"), testHook); err == nil || !strings.Contains(err.Error(), "open bundle config") {
+	if _, err := entry.InjectIntoBundle(filepath.Join(bundle, "missing"), testHook); err == nil || !strings.Contains(err.Error(), "open bundle config") {
 		t.Errorf("missing bundle: err = %v", err)
 	}
 	big := filepath.Join(t.TempDir(), "config.json")
 	if err := os.WriteFile(big, bytes.Repeat([]byte(" "), entry.MaxBundleConfigSize+1), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := injectIntoBundle(filepath.Dir(big), testHook); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := entry.InjectIntoBundle(filepath.Dir(big), testHook); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("oversized config.json: err = %v", err)
 	}
 }
@@ -86,11 +86,11 @@ func TestConfigPath(t *testing.T) {
 // tells every container that gets the API where its Workload API is;
 // without one, nothing.
 func TestInjectSetsTheSPIFFEEndpoint(t *testing.T) {
-	if env := apiEnv(hostConfig(t, "")); env != nil {
+	if env := entry.APIEnv(hostConfig(t, "").SPIFFE.TrustDomain); env != nil {
 		t.Errorf("without [spiffe]: %q", env)
 	}
 	cfg := hostConfig(t, "[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n[spiffe]\ntrust_domain = \"example.org\"\n")
-	env := apiEnv(cfg)
+	env := entry.APIEnv(cfg.SPIFFE.TrustDomain)
 	if len(env) != 1 || env[0] != "SPIFFE_ENDPOINT_SOCKET=unix:///run/northstar/api/spiffe.sock" {
 		t.Fatalf("with [spiffe]: %q", env)
 	}
@@ -102,7 +102,7 @@ func TestInjectSetsTheSPIFFEEndpoint(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), in, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := injectIntoBundle(bundle, testHook, env...); err != nil || !changed {
+	if changed, err := entry.InjectIntoBundle(bundle, testHook, env...); err != nil || !changed {
 		t.Fatalf("injectIntoBundle = %v, %v", changed, err)
 	}
 	var spec specs.Spec

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/hook/agentmounts"
 	"github.com/northstar-oci/northstar/lifecycle/rotate"
 )
 
@@ -42,35 +42,7 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimePid); err != nil {
 		return err
 	}
-	data, perm, err := entry.ReadBundleConfig(inv.bundle)
-	if err != nil {
-		return fmt.Errorf("inject hook: %w", err)
-	}
-	if inv.id != "" && filepath.IsAbs(inv.bundle) {
-		doc, err := entry.ParseConfig(data)
-		if err != nil {
-			return err
-		}
-		out, err := withAgentMounts(ctx, cfg, delegate, data, doc, inv.id, filepath.Clean(inv.bundle))
-		if err != nil {
-			return err
-		}
-		if out != nil {
-			return entry.WriteBundleConfig(inv.bundle, out, perm)
-		}
-	}
-	hookPath, err := entry.Find()
-	if err != nil {
-		return fmt.Errorf("inject hook: %w", err)
-	}
-	out, changed, err := entry.Rewrite(data, entry.New(hookPath, cfg.Path), apiEnv(cfg)...)
-	if err == nil && changed {
-		err = entry.WriteBundleConfig(inv.bundle, out, perm)
-	}
-	if err != nil {
-		return fmt.Errorf("inject hook: %w", err)
-	}
-	return nil
+	return agentmounts.IntoBundle(ctx, cfg, inv.bundle, inv.id, filepath.Base(delegate) == runcShim, logToContainerd)
 }
 
 // rotateIfRuntimeRestarted starts a new secret lifecycle when the runtime

@@ -9,7 +9,7 @@
 // when runc has created the container and written its init pid to the
 // bundle (control.InitPidFile; agent/registry). The hook stays where that
 // is not safe or not possible: WhyHook, and the caller's own check of its
-// runtime. What runc checks and what the agent still checks:
+// runtime (IntoBundle puts one or the other into config.json). What runc checks and what the agent still checks:
 // docs/security.md, "Without a hook: the shim".
 package agentmounts
 
@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -152,4 +153,37 @@ func Config(ctx context.Context, cfg *config.Config, data []byte, doc *entry.Con
 		env = entry.APIEnv(cfg.SPIFFE.TrustDomain)
 	}
 	return doc.WithMounts(mounts, env...)
+}
+
+// IntoBundle readies the config.json of container id in bundle before the
+// runtime reads it: the agent's mounts (Config) where initPid says the
+// caller's runtime writes the init pid to control.InitPidFile in the
+// bundle (the caller's check of its runtime), else the northstar hook.
+// noAgent is Config's.
+func IntoBundle(ctx context.Context, cfg *config.Config, bundle, id string, initPid bool, noAgent func(string)) error {
+	data, perm, err := entry.ReadBundleConfig(bundle)
+	if err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	if initPid && id != "" && filepath.IsAbs(bundle) {
+		doc, err := entry.ParseConfig(data)
+		if err != nil {
+			return err
+		}
+		out, err := Config(ctx, cfg, data, doc, id, filepath.Clean(bundle), noAgent)
+		if err != nil {
+			return err
+		}
+		if out != nil {
+			return entry.WriteBundleConfig(bundle, out, perm)
+		}
+	}
+	hookPath, err := entry.Find()
+	if err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	if _, err := entry.InjectInto(bundle, data, perm, entry.New(hookPath, cfg.Path), entry.APIEnv(cfg.SPIFFE.TrustDomain)...); err != nil {
+		return fmt.Errorf("inject hook: %w", err)
+	}
+	return nil
 }

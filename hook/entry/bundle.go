@@ -31,6 +31,12 @@ func InjectIntoBundle(bundle string, want specs.Hook, apiEnv ...string) (changed
 	if err != nil {
 		return false, err
 	}
+	return InjectInto(bundle, data, perm, want, apiEnv...)
+}
+
+// InjectInto is InjectIntoBundle for a config.json already read (data, its
+// permissions perm), by a caller that looked at it first.
+func InjectInto(bundle string, data []byte, perm os.FileMode, want specs.Hook, apiEnv ...string) (changed bool, err error) {
 	out, changed, err := Rewrite(data, want, apiEnv...)
 	if err != nil || !changed {
 		return false, err
