@@ -445,7 +445,7 @@ func FuzzRewrite(f *testing.F) {
 					wantOthers = append(wantOthers, h)
 				}
 			}
-			if len(others) != len(wantOthers) || (len(others) > 0 && !reflect.DeepEqual(others, wantOthers)) {
+			if len(others) != len(wantOthers) || (len(others) > 0 && !reflect.DeepEqual(asRuncReads(others), asRuncReads(wantOthers))) {
 				t.Fatalf("%s: other hooks %+v, want %+v", stage.name, others, wantOthers)
 			}
 		}
@@ -574,6 +574,24 @@ func compact(t *testing.T, v json.RawMessage) []byte {
 		t.Fatalf("%s: %v", v, err)
 	}
 	return b.Bytes()
+}
+
+// asRuncReads is hooks with their empty args and env as absent: the
+// runtime-spec's fields are omitempty, so a hook Rewrite re-encodes
+// without "args": [] is the hook runc reads from the original (an exec
+// with no arguments is one with none given).
+func asRuncReads(hooks []specs.Hook) []specs.Hook {
+	out := make([]specs.Hook, len(hooks))
+	for i, h := range hooks {
+		if len(h.Args) == 0 {
+			h.Args = nil
+		}
+		if len(h.Env) == 0 {
+			h.Env = nil
+		}
+		out[i] = h
+	}
+	return out
 }
 
 func hooksOf(h *specs.Hooks, stage string) []specs.Hook {
