@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	fs := flag.NewFlagSet("northstar-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "config file (default $NORTHSTAR_CONFIG or "+config.DefaultPath+")")
-	hostWide := fs.Bool(entry.HostWideFlag[2:], false, "the hook file is the host's, not the caller's: a rootless caller with no config of its own and no access to the host's state is left alone (see hostwide.go)")
+	hostWide := fs.Bool(entry.HostWideFlag[2:], false, "the hook file is the host's, not the caller's: a rootless caller with no config of its own and no access to the host's state is left alone (see entry.HostWideConfig)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v (northstar-hook [--config PATH] < state.json)", ErrUsage, err)
 	}
@@ -73,18 +73,14 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	state, err := ParseState(data)
+	in, err := ReadInput(data)
 	if err != nil {
-		return fmt.Errorf("read state: %w", err)
-	}
-	spec, rootfs, specBytes, err := loadSpec(state.Bundle)
-	if err != nil {
-		return fmt.Errorf("read bundle: %w", err)
+		return err
 	}
 	cfgPath := config.Discover(*configPath)
 	if *hostWide {
 		var skip bool
-		if cfgPath, skip, err = hostWideConfig(cfgPath); err != nil || skip {
+		if cfgPath, skip, err = entry.HostWideConfig(cfgPath); err != nil || skip {
 			return err
 		}
 	}
@@ -92,6 +88,65 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
+	in.InContainer = os.Getppid() == in.State.Pid
+	return Start(ctx, cfg, in, SocketAgent(cfg.Agent.Socket))
+}
+
+// Input is what the hook decides a start from: the runtime's state, the
+// bundle's config.json as read, and where the hook runs.
+type Input struct {
+	State     *specs.State
+	Spec      *specs.Spec // the parts of config.json the hook reads (parseSpec)
+	SpecBytes []byte      // config.json as read (the measured-container log hashes it)
+	Rootfs    string      // the container's root filesystem on the host
+	// InContainer: the hook runs inside the container (createContainer),
+	// its parent the container's process.
+	InContainer bool
+}
+
+// ReadInput parses the OCI state the runtime gave the hook and reads its
+// bundle's config.json.
+func ReadInput(state []byte) (Input, error) {
+	st, err := ParseState(state)
+	if err != nil {
+		return Input{}, fmt.Errorf("read state: %w", err)
+	}
+	spec, rootfs, specBytes, err := loadSpec(st.Bundle)
+	if err != nil {
+		return Input{}, fmt.Errorf("read bundle: %w", err)
+	}
+	return Input{State: st, Spec: spec, SpecBytes: specBytes, Rootfs: rootfs}, nil
+}
+
+// Agent is the hook's way to the agent: its control socket, from the
+// hook's own process (SocketAgent), or the agent's registry itself, where
+// the agent serves a start whole (agent.ServeStart, for
+// northstar-agent-hook).
+type Agent interface {
+	// Register registers container id, whose init process is pid, as
+	// identity, asking for what req says (its Registration is filled in).
+	Register(ctx context.Context, id, identity string, pid int, req control.Request) (control.Reply, error)
+	// Current returns a sealed memfd of the secret st holds now, or an
+	// error when the agent has no such secret to give.
+	Current(ctx context.Context, st *store.Store) (*os.File, error)
+}
+
+// SocketAgent is the agent listening on the control socket at this path.
+type SocketAgent string
+
+func (s SocketAgent) Register(ctx context.Context, id, identity string, pid int, req control.Request) (control.Reply, error) {
+	return control.RegisterProcess(ctx, string(s), id, identity, pid, req)
+}
+
+func (s SocketAgent) Current(ctx context.Context, st *store.Store) (*os.File, error) {
+	return control.FetchCurrent(ctx, string(s), st)
+}
+
+// Start puts the secret (and the container's API) into the container in
+// names, as cfg says: the hook's whole work once it has read its input.
+// agent is how it reaches the agent ([agent] socket set).
+func Start(ctx context.Context, cfg *config.Config, in Input, agent Agent) error {
+	state, spec, rootfs, inContainer := in.State, in.Spec, in.Rootfs, in.InContainer
 	policy, err := delivery.PolicyFor(spec, cfg.SecretMode())
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
@@ -108,7 +163,6 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	if err := delivery.CheckIdentityNamespace(spec, cfg.API.IdentityAnyNamespace); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	inContainer := os.Getppid() == state.Pid
 	// The agent delivers the secret itself, and rotates it in the running
 	// container, when live rotation is on (DESIGN.md §12). Not inside the
 	// container: the agent serves only its own mount namespace.
@@ -121,7 +175,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		if !cfg.API.Enable && !live {
 			return nil
 		}
-		_, err := register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid, cfg.API.Enable, control.Request{HookMounts: live})
+		_, err := register(ctx, cfg.Agent.Socket, agent, spec, state.ID, state.Pid, cfg.API.Enable, control.Request{HookMounts: live})
 		return err
 	}
 	var owner mount.Owner
@@ -144,19 +198,19 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		}
 		if apiTree != nil {
 			defer apiTree.Close()
-			return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
+			return mountIn(ctx, cfg, nil, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
 		}
 	case live && !inContainer:
 		var m *control.Measurement
 		if cfg.Measure.Enable {
-			m = measurement(specBytes, rootfs)
+			m = measurement(in.SpecBytes, rootfs)
 		}
-		mnt, apiDir, err = deliver(ctx, cfg, spec, state.ID, state.Pid, owner, m)
+		mnt, apiDir, err = deliver(ctx, cfg, agent, spec, state.ID, state.Pid, owner, m)
 		if err != nil {
 			return err
 		}
 	case cfg.API.Enable:
-		if apiDir, err = register(ctx, cfg.Agent.Socket, spec, state.ID, state.Pid, true, control.Request{}); err != nil {
+		if apiDir, err = register(ctx, cfg.Agent.Socket, agent, spec, state.ID, state.Pid, true, control.Request{}); err != nil {
 			return err
 		}
 	}
@@ -171,13 +225,18 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 		defer mnt.Close()
 		return attachMount(mnt, rootfs, state.Pid, inContainer, apiTree)
 	}
-	return mountIn(ctx, cfg, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
+	if cfg.Agent.Socket == "" || inContainer {
+		// None, or one that refuses peers in other mount namespaces: do
+		// not ask.
+		agent = nil
+	}
+	return mountIn(ctx, cfg, agent, rootfs, state.Pid, inContainer, policy.Disabled, owner, apiTree)
 }
 
 // mountIn builds the secret's filesystem here (the secret from the agent's
 // memfd or unsealed from the TPM; none for an API-only container) and
 // attaches it, with apiTree (nil: none), in the container.
-func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, inContainer, noSecret bool, owner mount.Owner, apiTree *os.File) error {
+func mountIn(ctx context.Context, cfg *config.Config, agent Agent, rootfs string, pid int, inContainer, noSecret bool, owner mount.Owner, apiTree *os.File) error {
 	var mnt *mount.Mount
 	var err error
 	switch {
@@ -192,12 +251,7 @@ func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, in
 		if err != nil {
 			return fmt.Errorf("open store: %w", err)
 		}
-		agentSocket := cfg.Agent.Socket
-		if inContainer {
-			// The agent refuses peers in other mount namespaces: do not ask.
-			agentSocket = ""
-		}
-		if mnt, err = buildMount(ctx, st, agentSocket, owner, apiTree != nil); err != nil {
+		if mnt, err = buildMount(ctx, st, agent, owner, apiTree != nil); err != nil {
 			return err
 		}
 	}
@@ -211,7 +265,7 @@ func mountIn(ctx context.Context, cfg *config.Config, rootfs string, pid int, in
 // the hook to build the filesystem itself, and the container will not
 // follow rotations; an API container still needs the agent for its
 // socket, and fails to start without it.
-func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id string, pid int, owner mount.Owner, m *control.Measurement) (*mount.Mount, string, error) {
+func deliver(ctx context.Context, cfg *config.Config, agent Agent, spec *specs.Spec, id string, pid int, owner mount.Owner, m *control.Measurement) (*mount.Mount, string, error) {
 	identity, err := delivery.IdentityFor(spec, id)
 	if err != nil {
 		return nil, "", fmt.Errorf("policy: %w", err)
@@ -222,7 +276,7 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 	}
 	withAPI := cfg.API.Enable && !apiOff
 	req := control.Request{API: withAPI, APIDir: withAPI, Secret: &control.Owner{UID: owner.UID, GID: owner.GID, Mode: uint32(owner.Mode)}, Pod: delivery.PodFor(spec), Measure: m}
-	reply, err := control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
+	reply, err := agent.Register(ctx, id, identity, pid, req)
 	// The hook trusts the agent only with the store's current secret, as
 	// with a fetched memfd. A rotation that ran between the agent's answer
 	// and the check here reaches the container's filesystem in
@@ -237,14 +291,14 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 			// Declined: a registration without the secret tells the
 			// agent the container does not have its filesystem, so that
 			// it is not listed as following rotations.
-			dir, derr := register(ctx, cfg.Agent.Socket, spec, id, pid, withAPI, control.Request{})
+			dir, derr := register(ctx, cfg.Agent.Socket, agent, spec, id, pid, withAPI, control.Request{})
 			if !withAPI {
 				return nil, "", nil
 			}
 			return nil, dir, derr
 		}
 		time.Sleep(deliverRetryPause)
-		reply, err = control.RegisterProcess(ctx, cfg.Agent.Socket, id, identity, pid, req)
+		reply, err = agent.Register(ctx, id, identity, pid, req)
 	}
 	if !withAPI {
 		return nil, "", nil
@@ -253,7 +307,7 @@ func deliver(ctx context.Context, cfg *config.Config, spec *specs.Spec, id strin
 		return nil, "", agentError(cfg.Agent.Socket, err)
 	}
 	// The agent answered but could not deliver: the socket alone.
-	dir, err := register(ctx, cfg.Agent.Socket, spec, id, pid, true, control.Request{})
+	dir, err := register(ctx, cfg.Agent.Socket, agent, spec, id, pid, true, control.Request{})
 	return nil, dir, err
 }
 
@@ -311,14 +365,14 @@ func attachMount(mnt *mount.Mount, rootfs string, pid int, inContainer bool, api
 // filesystem from it. Plaintext copies live only in this function and are
 // zeroed before it returns.
 //
-// With an agent socket configured it first asks the agent for the memfd
-// (control.FetchCurrent: only the current secret is taken); an absent, stale
+// With an agent (nil: none) it first asks the agent for the memfd
+// (Agent.Current: only the current secret is taken); an absent, stale
 // or refused agent silently falls back to unsealing, so the agent can never
 // make a start fail.
-func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner mount.Owner, withAPI bool) (*mount.Mount, error) {
+func buildMount(ctx context.Context, st *store.Store, agent Agent, owner mount.Owner, withAPI bool) (*mount.Mount, error) {
 	var memfd *os.File
-	if agentSocket != "" {
-		memfd, _ = control.FetchCurrent(ctx, agentSocket, st)
+	if agent != nil {
+		memfd, _ = agent.Current(ctx, st)
 	}
 	if memfd == nil {
 		sec, _, err := st.Secret(ctx)
@@ -345,7 +399,7 @@ func buildMount(ctx context.Context, st *store.Store, agentSocket string, owner 
 // says and, with withAPI, for its API socket; it returns the socket's
 // directory ("": none, or the container opted out of the API). An agent
 // that cannot be reached fails the start, naming it.
-func register(ctx context.Context, agentSocket string, spec *specs.Spec, id string, pid int, withAPI bool, req control.Request) (string, error) {
+func register(ctx context.Context, agentSocket string, agent Agent, spec *specs.Spec, id string, pid int, withAPI bool, req control.Request) (string, error) {
 	identity, err := apiIdentity(spec, id)
 	if err != nil {
 		return "", err
@@ -361,7 +415,7 @@ func register(ctx context.Context, agentSocket string, spec *specs.Spec, id stri
 		}
 	}
 	req.Pod = delivery.PodFor(spec)
-	reply, err := control.RegisterProcess(ctx, agentSocket, id, identity, pid, req)
+	reply, err := agent.Register(ctx, id, identity, pid, req)
 	if err != nil {
 		return "", agentError(agentSocket, err)
 	}

@@ -39,7 +39,7 @@ func TestBuildMount(t *testing.T) {
 	ctx := context.Background()
 	st := hostStore(t)
 	owner := mount.Owner{UID: 1000, GID: 1000, Mode: 0o400}
-	if _, err := buildMount(ctx, st, "", owner, false); err == nil || !strings.HasPrefix(err.Error(), "unseal: ") {
+	if _, err := buildMount(ctx, st, nil, owner, false); err == nil || !strings.HasPrefix(err.Error(), "unseal: ") {
 		t.Fatalf("buildMount before init = %v, want an unseal error", err)
 	}
 	if _, _, err := st.Init(ctx, ""); err != nil {
@@ -50,7 +50,11 @@ func TestBuildMount(t *testing.T) {
 		"agent configured, absent":     filepath.Join(t.TempDir(), "agent", "agent.sock"),
 		"agent serving another secret": staleAgent(t),
 	} {
-		m, err := buildMount(ctx, st, sock, owner, false)
+		var agent Agent
+		if sock != "" {
+			agent = SocketAgent(sock)
+		}
+		m, err := buildMount(ctx, st, agent, owner, false)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

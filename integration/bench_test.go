@@ -189,6 +189,49 @@ func TestBenchHookFloor(t *testing.T) {
 	reportRatioOnly("reference: `runc run` with a static Go hook that only reads its state / without, the floor of the hook rows", p)
 }
 
+// TestBenchHookAsksFloor is the floor of the agent row: `runc run` with a
+// static Go hook that sends its state over a unix socket to a server that
+// answers at once (integration/hookasks), against the floor hook and a
+// bare start. It does nothing for the container; what the agent row reads
+// above it is the agent's work for the container and the hook's own.
+// Reported, no target.
+func TestBenchHookAsksFloor(t *testing.T) {
+	requires(t, "runc")
+	asks := filepath.Join(bins.dir, "hookasks")
+	if err := buildStatic("..", "./integration/hookasks", asks); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, "", nil)
+	sock := filepath.Join(e.dir, "asks.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.Copy(io.Discard, c); err == nil {
+					c.Write([]byte{'y'})
+				}
+			}()
+		}
+	}()
+	r := benchAgainstFloor(t, e, func() *bundle {
+		b := newBundle(t, e.dir, false, "true")
+		b.spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: asks, Args: []string{"hookasks", sock}}}}
+		return b
+	})
+	what := "reference: `runc run` with a static Go hook that sends its state to a server answering at once (the floor of a hook the agent serves)"
+	reportRatioOnly(what+" / the Go floor hook", r.hookVsFloor())
+	reportRatioOnly(what+" / bare `runc run`", r.hookVsBare())
+}
+
 // TestBenchHookOverheadAgent is TestBenchHookOverhead with the agent as the
 // shipped config runs it ([agent] socket set, `northstarctl agent`
 // running, live rotation on by default): the hook registers the container

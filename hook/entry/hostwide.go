@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package hook
+package entry
 
 import (
 	"bufio"
@@ -14,15 +14,14 @@ import (
 	"strings"
 
 	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook/entry"
 )
 
-// hostWideConfig picks the config for a hook run from a host-wide hook
-// file (entry.HostWideFlag). Root on the host (rootful podman, CRI-O) gets the host's config,
+// HostWideConfig picks the config for a hook run from a host-wide hook
+// file (HostWideFlag). Root on the host (rootful podman, CRI-O) gets the host's config,
 // as without the flag: every failure stops the container. A rootless
 // user's podman runs the hook too, as that user; then:
 //
-//   - the user's own config (entry.UserConfig in their home) if they wrote one:
+//   - the user's own config (UserConfig in their home) if they wrote one:
 //     they asked for northstar, so it fails closed as for root;
 //   - else the host's config if its state directory is theirs to read
 //     (the host gave them northstar);
@@ -36,7 +35,7 @@ import (
 // silently; their containers are no worse off than before the package.
 // No container can steer this: it depends only on the uid the runtime
 // runs the hook as and on files of that user and of root.
-func hostWideConfig(hostPath string) (path string, skip bool, err error) {
+func HostWideConfig(hostPath string) (path string, skip bool, err error) {
 	uid, err := hostUID()
 	if err != nil {
 		return "", false, fmt.Errorf("host-wide hook: %w", err)
@@ -45,7 +44,7 @@ func hostWideConfig(hostPath string) (path string, skip bool, err error) {
 		return hostPath, false, nil
 	}
 	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil && u.HomeDir != "" {
-		own := filepath.Join(u.HomeDir, entry.UserConfig)
+		own := filepath.Join(u.HomeDir, UserConfig)
 		if _, err := os.Stat(own); err == nil {
 			return own, false, nil
 		}
