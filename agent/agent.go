@@ -24,6 +24,7 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/internal/dirwatch"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
@@ -56,6 +57,10 @@ type Options struct {
 	// OnRegistry, when set, is given the registry before Ready is
 	// called (the NRI plugin delivers through it: registry.Prepare).
 	OnRegistry func(*registry.Containers)
+	// Config, when set, is the config the agent was started with: with
+	// it the agent serves the starts of northstar-agent-hook whole
+	// (start.go), for hooks given the same file.
+	Config *config.Config
 }
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
@@ -89,6 +94,13 @@ func Run(ctx context.Context, opts Options) error {
 			fmt.Fprintln(opts.Log, "agent: warning: cannot mlock the root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
 		}
 		reg = r
+		if opts.Config != nil {
+			s, err := newStarts(r, opts.Config, h)
+			if err != nil {
+				return err
+			}
+			reg = s
+		}
 		h.setOnLoad(r)
 		if opts.OnRegistry != nil {
 			opts.OnRegistry(r)

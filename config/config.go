@@ -433,6 +433,27 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// AgentSocket reads [agent] socket from the config file at path and
+// nothing else ("": no agent): what northstar-agent-hook needs to reach
+// the agent, which decides the start with the config it loaded, and
+// refuses a file that changed since (the hook then loads it whole).
+// Decoding one key costs a fraction of Load, on every start.
+func AgentSocket(path string) (string, error) {
+	data, err := capped.ReadFile(path, maxConfigSize, "config "+path)
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		Agent struct {
+			Socket string `toml:"socket"`
+		} `toml:"agent"`
+	}
+	if err := toml.Unmarshal(data, &c); err != nil {
+		return "", fmt.Errorf("config %s: %w", path, err)
+	}
+	return c.Agent.Socket, nil
+}
+
 // Parse decodes TOML settings over the defaults and validates them.
 func Parse(data []byte) (*Config, error) {
 	c := Default()

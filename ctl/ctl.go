@@ -303,7 +303,7 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout,
-		Live: cfg.Rotation.Live, Grace: cfg.Grace()}
+		Live: cfg.Rotation.Live, Grace: cfg.Grace(), Config: cfg}
 	if cfg.API.Enable {
 		opts.API = &registry.APIOptions{LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
 			AuditPath:   filepath.Join(cfg.StateDir, audit.FileName),

@@ -234,16 +234,20 @@ func TestBenchHookAsksFloor(t *testing.T) {
 
 // TestBenchHookOverheadAgent is TestBenchHookOverhead with the agent as the
 // shipped config runs it ([agent] socket set, `northstarctl agent`
-// running, live rotation on by default): the hook registers the container
-// and the agent builds its secret's mount, nothing is unsealed per start.
+// running, live rotation on by default) and its hook, northstar-agent-hook:
+// the agent does the hook's work (registers the container, builds and
+// attaches its secret's mount), nothing is unsealed per start.
 func TestBenchHookOverheadAgent(t *testing.T) {
 	requires(t, "runc", "swtpm")
 	tpm := newTPMProxy(t, newSWTPM(t, nil), 0)
 	e, sock := newAgentTPMEnv(t, tpm)
 	startAgent(t, e, sock)
 	served := tpm.servedByAgent()
-	r := benchAgainstFloor(t, e, func() *bundle { return newBundle(t, e.dir, false, "true").withHook("createRuntime", e.config) })
-	reportAgainstFloor("`runc run` with the hook served by the agent (TPM sealer, swtpm)", r, 1.05, served())
+	lone := loneAgentHook(t, e.dir)
+	r := benchAgainstFloor(t, e, func() *bundle {
+		return newBundle(t, e.dir, false, "true").withHookBinary(lone, "createRuntime", e.config)
+	})
+	reportAgainstFloor("`runc run` with northstar-agent-hook served by the agent (TPM sealer, swtpm)", r, 1.05, served())
 }
 
 // servedByAgent is for the rows served by the agent, whose TPM is behind

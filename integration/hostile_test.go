@@ -87,7 +87,7 @@ func runHostile(t *testing.T, images []hostileImage, want string, newBundle func
 			switch {
 			case tt.refuse && r.err == nil:
 				t.Errorf("container started, want the hook to refuse it:\n%s", r)
-			case tt.refuse && (!strings.Contains(r.stderr, "northstar-hook: mount: ") ||
+			case tt.refuse && (!strings.Contains(r.stderr, "northstar-hook: mount: ") && !strings.Contains(r.stderr, "northstar-agent-hook: mount: ") ||
 				!(strings.Contains(r.stderr, "/run/northstar in the container rootfs") || strings.Contains(r.stderr, "refused mount target"))):
 				t.Errorf("refusal does not name the cause:\n%s", r)
 			case !tt.refuse && (r.err != nil || !strings.Contains(r.stdout, want)):

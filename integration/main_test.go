@@ -23,6 +23,7 @@ import (
 // any user can read (the rootless tests exec them as an unprivileged user).
 var bins struct {
 	dir, hook, ctl string
+	agentHook      string // northstar-agent-hook, beside hook
 }
 
 func TestMain(m *testing.M) {
@@ -66,7 +67,8 @@ func testMain(m *testing.M) int {
 	bins.dir = dir
 	bins.hook = filepath.Join(dir, "northstar-hook")
 	bins.ctl = filepath.Join(dir, "northstarctl")
-	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl"} {
+	bins.agentHook = filepath.Join(dir, "northstar-agent-hook")
+	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl", bins.agentHook: "./cmd/northstar-agent-hook"} {
 		if err := buildStatic("..", pkg, out); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

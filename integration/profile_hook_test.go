@@ -230,12 +230,3 @@ func medianDiff(b, a []float64) float64 {
 	}
 	return benchstat.Percentile(d, 0.5)
 }
-
-// copyFile copies the executable src to dst.
-func copyFile(src, dst string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, data, 0o755)
-}

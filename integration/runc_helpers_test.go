@@ -238,7 +238,17 @@ func mkBusybox(t *testing.T, rootfs string) {
 
 // withHook adds the northstar hook at stage ("createRuntime", ...).
 func (b *bundle) withHook(stage, configPath string) *bundle {
-	h := specs.Hook{Path: bins.hook, Args: []string{"northstar-hook", "--config", configPath}}
+	return b.withHookBinary(bins.hook, stage, configPath)
+}
+
+// withAgentHook is withHook with northstar-agent-hook, the hook for hosts
+// where the agent runs.
+func (b *bundle) withAgentHook(stage, configPath string) *bundle {
+	return b.withHookBinary(bins.agentHook, stage, configPath)
+}
+
+func (b *bundle) withHookBinary(path, stage, configPath string) *bundle {
+	h := specs.Hook{Path: path, Args: []string{filepath.Base(path), "--config", configPath}}
 	if b.spec.Hooks == nil {
 		b.spec.Hooks = &specs.Hooks{}
 	}

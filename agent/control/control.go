@@ -34,6 +34,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/agent/control/hookstart"
+	"github.com/northstar-oci/northstar/internal/peercred"
 	"github.com/northstar-oci/northstar/secretfs"
 )
 
@@ -60,7 +62,7 @@ const msgSize = 8 + sha256.Size
 const serveTimeout = time.Second
 
 // ErrRefused: the peer at the other end of the socket is not allowed.
-var ErrRefused = errors.New("peer refused")
+var ErrRefused = peercred.ErrRefused
 
 // Source returns the memfd to serve and the id of its record. The caller
 // of a Source owns the returned file and closes it, so a Source returns a
@@ -174,7 +176,7 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
 	if err := checkClient(c); err != nil {
 		return err
 	}
-	req := make([]byte, maxRequest+1)
+	req := make([]byte, hookstart.MaxRequest+1)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(req, oob)
 	if err != nil {
@@ -194,6 +196,8 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
 		return serveRegister(c, req[1:n], files, reg)
 	case n > 1 && n <= maxRequest && req[0] == opPrepare && len(files) == 0:
 		return servePrepare(c, req[1:n], reg)
+	case n > 1 && n <= hookstart.MaxRequest && req[0] == hookstart.Op && len(files) == 0:
+		return serveStart(c, req[1:n], reg)
 	default:
 		return errors.New("unknown request")
 	}
@@ -230,38 +234,9 @@ func dial(ctx context.Context, socketPath string, timeout time.Duration) (*net.U
 	return c, nil
 }
 
-// checkPeer reads SO_PEERCRED of c and refuses peers other than uid 0 and
-// this process's uid. The kernel reports the uid as seen from this
-// process's user namespace (unmapped uids read as the overflow uid), so
-// "uid 0" means root of our own namespace, not root of some container's.
-func checkPeer(c *net.UnixConn) error {
-	var cred *unix.Ucred
-	if err := sockopt(c, func(fd int) (err error) {
-		cred, err = unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-		return err
-	}); err != nil {
-		return fmt.Errorf("SO_PEERCRED: %w", err)
-	}
-	return allowUID(cred.Uid, uint32(os.Geteuid()))
-}
+// checkPeer is the uid policy (internal/peercred): root of this user
+// namespace or ourselves.
+func checkPeer(c *net.UnixConn) error { return peercred.Check(c) }
 
 // sockopt runs get on c's file descriptor.
-func sockopt(c *net.UnixConn, get func(fd int) error) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var gerr error
-	if err := raw.Control(func(fd uintptr) { gerr = get(int(fd)) }); err != nil {
-		return err
-	}
-	return gerr
-}
-
-// allowUID is the peer policy: root of this user namespace or ourselves.
-func allowUID(peer, self uint32) error {
-	if peer == 0 || peer == self {
-		return nil
-	}
-	return fmt.Errorf("%w: uid %d", ErrRefused, peer)
-}
+func sockopt(c *net.UnixConn, get func(fd int) error) error { return peercred.Sockopt(c, get) }

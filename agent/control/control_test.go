@@ -246,17 +246,6 @@ func TestListenRefusesLooseDirectory(t *testing.T) {
 	}
 }
 
-func TestAllowUID(t *testing.T) {
-	for _, c := range []struct {
-		peer, self uint32
-		ok         bool
-	}{{0, 0, true}, {0, 1000, true}, {1000, 1000, true}, {1001, 1000, false}, {65534, 0, false}, {1000, 0, false}} {
-		if err := allowUID(c.peer, c.self); (err == nil) != c.ok {
-			t.Errorf("allowUID(%d, %d) = %v, want ok=%v", c.peer, c.self, err, c.ok)
-		}
-	}
-}
-
 // TestPeerWithOtherUIDRefused: a client running as another uid that reaches
 // the socket (here the directory is opened up on purpose) gets no fd.
 func TestPeerWithOtherUIDRefused(t *testing.T) {

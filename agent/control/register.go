@@ -208,18 +208,28 @@ func serveRegister(c *net.UnixConn, body []byte, fds []*os.File, reg Registrar) 
 // filled in here): it opens a pidfd of the process, reads the process's
 // start time while the pidfd holds it, and sends both (Register).
 func RegisterProcess(ctx context.Context, socketPath string, id, identity string, pid int, req Request) (Reply, error) {
-	fd, err := unix.PidfdOpen(pid, 0)
+	pidfd, start, err := OpenProcess(pid)
 	if err != nil {
-		return Reply{}, fmt.Errorf("pidfd_open %d: %w", pid, err)
+		return Reply{}, err
 	}
-	pidfd := os.NewFile(uintptr(fd), "pidfd")
 	defer pidfd.Close()
-	start, err := procstat.StartTime(pid)
-	if err != nil {
-		return Reply{}, fmt.Errorf("container process %d: %w", pid, err)
-	}
 	req.Registration = Registration{ID: id, Identity: identity, Pid: pid, Start: start}
 	return Register(ctx, socketPath, req, pidfd)
+}
+
+// OpenProcess opens a pidfd of the container's init process pid and reads
+// its start time while the pidfd holds it: what a registration sends.
+func OpenProcess(pid int) (pidfd *os.File, start uint64, err error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	pidfd = os.NewFile(uintptr(fd), "pidfd")
+	if start, err = procstat.StartTime(pid); err != nil {
+		pidfd.Close()
+		return nil, 0, fmt.Errorf("container process %d: %w", pid, err)
+	}
+	return pidfd, start, nil
 }
 
 // Register sends req to the agent at socketPath with pidfd (of the

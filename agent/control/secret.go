@@ -154,15 +154,23 @@ func FetchCurrent(ctx context.Context, socketPath string, st *store.Store) (*os.
 	if err != nil {
 		return nil, err
 	}
-	rec, err := st.Current()
-	if err != nil {
+	if err := CheckCurrent(st, id); err != nil {
 		memfd.Close()
 		return nil, err
 	}
+	return memfd, nil
+}
+
+// CheckCurrent checks that id names the secret st holds now, sealed by
+// st's sealer.
+func CheckCurrent(st *store.Store, id RecordID) error {
+	rec, err := st.Current()
+	if err != nil {
+		return err
+	}
 	if want := IDOf(rec); want != id || rec.Sealer != st.Sealer().Name() {
-		memfd.Close()
-		return nil, fmt.Errorf("agent serves generation %d (blob %x…), the store holds %d (blob %x…)",
+		return fmt.Errorf("agent serves generation %d (blob %x…), the store holds %d (blob %x…)",
 			id.Generation, id.BlobDigest[:4], want.Generation, want.BlobDigest[:4])
 	}
-	return memfd, nil
+	return nil
 }

@@ -20,6 +20,11 @@ import (
 // this base name, at any stage, is ours.
 const Name = "northstar-hook"
 
+// AgentName is the file name of the hook for hosts where the agent runs
+// (cmd/northstar-agent-hook): it has the agent do the hook's work, and
+// becomes Name for the starts the agent does not serve.
+const AgentName = "northstar-agent-hook"
+
 // Timeout is the timeout (seconds) runtimes give the hook: generous for a
 // slow hardware TPM shared by many starting containers.
 const Timeout = 30
@@ -44,9 +49,11 @@ func New(hookPath, configPath string) specs.Hook {
 	}
 }
 
-// IsNorthstar reports whether h runs the northstar hook binary.
+// IsNorthstar reports whether h runs a northstar hook binary (Name or
+// AgentName).
 func IsNorthstar(h specs.Hook) bool {
-	return filepath.Base(h.Path) == Name
+	base := filepath.Base(h.Path)
+	return base == Name || base == AgentName
 }
 
 // Find returns the absolute path of the hook binary: next to the running

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/control/hookstart"
+	"github.com/northstar-oci/northstar/agent/registry"
+	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/hook"
+	"github.com/northstar-oci/northstar/remedy"
+	"github.com/northstar-oci/northstar/store"
+)
+
+// starts serves the starts of northstar-agent-hook whole
+// (control.Starter): the hook's work, package hook's Start, done in the
+// agent's process with the agent's config, registering with the registry
+// directly. The hook's process only reads its state and asks; see
+// docs/performance.md for what that saves on every start.
+//
+// It runs what the hook runs, in the runtime's namespaces as the hook
+// does (the control socket serves only peers of the agent's own mount
+// namespace and user), so every check of the hook holds as it is: the
+// policy, the revocations, the hostile-image checks of the mount's
+// target (taken on a locked thread that joins the container's mount
+// namespace and dies with its goroutine, internal/nsenter).
+type starts struct {
+	*registry.Containers // the control socket's Registrar and Preparer
+	cfg                  *config.Config
+	cfgFile              os.FileInfo // cfg.Path as it was when the agent started
+	held                 *held
+}
+
+// newStarts serves starts with cfg, which the agent was started with.
+// Without a config file (defaults) it serves none.
+func newStarts(c *registry.Containers, cfg *config.Config, h *held) (*starts, error) {
+	s := &starts{Containers: c, cfg: cfg, held: h}
+	if cfg.Path != "" {
+		fi, err := os.Stat(cfg.Path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		s.cfgFile = fi
+	}
+	return s, nil
+}
+
+func (s *starts) ServeStart(ctx context.Context, req hookstart.Request) (bool, error) {
+	if err := s.sameConfig(req.Config); err != nil {
+		return false, err
+	}
+	in, err := hook.ReadInput(req.State)
+	if err != nil {
+		return true, err
+	}
+	if req.Parent == in.State.Pid {
+		// createContainer: the hook runs inside the container, whose mount
+		// namespace the agent does not serve.
+		return false, errors.New("the hook runs inside the container")
+	}
+	return true, remedy.Explain(hook.Start(ctx, s.cfg, in, inAgent{s}))
+}
+
+// sameConfig refuses a start whose hook was given another config than
+// the agent's, or the agent's changed since it started: the hook then
+// decides the start from the file as it is now.
+func (s *starts) sameConfig(path string) error {
+	if s.cfgFile == nil {
+		return fmt.Errorf("the agent runs without a config file, the hook has %s", path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(fi, s.cfgFile) {
+		return fmt.Errorf("the hook's config %s is not the agent's (%s)", path, s.cfg.Path)
+	}
+	if !fi.ModTime().Equal(s.cfgFile.ModTime()) || fi.Size() != s.cfgFile.Size() {
+		return fmt.Errorf("%s changed since the agent started; restart the agent to serve starts with it", path)
+	}
+	return nil
+}
+
+// inAgent is the hook's Agent inside the agent: the registry and the
+// held secret themselves.
+type inAgent struct{ s *starts }
+
+func (a inAgent) Register(ctx context.Context, id, identity string, pid int, req control.Request) (control.Reply, error) {
+	pidfd, start, err := control.OpenProcess(pid)
+	if err != nil {
+		return control.Reply{}, err
+	}
+	defer pidfd.Close()
+	req.Registration = control.Registration{ID: id, Identity: identity, Pid: pid, Start: start}
+	return a.s.Containers.Register(req, pidfd)
+}
+
+func (a inAgent) Current(ctx context.Context, st *store.Store) (*os.File, error) {
+	memfd, id, err := a.s.held.source()
+	if err != nil {
+		return nil, err
+	}
+	if err := control.CheckCurrent(st, id); err != nil {
+		memfd.Close()
+		return nil, err
+	}
+	return memfd, nil
+}
