@@ -16,16 +16,17 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/northstar-oci/northstar/config/peek"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/secretfs"
 )
 
 // EnvConfig names the environment variable that overrides the config path.
-const EnvConfig = "NORTHSTAR_CONFIG"
+const EnvConfig = peek.EnvConfig
 
 // DefaultPath is the rootful config path.
-const DefaultPath = "/etc/northstar/config.toml"
+const DefaultPath = peek.DefaultPath
 
 // maxConfigSize caps the config file; it is a few hundred bytes in practice.
 const maxConfigSize = 64 << 10
@@ -618,49 +619,14 @@ func (c *Config) SecretMode() os.FileMode {
 }
 
 // DefaultPathFor returns the config path used when neither --config nor
-// NORTHSTAR_CONFIG is given: the rootful path, or, for a rootless runtime,
-// $XDG_CONFIG_HOME/northstar/config.toml.
-func DefaultPathFor(rootless bool) string {
-	if !rootless {
-		return DefaultPath
-	}
-	base := os.Getenv("XDG_CONFIG_HOME")
-	if base == "" {
-		home := os.Getenv("HOME")
-		if home == "" {
-			home = "/"
-		}
-		base = filepath.Join(home, ".config")
-	}
-	return filepath.Join(base, "northstar", "config.toml")
-}
+// NORTHSTAR_CONFIG is given (package config/peek, which finds the file
+// for the processes that do not load it).
+func DefaultPathFor(rootless bool) string { return peek.DefaultPathFor(rootless) }
 
-// Discover returns the config path: flag, then NORTHSTAR_CONFIG, then the
-// default for this process (rootless when not root or inside rootlesskit).
-func Discover(flag string) string {
-	if flag != "" {
-		return flag
-	}
-	if p := os.Getenv(EnvConfig); p != "" {
-		return p
-	}
-	return DefaultPathFor(Rootless())
-}
+// Discover returns the config path: flag if set, else $NORTHSTAR_CONFIG,
+// else DefaultPathFor(Rootless()).
+func Discover(flag string) string { return peek.Discover(flag) }
 
 // Rootless reports whether this process runs as a rootless runtime would:
 // not root, or root inside rootlesskit's user namespace.
-func Rootless() bool {
-	if os.Geteuid() != 0 {
-		return true
-	}
-	if os.Getenv("ROOTLESSKIT_STATE_DIR") != "" {
-		return true
-	}
-	data, err := os.ReadFile("/proc/self/uid_map")
-	if err != nil {
-		return false
-	}
-	// The initial user namespace maps the whole 32-bit range from 0.
-	f := strings.Fields(string(data))
-	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
-}
+func Rootless() bool { return peek.Rootless() }

@@ -37,6 +37,7 @@ import (
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/delivery"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/hook/hostwide"
 	"github.com/northstar-oci/northstar/internal/capped"
 	"github.com/northstar-oci/northstar/internal/idmap"
 	"github.com/northstar-oci/northstar/internal/nsenter"
@@ -61,7 +62,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	fs := flag.NewFlagSet("northstar-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "config file (default $NORTHSTAR_CONFIG or "+config.DefaultPath+")")
-	hostWide := fs.Bool(entry.HostWideFlag[2:], false, "the hook file is the host's, not the caller's: a rootless caller with no config of its own and no access to the host's state is left alone (see entry.HostWideConfig)")
+	hostWide := fs.Bool(entry.HostWideFlag[2:], false, "the hook file is the host's, not the caller's: a rootless caller with no config of its own and no access to the host's state is left alone (see package hook/hostwide)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v (northstar-hook [--config PATH] < state.json)", ErrUsage, err)
 	}
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, stdin io.Reader) error {
 	cfgPath := config.Discover(*configPath)
 	if *hostWide {
 		var skip bool
-		if cfgPath, skip, err = entry.HostWideConfig(cfgPath); err != nil || skip {
+		if cfgPath, skip, err = hostwide.Config(cfgPath); err != nil || skip {
 			return err
 		}
 	}

@@ -236,7 +236,17 @@ func dial(ctx context.Context, socketPath string, timeout time.Duration) (*net.U
 
 // checkPeer is the uid policy (internal/peercred): root of this user
 // namespace or ourselves.
-func checkPeer(c *net.UnixConn) error { return peercred.Check(c) }
+func checkPeer(c *net.UnixConn) error { return sockopt(c, peercred.CheckFD) }
 
 // sockopt runs get on c's file descriptor.
-func sockopt(c *net.UnixConn, get func(fd int) error) error { return peercred.Sockopt(c, get) }
+func sockopt(c *net.UnixConn, get func(fd int) error) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var gerr error
+	if err := raw.Control(func(fd uintptr) { gerr = get(int(fd)) }); err != nil {
+		return err
+	}
+	return gerr
+}

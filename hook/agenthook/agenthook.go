@@ -27,10 +27,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
-	"github.com/northstar-oci/northstar/config"
-	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/config/peek"
+	"github.com/northstar-oci/northstar/hook/hookname"
 	"github.com/northstar-oci/northstar/internal/binpath"
 	"github.com/northstar-oci/northstar/internal/capped"
+	"github.com/northstar-oci/northstar/internal/idmap"
 )
 
 // maxState is what the hook reads of its stdin, as northstar-hook.
@@ -60,25 +61,23 @@ func Run(args []string, stdin io.Reader) error {
 // ask has the agent serve the start.
 func ask(args []string, state []byte) error {
 	notServed := func(why any) error { return fmt.Errorf("%w: %v", hookstart.ErrNotServed, why) }
-	fs := flag.NewFlagSet(entry.AgentName, flag.ContinueOnError)
+	fs := flag.NewFlagSet(hookname.AgentHook, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", "", "")
-	hostWide := fs.Bool(entry.HostWideFlag[2:], false, "")
+	hostWide := fs.Bool(hookname.HostWideFlag[2:], false, "")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
 		return notServed("arguments") // northstar-hook says what is wrong with them
 	}
-	path := config.Discover(*configPath)
+	path := peek.Discover(*configPath)
 	if *hostWide {
-		p, skip, err := entry.HostWideConfig(path)
-		if err != nil {
-			return notServed(err)
+		// The host's config for root; for a rootless user, whose
+		// runtime cannot reach the host's agent anyway, northstar-hook
+		// decides (package hook/hostwide).
+		if uid, err := idmap.HostUID(); err != nil || uid != 0 {
+			return notServed("a host-wide hook file run by a rootless user")
 		}
-		if skip {
-			return nil // as northstar-hook would: see entry.HostWideConfig
-		}
-		path = p
 	}
-	socket, err := config.AgentSocket(path)
+	socket, err := peek.AgentSocket(path)
 	if err != nil {
 		return notServed(err)
 	}
@@ -95,7 +94,7 @@ func ask(args []string, state []byte) error {
 // becomeHook execs northstar-hook (beside this binary, else on PATH) with
 // args, the state on its stdin; why is why the agent did not serve.
 func becomeHook(args []string, state []byte, why error) error {
-	path, err := binpath.Find(entry.Name)
+	path, err := binpath.Find(hookname.Hook)
 	if err != nil {
 		return fmt.Errorf("%v, and %w", why, err)
 	}
@@ -114,5 +113,5 @@ func becomeHook(args []string, state []byte, why error) error {
 	if err := unix.Dup3(fd, 0, 0); err != nil {
 		return fmt.Errorf("memfd for the state: %w", err)
 	}
-	return fmt.Errorf("exec %s: %w", path, unix.Exec(path, append([]string{entry.Name}, args...), os.Environ()))
+	return fmt.Errorf("exec %s: %w", path, unix.Exec(path, append([]string{hookname.Hook}, args...), os.Environ()))
 }

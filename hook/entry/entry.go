@@ -13,17 +13,18 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/northstar-oci/northstar/hook/hookname"
 	"github.com/northstar-oci/northstar/internal/binpath"
 )
 
 // Name is the file name of the northstar hook binary. A hook whose path has
-// this base name, at any stage, is ours.
-const Name = "northstar-hook"
+// this base name or AgentName, at any stage, is ours.
+const Name = hookname.Hook
 
 // AgentName is the file name of the hook for hosts where the agent runs
 // (cmd/northstar-agent-hook): it has the agent do the hook's work, and
 // becomes Name for the starts the agent does not serve.
-const AgentName = "northstar-agent-hook"
+const AgentName = hookname.AgentHook
 
 // Timeout is the timeout (seconds) runtimes give the hook: generous for a
 // slow hardware TPM shared by many starting containers.
@@ -60,11 +61,9 @@ func IsNorthstar(h specs.Hook) bool {
 // executable (the shim, northstarctl), else on PATH.
 func Find() (string, error) { return binpath.Find(Name) }
 
-// HostWideFlag marks a hook file installed for every user of the host (the
-// Debian package's /usr/share/containers/oci/hooks.d/northstar.json,
-// which podman reads for rootless users too), not one a user asked for:
-// the hook leaves a rootless user who has no config of their own alone.
-const HostWideFlag = "--host-wide"
+// HostWideFlag marks a hook file installed for every user of the host
+// (package hookname).
+const HostWideFlag = hookname.HostWideFlag
 
 // UserConfig is where a rootless user's own config is looked for, under
 // their home, when the hook runs from a host-wide hook file.

@@ -66,3 +66,19 @@ func ToOutside(maps []Mapping, id uint32) (uint32, bool) {
 	}
 	return 0, false
 }
+
+// HostUID is this process's effective uid as the parent user namespace
+// sees it (through /proc/self/uid_map): the host's uid of the user a
+// rootless runtime runs as "root".
+func HostUID() (uint32, error) {
+	maps, err := Read(os.Getpid(), "uid")
+	if err != nil {
+		return 0, err
+	}
+	euid := uint32(os.Geteuid())
+	uid, ok := ToOutside(maps, euid)
+	if !ok {
+		return 0, fmt.Errorf("uid %d is not mapped in this user namespace", euid)
+	}
+	return uid, nil
+}

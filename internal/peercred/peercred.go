@@ -5,12 +5,14 @@
 // The kernel reports the peer's uid as seen from this process's user
 // namespace (unmapped uids read as the overflow uid), so "uid 0" means
 // root of our own namespace, not root of some container's.
+//
+// It works on a socket's descriptor, not a net.Conn, so that
+// northstar-agent-hook links no net package (docs/performance.md).
 package peercred
 
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -19,30 +21,14 @@ import (
 // ErrRefused: the peer at the other end of the socket is not allowed.
 var ErrRefused = errors.New("peer refused")
 
-// Check reads SO_PEERCRED of c and refuses peers other than uid 0 and
-// this process's uid.
-func Check(c *net.UnixConn) error {
-	var cred *unix.Ucred
-	if err := Sockopt(c, func(fd int) (err error) {
-		cred, err = unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-		return err
-	}); err != nil {
+// CheckFD reads SO_PEERCRED of the unix socket fd and refuses peers
+// other than uid 0 and this process's uid.
+func CheckFD(fd int) error {
+	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+	if err != nil {
 		return fmt.Errorf("SO_PEERCRED: %w", err)
 	}
 	return AllowUID(cred.Uid, uint32(os.Geteuid()))
-}
-
-// Sockopt runs get on c's file descriptor.
-func Sockopt(c *net.UnixConn, get func(fd int) error) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var gerr error
-	if err := raw.Control(func(fd uintptr) { gerr = get(int(fd)) }); err != nil {
-		return err
-	}
-	return gerr
 }
 
 // AllowUID is the policy: root of this user namespace or ourselves.

@@ -15,10 +15,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/internal/peercred"
 )
@@ -97,34 +98,62 @@ func Answer(served bool, err error) []byte {
 var ErrNotServed = errors.New("not served by the agent")
 
 // Ask has the agent at socketPath serve the start r, waiting at most
-// timeout. An error wrapping ErrNotServed leaves the start to the caller
-// (no agent listens, or it would not serve it); any other is the start's
-// failure: what the agent said, or an exchange that broke after the
-// request went out (the agent may have done part of the work, and failing
-// closed is the one safe answer).
+// timeout for each of the exchange's steps. An error wrapping
+// ErrNotServed leaves the start to the caller (no agent listens, or it
+// would not serve it); any other is the start's failure: what the agent
+// said, or an exchange that broke after the request went out (the agent
+// may have done part of the work, and failing closed is the one safe
+// answer).
+//
+// It speaks through the socket's descriptor (x/sys/unix), not package
+// net, whose initialisation and dialer cost the hook's process more than
+// the exchange itself (docs/performance.md).
 func Ask(socketPath string, r Request, timeout time.Duration) error {
-	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: socketPath, Net: "unixpacket"})
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return fmt.Errorf("%w: socket: %v", ErrNotServed, err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+	for _, opt := range []int{unix.SO_SNDTIMEO, unix.SO_RCVTIMEO} {
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+			return fmt.Errorf("%w: socket timeout: %v", ErrNotServed, err)
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrUnix{Name: socketPath}); err != nil {
 		return fmt.Errorf("%w: no agent at %s: %v", ErrNotServed, socketPath, err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(timeout))
-	if err := peercred.Check(c); err != nil {
+	if err := peercred.CheckFD(fd); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrNotServed, socketPath, err)
 	}
 	req := r.Encode()
 	if len(req) > MaxRequest {
 		return fmt.Errorf("%w: the state is too long for one request (%d bytes)", ErrNotServed, len(r.State))
 	}
-	if _, err := c.Write(req); err != nil {
+	// One message (SOCK_SEQPACKET): written whole or not at all.
+	if err := retry(func() error { _, err := unix.Write(fd, req); return err }); err != nil {
 		return fmt.Errorf("%w: send to the agent at %s: %v", ErrNotServed, socketPath, err)
 	}
 	buf := make([]byte, 16<<10)
-	n, err := c.Read(buf)
-	if err != nil || n == 0 {
+	var n int
+	if err := retry(func() (err error) { n, err = unix.Read(fd, buf); return err }); err != nil || n == 0 {
+		if err == nil {
+			err = errors.New("connection closed")
+		}
 		return fmt.Errorf("the agent at %s gave no answer (%v): an agent older than this hook? restart it", socketPath, err)
 	}
 	return answer(socketPath, buf[:n])
+}
+
+// retry runs call until it is not interrupted: a socket with a timeout
+// fails a call a signal interrupts (EINTR) instead of restarting it, and
+// the Go runtime signals its threads (preemption).
+func retry(call func() error) error {
+	for {
+		if err := call(); err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // answer reads the agent's answer a.

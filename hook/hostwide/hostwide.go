@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package entry
+// Package hostwide picks the config of a hook run from a hook file
+// installed for every user of the host (entry.HostWideFlag: the Debian
+// package's hooks.d file, which podman reads for rootless users too).
+package hostwide
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,13 +13,14 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/internal/idmap"
 )
 
-// HostWideConfig picks the config for a hook run from a host-wide hook
-// file (HostWideFlag). Root on the host (rootful podman, CRI-O) gets the host's config,
+// Config picks the config for a hook run from a host-wide hook
+// file (entry.HostWideFlag). Root on the host (rootful podman, CRI-O) gets the host's config,
 // as without the flag: every failure stops the container. A rootless
 // user's podman runs the hook too, as that user; then:
 //
@@ -35,8 +38,8 @@ import (
 // silently; their containers are no worse off than before the package.
 // No container can steer this: it depends only on the uid the runtime
 // runs the hook as and on files of that user and of root.
-func HostWideConfig(hostPath string) (path string, skip bool, err error) {
-	uid, err := hostUID()
+func Config(hostPath string) (path string, skip bool, err error) {
+	uid, err := idmap.HostUID()
 	if err != nil {
 		return "", false, fmt.Errorf("host-wide hook: %w", err)
 	}
@@ -44,7 +47,7 @@ func HostWideConfig(hostPath string) (path string, skip bool, err error) {
 		return hostPath, false, nil
 	}
 	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil && u.HomeDir != "" {
-		own := filepath.Join(u.HomeDir, UserConfig)
+		own := filepath.Join(u.HomeDir, entry.UserConfig)
 		if _, err := os.Stat(own); err == nil {
 			return own, false, nil
 		}
@@ -61,41 +64,4 @@ func HostWideConfig(hostPath string) (path string, skip bool, err error) {
 		d.Close()
 	}
 	return hostPath, false, nil
-}
-
-// hostUID is the uid on the host of the user the hook runs as: its euid
-// through the user namespace it is in (rootless podman runs hooks as uid 0
-// of the user's namespace).
-func hostUID() (uint32, error) {
-	f, err := os.Open("/proc/self/uid_map")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	return mapID(bufio.NewScanner(f), uint32(os.Geteuid()))
-}
-
-// mapID maps id through the lines of a uid_map ("inside outside count").
-func mapID(s *bufio.Scanner, id uint32) (uint32, error) {
-	for s.Scan() {
-		var in, out, n uint64
-		f := strings.Fields(s.Text())
-		if len(f) != 3 {
-			continue
-		}
-		var err1, err2, err3 error
-		in, err1 = strconv.ParseUint(f[0], 10, 32)
-		out, err2 = strconv.ParseUint(f[1], 10, 32)
-		n, err3 = strconv.ParseUint(f[2], 10, 33)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return 0, fmt.Errorf("uid_map: %w", err)
-		}
-		if uint64(id) >= in && uint64(id)-in < n {
-			return uint32(out + uint64(id) - in), nil
-		}
-	}
-	if err := s.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("uid %d is not mapped in this user namespace", id)
 }
