@@ -118,3 +118,66 @@ func TestSweepForgetsStalePreparations(t *testing.T) {
 		t.Errorf("Bind of a forgotten container: %v, %v; want not prepared", bound, err)
 	}
 }
+
+// TestJournalRecordsGone: a container gone is one journal line, not a
+// rewrite of registry.json; status and a restarted agent no longer list
+// it, and a long journal is folded by the next removal.
+func TestJournalRecordsGone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	opts := options(hostStore(t, dir), dir)
+	c, err := Open(ctx, opts, gen1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, _, err := register(t, c, "web", "web", sleeper(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := register(t, c, "db", "db", sleeper(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(c.dir, saved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.gone(web, false)
+	if after, err := os.ReadFile(filepath.Join(c.dir, saved)); err != nil || !bytes.Equal(after, before) {
+		t.Fatalf("registry.json was rewritten for a removal: %s (%v)", after, err)
+	}
+	data, err := os.ReadFile(filepath.Join(c.dir, journal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := bytes.Split(bytes.TrimSpace(data), []byte("\n")); len(lines) != 3 || !bytes.HasPrefix(lines[2], []byte(`{"gone":`)) {
+		t.Fatalf("the journal after two registrations and a removal: %q", data)
+	}
+	if s, err := readSaved(c.dir); err != nil || len(s.Containers) != 1 || s.Containers[0].Registration != db {
+		t.Fatalf("what status reads after the removal: %+v, %v; want db alone", s, err)
+	}
+	c.Close()
+	c, err = Open(ctx, opts, gen1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.mu.Lock()
+	_, hasWeb := c.byKey[web]
+	_, hasDB := c.byKey[db]
+	c.mu.Unlock()
+	if hasWeb || !hasDB {
+		t.Fatalf("the restarted agent lists web %v, db %v; want db alone", hasWeb, hasDB)
+	}
+	// A long journal: the next removal folds it.
+	c.saveMu.Lock()
+	c.journalLines = maxJournalLines
+	c.saveMu.Unlock()
+	c.gone(db, false)
+	if fi, err := os.Stat(filepath.Join(c.dir, journal)); err != nil || fi.Size() != 0 {
+		t.Errorf("the journal after a removal that folds it: %v, %v; want empty", fi, err)
+	}
+	if s, err := readSaved(c.dir); err != nil || len(s.Containers) != 0 {
+		t.Errorf("registry.json after the fold: %+v, %v; want no container", s, err)
+	}
+}

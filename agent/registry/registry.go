@@ -87,6 +87,9 @@ type Containers struct {
 
 	saveMu  sync.Mutex // serializes save: a later snapshot is never overwritten by an earlier one
 	journal *os.File   // registry.journal, open for appending (under saveMu)
+	// journalLines counts the lines appended since the last fold (under
+	// saveMu).
+	journalLines int
 
 	stop chan struct{} // ends the background work
 	done sync.WaitGroup
@@ -536,7 +539,7 @@ func (c *Containers) gone(r control.Registration, audited bool) {
 	if s.API {
 		_ = removeAPIDir(c.dirOf(r))
 	}
-	_ = c.save()
+	_ = c.recordGone(r)
 }
 
 // save records the registrations for a restarted agent and for status.
