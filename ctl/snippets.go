@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/config/peek"
 	"github.com/northstar-oci/northstar/hook/entry"
 	"github.com/northstar-oci/northstar/internal/binpath"
 )
@@ -98,6 +99,20 @@ func installedPath(name string) string {
 	return filepath.Join("/usr/local/bin", name)
 }
 
+// hookBinary is the hook a runtime's hook entry names for the config at
+// cfgPath: northstar-agent-hook where the config runs the agent ([agent]
+// socket) and it is installed (the agent does the hook's work, and it
+// becomes northstar-hook for the starts the agent does not serve), else
+// northstar-hook.
+func hookBinary(cfgPath string) string {
+	if sock, err := peek.AgentSocket(cfgPath); err == nil && sock != "" {
+		if p, err := binpath.Find(entry.AgentName); err == nil {
+			return p
+		}
+	}
+	return installedPath(entry.Name)
+}
+
 func runConfig(_ context.Context, env *Env, args []string) error {
 	fs, cfgPath := flags(env, "config", "containerd|base-spec|hooks-d|runc|crio [--config PATH] [--config-version 2|3] [--rootless] [--host-wide]")
 	cfgVersion := fs.Int("config-version", 0, "containerd config version for the CRI table: 2 (containerd 1.x) or 3 (2.x); default: that of the containerd on PATH")
@@ -118,7 +133,7 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	hookPath := installedPath(entry.Name)
+	hookPath := hookBinary(path)
 	switch target {
 	case "containerd":
 		version := *cfgVersion
@@ -165,6 +180,11 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stderr, "# (rootless podman: ~/.config/containers/oci/hooks.d/); use \"prestart\" on runtimes without createRuntime.")
 		return writeJSON(env.Stdout, doc)
 	case "runc":
+		if *rootless {
+			// Plain rootless runc runs the hook inside the container too,
+			// where the agent does not serve it.
+			hookPath = installedPath(entry.Name)
+		}
 		h := entry.New(hookPath, path)
 		fmt.Fprintln(env.Stderr, "# runc/crun: merge stdout into the bundle's config.json \"hooks\".")
 		if !*rootless {

@@ -44,7 +44,7 @@ func New(hookPath, configPath string) specs.Hook {
 	timeout := Timeout
 	return specs.Hook{
 		Path:    hookPath,
-		Args:    []string{Name, "--config", configPath},
+		Args:    []string{filepath.Base(hookPath), "--config", configPath},
 		Env:     append([]string(nil), env...),
 		Timeout: &timeout,
 	}

@@ -36,7 +36,7 @@ nfpm=$("$top/scripts/install-tools.sh" --print nfpm)
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-for b in northstar-hook northstarctl containerd-shim-northstar-v2 northstar-runtime; do
+for b in northstar-hook northstar-agent-hook northstarctl containerd-shim-northstar-v2 northstar-runtime; do
 	(cd "$top" && CGO_ENABLED=0 "${GO:-go}" build -trimpath -ldflags '-s -w' -o "$stage/$b" "./cmd/$b") ||
 		die "go build ./cmd/$b failed"
 done
@@ -58,7 +58,7 @@ done
 	printf '.SH DESCRIPTION\nThe commands, as \\fBnorthstarctl \\-\\-help\\fR prints them; every command takes \\fB\\-\\-help\\fR.\n.PP\n.nf\n'
 	"$stage/northstarctl" --help | sed 's/\\/\\\\/g; s/^\./\\\&./; s/-/\\-/g'
 	printf '.fi\n.SH FILES\n.TP\n.I /etc/northstar/config.toml\nthe settings.\n.TP\n.I /var/lib/northstar\nthe sealed secret and the audit log.\n'
-	printf '.SH SEE ALSO\n.BR northstar-hook (8),\n.BR containerd-shim-northstar-v2 (8),\n.BR northstar-runtime (8)\n'
+	printf '.SH SEE ALSO\n.BR northstar-hook (8),\n.BR northstar-agent-hook (8),\n.BR containerd-shim-northstar-v2 (8),\n.BR northstar-runtime (8)\n'
 } | gzip -9n >"$stage/man/northstarctl.8.gz"
 
 commit=$(git -C "$top" rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -99,11 +99,10 @@ var ErrNotServed = errors.New("not served by the agent")
 
 // Ask has the agent at socketPath serve the start r, waiting at most
 // timeout for each of the exchange's steps. An error wrapping
-// ErrNotServed leaves the start to the caller (no agent listens, or it
-// would not serve it); any other is the start's failure: what the agent
-// said, or an exchange that broke after the request went out (the agent
-// may have done part of the work, and failing closed is the one safe
-// answer).
+// ErrNotServed leaves the start to the caller (no agent listens, it would
+// not serve it, or it closed the connection without an answer); any other
+// is the start's failure: what the agent said, or no answer in time (a
+// hung agent: the hook would wait for it too).
 //
 // It speaks through the socket's descriptor (x/sys/unix), not package
 // net, whose initialisation and dialer cost the hook's process more than
@@ -136,11 +135,15 @@ func Ask(socketPath string, r Request, timeout time.Duration) error {
 	}
 	buf := make([]byte, 16<<10)
 	var n int
-	if err := retry(func() (err error) { n, err = unix.Read(fd, buf); return err }); err != nil || n == 0 {
-		if err == nil {
-			err = errors.New("connection closed")
-		}
-		return fmt.Errorf("the agent at %s gave no answer (%v): an agent older than this hook? restart it", socketPath, err)
+	if err := retry(func() (err error) { n, err = unix.Read(fd, buf); return err }); err != nil {
+		return fmt.Errorf("the agent at %s gave no answer: %v", socketPath, err)
+	}
+	if n == 0 {
+		// Closed without an answer: the agent refused this peer (another
+		// mount namespace, a rootless runtime's), is older than this hook,
+		// or ended before it answered. The hook decides, as it would
+		// without this one.
+		return fmt.Errorf("%w: the agent at %s closed the connection without an answer", ErrNotServed, socketPath)
 	}
 	return answer(socketPath, buf[:n])
 }
