@@ -24,7 +24,6 @@ import (
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/registry"
-	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/internal/dirwatch"
 	"github.com/northstar-oci/northstar/secretfs"
 	"github.com/northstar-oci/northstar/store"
@@ -57,10 +56,17 @@ type Options struct {
 	// OnRegistry, when set, is given the registry before Ready is
 	// called (the NRI plugin delivers through it: registry.Prepare).
 	OnRegistry func(*registry.Containers)
-	// Config, when set, is the config the agent was started with: with
-	// it the agent serves the starts of northstar-agent-hook whole
-	// (start.go), for hooks given the same file.
-	Config *config.Config
+	// Starts, when set, makes what serves the starts of
+	// northstar-agent-hook whole (control.Starter) from the registry and
+	// the held secret: package hook/served, which runs the hook's code,
+	// handed in by northstarctl (the agent does not import the hook).
+	Starts func(reg *registry.Containers, secret control.Source) (control.Starter, error)
+}
+
+// withStarts is the control socket's Registrar that also serves starts.
+type withStarts struct {
+	*registry.Containers
+	control.Starter
 }
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
@@ -94,12 +100,12 @@ func Run(ctx context.Context, opts Options) error {
 			fmt.Fprintln(opts.Log, "agent: warning: cannot mlock the root key (RLIMIT_MEMLOCK is used up), so it may be swapped out; raise the limit ('ulimit -l', or LimitMEMLOCK= for a systemd unit)")
 		}
 		reg = r
-		if opts.Config != nil {
-			s, err := newStarts(r, opts.Config, h)
+		if opts.Starts != nil {
+			s, err := opts.Starts(r, h.source)
 			if err != nil {
 				return err
 			}
-			reg = s
+			reg = withStarts{r, s}
 		}
 		h.setOnLoad(r)
 		if opts.OnRegistry != nil {

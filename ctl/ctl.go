@@ -31,6 +31,7 @@ import (
 	"github.com/northstar-oci/northstar/config"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/hook/entry"
+	"github.com/northstar-oci/northstar/hook/served"
 	"github.com/northstar-oci/northstar/lifecycle"
 	"github.com/northstar-oci/northstar/lifecycle/rotate"
 	"github.com/northstar-oci/northstar/nri"
@@ -303,7 +304,10 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout,
-		Live: cfg.Rotation.Live, Grace: cfg.Grace(), Config: cfg}
+		Live: cfg.Rotation.Live, Grace: cfg.Grace(),
+		Starts: func(reg *registry.Containers, secret control.Source) (control.Starter, error) {
+			return served.New(reg, secret, cfg)
+		}}
 	if cfg.API.Enable {
 		opts.API = &registry.APIOptions{LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
 			AuditPath:   filepath.Join(cfg.StateDir, audit.FileName),

@@ -121,7 +121,7 @@ func ReadInput(state []byte) (Input, error) {
 
 // Agent is the hook's way to the agent: its control socket, from the
 // hook's own process (SocketAgent), or the agent's registry itself, where
-// the agent serves a start whole (agent.ServeStart, for
+// the agent serves a start whole (package hook/served, for
 // northstar-agent-hook).
 type Agent interface {
 	// Register registers container id, whose init process is pid, as

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 
-package agent
+// Package served is the hook's work served by the agent: the starts of
+// northstar-agent-hook (control.Starter), run by package hook's Start in
+// the agent's process with the agent's config, registering with its
+// registry directly. northstarctl hands it to the agent (agent.Options):
+// the agent does not import the hook.
+package served
 
 import (
 	"context"
@@ -17,11 +22,11 @@ import (
 	"github.com/northstar-oci/northstar/store"
 )
 
-// starts serves the starts of northstar-agent-hook whole
-// (control.Starter): the hook's work, package hook's Start, done in the
-// agent's process with the agent's config, registering with the registry
-// directly. The hook's process only reads its state and asks; see
-// docs/performance.md for what that saves on every start.
+// starts serves the starts of northstar-agent-hook whole: the hook's
+// work, package hook's Start, done in the agent's process with the
+// agent's config, registering with the registry directly. The hook's
+// process only reads its state and asks; see docs/performance.md for
+// what that saves on every start.
 //
 // It runs what the hook runs, in the runtime's namespaces as the hook
 // does (the control socket serves only peers of the agent's own mount
@@ -30,16 +35,17 @@ import (
 // target (taken on a locked thread that joins the container's mount
 // namespace and dies with its goroutine, internal/nsenter).
 type starts struct {
-	*registry.Containers // the control socket's Registrar and Preparer
-	cfg                  *config.Config
-	cfgFile              os.FileInfo // cfg.Path as it was when the agent started
-	held                 *held
+	reg     *registry.Containers
+	secret  control.Source // the agent's held secret
+	cfg     *config.Config
+	cfgFile os.FileInfo // cfg.Path as it was when the agent started
 }
 
-// newStarts serves starts with cfg, which the agent was started with.
-// Without a config file (defaults) it serves none.
-func newStarts(c *registry.Containers, cfg *config.Config, h *held) (*starts, error) {
-	s := &starts{Containers: c, cfg: cfg, held: h}
+// New serves starts with reg and the agent's held secret, deciding them
+// with cfg, the config the agent was started with. Without a config file
+// (defaults) it serves none.
+func New(reg *registry.Containers, secret control.Source, cfg *config.Config) (control.Starter, error) {
+	s := &starts{reg: reg, secret: secret, cfg: cfg}
 	if cfg.Path != "" {
 		fi, err := os.Stat(cfg.Path)
 		if err != nil {
@@ -97,11 +103,11 @@ func (a inAgent) Register(ctx context.Context, id, identity string, pid int, req
 	}
 	defer pidfd.Close()
 	req.Registration = control.Registration{ID: id, Identity: identity, Pid: pid, Start: start}
-	return a.s.Containers.Register(req, pidfd)
+	return a.s.reg.Register(req, pidfd)
 }
 
 func (a inAgent) Current(ctx context.Context, st *store.Store) (*os.File, error) {
-	memfd, id, err := a.s.held.source()
+	memfd, id, err := a.s.secret()
 	if err != nil {
 		return nil, err
 	}
