@@ -145,11 +145,19 @@ const maxRequest = 4 << 10
 // Serve answers every connection on ln until ctx ends, then closes ln
 // (removing the socket): requests for the secret with src's memfd,
 // registrations with reg (nil: refused). Connections are served one at a
-// time: each is a single sendmsg.
+// time (each is a single sendmsg), but for starts served whole, up to
+// maxStartsAtOnce at once.
 func Serve(ctx context.Context, ln *net.UnixListener, src Source, reg Registrar) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer ln.Close()
+	starts := make(chan struct{}, maxStartsAtOnce)
+	defer func() {
+		// The starts in flight end before the caller closes what they use.
+		for range cap(starts) {
+			starts <- struct{}{}
+		}
+	}()
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -166,12 +174,23 @@ func Serve(ctx context.Context, ln *net.UnixListener, src Source, reg Registrar)
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		_ = serveConn(c, src, reg) // a refused or failed client falls back to the TPM
-		c.Close()
+		if serveConn(c, src, reg, starts) != errHandedOff { // a refused or failed client falls back to the TPM
+			c.Close()
+		}
 	}
 }
 
-func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
+// maxStartsAtOnce bounds the starts served at once (package hookstart):
+// each runs the hook's work, and one that stalls (a hung filesystem under
+// a container's rootfs) must not hold the starts behind it, as one
+// connection at a time would; more wait in the accept queue.
+const maxStartsAtOnce = 8
+
+// errHandedOff: serveConn passed the connection to a goroutine, which
+// closes it.
+var errHandedOff = errors.New("handed off")
+
+func serveConn(c *net.UnixConn, src Source, reg Registrar, starts chan struct{}) error {
 	_ = c.SetDeadline(time.Now().Add(serveTimeout))
 	if err := checkClient(c); err != nil {
 		return err
@@ -197,7 +216,13 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar) error {
 	case n > 1 && n <= maxRequest && req[0] == opPrepare && len(files) == 0:
 		return servePrepare(c, req[1:n], reg)
 	case n > 1 && n <= hookstart.MaxRequest && req[0] == hookstart.Op && len(files) == 0:
-		return serveStart(c, req[1:n], reg)
+		starts <- struct{}{}
+		go func() {
+			defer func() { <-starts }()
+			defer c.Close()
+			_ = serveStart(c, req[1:n], reg)
+		}()
+		return errHandedOff
 	default:
 		return errors.New("unknown request")
 	}
