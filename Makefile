@@ -51,8 +51,9 @@ test: setup lint build test-unit fuzz test-integration
 test-unit:
 	CGO_ENABLED=1 $(GO) test $(GOFLAGS_TEST) $(PKGS)
 	@# The registry and the Workload API under the race detector: handlers
-	@# of one container against its revocation (DESIGN.md §15).
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/registry/ ./agent/spiffe/ ./agent/api/
+	@# of one container against its revocation (DESIGN.md §15); the control
+	@# socket, which serves starts concurrently.
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./agent/registry/ ./agent/spiffe/ ./agent/api/ ./agent/control/...
 	$(GO) -C $(EXAMPLE) test $(GOFLAGS_TEST) ./...
 
 fuzz:

@@ -355,7 +355,9 @@ func TestFetchCurrentMatchesTheBlob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer memfd.Close()
+	// Closed after Serve stops (cleanups run last first), which may still
+	// be answering a connection when the test's body returns.
+	t.Cleanup(func() { memfd.Close() })
 	sock := filepath.Join(t.TempDir(), "agent", "agent.sock")
 	serve(t, sock, func() (*os.File, RecordID, error) {
 		f, _, err := dupSource(memfd, 0)()

@@ -8,14 +8,31 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
 // preparer answers prepare requests from its fields.
+// preparer answers with reply and err and keeps the request it got,
+// under mu: the socket orders the exchange, which the race detector does
+// not see.
 type preparer struct {
+	mu    sync.Mutex
 	got   PrepareRequest
 	reply PrepareReply
 	err   error
+}
+
+func (p *preparer) set(reply PrepareReply, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reply, p.err = reply, err
+}
+
+func (p *preparer) request() PrepareRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.got
 }
 
 func (p *preparer) Register(Request, *os.File) (Reply, error) {
@@ -23,6 +40,8 @@ func (p *preparer) Register(Request, *os.File) (Reply, error) {
 }
 
 func (p *preparer) PrepareBundle(req PrepareRequest) (PrepareReply, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.got = req
 	return p.reply, p.err
 }
@@ -49,18 +68,19 @@ func TestPrepareRoundTrip(t *testing.T) {
 
 	req := PrepareRequest{ID: "c1", Identity: "web", Bundle: "/run/containerd/b/c1", Secret: &Owner{UID: 1, GID: 2, Mode: 0o400}, API: true,
 		Pod: &Pod{Namespace: "ns", Name: "p", Container: "c"}}
+	want := PrepareReply{SecretDir: "/a/.prepared-1-secret", APIDir: "/a/.prepared-1"}
 	got, err := Prepare(context.Background(), sock, req)
-	if err != nil || got != p.reply {
+	if err != nil || got != want {
 		t.Fatalf("Prepare = %+v, %v", got, err)
 	}
-	if p.got.ID != "c1" || p.got.Bundle != req.Bundle || *p.got.Secret != *req.Secret || *p.got.Pod != *req.Pod || !p.got.API {
-		t.Errorf("the agent got %+v", p.got)
+	if g := p.request(); g.ID != "c1" || g.Bundle != req.Bundle || *g.Secret != *req.Secret || *g.Pod != *req.Pod || !g.API {
+		t.Errorf("the agent got %+v", g)
 	}
-	p.err = errors.New("container c1 is revoked")
+	p.set(want, errors.New("container c1 is revoked"))
 	if _, err := Prepare(context.Background(), sock, req); err == nil || err.Error() != "container c1 is revoked" || errors.Is(err, ErrNoAgent) {
 		t.Errorf("Prepare with the agent refusing = %v", err)
 	}
-	p.err, p.reply = nil, PrepareReply{}
+	p.set(PrepareReply{}, nil)
 	if _, err := Prepare(context.Background(), sock, req); err == nil || !strings.Contains(err.Error(), "no directory") {
 		t.Errorf("Prepare answered with no directory = %v", err)
 	}
