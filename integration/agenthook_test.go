@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/northstar-oci/northstar/hook/delivery"
@@ -135,4 +136,35 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o755)
+}
+
+// TestAgentHookConcurrentStarts: sixteen containers started at once
+// through northstar-agent-hook, which the agent serves concurrently
+// (several starts in its process at a time): every one reads the store's
+// secret and has its own API socket, and each was served (the hook is
+// alone in its directory).
+func TestAgentHookConcurrentStarts(t *testing.T) {
+	requires(t, "runc")
+	e, sock := apiEnv(t)
+	startAgent(t, e, sock)
+	lone := loneAgentHook(t, e.dir)
+	want := e.secretHex(t)
+	const n = 16
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		b := newBundle(t, e.dir, false, "test -S /run/northstar/api/api.sock && cat /run/northstar/secret").withHookBinary(lone, "createRuntime", e.config)
+		b.write(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = b.runcRun(t)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.err != nil || strings.TrimSpace(r.stdout) != want {
+			t.Errorf("container %d of %d started at once:\n%s", i, n, r)
+		}
+	}
 }
