@@ -74,3 +74,23 @@ func TestReadSelf(t *testing.T) {
 		t.Error("Read of a nonexistent map succeeded")
 	}
 }
+
+// TestHostUID: this process's uid through its own uid_map; in the
+// initial user namespace, its euid itself.
+func TestHostUID(t *testing.T) {
+	uid, err := HostUID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := Read(os.Getpid(), "uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, ok := ToOutside(maps, uint32(os.Geteuid()))
+	if !ok || uid != want {
+		t.Errorf("HostUID = %d, want %d (mapped: %v)", uid, want, ok)
+	}
+	if len(maps) == 1 && maps[0] == (Mapping{0, 0, 4294967295}) && uid != uint32(os.Geteuid()) {
+		t.Errorf("HostUID = %d in the initial user namespace, want the euid %d", uid, os.Geteuid())
+	}
+}
