@@ -4,14 +4,12 @@ package runcwrap
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/config/configtest"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/ctl/ctltest"
 	"github.com/northstar-oci/northstar/lifecycle"
@@ -22,20 +20,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func hostConfig(t *testing.T, extra string) *config.Config {
-	t.Helper()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extra)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 // TestRotateIfEngineRestarted: the first start adopts (or makes) the
 // secret for the engine; starts under the same engine change nothing;
 // under another engine process, many starts at once rotate exactly once;
@@ -43,7 +27,7 @@ func hostConfig(t *testing.T, extra string) *config.Config {
 // in this test binary) rotates.
 func TestRotateIfEngineRestarted(t *testing.T) {
 	ctx := context.Background()
-	cfg := hostConfig(t, "")
+	cfg := configtest.Host(t, "")
 	ctltest.Install(t)
 	st, err := configured.Store(cfg)
 	if err != nil {
@@ -94,7 +78,7 @@ func TestRotateIfEngineRestarted(t *testing.T) {
 // install; a start whose record is the engine's needs none.
 func TestRotateFailsClosedWithoutNorthstarctl(t *testing.T) {
 	ctx := context.Background()
-	cfg := hostConfig(t, "")
+	cfg := configtest.Host(t, "")
 	ctltest.Install(t)
 	e := engine{pid: os.Getpid(), how: "parent process containerd"}
 	if err := rotateIfEngineRestarted(ctx, cfg, e, invocation{}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/config/configtest"
 	"github.com/northstar-oci/northstar/configured"
 	"github.com/northstar-oci/northstar/ctl/ctltest"
 	"github.com/northstar-oci/northstar/lifecycle"
@@ -20,17 +21,8 @@ import (
 // hostConfig writes a host-sealer config and points NORTHSTAR_CONFIG at it.
 func hostConfig(t testing.TB, extra string) *config.Config {
 	t.Helper()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "config.toml")
-	toml := fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extra)
-	if err := os.WriteFile(p, []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(config.EnvConfig, p)
-	cfg, err := config.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := configtest.Host(t, extra)
+	t.Setenv(config.EnvConfig, cfg.Path)
 	return cfg
 }
 

@@ -3,15 +3,13 @@
 package agentmounts
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/config/configtest"
 )
 
 // TestWhyHook: the specs that keep the hook, each for its reason, and the
@@ -56,27 +54,11 @@ func TestWhyHook(t *testing.T) {
 	}
 }
 
-// loadConfig is the config of extra, on the host sealer, with the
-// defaults a file gets.
-func loadConfig(t *testing.T, extra string) *config.Config {
-	t.Helper()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n%s", filepath.Join(dir, "state"), extra)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 // TestPrepareRequest: what the agent is asked for follows the hook's
 // policy: the owner from the process and the annotations, the identity,
 // the opt-outs; nothing when there is nothing the agent would build.
 func TestPrepareRequest(t *testing.T) {
-	cfg := loadConfig(t, "[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n")
+	cfg := configtest.Host(t, "[agent]\nsocket = \"/run/a/agent.sock\"\n[api]\nenable = true\n")
 	base := func(a map[string]string) *specs.Spec {
 		return &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1001}}, Annotations: a}
 	}

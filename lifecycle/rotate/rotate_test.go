@@ -11,33 +11,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/config/configtest"
 	"github.com/northstar-oci/northstar/lifecycle"
 	"github.com/northstar-oci/northstar/seal"
 	"github.com/northstar-oci/northstar/store"
 )
-
-// hostConfig is a host-sealer config in a new directory.
-func hostConfig(t *testing.T) *config.Config {
-	t.Helper()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(p, []byte(fmt.Sprintf("state_dir = %q\nsealer = \"host\"\n", filepath.Join(dir, "state"))), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
 
 // TestIfRuntimeRestarted: a record of this runtime's lifecycle is read
 // and nothing runs; any other state of the store is the rotator's, with
 // the runtime's lifecycle id, and its answer becomes the line logged.
 func TestIfRuntimeRestarted(t *testing.T) {
 	ctx := context.Background()
-	cfg := hostConfig(t)
+	cfg := configtest.Host(t, "")
 	st := store.New(cfg.StateDir, seal.NewHost(filepath.Join(cfg.StateDir, seal.HostKeyFile)))
 	var calls []string
 	answer := Result{Change: store.Adopted, Generation: 1}
