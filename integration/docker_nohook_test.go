@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/northstar-oci/northstar/internal/testtree"
 )
 
 // Docker with no hook: where the agent serves, northstar-runtime has it
@@ -101,18 +99,12 @@ func TestDockerHostileImagesNoHook(t *testing.T) {
 	want := e.secretHex(t)
 	for i, tt := range append(hostileImages, mountTargetImages...) {
 		t.Run(tt.name, func(t *testing.T) {
-			host := victimDir(t)
-			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
-			rootfs := filepath.Join(filepath.Dir(host), "rootfs")
-			mkBusybox(t, rootfs)
-			if err := testtree.Build(rootfs, host, tt.image); err != nil {
-				t.Fatal(err)
-			}
+			site := newHostileSite(t, tt, "")
 			image := fmt.Sprintf("northstar-hostile-%d", i)
-			mustRun(t, exec.Command("sh", "-c", `tar -C "$1" -c . | "$2" -H "unix://$3" import - "$4"`, "sh", rootfs, dockerCLI, d.sock, image))
+			mustRun(t, exec.Command("sh", "-c", `tar -C "$1" -c . | "$2" -H "unix://$3" import - "$4"`, "sh", site.rootfs, dockerCLI, d.sock, image))
 			args := []string{"run", "--rm", "--network", "none", "--runtime", "northstar"}
 			if tt.volume {
-				args = append(args, "-v", host+":/vol")
+				args = append(args, "-v", site.host+":/vol")
 			}
 			if tt.runTmpfs {
 				args = append(args, "--tmpfs", "/run")
@@ -132,7 +124,7 @@ func TestDockerHostileImagesNoHook(t *testing.T) {
 			if refuse {
 				t.Logf("refused: %s%s", refusal(r.stderr), strings.TrimSpace(said))
 			}
-			hostUntouched(t, host, before, mountsBefore, tt.volume)
+			site.untouched(t, tt.volume)
 		})
 	}
 }

@@ -132,3 +132,35 @@ func hostUntouched(t *testing.T, host, before string, mountsBefore []string, vol
 		t.Errorf("mounts on the host directory: %v, before %v", got, mountsBefore)
 	}
 }
+
+// hostileSite is the victim directory of one image of the attack table,
+// as it was before the image ran, and the image's root filesystem.
+type hostileSite struct {
+	host, rootfs string
+	before       string   // testtree.Snapshot of host
+	mountsBefore []string // mountsUnder host
+}
+
+// newHostileSite makes a victim directory (victimDir), notes it and the
+// mounts below it, and builds tt's image at rootfs ("": beside the
+// victim directory): busybox, then the image's lines, which may name the
+// victim directory.
+func newHostileSite(t *testing.T, tt hostileImage, rootfs string) hostileSite {
+	t.Helper()
+	host := victimDir(t)
+	s := hostileSite{host: host, rootfs: rootfs, before: testtree.Snapshot(host), mountsBefore: mountsUnder(host)}
+	if s.rootfs == "" {
+		s.rootfs = filepath.Join(filepath.Dir(host), "rootfs")
+	}
+	mkBusybox(t, s.rootfs)
+	if err := testtree.Build(s.rootfs, host, tt.image); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// untouched is hostUntouched for the site.
+func (s hostileSite) untouched(t *testing.T, volumeTrace bool) {
+	t.Helper()
+	hostUntouched(t, s.host, s.before, s.mountsBefore, volumeTrace)
+}

@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/client"
-	"github.com/northstar-oci/northstar/internal/testtree"
 )
 
 // runtimeMounts returns the mounts of the OCI spec containerd made for a
@@ -221,16 +220,10 @@ func TestNRIHostileImages(t *testing.T) {
 			continue // a spec's /run tmpfs: CRI makes none (the hook's case)
 		}
 		t.Run(tt.name, func(t *testing.T) {
-			host := victimDir(t)
-			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
+			site := newHostileSite(t, tt, filepath.Join(c.dir, fmt.Sprintf("hostile-%d", i)))
 			image := fmt.Sprintf("localhost/northstar-hostile-%d:latest", i)
-			rootfs := filepath.Join(c.dir, fmt.Sprintf("hostile-%d", i))
-			mkBusybox(t, rootfs)
-			if err := testtree.Build(rootfs, host, tt.image); err != nil {
-				t.Fatal(err)
-			}
-			tar := rootfs + ".tar"
-			mk := exec.Command("../scripts/mkimage.sh", rootfs, image, tar)
+			tar := site.rootfs + ".tar"
+			mk := exec.Command("../scripts/mkimage.sh", site.rootfs, image, tar)
 			mk.Env = append(os.Environ(), `IMAGE_CMD=["/bin/sh","-c","trap 'exit 0' TERM; while :; do sleep 1; done"]`)
 			mustRun(t, mk)
 			mustRun(t, c.command("ctr", "--address", c.sock, "--namespace", "k8s.io", "images", "import", tar))
@@ -247,7 +240,7 @@ func TestNRIHostileImages(t *testing.T) {
 				"log_path": fmt.Sprintf("h%d.log", i),
 			}
 			if tt.volume {
-				cfg["mounts"] = []map[string]any{{"container_path": "/vol", "host_path": host}}
+				cfg["mounts"] = []map[string]any{{"container_path": "/vol", "host_path": site.host}}
 			}
 			id := c.mustCrictl(t, "create", p.id, c.writeJSON(t, fmt.Sprintf("ctr-h%d.json", i), cfg), p.config)
 			defer c.crictl(t, "rm", "-f", id)
@@ -271,7 +264,7 @@ func TestNRIHostileImages(t *testing.T) {
 					t.Errorf("a refused container is registered with the agent: %v", dirs)
 				}
 			}
-			hostUntouched(t, host, before, mountsBefore, tt.volume)
+			site.untouched(t, tt.volume)
 		})
 	}
 }

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/northstar-oci/northstar/internal/testtree"
 )
 
 // TestShimHostileImages runs the hook's attack table (hostile_test.go)
@@ -54,26 +52,20 @@ func TestShimHostileImages(t *testing.T) {
 func shimHostile(t *testing.T, a *account, c *rootlessContainerd, script string, check func(t *testing.T, tt hostileImage, r result), trace bool) {
 	for i, tt := range append(hostileImages, mountTargetImages...) {
 		t.Run(tt.name, func(t *testing.T) {
-			host := victimDir(t)
-			before, mountsBefore := testtree.Snapshot(host), mountsUnder(host)
-			rootfs := filepath.Join(filepath.Dir(host), "rootfs")
-			mkBusybox(t, rootfs)
-			if err := testtree.Build(rootfs, host, tt.image); err != nil {
-				t.Fatal(err)
-			}
-			a.chownR(t, rootfs)
+			site := newHostileSite(t, tt, "")
+			a.chownR(t, site.rootfs)
 			args := []string{"run", "--rm"}
 			args = append(args, ctrRunFlags...)
 			if tt.volume {
-				args = append(args, "--mount", "type=bind,src="+host+",dst=/vol,options=rbind:rw")
+				args = append(args, "--mount", "type=bind,src="+site.host+",dst=/vol,options=rbind:rw")
 			}
 			if tt.runTmpfs {
 				args = append(args, "--mount", "type=tmpfs,src=tmpfs,dst=/run,options=nosuid:nodev:mode=755")
 			}
-			args = append(args, "--runtime", northstarRuntime, "--rootfs", rootfs, c.newID(fmt.Sprintf("hostile%d", i)), "/bin/sh", "-c", script)
+			args = append(args, "--runtime", northstarRuntime, "--rootfs", site.rootfs, c.newID(fmt.Sprintf("hostile%d", i)), "/bin/sh", "-c", script)
 			check(t, tt, c.ctr(t, args...))
-			hostUntouched(t, host, before, mountsBefore, trace && tt.volume)
-			if got := c.mountsUnder(t, host); len(got) != 0 {
+			site.untouched(t, trace && tt.volume)
+			if got := c.mountsUnder(t, site.host); len(got) != 0 {
 				t.Errorf("mounts on the host directory in the runtime's namespace: %v", got)
 			}
 		})
