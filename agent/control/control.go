@@ -22,6 +22,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -29,6 +30,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -180,6 +182,15 @@ func Serve(ctx context.Context, ln *net.UnixListener, src Source, reg Registrar)
 	}
 }
 
+// requestBuffers hold a request as read: large enough for a start's
+// state (hookstart.MaxRequest), which every connection would otherwise
+// allocate anew on the agent's heap, most of them for a request of a
+// few hundred bytes.
+var requestBuffers = sync.Pool{New: func() any {
+	b := make([]byte, hookstart.MaxRequest+1)
+	return &b
+}}
+
 // maxStartsAtOnce bounds the starts served at once (package hookstart):
 // each runs the hook's work, and one that stalls (a hung filesystem under
 // a container's rootfs) must not hold the starts behind it, as one
@@ -195,7 +206,9 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar, starts chan struct{})
 	if err := checkClient(c); err != nil {
 		return err
 	}
-	req := make([]byte, hookstart.MaxRequest+1)
+	buf := requestBuffers.Get().(*[]byte)
+	defer requestBuffers.Put(buf)
+	req := *buf
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(req, oob)
 	if err != nil {
@@ -216,11 +229,12 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar, starts chan struct{})
 	case n > 1 && n <= maxRequest && req[0] == opPrepare && len(files) == 0:
 		return servePrepare(c, req[1:n], reg)
 	case n > 1 && n <= hookstart.MaxRequest && req[0] == hookstart.Op && len(files) == 0:
+		body := bytes.Clone(req[1:n]) // the buffer goes back to the pool
 		starts <- struct{}{}
 		go func() {
 			defer func() { <-starts }()
 			defer c.Close()
-			_ = serveStart(c, req[1:n], reg)
+			_ = serveStart(c, body, reg)
 		}()
 		return errHandedOff
 	default:
