@@ -48,7 +48,7 @@ func podmanHooksDirs(podman string) ([]string, error) {
 // start without the secret while setup said it was done. Verify asks
 // podman again once the file is written.
 func planPodman(cfg *config.Config, f *setupFlags) (*setup.Plan, error) {
-	data, err := json.MarshalIndent(hooksDoc(hookBinary(cfg.Path), cfg.Path, true), "", "  ")
+	data, err := json.MarshalIndent(hooksDoc(hookBinary(cfg.Agent.Socket), cfg.Path, true), "", "  ")
 	if err != nil {
 		return nil, err
 	}

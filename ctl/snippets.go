@@ -99,13 +99,13 @@ func installedPath(name string) string {
 	return filepath.Join("/usr/local/bin", name)
 }
 
-// hookBinary is the hook a runtime's hook entry names for the config at
-// cfgPath: northstar-agent-hook where the config runs the agent ([agent]
-// socket) and it is installed (the agent does the hook's work, and it
-// becomes northstar-hook for the starts the agent does not serve), else
-// northstar-hook.
-func hookBinary(cfgPath string) string {
-	if sock, err := peek.AgentSocket(cfgPath); err == nil && sock != "" {
+// hookBinary is the hook a runtime's hook entry names for a config whose
+// [agent] socket is agentSocket: northstar-agent-hook where the config
+// runs the agent and it is installed (the agent does the hook's work, and
+// it becomes northstar-hook for the starts the agent does not serve),
+// else northstar-hook.
+func hookBinary(agentSocket string) string {
+	if agentSocket != "" {
 		if p, err := binpath.Find(entry.AgentName); err == nil {
 			return p
 		}
@@ -133,7 +133,10 @@ func runConfig(_ context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	hookPath := hookBinary(path)
+	// Snippets are printed whether or not the config exists or loads:
+	// only its [agent] socket is read, if it is there.
+	socket, _ := peek.AgentSocket(path)
+	hookPath := hookBinary(socket)
 	switch target {
 	case "containerd":
 		version := *cfgVersion
