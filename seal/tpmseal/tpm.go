@@ -86,17 +86,32 @@ func (*TPM) Name() string { return seal.KindTPM }
 // opts.Timeout.
 func (t *TPM) conversation(ctx context.Context, fn func(transport.TPM) error) error {
 	parent := ctx
+	var deadline time.Time // ours, zero without a timeout
 	if t.opts.Timeout > 0 {
+		deadline = time.Now().Add(t.opts.Timeout)
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, t.opts.Timeout)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
 	err := tpmconn.Converse(ctx, tpmconn.Options{Path: t.opts.Path, LockPath: t.opts.LockPath, Open: t.opts.Open}, fn)
-	if err != nil && parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		// Our deadline, not the caller's: say which TPM and which setting.
+	if err != nil && ourDeadline(parent, deadline) {
 		return fmt.Errorf("tpm %s: gave up after %s ([tpm] timeout): %w", t.opts.Path, t.opts.Timeout, err)
 	}
 	return err
+}
+
+// ourDeadline reports whether a conversation that failed under deadline
+// failed because of it, not of the caller's context: the deadline has
+// passed, the caller's context is live and its own deadline, if any, is not
+// earlier. Not ctx.Err(): the connection's deadline is the same instant and
+// the context's timer runs on its own goroutine, so a dial, write or read
+// can fail with "i/o timeout" before ctx.Err() says so.
+func ourDeadline(parent context.Context, deadline time.Time) bool {
+	if deadline.IsZero() || time.Now().Before(deadline) || parent.Err() != nil {
+		return false
+	}
+	theirs, ok := parent.Deadline()
+	return !ok || !theirs.Before(deadline)
 }
 
 // Seal implements seal.Sealer. It trusts the SRK the TPM reports (or creates):

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -801,4 +802,47 @@ func TestTPMUnsealCommands(t *testing.T) {
 		t.Errorf("a version 1 blob: unseal sent %v, want ReadPublic and then %v", log.sent, want)
 	}
 	assertNothingLoaded(t, s)
+}
+
+// TestTPMTimeoutNamed: a socket TPM that accepts and never answers fails
+// each call after [tpm] timeout with an error naming the TPM and the
+// setting, every time. The connection's deadline and the context's timer
+// fire at the same instant; which one the caller sees first must not
+// change the message (CI saw "write unix …: i/o timeout" bare).
+func TestTPMTimeoutNamed(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "stuck.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // accepted, never read from or answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	blob := mustSeal(t, newSimSealer(t), randomSecret(t))
+	for _, timeout := range []time.Duration{time.Nanosecond, time.Microsecond, 50 * time.Microsecond, time.Millisecond} {
+		s, err := New(Options{Path: "unix:" + sock, Timeout: timeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "tpm unix:" + sock + ": gave up after " + timeout.String() + " ([tpm] timeout)"
+		for range 100 {
+			_, err := s.Unseal(context.Background(), blob)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Unseal with a %v timeout = %v; want %q", timeout, err, want)
+			}
+		}
+	}
 }
