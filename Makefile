@@ -9,6 +9,10 @@ PKGS := ./...
 EXAMPLE := examples/mqtt
 CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
 GOFLAGS_TEST ?= -count=1
+# Commands with C in them (shim/fastpath), and how they stay static:
+# packaging/deb/build.sh and the integration tests build them so too.
+CGO_CMDS := containerd-shim-northstar-v2
+CGO_STATIC := -tags netgo,osusergo -ldflags=-extldflags=-static
 # Short fuzz runs of the parsers of untrusted input, part of `make test`.
 # A count, not a duration: with a duration Go 1.26's fuzz coordinator can
 # fail a clean run with "context deadline exceeded" at the deadline
@@ -29,7 +33,10 @@ build:
 	@# Static, cgo-free binaries: LD_PRELOAD and friends do nothing to them.
 	@# One go command for all of them: it loads the packages once and links
 	@# the binaries in parallel.
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(filter-out $(CGO_CMDS),$(CMDS)))
+	@# The shim's start has a fast path in C, run before the Go runtime
+	@# (shim/fastpath): cgo, linked static all the same.
+	CGO_ENABLED=1 $(GO) build -trimpath $(CGO_STATIC) -o $(BIN)/ $(addprefix ./cmd/,$(CGO_CMDS))
 
 # The Debian package, with nfpm (built once by scripts/install-tools.sh);
 # checked with lintian and installed by TestDebPackage.

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/control"
+	"github.com/northstar-oci/northstar/agent/control/shimstart"
 	"github.com/northstar-oci/northstar/agent/registry"
 	"github.com/northstar-oci/northstar/internal/dirwatch"
 	"github.com/northstar-oci/northstar/secretfs"
@@ -61,12 +62,25 @@ type Options struct {
 	// the held secret: package hook/served, which runs the hook's code,
 	// handed in by northstarctl (the agent does not import the hook).
 	Starts func(reg *registry.Containers, secret control.Source) (control.Starter, error)
+	// ShimStarts, when set, makes what serves the containerd shim's
+	// starts whole (control.ShimStarter) from the registry: package
+	// shim/served, handed in by northstarctl.
+	ShimStarts func(reg *registry.Containers) (control.ShimStarter, error)
 }
 
-// withStarts is the control socket's Registrar that also serves starts.
+// withStarts is the control socket's Registrar that also serves the
+// starts of the agent hook and of the shim.
 type withStarts struct {
 	*registry.Containers
 	control.Starter
+	shim control.ShimStarter // nil: none served
+}
+
+func (w withStarts) ServeShimStart(ctx context.Context, req shimstart.Request) (string, bool, error) {
+	if w.shim == nil {
+		return "", false, errors.New("this agent serves no shim starts")
+	}
+	return w.shim.ServeShimStart(ctx, req)
 }
 
 // Run is the agent: it unseals the current secret (with opts.Unseal) into
@@ -105,7 +119,13 @@ func Run(ctx context.Context, opts Options) error {
 			if err != nil {
 				return err
 			}
-			reg = withStarts{r, s}
+			w := withStarts{Containers: r, Starter: s}
+			if opts.ShimStarts != nil {
+				if w.shim, err = opts.ShimStarts(r); err != nil {
+					return err
+				}
+			}
+			reg = w
 		}
 		h.setOnLoad(r)
 		if opts.OnRegistry != nil {

@@ -45,6 +45,11 @@ var ErrUsage = errors.New("usage")
 // Env is what a subcommand may use; tests substitute its parts.
 type Env struct {
 	Stdout, Stderr io.Writer
+	// ShimStarts, when set, is what the agent serves the containerd
+	// shim's fast path with (agent.Options.ShimStarts, given the
+	// agent's config): package shim/served, wired by the command's main,
+	// since the shim's own tests run this package as their rotation child.
+	ShimStarts func(reg *registry.Containers, cfg *config.Config) (control.ShimStarter, error)
 }
 
 type command struct {
@@ -307,7 +312,11 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 		Live: cfg.Rotation.Live, Grace: cfg.Grace(),
 		Starts: func(reg *registry.Containers, secret control.Source) (control.Starter, error) {
 			return served.New(reg, secret, cfg)
-		}}
+		},
+	}
+	if env.ShimStarts != nil {
+		opts.ShimStarts = func(reg *registry.Containers) (control.ShimStarter, error) { return env.ShimStarts(reg, cfg) }
+	}
 	if cfg.API.Enable {
 		opts.API = &registry.APIOptions{LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),
 			AuditPath:   filepath.Join(cfg.StateDir, audit.FileName),

@@ -23,8 +23,14 @@ type runtimeProc struct {
 // containerd at every start and rotate the secret each time. With no such
 // ancestor (a runtime we do not know, or /proc not readable) the parent
 // it is.
-func findRuntime() runtimeProc {
-	parent := runtimeProc{pid: os.Getppid()}
+func findRuntime() runtimeProc { return runtimeFrom(os.Getppid()) }
+
+// runtimeFrom is findRuntime for the process whose parent is parent.
+func runtimeFrom(parent int) runtimeProc {
+	return runtimeAbove(runtimeProc{pid: parent})
+}
+
+func runtimeAbove(parent runtimeProc) runtimeProc {
 	for pid, hops := parent.pid, 0; pid > 1 && hops < 8; hops++ {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if pid == parent.pid {

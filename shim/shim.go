@@ -74,8 +74,12 @@ func Run(ctx context.Context, args []string) error {
 // shimError makes err the one line containerd passes on to its client:
 // prefixed, with its remedy, no newlines (ctr prints it as is).
 func shimError(err error) error {
-	msg := strings.Join(strings.Fields(strings.ReplaceAll(remedy.Explain(err).Error(), "\n", "; ")), " ")
-	return errors.New("northstar shim: " + msg)
+	return errors.New("northstar shim: " + oneLine(err))
+}
+
+// oneLine is err with its remedy, on one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(remedy.Explain(err).Error(), "\n", "; ")), " ")
 }
 
 // invocation is what the wrapper needs from containerd's arguments.

@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
+	"github.com/northstar-oci/northstar/agent/control/shimstart"
 	"github.com/northstar-oci/northstar/internal/peercred"
 	"github.com/northstar-oci/northstar/secretfs"
 )
@@ -229,14 +230,9 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar, starts chan struct{})
 	case n > 1 && n <= maxRequest && req[0] == opPrepare && len(files) == 0:
 		return servePrepare(c, req[1:n], reg)
 	case n > 1 && n <= hookstart.MaxRequest && req[0] == hookstart.Op && len(files) == 0:
-		body := bytes.Clone(req[1:n]) // the buffer goes back to the pool
-		starts <- struct{}{}
-		go func() {
-			defer func() { <-starts }()
-			defer c.Close()
-			_ = serveStart(c, body, reg)
-		}()
-		return errHandedOff
+		return handOff(c, req[1:n], reg, starts, serveStart)
+	case n > 1 && n <= shimstart.MaxRequest && req[0] == shimstart.Op && len(files) == 0:
+		return handOff(c, req[1:n], reg, starts, serveShimStart)
 	default:
 		return errors.New("unknown request")
 	}
@@ -250,6 +246,20 @@ func serveConn(c *net.UnixConn, src Source, reg Registrar, starts chan struct{})
 		return err
 	}
 	return SendSecret(c, memfd, id)
+}
+
+// handOff serves a start (serve) on its own goroutine, at most
+// maxStartsAtOnce at once, and returns errHandedOff: the goroutine closes
+// c.
+func handOff(c *net.UnixConn, body []byte, reg Registrar, starts chan struct{}, serve func(*net.UnixConn, []byte, Registrar) error) error {
+	body = bytes.Clone(body) // the request's buffer goes back to the pool
+	starts <- struct{}{}
+	go func() {
+		defer func() { <-starts }()
+		defer c.Close()
+		_ = serve(c, body, reg)
+	}()
+	return errHandedOff
 }
 
 // dial connects to the agent at socketPath, the whole exchange bounded by

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
+	"github.com/northstar-oci/northstar/agent/control/shimstart"
 )
 
 // Starter is the agent's side of a start served whole (package
@@ -39,5 +40,40 @@ func serveStart(c *net.UnixConn, body []byte, reg Registrar) error {
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(serveTimeout))
 	_, werr := c.Write(hookstart.Answer(served, err))
+	return werr
+}
+
+// ShimStarter is the agent's side of a containerd shim start served whole
+// (package shimstart): the wrapper's C fast path sends the bundle, and
+// the agent does the wrapper's work (the lifecycle check, the container's
+// mounts in config.json) before it answers with the delegate to exec.
+type ShimStarter interface {
+	// ServeShimStart does the wrapper's work for req and returns the
+	// delegate the wrapper becomes. Not served (false) means the agent
+	// leaves the start to the Go wrapper, and err says why. Served with
+	// an error, the start fails with it.
+	ServeShimStart(ctx context.Context, req shimstart.Request) (delegate string, served bool, err error)
+}
+
+func serveShimStart(c *net.UnixConn, body []byte, reg Registrar) error {
+	var (
+		delegate string
+		served   bool
+		err      error
+	)
+	s, ok := reg.(ShimStarter)
+	req, derr := shimstart.Decode(body)
+	switch {
+	case !ok:
+		err = errors.New("this agent serves no shim starts ([rotation] live and [api] enable are off, or it runs without a config file)")
+	case derr != nil:
+		served, err = true, derr
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), RegisterTimeout)
+		delegate, served, err = s.ServeShimStart(ctx, req)
+		cancel()
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(serveTimeout))
+	_, werr := c.Write(shimstart.Answer(delegate, served, err))
 	return werr
 }

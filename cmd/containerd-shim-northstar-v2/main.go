@@ -11,6 +11,8 @@ import (
 	"os"
 
 	"github.com/northstar-oci/northstar/shim"
+	// The start's fast path, run before the Go runtime (C): see the package.
+	_ "github.com/northstar-oci/northstar/shim/fastpath"
 )
 
 func main() {

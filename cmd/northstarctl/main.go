@@ -11,10 +11,12 @@ import (
 	"os"
 
 	"github.com/northstar-oci/northstar/ctl"
+	"github.com/northstar-oci/northstar/shim/served"
 )
 
 func main() {
-	err := ctl.Run(context.Background(), &ctl.Env{Stdout: os.Stdout, Stderr: os.Stderr}, os.Args[1:])
+	env := &ctl.Env{Stdout: os.Stdout, Stderr: os.Stderr, ShimStarts: served.New}
+	err := ctl.Run(context.Background(), env, os.Args[1:])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "northstarctl: %v\n", err)
 		if errors.Is(err, ctl.ErrUsage) {

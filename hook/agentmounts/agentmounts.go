@@ -112,12 +112,10 @@ func PrepareRequest(cfg *config.Config, spec *specs.Spec, id, bundle string) (*c
 	return req, nil
 }
 
-// Config has the agent prepare container id of doc (data, its config.json
-// as read) in bundle, and returns config.json with its mounts and the
-// API's environment; nil when the container needs the hook (WhyHook,
-// PrepareRequest, no agent listening: then noAgent is told the one line
-// to log).
-func Config(ctx context.Context, cfg *config.Config, data []byte, doc *entry.Config, id, bundle string, noAgent func(string)) ([]byte, error) {
+// Plan decides what the agent is asked to prepare for container id of doc
+// (data, its config.json as read) in bundle: nil when the container needs
+// the hook (WhyHook, PrepareRequest).
+func Plan(cfg *config.Config, data []byte, doc *entry.Config, id, bundle string) (*control.PrepareRequest, error) {
 	if why := WhyHook(cfg, &doc.Spec); why != "" {
 		return nil, nil
 	}
@@ -131,16 +129,12 @@ func Config(ctx context.Context, cfg *config.Config, data []byte, doc *entry.Con
 		sum := sha256.Sum256(data)
 		req.Measure = &control.Measurement{Config: hex.EncodeToString(sum[:])}
 	}
-	reply, err := control.Prepare(ctx, cfg.Agent.Socket, *req)
-	if errors.Is(err, control.ErrNoAgent) {
-		// The hook copes without the agent as it always has (the TPM,
-		// or a refusal naming the agent for an API container).
-		noAgent(fmt.Sprintf("northstar: %v; the hook delivers the secret", err))
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("agent at %s: %w", cfg.Agent.Socket, err)
-	}
+	return req, nil
+}
+
+// Apply returns doc's config.json with the bind mounts of what the agent
+// prepared for req (reply) and, with the API, its environment.
+func Apply(cfg *config.Config, doc *entry.Config, req *control.PrepareRequest, reply control.PrepareReply) ([]byte, error) {
 	var mounts []specs.Mount
 	if reply.SecretDir != "" {
 		mounts = append(mounts, specs.Mount{Destination: secretfs.Dir, Type: "bind", Source: reply.SecretDir, Options: secretfs.BindOptions()})
@@ -153,6 +147,28 @@ func Config(ctx context.Context, cfg *config.Config, data []byte, doc *entry.Con
 		env = entry.APIEnv(cfg.SPIFFE.TrustDomain)
 	}
 	return doc.WithMounts(mounts, env...)
+}
+
+// Config has the agent prepare container id of doc (data, its config.json
+// as read) in bundle, and returns config.json with its mounts and the
+// API's environment; nil when the container needs the hook (Plan, no
+// agent listening: then noAgent is told the one line to log).
+func Config(ctx context.Context, cfg *config.Config, data []byte, doc *entry.Config, id, bundle string, noAgent func(string)) ([]byte, error) {
+	req, err := Plan(cfg, data, doc, id, bundle)
+	if err != nil || req == nil {
+		return nil, err
+	}
+	reply, err := control.Prepare(ctx, cfg.Agent.Socket, *req)
+	if errors.Is(err, control.ErrNoAgent) {
+		// The hook copes without the agent as it always has (the TPM,
+		// or a refusal naming the agent for an API container).
+		noAgent(fmt.Sprintf("northstar: %v; the hook delivers the secret", err))
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent at %s: %w", cfg.Agent.Socket, err)
+	}
+	return Apply(cfg, doc, req, reply)
 }
 
 // IntoBundle readies the config.json of container id in bundle before the

@@ -10,7 +10,6 @@ package served
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 
 	"github.com/northstar-oci/northstar/agent/control"
@@ -35,29 +34,27 @@ import (
 // target (taken on a locked thread that joins the container's mount
 // namespace and dies with its goroutine, internal/nsenter).
 type starts struct {
-	reg     *registry.Containers
-	secret  control.Source // the agent's held secret
-	cfg     *config.Config
-	cfgFile os.FileInfo // cfg.Path as it was when the agent started
+	reg    *registry.Containers
+	secret control.Source // the agent's held secret
+	cfg    *config.Config
+	pinned *config.Pinned // cfg.Path as it was when the agent started
 }
 
 // New serves starts with reg and the agent's held secret, deciding them
 // with cfg, the config the agent was started with. Without a config file
 // (defaults) it serves none.
 func New(reg *registry.Containers, secret control.Source, cfg *config.Config) (control.Starter, error) {
-	s := &starts{reg: reg, secret: secret, cfg: cfg}
-	if cfg.Path != "" {
-		fi, err := os.Stat(cfg.Path)
-		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		s.cfgFile = fi
+	pinned, err := config.Pin(cfg.Path)
+	if err != nil {
+		return nil, err
 	}
-	return s, nil
+	return &starts{reg: reg, secret: secret, cfg: cfg, pinned: pinned}, nil
 }
 
 func (s *starts) ServeStart(ctx context.Context, req hookstart.Request) (bool, error) {
-	if err := s.sameConfig(req.Config); err != nil {
+	// Another config than the agent's, or the agent's changed since it
+	// started: the hook decides the start from the file as it is now.
+	if err := s.pinned.Check(req.Config, "the hook"); err != nil {
 		return false, err
 	}
 	in, err := hook.ReadInput(req.State)
@@ -70,26 +67,6 @@ func (s *starts) ServeStart(ctx context.Context, req hookstart.Request) (bool, e
 		return false, errors.New("the hook runs inside the container")
 	}
 	return true, remedy.Explain(hook.Start(ctx, s.cfg, in, inAgent{s}))
-}
-
-// sameConfig refuses a start whose hook was given another config than
-// the agent's, or the agent's changed since it started: the hook then
-// decides the start from the file as it is now.
-func (s *starts) sameConfig(path string) error {
-	if s.cfgFile == nil {
-		return fmt.Errorf("the agent runs without a config file, the hook has %s", path)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if !os.SameFile(fi, s.cfgFile) {
-		return fmt.Errorf("the hook's config %s is not the agent's (%s)", path, s.cfg.Path)
-	}
-	if !fi.ModTime().Equal(s.cfgFile.ModTime()) || fi.Size() != s.cfgFile.Size() {
-		return fmt.Errorf("%s changed since the agent started; restart the agent to serve starts with it", path)
-	}
-	return nil
 }
 
 // inAgent is the hook's Agent inside the agent: the registry and the
