@@ -135,15 +135,17 @@ func Ask(socketPath string, r Request, timeout time.Duration) error {
 	}
 	buf := make([]byte, 16<<10)
 	var n int
-	if err := retry(func() (err error) { n, err = unix.Read(fd, buf); return err }); err != nil {
-		return fmt.Errorf("the agent at %s gave no answer: %v", socketPath, err)
-	}
-	if n == 0 {
-		// Closed without an answer: the agent refused this peer (another
-		// mount namespace, a rootless runtime's), is older than this hook,
-		// or ended before it answered. The hook decides, as it would
-		// without this one.
+	err = retry(func() (err error) { n, err = unix.Read(fd, buf); return err })
+	if (err == nil && n == 0) || err == unix.ECONNRESET {
+		// Closed without an answer: the agent is older than this hook or
+		// ended before it answered (0), or refused this peer (another
+		// mount namespace, a rootless runtime's) before reading the
+		// request, which the kernel reports as ECONNRESET. The hook
+		// decides, as it would without this one.
 		return fmt.Errorf("%w: the agent at %s closed the connection without an answer", ErrNotServed, socketPath)
+	}
+	if err != nil {
+		return fmt.Errorf("the agent at %s gave no answer: %v", socketPath, err)
 	}
 	return answer(socketPath, buf[:n])
 }

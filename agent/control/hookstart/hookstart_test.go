@@ -5,7 +5,10 @@ package hookstart
 import (
 	"bytes"
 	"errors"
+	"net"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestRequestRoundTrip(t *testing.T) {
@@ -58,6 +61,45 @@ func TestAnswer(t *testing.T) {
 			t.Errorf("Answer(%v, %v) read back as %v, want nil", c.served, c.err, err)
 		case c.msg != "" && (err == nil || err.Error() != c.msg || errors.Is(err, ErrNotServed) != c.notServed):
 			t.Errorf("Answer(%v, %v) read back as %v, want %q (not served: %v)", c.served, c.err, err, c.msg, c.notServed)
+		}
+	}
+}
+
+// TestAskNotServed: an agent that closes the connection without an
+// answer, having read the request (an older agent) or not (a refused
+// peer: the reader sees ECONNRESET), leaves the start to the hook; one
+// that answers decides it.
+func TestAskNotServed(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		serve  func(c *net.UnixConn)
+		served bool
+	}{
+		{"read and closed", func(c *net.UnixConn) { c.Read(make([]byte, MaxRequest+1)) }, false},
+		{"closed unread", func(*net.UnixConn) {}, false},
+		{"not served", func(c *net.UnixConn) {
+			c.Read(make([]byte, MaxRequest+1))
+			c.Write(Answer(false, errors.New("another config")))
+		}, false},
+		{"served", func(c *net.UnixConn) { c.Read(make([]byte, MaxRequest+1)); c.Write(Answer(true, nil)) }, true},
+	} {
+		sock := filepath.Join(t.TempDir(), "agent.sock")
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			conn, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			c.serve(conn)
+			conn.Close()
+		}()
+		err = Ask(sock, Request{Config: "/etc/northstar/config.toml", Parent: 1, State: []byte(`{}`)}, 5*time.Second)
+		ln.Close()
+		if served := err == nil; served != c.served || (!served && !errors.Is(err, ErrNotServed)) {
+			t.Errorf("%s: Ask = %v, want served %v (else ErrNotServed)", c.name, err, c.served)
 		}
 	}
 }
