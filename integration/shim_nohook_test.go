@@ -7,6 +7,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,12 +34,12 @@ type shimAgent struct {
 	sock string
 }
 
-func newShimAgent(t *testing.T, extra string) *shimAgent {
+func newShimAgent(t *testing.T, extra string, containerdEnv ...string) *shimAgent {
 	t.Helper()
 	a := requiresContainerd(t)
 	sock := agentSocket(t, a)
 	e := newEnv(t, fmt.Sprintf("[agent]\nsocket = %q\n[api]\nenable = true\n%s", sock, extra), a)
-	c := startContainerd(t, a, "NORTHSTAR_CONFIG="+e.config)
+	c := startContainerd(t, a, append([]string{"NORTHSTAR_CONFIG=" + e.config}, containerdEnv...)...)
 	for _, helper := range []func() (string, error){nsapiBinary} {
 		bin, err := helper()
 		if err != nil {
@@ -362,4 +363,153 @@ func TestShimMeasuredNoHook(t *testing.T) {
 		t.Errorf("logged %+v, want delivered by the shim, a config digest and the rootfs", ev)
 	}
 	t.Logf("logged: via %s, config %x, rootfs %s", ev.Via, ev.Config, ev.Rootfs)
+}
+
+// TestShimFastPath: with the agent running, the wrapper's `start` never
+// reaches Go. The process containerd runs as containerd-shim-northstar-v2
+// becomes the runc shim without starting a thread (the Go runtime starts
+// its first before main), and the container reads its secret through the
+// agent's mounts: the agent did the wrapper's work (shim/fastpath). With
+// NORTHSTAR_SHIM_NO_FAST_PATH=1 in containerd's environment the Go
+// wrapper does the same start, and its threads show.
+func TestShimFastPath(t *testing.T) {
+	requires(t, "strace")
+	for _, tc := range []struct {
+		name string
+		env  []string
+		fast bool
+	}{{"fast path", nil, true}, {"Go wrapper", []string{"NORTHSTAR_SHIM_NO_FAST_PATH=1"}, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newShimAgent(t, "", tc.env...)
+			trace := traceExecs(t, s.c.pid(t))
+			id := s.c.newID("fast")
+			r := s.run(t, id, false, nil, "cat /run/northstar/secret")
+			if r.err != nil || strings.TrimSpace(r.stdout) != s.e.secretHex(t) {
+				t.Fatalf("the container did not read the store's secret:\n%s", r)
+			}
+			log := trace.stop(t)
+			defer func() {
+				if t.Failed() {
+					t.Logf("strace -f of containerd:\n%s", log)
+				}
+			}()
+			starts := log.wrapperStarts()
+			if len(starts) != 1 {
+				t.Fatalf("traced %d starts of the wrapper, want 1", len(starts))
+			}
+			w := starts[0]
+			if w.next != "containerd-shim-runc-v2" {
+				t.Fatalf("the wrapper's start became %q, want the runc shim", w.next)
+			}
+			if fast := w.threads == 0; fast != tc.fast {
+				t.Errorf("the wrapper's start started %d threads before it became the runc shim; want the fast path %v", w.threads, tc.fast)
+			}
+		})
+	}
+}
+
+// execTrace is strace following a process and its children's execs and
+// clones.
+type execTrace struct {
+	cmd *exec.Cmd
+	out string
+}
+
+func traceExecs(t *testing.T, pid int) *execTrace {
+	t.Helper()
+	tr := &execTrace{out: filepath.Join(t.TempDir(), "strace")}
+	tr.cmd = exec.Command("strace", "-f", "-o", tr.out, "-e", "trace=execve,clone,clone3,fork,vfork", "-p", strconv.Itoa(pid))
+	stderr, err := tr.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.cmd.Process.Kill(); tr.cmd.Wait() })
+	// strace says "Process N attached with M threads" once it traces all
+	// of N's threads; threads started since are followed (-f).
+	buf := make([]byte, 4096)
+	var said []byte
+	for !strings.Contains(string(said), " attached") {
+		n, err := stderr.Read(buf)
+		if err != nil {
+			t.Fatalf("strace -p %d: %v: %s", pid, err, said)
+		}
+		said = append(said, buf[:n]...)
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	return tr
+}
+
+// stop detaches strace and returns what it recorded.
+func (tr *execTrace) stop(t *testing.T) straceLog {
+	t.Helper()
+	_ = tr.cmd.Process.Signal(os.Interrupt)
+	_ = tr.cmd.Wait()
+	b, err := os.ReadFile(tr.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return straceLog(b)
+}
+
+// straceLog is `strace -f -o` output: each line the tid, then the call.
+type straceLog string
+
+// wrapperStart is one `containerd-shim-northstar-v2 ... start` process:
+// the threads its pid started and what it exec'd next.
+type wrapperStart struct {
+	pid     string
+	threads int
+	next    string
+}
+
+// wrapperStarts finds the wrapper's `start` processes.
+func (l straceLog) wrapperStarts() []wrapperStart {
+	var starts []*wrapperStart
+	open := map[string]*wrapperStart{} // by tid (the process's and its threads'), until its next exec
+	for _, line := range strings.Split(string(l), "\n") {
+		tid, call, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		call = strings.TrimSpace(call)
+		failed := strings.Contains(call, "= -1 ")
+		switch {
+		case strings.HasPrefix(call, "execve(\"") && !failed:
+			path, _, _ := strings.Cut(strings.TrimPrefix(call, "execve(\""), "\"")
+			if w := open[tid]; w != nil {
+				// Any thread's exec replaces the whole process.
+				w.next = filepath.Base(path)
+				for k, v := range open {
+					if v == w {
+						delete(open, k)
+					}
+				}
+			}
+			if filepath.Base(path) == "containerd-shim-northstar-v2" && strings.Contains(call, "\"start\"]") {
+				w := &wrapperStart{pid: tid}
+				starts, open[tid] = append(starts, w), w
+			}
+		case strings.Contains(call, "clone") || strings.HasPrefix(call, "fork") || strings.HasPrefix(call, "vfork"):
+			w := open[tid]
+			if w == nil || failed {
+				continue
+			}
+			// "clone3(...) = 124" or "<... clone3 resumed> ...) = 124":
+			// the new thread's id, counted once.
+			if _, ret, ok := strings.Cut(call, ") = "); ok {
+				if _, err := strconv.Atoi(strings.Fields(ret)[0]); err == nil {
+					w.threads++
+					open[strings.Fields(ret)[0]] = w
+				}
+			}
+		}
+	}
+	out := make([]wrapperStart, len(starts))
+	for i, w := range starts {
+		out[i] = *w
+	}
+	return out
 }

@@ -48,11 +48,13 @@
 #                      scripts/install-tools.sh), used instead of Debian's
 #   NORTHSTAR_CONFIG   passed to containerd (and so to the shims)
 #   XDG_CONFIG_HOME, XDG_DATA_HOME  passed to containerd when set
+#   NORTHSTAR_SHIM_NO_FAST_PATH     passed to containerd when set (the shim's
+#                                   start then never takes its C fast path)
 #   CONTAINERD_LOG_LEVEL            containerd log level             (default info)
 #   ROOTLESSKIT_FLAGS  extra rootlesskit flags, word-split (e.g. "--debug")
 #   START_TIMEOUT      seconds to wait for rootlesskit / containerd  (default 30)
-# NORTHSTAR_BIN, CONTAINERD_BIN, NORTHSTAR_CONFIG and the XDG variables given
-# to `start` are saved in DIR/env and reused by `restart-containerd` and
+# NORTHSTAR_BIN, CONTAINERD_BIN, NORTHSTAR_CONFIG, NORTHSTAR_SHIM_NO_FAST_PATH
+# and the XDG variables given to `start` are saved in DIR/env and reused by `restart-containerd` and
 # `exec` unless set again there.
 set -euo pipefail
 
@@ -304,7 +306,7 @@ EOF
 
 # ---------------------------------------------------------- environment
 # Values for the containerd environment: from the caller, else from DIR/env.
-SAVED_KEYS="NORTHSTAR_BIN CONTAINERD_BIN NORTHSTAR_CONFIG XDG_CONFIG_HOME XDG_DATA_HOME"
+SAVED_KEYS="NORTHSTAR_BIN CONTAINERD_BIN NORTHSTAR_CONFIG NORTHSTAR_SHIM_NO_FAST_PATH XDG_CONFIG_HOME XDG_DATA_HOME"
 load_env() {
 	local k v
 	declare -gA SAVED=()
@@ -333,7 +335,7 @@ containerd_env() {
 	printf '%s\n' "PATH=$path" "HOME=$USER_HOME" "USER=$NSTEST_USER" "LOGNAME=$NSTEST_USER" \
 		"ROOTLESSKIT_STATE_DIR=$RK_STATE" "ROOTLESSKIT_PARENT_EUID=$USER_UID" \
 		"ROOTLESSKIT_PARENT_EGID=$USER_GID"
-	for k in NORTHSTAR_CONFIG XDG_CONFIG_HOME XDG_DATA_HOME; do
+	for k in NORTHSTAR_CONFIG NORTHSTAR_SHIM_NO_FAST_PATH XDG_CONFIG_HOME XDG_DATA_HOME; do
 		[[ -z ${SAVED[$k]:-} ]] || printf '%s=%s\n' "$k" "${SAVED[$k]}"
 	done
 }

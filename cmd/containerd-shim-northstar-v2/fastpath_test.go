@@ -31,6 +31,7 @@ type fastPathSite struct {
 	mu                                    sync.Mutex
 	got                                   []shimstart.Request
 	answer                                func(shimstart.Request) []byte
+	refuse                                bool // close before reading, as the agent refuses a peer
 }
 
 func newFastPathSite(t *testing.T) *fastPathSite {
@@ -76,6 +77,13 @@ func (s *fastPathSite) serve() {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
 			return
+		}
+		s.mu.Lock()
+		refuse := s.refuse
+		s.mu.Unlock()
+		if refuse {
+			c.Close()
+			continue
 		}
 		buf := make([]byte, shimstart.MaxRequest+1)
 		n, err := c.Read(buf)
@@ -202,6 +210,15 @@ func TestFastPath(t *testing.T) {
 		if len(s.requests()) != 1 || r.err == nil || !strings.Contains(r.stderr, "/nonexistent/containerd-shim-runc-v2 is not an executable file") {
 			t.Errorf("%s: asked %d times, %v, stderr %q; want the Go wrapper's start", name, len(s.requests()), r.err, r.stderr)
 		}
+	}
+	// Refused before the agent read the request (another mount namespace,
+	// a kernel without SO_PEERPIDFD): the reader sees ECONNRESET, and the
+	// Go wrapper starts the container.
+	s.mu.Lock()
+	s.refuse = true
+	s.mu.Unlock()
+	if r := s.start(t, bundle); r.err == nil || !strings.Contains(r.stderr, "/nonexistent/containerd-shim-runc-v2 is not an executable file") {
+		t.Errorf("refused: %v, stderr %q; want the Go wrapper's start", r.err, r.stderr)
 	}
 }
 

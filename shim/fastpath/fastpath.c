@@ -34,10 +34,20 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+// glibc passes a constructor (argc, argv, envp), static or dynamic; musl
+// passes nothing.
+#ifndef __GLIBC__
+#error "shim/fastpath needs glibc: its constructor reads argc, argv and envp"
+#endif
+
 #define PATH_BUF 4096
 #define CONFIG_MAX (64 * 1024) /* config.Load's bound */
 #define ANSWER_MAX (16 * 1024)
-#define TIMEOUT_SECONDS 5 /* control.RegisterTimeout */
+#define MAX_ARGS 4096
+// The agent gives a start control.RegisterTimeout (5 s) and its answer a
+// second more to be written; a start waiting for one of its slots waits
+// longer. Past this the start fails closed.
+#define TIMEOUT_SECONDS 7
 
 static int one_of(const char *name, size_t len, const char *const *names)
 {
@@ -118,7 +128,8 @@ static int clean_abs(const char *p)
 // namespace.
 static int rootless(void)
 {
-	if (geteuid() != 0 || getenv("ROOTLESSKIT_STATE_DIR"))
+	const char *rk = getenv("ROOTLESSKIT_STATE_DIR");
+	if (geteuid() != 0 || (rk && *rk))
 		return 1;
 	char buf[128];
 	int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
@@ -136,7 +147,9 @@ static int rootless(void)
 }
 
 // config_path is peek.Discover(""): NORTHSTAR_CONFIG, else the rootful or
-// rootless default. 0 when it is not an absolute path that fits.
+// rootless default. 0 when it is not a clean absolute path that fits: the
+// Go wrapper cleans it, and "dir/../x" under a symlink would name another
+// file than the one it loads.
 static int config_path(char *out, size_t size)
 {
 	const char *env = getenv("NORTHSTAR_CONFIG");
@@ -151,7 +164,7 @@ static int config_path(char *out, size_t size)
 		n = snprintf(out, size, "%s/.config/northstar/config.toml", getenv("HOME"));
 	else
 		return 0;
-	return n > 0 && (size_t)n < size && out[0] == '/';
+	return n > 0 && (size_t)n < size && clean_abs(out);
 }
 
 static const char *skip_space(const char *s, const char *end)
@@ -270,7 +283,7 @@ static void fail(const char *fmt, ...)
 static int ask(const char *socket_path, const char *config, const char *bundle, const char *id)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (strlen(socket_path) >= sizeof(addr.sun_path))
+	if (socket_path[0] != '/' || strlen(socket_path) >= sizeof(addr.sun_path))
 		return -1;
 	strcpy(addr.sun_path, socket_path);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -296,7 +309,7 @@ static int ask(const char *socket_path, const char *config, const char *bundle, 
 	}
 	ssize_t w;
 	do
-		w = write(fd, req, n);
+		w = send(fd, req, n, MSG_NOSIGNAL);
 	while (w < 0 && errno == EINTR);
 	if (w != n) {
 		close(fd);
@@ -326,7 +339,7 @@ static void exec_delegate(const char *delegate, int argc, char **argv, char **en
 __attribute__((constructor)) static void northstar_shim_fast_path(int argc, char **argv, char **envp)
 {
 	struct invocation inv;
-	if (argc < 2 || !parse_args(argc, argv, &inv) || !inv.action || strcmp(inv.action, "start") != 0 ||
+	if (argc < 2 || argc > MAX_ARGS || !parse_args(argc, argv, &inv) || !inv.action || strcmp(inv.action, "start") != 0 ||
 	    !inv.id || !*inv.id || getenv("NORTHSTAR_SHIM_NO_FAST_PATH"))
 		return;
 	char cwd[PATH_BUF];
@@ -349,14 +362,19 @@ __attribute__((constructor)) static void northstar_shim_fast_path(int argc, char
 	char answer[ANSWER_MAX + 1];
 	ssize_t r;
 	do
-		r = read(fd, answer, ANSWER_MAX);
+		r = recv(fd, answer, ANSWER_MAX, MSG_TRUNC);
 	while (r < 0 && errno == EINTR);
 	int err = errno;
 	close(fd);
-	if (r == 0)
-		return; // closed unanswered: an older agent, or one that refused us
+	// Closed unanswered: an agent older than the 'W' request reads it and
+	// closes (0); one that refused this peer closes before reading it
+	// (ECONNRESET). Neither acted on it.
+	if (r == 0 || (r < 0 && err == ECONNRESET))
+		return;
 	if (r < 0)
 		fail("the agent at %s gave no answer: %s", socket_path, strerror(err));
+	if (r > ANSWER_MAX)
+		fail("the agent at %s gave a malformed answer", socket_path);
 	answer[r] = 0;
 	switch (answer[0]) {
 	case 'y':

@@ -76,20 +76,20 @@ func Decode(body []byte) (Request, error) {
 
 // The answer: one byte, then the delegate, the reason or the error.
 const (
-	AnswerServed    = 'y' // served: exec the delegate that follows
-	AnswerNotServed = 'n' // not served: why; the Go wrapper does the start
-	AnswerFailed    = 'e' // served, and the start fails: the error
+	answerServed    = 'y' // served: exec the delegate that follows
+	answerNotServed = 'n' // not served: why; the Go wrapper does the start
+	answerFailed    = 'e' // served, and the start fails: the error
 )
 
 // Answer is the agent's answer: served (exec delegate) or not, and err.
 func Answer(delegate string, served bool, err error) []byte {
 	switch {
 	case !served && err == nil:
-		return []byte{AnswerNotServed}
+		return []byte{answerNotServed}
 	case !served:
-		return append([]byte{AnswerNotServed}, err.Error()...)
+		return append([]byte{answerNotServed}, err.Error()...)
 	case err != nil:
-		return append([]byte{AnswerFailed}, err.Error()...)
+		return append([]byte{answerFailed}, err.Error()...)
 	}
-	return append([]byte{AnswerServed}, delegate...)
+	return append([]byte{answerServed}, delegate...)
 }
