@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/northstar-oci/northstar/config"
+	"github.com/northstar-oci/northstar/internal/testenv"
 )
 
 // TestTPMLifecycle: init, a container reads the secret through the hook,
@@ -178,26 +178,7 @@ func TestTPMThatNeverAnswers(t *testing.T) {
 	e := newTPMEnv(t, newSWTPM(t, nil), "[]", nil) // sealed on a real TPM
 	dir := worldDir(t)
 	sock := filepath.Join(dir, "stuck.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		var held []net.Conn // accepted, read, never answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
+	testenv.NeverAnswers(t, sock)
 	data, err := os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport/simulator"
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/internal/testenv"
 	"github.com/northstar-oci/northstar/seal/tpmconn"
 
 	"github.com/northstar-oci/northstar/seal"
@@ -811,26 +811,7 @@ func TestTPMUnsealCommands(t *testing.T) {
 // change the message (CI saw "write unix …: i/o timeout" bare).
 func TestTPMTimeoutNamed(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "stuck.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		var held []net.Conn // accepted, never read from or answered
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
+	testenv.NeverAnswers(t, sock)
 	blob := mustSeal(t, newSimSealer(t), randomSecret(t))
 	for _, timeout := range []time.Duration{time.Nanosecond, time.Microsecond, 50 * time.Microsecond, time.Millisecond} {
 		s, err := New(Options{Path: "unix:" + sock, Timeout: timeout})
