@@ -25,12 +25,9 @@ type runtimeProc struct {
 // it is.
 func findRuntime() runtimeProc { return runtimeFrom(os.Getppid()) }
 
-// runtimeFrom is findRuntime for the process whose parent is parent.
-func runtimeFrom(parent int) runtimeProc {
-	return runtimeAbove(runtimeProc{pid: parent})
-}
-
-func runtimeAbove(parent runtimeProc) runtimeProc {
+// runtimeFrom is findRuntime for a process whose parent is parentPid.
+func runtimeFrom(parentPid int) runtimeProc {
+	parent := runtimeProc{pid: parentPid}
 	for pid, hops := parent.pid, 0; pid > 1 && hops < 8; hops++ {
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 		if pid == parent.pid {

@@ -42,7 +42,7 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 	if err := rotateIfRuntimeRestarted(ctx, cfg, runtimePid); err != nil {
 		return err
 	}
-	return agentmounts.IntoBundle(ctx, cfg, inv.bundle, inv.id, filepath.Base(delegate) == runcShim, func(msg string) { logToContainerd(".", msg) })
+	return agentmounts.IntoBundle(ctx, cfg, inv.bundle, inv.id, filepath.Base(delegate) == runcShim, logToContainerd)
 }
 
 // rotateIfRuntimeRestarted starts a new secret lifecycle when the runtime
@@ -51,31 +51,25 @@ func prepareStart(ctx context.Context, cfg *config.Config, inv invocation, deleg
 // so the shim, run for every container, links no TPM code. Many shims
 // starting at once rotate exactly once: the store decides under its lock.
 func rotateIfRuntimeRestarted(ctx context.Context, cfg *config.Config, runtimePid int) error {
-	return rotateLogged(ctx, cfg, runtimePid, ".")
-}
-
-// rotateLogged is rotateIfRuntimeRestarted, logging to the shim log pipe
-// in bundle.
-func rotateLogged(ctx context.Context, cfg *config.Config, runtimePid int, bundle string) error {
 	if cfg.Rotation.On == config.RotateManual {
 		return nil
 	}
 	note, err := rotate.IfRuntimeRestarted(ctx, cfg, runtimePid, rotate.ByCtl(cfg.Path))
 	if note != "" {
-		logToContainerd(bundle, note)
+		logToContainerd(note)
 	}
 	return err
 }
 
 // logToContainerd writes one info line to the shim log pipe containerd
-// opened in bundle (the working directory of `start`), in
+// opened in the bundle directory (the working directory of `start`), in
 // containerd's logfmt. Never stdout or stderr: containerd reads the shim
 // address from their combined output, so one stray line there breaks the
 // start. Best effort: without a reader (start run by hand) nothing is
 // written.
-func logToContainerd(bundle, msg string) {
+func logToContainerd(msg string) {
 	// O_NONBLOCK: fail with ENXIO instead of hanging when nobody reads.
-	f, err := os.OpenFile(filepath.Join(bundle, "log"), os.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	f, err := os.OpenFile("log", os.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return
 	}

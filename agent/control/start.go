@@ -5,11 +5,15 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
 	"github.com/northstar-oci/northstar/agent/control/shimstart"
+	"github.com/northstar-oci/northstar/internal/procstat"
 )
 
 // Starter is the agent's side of a start served whole (package
@@ -59,21 +63,43 @@ func serveShimStart(c *net.UnixConn, body []byte, reg Registrar) error {
 	var (
 		delegate string
 		served   bool
-		err      error
 	)
 	s, ok := reg.(ShimStarter)
-	req, derr := shimstart.Decode(body)
+	req, err := shimstart.Decode(body)
 	switch {
 	case !ok:
 		err = errors.New("this agent serves no shim starts ([rotation] live and [api] enable are off, or it runs without a config file)")
-	case derr != nil:
-		served, err = true, derr
+	case err != nil:
+		// Not served: nothing was done, the Go wrapper starts the
+		// container (a newer wrapper's request, say).
 	default:
-		ctx, cancel := context.WithTimeout(context.Background(), RegisterTimeout)
-		delegate, served, err = s.ServeShimStart(ctx, req)
-		cancel()
+		if err = checkAskerParent(c, req.Parent); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), RegisterTimeout)
+			delegate, served, err = s.ServeShimStart(ctx, req)
+			cancel()
+		}
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(serveTimeout))
 	_, werr := c.Write(shimstart.Answer(delegate, served, err))
 	return werr
+}
+
+// checkAskerParent refuses a shim start whose parent (the containerd the
+// lifecycle check is made against) is not the parent of the process that
+// asked: the peer names only itself.
+func checkAskerParent(c *net.UnixConn, parent int) error {
+	var pid int32
+	if err := sockopt(c, func(fd int) error {
+		cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err == nil {
+			pid = cred.Pid
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if p, err := procstat.Parent(int(pid)); err != nil || p != parent {
+		return fmt.Errorf("the shim start names parent %d, not its asker's (pid %d)", parent, pid)
+	}
+	return nil
 }

@@ -5,12 +5,15 @@ package control
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
+	"github.com/northstar-oci/northstar/agent/control/shimstart"
 )
 
 // blockingStarts serves starts whole; a start of config "/block" waits
@@ -71,5 +74,71 @@ func TestStartsServedAtOnce(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// shimStarts serves shim starts, failing those of bundle "/fail".
+type shimStarts struct{ blockingStarts }
+
+func (shimStarts) ServeShimStart(ctx context.Context, req shimstart.Request) (string, bool, error) {
+	if req.Bundle == "/fail" {
+		return "", true, errors.New("container c1 is revoked")
+	}
+	return "/usr/bin/containerd-shim-runc-v2", true, nil
+}
+
+// TestServeShimStart: the agent answers a shim start only for a request
+// that names its asker's own parent; a malformed request, another parent
+// or an agent that serves none are "not served" (nothing was done: the Go
+// wrapper starts the container).
+func TestServeShimStart(t *testing.T) {
+	ask := func(reg Registrar, req []byte) string {
+		t.Helper()
+		sock := filepath.Join(t.TempDir(), "agent.sock")
+		ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		client, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		server, err := ln.AcceptUnix()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer server.Close()
+		if err := serveShimStart(server, req[1:], reg); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		n, err := client.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	req := shimstart.Request{Config: "/etc/northstar/config.toml", Bundle: "/run/b/c1", ID: "c1", Parent: os.Getppid()}
+	starts := &shimStarts{}
+	if got := ask(starts, req.Encode()); got != "y/usr/bin/containerd-shim-runc-v2" {
+		t.Errorf("served start answered %q", got)
+	}
+	failing := req
+	failing.Bundle = "/fail"
+	if got := ask(starts, failing.Encode()); got != "econtainer c1 is revoked" {
+		t.Errorf("failed start answered %q", got)
+	}
+	other := req
+	other.Parent = 1
+	if got := ask(starts, other.Encode()); !strings.HasPrefix(got, "nthe shim start names parent 1, not its asker's") {
+		t.Errorf("another parent answered %q", got)
+	}
+	if got := ask(starts, []byte("W/etc/x\x00relative\x00c1\x001\x00")); !strings.HasPrefix(got, "nmalformed") {
+		t.Errorf("a malformed request answered %q", got)
+	}
+	if got := ask(&starts.blockingStarts, req.Encode()); !strings.HasPrefix(got, "nthis agent serves no shim starts") {
+		t.Errorf("an agent serving none answered %q", got)
 	}
 }
