@@ -49,7 +49,7 @@ type Env struct {
 	// shim's fast path with (agent.Options.ShimStarts, given the
 	// agent's config): package shim/served, wired by the command's main,
 	// since the shim's own tests run this package as their rotation child.
-	ShimStarts func(reg *registry.Containers, cfg *config.Config) (control.ShimStarter, error)
+	ShimStarts func(reg *registry.Containers, cfg *config.Config, log io.Writer) (control.ShimStarter, error)
 }
 
 type command struct {
@@ -311,11 +311,13 @@ func runAgent(ctx context.Context, env *Env, args []string) error {
 	opts := agent.Options{Socket: cfg.Agent.Socket, Store: st, Unseal: unseal, Log: env.Stdout,
 		Live: cfg.Rotation.Live, Grace: cfg.Grace(),
 		Starts: func(reg *registry.Containers, secret control.Source) (control.Starter, error) {
-			return served.New(reg, secret, cfg)
+			return served.New(reg, secret, cfg, env.Stdout)
 		},
 	}
 	if env.ShimStarts != nil {
-		opts.ShimStarts = func(reg *registry.Containers) (control.ShimStarter, error) { return env.ShimStarts(reg, cfg) }
+		opts.ShimStarts = func(reg *registry.Containers) (control.ShimStarter, error) {
+			return env.ShimStarts(reg, cfg, env.Stdout)
+		}
 	}
 	if cfg.API.Enable {
 		opts.API = &registry.APIOptions{LoadKey: agent.KeyInChild(child), TokenTTL: cfg.TokenTTL(),

@@ -10,6 +10,7 @@ package served
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 
 	"github.com/northstar-oci/northstar/agent/control"
@@ -41,10 +42,11 @@ type starts struct {
 }
 
 // New serves starts with reg and the agent's held secret, deciding them
-// with cfg, the config the agent was started with. Without a config file
-// (defaults) it serves none.
-func New(reg *registry.Containers, secret control.Source, cfg *config.Config) (control.Starter, error) {
-	pinned, err := config.Pin(cfg.Path)
+// with cfg, the config the agent was started with, and logs to log why it
+// serves none (config.Pinned). Without a config file (defaults) it serves
+// none.
+func New(reg *registry.Containers, secret control.Source, cfg *config.Config, log io.Writer) (control.Starter, error) {
+	pinned, err := config.Pin(cfg.Path, log)
 	if err != nil {
 		return nil, err
 	}

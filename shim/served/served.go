@@ -9,6 +9,7 @@ package served
 
 import (
 	"context"
+	"io"
 
 	"github.com/northstar-oci/northstar/agent/control"
 	"github.com/northstar-oci/northstar/agent/control/shimstart"
@@ -24,10 +25,10 @@ type starts struct {
 }
 
 // New serves shim starts with reg, deciding them with cfg, the config the
-// agent was started with. Without a config file (defaults) it serves
-// none.
-func New(reg *registry.Containers, cfg *config.Config) (control.ShimStarter, error) {
-	pinned, err := config.Pin(cfg.Path)
+// agent was started with, and logs to log why it serves none
+// (config.Pinned). Without a config file (defaults) it serves none.
+func New(reg *registry.Containers, cfg *config.Config, log io.Writer) (control.ShimStarter, error) {
+	pinned, err := config.Pin(cfg.Path, log)
 	if err != nil {
 		return nil, err
 	}
