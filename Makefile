@@ -9,10 +9,9 @@ PKGS := ./...
 EXAMPLE := examples/mqtt
 CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
 GOFLAGS_TEST ?= -count=1
-# Commands with C in them (shim/fastpath), and how they stay static:
-# packaging/deb/build.sh and the integration tests build them so too.
+# The command with C in it (shim/fastpath), which scripts/build-shim.sh
+# builds for make build, make deb and the tests alike.
 CGO_CMDS := containerd-shim-northstar-v2
-CGO_STATIC := -tags netgo,osusergo -ldflags=-extldflags=-static
 # Short fuzz runs of the parsers of untrusted input, part of `make test`.
 # A count, not a duration: with a duration Go 1.26's fuzz coordinator can
 # fail a clean run with "context deadline exceeded" at the deadline
@@ -36,7 +35,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(filter-out $(CGO_CMDS),$(CMDS)))
 	@# The shim's start has a fast path in C, run before the Go runtime
 	@# (shim/fastpath): cgo, linked static all the same.
-	CGO_ENABLED=1 $(GO) build -trimpath $(CGO_STATIC) -o $(BIN)/ $(addprefix ./cmd/,$(CGO_CMDS))
+	GO=$(GO) scripts/build-shim.sh $(BIN)/containerd-shim-northstar-v2
 
 # The Debian package, with nfpm (built once by scripts/install-tools.sh);
 # checked with lintian and installed by TestDebPackage.

@@ -26,11 +26,8 @@ import (
 var shimBinary = sync.OnceValues(func() (string, error) {
 	out := filepath.Join(bins.dir, "containerd-shim-northstar-v2")
 	// As make build links it: cgo for its C fast path, static.
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo", "-ldflags=-extldflags=-static", "-o", out, "./cmd/containerd-shim-northstar-v2")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build the shim: %v\n%s", err, b)
+	if b, err := exec.Command("../scripts/build-shim.sh", out).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("scripts/build-shim.sh: %v\n%s", err, b)
 	}
 	return out, nil
 })

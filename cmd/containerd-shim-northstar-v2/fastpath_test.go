@@ -18,10 +18,6 @@ import (
 	"github.com/northstar-oci/northstar/shim/fastpath"
 )
 
-// buildFlags are how make build links this command (cgo, static): the
-// fast path is C.
-var buildFlags = []string{"build", "-trimpath", "-tags", "netgo,osusergo", "-ldflags", "-extldflags=-static"}
-
 // fastPathSite is the built wrapper, a config naming a socket where the
 // test answers as the agent would, and a delegate that records how it was
 // run.
@@ -42,10 +38,9 @@ func newFastPathSite(t *testing.T) *fastPathSite {
 	dir := t.TempDir()
 	s := &fastPathSite{dir: dir, bin: filepath.Join(dir, "containerd-shim-northstar-v2"), sock: filepath.Join(dir, "agent.sock"),
 		config: filepath.Join(dir, "config.toml"), delegate: filepath.Join(dir, "delegate"), ran: filepath.Join(dir, "ran")}
-	cmd := exec.Command("go", append(buildFlags, "-o", s.bin, ".")...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	// As make build links it: the fast path is C.
+	if out, err := exec.Command("../../scripts/build-shim.sh", s.bin).CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-shim.sh: %v\n%s", err, out)
 	}
 	script := "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > " + s.ran + "\n"
 	if err := os.WriteFile(s.delegate, []byte(script), 0o755); err != nil {

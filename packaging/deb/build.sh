@@ -40,11 +40,9 @@ for b in northstar-hook northstar-agent-hook northstarctl northstar-runtime; do
 	(cd "$top" && CGO_ENABLED=0 "${GO:-go}" build -trimpath -ldflags '-s -w' -o "$stage/$b" "./cmd/$b") ||
 		die "go build ./cmd/$b failed"
 done
-# The shim's start has a fast path in C (shim/fastpath): cgo, static (the
-# Makefile's CGO_STATIC).
-b=containerd-shim-northstar-v2
-(cd "$top" && CGO_ENABLED=1 "${GO:-go}" build -trimpath -tags netgo,osusergo -ldflags '-s -w -extldflags=-static' -o "$stage/$b" "./cmd/$b") ||
-	die "go build ./cmd/$b failed"
+# The shim's start has a fast path in C (shim/fastpath): cgo, static.
+"$top/scripts/build-shim.sh" "$stage/containerd-shim-northstar-v2" '-s -w' ||
+	die "go build ./cmd/containerd-shim-northstar-v2 failed"
 # The unit of the source tree, with Debian's paths.
 sed 's|/usr/local/bin/|/usr/bin/|g' "$top/contrib/systemd/northstar-agent.service" >"$stage/northstar-agent.service"
 cp "$here"/nfpm.yaml "$here"/northstar.json "$here"/config.toml "$here"/copyright "$here"/lintian-overrides \
