@@ -12,11 +12,12 @@ import (
 )
 
 // decode is seal.DecodeTPMBlob and the part of the check that needs
-// go-tpm: the public area must be a policy-bound sealed object and the
-// SRK's (version 2) the TCG ECC SRK named by the blob's SRK name, both
-// encoded canonically, so that a decoded blob re-encodes to the same bytes.
-// It returns the SRK's public area, nil for a version 1 blob.
-func decode(blob []byte) (*seal.TPMBlob, *tpm2.TPMTPublic, error) {
+// go-tpm: the public area must be a policy-bound sealed object named with
+// SHA-256 and the SRK's (version 2) the TCG ECC SRK named by the blob's SRK
+// name, both encoded canonically, so that a decoded blob re-encodes to the
+// same bytes and the names computed from those bytes are the TPM's. It
+// returns the SRK, nil for a version 1 blob.
+func decode(blob []byte) (*seal.TPMBlob, *srk, error) {
 	b, err := seal.DecodeTPMBlob(blob)
 	if err != nil {
 		return nil, nil, err
@@ -30,20 +31,20 @@ func decode(blob []byte) (*seal.TPMBlob, *tpm2.TPMTPublic, error) {
 	if pub.Type != tpm2.TPMAlgKeyedHash || pub.ObjectAttributes.UserWithAuth || len(pub.AuthPolicy.Buffer) != 32 {
 		return nil, nil, fmt.Errorf("%w (public area is not a policy-bound sealed object)", seal.ErrCorrupt)
 	}
+	if pub.NameAlg != tpm2.TPMAlgSHA256 {
+		return nil, nil, fmt.Errorf("%w (public area is not named with SHA-256)", seal.ErrCorrupt)
+	}
 	if b.SRKPublic == nil {
 		return b, nil, nil
 	}
-	srkPub, err := public(b.SRKPublic)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (SRK public area: %v)", seal.ErrCorrupt, err)
-	}
-	if !isStandardSRK(srkPub) {
+	s, ok := srkFromPublic(b.SRKPublic)
+	if !ok {
 		return nil, nil, fmt.Errorf("%w (SRK public area is not the TCG ECC P-256 SRK)", seal.ErrCorrupt)
 	}
-	if name, err := tpm2.ObjectName(srkPub); err != nil || !bytes.Equal(name.Buffer, b.SRKName) {
+	if !bytes.Equal(s.name.Buffer, b.SRKName) {
 		return nil, nil, fmt.Errorf("%w (SRK public area does not hash to the SRK name)", seal.ErrCorrupt)
 	}
-	return b, srkPub, nil
+	return b, s, nil
 }
 
 // public unmarshals a public area, refusing trailing or non-canonical

@@ -41,6 +41,8 @@ func TestDecode(t *testing.T) {
 	}
 	passwordObject := sealedTemplate(make([]byte, 32))
 	passwordObject.ObjectAttributes.UserWithAuth = true
+	sha1Named := sealedTemplate(make([]byte, 32))
+	sha1Named.NameAlg = tpm2.TPMAlgSHA1
 	tests := []struct {
 		name string
 		blob []byte
@@ -51,6 +53,7 @@ func TestDecode(t *testing.T) {
 		{"public trailing byte", with(func(b *seal.TPMBlob) { b.Public = append(b.Public, 0) }), seal.ErrCorrupt},
 		{"public is the SRK", with(func(b *seal.TPMBlob) { b.Public = tpm2.Marshal(tpm2.ECCSRKTemplate) }), seal.ErrCorrupt},
 		{"public allows passwords", with(func(b *seal.TPMBlob) { b.Public = tpm2.Marshal(passwordObject) }), seal.ErrCorrupt},
+		{"public named with SHA-1", with(func(b *seal.TPMBlob) { b.Public = tpm2.Marshal(sha1Named) }), seal.ErrCorrupt},
 		{"public without policy", with(func(b *seal.TPMBlob) { b.Public = tpm2.Marshal(sealedTemplate(nil)) }), seal.ErrCorrupt},
 	}
 	for _, tt := range tests {

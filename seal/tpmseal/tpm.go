@@ -194,7 +194,7 @@ func (t *TPM) seal(tpm transport.TPM, plaintext, pinnedSRK []byte) ([]byte, erro
 		Private:   rsp.OutPrivate.Buffer,
 		SRKName:   srk.name.Buffer,
 		PCRs:      t.opts.PCRs,
-		SRKPublic: tpm2.Marshal(srk.pub),
+		SRKPublic: srk.public,
 	}
 	return b.Encode(), nil
 }
@@ -259,7 +259,7 @@ func pcrPolicy(tpm transport.TPM, pcrs []int) ([]byte, error) {
 
 // Unseal implements seal.Sealer.
 func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
-	b, srkPub, err := decode(blob)
+	b, sealedUnder, err := decode(blob)
 	if err != nil {
 		return nil, fmt.Errorf("tpm unseal: %w", err)
 	}
@@ -274,13 +274,12 @@ func (t *TPM) Unseal(ctx context.Context, blob []byte) ([]byte, error) {
 	var plaintext []byte
 	err = t.conversation(ctx, func(tpm transport.TPM) error {
 		var err error
-		if srkPub != nil {
+		if sealedUnder != nil {
 			// The blob carries the SRK's public area: no ReadPublic. A
 			// TPM whose SRK is not that key (or none: evicted) refuses the
 			// Load, its private area being wrapped by the SRK's seed, or
 			// the session, whose salt it cannot decrypt. Anything but the
 			// PCRs is tried again the long way, which names the cause.
-			sealedUnder := &srk{handle: SRKHandle, name: tpm2.TPM2BName{Buffer: b.SRKName}, pub: *srkPub}
 			plaintext, err = unsealUnder(tpm, sealedUnder, b)
 			if err == nil || errors.Is(err, seal.ErrPCRChanged) || errors.Is(err, tpm2.TPMRCPCRChanged) {
 				return err
@@ -314,25 +313,18 @@ func unseal(tpm transport.TPM, b *seal.TPMBlob) ([]byte, error) {
 // srk is the SRK the secret was sealed under: the session's salt is
 // encrypted to it.
 func unsealUnder(tpm transport.TPM, srk *srk, b *seal.TPMBlob) ([]byte, error) {
-	pub := tpm2.BytesAs2B[tpm2.TPMTPublic](b.Public)
 	// The sealed object's name, computed here from the public area the
 	// blob carries, not taken from Load's unauthenticated answer: the
 	// Unseal session's HMAC binds to it, so a TPM stand-in that loaded
-	// something else cannot get an Unseal through.
-	objPub, err := pub.Contents()
-	if err != nil {
-		return nil, fmt.Errorf("tpm unseal: %w: %w", seal.ErrCorrupt, err)
-	}
-	objName, err := tpm2.ObjectName(objPub)
-	if err != nil {
-		return nil, fmt.Errorf("tpm unseal: %w: %w", seal.ErrCorrupt, err)
-	}
+	// something else cannot get an Unseal through. decode checked that the
+	// area is encoded canonically and named with SHA-256.
+	objName := sha256Name(b.Public)
 	// The SRK's authValue is empty by the TCG template: a password session
 	// is enough, and nothing secret crosses the bus on Load.
 	load, err := tpm2.Load{
 		ParentHandle: tpm2.AuthHandle{Handle: srk.handle, Name: srk.name, Auth: tpm2.PasswordAuth(nil)},
 		InPrivate:    tpm2.TPM2BPrivate{Buffer: b.Private},
-		InPublic:     pub,
+		InPublic:     tpm2.BytesAs2B[tpm2.TPMTPublic](b.Public),
 	}.Execute(tpm)
 	if err != nil {
 		var fmt1 tpm2.TPMFmt1Error
@@ -365,7 +357,7 @@ func unsealUnder(tpm transport.TPM, srk *srk, b *seal.TPMBlob) ([]byte, error) {
 	sess := tpm2.Policy(tpm2.TPMAlgSHA256, 16, policy,
 		tpm2.Salted(srk.handle, srk.pub), tpm2.AESEncryption(128, tpm2.EncryptOut))
 	rsp, err := tpm2.Unseal{
-		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: *objName, Auth: sess},
+		ItemHandle: tpm2.AuthHandle{Handle: load.ObjectHandle, Name: objName, Auth: sess},
 	}.Execute(tpm)
 	if errors.Is(err, tpm2.TPMRCPolicyFail) {
 		// The policy is PolicyPCR alone and the TPM accepted the blob on
@@ -425,13 +417,6 @@ func (t *TPM) Probe(ctx context.Context) error {
 	})
 }
 
-// srk is the persistent storage root key as this process checked it.
-type srk struct {
-	handle tpm2.TPMHandle
-	name   tpm2.TPM2BName // computed here from pub, not taken from the TPM's answer
-	pub    tpm2.TPMTPublic
-}
-
 // EnsureSRK makes sure the SRK northstar seals under is persisted at
 // SRKHandle (creating it if the handle is free) and returns its name. Other
 // TPM users of the agent (package attest) create their keys under it, so
@@ -482,30 +467,15 @@ func readSRK(tpm transport.TPM) (*srk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm2.ReadPublic (SRK %#x): %w", uint32(SRKHandle), err)
 	}
+	if s, ok := srkFromPublic(rsp.OutPublic.Bytes()); ok {
+		return s, nil
+	}
 	pub, err := rsp.OutPublic.Contents()
 	if err != nil {
 		return nil, fmt.Errorf("tpm2.ReadPublic (SRK %#x): %w", uint32(SRKHandle), err)
 	}
-	if !isStandardSRK(pub) {
-		return nil, fmt.Errorf("tpm: persistent handle %#x holds a key (%s) that is not the TCG ECC P-256 SRK northstar seals under; "+
-			"it may belong to another tool: free the handle or use sealer = \"host\"", uint32(SRKHandle), algName(pub.Type))
-	}
-	name, err := tpm2.ObjectName(pub)
-	if err != nil {
-		return nil, fmt.Errorf("tpm: SRK name: %w", err)
-	}
-	return &srk{handle: SRKHandle, name: *name, pub: *pub}, nil
-}
-
-// isStandardSRK reports whether pub was made from tpm2.ECCSRKTemplate: the
-// same encoding once the key itself (the unique field) is set aside.
-func isStandardSRK(pub *tpm2.TPMTPublic) bool {
-	if pub.Type != tpm2.ECCSRKTemplate.Type {
-		return false // and the unique fields would not even have the same type
-	}
-	got := *pub
-	got.Unique = tpm2.ECCSRKTemplate.Unique
-	return bytes.Equal(tpm2.Marshal(got), tpm2.Marshal(tpm2.ECCSRKTemplate))
+	return nil, fmt.Errorf("tpm: persistent handle %#x holds a key (%s) that is not the TCG ECC P-256 SRK northstar seals under; "+
+		"it may belong to another tool: free the handle or use sealer = \"host\"", uint32(SRKHandle), algName(pub.Type))
 }
 
 // createPrimarySRK creates the SRK as a transient object; the caller flushes it.
