@@ -122,12 +122,19 @@ func TestProfileHookAgainst(t *testing.T) {
 // hook run in turn, and with PROFILE_OTHER_HOOK another build of it (the
 // commit before a change): a `runc run` is 60-120 ms on this VM and
 // varies by more than the hook costs, the hook alone by much less.
-// PROFILE_HOOK puts another build in this tree's place.
+// PROFILE_HOOK puts another build in this tree's place; PROFILE_TPM=1
+// runs no agent, so that the hook unseals from swtpm in every start.
 func TestProfileHookExec(t *testing.T) {
 	requires(t, "swtpm", "unshare")
-	tpm := newTPMProxy(t, newSWTPM(t, nil), 0)
-	e, sock := newAgentTPMEnv(t, tpm, "[api]\nenable = true\n")
-	startAgent(t, e, sock)
+	var e *env
+	if os.Getenv("PROFILE_TPM") != "" {
+		// No agent: the hook unseals per start.
+		e = newTPMEnv(t, newSWTPM(t, nil), "[]", nil)
+	} else {
+		var sock string
+		e, sock = newAgentTPMEnv(t, newTPMProxy(t, newSWTPM(t, nil), 0), "[api]\nenable = true\n")
+		startAgent(t, e, sock)
+	}
 	floorBin := filepath.Join(bins.dir, "hookfloor")
 	if err := buildStatic("..", "./integration/hookfloor", floorBin); err != nil {
 		t.Fatal(err)

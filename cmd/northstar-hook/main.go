@@ -11,6 +11,8 @@ import (
 	"os"
 
 	"github.com/northstar-oci/northstar/hook"
+	// Before the packages whose initialisation allocates: see its doc.
+	_ "github.com/northstar-oci/northstar/internal/prefault"
 )
 
 func main() {
