@@ -22,15 +22,17 @@ func Lock(ctx context.Context, path string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
+	// Uncontended, the usual case, the lock is taken here; only a wait
+	// needs the goroutine below (flock(2) cannot be interrupted by ctx).
+	if err := flockRetry(fd, unix.LOCK_EX|unix.LOCK_NB); err == nil {
+		return func() { unix.Close(fd) }, nil
+	} else if err != unix.EWOULDBLOCK {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
 	done := make(chan error, 1)
 	go func() {
-		var err error
-		for {
-			if err = unix.Flock(fd, unix.LOCK_EX); err != unix.EINTR {
-				break
-			}
-		}
-		done <- err
+		done <- flockRetry(fd, unix.LOCK_EX)
 	}()
 	select {
 	case err := <-done:
@@ -55,13 +57,7 @@ func TryLock(path string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	for {
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	if err := flockRetry(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		unix.Close(fd)
 		if err == unix.EWOULDBLOCK {
 			return nil, fmt.Errorf("lock %s: %w", path, ErrHeld)
@@ -69,4 +65,13 @@ func TryLock(path string) (unlock func(), err error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { unix.Close(fd) }, nil
+}
+
+// flockRetry is flock(2), called again when a signal interrupts it.
+func flockRetry(fd, how int) error {
+	for {
+		if err := unix.Flock(fd, how); err != unix.EINTR {
+			return err
+		}
+	}
 }
