@@ -18,6 +18,10 @@ import (
 // the others. If ctx ends first, Lock gives up and the lock, should it still
 // be granted, is released at once.
 func Lock(ctx context.Context, path string) (unlock func(), err error) {
+	// A caller that has given up gets no lock, held or free.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("wait for lock %s: %w", path, err)
+	}
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)

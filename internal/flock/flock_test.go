@@ -125,3 +125,22 @@ func TestTryLock(t *testing.T) {
 	}
 	again()
 }
+
+// TestLockCancelledContext: a caller whose context has ended gets no lock,
+// even a free one.
+func TestLockCancelledContext(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "lock")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if unlock, err := Lock(ctx, p); !errors.Is(err, context.Canceled) {
+		if err == nil {
+			unlock()
+		}
+		t.Fatalf("Lock with a cancelled context = %v, want context.Canceled", err)
+	}
+	unlock, err := TryLock(p)
+	if err != nil {
+		t.Fatalf("the lock is held after a refused Lock: %v", err)
+	}
+	unlock()
+}

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
-// Package prefault maps the first megabyte of a process's Go heap in one
-// system call, for a short-lived process on a container's start path.
+// Package prefault maps the megabyte of Go heap above its own first
+// allocation up front, for a short-lived process on a container's start
+// path: the heap the process's packages and main will grow into.
 // Import it for its side effect, from the main package only:
 //
 //	import _ "github.com/northstar-oci/northstar/internal/prefault"
@@ -20,9 +21,11 @@
 // process faults as before.
 //
 // The package imports only syscall and unsafe, so that Go initialises it
-// before the packages whose own initialisation allocates (crypto, go-tpm,
-// net): package initialisation runs dependencies first, then in import
-// path order.
+// early: Go initialises, at each step, the first package in import path
+// order whose imports are initialised, and this one's are as soon as
+// syscall's are. In northstar-hook it comes after the runtime's own,
+// internal/godebug, encoding/base64, crypto and syscall, before go-tpm,
+// crypto's implementations and net (TestPrefaultInitialisedEarly).
 package prefault
 
 import (

@@ -56,6 +56,8 @@ func srkFromPublic(public []byte) (*srk, bool) {
 	if !ok || len(rest) != 0 {
 		return nil, false
 	}
+	// A copy of the template, whose parameters (a pointer in go-tpm's
+	// union) it shares: read-only, here and in go-tpm's session code.
 	pub := tpm2.ECCSRKTemplate
 	pub.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
 		X: tpm2.TPM2BECCParameter{Buffer: x},
