@@ -16,6 +16,8 @@ import (
 	"github.com/containerd/nri/pkg/stub"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/northstar-oci/northstar/internal/peercred"
 )
 
 // Options are what Run needs.
@@ -150,20 +152,12 @@ func peerPid(conn net.Conn) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var cred *unix.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	var pid int
+	var perr error
+	if err := raw.Control(func(fd uintptr) { pid, perr = peercred.PidFD(int(fd)) }); err != nil {
 		return 0, err
 	}
-	if serr != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", serr)
-	}
-	if cred.Pid <= 0 {
-		return 0, errors.New("SO_PEERCRED names no process (the runtime is in another pid namespace)")
-	}
-	return int(cred.Pid), nil
+	return pid, perr
 }
 
 // unwrap shortens "dial unix /x: connect: no such file or directory" to

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/northstar-oci/northstar/internal/peercred"
 	"github.com/northstar-oci/northstar/internal/procstat"
 )
 
@@ -143,13 +144,5 @@ func listenerPid(path string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("connect: %w", err)
 	}
-	cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-	if err != nil {
-		return 0, fmt.Errorf("peer credentials: %w", err)
-	}
-	if cred.Pid <= 0 {
-		// 0: the listener is in a pid namespace this process cannot see.
-		return 0, errors.New("the listening process is not in this pid namespace")
-	}
-	return int(cred.Pid), nil
+	return peercred.PidFD(fd)
 }

@@ -9,10 +9,9 @@ import (
 	"net"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
 	"github.com/northstar-oci/northstar/agent/control/shimstart"
+	"github.com/northstar-oci/northstar/internal/peercred"
 	"github.com/northstar-oci/northstar/internal/procstat"
 )
 
@@ -88,17 +87,14 @@ func serveShimStart(c *net.UnixConn, body []byte, reg Registrar) error {
 // lifecycle check is made against) is not the parent of the process that
 // asked: the peer names only itself.
 func checkAskerParent(c *net.UnixConn, parent int) error {
-	var pid int32
-	if err := sockopt(c, func(fd int) error {
-		cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
-		if err == nil {
-			pid = cred.Pid
-		}
+	var pid int
+	if err := sockopt(c, func(fd int) (err error) {
+		pid, err = peercred.PidFD(fd)
 		return err
 	}); err != nil {
 		return err
 	}
-	if p, err := procstat.Parent(int(pid)); err != nil || p != parent {
+	if p, err := procstat.Parent(pid); err != nil || p != parent {
 		return fmt.Errorf("the shim start names parent %d, not its asker's (pid %d)", parent, pid)
 	}
 	return nil

@@ -2,7 +2,12 @@
 
 package peercred
 
-import "testing"
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
 
 func TestAllowUID(t *testing.T) {
 	for _, c := range []struct {
@@ -12,5 +17,27 @@ func TestAllowUID(t *testing.T) {
 		if err := AllowUID(c.peer, c.self); (err == nil) != c.ok {
 			t.Errorf("AllowUID(%d, %d) = %v, want ok=%v", c.peer, c.self, err, c.ok)
 		}
+	}
+}
+
+// TestPidFD: the peer of a socket pair this process made is itself; a
+// descriptor that is no socket is an error.
+func TestPidFD(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if pid, err := PidFD(fds[0]); err != nil || pid != os.Getpid() {
+		t.Fatalf("PidFD = %d, %v; want %d", pid, err, os.Getpid())
+	}
+	f, err := os.CreateTemp(t.TempDir(), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if pid, err := PidFD(int(f.Fd())); err == nil {
+		t.Fatalf("PidFD of a regular file = %d, want an error", pid)
 	}
 }
