@@ -22,17 +22,14 @@ func Lock(ctx context.Context, path string) (unlock func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("wait for lock %s: %w", path, err)
 	}
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
-	}
 	// Uncontended, the usual case, the lock is taken here; only a wait
 	// needs the goroutine below (flock(2) cannot be interrupted by ctx).
-	if err := flockRetry(fd, unix.LOCK_EX|unix.LOCK_NB); err == nil {
-		return func() { unix.Close(fd) }, nil
-	} else if err != unix.EWOULDBLOCK {
-		unix.Close(fd)
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	if unlock, err := TryLock(path); !errors.Is(err, ErrHeld) {
+		return unlock, err
+	}
+	fd, err := openLock(path)
+	if err != nil {
+		return nil, err
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -57,9 +54,9 @@ var ErrHeld = errors.New("held by another process")
 // TryLock is Lock without waiting: ErrHeld when another open file
 // description holds the lock.
 func TryLock(path string) (unlock func(), err error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	fd, err := openLock(path)
 	if err != nil {
-		return nil, fmt.Errorf("open lock %s: %w", path, err)
+		return nil, err
 	}
 	if err := flockRetry(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		unix.Close(fd)
@@ -69,6 +66,16 @@ func TryLock(path string) (unlock func(), err error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { unix.Close(fd) }, nil
+}
+
+// openLock opens the lock file at path, created 0600 if missing, never
+// through a symlink.
+func openLock(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return -1, fmt.Errorf("open lock %s: %w", path, err)
+	}
+	return fd, nil
 }
 
 // flockRetry is flock(2), called again when a signal interrupts it.
