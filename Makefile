@@ -9,9 +9,10 @@ PKGS := ./...
 EXAMPLE := examples/mqtt
 CMDS := $(notdir $(patsubst %/main.go,%,$(wildcard cmd/*/main.go)))
 GOFLAGS_TEST ?= -count=1
-# The command with C in it (shim/fastpath), which scripts/build-shim.sh
-# builds for make build, make deb and the tests alike.
-CGO_CMDS := containerd-shim-northstar-v2
+# The commands with C in them (shim/fastpath, hook/agenthook/fastpath),
+# which scripts/build-cgo.sh builds for make build, make deb and the tests
+# alike.
+CGO_CMDS := containerd-shim-northstar-v2 northstar-agent-hook
 # Short fuzz runs of the parsers of untrusted input, part of `make test`.
 # A count, not a duration: with a duration Go 1.26's fuzz coordinator can
 # fail a clean run with "context deadline exceeded" at the deadline
@@ -33,9 +34,9 @@ build:
 	@# One go command for all of them: it loads the packages once and links
 	@# the binaries in parallel.
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(filter-out $(CGO_CMDS),$(CMDS)))
-	@# The shim's start has a fast path in C, run before the Go runtime
-	@# (shim/fastpath): cgo, linked static all the same.
-	GO=$(GO) scripts/build-shim.sh $(BIN)/containerd-shim-northstar-v2
+	@# The shim's start and the agent hook have a fast path in C, run
+	@# before the Go runtime: cgo, linked static all the same.
+	for c in $(CGO_CMDS); do GO=$(GO) scripts/build-cgo.sh $$c $(BIN)/$$c || exit 1; done
 
 # The Debian package, with nfpm (built once by scripts/install-tools.sh);
 # checked with lintian and installed by TestDebPackage.

@@ -50,6 +50,45 @@ func TestAgentHook(t *testing.T) {
 	}
 }
 
+// TestAgentHookFastPath: served by the agent, northstar-agent-hook starts
+// no thread and execs nothing (its C fast path, hook/agenthook/fastpath,
+// did the start before the Go runtime would have started), and the
+// container reads its secret; with NORTHSTAR_AGENT_HOOK_NO_FAST_PATH=1 in
+// the hook's environment the Go hook serves it, and its threads show.
+func TestAgentHookFastPath(t *testing.T) {
+	requires(t, "runc", "strace")
+	e, sock := apiEnv(t)
+	startAgent(t, e, sock)
+	lone := loneAgentHook(t, e.dir)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		fast bool
+	}{{"fast path", nil, true}, {"Go hook", []string{"NORTHSTAR_AGENT_HOOK_NO_FAST_PATH=1"}, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBundle(t, e.dir, false, "test -S /run/northstar/api/api.sock && cat /run/northstar/secret").withHookBinary(lone, "createRuntime", e.config)
+			b.spec.Hooks.CreateRuntime[0].Env = tc.env
+			trace := filepath.Join(t.TempDir(), "strace")
+			r := b.runWrapped(t, "runc", "strace", "-f", "-o", trace, "-e", "trace=execve,clone,clone3,fork,vfork")
+			if r.err != nil || strings.TrimSpace(r.stdout) != e.secretHex(t) {
+				t.Fatalf("container through northstar-agent-hook did not read the secret and find its API socket:\n%s", r)
+			}
+			data, err := os.ReadFile(trace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log := straceLog(data)
+			hooks := log.execsOf(filepath.Base(lone), "")
+			if len(hooks) != 1 {
+				t.Fatalf("traced %d runs of the hook, want 1:\n%s", len(hooks), log)
+			}
+			if h := hooks[0]; h.next != "" || (h.threads == 0) != tc.fast {
+				t.Errorf("the hook started %d threads and exec'd %q; want the fast path %v:\n%s", h.threads, h.next, tc.fast, log)
+			}
+		})
+	}
+}
+
 // TestAgentHookFallsBack: where the agent does not serve a start (none
 // runs; it runs with another config file), northstar-agent-hook becomes
 // northstar-hook, which does the start itself; alone in its directory it

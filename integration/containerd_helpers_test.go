@@ -27,10 +27,7 @@ var shimBinary = sync.OnceValues(func() (string, error) {
 	out := filepath.Join(bins.dir, "containerd-shim-northstar-v2")
 	// As make build links it (cgo for its C fast path, static), and as an
 	// install writes it.
-	if b, err := exec.Command("../scripts/build-shim.sh", out).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("scripts/build-shim.sh: %v\n%s", err, b)
-	}
-	return out, rewriteAsInstalled(out)
+	return out, buildCgo("containerd-shim-northstar-v2", out)
 })
 
 // requiresContainerd checks what scripts/rootless-containerd.sh needs.

@@ -68,13 +68,27 @@ func testMain(m *testing.M) int {
 	bins.hook = filepath.Join(dir, "northstar-hook")
 	bins.ctl = filepath.Join(dir, "northstarctl")
 	bins.agentHook = filepath.Join(dir, "northstar-agent-hook")
-	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl", bins.agentHook: "./cmd/northstar-agent-hook"} {
+	for out, pkg := range map[string]string{bins.hook: "./cmd/northstar-hook", bins.ctl: "./cmd/northstarctl"} {
 		if err := buildStatic("..", pkg, out); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 	}
+	if err := buildCgo("northstar-agent-hook", bins.agentHook); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
+}
+
+// buildCgo builds the command cmd, which has a fast path in C, into out
+// as make build links it (scripts/build-cgo.sh: cgo, static), and writes
+// it as an install would (rewriteAsInstalled).
+func buildCgo(cmd, out string) error {
+	if b, err := exec.Command("../scripts/build-cgo.sh", cmd, out).CombinedOutput(); err != nil {
+		return fmt.Errorf("scripts/build-cgo.sh %s: %v\n%s", cmd, err, b)
+	}
+	return rewriteAsInstalled(out)
 }
 
 // buildStatic builds the Go package pkg of the module in dir into out as a

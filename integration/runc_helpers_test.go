@@ -310,6 +310,13 @@ func (b *bundle) runcRun(t *testing.T) result {
 // which share the command line), rootful.
 func (b *bundle) runWith(t *testing.T, runtime string) result {
 	t.Helper()
+	return b.runWrapped(t, runtime)
+}
+
+// runWrapped is runWith with the runtime's command run by wrap (a
+// command and its arguments, before the runtime's argv): strace, say.
+func (b *bundle) runWrapped(t *testing.T, runtime string, wrap ...string) result {
+	t.Helper()
 	b.write(t)
 	id := fmt.Sprintf("ns-it-%d-%d", os.Getpid(), containerSeq.Add(1))
 	argv := []string{runtime, "--root", filepath.Join(filepath.Dir(b.dir), runtime+"-root")}
@@ -322,7 +329,8 @@ func (b *bundle) runWith(t *testing.T, runtime string) result {
 			`umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"`, "sh"}, argv...)
 	}
 	t.Cleanup(func() { _ = exec.Command(argv[0], append(argv[1:], "delete", "-f", id)...).Run() })
-	return run(t, exec.Command(argv[0], append(argv[1:], "run", "--bundle", b.dir, id)...))
+	runArgv := append(append(wrap[:len(wrap):len(wrap)], argv...), "run", "--bundle", b.dir, id)
+	return run(t, exec.Command(runArgv[0], runArgv[1:]...))
 }
 
 // isSecretHex reports whether s is exactly 64 lowercase hex characters.

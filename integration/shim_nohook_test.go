@@ -460,18 +460,24 @@ func (tr *execTrace) stop(t *testing.T) straceLog {
 // straceLog is `strace -f -o` output: each line the tid, then the call.
 type straceLog string
 
-// wrapperStart is one `containerd-shim-northstar-v2 ... start` process:
-// the threads its pid started and what it exec'd next.
-type wrapperStart struct {
+// execed is one process that exec'd a binary: the threads it started
+// and what it exec'd next ("" if nothing).
+type execed struct {
 	pid     string
 	threads int
 	next    string
 }
 
 // wrapperStarts finds the wrapper's `start` processes.
-func (l straceLog) wrapperStarts() []wrapperStart {
-	var starts []*wrapperStart
-	open := map[string]*wrapperStart{} // by tid (the process's and its threads'), until its next exec
+func (l straceLog) wrapperStarts() []execed {
+	return l.execsOf("containerd-shim-northstar-v2", "start")
+}
+
+// execsOf finds the processes that exec'd a binary named name, with
+// lastArg as their last argument ("": any).
+func (l straceLog) execsOf(name, lastArg string) []execed {
+	var starts []*execed
+	open := map[string]*execed{} // by tid (the process's and its threads'), until its next exec
 	for _, line := range strings.Split(string(l), "\n") {
 		tid, call, ok := strings.Cut(strings.TrimSpace(line), " ")
 		if !ok {
@@ -491,8 +497,8 @@ func (l straceLog) wrapperStarts() []wrapperStart {
 					}
 				}
 			}
-			if filepath.Base(path) == "containerd-shim-northstar-v2" && strings.Contains(call, "\"start\"]") {
-				w := &wrapperStart{pid: tid}
+			if filepath.Base(path) == name && (lastArg == "" || strings.Contains(call, strconv.Quote(lastArg)+"]")) {
+				w := &execed{pid: tid}
 				starts, open[tid] = append(starts, w), w
 			}
 		case strings.Contains(call, "clone") || strings.HasPrefix(call, "fork") || strings.HasPrefix(call, "vfork"):
@@ -510,7 +516,7 @@ func (l straceLog) wrapperStarts() []wrapperStart {
 			}
 		}
 	}
-	out := make([]wrapperStart, len(starts))
+	out := make([]execed, len(starts))
 	for i, w := range starts {
 		out[i] = *w
 	}

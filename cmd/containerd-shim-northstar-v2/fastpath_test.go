@@ -39,8 +39,8 @@ func newFastPathSite(t *testing.T) *fastPathSite {
 	s := &fastPathSite{dir: dir, bin: filepath.Join(dir, "containerd-shim-northstar-v2"), sock: filepath.Join(dir, "agent.sock"),
 		config: filepath.Join(dir, "config.toml"), delegate: filepath.Join(dir, "delegate"), ran: filepath.Join(dir, "ran")}
 	// As make build links it: the fast path is C.
-	if out, err := exec.Command("../../scripts/build-shim.sh", s.bin).CombinedOutput(); err != nil {
-		t.Fatalf("scripts/build-shim.sh: %v\n%s", err, out)
+	if out, err := exec.Command("../../scripts/build-cgo.sh", "containerd-shim-northstar-v2", s.bin).CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build-cgo.sh: %v\n%s", err, out)
 	}
 	script := "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\" > " + s.ran + "\n"
 	if err := os.WriteFile(s.delegate, []byte(script), 0o755); err != nil {

@@ -2,7 +2,9 @@
 
 // Command northstar-agent-hook is the OCI hook for hosts where the agent
 // runs: the agent does the hook's work, and where it does not, this
-// becomes northstar-hook. See package hook/agenthook.
+// becomes northstar-hook. See package hook/agenthook; where the agent
+// serves the start, the C of hook/agenthook/fastpath does it all before
+// the Go runtime starts.
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"os"
 
 	"github.com/northstar-oci/northstar/hook/agenthook"
+	_ "github.com/northstar-oci/northstar/hook/agenthook/fastpath" // the start before the Go runtime's
 )
 
 func main() {

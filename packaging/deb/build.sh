@@ -36,13 +36,15 @@ nfpm=$("$top/scripts/install-tools.sh" --print nfpm)
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-for b in northstar-hook northstar-agent-hook northstarctl northstar-runtime; do
+for b in northstar-hook northstarctl northstar-runtime; do
 	(cd "$top" && CGO_ENABLED=0 "${GO:-go}" build -trimpath -ldflags '-s -w' -o "$stage/$b" "./cmd/$b") ||
 		die "go build ./cmd/$b failed"
 done
-# The shim's start has a fast path in C (shim/fastpath): cgo, static.
-"$top/scripts/build-shim.sh" "$stage/containerd-shim-northstar-v2" '-s -w' ||
-	die "go build ./cmd/containerd-shim-northstar-v2 failed"
+# The shim's start and the agent hook have a fast path in C
+# (shim/fastpath, hook/agenthook/fastpath): cgo, static.
+for b in containerd-shim-northstar-v2 northstar-agent-hook; do
+	"$top/scripts/build-cgo.sh" "$b" "$stage/$b" '-s -w' || die "go build ./cmd/$b failed"
+done
 # The unit of the source tree, with Debian's paths.
 sed 's|/usr/local/bin/|/usr/bin/|g' "$top/contrib/systemd/northstar-agent.service" >"$stage/northstar-agent.service"
 cp "$here"/nfpm.yaml "$here"/northstar.json "$here"/config.toml "$here"/copyright "$here"/lintian-overrides \

@@ -14,8 +14,10 @@
 // environment containerd passes cannot preload anything into it.
 package fastpath
 
-// #cgo CFLAGS: -O2 -Wall -Wextra -Wno-unused-parameter -std=gnu11
+// #cgo CFLAGS: -O2 -Wall -Wextra -Wno-unused-parameter -std=gnu11 -I${SRCDIR}/../../internal/prestart
 import "C"
+
+import _ "github.com/northstar-oci/northstar/internal/prestart" // the C it calls
 
 // Enabled reports whether this build has the fast path.
 const Enabled = true

@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// The fast path of northstar-agent-hook, run before the Go runtime starts
+// (an ELF constructor, as the shim's fast path and runc's nsexec are): a
+// Go process costs this VM about 4.5 ms before main runs, more than the
+// hook row allows the hook's whole work above a Go hook that only reads
+// its state (docs/performance.md, "The agent hook's fast path").
+//
+// It does what package hook/agenthook's Run does when the agent serves
+// the start: reads the state on stdin, finds the config (--config, else
+// as config/peek.Discover does) and [agent] socket in it, refuses a
+// host-wide hook file run by a rootless user, sends the agent the config's
+// absolute path, its parent's pid (the runtime) and the state, and exits
+// 0 when the agent served the start, 1 with "northstar-agent-hook: ..."
+// when the agent failed it. Everything else is the Go hook's: anything
+// not as expected before the agent took the request (an argument this
+// reader does not know, no config or a line of it it does not
+// understand, no agent, the agent closing unanswered) and an agent that
+// does not serve the start (the Go hook asks again, and becomes
+// northstar-hook). The state goes back to the Go hook on stdin, in a
+// memfd, as the Go hook hands it to northstar-hook.
+//
+// It writes nothing to stdout and allocates nothing: bounded buffers,
+// static where they are large.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "prestart.h"
+
+// glibc passes a constructor (argc, argv, envp), static or dynamic; musl
+// passes nothing.
+#ifndef __GLIBC__
+#error "hook/agenthook/fastpath needs glibc: its constructor reads argc and argv"
+#endif
+
+#define MAX_STATE (64 * 1024)   /* agenthook.maxState */
+#define MAX_REQUEST (72 * 1024) /* hookstart.MaxRequest */
+#define ANSWER_MAX (16 * 1024)  /* what hookstart.Ask reads */
+#define TIMEOUT_SECONDS 5       /* agenthook.timeout */
+
+static char state[MAX_STATE + 1];
+static char request[MAX_REQUEST];
+
+static void fail(const char *fmt, ...)
+{
+	char msg[ANSWER_MAX + NS_PATH_BUF + 64];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	dprintf(STDERR_FILENO, "northstar-agent-hook: %s\n", msg);
+	_exit(1);
+}
+
+// read_state reads stdin to its end, at most MAX_STATE + 1 bytes (one
+// more than the Go hook takes, so that it refuses the same states).
+static size_t read_state(void)
+{
+	size_t n = 0;
+	while (n < sizeof(state)) {
+		ssize_t r = read(STDIN_FILENO, state + n, sizeof(state) - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			fail("read state: %s", strerror(errno));
+		if (r == 0)
+			break;
+		n += r;
+	}
+	return n;
+}
+
+// give_back leaves the n bytes of state read on stdin again, in a memfd,
+// for the Go hook to read.
+static void give_back(size_t n)
+{
+	int fd = memfd_create("northstar-state", MFD_CLOEXEC);
+	if (fd < 0)
+		fail("memfd for the state: %s", strerror(errno));
+	for (size_t off = 0; off < n;) {
+		ssize_t w = write(fd, state + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			fail("memfd for the state: %s", strerror(errno));
+		off += w;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, STDIN_FILENO) < 0)
+		fail("memfd for the state: %s", strerror(errno));
+	close(fd);
+}
+
+// parse_args reads the hook's arguments as agenthook's flag set does,
+// for the forms hook files use: --config PATH (or -config, or =PATH) and
+// --host-wide. 0 for anything else, which the Go hook reads.
+static int parse_args(int argc, char **argv, const char **config, int *host_wide)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || a[1] == 0 || strcmp(a, "--") == 0)
+			return 0;
+		const char *name = a + 1 + (a[1] == '-');
+		const char *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		if (len == 6 && strncmp(name, "config", 6) == 0) {
+			if (eq)
+				*config = eq + 1;
+			else if (i + 1 < argc)
+				*config = argv[++i];
+			else
+				return 0;
+		} else if (!eq && strcmp(name, "host-wide") == 0)
+			*host_wide = 1;
+		else
+			return 0;
+	}
+	return 1;
+}
+
+// host_root is idmap.HostUID() == 0: this process's uid, as the parent
+// user namespace sees it, is root.
+static int host_root(void)
+{
+	char buf[4096];
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	if (!f)
+		return 0;
+	unsigned long euid = geteuid(), inside, outside, count;
+	int root = 0;
+	while (fgets(buf, sizeof(buf), f))
+		if (sscanf(buf, " %lu %lu %lu", &inside, &outside, &count) == 3 && euid >= inside && euid - inside < count) {
+			root = outside + (euid - inside) == 0;
+			break;
+		}
+	fclose(f);
+	return root;
+}
+
+// ask is agenthook's ask up to the agent's answer: the answer's length in
+// answer, 0 when the Go hook should do the start (nothing reached the
+// agent, or it did not act on the request).
+static ssize_t ask(int argc, char **argv, size_t n, char *answer, size_t size, char *socket_path)
+{
+	const char *flag = NULL;
+	int host_wide = 0;
+	char config[NS_PATH_BUF];
+	if (n > MAX_STATE || !parse_args(argc, argv, &flag, &host_wide) || (host_wide && !host_root()) ||
+	    !ns_config_path(flag, config, sizeof(config)) || !ns_agent_socket(config, socket_path, NS_PATH_BUF))
+		return 0;
+	int head = snprintf(request, sizeof(request), "H%s%c%d%c", config, 0, (int)getppid(), 0);
+	if (head <= 0 || (size_t)head + n > sizeof(request))
+		return 0;
+	memcpy(request + head, state, n);
+	int fd = ns_ask(socket_path, request, head + n, TIMEOUT_SECONDS);
+	if (fd < 0)
+		return 0;
+	ssize_t r = ns_answer(fd, answer, size);
+	if (r < 0)
+		fail("the agent at %s gave no answer: %s", socket_path, strerror(errno));
+	return r;
+}
+
+__attribute__((constructor)) static void northstar_agent_hook_fast_path(int argc, char **argv, char **envp)
+{
+	if (getenv("NORTHSTAR_AGENT_HOOK_NO_FAST_PATH"))
+		return;
+	size_t n = read_state();
+	char answer[ANSWER_MAX + 1], socket_path[NS_PATH_BUF];
+	ssize_t r = ask(argc, argv, n, answer, sizeof(answer), socket_path);
+	if (r > ANSWER_MAX || (r > 0 && answer[0] != 'y' && answer[0] != 'n' && answer[0] != 'e'))
+		fail("the agent at %s gave a malformed answer", socket_path);
+	if (r > 0 && answer[0] == 'y')
+		_exit(0);
+	if (r > 0 && answer[0] == 'e')
+		fail("%s", answer + 1);
+	give_back(n);
+}

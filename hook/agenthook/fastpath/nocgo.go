@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: Apache-2.0
+
+//go:build !cgo
+
+package fastpath
+
+// Enabled reports whether this build has the fast path.
+const Enabled = false

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+
+// What the C fast paths share (package internal/prestart): the config's
+// agent socket and one exchange with the agent, before the Go runtime
+// starts. Functions return 0 or -1 where the caller should leave the
+// work to its Go code, which reads the config with the real parser and
+// says what is wrong.
+
+#ifndef NORTHSTAR_PRESTART_H
+#define NORTHSTAR_PRESTART_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define NS_PATH_BUF 4096
+
+// ns_clean_abs reports whether p is an absolute path as filepath.Clean
+// leaves it.
+int ns_clean_abs(const char *p);
+
+// ns_config_path is config/peek.Discover(flag) made absolute as
+// filepath.Abs makes it: flag, else NORTHSTAR_CONFIG, else the rootful or
+// rootless default; a relative path is taken from the working directory.
+// 1 and the path in out; 0 when it is not a clean absolute path that
+// fits (the Go code cleans it, and "dir/../x" under a symlink would name
+// another file than the one it loads).
+int ns_config_path(const char *flag, char *out, size_t size);
+
+// ns_agent_socket finds [agent] socket in the config file at path: 1 and
+// the socket's path in out when the file is readable (at most
+// config.Load's 64 KiB) and the line has the simplest form; 0 otherwise.
+int ns_agent_socket(const char *path, char *out, size_t size);
+
+// ns_ask connects to the agent at socket_path (SOCK_SEQPACKET), checks
+// that it runs as root of this user namespace or as this user
+// (internal/peercred), and sends msg as one message; send and receive
+// time out after timeout_seconds. The connected socket, or -1 when
+// nothing reached the agent.
+int ns_ask(const char *socket_path, const void *msg, size_t len, int timeout_seconds);
+
+// ns_answer receives the agent's answer on fd, closes fd, and leaves the
+// answer in buf NUL-terminated: its length; 0 when the agent closed
+// unanswered (an agent that refused the peer or does not know the
+// request: it did not act on it); size when it is longer than buf holds;
+// -1 with errno when none came.
+ssize_t ns_answer(int fd, char *buf, size_t size);
+
+#endif
