@@ -13,6 +13,11 @@
 // state), which does the start itself as it would have without this one.
 // What the agent answers once it took the request is final: its errors
 // fail the start, as the hook's own would.
+//
+// The command runs a C fast path first (package agenthook/fastpath),
+// which does what Run does for a start the agent serves before the Go
+// runtime starts; Run gets what it leaves, with the state back on stdin.
+// The constants below are the C's too: a change here is one there.
 package agenthook
 
 import (
