@@ -7,18 +7,18 @@
 // its state (docs/performance.md, "The agent hook's fast path").
 //
 // It does what package hook/agenthook's Run does when the agent serves
-// the start: reads the state on stdin, finds the config (--config, else
-// as config/peek.Discover does) and [agent] socket in it, refuses a
-// host-wide hook file run by a rootless user, sends the agent the config's
-// absolute path, its parent's pid (the runtime) and the state, and exits
-// 0 when the agent served the start, 1 with "northstar-agent-hook: ..."
-// when the agent failed it. Everything else is the Go hook's: anything
-// not as expected before the agent took the request (an argument this
-// reader does not know, no config or a line of it it does not
-// understand, no agent, the agent closing unanswered) and an agent that
-// does not serve the start (the Go hook asks again, and becomes
-// northstar-hook). The state goes back to the Go hook on stdin, in a
-// memfd, as the Go hook hands it to northstar-hook.
+// the start: finds the config (--config, else as config/peek.Discover
+// does) and [agent] socket in it, reads the state on stdin, sends the
+// agent the config's absolute path, its parent's pid (the runtime) and
+// the state, and exits 0 when the agent served the start, 1 with
+// "northstar-agent-hook: ..." when the agent failed it. Everything else
+// is the Go hook's. Before it reads stdin: an argument this reader does
+// not know, a host-wide hook file run by a rootless user, no config or a
+// line of it it does not understand; it returns and has touched nothing.
+// After: a state too long, no agent, the agent closing unanswered, and an
+// agent that does not serve the start (the Go hook asks again, and
+// becomes northstar-hook); the state goes back to the Go hook on stdin,
+// in a memfd, as the Go hook hands it to northstar-hook.
 //
 // It writes nothing to stdout and allocates nothing: bounded buffers,
 // static where they are large.
@@ -143,17 +143,23 @@ static int host_root(void)
 	return root;
 }
 
-// ask is agenthook's ask up to the agent's answer: the answer's length in
-// answer, 0 when the Go hook should do the start (nothing reached the
-// agent, or it did not act on the request).
-static ssize_t ask(int argc, char **argv, size_t n, char *answer, size_t size, char *socket_path)
+// find_agent is agenthook's ask up to the request: 1, the config's
+// absolute path in config and the agent's socket in socket_path, when the
+// arguments and the config are as this reader expects; 0 otherwise, with
+// stdin untouched.
+static int find_agent(int argc, char **argv, char *config, char *socket_path)
 {
 	const char *flag = NULL;
 	int host_wide = 0;
-	char config[NS_PATH_BUF];
-	if (n > MAX_STATE || !parse_args(argc, argv, &flag, &host_wide) || (host_wide && !host_root()) ||
-	    !ns_config_path(flag, config, sizeof(config)) || !ns_agent_socket(config, socket_path, NS_PATH_BUF))
-		return 0;
+	return parse_args(argc, argv, &flag, &host_wide) && (!host_wide || host_root()) &&
+	       ns_config_path(flag, config, NS_PATH_BUF) && ns_agent_socket(config, socket_path, NS_PATH_BUF);
+}
+
+// ask sends the request with the n bytes of state and returns the answer's
+// length in answer: 0 when the Go hook should do the start (nothing
+// reached the agent, or it did not act on the request).
+static ssize_t ask(const char *config, const char *socket_path, size_t n, char *answer, size_t size)
+{
 	int head = snprintf(request, sizeof(request), "H%s%c%d%c", config, 0, (int)getppid(), 0);
 	if (head <= 0 || (size_t)head + n > sizeof(request))
 		return 0;
@@ -169,11 +175,11 @@ static ssize_t ask(int argc, char **argv, size_t n, char *answer, size_t size, c
 
 __attribute__((constructor)) static void northstar_agent_hook_fast_path(int argc, char **argv, char **envp)
 {
-	if (getenv("NORTHSTAR_AGENT_HOOK_NO_FAST_PATH"))
+	char config[NS_PATH_BUF], socket_path[NS_PATH_BUF], answer[ANSWER_MAX + 1];
+	if (getenv("NORTHSTAR_AGENT_HOOK_NO_FAST_PATH") || !find_agent(argc, argv, config, socket_path))
 		return;
 	size_t n = read_state();
-	char answer[ANSWER_MAX + 1], socket_path[NS_PATH_BUF];
-	ssize_t r = ask(argc, argv, n, answer, sizeof(answer), socket_path);
+	ssize_t r = n > MAX_STATE ? 0 : ask(config, socket_path, n, answer, sizeof(answer));
 	if (r > ANSWER_MAX || (r > 0 && answer[0] != 'y' && answer[0] != 'n' && answer[0] != 'e'))
 		fail("the agent at %s gave a malformed answer", socket_path);
 	if (r > 0 && answer[0] == 'y')
