@@ -30,7 +30,7 @@ func reportAgainstFloor(what string, r againstFloor, target float64, notes ...st
 }
 
 // benchAgainstFloor times `runc run` of the bundle hooked makes against a
-// bare one and one with the floor hook, benchPairs rounds after
+// bare one and one with the floor hook, tightPairs rounds after
 // benchWarmup, each round running the three in one of the six orders in
 // turn, so that no side always follows the same other.
 func benchAgainstFloor(t *testing.T, e *env, hooked func() *bundle) againstFloor {
@@ -61,7 +61,7 @@ func benchAgainstFloor(t *testing.T, e *env, hooked func() *bundle) againstFloor
 		}
 	}
 	var r againstFloor
-	for i := range benchPairs {
+	for i := range tightPairs {
 		var took [3]float64
 		for _, k := range orders[i%len(orders)] {
 			took[k] = timeOne(bundles[k])

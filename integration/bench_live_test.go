@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/northstar-oci/northstar/agent/control"
-	"github.com/northstar-oci/northstar/internal/benchstat"
 )
 
 // The rows of DESIGN.md §7 for live rotation: how long after
@@ -56,7 +55,7 @@ func agentStartPairs(t *testing.T, tpm tpmDevice, aConfig, bConfig string) pairs
 		}
 	}
 	a, b := side(aConfig), side(bConfig)
-	return interleave(t, max(benchPairs, 3*benchstat.MinPairs), a, b)
+	return interleave(t, tightPairs, a, b)
 }
 
 // TestBenchLiveRotation100: 100 running runc containers. Target: 1 s.

@@ -109,15 +109,6 @@ func (sb *shimBench) run(t *testing.T, runtime string) (started, deleted float64
 // running (see shimBench). The start row is DESIGN.md §7's; the same pairs
 // timed until the container is deleted add the wrapper's second exec, for
 // `delete`.
-// shimPairs is the pairs of the shim row: four times benchPairs. A start
-// through containerd varies by several percent from one start to the
-// next (the pairs' ratios have an IQR of 0.06-0.09), so the median of 41
-// pairs moved by ±0.02 from run to run (1.030-1.069 in twenty runs on
-// 2026-12-06), as much as the row's margin; 164 pairs halve that, and
-// make bench's verdict on the row stops being a toss. The expected ratio
-// is the same.
-var shimPairs = 4 * benchPairs
-
 func TestBenchShimOverhead(t *testing.T) {
 	sb := newShimBench(t)
 	served := sb.tpm.servedByAgent()
@@ -129,7 +120,7 @@ func TestBenchShimOverhead(t *testing.T) {
 			return s
 		}
 	}
-	started := interleaveTimed(t, shimPairs, side(plainRuntime, &deleted.a), side(northstarRuntime, &deleted.b))
+	started := interleaveTimed(t, tightPairs, side(plainRuntime, &deleted.a), side(northstarRuntime, &deleted.b))
 	deleted.a, deleted.b = deleted.a[benchWarmup:], deleted.b[benchWarmup:] // the warm-up's
 	what := fmt.Sprintf("container start (containerd Go client, rootless containerd %s, agent running) through the northstar shim / the plain runc shim (`%s`)",
 		containerdVersion(), plainRuntime)
