@@ -55,6 +55,7 @@ func benchAgainstFloor(t *testing.T, e *env, hooked func() *bundle) againstFloor
 		}
 		return msSince(start)
 	}
+	settle(t)
 	for range benchWarmup {
 		for _, b := range bundles {
 			timeOne(b)
