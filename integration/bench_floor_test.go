@@ -16,11 +16,16 @@ import (
 // `runc run` of a busybox container without a hook (bare), with the
 // static Go hook that only reads its state (floor: integration/hookfloor,
 // the least any hook written in Go costs) and with northstar's hook.
-type againstFloor struct{ bare, floor, hook []float64 }
+type againstFloor struct {
+	bare, floor, hook []float64
+	unsettled         string // settle's note
+}
 
 // hookVsFloor is the hook / floor hook pairs, hookVsBare hook / bare.
-func (r againstFloor) hookVsFloor() pairs { return pairs{a: r.floor, b: r.hook} }
-func (r againstFloor) hookVsBare() pairs  { return pairs{a: r.bare, b: r.hook} }
+func (r againstFloor) hookVsFloor() pairs {
+	return pairs{a: r.floor, b: r.hook, unsettled: r.unsettled}
+}
+func (r againstFloor) hookVsBare() pairs { return pairs{a: r.bare, b: r.hook, unsettled: r.unsettled} }
 
 // reportAgainstFloor adds a hook row: the hook / the floor hook, met at
 // target, and beside it the hook / a bare start, reported.
@@ -55,13 +60,13 @@ func benchAgainstFloor(t *testing.T, e *env, hooked func() *bundle) againstFloor
 		}
 		return msSince(start)
 	}
-	settle(t)
+	unsettled := settle(t)
 	for range benchWarmup {
 		for _, b := range bundles {
 			timeOne(b)
 		}
 	}
-	var r againstFloor
+	r := againstFloor{unsettled: unsettled}
 	for i := range tightPairs {
 		var took [3]float64
 		for _, k := range orders[i%len(orders)] {

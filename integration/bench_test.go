@@ -103,7 +103,12 @@ func addRow(r benchRow) {
 
 // pairs are the two sides of an interleaved comparison, in milliseconds:
 // a[i] and b[i] were measured next to each other.
-type pairs struct{ a, b []float64 }
+// pairs are a row's two sides, timed in turns; unsettled says why the
+// machine was not idle when the row began (settle), "" when it was.
+type pairs struct {
+	a, b      []float64
+	unsettled string
+}
 
 func (p pairs) ratios() benchstat.Summary { return benchstat.Summarize(benchstat.Ratios(p.a, p.b)) }
 
@@ -120,8 +125,8 @@ func reportRatioOnly(what string, p pairs, notes ...string) {
 
 func ratioResult(p pairs) string {
 	s := p.ratios()
-	return fmt.Sprintf("**%.3f** (IQR %.3f–%.3f, min %.3f, max %.3f); medians %s vs %s, %d pairs",
-		s.Median, s.P25, s.P75, s.Min, s.Max, ms(benchstat.Percentile(p.b, 0.5)), ms(benchstat.Percentile(p.a, 0.5)), s.N)
+	return fmt.Sprintf("**%.3f** (IQR %.3f–%.3f, min %.3f, max %.3f); medians %s vs %s, %d pairs%s",
+		s.Median, s.P25, s.P75, s.Min, s.Max, ms(benchstat.Percentile(p.b, 0.5)), ms(benchstat.Percentile(p.a, 0.5)), s.N, p.unsettled)
 }
 
 // interleave times a and b alternately n times, after benchWarmup pairs,
@@ -147,12 +152,12 @@ func interleave(t *testing.T, n int, a, b func() error) pairs {
 // leave their set-up or clean-up out) and return milliseconds.
 func interleaveTimed(t *testing.T, n int, a, b func() float64) pairs {
 	t.Helper()
-	settle(t)
+	unsettled := settle(t)
 	for range benchWarmup {
 		a()
 		b()
 	}
-	var p pairs
+	p := pairs{unsettled: unsettled}
 	for i := range n {
 		var ta, tb float64
 		if i%2 == 0 {
@@ -169,13 +174,13 @@ func interleaveTimed(t *testing.T, n int, a, b func() float64) pairs {
 
 // settle waits, before a row's warm-up, until the machine is idle: its
 // CPUs at least 85 % idle over half a second (/proc/stat), for at most
-// 30 s. A row leaves work behind it for seconds after its test ended (the
+// 30 s. It returns "" when they were, else a note for the row's result. A row leaves work behind it for seconds after its test ended (the
 // kernel and the daemons tearing down its containers' cgroups, mounts and
 // processes): the TPM row read 1.102 twice right after the shim row and
 // 1.067 and 1.078 alone (2026-12-06). Interleaving spreads that load over
 // both sides, but not evenly: the side with more processes on the start's
 // path (a hook, swtpm) pays more for it.
-func settle(t *testing.T) {
+func settle(t *testing.T) string {
 	t.Helper()
 	const want, most = 0.85, 30 * time.Second
 	start := time.Now()
@@ -185,11 +190,12 @@ func settle(t *testing.T) {
 			t.Fatal(err)
 		}
 		if idle >= want {
-			return
+			return ""
 		}
 		if time.Since(start) > most {
-			t.Logf("the machine did not settle in %v (CPUs %.0f%% idle); measuring anyway", most, 100*idle)
-			return
+			note := fmt.Sprintf("; begun on a busy machine (the CPUs %.0f %% idle after %v)", 100*idle, most)
+			t.Log(note[2:])
+			return note
 		}
 	}
 }

@@ -256,6 +256,18 @@ func TestFastPathAsksOnlyWhenSure(t *testing.T) {
 			t.Errorf("%s: the agent was asked %d times (delegate ran: %v); stderr %q", c.name, n, s.delegateRan(t) != nil, r.stderr)
 		}
 	}
+	// A relative NORTHSTAR_CONFIG, which the Go wrapper refuses: not
+	// taken from the working directory (the bundle).
+	if err := os.WriteFile(filepath.Join(bundle, "rel.toml"), []byte("[agent]\nsocket = "+sock+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel := exec.Command(s.bin, "-id", "ctr-1", "start")
+	rel.Dir, rel.Env = bundle, append(os.Environ(), "NORTHSTAR_CONFIG=rel.toml")
+	out, err := rel.CombinedOutput()
+	if n := len(s.requests()); n != 0 || err == nil || !strings.Contains(string(out), "not an absolute path") {
+		t.Errorf("a relative NORTHSTAR_CONFIG: the agent was asked %d times; %v, %q", n, err, out)
+	}
+
 	// The same config, read whole: served.
 	s.writeConfig(t, "sealer = \"tpm\" # a comment\n\n[agent]\r\n  socket='"+s.sock+"'\n")
 	s.setAnswer(func(shimstart.Request) []byte { return shimstart.Answer(s.delegate, true, nil) })

@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/northstar-oci/northstar/agent/control/hookstart"
 	"github.com/northstar-oci/northstar/hook/agenthook/fastpath"
@@ -27,6 +29,7 @@ type fastPathSite struct {
 	mu                          sync.Mutex
 	got                         []hookstart.Request
 	answer                      []byte // nil: close unanswered
+	silent                      bool   // hold the connection, never answer
 }
 
 func newFastPathSite(t *testing.T) *fastPathSite {
@@ -71,8 +74,12 @@ func (s *fastPathSite) serve() {
 			req, derr := hookstart.Decode(buf[1:n])
 			s.mu.Lock()
 			s.got = append(s.got, req)
-			answer := s.answer
+			answer, silent := s.answer, s.silent
 			s.mu.Unlock()
+			if silent {
+				defer c.Close() // when the listener closes
+				continue
+			}
 			if derr == nil && answer != nil {
 				c.Write(answer)
 			}
@@ -176,14 +183,39 @@ func TestFastPath(t *testing.T) {
 	if r := s.hook(t, state, "/", nil, "--config", s.config); r.err == nil || r.stderr != "northstar-agent-hook: the agent at "+s.sock+" gave a malformed answer\n" {
 		t.Errorf("a malformed answer: %v, stderr %q", r.err, r.stderr)
 	}
+	// An error longer than the Go hook reads: cut where it cuts it.
+	long := strings.Repeat("x", 20<<10)
+	s.setAnswer(hookstart.Answer(true, errors.New(long)))
+	if r := s.hook(t, state, "/", nil, "--config", s.config); r.err == nil || r.stderr != "northstar-agent-hook: "+long[:hookstart.MaxAnswer-1]+"\n" {
+		t.Errorf("a long error: %v, stderr of %d bytes", r.err, len(r.stderr))
+	}
+}
+
+// TestFastPathAgentSilent: an agent that took the request and never
+// answers fails the start after the Go hook's timeout, on one line.
+func TestFastPathAgentSilent(t *testing.T) {
+	s := newFastPathSite(t)
+	s.setAnswer(nil)
+	s.mu.Lock()
+	s.silent = true
+	s.mu.Unlock()
+	start := time.Now()
+	r := s.hook(t, []byte("{}"), "/", nil, "--config", s.config)
+	if took := time.Since(start); r.err == nil || r.stderr != "northstar-agent-hook: the agent at "+s.sock+" gave no answer: Resource temporarily unavailable\n" || took < 5*time.Second || took > 8*time.Second {
+		t.Errorf("a silent agent: %v after %v, stderr %q", r.err, took, r.stderr)
+	}
+	if s.hookRan(t) != nil {
+		t.Error("a silent agent: northstar-hook ran")
+	}
 }
 
 // TestFastPathLeavesToGo: whatever the fast path does not serve is the Go
 // hook's, with the state it read given back on stdin: an agent that does
-// not serve the start or closes unanswered (the Go hook asks again), no
-// agent, an argument the C does not read, a state too long. Where the
-// agent does not serve, the Go hook becomes northstar-hook, which gets the
-// state whole.
+// not serve the start or closes unanswered, or none (the Go hook becomes
+// northstar-hook without asking again), an argument the C does not read
+// or a host-wide hook file run by a rootless user (the Go hook decides),
+// a state too long (it refuses it). Where the agent does not serve,
+// northstar-hook gets the state whole.
 func TestFastPathLeavesToGo(t *testing.T) {
 	s := newFastPathSite(t)
 	state := bytes.Repeat([]byte("s"), 60<<10)
@@ -200,15 +232,17 @@ func TestFastPathLeavesToGo(t *testing.T) {
 		answer []byte
 		asked  int
 	}{
-		"not served":        {hookstart.Answer(false, errors.New("another config")), 2},
-		"closed unanswered": {nil, 2},
+		"not served":        {hookstart.Answer(false, errors.New("another config")), 1},
+		"closed unanswered": {nil, 1},
+		// Longer than the Go hook reads: cut, as it cuts it.
+		"a long not served": {append([]byte{'n'}, bytes.Repeat([]byte("x"), 20<<10)...), 1},
 	} {
 		s.setAnswer(c.answer)
 		if r := s.hook(t, state, "/", nil, args...); r.err != nil {
 			t.Errorf("%s: %v\n%s", name, r.err, r.stderr)
 		}
 		if got := s.requests(); len(got) != c.asked || !bytes.Equal(got[0].State, state) {
-			t.Errorf("%s: the agent was asked %d times, want %d (the C, then the Go hook)", name, len(got), c.asked)
+			t.Errorf("%s: the agent was asked %d times, want %d (by the C only)", name, len(got), c.asked)
 		}
 		becameHook(name, args)
 	}
@@ -225,7 +259,7 @@ func TestFastPathLeavesToGo(t *testing.T) {
 		"--host-wide=true": {[]string{"--config", s.config, "--host-wide=true"}, 1},
 	} {
 		if c.asked != 0 && os.Geteuid() != 0 {
-			continue
+			continue // the Go hook does not ask for a rootless user
 		}
 		s.setAnswer(hookstart.Answer(false, errors.New("another config")))
 		if r := s.hook(t, state, "/", nil, c.args...); r.err != nil {
@@ -245,6 +279,28 @@ func TestFastPathLeavesToGo(t *testing.T) {
 		t.Errorf("no agent: %v\n%s", r.err, r.stderr)
 	}
 	becameHook("no agent", []string{"--config", noAgent})
+
+	// A host-wide hook file run by a rootless user (here uid 65534): the
+	// Go hook does not ask the agent for it, and neither does the C.
+	if os.Geteuid() == 0 {
+		for _, p := range []string{s.dir, filepath.Dir(s.dir)} {
+			if err := os.Chmod(p, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.setAnswer(hookstart.Answer(true, nil))
+		os.Remove(s.ran)
+		cmd := exec.Command(s.bin, "--config", s.config, "--host-wide")
+		cmd.Dir, cmd.Stdin = "/", bytes.NewReader(state)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("a rootless user's host-wide hook: %v\n%s", err, out)
+		}
+		if got := s.requests(); len(got) != 0 {
+			t.Errorf("a rootless user's host-wide hook: the agent was asked %d times", len(got))
+		}
+		becameHook("a rootless user's host-wide hook", []string{"--config", s.config, "--host-wide"})
+	}
 
 	// Longer than the Go hook reads: its error, and nothing asked.
 	s.setAnswer(hookstart.Answer(true, nil))

@@ -12,11 +12,11 @@ import (
 	"os"
 
 	"github.com/northstar-oci/northstar/hook/agenthook"
-	_ "github.com/northstar-oci/northstar/hook/agenthook/fastpath" // the start before the Go runtime's
+	"github.com/northstar-oci/northstar/hook/agenthook/fastpath"
 )
 
 func main() {
-	if err := agenthook.Run(os.Args[1:], os.Stdin); err != nil {
+	if err := agenthook.Run(os.Args[1:], os.Stdin, fastpath.Declined()); err != nil {
 		fmt.Fprintf(os.Stderr, "northstar-agent-hook: %v\n", err)
 		os.Exit(1)
 	}

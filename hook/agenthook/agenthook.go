@@ -50,14 +50,17 @@ const timeout = 5 * time.Second
 // Run is the hook's main: args without the program name, the state on
 // stdin. It returns nil when the agent served the start, the start's
 // failure, or (when the agent does not serve it) only if northstar-hook
-// could not be run in its place.
-func Run(args []string, stdin io.Reader) error {
+// could not be run in its place. declined, when not nil, is why the agent
+// did not serve the start the C fast path already asked it for
+// (fastpath.Declined): Run does not ask again.
+func Run(args []string, stdin io.Reader, declined error) error {
 	state, err := capped.ReadAll(stdin, maxState, "state")
 	if err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
-	err = ask(args, state)
-	if !errors.Is(err, hookstart.ErrNotServed) {
+	if declined != nil {
+		err = fmt.Errorf("%w: %v", hookstart.ErrNotServed, declined)
+	} else if err = ask(args, state); !errors.Is(err, hookstart.ErrNotServed) {
 		return err
 	}
 	return becomeHook(args, state, err)

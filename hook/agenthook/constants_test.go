@@ -42,6 +42,7 @@ func TestFastPathConstants(t *testing.T) {
 		{"MAX_STATE", define("MAX_STATE"), maxState},
 		{"MAX_REQUEST", define("MAX_REQUEST"), hookstart.MaxRequest},
 		{"TIMEOUT_SECONDS", define("TIMEOUT_SECONDS"), int(timeout / time.Second)},
+		{"ANSWER_MAX", define("ANSWER_MAX"), hookstart.MaxAnswer},
 	} {
 		if c.c != c.goes {
 			t.Errorf("fastpath.c's %s is %d, the Go hook's %d", c.name, c.c, c.goes)

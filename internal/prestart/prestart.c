@@ -58,7 +58,7 @@ static int rootless(void)
 		 inside == 0 && outside == 0 && count == 4294967295UL);
 }
 
-int ns_config_path(const char *flag, char *out, size_t size)
+int ns_config_path(const char *flag, int from_cwd, char *out, size_t size)
 {
 	const char *env = getenv("NORTHSTAR_CONFIG");
 	const char *path = NULL;
@@ -81,6 +81,8 @@ int ns_config_path(const char *flag, char *out, size_t size)
 		return 0;
 	if (path[0] == '/')
 		n = snprintf(out, size, "%s", path);
+	else if (!from_cwd)
+		return 0;
 	else {
 		char cwd[NS_PATH_BUF];
 		if (!getcwd(cwd, sizeof(cwd)))
@@ -196,36 +198,43 @@ int ns_agent_socket(const char *path, char *out, size_t size)
 	return n >= 0 && agent_socket(data, n, out, size);
 }
 
-int ns_ask(const char *socket_path, const void *msg, size_t len, int timeout_seconds)
+int ns_ask(const char *socket_path, const void *msg, size_t len, int timeout_seconds, char *why)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	if (socket_path[0] != '/' || strlen(socket_path) >= sizeof(addr.sun_path))
+	if (socket_path[0] != '/' || strlen(socket_path) >= sizeof(addr.sun_path)) {
+		snprintf(why, NS_WHY_BUF, "no agent at %s: not an absolute socket path that fits", socket_path);
 		return -1;
+	}
 	strcpy(addr.sun_path, socket_path);
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
+	if (fd < 0) {
+		snprintf(why, NS_WHY_BUF, "socket: %s", strerror(errno));
 		return -1;
+	}
 	struct timeval tv = {.tv_sec = timeout_seconds};
 	struct ucred cred;
 	socklen_t credlen = sizeof(cred);
 	if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
-	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-	    // internal/peercred: root of this user namespace or ourselves.
-	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0 ||
-	    (cred.uid != 0 && cred.uid != geteuid())) {
-		close(fd);
-		return -1;
+	    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		snprintf(why, NS_WHY_BUF, "socket timeout: %s", strerror(errno));
+	else if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		snprintf(why, NS_WHY_BUF, "no agent at %s: %s", socket_path, strerror(errno));
+	else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &credlen) < 0)
+		snprintf(why, NS_WHY_BUF, "%s: SO_PEERCRED: %s", socket_path, strerror(errno));
+	// internal/peercred: root of this user namespace or ourselves.
+	else if (cred.uid != 0 && cred.uid != geteuid())
+		snprintf(why, NS_WHY_BUF, "%s: peer refused: uid %u", socket_path, cred.uid);
+	else {
+		ssize_t w;
+		do
+			w = send(fd, msg, len, MSG_NOSIGNAL);
+		while (w < 0 && errno == EINTR);
+		if (w >= 0 && (size_t)w == len)
+			return fd;
+		snprintf(why, NS_WHY_BUF, "send to the agent at %s: %s", socket_path, w < 0 ? strerror(errno) : "short write");
 	}
-	ssize_t w;
-	do
-		w = send(fd, msg, len, MSG_NOSIGNAL);
-	while (w < 0 && errno == EINTR);
-	if (w < 0 || (size_t)w != len) {
-		close(fd);
-		return -1;
-	}
-	return fd;
+	close(fd);
+	return -1;
 }
 
 ssize_t ns_answer(int fd, char *buf, size_t size)

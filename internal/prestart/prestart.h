@@ -18,13 +18,14 @@
 // leaves it.
 int ns_clean_abs(const char *p);
 
-// ns_config_path is config/peek.Discover(flag) made absolute as
-// filepath.Abs makes it: flag, else NORTHSTAR_CONFIG, else the rootful or
-// rootless default; a relative path is taken from the working directory.
-// 1 and the path in out; 0 when it is not a clean absolute path that
-// fits (the Go code cleans it, and "dir/../x" under a symlink would name
-// another file than the one it loads).
-int ns_config_path(const char *flag, char *out, size_t size);
+// ns_config_path is config/peek.Discover(flag): flag, else
+// NORTHSTAR_CONFIG, else the rootful or rootless default. With from_cwd a
+// relative path is taken from the working directory, as filepath.Abs
+// takes it (the agent hook); without, it is refused (the shim's Go
+// wrapper refuses it). 1 and the path in out; 0 when it is not a clean
+// absolute path that fits (the Go code cleans it, and "dir/../x" under a
+// symlink would name another file than the one it loads).
+int ns_config_path(const char *flag, int from_cwd, char *out, size_t size);
 
 // ns_agent_socket finds [agent] socket in the config file at path: 1 and
 // the socket's path in out when the file is readable (at most
@@ -33,10 +34,12 @@ int ns_agent_socket(const char *path, char *out, size_t size);
 
 // ns_ask connects to the agent at socket_path (SOCK_SEQPACKET), checks
 // that it runs as root of this user namespace or as this user
-// (internal/peercred), and sends msg as one message; send and receive
-// time out after timeout_seconds. The connected socket, or -1 when
-// nothing reached the agent.
-int ns_ask(const char *socket_path, const void *msg, size_t len, int timeout_seconds);
+// (internal/peercred), and sends msg as one message; connect, send and
+// receive time out after timeout_seconds. The connected socket, or -1
+// when nothing reached the agent, with why (at most NS_WHY_BUF bytes)
+// saying what failed, as package hookstart's Ask says it.
+#define NS_WHY_BUF (NS_PATH_BUF + 256)
+int ns_ask(const char *socket_path, const void *msg, size_t len, int timeout_seconds, char *why);
 
 // ns_answer receives the agent's answer on fd, closes fd, and leaves the
 // answer in buf NUL-terminated: its length; 0 when the agent closed

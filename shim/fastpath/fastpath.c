@@ -146,14 +146,15 @@ __attribute__((constructor)) static void northstar_shim_fast_path(int argc, char
 		bundle = cwd;
 	}
 	char config[PATH_BUF], socket_path[PATH_BUF];
-	if (!ns_clean_abs(bundle) || strlen(bundle) >= PATH_BUF || strlen(inv.id) >= PATH_BUF || !ns_config_path(NULL, config, sizeof(config)) ||
+	if (!ns_clean_abs(bundle) || strlen(bundle) >= PATH_BUF || strlen(inv.id) >= PATH_BUF || !ns_config_path(NULL, 0, config, sizeof(config)) ||
 	    !ns_agent_socket(config, socket_path, sizeof(socket_path)))
 		return;
 	char req[3 * PATH_BUF + 32];
 	int n = snprintf(req, sizeof(req), "W%s%c%s%c%s%c%d%c", config, 0, bundle, 0, inv.id, 0, (int)getppid(), 0);
 	if (n <= 0 || (size_t)n >= sizeof(req))
 		return;
-	int fd = ns_ask(socket_path, req, n, TIMEOUT_SECONDS);
+	char why[NS_WHY_BUF];
+	int fd = ns_ask(socket_path, req, n, TIMEOUT_SECONDS, why);
 	if (fd < 0)
 		return;
 	char answer[ANSWER_MAX + 1];

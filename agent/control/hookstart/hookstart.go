@@ -31,6 +31,10 @@ const Op = 'H'
 // it; annotations make it long), the config's path and a pid.
 const MaxRequest = 72 << 10
 
+// MaxAnswer is as much of an answer as the hook reads: a longer one is
+// cut there.
+const MaxAnswer = 16 << 10
+
 // Request is a start the hook asks the agent to serve.
 type Request struct {
 	// Config is the config file the hook was given (absolute): the agent
@@ -133,7 +137,7 @@ func Ask(socketPath string, r Request, timeout time.Duration) error {
 	if err := retry(func() error { _, err := unix.Write(fd, req); return err }); err != nil {
 		return fmt.Errorf("%w: send to the agent at %s: %v", ErrNotServed, socketPath, err)
 	}
-	buf := make([]byte, 16<<10)
+	buf := make([]byte, MaxAnswer)
 	var n int
 	err = retry(func() (err error) { n, err = unix.Read(fd, buf); return err })
 	if (err == nil && n == 0) || err == unix.ECONNRESET {

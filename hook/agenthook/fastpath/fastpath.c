@@ -15,16 +15,18 @@
 // is the Go hook's. Before it reads stdin: an argument this reader does
 // not know, a host-wide hook file run by a rootless user, no config or a
 // line of it it does not understand; it returns and has touched nothing.
-// After: a state too long, no agent, the agent closing unanswered, and an
-// agent that does not serve the start (the Go hook asks again, and
-// becomes northstar-hook); the state goes back to the Go hook on stdin,
-// in a memfd, as the Go hook hands it to northstar-hook.
+// After: a state too long (the Go hook refuses it), and no agent, the
+// agent closing unanswered or an agent that does not serve the start: the
+// Go hook then becomes northstar-hook without asking again, told why
+// (northstar_agent_hook_declined). The state goes back to the Go hook on
+// stdin, in a memfd, as the Go hook hands it to northstar-hook.
 //
 // It writes nothing to stdout and allocates nothing: bounded buffers,
 // static where they are large.
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +44,7 @@
 
 #define MAX_STATE (64 * 1024)   /* agenthook.maxState */
 #define MAX_REQUEST (72 * 1024) /* hookstart.MaxRequest */
-#define ANSWER_MAX (16 * 1024)  /* what hookstart.Ask reads */
+#define ANSWER_MAX (16 * 1024)  /* hookstart.MaxAnswer */
 #define TIMEOUT_SECONDS 5       /* agenthook.timeout */
 
 static char state[MAX_STATE + 1];
@@ -129,18 +131,19 @@ static int parse_args(int argc, char **argv, const char **config, int *host_wide
 static int host_root(void)
 {
 	char buf[4096];
-	FILE *f = fopen("/proc/self/uid_map", "re");
-	if (!f)
+	int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
 	unsigned long euid = geteuid(), inside, outside, count;
-	int root = 0;
-	while (fgets(buf, sizeof(buf), f))
-		if (sscanf(buf, " %lu %lu %lu", &inside, &outside, &count) == 3 && euid >= inside && euid - inside < count) {
-			root = outside + (euid - inside) == 0;
-			break;
-		}
-	fclose(f);
-	return root;
+	for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+		if (sscanf(line, " %lu %lu %lu", &inside, &outside, &count) == 3 && euid >= inside && euid - inside < count)
+			return outside + (euid - inside) == 0;
+	return 0;
 }
 
 // find_agent is agenthook's ask up to the request: 1, the config's
@@ -152,39 +155,54 @@ static int find_agent(int argc, char **argv, char *config, char *socket_path)
 	const char *flag = NULL;
 	int host_wide = 0;
 	return parse_args(argc, argv, &flag, &host_wide) && (!host_wide || host_root()) &&
-	       ns_config_path(flag, config, NS_PATH_BUF) && ns_agent_socket(config, socket_path, NS_PATH_BUF);
+	       ns_config_path(flag, 1, config, NS_PATH_BUF) && ns_agent_socket(config, socket_path, NS_PATH_BUF);
 }
 
-// ask sends the request with the n bytes of state and returns the answer's
-// length in answer: 0 when the Go hook should do the start (nothing
-// reached the agent, or it did not act on the request).
-static ssize_t ask(const char *config, const char *socket_path, size_t n, char *answer, size_t size)
+// declined is why the agent did not serve the start this fast path asked
+// for, once has_declined is set: the Go hook then does not ask again.
+static char declined[ANSWER_MAX + NS_WHY_BUF];
+static int has_declined;
+
+// northstar_agent_hook_declined is declined, NULL when the fast path did
+// not ask the agent (package fastpath's Declined).
+const char *northstar_agent_hook_declined(void)
 {
-	int head = snprintf(request, sizeof(request), "H%s%c%d%c", config, 0, (int)getppid(), 0);
-	if (head <= 0 || (size_t)head + n > sizeof(request))
-		return 0;
-	memcpy(request + head, state, n);
-	int fd = ns_ask(socket_path, request, head + n, TIMEOUT_SECONDS);
-	if (fd < 0)
-		return 0;
-	ssize_t r = ns_answer(fd, answer, size);
-	if (r < 0)
-		fail("the agent at %s gave no answer: %s", socket_path, strerror(errno));
-	return r;
+	return has_declined ? declined : NULL;
 }
 
 __attribute__((constructor)) static void northstar_agent_hook_fast_path(int argc, char **argv, char **envp)
 {
-	char config[NS_PATH_BUF], socket_path[NS_PATH_BUF], answer[ANSWER_MAX + 1];
+	char config[NS_PATH_BUF], socket_path[NS_PATH_BUF], answer[ANSWER_MAX + 1], why[NS_WHY_BUF];
 	if (getenv("NORTHSTAR_AGENT_HOOK_NO_FAST_PATH") || !find_agent(argc, argv, config, socket_path))
 		return;
 	size_t n = read_state();
-	ssize_t r = n > MAX_STATE ? 0 : ask(config, socket_path, n, answer, sizeof(answer));
-	if (r > ANSWER_MAX || (r > 0 && answer[0] != 'y' && answer[0] != 'n' && answer[0] != 'e'))
-		fail("the agent at %s gave a malformed answer", socket_path);
-	if (r > 0 && answer[0] == 'y')
+	int head = snprintf(request, sizeof(request), "H%s%c%d%c", config, 0, (int)getppid(), 0);
+	if (n > MAX_STATE || head <= 0 || (size_t)head + n > sizeof(request)) {
+		// The Go hook refuses the state, as it would have.
+		give_back(n);
+		return;
+	}
+	memcpy(request + head, state, n);
+	int fd = ns_ask(socket_path, request, head + n, TIMEOUT_SECONDS, why);
+	has_declined = 1;
+	if (fd < 0) {
+		snprintf(declined, sizeof(declined), "%s", why);
+		give_back(n);
+		return;
+	}
+	// An answer longer than the Go hook reads is cut where it cuts it.
+	ssize_t r = ns_answer(fd, answer, sizeof(answer));
+	if (r < 0)
+		fail("the agent at %s gave no answer: %s", socket_path, strerror(errno));
+	if (r == 0)
+		snprintf(declined, sizeof(declined), "the agent at %s closed the connection without an answer", socket_path);
+	else if (answer[0] == 'y')
 		_exit(0);
-	if (r > 0 && answer[0] == 'e')
+	else if (answer[0] == 'e')
 		fail("%s", answer + 1);
+	else if (answer[0] == 'n')
+		snprintf(declined, sizeof(declined), "%s", answer + 1);
+	else
+		fail("the agent at %s gave a malformed answer", socket_path);
 	give_back(n);
 }

@@ -15,10 +15,29 @@
 // environment a runtime passes its hooks cannot preload anything into it.
 package fastpath
 
-// #cgo CFLAGS: -O2 -Wall -Wextra -Wno-unused-parameter -std=gnu11 -I${SRCDIR}/../../../internal/prestart
+/*
+#cgo CFLAGS: -O2 -Wall -Wextra -Wno-unused-parameter -std=gnu11 -I${SRCDIR}/../../../internal/prestart
+const char *northstar_agent_hook_declined(void);
+*/
 import "C"
 
-import _ "github.com/northstar-oci/northstar/internal/prestart" // the C it calls
+import (
+	"errors"
+
+	_ "github.com/northstar-oci/northstar/internal/prestart" // the C it calls
+)
 
 // Enabled reports whether this build has the fast path.
 const Enabled = true
+
+// Declined is why the agent did not serve the start the fast path asked
+// it for (no agent, a connection closed unanswered, its "not served"): the
+// Go hook becomes northstar-hook without asking again. nil when the fast
+// path did not ask.
+func Declined() error {
+	why := C.northstar_agent_hook_declined()
+	if why == nil {
+		return nil
+	}
+	return errors.New(C.GoString(why))
+}
