@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 
 // See prestart.h and prestart.go. Bounded buffers, no allocation, nothing
-// written to stdout or stderr: the callers decide what is said.
+// written to stdout, and to stderr only the caller's line (ns_fail).
 
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,43 @@ int ns_clean_abs(const char *p)
 	return 1;
 }
 
+void ns_fail(const char *who, const char *fmt, ...)
+{
+	char msg[NS_MSG_BUF];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	dprintf(STDERR_FILENO, "%s: %s\n", who, msg);
+	_exit(1);
+}
+
+// read_uid_map reads /proc/self/uid_map, as much as fits in buf with its
+// NUL: its length, or -1.
+static ssize_t read_uid_map(char *buf, size_t size)
+{
+	int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, size - 1);
+	close(fd);
+	if (n >= 0)
+		buf[n] = 0;
+	return n;
+}
+
+int ns_host_root(void)
+{
+	char buf[4096];
+	if (read_uid_map(buf, sizeof(buf)) <= 0)
+		return 0;
+	unsigned long euid = geteuid(), inside, outside, count;
+	for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+		if (sscanf(line, " %lu %lu %lu", &inside, &outside, &count) == 3 && euid >= inside && euid - inside < count)
+			return outside + (euid - inside) == 0;
+	return 0;
+}
+
 // rootless is peek.Rootless: not root, or root in rootlesskit's user
 // namespace.
 static int rootless(void)
@@ -44,14 +82,8 @@ static int rootless(void)
 	if (geteuid() != 0 || (rk && *rk))
 		return 1;
 	char buf[128];
-	int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_uid_map(buf, sizeof(buf)) < 0)
 		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0)
-		return 0;
-	buf[n] = 0;
 	unsigned long inside, outside, count;
 	char extra;
 	return !(sscanf(buf, " %lu %lu %lu %c", &inside, &outside, &count, &extra) == 3 &&

@@ -14,6 +14,18 @@
 
 #define NS_PATH_BUF 4096
 
+// NS_MSG_BUF bounds a line ns_fail writes: an agent's answer (16 KiB in
+// both protocols) and a path or two around it.
+#define NS_MSG_BUF (16 * 1024 + NS_PATH_BUF + 256)
+
+// ns_fail writes "who: " and the message fmt formats on one line to
+// stderr and exits 1: how a fast path fails a start it took.
+void ns_fail(const char *who, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+// ns_host_root is idmap.HostUID() == 0: this process's uid, as the parent
+// user namespace sees it, is root (/proc/self/uid_map).
+int ns_host_root(void);
+
 // ns_clean_abs reports whether p is an absolute path as filepath.Clean
 // leaves it.
 int ns_clean_abs(const char *p);

@@ -25,7 +25,6 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,16 +102,7 @@ static int parse_args(int argc, char **argv, struct invocation *inv)
 	return 1;
 }
 
-static void fail(const char *fmt, ...)
-{
-	char msg[ANSWER_MAX + 256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	dprintf(STDERR_FILENO, "northstar shim: %s\n", msg);
-	_exit(1);
-}
+#define fail(...) ns_fail("northstar shim", __VA_ARGS__)
 
 // exec_delegate becomes the delegate, with containerd's arguments and
 // environment; never this binary itself.

@@ -26,8 +26,6 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,16 +48,7 @@
 static char state[MAX_STATE + 1];
 static char request[MAX_REQUEST];
 
-static void fail(const char *fmt, ...)
-{
-	char msg[ANSWER_MAX + NS_PATH_BUF + 64];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	dprintf(STDERR_FILENO, "northstar-agent-hook: %s\n", msg);
-	_exit(1);
-}
+#define fail(...) ns_fail("northstar-agent-hook", __VA_ARGS__)
 
 // read_state reads stdin to its end, at most MAX_STATE + 1 bytes (one
 // more than the Go hook takes, so that it refuses the same states).
@@ -126,26 +115,6 @@ static int parse_args(int argc, char **argv, const char **config, int *host_wide
 	return 1;
 }
 
-// host_root is idmap.HostUID() == 0: this process's uid, as the parent
-// user namespace sees it, is root.
-static int host_root(void)
-{
-	char buf[4096];
-	int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	unsigned long euid = geteuid(), inside, outside, count;
-	for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-		if (sscanf(line, " %lu %lu %lu", &inside, &outside, &count) == 3 && euid >= inside && euid - inside < count)
-			return outside + (euid - inside) == 0;
-	return 0;
-}
-
 // find_agent is agenthook's ask up to the request: 1, the config's
 // absolute path in config and the agent's socket in socket_path, when the
 // arguments and the config are as this reader expects; 0 otherwise, with
@@ -154,7 +123,7 @@ static int find_agent(int argc, char **argv, char *config, char *socket_path)
 {
 	const char *flag = NULL;
 	int host_wide = 0;
-	return parse_args(argc, argv, &flag, &host_wide) && (!host_wide || host_root()) &&
+	return parse_args(argc, argv, &flag, &host_wide) && (!host_wide || ns_host_root()) &&
 	       ns_config_path(flag, 1, config, NS_PATH_BUF) && ns_agent_socket(config, socket_path, NS_PATH_BUF);
 }
 
